@@ -1,0 +1,193 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"seckill"
+)
+
+// Client calls the backend API over HTTP. Business answers (4xx with a
+// code) come back as *seckill.Error; anything else (network error, 5xx,
+// garbage) as *UnavailableError, which callers such as a circuit breaker
+// count as a failure of the backend.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// UnavailableError means the backend did not give a business answer.
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return "backend unavailable: " + e.Err.Error() }
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// NewClient returns a client of the backend at base (e.g.
+// "http://127.0.0.1:8090"). hc may be nil.
+func NewClient(base, adminToken string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = &http.Client{
+			Timeout: 10 * time.Second,
+			Transport: &http.Transport{
+				MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
+			},
+		}
+	}
+	return &Client{base: base, token: adminToken, hc: hc}
+}
+
+// Base returns the backend's base URL.
+func (c *Client) Base() string { return c.base }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return &UnavailableError{err}
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return &UnavailableError{err}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return &UnavailableError{err}
+	}
+	if resp.StatusCode >= 500 {
+		var p struct {
+			Code string `json:"code"`
+		}
+		_ = json.Unmarshal(raw, &p)
+		return &UnavailableError{fmt.Errorf("%s %s: status %d %s", method, path, resp.StatusCode, p.Code)}
+	}
+	if resp.StatusCode >= 400 {
+		var p struct {
+			Code   string `json:"code"`
+			Detail string `json:"detail"`
+		}
+		if json.Unmarshal(raw, &p) != nil || p.Code == "" {
+			return &UnavailableError{fmt.Errorf("%s %s: status %d without a problem body", method, path, resp.StatusCode)}
+		}
+		e := &seckill.Error{Code: p.Code, Message: p.Detail}
+		if ref := resp.Header.Get("X-Order-Ref"); ref != "" {
+			return &HeldError{Err: e, OrderRef: ref}
+		}
+		return e
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return &UnavailableError{fmt.Errorf("%s %s: decoding answer: %w", method, path, err)}
+		}
+	}
+	return nil
+}
+
+// HeldError is an already_bought answer that names the order held.
+type HeldError struct {
+	Err      *seckill.Error
+	OrderRef string
+}
+
+func (e *HeldError) Error() string { return e.Err.Error() }
+func (e *HeldError) Unwrap() error { return e.Err }
+
+// Reserve calls POST /v1/reservations.
+func (c *Client) Reserve(ctx context.Context, itemID, userID int64, requestID string) (Reservation, error) {
+	var r Reservation
+	err := c.do(ctx, http.MethodPost, "/v1/reservations", reserveRequest{ItemID: itemID, UserID: userID, RequestID: requestID}, &r)
+	return r, err
+}
+
+// Status calls GET /v1/items/{id}/orders/{user}.
+func (c *Client) Status(ctx context.Context, itemID, userID int64) (OrderState, error) {
+	var s OrderState
+	err := c.do(ctx, http.MethodGet, "/v1/items/"+strconv.FormatInt(itemID, 10)+"/orders/"+strconv.FormatInt(userID, 10), nil, &s)
+	return s, err
+}
+
+// Items calls GET /v1/items.
+func (c *Client) Items(ctx context.Context) ([]ItemView, error) {
+	var out struct {
+		Items []ItemView `json:"items"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/items", nil, &out)
+	return out.Items, err
+}
+
+// Item calls GET /v1/items/{id}.
+func (c *Client) Item(ctx context.Context, id int64) (ItemView, error) {
+	var out struct {
+		Item ItemView `json:"item"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/items/"+strconv.FormatInt(id, 10), nil, &out)
+	return out.Item, err
+}
+
+// CreateItem calls POST /v1/admin/items.
+func (c *Client) CreateItem(ctx context.Context, req CreateItemRequest) (seckill.Item, error) {
+	var out struct {
+		Item seckill.Item `json:"item"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/admin/items", req, &out)
+	return out.Item, err
+}
+
+// Stats calls GET /v1/admin/items/{id}/stats.
+func (c *Client) Stats(ctx context.Context, id int64) (seckill.Stats, error) {
+	var st seckill.Stats
+	err := c.do(ctx, http.MethodGet, "/v1/admin/items/"+strconv.FormatInt(id, 10)+"/stats", nil, &st)
+	return st, err
+}
+
+// Register calls POST /v1/users.
+func (c *Client) Register(ctx context.Context, username, password string) (int64, error) {
+	var out struct {
+		UserID int64 `json:"user_id"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/users", credentials{username, password}, &out)
+	return out.UserID, err
+}
+
+// Login calls POST /v1/users/login.
+func (c *Client) Login(ctx context.Context, username, password string) (int64, error) {
+	var out struct {
+		UserID int64 `json:"user_id"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/users/login", credentials{username, password}, &out)
+	return out.UserID, err
+}
+
+// EnsureUsers calls POST /v1/admin/users.
+func (c *Client) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {
+	var out struct {
+		Users map[string]int64 `json:"users"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/admin/users", map[string]any{"usernames": usernames}, &out)
+	return out.Users, err
+}
+
+// Ready calls GET /readyz.
+func (c *Client) Ready(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/readyz", nil, nil)
+}

@@ -1,0 +1,254 @@
+package backend
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"seckill"
+	"seckill/httpapi"
+)
+
+// BodyLimit is the largest request body the backend reads.
+const BodyLimit = 16 << 10
+
+// HTTPConfig configures the backend API.
+type HTTPConfig struct {
+	// AdminToken, when set, is required as a Bearer token on /v1/admin/*.
+	AdminToken string
+	Registry   *prometheus.Registry
+	Logger     *slog.Logger
+}
+
+// Handler serves the backend API; see docs/API.md.
+type Handler struct {
+	*echo.Echo
+	svc      *Service
+	log      *slog.Logger
+	draining atomic.Bool
+	outcomes *prometheus.CounterVec
+}
+
+// NewHandler returns the backend HTTP API. Every route is listed here.
+func NewHandler(svc *Service, cfg HTTPConfig) *Handler {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = httpapi.ErrorHandler(log)
+	h := &Handler{Echo: e, svc: svc, log: log}
+	h.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "seckill_backend", Name: "reservations_total",
+		Help: "Reservation attempts by outcome.",
+	}, []string{"outcome"})
+	reg.MustRegister(h.outcomes)
+	e.Use(httpapi.NewMetrics(reg, "seckill_backend").Middleware())
+
+	e.POST("/v1/reservations", h.reserve)
+	e.GET("/v1/items", h.items)
+	e.GET("/v1/items/:id", h.item)
+	e.GET("/v1/items/:id/orders/:user", h.status)
+
+	e.POST("/v1/users", h.register)
+	e.POST("/v1/users/login", h.login)
+
+	admin := e.Group("/v1/admin", requireToken(cfg.AdminToken))
+	admin.POST("/users", h.ensureUsers)
+	admin.POST("/items", h.createItem)
+	admin.GET("/items/:id/stats", h.stats)
+
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", h.ready)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	return h
+}
+
+// Drain makes /readyz fail so balancers stop sending new work.
+func (h *Handler) Drain() { h.draining.Store(true) }
+
+func requireToken(token string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if token == "" {
+				return next(c)
+			}
+			got, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+				return seckill.Errorf(seckill.EUnauthorized, "admin token required")
+			}
+			return next(c)
+		}
+	}
+}
+
+type reserveRequest struct {
+	ItemID    int64  `json:"item_id"`
+	UserID    int64  `json:"user_id"`
+	RequestID string `json:"request_id"`
+}
+
+func (h *Handler) reserve(c echo.Context) error {
+	var req reserveRequest
+	if err := httpapi.BindJSON(c, BodyLimit, &req); err != nil {
+		h.outcomes.WithLabelValues(seckill.EInvalid).Inc()
+		return err
+	}
+	res, err := h.svc.Reserve(c.Request().Context(), req.ItemID, req.UserID, req.RequestID)
+	if err != nil {
+		h.outcomes.WithLabelValues(seckill.ErrorCode(err)).Inc()
+		if res.OrderRef != "" {
+			// already_bought: say which order the user holds.
+			return writeProblemWithRef(c, h.log, err, res.OrderRef)
+		}
+		return err
+	}
+	h.outcomes.WithLabelValues("queued").Inc()
+	return c.JSON(http.StatusAccepted, res)
+}
+
+func writeProblemWithRef(c echo.Context, log *slog.Logger, err error, ref string) error {
+	c.Response().Header().Set("X-Order-Ref", ref)
+	return httpapi.WriteError(c, log, err)
+}
+
+func (h *Handler) items(c echo.Context) error {
+	items, err := h.svc.Items(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"now": time.Now().UTC(), "items": items})
+}
+
+func (h *Handler) item(c echo.Context) error {
+	id, err := httpapi.ParamID(c, "id")
+	if err != nil {
+		return err
+	}
+	it, err := h.svc.Item(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"now": time.Now().UTC(), "item": it})
+}
+
+func (h *Handler) status(c echo.Context) error {
+	id, err := httpapi.ParamID(c, "id")
+	if err != nil {
+		return err
+	}
+	user, err := httpapi.ParamID(c, "user")
+	if err != nil {
+		return err
+	}
+	st, err := h.svc.Status(c.Request().Context(), id, user)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, st)
+}
+
+// CreateItemRequest is the body of POST /v1/admin/items.
+type CreateItemRequest struct {
+	Name       string    `json:"name"`
+	PriceCents int64     `json:"price_cents"`
+	Stock      int64     `json:"stock"`
+	StartsAt   time.Time `json:"starts_at"`
+	EndsAt     time.Time `json:"ends_at"`
+	Challenge  string    `json:"challenge"`
+}
+
+func (h *Handler) createItem(c echo.Context) error {
+	var req CreateItemRequest
+	if err := httpapi.BindJSON(c, BodyLimit, &req); err != nil {
+		return err
+	}
+	it, err := h.svc.CreateItem(c.Request().Context(), seckill.Item{
+		Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock,
+		StartsAt: req.StartsAt, EndsAt: req.EndsAt, Challenge: req.Challenge,
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, map[string]any{"id": it.ID, "item": it})
+}
+
+func (h *Handler) stats(c echo.Context) error {
+	id, err := httpapi.ParamID(c, "id")
+	if err != nil {
+		return err
+	}
+	st, err := h.svc.Stats(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, st)
+}
+
+func (h *Handler) ready(c echo.Context) error {
+	if h.draining.Load() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := h.svc.Ready(ctx); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unready", "error": err.Error()})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+type credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (h *Handler) register(c echo.Context) error {
+	var req credentials
+	if err := httpapi.BindJSON(c, BodyLimit, &req); err != nil {
+		return err
+	}
+	id, err := h.svc.Register(c.Request().Context(), req.Username, req.Password)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, map[string]any{"user_id": id})
+}
+
+func (h *Handler) login(c echo.Context) error {
+	var req credentials
+	if err := httpapi.BindJSON(c, BodyLimit, &req); err != nil {
+		return err
+	}
+	id, err := h.svc.Login(c.Request().Context(), req.Username, req.Password)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"user_id": id, "username": req.Username})
+}
+
+func (h *Handler) ensureUsers(c echo.Context) error {
+	var req struct {
+		Usernames []string `json:"usernames"`
+	}
+	if err := httpapi.BindJSON(c, 1<<20, &req); err != nil {
+		return err
+	}
+	ids, err := h.svc.EnsureUsers(c.Request().Context(), req.Usernames)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"users": ids})
+}

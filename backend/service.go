@@ -1,0 +1,330 @@
+// Package backend is the thin purchase service behind the edge: it takes a
+// unit in Redis (package stock), leaves the order in the Redis outbox for
+// the relay, and answers catalogue, status and stats questions.
+package backend
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"seckill"
+	"seckill/stock"
+)
+
+// Catalog is the durable store of items and orders (package postgres).
+type Catalog interface {
+	CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error)
+	Item(ctx context.Context, id int64) (seckill.Item, error)
+	Items(ctx context.Context) ([]seckill.Item, error)
+	OrderFor(ctx context.Context, userID, itemID int64) (seckill.Order, error)
+	FailedFor(ctx context.Context, userID, itemID int64) (string, bool, error)
+	CountOrders(ctx context.Context, itemID int64) (int64, error)
+	CountFailed(ctx context.Context, itemID int64) (int64, error)
+	OrderRefs(ctx context.Context, itemID int64) (map[int64]string, error)
+	Ping(ctx context.Context) error
+}
+
+// Stock is the live counter store (package stock).
+type Stock interface {
+	LoadItem(ctx context.Context, it seckill.Item, sold map[int64]string) error
+	Reserve(ctx context.Context, itemID, userID int64, requestID, orderRef string) (stock.Reservation, error)
+	Buyer(ctx context.Context, itemID, userID int64) (string, bool, error)
+	Counters(ctx context.Context, itemID int64) (stock.Counters, error)
+}
+
+// Service is the purchase backend.
+type Service struct {
+	db    Catalog
+	users Users
+	st    Stock
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// New returns a Service. When db also stores users (package postgres
+// does), the user endpoints work too.
+func New(db Catalog, st Stock, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	users, _ := db.(Users)
+	return &Service{db: db, users: users, st: st, log: log, now: time.Now}
+}
+
+// Challenge kinds an item may ask for.
+var challenges = map[string]bool{"captcha": true, "pow": true, "none": true}
+
+// Limits on what an admin may create.
+const (
+	MaxStock   = 10_000_000
+	MaxNameLen = 200
+)
+
+// ValidateItem checks an item an admin wants to create.
+func ValidateItem(it *seckill.Item) error {
+	it.Name = strings.TrimSpace(it.Name)
+	if it.Challenge == "" {
+		it.Challenge = "pow"
+	}
+	switch {
+	case it.Name == "" || utf8.RuneCountInString(it.Name) > MaxNameLen:
+		return seckill.Errorf(seckill.EInvalid, "name must be 1 to %d characters", MaxNameLen)
+	case it.PriceCents < 0:
+		return seckill.Errorf(seckill.EInvalid, "price_cents must not be negative")
+	case it.Stock < 0 || it.Stock > MaxStock:
+		return seckill.Errorf(seckill.EInvalid, "stock must be between 0 and %d", MaxStock)
+	case it.StartsAt.IsZero() || it.EndsAt.IsZero():
+		return seckill.Errorf(seckill.EInvalid, "starts_at and ends_at are required (RFC 3339)")
+	case !it.EndsAt.After(it.StartsAt):
+		return seckill.Errorf(seckill.EInvalid, "ends_at must be after starts_at")
+	case !challenges[it.Challenge]:
+		return seckill.Errorf(seckill.EInvalid, "challenge must be captcha, pow or none")
+	}
+	return nil
+}
+
+// CreateItem stores a new item and makes it purchasable.
+func (s *Service) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error) {
+	if err := ValidateItem(&it); err != nil {
+		return seckill.Item{}, err
+	}
+	it, err := s.db.CreateItem(ctx, it)
+	if err != nil {
+		return seckill.Item{}, fmt.Errorf("creating item: %w", err)
+	}
+	if err := s.st.LoadItem(ctx, it, nil); err != nil {
+		return seckill.Item{}, err
+	}
+	s.log.Info("item created", "item", it.ID, "stock", it.Stock, "starts_at", it.StartsAt, "ends_at", it.EndsAt)
+	return it, nil
+}
+
+// LoadAll loads every item into Redis. Live counters are kept; an item
+// Redis does not know (Redis lost its data) resumes from the orders stored
+// in PostgreSQL.
+func (s *Service) LoadAll(ctx context.Context) (int, error) {
+	items, err := s.db.Items(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("listing items: %w", err)
+	}
+	for _, it := range items {
+		if err := s.load(ctx, it); err != nil {
+			return 0, err
+		}
+	}
+	return len(items), nil
+}
+
+func (s *Service) load(ctx context.Context, it seckill.Item) error {
+	c, err := s.st.Counters(ctx, it.ID)
+	if err != nil {
+		return err
+	}
+	var sold map[int64]string
+	if !c.Loaded {
+		if sold, err = s.db.OrderRefs(ctx, it.ID); err != nil {
+			return fmt.Errorf("reading orders of item %d: %w", it.ID, err)
+		}
+		if len(sold) > 0 {
+			s.log.Warn("redis holds no counters for an item with stored orders; resuming from PostgreSQL",
+				"item", it.ID, "orders", len(sold))
+		}
+	}
+	return s.st.LoadItem(ctx, it, sold)
+}
+
+// Reservation is the answer to a successful purchase attempt.
+type Reservation struct {
+	Status    seckill.OrderStatus `json:"status"`
+	OrderRef  string              `json:"order_ref"`
+	StockLeft int64               `json:"stock_left"`
+}
+
+// Reserve takes one unit of an item for a user. The error codes are
+// unknown_item, not_live, sold_out and already_bought. An empty requestID
+// gets a fresh one (the call is then not idempotent across retries).
+func (s *Service) Reserve(ctx context.Context, itemID, userID int64, requestID string) (Reservation, error) {
+	if itemID <= 0 || userID <= 0 {
+		return Reservation{}, seckill.Errorf(seckill.EInvalid, "item_id and user_id must be positive")
+	}
+	if len(requestID) > 64 || strings.ContainsRune(requestID, '|') {
+		return Reservation{}, seckill.Errorf(seckill.EInvalid, "request_id must be at most 64 characters without '|'")
+	}
+	ref := NewOrderRef()
+	if requestID == "" {
+		requestID = ref
+	}
+	r, err := s.st.Reserve(ctx, itemID, userID, requestID, ref)
+	if err != nil {
+		return Reservation{}, err
+	}
+	if r.Outcome == stock.UnknownItem {
+		// Redis may have lost the item while PostgreSQL has it: load it once.
+		it, err := s.db.Item(ctx, itemID)
+		if err != nil {
+			return Reservation{}, err
+		}
+		if err := s.load(ctx, it); err != nil {
+			return Reservation{}, err
+		}
+		if r, err = s.st.Reserve(ctx, itemID, userID, requestID, ref); err != nil {
+			return Reservation{}, err
+		}
+	}
+	res := Reservation{Status: seckill.StatusQueued, OrderRef: r.OrderRef, StockLeft: r.StockLeft}
+	switch r.Outcome {
+	case stock.Queued:
+		return res, nil
+	case stock.AlreadyBought:
+		return res, seckill.Errorf(seckill.EAlreadyBought, "this user already holds a unit of item %d", itemID)
+	case stock.SoldOut:
+		return res, seckill.Errorf(seckill.ESoldOut, "item %d is sold out", itemID)
+	case stock.NotLive:
+		return res, seckill.Errorf(seckill.ENotLive, "the sale of item %d is not open", itemID)
+	case stock.UnknownItem:
+		return res, seckill.Errorf(seckill.EUnknownItem, "no item %d", itemID)
+	}
+	return Reservation{}, fmt.Errorf("reserving: unknown outcome %q", r.Outcome)
+}
+
+// NewOrderRef returns a fresh order reference: 128 random bits.
+func NewOrderRef() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "o" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// OrderState is where one user's order for one item stands.
+type OrderState struct {
+	Status   seckill.OrderStatus `json:"status"`
+	OrderRef string              `json:"order_ref,omitempty"`
+	OrderID  int64               `json:"order_id,omitempty"`
+}
+
+// Status tells a user where their order for an item stands.
+func (s *Service) Status(ctx context.Context, itemID, userID int64) (OrderState, error) {
+	if _, err := s.Item(ctx, itemID); err != nil {
+		return OrderState{}, err
+	}
+	ref, held, err := s.st.Buyer(ctx, itemID, userID)
+	if err != nil {
+		return OrderState{}, err
+	}
+	o, err := s.db.OrderFor(ctx, userID, itemID)
+	if err == nil {
+		return OrderState{Status: seckill.StatusConfirmed, OrderRef: o.OrderRef, OrderID: o.ID}, nil
+	}
+	if seckill.ErrorCode(err) != seckill.ENotFound {
+		return OrderState{}, err
+	}
+	if held {
+		return OrderState{Status: seckill.StatusQueued, OrderRef: ref}, nil
+	}
+	if fref, ok, err := s.db.FailedFor(ctx, userID, itemID); err != nil {
+		return OrderState{}, err
+	} else if ok {
+		return OrderState{Status: seckill.StatusFailed, OrderRef: fref}, nil
+	}
+	return OrderState{Status: seckill.StatusNone}, nil
+}
+
+// ItemView is an item as shoppers see it.
+type ItemView struct {
+	seckill.Item
+	StockLeft int64  `json:"stock_left"`
+	State     string `json:"state"` // upcoming, live, sold_out, ended
+}
+
+// Item returns one item with its live stock.
+func (s *Service) Item(ctx context.Context, id int64) (ItemView, error) {
+	it, err := s.db.Item(ctx, id)
+	if err != nil {
+		return ItemView{}, err
+	}
+	return s.view(ctx, it)
+}
+
+// Items returns every item with its live stock.
+func (s *Service) Items(ctx context.Context) ([]ItemView, error) {
+	items, err := s.db.Items(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ItemView, 0, len(items))
+	for _, it := range items {
+		v, err := s.view(ctx, it)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (s *Service) view(ctx context.Context, it seckill.Item) (ItemView, error) {
+	c, err := s.st.Counters(ctx, it.ID)
+	if err != nil {
+		return ItemView{}, err
+	}
+	left := c.StockLeft
+	if !c.Loaded {
+		left = it.Stock
+	}
+	return ItemView{Item: it, StockLeft: left, State: State(it, left, s.now())}, nil
+}
+
+// State names where a sale stands at a time.
+func State(it seckill.Item, left int64, now time.Time) string {
+	switch {
+	case now.Before(it.StartsAt):
+		return "upcoming"
+	case !now.Before(it.EndsAt):
+		return "ended"
+	case left <= 0:
+		return "sold_out"
+	}
+	return "live"
+}
+
+// Stats returns the counters of an item from Redis and PostgreSQL.
+func (s *Service) Stats(ctx context.Context, itemID int64) (seckill.Stats, error) {
+	it, err := s.db.Item(ctx, itemID)
+	if err != nil {
+		return seckill.Stats{}, err
+	}
+	c, err := s.st.Counters(ctx, itemID)
+	if err != nil {
+		return seckill.Stats{}, err
+	}
+	orders, err := s.db.CountOrders(ctx, itemID)
+	if err != nil {
+		return seckill.Stats{}, err
+	}
+	failed, err := s.db.CountFailed(ctx, itemID)
+	if err != nil {
+		return seckill.Stats{}, err
+	}
+	st := seckill.Stats{ItemID: itemID, StockTotal: it.Stock, StockLeft: c.StockLeft, Reserved: c.Reserved,
+		Orders: orders, OutboxPending: c.OutboxPending, Failed: failed}
+	if !c.Loaded {
+		st.StockLeft = it.Stock - orders
+	}
+	return st, nil
+}
+
+// Ready reports whether both stores answer.
+func (s *Service) Ready(ctx context.Context) error {
+	if err := s.db.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	if _, err := s.st.Counters(ctx, 0); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}

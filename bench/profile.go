@@ -1,0 +1,10 @@
+package bench
+
+import (
+	"io"
+	"runtime/pprof"
+)
+
+func startCPUProfile(w io.Writer) error { return pprof.StartCPUProfile(w) }
+
+func stopCPUProfile() { pprof.StopCPUProfile() }

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/pflag"
+)
+
+// common holds the settings every part shares.
+type common struct {
+	RedisURL    string
+	RedisPrefix string
+	AMQPURL     string
+	PGURL       string
+	Queue       string
+	LogLevel    string
+}
+
+// envFlag registers a string flag whose default comes from an environment
+// variable, so flags win over the environment and the environment over the
+// built-in default.
+func envFlag(fs *pflag.FlagSet, getenv func(string) string, p *string, name, env, def, usage string) {
+	if v := getenv(env); v != "" {
+		def = v
+	}
+	fs.StringVar(p, name, def, usage+" ($"+env+")")
+}
+
+func envDuration(fs *pflag.FlagSet, getenv func(string) string, p *time.Duration, name, env string, def time.Duration, usage string) {
+	if v := getenv(env); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			def = d
+		}
+	}
+	fs.DurationVar(p, name, def, usage+" ($"+env+")")
+}
+
+func envBool(fs *pflag.FlagSet, getenv func(string) string, p *bool, name, env string, def bool, usage string) {
+	switch strings.ToLower(getenv(env)) {
+	case "1", "true", "yes":
+		def = true
+	case "0", "false", "no":
+		def = false
+	}
+	fs.BoolVar(p, name, def, usage+" ($"+env+")")
+}
+
+func (c *common) register(fs *pflag.FlagSet, getenv func(string) string, needs ...string) {
+	want := map[string]bool{}
+	for _, n := range needs {
+		want[n] = true
+	}
+	if want["redis"] {
+		envFlag(fs, getenv, &c.RedisURL, "redis-url", "SECKILL_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL")
+		envFlag(fs, getenv, &c.RedisPrefix, "redis-prefix", "SECKILL_REDIS_PREFIX", "seckill:", "prefix of every Redis key")
+	}
+	if want["amqp"] {
+		envFlag(fs, getenv, &c.AMQPURL, "amqp-url", "SECKILL_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
+		envFlag(fs, getenv, &c.Queue, "queue", "SECKILL_QUEUE", "seckill.orders", "RabbitMQ queue of orders (its dead letters go to QUEUE.dead)")
+	}
+	if want["pg"] {
+		envFlag(fs, getenv, &c.PGURL, "pg-url", "SECKILL_PG_URL", "postgres://postgres@127.0.0.1:5432/seckill?sslmode=disable", "PostgreSQL URL")
+	}
+	envFlag(fs, getenv, &c.LogLevel, "log-level", "SECKILL_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+}
+
+func (c *common) redisClient() (*redis.Client, error) {
+	opt, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("parsing redis url: %w", err)
+	}
+	if opt.PoolSize < 128 {
+		opt.PoolSize = 128
+	}
+	// Retries are safe: every stock script is idempotent per request id.
+	opt.MaxRetries = 3
+	return redis.NewClient(opt), nil
+}
+
+// printConfig writes the effective configuration with secrets masked.
+func printConfig(w io.Writer, name string, fs *pflag.FlagSet) {
+	var lines []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name == "help" {
+			return
+		}
+		lines = append(lines, fmt.Sprintf("  %s=%s", f.Name, mask(f.Name, f.Value.String())))
+	})
+	sort.Strings(lines)
+	fmt.Fprintf(w, "%s configuration:\n%s\n", name, strings.Join(lines, "\n"))
+}
+
+func mask(name, v string) string {
+	if strings.Contains(name, "token") || strings.Contains(name, "password") || strings.Contains(name, "secret") {
+		if v == "" {
+			return ""
+		}
+		return "****"
+	}
+	if u, err := url.Parse(v); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			return strings.Replace(u.String(), "xxxxx", "****", 1)
+		}
+	}
+	return v
+}
+
+// writeAddrFile writes the address a server listens on, for scripts and
+// tests that start it on port 0.
+func writeAddrFile(path, addr string) error {
+	if path == "" {
+		return nil
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(addr+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"seckill/backend"
+	"seckill/captcha"
+	"seckill/clientip"
+	"seckill/edge"
+	"seckill/limit"
+	"seckill/stock"
+)
+
+func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	var (
+		c                                   common
+		publicListen, adminListen, addrFile string
+		backendURL, backendToken            string
+		adminToken, sessionSecret           string
+		limitsFile, trusted                 string
+		difficulty, underLoad, maxInFlight  int
+		breakerFailures                     int
+		breakerOpen                         time.Duration
+		sessionTTL, challengeTTL, pathTTL   time.Duration
+		catalogTTL, drainWait               time.Duration
+		secureCookie                        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "edge",
+		Short: "Run the protective edge: the public API and storefront, and the admin API",
+		Long: `Run the edge. Shoppers and every client talk only to it; it talks to the
+backend. Cheapest check first: client identity, token buckets, session, known
+item, sold-out marker, hidden path, Bloom dedup, load shedding, circuit
+breaker; then the backend.
+
+The public API listens on --public-listen, the admin API (/admin/*, /metrics,
+/healthz, /readyz) on --admin-listen. Limits come from --limits (YAML).`,
+		Example: `  SECKILL_ADMIN_TOKEN=s3cret SECKILL_SESSION_SECRET=$(openssl rand -hex 32) \
+    seckill edge --backend-url http://127.0.0.1:8090 --limits configs/limits.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := newLogger(stderr, c.LogLevel).With("component", "edge")
+			printConfig(stderr, "edge", cmd.Flags())
+			ctx := cmd.Context()
+			if adminToken == "" {
+				return errors.New("an admin token is required: --admin-token or $SECKILL_ADMIN_TOKEN")
+			}
+			secret := []byte(sessionSecret)
+			if sessionSecret == "" {
+				b := make([]byte, 32)
+				_, _ = rand.Read(b)
+				secret = []byte(hex.EncodeToString(b))
+				log.Warn("no --session-secret: using a random one; sessions end with this process and other edges reject them")
+			}
+			raw, err := os.ReadFile(limitsFile)
+			if err != nil {
+				return fmt.Errorf("reading limits: %w", err)
+			}
+			rules, err := limit.ParseRules(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %w", limitsFile, err)
+			}
+			lim, err := limit.New(rules, limit.Options{})
+			if err != nil {
+				return err
+			}
+			defer func() { _ = lim.Close() }()
+			var proxies []string
+			for _, p := range strings.Split(trusted, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					proxies = append(proxies, p)
+				}
+			}
+			ips, err := clientip.New(proxies)
+			if err != nil {
+				return err
+			}
+			rdb, err := c.redisClient()
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			e := edge.New(edge.Config{
+				SessionSecret: secret, SessionTTL: sessionTTL, SecureCookie: secureCookie, AdminToken: adminToken,
+				Difficulty: difficulty, DifficultyUnderLoad: underLoad, MaxInFlight: maxInFlight,
+				Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(breakerFailures), OpenFor: breakerOpen},
+				CatalogTTL: catalogTTL, PathTTL: pathTTL,
+			}, edge.Deps{
+				Backend:    backend.NewClient(strings.TrimRight(backendURL, "/"), backendToken, nil),
+				Redis:      rdb,
+				Prefix:     c.RedisPrefix,
+				Limiter:    lim,
+				Challenges: captcha.NewStore(rdb, c.RedisPrefix, captcha.Options{TTL: challengeTTL}),
+				Buyers:     stock.New(rdb, c.RedisPrefix),
+				IPs:        ips,
+				Log:        log,
+				Registry:   reg,
+			})
+			return serveEdge(ctx, e, publicListen, adminListen, addrFile, drainWait, log)
+		},
+	}
+	fs := cmd.Flags()
+	c.register(fs, getenv, "redis")
+	envFlag(fs, getenv, &publicListen, "public-listen", "SECKILL_PUBLIC_LISTEN", "127.0.0.1:8080", "address of the public API and storefront")
+	envFlag(fs, getenv, &adminListen, "admin-listen", "SECKILL_ADMIN_LISTEN", "127.0.0.1:8081", "address of the admin API, /metrics, /healthz, /readyz")
+	envFlag(fs, getenv, &addrFile, "addr-file", "SECKILL_EDGE_ADDR_FILE", "", "write 'public=ADDR admin=ADDR' to this file once listening (for port 0)")
+	envFlag(fs, getenv, &backendURL, "backend-url", "SECKILL_BACKEND_URL", "http://127.0.0.1:8090", "base URL of the backend API")
+	envFlag(fs, getenv, &backendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token of the backend's admin routes")
+	envFlag(fs, getenv, &adminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "Bearer token of the admin API (required)")
+	envFlag(fs, getenv, &sessionSecret, "session-secret", "SECKILL_SESSION_SECRET", "", "HMAC key of session tokens; the same on every edge (random when empty)")
+	envFlag(fs, getenv, &limitsFile, "limits", "SECKILL_LIMITS", "configs/limits.yaml", "token bucket rules (YAML)")
+	envFlag(fs, getenv, &trusted, "trusted-proxies", "SECKILL_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
+	fs.IntVar(&difficulty, "difficulty", 16, "proof-of-work difficulty in leading zero bits")
+	fs.IntVar(&underLoad, "difficulty-under-load", 4, "bits added while the backend is busy")
+	fs.IntVar(&maxInFlight, "max-in-flight", 512, "bound on backend calls in flight; over it 503 overloaded")
+	fs.IntVar(&breakerFailures, "breaker-failures", 5, "consecutive backend failures that open the breaker")
+	fs.DurationVar(&breakerOpen, "breaker-open", 2*time.Second, "how long the breaker stays open before probing")
+	fs.DurationVar(&sessionTTL, "session-ttl", 24*time.Hour, "session lifetime")
+	fs.DurationVar(&challengeTTL, "challenge-ttl", 120*time.Second, "challenge lifetime")
+	fs.DurationVar(&pathTTL, "path-ttl", 60*time.Second, "hidden path lifetime")
+	fs.DurationVar(&catalogTTL, "catalog-ttl", time.Second, "how long a catalogue copy is served before one request refreshes it")
+	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listeners close")
+	envBool(fs, getenv, &secureCookie, "secure-cookie", "SECKILL_SECURE_COOKIE", false, "mark the session cookie Secure (behind TLS)")
+	return cmd
+}
+
+func serveEdge(ctx context.Context, e *edge.Edge, publicAddr, adminAddr, addrFile string, drainWait time.Duration, log interface {
+	Info(string, ...any)
+	Warn(string, ...any)
+}) error {
+	pl, err := net.Listen("tcp", publicAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", publicAddr, err)
+	}
+	al, err := net.Listen("tcp", adminAddr)
+	if err != nil {
+		pl.Close()
+		return fmt.Errorf("listening on %s: %w", adminAddr, err)
+	}
+	if err := writeAddrFile(addrFile, "public="+pl.Addr().String()+" admin="+al.Addr().String()); err != nil {
+		return err
+	}
+	log.Info("listening", "public", "http://"+pl.Addr().String()+"/", "admin", "http://"+al.Addr().String()+"/admin/")
+	lctx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopListen()
+	go e.Listen(lctx)
+	servers := []*http.Server{
+		{Handler: e.Public(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
+		{Handler: e.Admin(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute},
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- servers[0].Serve(pl) }()
+	go func() { errs <- servers[1].Serve(al) }()
+	select {
+	case err := <-errs:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: readiness off, draining")
+	e.Drain()
+	time.Sleep(drainWait)
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Shutdown(sctx); err != nil {
+				log.Warn("http shutdown", "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,295 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"seckill/backend"
+	"seckill/captcha"
+	"seckill/clientip"
+	"seckill/edge"
+	"seckill/limit"
+)
+
+// restartable is a backend listener the test can stop and start again on
+// the same address.
+type restartable struct {
+	mu   sync.Mutex
+	addr string
+	h    http.Handler
+	srv  *http.Server
+}
+
+func (r *restartable) start(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	addr := r.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var ln net.Listener
+	var err error
+	for range 50 { // the port may linger for a moment after close
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	r.srv = &http.Server{Handler: r.h}
+	go func() { _ = r.srv.Serve(ln) }()
+}
+
+func (r *restartable) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.srv != nil {
+		_ = r.srv.Close()
+		r.srv = nil
+	}
+}
+
+// counting counts the requests the edge sends to the backend, by path.
+type counting struct {
+	next  http.RoundTripper
+	mu    sync.Mutex
+	calls map[string]int
+	total atomic.Int64
+}
+
+func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.calls[r.Method+" "+r.URL.Path]++
+	c.mu.Unlock()
+	c.total.Add(1)
+	return c.next.RoundTrip(r)
+}
+
+func (c *counting) reserves() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls["POST /v1/reservations"]
+}
+
+type edgeEnv struct {
+	t      *testing.T
+	s      *stack
+	be     *restartable
+	calls  *counting
+	edge   *edge.Edge
+	pub    *httptest.Server
+	adm    *httptest.Server
+	ch     *captcha.Store
+	token  string
+	secret []byte
+}
+
+// newEdgeEnv runs a backend (relay and worker included) and an edge in
+// front of it, on the real servers.
+func newEdgeEnv(t *testing.T, rules []limit.Rule, cfg edge.Config) *edgeEnv {
+	t.Helper()
+	s := newStack(t)
+	s.startRelay(s.amqpURL, "relay-"+s.queue)
+	s.startWorker(s.amqpURL)
+	be := &restartable{h: backend.NewHandler(s.svc, backend.HTTPConfig{Logger: quietLog(t)})}
+	be.start(t)
+	t.Cleanup(be.stop)
+	calls := &counting{next: &http.Transport{MaxIdleConnsPerHost: 512}, calls: map[string]int{}}
+	lim, err := limit.New(rules, limit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lim.Close() })
+	ips, err := clientip.New([]string{"127.0.0.1/32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := s.st.Client()
+	ch := captcha.NewStore(rdb, s.prefix, captcha.Options{})
+	cfg.SessionSecret = []byte("test-secret-0123456789abcdef0123")
+	cfg.AdminToken = "admin-token"
+	e := edge.New(cfg, edge.Deps{
+		Backend:    backend.NewClient("http://"+be.addr, "", &http.Client{Transport: calls, Timeout: 5 * time.Second}),
+		Redis:      rdb,
+		Prefix:     s.prefix,
+		Limiter:    lim,
+		Challenges: ch,
+		Buyers:     s.st,
+		IPs:        ips,
+		Log:        quietLog(t),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go e.Listen(ctx)
+	t.Cleanup(cancel)
+	env := &edgeEnv{t: t, s: s, be: be, calls: calls, edge: e, ch: ch, token: cfg.AdminToken, secret: cfg.SessionSecret}
+	env.pub = httptest.NewServer(e.Public())
+	env.adm = httptest.NewServer(e.Admin())
+	t.Cleanup(env.pub.Close)
+	t.Cleanup(env.adm.Close)
+	return env
+}
+
+type answer struct {
+	status int
+	body   map[string]any
+	header http.Header
+}
+
+func (a answer) code() string { s, _ := a.body["code"].(string); return s }
+func (a answer) str(k string) string {
+	s, _ := a.body[k].(string)
+	return s
+}
+
+var edgeClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}, Timeout: 30 * time.Second}
+
+func call(t *testing.T, method, url string, body any, hdr map[string]string) answer {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		raw, _ := json.Marshal(b)
+		r = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, url, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := edgeClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	a := answer{status: resp.StatusCode, header: resp.Header, body: map[string]any{}}
+	_ = json.Unmarshal(raw, &a.body)
+	if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("%s %s: %d with content type %q: %s", method, url, resp.StatusCode, resp.Header.Get("Content-Type"), raw)
+	}
+	if resp.StatusCode >= 500 && resp.StatusCode != 503 {
+		t.Errorf("%s %s: %d: %s", method, url, resp.StatusCode, raw)
+	}
+	return a
+}
+
+func (e *edgeEnv) admin(method, path string, body any) answer {
+	return call(e.t, method, e.adm.URL+path, body, map[string]string{"Authorization": "Bearer " + e.token})
+}
+
+// createItem creates an item through the edge's admin API.
+func (e *edgeEnv) createItem(units int, challenge string, startIn, lasts time.Duration) int64 {
+	e.t.Helper()
+	now := time.Now()
+	a := e.admin("POST", "/admin/items", map[string]any{
+		"name": "flash", "price_cents": 999, "stock": units, "challenge": challenge,
+		"starts_at": now.Add(startIn).UTC().Format(time.RFC3339Nano), "ends_at": now.Add(startIn + lasts).UTC().Format(time.RFC3339Nano),
+	})
+	if a.status != 201 {
+		e.t.Fatalf("create item: %d %v", a.status, a.body)
+	}
+	return int64(a.body["id"].(float64))
+}
+
+// sessions creates users through the admin API and returns their tokens.
+func (e *edgeEnv) sessions(names ...string) map[string]string {
+	e.t.Helper()
+	a := e.admin("POST", "/admin/sessions", map[string]any{"usernames": names})
+	if a.status != 200 {
+		e.t.Fatalf("sessions: %d %v", a.status, a.body)
+	}
+	out := map[string]string{}
+	for k, v := range a.body["tokens"].(map[string]any) {
+		out[k] = v.(string)
+	}
+	return out
+}
+
+// shopper is one client of the public API.
+type shopper struct {
+	e     *edgeEnv
+	token string
+	ip    string // sent as X-Forwarded-For through the trusted loopback proxy
+}
+
+func (sh shopper) do(method, path string, body any) answer {
+	h := map[string]string{}
+	if sh.token != "" {
+		h["Authorization"] = "Bearer " + sh.token
+	}
+	if sh.ip != "" {
+		h["X-Forwarded-For"] = sh.ip
+	}
+	return call(sh.e.t, method, sh.e.pub.URL+path, body, h)
+}
+
+func (sh shopper) challenge(item int64) answer {
+	return sh.do("POST", fmt.Sprintf("/api/items/%d/challenge", item), nil)
+}
+
+// solve answers a challenge the way an honest client does (pow), or
+// through the captcha store's test hook.
+func (sh shopper) solve(ch answer) string {
+	sh.e.t.Helper()
+	if ch.str("kind") == captcha.KindCaptcha {
+		ans, err := sh.e.ch.AnswerForTest(context.Background(), ch.str("challenge_id"))
+		if err != nil {
+			sh.e.t.Fatal(err)
+		}
+		return ans
+	}
+	diff := 0
+	if d, ok := ch.body["difficulty"].(float64); ok {
+		diff = int(d)
+	}
+	return captcha.SolvePoW(ch.str("seed"), diff)
+}
+
+func (sh shopper) path(item int64, challengeID, ans string) answer {
+	return sh.do("POST", fmt.Sprintf("/api/items/%d/path", item), map[string]any{"challenge_id": challengeID, "answer": ans})
+}
+
+// getPath goes through challenge and path, failing the test on any refusal.
+func (sh shopper) getPath(item int64) string {
+	sh.e.t.Helper()
+	ch := sh.challenge(item)
+	if ch.status != 200 {
+		sh.e.t.Fatalf("challenge: %d %v", ch.status, ch.body)
+	}
+	p := sh.path(item, ch.str("challenge_id"), sh.solve(ch))
+	if p.status != 200 {
+		sh.e.t.Fatalf("path: %d %v", p.status, p.body)
+	}
+	return p.str("path")
+}
+
+func (sh shopper) buy(item int64, path string) answer {
+	return sh.do("POST", fmt.Sprintf("/api/items/%d/buy/%s", item, path), nil)
+}
+
+func (sh shopper) order(item int64) answer {
+	return sh.do("GET", fmt.Sprintf("/api/items/%d/order", item), nil)
+}

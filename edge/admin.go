@@ -1,0 +1,86 @@
+package edge
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"seckill"
+	"seckill/backend"
+	"seckill/httpapi"
+)
+
+func (e *Edge) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		got, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+		if e.cfg.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(e.cfg.AdminToken)) != 1 {
+			return seckill.Errorf(seckill.EUnauthorized, "admin token required")
+		}
+		return next(c)
+	}
+}
+
+func (e *Edge) createItem(c echo.Context) error {
+	var req backend.CreateItemRequest
+	if err := httpapi.BindJSON(c, 16<<10, &req); err != nil {
+		return err
+	}
+	it := seckill.Item{Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock, StartsAt: req.StartsAt, EndsAt: req.EndsAt, Challenge: req.Challenge}
+	if err := backend.ValidateItem(&it); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	created, err := e.be.CreateItem(ctx, req)
+	if err != nil {
+		return unavailable(err)
+	}
+	e.catalog.Learn(created.ID)
+	e.catalog.Invalidate()
+	e.publish(ctx, "items "+strconv.FormatInt(created.ID, 10))
+	e.log.Info("item created", "item", created.ID, "stock", created.Stock, "challenge", created.Challenge)
+	return c.JSON(http.StatusCreated, map[string]any{"id": created.ID, "item": created})
+}
+
+func (e *Edge) stats(c echo.Context) error {
+	id, err := httpapi.ParamID(c, "id")
+	if err != nil {
+		return err
+	}
+	st, err := e.be.Stats(c.Request().Context(), id)
+	if err != nil {
+		return unavailable(err)
+	}
+	return c.JSON(http.StatusOK, st)
+}
+
+// MaxSessions is the most sessions one admin call may create.
+const MaxSessions = backend.MaxEnsureOne
+
+func (e *Edge) createSessions(c echo.Context) error {
+	var req struct {
+		Usernames []string `json:"usernames"`
+	}
+	if err := httpapi.BindJSON(c, 1<<20, &req); err != nil {
+		return err
+	}
+	if len(req.Usernames) == 0 || len(req.Usernames) > MaxSessions {
+		return seckill.Errorf(seckill.EInvalid, "usernames must hold 1 to %d names", MaxSessions)
+	}
+	for _, n := range req.Usernames {
+		if err := backend.ValidateUsername(n); err != nil {
+			return seckill.Errorf(seckill.EInvalid, "username %q: must be 3 to 32 characters of A-Z, a-z, 0-9, '_', '.', '-'", n)
+		}
+	}
+	ids, err := e.be.EnsureUsers(c.Request().Context(), req.Usernames)
+	if err != nil {
+		return unavailable(err)
+	}
+	tokens := make(map[string]string, len(ids))
+	for name, id := range ids {
+		tokens[name], _ = e.sessions.Sign(id, name)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"tokens": tokens})
+}

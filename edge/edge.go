@@ -1,0 +1,228 @@
+// Package edge is the protective proxy in front of the purchase backend:
+// sessions, human challenges, hidden per-user purchase paths, Bloom-filter
+// dedup, token buckets, circuit breaking and load shedding, cheapest check
+// first. It serves the public API (README "Public API") and the admin API
+// on its own listener.
+package edge
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+
+	"seckill"
+	"seckill/backend"
+	"seckill/captcha"
+	"seckill/clientip"
+	"seckill/httpapi"
+	"seckill/limit"
+)
+
+// Backend is what the edge asks of the purchase backend (backend.Client).
+type Backend interface {
+	Reserve(ctx context.Context, itemID, userID int64, requestID string) (backend.Reservation, error)
+	Status(ctx context.Context, itemID, userID int64) (backend.OrderState, error)
+	Items(ctx context.Context) ([]backend.ItemView, error)
+	CreateItem(ctx context.Context, req backend.CreateItemRequest) (seckill.Item, error)
+	Stats(ctx context.Context, id int64) (seckill.Stats, error)
+	Register(ctx context.Context, username, password string) (int64, error)
+	Login(ctx context.Context, username, password string) (int64, error)
+	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
+	Ready(ctx context.Context) error
+}
+
+// Challenges issues and verifies human challenges (captcha.Store).
+type Challenges interface {
+	Issue(ctx context.Context, kind string, userID, itemID int64, difficulty int) (captcha.Challenge, error)
+	Verify(ctx context.Context, id string, userID, itemID int64, answer string) error
+}
+
+// Limiter is the token-bucket limiter (limit.Limiter).
+type Limiter interface {
+	Allow(class string, k limit.Keys) limit.Decision
+}
+
+// Config tunes the edge.
+type Config struct {
+	SessionSecret []byte
+	SessionTTL    time.Duration
+	SecureCookie  bool
+	AdminToken    string
+	// Difficulty is the proof-of-work difficulty in leading zero bits;
+	// DifficultyUnderLoad is added while the backend is busy (more than half
+	// of MaxInFlight in use, or the breaker not closed).
+	Difficulty          int
+	DifficultyUnderLoad int
+	MaxInFlight         int
+	Breaker             BreakerConfig
+	CatalogTTL          time.Duration
+	PathTTL             time.Duration
+	BodyLimit           int64
+}
+
+// Deps are the parts the edge is wired to (in cmd/seckill).
+type Deps struct {
+	Backend    Backend
+	Redis      redis.UniversalClient
+	Prefix     string // Redis key prefix shared with the backend
+	Limiter    Limiter
+	Challenges Challenges
+	Buyers     BuyerRecord
+	IPs        *clientip.Resolver
+	Log        *slog.Logger
+	Registry   *prometheus.Registry
+}
+
+// Edge is one edge instance.
+type Edge struct {
+	cfg      Config
+	be       Backend
+	rdb      redis.UniversalClient
+	prefix   string
+	lim      Limiter
+	ch       Challenges
+	ips      *clientip.Resolver
+	log      *slog.Logger
+	sessions *Sessions
+	paths    *Paths
+	catalog  *Catalog
+	dedup    *Dedup
+	guard    *Guard
+	m        *metrics
+	draining atomic.Bool
+	public   *echo.Echo
+	admin    *echo.Echo
+}
+
+// New builds an edge.
+func New(cfg Config, d Deps) *Edge {
+	if cfg.Difficulty <= 0 {
+		cfg.Difficulty = 16
+	}
+	if cfg.DifficultyUnderLoad < 0 {
+		cfg.DifficultyUnderLoad = 0
+	}
+	if cfg.BodyLimit <= 0 {
+		cfg.BodyLimit = 4 << 10
+	}
+	log := d.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	reg := d.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	e := &Edge{
+		cfg: cfg, be: d.Backend, rdb: d.Redis, prefix: d.Prefix, lim: d.Limiter, ch: d.Challenges, ips: d.IPs, log: log,
+		sessions: NewSessions(cfg.SessionSecret, cfg.SessionTTL, cfg.SecureCookie),
+		paths:    NewPaths(d.Redis, d.Prefix, cfg.PathTTL),
+		catalog:  NewCatalog(d.Backend, cfg.CatalogTTL),
+		dedup:    NewDedup(d.Buyers, 0),
+	}
+	if e.ips == nil {
+		e.ips, _ = clientip.New(nil)
+	}
+	e.m = newMetrics(reg, e)
+	e.guard = NewGuard(cfg.MaxInFlight, cfg.Breaker, func(_ string, from, to gobreaker.State) {
+		log.Warn("backend circuit breaker", "from", from.String(), "to", to.String())
+	})
+	e.public = e.publicRoutes(reg)
+	e.admin = e.adminRoutes(reg)
+	return e
+}
+
+// Public is the handler of the public listener.
+func (e *Edge) Public() http.Handler { return e.public }
+
+// Admin is the handler of the admin listener.
+func (e *Edge) Admin() http.Handler { return e.admin }
+
+// Sessions returns the session signer.
+func (e *Edge) Sessions() *Sessions { return e.sessions }
+
+// Catalog returns the catalogue cache.
+func (e *Edge) Catalog() *Catalog { return e.catalog }
+
+// Guard returns the backend guard.
+func (e *Edge) Guard() *Guard { return e.guard }
+
+// Drain makes /readyz fail so balancers stop sending new requests.
+func (e *Edge) Drain() { e.draining.Store(true) }
+
+func newEcho(log *slog.Logger) *echo.Echo {
+	ec := echo.New()
+	ec.HideBanner, ec.HidePort = true, true
+	ec.HTTPErrorHandler = httpapi.ErrorHandler(log)
+	return ec
+}
+
+// events: every edge learns of sold-out items and catalogue changes
+// through Redis pub/sub within a second.
+func (e *Edge) channel() string { return e.prefix + "edge:events" }
+
+func (e *Edge) publish(ctx context.Context, msg string) {
+	if err := e.rdb.Publish(context.WithoutCancel(ctx), e.channel(), msg).Err(); err != nil {
+		e.log.Warn("publishing edge event", "event", msg, "err", err)
+	}
+}
+
+// Listen follows the events of other edges until ctx ends. go-redis
+// resubscribes after a reconnect; the catalogue refresh covers any event
+// missed meanwhile.
+func (e *Edge) Listen(ctx context.Context) {
+	sub := e.rdb.Subscribe(ctx, e.channel())
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			e.apply(m.Payload)
+		}
+	}
+}
+
+func (e *Edge) apply(payload string) {
+	kind, arg, _ := strings.Cut(payload, " ")
+	switch kind {
+	case "soldout":
+		if id, err := strconv.ParseInt(arg, 10, 64); err == nil {
+			e.catalog.MarkSoldOut(id)
+		}
+	case "items":
+		if id, err := strconv.ParseInt(arg, 10, 64); err == nil {
+			e.catalog.Learn(id)
+		}
+		e.catalog.Invalidate()
+	}
+}
+
+func (e *Edge) markSoldOut(ctx context.Context, id int64) {
+	if !e.catalog.SoldOut(id) {
+		e.catalog.MarkSoldOut(id)
+		e.publish(ctx, "soldout "+strconv.FormatInt(id, 10))
+	}
+}
+
+// difficulty is the proof-of-work difficulty right now.
+func (e *Edge) difficulty() int {
+	n, max := e.guard.InFlight()
+	if e.guard.State() != gobreaker.StateClosed || n*2 > max {
+		return e.cfg.Difficulty + e.cfg.DifficultyUnderLoad
+	}
+	return e.cfg.Difficulty
+}

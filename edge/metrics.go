@@ -1,0 +1,65 @@
+package edge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	rejections *prometheus.CounterVec
+	shadow     *prometheus.CounterVec
+	accepted   prometheus.Counter
+}
+
+// BucketCounter is implemented by a limiter that can count its buckets.
+type BucketCounter interface{ Stats() map[string]int }
+
+func newMetrics(reg prometheus.Registerer, e *Edge) *metrics {
+	m := &metrics{
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "seckill_edge", Name: "rejections_total",
+			Help: "Requests refused by the edge or the backend, by error code.",
+		}, []string{"reason"}),
+		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "seckill_edge", Name: "shadow_limit_hits_total",
+			Help: "Requests a shadow-mode rule would have refused, by rule.",
+		}, []string{"rule"}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "seckill_edge", Name: "purchases_accepted_total",
+			Help: "Purchases accepted (202 queued).",
+		}),
+	}
+	reg.MustRegister(m.rejections, m.shadow, m.accepted)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "seckill_edge", Name: "breaker_state",
+		Help: "State of the circuit breaker around the backend: 0 closed, 1 half-open, 2 open.",
+	}, func() float64 { return float64(e.guard.State()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "seckill_edge", Name: "backend_in_flight",
+		Help: "Backend calls in flight (load shedding bound: seckill_edge_backend_in_flight_limit).",
+	}, func() float64 { n, _ := e.guard.InFlight(); return float64(n) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "seckill_edge", Name: "backend_in_flight_limit",
+		Help: "Bound on backend calls in flight.",
+	}, func() float64 { _, m := e.guard.InFlight(); return float64(m) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "seckill_edge", Name: "catalog_refreshes_total",
+		Help: "Catalogue fetches from the backend.",
+	}, func() float64 { return float64(e.catalog.Refreshes()) }))
+	if bc, ok := e.lim.(BucketCounter); ok {
+		reg.MustRegister(&bucketCollector{bc: bc, desc: prometheus.NewDesc("seckill_edge_limiter_buckets",
+			"Live token buckets by rule.", []string{"rule"}, nil)})
+	}
+	return m
+}
+
+type bucketCollector struct {
+	bc   BucketCounter
+	desc *prometheus.Desc
+}
+
+func (b *bucketCollector) Describe(ch chan<- *prometheus.Desc) { ch <- b.desc }
+func (b *bucketCollector) Collect(ch chan<- prometheus.Metric) {
+	for rule, n := range b.bc.Stats() {
+		ch <- prometheus.MustNewConstMetric(b.desc, prometheus.GaugeValue, float64(n), rule)
+	}
+}

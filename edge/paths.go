@@ -1,0 +1,78 @@
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"seckill"
+)
+
+// Paths issues and checks hidden purchase paths. A path is 128 random bits,
+// bound to one user and one item, lives in Redis (so any edge can check it)
+// and expires. It is consumed by the first buy that gets a final answer.
+type Paths struct {
+	rdb    redis.UniversalClient
+	prefix string
+	ttl    time.Duration
+}
+
+// NewPaths returns a path store.
+func NewPaths(rdb redis.UniversalClient, prefix string, ttl time.Duration) *Paths {
+	if ttl <= 0 {
+		ttl = 60 * time.Second
+	}
+	return &Paths{rdb: rdb, prefix: prefix, ttl: ttl}
+}
+
+func (p *Paths) key(userID, itemID int64) string {
+	return p.prefix + "path:{" + strconv.FormatInt(itemID, 10) + "}:" + strconv.FormatInt(userID, 10)
+}
+
+// Issue makes a new path for user and item, replacing any earlier one.
+func (p *Paths) Issue(ctx context.Context, userID, itemID int64) (string, time.Time, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", time.Time{}, err
+	}
+	path := hex.EncodeToString(b[:])
+	if err := p.rdb.Set(ctx, p.key(userID, itemID), path, p.ttl).Err(); err != nil {
+		return "", time.Time{}, fmt.Errorf("storing path: %w", err)
+	}
+	return path, time.Now().Add(p.ttl), nil
+}
+
+// Check reports whether path is the live path of user and item.
+func (p *Paths) Check(ctx context.Context, userID, itemID int64, path string) error {
+	bad := seckill.Errorf(seckill.EBadPath, "this purchase path is not yours, not for this item, used or expired")
+	if len(path) != 32 {
+		return bad
+	}
+	want, err := p.rdb.Get(ctx, p.key(userID, itemID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return bad
+	}
+	if err != nil {
+		return fmt.Errorf("reading path: %w", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(want), []byte(path)) != 1 {
+		return bad
+	}
+	return nil
+}
+
+var consumeScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// Consume removes the path if it is still the live one.
+func (p *Paths) Consume(ctx context.Context, userID, itemID int64, path string) error {
+	return consumeScript.Run(ctx, p.rdb, []string{p.key(userID, itemID)}, path).Err()
+}

@@ -1,0 +1,397 @@
+package edge
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"seckill"
+	"seckill/backend"
+	"seckill/captcha"
+	"seckill/clientip"
+	"seckill/httpapi"
+	"seckill/limit"
+)
+
+// Route classes of the token buckets.
+const (
+	ClassRegister  = "register"
+	ClassLogin     = "login"
+	ClassCatalog   = "catalog"
+	ClassChallenge = "challenge"
+	ClassPath      = "path"
+	ClassBuy       = "buy"
+	ClassStatus    = "status"
+)
+
+// publicRoutes lists every public route.
+func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
+	ec := newEcho(e.log)
+	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware())
+	ec.POST("/api/register", e.register)
+	ec.POST("/api/login", e.login)
+	ec.POST("/api/logout", e.logout)
+	ec.GET("/api/items", e.items)
+	ec.GET("/api/items/:id", e.item)
+	ec.POST("/api/items/:id/challenge", e.challenge)
+	ec.POST("/api/items/:id/path", e.path)
+	ec.POST("/api/items/:id/buy/:path", e.buy)
+	ec.POST("/api/items/:id/buy", e.buy) // no path at all: 403 bad_path, like a wrong one
+	ec.POST("/api/items/:id/buy/", e.buy)
+	ec.GET("/api/items/:id/order", e.order)
+	ec.GET("/healthz", health)
+	ec.GET("/readyz", e.ready)
+	return ec
+}
+
+// adminRoutes lists every admin route.
+func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
+	ec := newEcho(e.log)
+	ec.Use(httpapi.NewMetrics(reg, "seckill_edge_admin").Middleware())
+	adm := ec.Group("/admin", e.requireAdmin)
+	adm.POST("/items", e.createItem)
+	adm.GET("/items/:id/stats", e.stats)
+	adm.POST("/sessions", e.createSessions)
+	ec.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	ec.GET("/healthz", health)
+	ec.GET("/readyz", e.ready)
+	return ec
+}
+
+func health(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (e *Edge) ready(c echo.Context) error {
+	if e.draining.Load() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := e.rdb.Ping(ctx).Err(); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unready", "error": "redis: " + err.Error()})
+	}
+	if err := e.be.Ready(ctx); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unready", "error": "backend: " + err.Error()})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// reject counts a refusal by its code and returns it.
+func (e *Edge) reject(err error) error {
+	e.m.rejections.WithLabelValues(seckill.ErrorCode(err)).Inc()
+	return err
+}
+
+// gate runs the cheap checks every protected route shares, in order:
+// client identity, token buckets (per ip, user, item, global), session.
+func (e *Edge) gate(c echo.Context, class string, itemID int64, needSession bool) (Session, error) {
+	ip := clientip.Key(e.ips.ClientIP(c.Request()))
+	ses, serr := e.sessions.FromRequest(c.Request())
+	k := limit.Keys{IP: ip}
+	if serr == nil {
+		k.User = strconv.FormatInt(ses.UserID, 10)
+	}
+	if itemID > 0 {
+		k.Item = strconv.FormatInt(itemID, 10)
+	}
+	d := e.lim.Allow(class, k)
+	d.SetHeaders(c.Response().Header())
+	for _, rule := range d.ShadowHits {
+		e.m.shadow.WithLabelValues(rule).Inc()
+	}
+	if !d.Allowed {
+		return Session{}, e.reject(&httpapi.RetryError{
+			Err:   seckill.Errorf(seckill.ERateLimited, "too many requests (%s); retry after the delay", d.Rule),
+			After: d.RetryAfter,
+		})
+	}
+	if needSession && serr != nil {
+		return Session{}, e.reject(serr)
+	}
+	return ses, nil
+}
+
+// itemParam parses the item id; an id that cannot exist is unknown.
+func itemParam(c echo.Context) int64 {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return 0
+	}
+	return id
+}
+
+// liveItem returns the item if it is on sale now by the edge's clock and
+// not marked sold out. The backend checks again with the Redis clock.
+func (e *Edge) liveItem(ctx context.Context, id int64) (backend.ItemView, error) {
+	it, err := e.catalog.Item(ctx, id)
+	if err != nil {
+		return it, e.reject(err)
+	}
+	switch it.State {
+	case "upcoming", "ended":
+		return it, e.reject(seckill.Errorf(seckill.ENotLive, "the sale is %s", it.State))
+	case "sold_out":
+		return it, e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
+	}
+	return it, nil
+}
+
+type credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (e *Edge) register(c echo.Context) error {
+	if _, err := e.gate(c, ClassRegister, 0, false); err != nil {
+		return err
+	}
+	var req credentials
+	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
+		return err
+	}
+	if err := backend.ValidateUsername(req.Username); err != nil {
+		return err
+	}
+	if len(req.Password) < backend.MinPassword || len(req.Password) > backend.MaxPassword {
+		return seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", backend.MinPassword, backend.MaxPassword)
+	}
+	id, err := Do(c.Request().Context(), e.guard, func(ctx context.Context) (int64, error) {
+		return e.be.Register(ctx, req.Username, req.Password)
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, map[string]any{"user_id": id})
+}
+
+func (e *Edge) login(c echo.Context) error {
+	if _, err := e.gate(c, ClassLogin, 0, false); err != nil {
+		return err
+	}
+	var req credentials
+	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
+		return err
+	}
+	id, err := Do(c.Request().Context(), e.guard, func(ctx context.Context) (int64, error) {
+		return e.be.Login(ctx, req.Username, req.Password)
+	})
+	if err != nil {
+		return e.reject(err)
+	}
+	tok, exp := e.sessions.Sign(id, req.Username)
+	c.SetCookie(e.sessions.Cookie(tok, exp))
+	return c.JSON(http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC(), "user_id": id})
+}
+
+func (e *Edge) logout(c echo.Context) error {
+	ck := e.sessions.Cookie("", time.Unix(0, 0))
+	ck.MaxAge = -1
+	c.SetCookie(ck)
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (e *Edge) items(c echo.Context) error {
+	if _, err := e.gate(c, ClassCatalog, 0, false); err != nil {
+		return err
+	}
+	items, err := e.catalog.Items(c.Request().Context())
+	if err != nil {
+		return unavailable(err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"now": time.Now().UTC(), "items": items})
+}
+
+func (e *Edge) item(c echo.Context) error {
+	id := itemParam(c)
+	if _, err := e.gate(c, ClassCatalog, id, false); err != nil {
+		return err
+	}
+	it, err := e.catalog.Item(c.Request().Context(), id)
+	if err != nil {
+		return e.reject(unavailable(err))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"now": time.Now().UTC(), "item": it})
+}
+
+// unavailable turns a failed backend call into 503 backend_unavailable.
+func unavailable(err error) error {
+	var ue *backend.UnavailableError
+	if errors.As(err, &ue) {
+		return &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: time.Second}
+	}
+	return err
+}
+
+// ChallengeResponse is the answer of POST /api/items/{id}/challenge.
+type ChallengeResponse struct {
+	ChallengeID string    `json:"challenge_id"`
+	Kind        string    `json:"kind"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Seed        string    `json:"seed,omitempty"`
+	Difficulty  int       `json:"difficulty,omitempty"`
+	// Image is the captcha as a data: URL (image/png).
+	Image string `json:"image,omitempty"`
+}
+
+func (e *Edge) challenge(c echo.Context) error {
+	id := itemParam(c)
+	ses, err := e.gate(c, ClassChallenge, id, true)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	it, err := e.liveItem(ctx, id)
+	if err != nil {
+		return err
+	}
+	if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
+		return err
+	} else if held {
+		return e.reject(heldError(c, ref))
+	}
+	kind, diff := it.Challenge, e.difficulty()
+	switch kind {
+	case captcha.KindCaptcha:
+		diff = 0
+	case "none":
+		kind, diff = captcha.KindPoW, 0
+	default:
+		kind = captcha.KindPoW
+	}
+	ch, err := e.ch.Issue(ctx, kind, ses.UserID, id, diff)
+	if err != nil {
+		return err
+	}
+	resp := ChallengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed, Difficulty: ch.Difficulty}
+	if len(ch.Image) > 0 {
+		resp.Image = "data:image/png;base64," + base64.StdEncoding.EncodeToString(ch.Image)
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+func heldError(c echo.Context, ref string) error {
+	c.Response().Header().Set("X-Order-Ref", ref)
+	return seckill.Errorf(seckill.EAlreadyBought, "you already hold a unit of this item")
+}
+
+func (e *Edge) path(c echo.Context) error {
+	id := itemParam(c)
+	ses, err := e.gate(c, ClassPath, id, true)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		ChallengeID string          `json:"challenge_id"`
+		Answer      json.RawMessage `json:"answer"`
+	}
+	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, err := e.liveItem(ctx, id); err != nil {
+		return err
+	}
+	if err := e.ch.Verify(ctx, req.ChallengeID, ses.UserID, id, answerString(req.Answer)); err != nil {
+		return e.reject(err)
+	}
+	p, exp, err := e.paths.Issue(ctx, ses.UserID, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"path": p, "expires_at": exp.UTC()})
+}
+
+// answerString accepts an answer sent as a JSON string or number.
+func answerString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) == nil {
+		return n.String()
+	}
+	return ""
+}
+
+func (e *Edge) buy(c echo.Context) error {
+	id := itemParam(c)
+	ses, err := e.gate(c, ClassBuy, id, true)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, err := e.liveItem(ctx, id); err != nil {
+		return err
+	}
+	p := c.Param("path")
+	if err := e.paths.Check(ctx, ses.UserID, id, p); err != nil {
+		return e.reject(err)
+	}
+	if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
+		return err
+	} else if held {
+		_ = e.paths.Consume(ctx, ses.UserID, id, p)
+		return e.reject(heldError(c, ref))
+	}
+	// The path names this purchase attempt: a retry with the same path
+	// (after a 503 whose answer was lost) is the same request.
+	res, err := Do(ctx, e.guard, func(ctx context.Context) (backend.Reservation, error) {
+		return e.be.Reserve(ctx, id, ses.UserID, p)
+	})
+	switch code := seckill.ErrorCode(err); {
+	case err == nil:
+		e.dedup.Add(ses.UserID, id)
+		_ = e.paths.Consume(ctx, ses.UserID, id, p)
+		if res.StockLeft <= 0 {
+			e.markSoldOut(ctx, id)
+		}
+		e.m.accepted.Inc()
+		return c.JSON(http.StatusAccepted, map[string]any{"status": "queued", "order_ref": res.OrderRef})
+	case code == seckill.EAlreadyBought:
+		e.dedup.Add(ses.UserID, id)
+		_ = e.paths.Consume(ctx, ses.UserID, id, p)
+		var he *backend.HeldError
+		if errors.As(err, &he) {
+			c.Response().Header().Set("X-Order-Ref", he.OrderRef)
+		}
+		return e.reject(err)
+	case code == seckill.ESoldOut:
+		_ = e.paths.Consume(ctx, ses.UserID, id, p)
+		e.markSoldOut(ctx, id)
+		return e.reject(err)
+	case code == seckill.ENotLive || code == seckill.EUnknownItem:
+		_ = e.paths.Consume(ctx, ses.UserID, id, p)
+		return e.reject(err)
+	default: // 429/503: the path stays usable until it expires
+		return e.reject(err)
+	}
+}
+
+func (e *Edge) order(c echo.Context) error {
+	id := itemParam(c)
+	ses, err := e.gate(c, ClassStatus, id, true)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, err := e.catalog.Item(ctx, id); err != nil {
+		return e.reject(unavailable(err))
+	}
+	st, err := Do(ctx, e.guard, func(ctx context.Context) (backend.OrderState, error) {
+		return e.be.Status(ctx, id, ses.UserID)
+	})
+	if err != nil {
+		return e.reject(err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"status": st.Status, "order_ref": st.OrderRef, "order_id": st.OrderID})
+}

@@ -1,0 +1,136 @@
+// Package httpapi holds what every HTTP listener of seckill shares: the
+// RFC 9457 problem+json error writer (the one place where errors become
+// HTTP statuses), a bounded JSON body reader, and request metrics.
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"seckill"
+)
+
+// Problem is an RFC 9457 problem detail with the machine-readable code.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Code   string `json:"code"`
+	// RetryAfter is in seconds, also sent as the Retry-After header.
+	RetryAfter int `json:"retry_after,omitempty"`
+}
+
+// RetryError is an error that tells the client when to come back.
+type RetryError struct {
+	Err   error
+	After time.Duration
+}
+
+func (e *RetryError) Error() string { return e.Err.Error() }
+func (e *RetryError) Unwrap() error { return e.Err }
+
+// ErrorHandler returns the echo error handler: every error, ours or
+// echo's (404 route, 405 method, 413 body), becomes problem+json.
+func ErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		_ = WriteError(c, log, err)
+	}
+}
+
+// WriteError writes err as problem+json.
+func WriteError(c echo.Context, log *slog.Logger, err error) error {
+	code := seckill.ErrorCode(err)
+	msg := seckill.ErrorMessage(err)
+	var he *echo.HTTPError
+	if code == seckill.EInternal && errors.As(err, &he) {
+		code, msg = echoCode(he)
+	}
+	status := seckill.Status(code)
+	if status >= 500 && code == seckill.EInternal && log != nil {
+		log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+	}
+	p := Problem{
+		Type:   "https://seckill.dev/problems/" + code,
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: msg,
+		Code:   code,
+	}
+	var re *RetryError
+	if errors.As(err, &re) {
+		secs := int((re.After + time.Second - 1) / time.Second)
+		if secs < 1 {
+			secs = 1
+		}
+		p.RetryAfter = secs
+		c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+	}
+	body, _ := json.Marshal(p)
+	if c.Request().Method == http.MethodHead {
+		return c.NoContent(status)
+	}
+	return c.Blob(status, "application/problem+json", body)
+}
+
+func echoCode(he *echo.HTTPError) (string, string) {
+	msg := http.StatusText(he.Code)
+	switch he.Code {
+	case http.StatusNotFound:
+		return seckill.ENotFound, "no such route"
+	case http.StatusMethodNotAllowed:
+		return seckill.EMethod, "method not allowed"
+	case http.StatusRequestEntityTooLarge:
+		return seckill.ETooLarge, "request body too large"
+	case http.StatusUnauthorized:
+		return seckill.EUnauthorized, msg
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
+		return seckill.EInvalid, msg
+	}
+	return seckill.EInternal, msg
+}
+
+// BindJSON decodes a JSON body of at most limit bytes into v. An oversized
+// body is too_large, anything that is not one JSON object of the right
+// shape is invalid; never a 5xx.
+func BindJSON(c echo.Context, limit int64, v any) error {
+	r := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return seckill.Errorf(seckill.ETooLarge, "request body over %d bytes", limit)
+		}
+		if errors.Is(err, io.EOF) {
+			return seckill.Errorf(seckill.EInvalid, "request body is empty")
+		}
+		return seckill.Errorf(seckill.EInvalid, "malformed JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return seckill.Errorf(seckill.ETooLarge, "request body over %d bytes", limit)
+		}
+		return seckill.Errorf(seckill.EInvalid, "trailing data after the JSON object")
+	}
+	return nil
+}
+
+// ParamID parses a positive integer path parameter.
+func ParamID(c echo.Context, name string) (int64, error) {
+	v, err := strconv.ParseInt(c.Param(name), 10, 64)
+	if err != nil || v <= 0 {
+		return 0, seckill.Errorf(seckill.EInvalid, "%s must be a positive integer", name)
+	}
+	return v, nil
+}

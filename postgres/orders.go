@@ -1,0 +1,178 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"seckill"
+)
+
+// insertOrdersSQL stores a batch of orders in one statement. ON CONFLICT DO
+// NOTHING without a target skips a row that clashes with either unique
+// constraint, order_ref (a redelivered message) or (user_id, item_id) (a
+// second order of the same user), including clashes inside the batch
+// itself; a foreign key violation still fails the whole statement.
+const insertOrdersSQL = `
+	INSERT INTO orders (order_ref, user_id, item_id, reserved_at)
+	SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[])
+	ON CONFLICT DO NOTHING`
+
+// InsertOrders stores msgs and returns how many were new; the others were
+// already stored (or duplicated within msgs) and are skipped. The batch is
+// one statement in its own transaction, committed before InsertOrders
+// returns, so the caller may acknowledge every message once it returns nil.
+// Any integrity error, such as an unknown user or item, fails the whole
+// batch with nothing stored and code seckill.EInvalid; the caller then
+// stores the messages one by one with InsertOrder to find the poison one.
+//
+// The rows are inserted sorted by (item, user, ref) so that two workers
+// storing overlapping batches (after a redelivery) take the unique index
+// locks in the same order and do not deadlock.
+func (db *DB) InsertOrders(ctx context.Context, msgs []seckill.OrderMessage) (inserted int64, err error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	sorted := slices.Clone(msgs)
+	slices.SortFunc(sorted, func(a, b seckill.OrderMessage) int {
+		return cmp.Or(cmp.Compare(a.ItemID, b.ItemID), cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.OrderRef, b.OrderRef))
+	})
+	refs := make([]string, len(sorted))
+	users := make([]int64, len(sorted))
+	items := make([]int64, len(sorted))
+	reserved := make([]time.Time, len(sorted))
+	for i, m := range sorted {
+		refs[i], users[i], items[i], reserved[i] = m.OrderRef, m.UserID, m.ItemID, m.ReservedAt
+	}
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, insertOrdersSQL, refs, users, items, reserved)
+		inserted = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("inserting orders: %w", invalidData(err))
+	}
+	return inserted, nil
+}
+
+// InsertOrder stores one order, with the semantics of InsertOrders: false
+// when it was already stored, an error with code seckill.EInvalid when it
+// can never be stored (unknown user or item).
+func (db *DB) InsertOrder(ctx context.Context, m seckill.OrderMessage) (inserted bool, err error) {
+	tag, err := db.pool.Exec(ctx, `
+		INSERT INTO orders (order_ref, user_id, item_id, reserved_at)
+		VALUES ($1, $2, $3, $4)
+		ON CONFLICT DO NOTHING`, m.OrderRef, m.UserID, m.ItemID, m.ReservedAt)
+	if err != nil {
+		return false, fmt.Errorf("inserting order: %w", invalidData(err))
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// OrderFor returns the order of userID for itemID, or an error with code
+// seckill.ENotFound.
+func (db *DB) OrderFor(ctx context.Context, userID, itemID int64) (seckill.Order, error) {
+	var o seckill.Order
+	err := db.pool.QueryRow(ctx, `
+		SELECT id, order_ref, user_id, item_id, reserved_at, created_at
+		FROM orders WHERE user_id = $1 AND item_id = $2`, userID, itemID).
+		Scan(&o.ID, &o.OrderRef, &o.UserID, &o.ItemID, &o.ReservedAt, &o.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return seckill.Order{}, seckill.Errorf(seckill.ENotFound, "no order of user %d for item %d", userID, itemID)
+	}
+	if err != nil {
+		return seckill.Order{}, fmt.Errorf("reading order: %w", err)
+	}
+	return o, nil
+}
+
+// CountOrders returns the number of stored orders of itemID.
+func (db *DB) CountOrders(ctx context.Context, itemID int64) (int64, error) {
+	var n int64
+	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM orders WHERE item_id = $1", itemID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting orders: %w", err)
+	}
+	return n, nil
+}
+
+// OrderRefs returns the order_ref of every stored order of itemID, by user
+// id, for reconcile to compare with the reservations held in Redis.
+func (db *DB) OrderRefs(ctx context.Context, itemID int64) (map[int64]string, error) {
+	rows, err := db.pool.Query(ctx, "SELECT user_id, order_ref FROM orders WHERE item_id = $1", itemID)
+	if err != nil {
+		return nil, fmt.Errorf("listing order refs: %w", err)
+	}
+	refs := make(map[int64]string)
+	var (
+		user int64
+		ref  string
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&user, &ref}, func() error {
+		refs[user] = ref
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("listing order refs: %w", err)
+	}
+	return refs, nil
+}
+
+// DuplicateOrders returns the number of (user, item) pairs with more than
+// one order. The unique constraint makes it 0; tests and reconcile check it
+// anyway, since overselling is the one failure a flash sale must not have.
+func (db *DB) DuplicateOrders(ctx context.Context) (int64, error) {
+	var n int64
+	err := db.pool.QueryRow(ctx, `
+		SELECT count(*) FROM (
+			SELECT 1 FROM orders GROUP BY user_id, item_id HAVING count(*) > 1
+		) AS d`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting duplicate orders: %w", err)
+	}
+	return n, nil
+}
+
+// RecordFailed remembers that the order m could not be stored, and why, so
+// that the user's status shows "failed" instead of "queued" forever. A
+// second record of the same order_ref is ignored: dead-lettering may be
+// retried.
+func (db *DB) RecordFailed(ctx context.Context, m seckill.OrderMessage, reason string) error {
+	_, err := db.pool.Exec(ctx, `
+		INSERT INTO failed_orders (order_ref, user_id, item_id, reason)
+		VALUES ($1, $2, $3, $4)
+		ON CONFLICT (order_ref) DO NOTHING`, m.OrderRef, m.UserID, m.ItemID, reason)
+	if err != nil {
+		return fmt.Errorf("recording failed order: %w", err)
+	}
+	return nil
+}
+
+// FailedFor returns the order_ref of the latest failed order of userID for
+// itemID; ok is false when there is none.
+func (db *DB) FailedFor(ctx context.Context, userID, itemID int64) (orderRef string, ok bool, err error) {
+	err = db.pool.QueryRow(ctx, `
+		SELECT order_ref FROM failed_orders
+		WHERE user_id = $1 AND item_id = $2
+		ORDER BY failed_at DESC, order_ref DESC
+		LIMIT 1`, userID, itemID).Scan(&orderRef)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("reading failed order: %w", err)
+	}
+	return orderRef, true, nil
+}
+
+// CountFailed returns the number of failed orders of itemID.
+func (db *DB) CountFailed(ctx context.Context, itemID int64) (int64, error) {
+	var n int64
+	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM failed_orders WHERE item_id = $1", itemID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting failed orders: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,478 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// OutboxEntry is one order waiting in the outbox.
+type OutboxEntry struct {
+	Stream, ID string
+	Body       []byte
+	OrderRef   string
+}
+
+func (e OutboxEntry) key() string { return e.Stream + "\x00" + e.ID }
+
+// Outbox is what the relay drains (implemented with Redis streams).
+type Outbox interface {
+	// Claim returns up to max entries not yet confirmed. It may return an
+	// entry again (after a crash); it returns quickly, possibly empty.
+	Claim(ctx context.Context, max int) ([]OutboxEntry, error)
+	// Done removes entries the broker confirmed.
+	Done(ctx context.Context, entries []OutboxEntry) error
+}
+
+// RelayConfig configures a Relay.
+type RelayConfig struct {
+	URL      string
+	Topology Topology
+	// MaxInFlight bounds the entries the relay holds at once: published
+	// and not yet confirmed, waiting to be republished, or waiting for
+	// Done. Default 1024.
+	MaxInFlight int
+	// Batch is the most entries asked of Claim, and given to Done, at
+	// once. Default 512.
+	Batch  int
+	Logger *slog.Logger
+}
+
+// RelayStats are the relay's counters since NewRelay.
+type RelayStats struct {
+	Published  uint64 // basic.publish sent (republishes included)
+	Confirmed  uint64 // acked and not returned: handed to Done
+	Returned   uint64 // returned unroutable (mandatory), to be republished
+	Nacked     uint64 // nacked by the broker or by a lost channel, to be republished
+	Reconnects uint64 // connections opened after the first
+	DoneErrors uint64 // failed Outbox.Done calls (retried)
+}
+
+// Relay moves outbox entries to RabbitMQ with publisher confirms.
+type Relay struct {
+	cfg RelayConfig
+	ob  Outbox
+	log *slog.Logger
+
+	published, confirmed, returned, nacked, reconnects, doneErrors atomic.Uint64
+
+	// owned holds the keys of every entry the relay is responsible for:
+	// in flight, waiting for a retry or waiting for Done. Its size is the
+	// in-flight bound; it also filters entries Claim hands out twice.
+	mu    sync.Mutex
+	owned map[string]struct{}
+	retry []OutboxEntry // returned or nacked, to republish
+	due   time.Time     // when retry may be republished
+	rback backoff       // backoff of retries
+	wake  chan struct{} // signals the publisher: room freed or retry added
+
+	lastReturnLog atomic.Int64
+}
+
+// NewRelay returns a relay draining ob into cfg.Topology's queue.
+func NewRelay(cfg RelayConfig, ob Outbox) *Relay {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 512
+	}
+	if cfg.Batch > cfg.MaxInFlight {
+		cfg.Batch = cfg.MaxInFlight
+	}
+	return &Relay{
+		cfg:   cfg,
+		ob:    ob,
+		log:   loggerOr(cfg.Logger).With("component", "relay", "queue", cfg.Topology.Name()),
+		owned: make(map[string]struct{}),
+		rback: backoff{min: 5 * time.Millisecond, max: time.Second},
+		wake:  make(chan struct{}, 1),
+	}
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() RelayStats {
+	return RelayStats{
+		Published:  r.published.Load(),
+		Confirmed:  r.confirmed.Load(),
+		Returned:   r.returned.Load(),
+		Nacked:     r.nacked.Load(),
+		Reconnects: r.reconnects.Load(),
+		DoneErrors: r.doneErrors.Load(),
+	}
+}
+
+// Run relays until ctx is done, reconnecting with backoff. On return every
+// entry it held and could not confirm is left in the outbox (not Done), so
+// a later Claim hands it out again.
+func (r *Relay) Run(ctx context.Context) error {
+	bo := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	connected := false
+	for ctx.Err() == nil {
+		conn, ch, err := r.connect()
+		if err != nil {
+			d := bo.next()
+			r.log.Warn("relay cannot connect", "err", err, "retry_in", d)
+			if !sleep(ctx, d) {
+				break
+			}
+			continue
+		}
+		if connected {
+			r.reconnects.Add(1)
+		}
+		connected = true
+		bo.reset()
+		r.log.Info("relay connected")
+		err = r.session(ctx, conn, ch)
+		if ctx.Err() != nil {
+			break
+		}
+		r.log.Warn("relay lost its connection, reconnecting", "err", err)
+		if !sleep(ctx, bo.next()) {
+			break
+		}
+	}
+	// Forget what was not confirmed: it stays in the outbox.
+	r.mu.Lock()
+	r.retry = nil
+	clear(r.owned)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Relay) connect() (*amqp.Connection, *amqp.Channel, error) {
+	conn, err := dial(r.cfg.URL, "seckill-relay")
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = r.cfg.Topology.Declare(ch)
+	}
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, ch, nil
+}
+
+type inflight struct {
+	e  OutboxEntry
+	dc *amqp.DeferredConfirmation
+}
+
+var errChannelClosed = errors.New("amqp channel closed")
+
+// session publishes on one channel until it fails or ctx is done.
+func (r *Relay) session(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) error {
+	defer conn.Close()
+	// A return is sent by the reader goroutine before it processes the
+	// ack of the same message; the library drops a notification it cannot
+	// deliver within 5s, so the buffer must hold every possible return.
+	returns := ch.NotifyReturn(make(chan amqp.Return, r.cfg.MaxInFlight+64))
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+
+	// Whatever was waiting for a retry goes out at once on a new channel.
+	r.mu.Lock()
+	r.due = time.Time{}
+	r.rback.reset()
+	r.mu.Unlock()
+
+	pending := make(chan inflight, r.cfg.MaxInFlight+1)
+	confirmerDone := make(chan struct{})
+	go func() {
+		defer close(confirmerDone)
+		r.confirmer(ctx, pending, returns)
+	}()
+
+	err := r.publisher(ctx, ch, pending, closed)
+	close(pending)
+	if ctx.Err() != nil {
+		// Graceful: give outstanding confirms a moment, then close; the
+		// library nacks whatever is left, and it stays in the outbox.
+		select {
+		case <-confirmerDone:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	conn.Close()
+	<-confirmerDone
+	return err
+}
+
+// publisher claims and publishes while there is room.
+func (r *Relay) publisher(ctx context.Context, ch *amqp.Channel, pending chan<- inflight, closed <-chan *amqp.Error) error {
+	q := r.cfg.Topology.Name()
+	idle := backoff{min: time.Millisecond, max: 20 * time.Millisecond}
+	claimErr := backoff{min: 50 * time.Millisecond, max: 2 * time.Second}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-closed:
+			if !ok || e == nil {
+				return errChannelClosed
+			}
+			return e
+		default:
+		}
+
+		batch, wait := r.takeRetry()
+		if batch == nil && wait == 0 {
+			if room := r.room(); room > 0 {
+				entries, err := r.ob.Claim(ctx, min(room, r.cfg.Batch))
+				if err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					d := claimErr.next()
+					r.log.Warn("outbox claim failed", "err", err, "retry_in", d)
+					wait = d
+				} else {
+					claimErr.reset()
+					batch = r.own(entries)
+					if len(batch) == 0 {
+						wait = idle.next()
+					}
+				}
+			} else {
+				wait = 50 * time.Millisecond // the confirmer wakes us earlier
+			}
+		}
+		if len(batch) == 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case e, ok := <-closed:
+				t.Stop()
+				if !ok || e == nil {
+					return errChannelClosed
+				}
+				return e
+			case <-r.wake:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		idle.reset()
+		for i, e := range batch {
+			dc, err := ch.PublishWithDeferredConfirm("", q, true, false, amqp.Publishing{
+				DeliveryMode: amqp.Persistent,
+				ContentType:  "application/json",
+				MessageId:    e.OrderRef,
+				Timestamp:    time.Now(),
+				Body:         e.Body,
+			})
+			if err != nil {
+				r.addRetry(batch[i:], false)
+				return fmt.Errorf("publishing: %w", err)
+			}
+			r.published.Add(1)
+			pending <- inflight{e: e, dc: dc}
+		}
+	}
+}
+
+// room is how many more entries the relay may take on.
+func (r *Relay) room() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg.MaxInFlight - len(r.owned)
+}
+
+// own records claimed entries as held, dropping any already held.
+func (r *Relay) own(entries []OutboxEntry) []OutboxEntry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := entries[:0:0]
+	for _, e := range entries {
+		k := e.key()
+		if _, dup := r.owned[k]; dup {
+			continue
+		}
+		r.owned[k] = struct{}{}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (r *Relay) release(entries []OutboxEntry) {
+	r.mu.Lock()
+	for _, e := range entries {
+		delete(r.owned, e.key())
+	}
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *Relay) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeRetry returns the entries to republish now, or how long to wait
+// for them (0 when there are none: claim new entries instead).
+func (r *Relay) takeRetry() ([]OutboxEntry, time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.retry) == 0 {
+		return nil, 0
+	}
+	if d := time.Until(r.due); d > 0 {
+		return nil, d
+	}
+	b := r.retry
+	r.retry = nil
+	r.due = time.Time{}
+	return b, 0
+}
+
+// addRetry queues entries for republishing; with delay, after a backoff
+// that grows with each failed round.
+func (r *Relay) addRetry(entries []OutboxEntry, delay bool) {
+	if len(entries) == 0 {
+		return
+	}
+	r.mu.Lock()
+	if len(r.retry) == 0 {
+		if delay {
+			r.due = time.Now().Add(r.rback.next())
+		} else {
+			r.due = time.Time{}
+		}
+	}
+	r.retry = append(r.retry, entries...)
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *Relay) resetRetryBackoff() {
+	r.mu.Lock()
+	r.rback.reset()
+	r.mu.Unlock()
+}
+
+// confirmer settles published entries in publish order: acked and not
+// returned -> Done; returned or nacked -> republished.
+func (r *Relay) confirmer(ctx context.Context, pending <-chan inflight, returns <-chan amqp.Return) {
+	returned := make(map[string]int) // order ref -> returns not yet matched
+	drain := func() {
+		for returns != nil {
+			select {
+			case ret, ok := <-returns:
+				if !ok {
+					returns = nil
+					return
+				}
+				returned[ret.MessageId]++
+				r.logReturn(ret)
+			default:
+				return
+			}
+		}
+	}
+	var done, failed []OutboxEntry
+	flush := func() {
+		if len(failed) > 0 {
+			r.addRetry(failed, true)
+			failed = nil
+		}
+		if len(done) > 0 {
+			r.done(ctx, done)
+			done = nil
+		}
+	}
+	for {
+		var it inflight
+		var ok bool
+		select {
+		case it, ok = <-pending:
+		default:
+			flush()
+			it, ok = <-pending
+		}
+		if !ok {
+			flush()
+			return
+		}
+		select {
+		case <-it.dc.Done():
+		default:
+			flush()
+			<-it.dc.Done()
+		}
+		acked := it.dc.Acked()
+		drain()
+		switch {
+		case returned[it.e.OrderRef] > 0:
+			if returned[it.e.OrderRef]--; returned[it.e.OrderRef] == 0 {
+				delete(returned, it.e.OrderRef)
+			}
+			r.returned.Add(1)
+			failed = append(failed, it.e)
+		case !acked:
+			r.nacked.Add(1)
+			failed = append(failed, it.e)
+		default:
+			r.confirmed.Add(1)
+			done = append(done, it.e)
+			if len(done) == 1 {
+				r.resetRetryBackoff()
+			}
+		}
+		if len(done) >= r.cfg.Batch || len(failed) >= r.cfg.Batch {
+			flush()
+		}
+	}
+}
+
+// done calls Outbox.Done until it succeeds. Confirmed entries are never
+// republished by this relay; if Done keeps failing until shutdown they stay
+// in the outbox and are published again later (a duplicate, not a loss).
+func (r *Relay) done(ctx context.Context, entries []OutboxEntry) {
+	defer r.release(entries)
+	bo := backoff{min: 20 * time.Millisecond, max: 2 * time.Second}
+	for attempt := 0; ; attempt++ {
+		// Detached: entries confirmed before shutdown are still removed.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := r.ob.Done(dctx, entries)
+		cancel()
+		if err == nil {
+			return
+		}
+		r.doneErrors.Add(1)
+		if ctx.Err() != nil && attempt > 0 {
+			r.log.Error("outbox done failed at shutdown; entries will be published again", "err", err, "entries", len(entries))
+			return
+		}
+		d := bo.next()
+		r.log.Warn("outbox done failed", "err", err, "entries", len(entries), "retry_in", d)
+		sleep(ctx, d) // when ctx is done: one last attempt
+	}
+}
+
+func (r *Relay) logReturn(ret amqp.Return) {
+	now := time.Now().UnixNano()
+	last := r.lastReturnLog.Load()
+	if now-last < int64(time.Second) || !r.lastReturnLog.CompareAndSwap(last, now) {
+		return
+	}
+	r.log.Warn("message returned unroutable; republishing with backoff",
+		"order_ref", ret.MessageId, "reply_code", ret.ReplyCode, "reply_text", ret.ReplyText,
+		"routing_key", ret.RoutingKey, "returned_total", r.returned.Load()+1)
+}

@@ -1,0 +1,164 @@
+// Package seckill holds the domain vocabulary shared by every part of the
+// flash-sale system: items, order messages, order status and the error type
+// whose code decides the HTTP status in one place (see Status).
+package seckill
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Item is one thing on sale. Stock is the total number of units ever offered.
+type Item struct {
+	ID         int64     `json:"id"`
+	Name       string    `json:"name"`
+	PriceCents int64     `json:"price_cents"`
+	Stock      int64     `json:"stock"`
+	StartsAt   time.Time `json:"starts_at"`
+	EndsAt     time.Time `json:"ends_at"`
+	// Challenge names the human challenge the edge asks for: "captcha",
+	// "pow" or "none". The backend stores it and does not interpret it.
+	Challenge string    `json:"challenge"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// OrderMessage is what a successful reservation appends to the outbox and
+// what travels through RabbitMQ to the worker. It is the whole order: the
+// worker needs nothing else to store it.
+type OrderMessage struct {
+	OrderRef   string    `json:"order_ref"`
+	UserID     int64     `json:"user_id"`
+	ItemID     int64     `json:"item_id"`
+	RequestID  string    `json:"request_id,omitempty"`
+	ReservedAt time.Time `json:"reserved_at"`
+}
+
+// Validate reports whether a message decoded from outside is usable.
+func (m OrderMessage) Validate() error {
+	switch {
+	case m.OrderRef == "":
+		return Errorf(EInvalid, "order_ref is empty")
+	case m.UserID <= 0:
+		return Errorf(EInvalid, "user_id must be positive")
+	case m.ItemID <= 0:
+		return Errorf(EInvalid, "item_id must be positive")
+	}
+	return nil
+}
+
+// Order is a stored order.
+type Order struct {
+	ID         int64     `json:"order_id"`
+	OrderRef   string    `json:"order_ref"`
+	UserID     int64     `json:"user_id"`
+	ItemID     int64     `json:"item_id"`
+	ReservedAt time.Time `json:"reserved_at"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// OrderStatus is where one user's order for one item stands.
+type OrderStatus string
+
+const (
+	StatusNone      OrderStatus = "none"      // the user holds no unit
+	StatusQueued    OrderStatus = "queued"    // a unit is reserved, the order is on its way to the database
+	StatusConfirmed OrderStatus = "confirmed" // the order is stored
+	StatusFailed    OrderStatus = "failed"    // the order could not be stored; its unit went back to stock
+)
+
+// Stats are the counters of one item. StockTotal = StockLeft + Reserved
+// always holds in Redis; Reserved = Orders + OutboxPending + in flight.
+type Stats struct {
+	ItemID        int64 `json:"item_id"`
+	StockTotal    int64 `json:"stock_total"`
+	StockLeft     int64 `json:"stock_left"`
+	Reserved      int64 `json:"reserved"`
+	Orders        int64 `json:"orders"`
+	OutboxPending int64 `json:"outbox_pending"`
+	Failed        int64 `json:"failed"`
+}
+
+// Error codes. They are part of the public contract: clients match on them.
+const (
+	EInvalid         = "invalid"
+	ETooLarge        = "too_large"
+	EUnknownItem     = "unknown_item"
+	ENotFound        = "not_found"
+	ENotLive         = "not_live"
+	ESoldOut         = "sold_out"
+	EAlreadyBought   = "already_bought"
+	EConflict        = "conflict"
+	EUsernameTaken   = "username_taken"
+	EUnauthorized    = "unauthenticated"
+	EForbidden       = "forbidden"
+	EMethod          = "method_not_allowed"
+	EUnavailable     = "backend_unavailable"
+	EOverloaded      = "overloaded"
+	ERateLimited     = "rate_limited"
+	EInternal        = "internal"
+	EChallengeFailed = "challenge_failed"
+	EBadPath         = "bad_path"
+	EBadCredentials  = "bad_credentials"
+)
+
+// Error is an error with a machine-readable code.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf returns an *Error with the given code.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of err, or EInternal when err carries none.
+func ErrorCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EInternal
+}
+
+// ErrorMessage returns the message meant for users; internal errors are
+// never shown as they are.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "internal error"
+}
+
+// Status maps an error code to its HTTP status. It is the only place that does.
+func Status(code string) int {
+	switch code {
+	case EInvalid, EChallengeFailed:
+		return http.StatusBadRequest
+	case ETooLarge:
+		return http.StatusRequestEntityTooLarge
+	case EUnauthorized, EBadCredentials:
+		return http.StatusUnauthorized
+	case EForbidden, EBadPath:
+		return http.StatusForbidden
+	case EUnknownItem, ENotFound:
+		return http.StatusNotFound
+	case EMethod:
+		return http.StatusMethodNotAllowed
+	case ENotLive, EAlreadyBought, EConflict, EUsernameTaken:
+		return http.StatusConflict
+	case ESoldOut:
+		return http.StatusGone
+	case ERateLimited:
+		return http.StatusTooManyRequests
+	case EUnavailable, EOverloaded:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}

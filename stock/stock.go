@@ -1,0 +1,233 @@
+// Package stock keeps the live counters of every sale in Redis: units left,
+// who holds one, and the outbox of accepted orders waiting for RabbitMQ.
+// Every change is one Lua script, so no unit is ever sold twice.
+package stock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"seckill"
+)
+
+// Outcome is the answer of a reservation.
+type Outcome string
+
+const (
+	Queued        Outcome = "queued"
+	AlreadyBought Outcome = "already_bought"
+	SoldOut       Outcome = "sold_out"
+	NotLive       Outcome = "not_live"
+	UnknownItem   Outcome = "unknown_item"
+)
+
+// Reservation is what Reserve answers.
+type Reservation struct {
+	Outcome   Outcome
+	OrderRef  string // the order of this user for this item, when one exists
+	StockLeft int64
+}
+
+// Store runs the stock scripts on one Redis (or Redis Cluster).
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// New returns a Store whose keys all start with prefix (for example
+// "seckill:"); tests use a prefix of their own.
+func New(rdb redis.UniversalClient, prefix string) *Store {
+	return &Store{rdb: rdb, prefix: prefix}
+}
+
+// Client returns the Redis client.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+type itemKeys struct{ meta, stock, buyers, outbox string }
+
+func (s *Store) keys(itemID int64) itemKeys {
+	base := s.prefix + "item:{" + strconv.FormatInt(itemID, 10) + "}:"
+	return itemKeys{meta: base + "meta", stock: base + "stock", buyers: base + "buyers", outbox: base + "outbox"}
+}
+
+// outboxesKey is the set of every outbox stream, read by the relay. It is
+// outside any item's hash slot, so it is written by its own command.
+func (s *Store) outboxesKey() string { return s.prefix + "outboxes" }
+
+// relayGroup is the consumer group of the relay on every outbox stream.
+const relayGroup = "relay"
+
+// LoadItem makes an item purchasable in Redis, or refreshes its window and
+// total. Live counters are never overwritten. sold lists the orders already
+// stored in PostgreSQL (user id -> order ref); they are used only when Redis
+// holds no counter for the item (a new item, or a Redis that lost its data).
+func (s *Store) LoadItem(ctx context.Context, it seckill.Item, sold map[int64]string) error {
+	k := s.keys(it.ID)
+	exists, err := s.rdb.Exists(ctx, k.stock).Result()
+	if err != nil {
+		return fmt.Errorf("loading item %d: %w", it.ID, err)
+	}
+	if exists == 0 && len(sold) > 0 {
+		pipe := s.rdb.Pipeline()
+		for user, ref := range sold {
+			pipe.HSetNX(ctx, k.buyers, strconv.FormatInt(user, 10), ref+"|")
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("loading buyers of item %d: %w", it.ID, err)
+		}
+	}
+	if err := s.rdb.XGroupCreateMkStream(ctx, k.outbox, relayGroup, "0").Err(); err != nil && !isBusyGroup(err) {
+		return fmt.Errorf("creating outbox of item %d: %w", it.ID, err)
+	}
+	if err := s.rdb.SAdd(ctx, s.outboxesKey(), k.outbox).Err(); err != nil {
+		return fmt.Errorf("registering outbox of item %d: %w", it.ID, err)
+	}
+	err = loadScript.Run(ctx, s.rdb, []string{k.meta, k.stock, k.buyers},
+		it.Stock, it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli()).Err()
+	if err != nil {
+		return fmt.Errorf("loading item %d: %w", it.ID, err)
+	}
+	return nil
+}
+
+func isBusyGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "BUSYGROUP") }
+
+// Reserve takes one unit of an item for a user, or says why not. orderRef
+// names the order if one is taken; requestID makes the call idempotent: the
+// same request sent again returns the first answer and takes nothing more.
+func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, orderRef string) (Reservation, error) {
+	if strings.ContainsRune(requestID, '|') {
+		return Reservation{}, seckill.Errorf(seckill.EInvalid, "request id must not contain '|'")
+	}
+	k := s.keys(itemID)
+	res, err := reserveScript.Run(ctx, s.rdb, []string{k.meta, k.stock, k.buyers, k.outbox},
+		userID, requestID, orderRef, itemID).StringSlice()
+	if err != nil {
+		return Reservation{}, fmt.Errorf("reserving item %d: %w", itemID, err)
+	}
+	if len(res) != 3 {
+		return Reservation{}, fmt.Errorf("reserving item %d: unexpected reply %q", itemID, res)
+	}
+	left, _ := strconv.ParseInt(res[2], 10, 64)
+	return Reservation{Outcome: Outcome(res[0]), OrderRef: res[1], StockLeft: left}, nil
+}
+
+// Release gives the unit of a failed order back to stock. It returns false
+// when the buyer record no longer names that order (already released).
+func (s *Store) Release(ctx context.Context, itemID, userID int64, orderRef string) (bool, error) {
+	k := s.keys(itemID)
+	n, err := releaseScript.Run(ctx, s.rdb, []string{k.meta, k.stock, k.buyers}, userID, orderRef).Int()
+	if err != nil {
+		return false, fmt.Errorf("releasing order %s: %w", orderRef, err)
+	}
+	return n == 1, nil
+}
+
+// Buyer returns the order ref of the unit a user holds, if any.
+func (s *Store) Buyer(ctx context.Context, itemID, userID int64) (string, bool, error) {
+	v, err := s.rdb.HGet(ctx, s.keys(itemID).buyers, strconv.FormatInt(userID, 10)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("reading buyer: %w", err)
+	}
+	ref, _, _ := strings.Cut(v, "|")
+	return ref, true, nil
+}
+
+// Buyers returns every holder of a unit of the item: user id -> order ref.
+func (s *Store) Buyers(ctx context.Context, itemID int64) (map[int64]string, error) {
+	m, err := s.rdb.HGetAll(ctx, s.keys(itemID).buyers).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading buyers of item %d: %w", itemID, err)
+	}
+	out := make(map[int64]string, len(m))
+	for u, v := range m {
+		id, err := strconv.ParseInt(u, 10, 64)
+		if err != nil {
+			continue
+		}
+		ref, _, _ := strings.Cut(v, "|")
+		out[id] = ref
+	}
+	return out, nil
+}
+
+// Counters are the Redis side of an item's stats.
+type Counters struct {
+	Loaded        bool
+	StockTotal    int64
+	StockLeft     int64
+	Reserved      int64
+	OutboxPending int64
+	Released      int64
+}
+
+// Counters reads an item's counters in one atomic MULTI/EXEC (all keys
+// share the item's hash slot), so StockTotal = StockLeft + Reserved holds
+// in what it returns even during a sale.
+func (s *Store) Counters(ctx context.Context, itemID int64) (Counters, error) {
+	k := s.keys(itemID)
+	pipe := s.rdb.TxPipeline()
+	meta := pipe.HMGet(ctx, k.meta, "total", "released")
+	left := pipe.Get(ctx, k.stock)
+	buyers := pipe.HLen(ctx, k.buyers)
+	outbox := pipe.XLen(ctx, k.outbox)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Counters{}, fmt.Errorf("reading counters of item %d: %w", itemID, err)
+	}
+	var c Counters
+	vals := meta.Val()
+	if len(vals) == 2 && vals[0] != nil {
+		c.Loaded = true
+		c.StockTotal = toInt(vals[0])
+		c.Released = toInt(vals[1])
+	}
+	c.StockLeft, _ = left.Int64()
+	c.Reserved = buyers.Val()
+	c.OutboxPending = outbox.Val()
+	return c, nil
+}
+
+func toInt(v any) int64 {
+	s, _ := v.(string)
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+// OutboxRefs returns the order refs waiting in an item's outbox, for
+// reconcile.
+func (s *Store) OutboxRefs(ctx context.Context, itemID int64) (map[string]bool, error) {
+	msgs, err := s.rdb.XRange(ctx, s.keys(itemID).outbox, "-", "+").Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading outbox of item %d: %w", itemID, err)
+	}
+	out := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		if ref, ok := m.Values["ref"].(string); ok {
+			out[ref] = true
+		}
+	}
+	return out, nil
+}
+
+// Requeue appends an order to the outbox again, for reconcile to repair an
+// order that Redis holds but that reached neither RabbitMQ nor PostgreSQL.
+// The worker stores an order ref at most once, so this never makes a second
+// order.
+func (s *Store) Requeue(ctx context.Context, m seckill.OrderMessage) error {
+	k := s.keys(m.ItemID)
+	err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: k.outbox, Values: []any{
+		"ref", m.OrderRef, "user", m.UserID, "item", m.ItemID, "req", m.RequestID,
+	}}).Err()
+	if err != nil {
+		return fmt.Errorf("requeueing order %s: %w", m.OrderRef, err)
+	}
+	return nil
+}
