@@ -293,3 +293,8 @@ func (sh shopper) buy(item int64, path string) answer {
 func (sh shopper) order(item int64) answer {
 	return sh.do("GET", fmt.Sprintf("/api/items/%d/order", item), nil)
 }
+
+// httpClientWith is an http.Client whose transport counts requests.
+func httpClientWith(c *counting) *http.Client {
+	return &http.Client{Transport: c, Timeout: 5 * time.Second}
+}

@@ -117,9 +117,27 @@ func (c *Catalog) Learn(id int64) {
 	c.knownMu.Unlock()
 }
 
+// Follow keeps the catalogue fresh in the background until ctx ends: one
+// refresh now, then one every TTL. Items created anywhere (another edge,
+// the backend directly) become known within a TTL, while requests for
+// unknown ids are still answered from the Bloom filter without any I/O.
+func (c *Catalog) Follow(ctx context.Context) {
+	t := time.NewTicker(c.ttl)
+	defer t.Stop()
+	for {
+		c.Invalidate()
+		_, _ = c.get(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Invalidate makes the next read refresh.
 func (c *Catalog) Invalidate() {
-	if s := c.snap.Load(); s != nil {
+	if s := c.snap.Load(); s != nil && !s.stale {
 		cp := *s
 		cp.stale = true
 		c.snap.Store(&cp)

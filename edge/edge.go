@@ -51,6 +51,11 @@ type Limiter interface {
 	Allow(class string, k limit.Keys) limit.Decision
 }
 
+// DefaultMaxKeysPerRule caps the token buckets one limiter rule keeps; with
+// about 120 bytes a bucket and the shipped rules it keeps the edge under
+// 200 MB however many clients appear (see TestMemoryMillionUsers).
+const DefaultMaxKeysPerRule = 1 << 17
+
 // Config tunes the edge.
 type Config struct {
 	SessionSecret []byte
@@ -176,10 +181,12 @@ func (e *Edge) publish(ctx context.Context, msg string) {
 	}
 }
 
-// Listen follows the events of other edges until ctx ends. go-redis
-// resubscribes after a reconnect; the catalogue refresh covers any event
-// missed meanwhile.
+// Listen keeps the edge in step with the others until ctx ends: it
+// refreshes the catalogue every TTL and follows the events of other edges.
+// go-redis resubscribes after a reconnect; the catalogue refresh covers any
+// event missed meanwhile.
 func (e *Edge) Listen(ctx context.Context) {
+	go e.catalog.Follow(ctx)
 	sub := e.rdb.Subscribe(ctx, e.channel())
 	defer sub.Close()
 	ch := sub.Channel()

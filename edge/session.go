@@ -39,7 +39,7 @@ func NewSessions(secret []byte, ttl time.Duration, secureCookie bool) *Sessions 
 	return &Sessions{secret: secret, ttl: ttl, now: time.Now, secure: secureCookie}
 }
 
-var b64 = base64.RawURLEncoding
+var b64 = base64.RawURLEncoding.Strict() // strict: no two spellings of one token
 
 // Sign returns a token for a user and its expiry.
 func (s *Sessions) Sign(userID int64, username string) (string, time.Time) {

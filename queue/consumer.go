@@ -29,19 +29,23 @@ type Handler interface {
 type ConsumerConfig struct {
 	URL           string
 	Topology      Topology
-	Prefetch      int           // default 500
-	BatchSize     int           // default 500
+	Prefetch      int           // messages unacked at most; default 500
+	BatchSize     int           // orders per Store call at most (a message is never split; one larger message goes alone); default 1024
 	FlushInterval time.Duration // default 10ms
 	Logger        *slog.Logger
 }
 
 // ConsumerStats are the consumer's counters since NewConsumer.
+//
+// Stored, Nacked, Republished and Dead count orders; Malformed counts
+// messages.
 type ConsumerStats struct {
-	Stored     uint64 // acked after Store returned nil for them (redeliveries included)
-	Nacked     uint64 // Store errors: nacked with requeue
-	Dead       uint64 // dead-lettered messages handed to Failed and acked (malformed ones included)
-	Malformed  uint64 // bodies that did not decode or validate, rejected from Queue (dead-lettered)
-	FailErrors uint64 // Failed errors (the dead message is requeued)
+	Stored      uint64 // acked after Store returned nil for them (redeliveries included)
+	Nacked      uint64 // in messages nacked with requeue after Store errors
+	Republished uint64 // orders of a batch that failed, republished as single-order messages
+	Dead        uint64 // dead-lettered orders handed to Failed (malformed messages included, one each)
+	Malformed   uint64 // bodies that did not decode or validate, rejected from Queue (dead-lettered)
+	FailErrors  uint64 // Failed errors (retried, or the dead message requeued)
 }
 
 // Consumer consumes the order queue in batches and the dead-letter queue.
@@ -50,7 +54,7 @@ type Consumer struct {
 	h   Handler
 	log *slog.Logger
 
-	stored, nacked, dead, malformed, failErrors, reconnects atomic.Uint64
+	stored, nacked, republished, dead, malformed, failErrors, reconnects atomic.Uint64
 }
 
 // NewConsumer returns a consumer handing cfg.Topology's messages to h.
@@ -59,7 +63,9 @@ func NewConsumer(cfg ConsumerConfig, h Handler) *Consumer {
 		cfg.Prefetch = 500
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
+		// Four full batch messages of the relay (MaxPerMessage 256): with
+		// 500, two did not fit and every Store call held one message.
+		cfg.BatchSize = 1024
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 10 * time.Millisecond
@@ -74,11 +80,12 @@ func NewConsumer(cfg ConsumerConfig, h Handler) *Consumer {
 // Stats returns the consumer's counters.
 func (c *Consumer) Stats() ConsumerStats {
 	return ConsumerStats{
-		Stored:     c.stored.Load(),
-		Nacked:     c.nacked.Load(),
-		Dead:       c.dead.Load(),
-		Malformed:  c.malformed.Load(),
-		FailErrors: c.failErrors.Load(),
+		Stored:      c.stored.Load(),
+		Nacked:      c.nacked.Load(),
+		Republished: c.republished.Load(),
+		Dead:        c.dead.Load(),
+		Malformed:   c.malformed.Load(),
+		FailErrors:  c.failErrors.Load(),
 	}
 }
 
@@ -150,32 +157,41 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 		c.consumeDead(sctx, dead)
 		cancel() // a lost dead-letter channel ends the session too
 	}()
-	err = c.consumeOrders(sctx, ch, deliveries)
+	err = c.consumeOrders(sctx, conn, ch, deliveries)
 	cancel()
 	wg.Wait()
 	return err
 }
 
-type batchItem struct {
-	tag uint64
-	m   seckill.OrderMessage
+// delivery is one consumed message and the orders it carries.
+type delivery struct {
+	tag   uint64
+	id    string // MessageId
+	batch bool   // a batch body (else a single order)
+	msgs  []seckill.OrderMessage
+	bad   []badOrder // elements of a batch body that are not valid orders
 }
 
-func (c *Consumer) consumeOrders(ctx context.Context, ch *amqp.Channel, deliveries <-chan amqp.Delivery) error {
+func (c *Consumer) consumeOrders(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel, deliveries <-chan amqp.Delivery) error {
 	var (
-		batch  []batchItem
+		batch  []delivery
+		orders int // orders in batch
 		timer  = time.NewTimer(time.Hour)
 		timerC <-chan time.Time
+		rp     = &republisher{conn: conn, queue: c.cfg.Topology.Name()}
 	)
 	timer.Stop()
 	defer timer.Stop()
+	defer rp.close()
 	flush := func() error {
+		timer.Stop()
 		timerC = nil
 		if len(batch) == 0 {
 			return nil
 		}
-		err := c.storeBatch(ctx, ch, batch)
-		batch = batch[:0]
+		err := c.storeBatch(ctx, ch, rp, batch)
+		clear(batch)
+		batch, orders = batch[:0], 0
 		return err
 	}
 	for {
@@ -191,7 +207,7 @@ func (c *Consumer) consumeOrders(ctx context.Context, ch *amqp.Channel, deliveri
 				_ = flush() // acks will fail; the broker redelivers
 				return errChannelClosed
 			}
-			m, err := decode(d)
+			it, err := decodeDelivery(d)
 			if err != nil {
 				c.malformed.Add(1)
 				c.log.Warn("rejecting malformed order message", "err", err, "message_id", d.MessageId, "delivery_tag", d.DeliveryTag)
@@ -200,13 +216,20 @@ func (c *Consumer) consumeOrders(ctx context.Context, ch *amqp.Channel, deliveri
 				}
 				continue
 			}
-			batch = append(batch, batchItem{tag: d.DeliveryTag, m: m})
+			// A message is never split between two Store calls: flush
+			// first when its orders would not fit.
+			if len(batch) > 0 && orders+len(it.msgs) > c.cfg.BatchSize {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			batch = append(batch, it)
+			orders += len(it.msgs)
 			if len(batch) == 1 {
 				timer.Reset(c.cfg.FlushInterval)
 				timerC = timer.C
 			}
-			if len(batch) >= c.cfg.BatchSize {
-				timer.Stop()
+			if orders >= c.cfg.BatchSize {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -215,66 +238,276 @@ func (c *Consumer) consumeOrders(ctx context.Context, ch *amqp.Channel, deliveri
 	}
 }
 
-// storeBatch stores a batch and settles it: when every message was stored
-// one multiple ack covers the batch (every lower tag on this channel is in
-// the batch or already settled); otherwise each is acked or nacked.
-func (c *Consumer) storeBatch(ctx context.Context, ch *amqp.Channel, batch []batchItem) error {
-	msgs := make([]seckill.OrderMessage, len(batch))
-	for i, b := range batch {
-		msgs[i] = b.m
+// decodeDelivery decodes a single-order or a batch message.
+func decodeDelivery(d amqp.Delivery) (delivery, error) {
+	it := delivery{tag: d.DeliveryTag, id: d.MessageId, batch: isBatch(d)}
+	if it.batch {
+		msgs, bad, err := decodeBatch(d.Body)
+		if err != nil {
+			return it, err
+		}
+		it.msgs, it.bad = msgs, bad
+		return it, nil
+	}
+	m, err := decodeSingle(d.Body)
+	if err != nil {
+		return it, err
+	}
+	it.msgs = []seckill.OrderMessage{m}
+	return it, nil
+}
+
+// storeBatch stores the orders of several messages in one Store call and
+// settles each message. When every order was stored one multiple ack
+// covers them all (every lower tag on this channel is in the batch or
+// already settled). Otherwise:
+//
+//   - a single-order message is acked or nacked with requeue;
+//   - a batch message whose orders all failed is nacked with requeue (the
+//     broker counts its deliveries and dead-letters it after the limit);
+//   - a batch message with some failed orders (or elements that are not
+//     valid orders): each of those is republished as a single-order
+//     message with confirms, then the batch is acked; if that republish
+//     fails the batch is nacked with requeue (its orders are idempotent).
+func (c *Consumer) storeBatch(ctx context.Context, ch *amqp.Channel, rp *republisher, batch []delivery) error {
+	n := 0
+	for _, d := range batch {
+		n += len(d.msgs)
+	}
+	msgs := make([]seckill.OrderMessage, 0, n)
+	for _, d := range batch {
+		msgs = append(msgs, d.msgs...)
 	}
 	// The batch in hand is finished even when ctx is cancelled.
 	errs := c.h.Store(context.WithoutCancel(ctx), msgs)
 	if len(errs) != len(msgs) {
 		// A broken handler: treat every message as failed.
 		c.log.Error("handler returned the wrong number of results", "want", len(msgs), "got", len(errs))
+		err := fmt.Errorf("handler returned %d results for %d messages", len(errs), len(msgs))
 		errs = make([]error, len(msgs))
 		for i := range errs {
-			errs[i] = fmt.Errorf("handler returned %d results for %d messages", len(errs), len(msgs))
+			errs[i] = err
 		}
 	}
-	failed := 0
+	clean := true
 	for _, err := range errs {
 		if err != nil {
-			failed++
+			clean = false
+			break
 		}
 	}
-	if failed == 0 {
+	for _, d := range batch {
+		if len(d.bad) > 0 {
+			clean = false
+		}
+	}
+	if clean {
 		if err := ch.Ack(batch[len(batch)-1].tag, true); err != nil {
 			return fmt.Errorf("acking: %w", err)
 		}
-		c.stored.Add(uint64(len(batch)))
+		c.stored.Add(uint64(len(msgs)))
 		return nil
 	}
-	for i, b := range batch {
-		if errs[i] == nil {
-			if err := ch.Ack(b.tag, false); err != nil {
+	off := 0
+	for _, d := range batch {
+		derrs := errs[off : off+len(d.msgs)]
+		off += len(d.msgs)
+		failed := 0
+		for _, err := range derrs {
+			if err != nil {
+				failed++
+			}
+		}
+		if failed == 0 && len(d.bad) == 0 {
+			if err := ch.Ack(d.tag, false); err != nil {
 				return fmt.Errorf("acking: %w", err)
 			}
-			c.stored.Add(1)
+			c.stored.Add(uint64(len(d.msgs)))
 			continue
 		}
-		c.log.Warn("storing order failed; requeueing", "order_ref", b.m.OrderRef, "err", errs[i])
-		if err := ch.Nack(b.tag, false, true); err != nil {
-			return fmt.Errorf("nacking: %w", err)
+		if !d.batch || failed == len(d.msgs) {
+			for i, err := range derrs {
+				c.log.Warn("storing order failed; requeueing", "order_ref", d.msgs[i].OrderRef, "message_id", d.id, "err", err)
+			}
+			if err := ch.Nack(d.tag, false, true); err != nil {
+				return fmt.Errorf("nacking: %w", err)
+			}
+			c.nacked.Add(uint64(len(d.msgs)))
+			continue
 		}
-		c.nacked.Add(1)
+		// Some orders of a batch failed: each goes on as a message of its
+		// own, with its own delivery count.
+		pubs := make([]amqp.Publishing, 0, failed+len(d.bad))
+		for i, err := range derrs {
+			if err == nil {
+				continue
+			}
+			body, jerr := json.Marshal(d.msgs[i])
+			if jerr != nil { // cannot happen for a decoded message
+				return fmt.Errorf("encoding order %s: %w", d.msgs[i].OrderRef, jerr)
+			}
+			c.log.Warn("storing order of a batch failed; republishing it alone", "order_ref", d.msgs[i].OrderRef, "message_id", d.id, "err", err)
+			pubs = append(pubs, singlePublishing(d.msgs[i].OrderRef, body, d.id))
+		}
+		for i, b := range d.bad {
+			ref := b.m.OrderRef
+			if ref == "" {
+				ref = fmt.Sprintf("%s#bad%d", d.id, i)
+			}
+			c.log.Warn("invalid order in a batch; republishing it alone", "order_ref", ref, "message_id", d.id, "err", b.err)
+			pubs = append(pubs, singlePublishing(ref, b.raw, d.id))
+		}
+		if err := rp.publish(ctx, pubs); err != nil {
+			c.log.Warn("republishing failed orders of a batch failed; requeueing the batch", "message_id", d.id, "orders", len(pubs), "err", err)
+			if err := ch.Nack(d.tag, false, true); err != nil {
+				return fmt.Errorf("nacking: %w", err)
+			}
+			c.nacked.Add(uint64(len(d.msgs)))
+			continue
+		}
+		c.republished.Add(uint64(len(pubs)))
+		if err := ch.Ack(d.tag, false); err != nil {
+			return fmt.Errorf("acking: %w", err)
+		}
+		c.stored.Add(uint64(len(d.msgs) - failed))
 	}
 	return nil
 }
 
-func decode(d amqp.Delivery) (seckill.OrderMessage, error) {
-	var m seckill.OrderMessage
-	if err := json.Unmarshal(d.Body, &m); err != nil {
-		return m, fmt.Errorf("decoding order message: %w", err)
+func singlePublishing(ref string, body []byte, from string) amqp.Publishing {
+	return amqp.Publishing{
+		DeliveryMode: amqp.Persistent,
+		ContentType:  SingleContentType,
+		MessageId:    ref,
+		Timestamp:    time.Now(),
+		Headers:      amqp.Table{"x-seckill-from-batch": from},
+		Body:         body,
 	}
-	if err := m.Validate(); err != nil {
-		return m, err
-	}
-	return m, nil
 }
 
-// consumeDead hands dead-lettered messages to Handler.Failed, one at a time.
+// republisher publishes single-order messages with confirms and mandatory
+// routing on a channel of its own (opened on first use).
+type republisher struct {
+	conn    *amqp.Connection
+	queue   string
+	ch      *amqp.Channel
+	returns chan amqp.Return
+}
+
+// republishChunk bounds the publishes awaited at once: returns must fit in
+// the notification buffer (the library blocks its reader on a full one).
+const republishChunk = 256
+
+// publish publishes pubs and waits until the broker confirmed every one
+// and returned none. Any failure reports an error; some may have been
+// published (a duplicate later, which consumers absorb).
+func (p *republisher) publish(ctx context.Context, pubs []amqp.Publishing) error {
+	for len(pubs) > 0 {
+		k := min(len(pubs), republishChunk)
+		if err := p.publishChunk(ctx, pubs[:k]); err != nil {
+			p.close() // late confirms and returns must not be taken for the next ones
+			return err
+		}
+		pubs = pubs[k:]
+	}
+	return nil
+}
+
+func (p *republisher) publishChunk(ctx context.Context, pubs []amqp.Publishing) error {
+	if p.ch == nil || p.ch.IsClosed() {
+		ch, err := p.conn.Channel()
+		if err != nil {
+			return fmt.Errorf("opening republish channel: %w", err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			ch.Close()
+			return fmt.Errorf("confirm mode: %w", err)
+		}
+		p.ch = ch
+		p.returns = ch.NotifyReturn(make(chan amqp.Return, republishChunk))
+	}
+	// Detached from ctx: the batch in hand is settled even at shutdown.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	dcs := make([]*amqp.DeferredConfirmation, 0, len(pubs))
+	for _, pub := range pubs {
+		dc, err := p.ch.PublishWithDeferredConfirm("", p.queue, true, false, pub)
+		if err != nil {
+			return fmt.Errorf("republishing %s: %w", pub.MessageId, err)
+		}
+		dcs = append(dcs, dc)
+	}
+	for i, dc := range dcs {
+		ok, err := dc.WaitContext(wctx)
+		if err != nil {
+			return fmt.Errorf("waiting for the confirm of %s: %w", pubs[i].MessageId, err)
+		}
+		if !ok {
+			return fmt.Errorf("republished %s nacked", pubs[i].MessageId)
+		}
+	}
+	// A return arrives before the ack of its message.
+	select {
+	case ret := <-p.returns:
+		return fmt.Errorf("republished %s returned: %d %s", ret.MessageId, ret.ReplyCode, ret.ReplyText)
+	default:
+	}
+	return nil
+}
+
+func (p *republisher) close() {
+	if p.ch != nil {
+		_ = p.ch.Close()
+		p.ch, p.returns = nil, nil
+	}
+}
+
+// deadOrder is one order of a dead-lettered message, for Handler.Failed.
+type deadOrder struct {
+	m      seckill.OrderMessage
+	reason string
+}
+
+// deadOrders returns what a dead-lettered message holds: one order for a
+// single-order message, each order of a batch; a body that does not
+// decode is one malformed entry named by the MessageId.
+func (c *Consumer) deadOrders(d amqp.Delivery) []deadOrder {
+	reason := deathReason(d)
+	malformed := func(m seckill.OrderMessage, err error) deadOrder {
+		if m.OrderRef == "" {
+			m.OrderRef = d.MessageId
+		}
+		c.log.Warn("malformed dead-lettered message", "err", err, "message_id", d.MessageId, "body_len", len(d.Body))
+		return deadOrder{m: m, reason: "malformed: " + err.Error()}
+	}
+	if !isBatch(d) {
+		m, err := decodeSingle(d.Body)
+		if err != nil {
+			return []deadOrder{malformed(m, err)}
+		}
+		return []deadOrder{{m: m, reason: reason}}
+	}
+	msgs, bad, err := decodeBatch(d.Body)
+	if err != nil && len(bad) == 0 {
+		return []deadOrder{malformed(seckill.OrderMessage{}, err)}
+	}
+	out := make([]deadOrder, 0, len(msgs)+len(bad))
+	for _, m := range msgs {
+		out = append(out, deadOrder{m: m, reason: reason})
+	}
+	for i, b := range bad {
+		m := b.m
+		if m.OrderRef == "" {
+			m.OrderRef = fmt.Sprintf("%s#bad%d", d.MessageId, i)
+		}
+		out = append(out, malformed(m, b.err))
+	}
+	return out
+}
+
+// consumeDead hands dead-lettered messages to Handler.Failed, one at a
+// time; a batch message order by order, retrying an order whose Failed
+// fails (an order done is not done again unless the consumer stops first).
 func (c *Consumer) consumeDead(ctx context.Context, dead <-chan amqp.Delivery) {
 	bo := backoff{min: 200 * time.Millisecond, max: 10 * time.Second}
 	for {
@@ -285,28 +518,35 @@ func (c *Consumer) consumeDead(ctx context.Context, dead <-chan amqp.Delivery) {
 			if !ok {
 				return
 			}
-			m, err := decode(d)
-			reason := deathReason(d)
-			if err != nil {
-				reason = "malformed: " + err.Error()
-				if m.OrderRef == "" {
-					m.OrderRef = d.MessageId
+			orders := c.deadOrders(d)
+			// Several orders: retry the one that fails in place, so that
+			// the ones before it are not recorded twice. One order: requeue
+			// after a pause, as ever.
+			inPlace := len(orders) > 1
+			settled := true
+			for i := 0; i < len(orders); {
+				o := orders[i]
+				if ferr := c.h.Failed(context.WithoutCancel(ctx), o.m, o.reason); ferr != nil {
+					c.failErrors.Add(1)
+					wait := bo.next()
+					c.log.Error("recording failed order failed; retrying", "order_ref", o.m.OrderRef, "reason", o.reason, "err", ferr, "retry_in", wait)
+					if !sleep(ctx, wait) || !inPlace {
+						settled = false
+						break
+					}
+					continue
 				}
-				c.log.Warn("malformed dead-lettered message", "err", err, "message_id", d.MessageId, "body_len", len(d.Body))
+				bo.reset()
+				c.dead.Add(1)
+				c.log.Info("order dead-lettered", "order_ref", o.m.OrderRef, "reason", o.reason)
+				i++
 			}
-			if ferr := c.h.Failed(context.WithoutCancel(ctx), m, reason); ferr != nil {
-				c.failErrors.Add(1)
-				wait := bo.next()
-				c.log.Error("recording failed order failed; requeueing", "order_ref", m.OrderRef, "reason", reason, "err", ferr, "retry_in", wait)
-				sleep(ctx, wait)
+			if !settled {
 				if err := d.Nack(false, true); err != nil {
 					return
 				}
 				continue
 			}
-			bo.reset()
-			c.dead.Add(1)
-			c.log.Info("order dead-lettered", "order_ref", m.OrderRef, "reason", reason)
 			if err := d.Ack(false); err != nil {
 				return
 			}

@@ -230,13 +230,14 @@ func TestRelayAndConsumer20000(t *testing.T) {
 	stopRelay := start(t, relay.Run)
 	testenv.Eventually(t, 60*time.Second, "relay to confirm 20000", func() bool { return ob.doneN.Load() >= n })
 	el := time.Since(began)
-	t.Logf("relay: %d messages confirmed in %v = %.0f msg/s (MaxInFlight 1024, quorum queue, persistent)", n, el.Round(time.Millisecond), n/el.Seconds())
+	rs := relay.Stats()
+	t.Logf("relay: %d orders in %d messages confirmed in %v = %.0f orders/s (quorum queue, persistent)", n, rs.Messages, el.Round(time.Millisecond), n/el.Seconds())
 	ready, _, err := QueueDepth(context.Background(), url, topo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ready != n {
-		t.Fatalf("queue depth %d, want %d", ready, n)
+	if ready != int(rs.Messages) || rs.Messages >= n/100 {
+		t.Fatalf("queue depth %d, relay stats %+v: want one message per claim of many orders", ready, rs)
 	}
 	ob.check(t)
 
@@ -246,7 +247,7 @@ func TestRelayAndConsumer20000(t *testing.T) {
 	stopCons := start(t, cons.Run)
 	testenv.Eventually(t, 60*time.Second, "consumer to store 20000", func() bool { return h.storedN.Load() >= n })
 	el = time.Since(began)
-	t.Logf("consumer: %d messages stored and acked in %v = %.0f msg/s", n, el.Round(time.Millisecond), n/el.Seconds())
+	t.Logf("consumer: %d orders stored and acked in %v = %.0f orders/s", n, el.Round(time.Millisecond), n/el.Seconds())
 	testenv.Eventually(t, 10*time.Second, "the queue to drain", func() bool {
 		r, _, err := QueueDepth(context.Background(), url, topo)
 		return err == nil && r == 0 && cons.Stats().Stored >= n
@@ -266,8 +267,11 @@ func TestRelayAndConsumer20000(t *testing.T) {
 	}
 	rs, cs := relay.Stats(), cons.Stats()
 	t.Logf("relay stats %+v; consumer stats %+v", rs, cs)
-	if rs.Confirmed != n || rs.Returned != 0 {
+	if rs.Confirmed != n || rs.Published != n || rs.Returned != 0 {
 		t.Fatalf("relay stats %+v", rs)
+	}
+	if cs.Stored != n || cs.Nacked != 0 || cs.Republished != 0 {
+		t.Fatalf("consumer stats %+v", cs)
 	}
 }
 
@@ -300,9 +304,19 @@ func TestPoisonMessageDeadLetteredOnce(t *testing.T) {
 	if len(h.stored) != n-1 {
 		t.Fatalf("stored %d, want %d", len(h.stored), n-1)
 	}
-	t.Logf("poison %s delivered %d times with x-delivery-limit=%d; consumer stats %+v", poison, h.delivered[poison], limit, cons.Stats())
-	if d := h.delivered[poison]; d != limit+1 && d != limit {
-		t.Fatalf("poison delivered %d times, want about %d", d, limit)
+	cs := cons.Stats()
+	t.Logf("poison %s delivered %d times with x-delivery-limit=%d; consumer stats %+v", poison, h.delivered[poison], limit, cs)
+	// Once in its batch, then as a single-order message up to the limit.
+	if d := h.delivered[poison]; d != limit+2 && d != limit+1 {
+		t.Fatalf("poison delivered %d times, want 1 in its batch + about %d alone", d, limit)
+	}
+	if cs.Republished < 1 || cs.Dead != 1 {
+		t.Fatalf("consumer stats %+v", cs)
+	}
+	for ref, d := range h.delivered {
+		if ref != poison && d != 1 {
+			t.Fatalf("good order %s delivered %d times", ref, d)
+		}
 	}
 }
 
@@ -371,14 +385,19 @@ func TestUnroutableIsRetriedUntilQueueExists(t *testing.T) {
 	withChannel(t, url, func(ch *amqp.Channel) error { return topo.Declare(ch) })
 	testenv.Eventually(t, 20*time.Second, "all Done once the queue exists", func() bool { return ob.doneN.Load() >= n })
 	ob.check(t)
-	ready, _, err := QueueDepth(context.Background(), url, topo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ready != n {
-		t.Fatalf("queue holds %d, want %d", ready, n)
-	}
 	t.Logf("after the queue came back: %+v", relay.Stats())
+	// The queue holds every order exactly once.
+	h := newFakeHandler()
+	start(t, NewConsumer(ConsumerConfig{URL: url, Topology: topo, Logger: testLogger(t)}, h).Run)
+	testenv.Eventually(t, 20*time.Second, "all stored", func() bool { return h.storedN.Load() >= n })
+	time.Sleep(200 * time.Millisecond)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range ob.entries {
+		if h.delivered[e.OrderRef] != 1 {
+			t.Fatalf("ref %s delivered %d times, want 1", e.OrderRef, h.delivered[e.OrderRef])
+		}
+	}
 }
 
 // TestBrokerRestart runs a private broker through scripts/services.sh and
@@ -566,4 +585,263 @@ func TestDoneFailuresAreRetriedNotRepublished(t *testing.T) {
 	if st := relay.Stats(); st.DoneErrors != 5 || st.Published != n {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// ---- batch messages ----
+
+func orderJSON(ref string, user int64) []byte {
+	b, _ := json.Marshal(seckill.OrderMessage{OrderRef: ref, UserID: user, ItemID: 1, ReservedAt: time.Now().UTC()})
+	return b
+}
+
+func batchBody(refs ...string) []byte {
+	var g []OutboxEntry
+	for i, ref := range refs {
+		g = append(g, OutboxEntry{Body: orderJSON(ref, int64(i+1)), OrderRef: ref})
+	}
+	return encodeBatch(g)
+}
+
+func publishRaw(t *testing.T, url string, topo Topology, pubs ...amqp.Publishing) {
+	t.Helper()
+	withChannel(t, url, func(ch *amqp.Channel) error {
+		if err := topo.Declare(ch); err != nil {
+			return err
+		}
+		if err := ch.Confirm(false); err != nil {
+			return err
+		}
+		for _, p := range pubs {
+			p.DeliveryMode = amqp.Persistent
+			dc, err := ch.PublishWithDeferredConfirm("", topo.Name(), true, false, p)
+			if err != nil {
+				return err
+			}
+			if !dc.Wait() {
+				return fmt.Errorf("publish of %s nacked", p.MessageId)
+			}
+		}
+		return nil
+	})
+}
+
+func TestEncodeDecodeBatch(t *testing.T) {
+	body := batchBody("a", "b", "c")
+	msgs, bad, err := decodeBatch(body)
+	if err != nil || len(bad) != 0 || len(msgs) != 3 || msgs[0].OrderRef != "a" || msgs[2].OrderRef != "c" || msgs[2].UserID != 3 {
+		t.Fatalf("decodeBatch(%s) = %+v, %+v, %v", body, msgs, bad, err)
+	}
+	for _, b := range []string{"", "{not json", `{"orders":[]}`, `{}`, `{"orders":[{"order_ref":"x"}]}`, `{"orders":[1,2]}`} {
+		if _, _, err := decodeBatch([]byte(b)); err == nil {
+			t.Fatalf("decodeBatch(%q) succeeded", b)
+		}
+	}
+	msgs, bad, err = decodeBatch([]byte(`{"orders":[` + string(orderJSON("ok", 1)) + `,{"order_ref":"bad","user_id":0,"item_id":1}]}`))
+	if err != nil || len(msgs) != 1 || len(bad) != 1 || bad[0].m.OrderRef != "bad" {
+		t.Fatalf("mixed batch: %+v %+v %v", msgs, bad, err)
+	}
+
+	r := NewRelay(RelayConfig{MaxPerMessage: 2}, nil)
+	es := []OutboxEntry{
+		{OrderRef: "1", Body: orderJSON("1", 1)}, {OrderRef: "2", Body: orderJSON("2", 2)},
+		{OrderRef: "x", Body: []byte("{broken")}, {OrderRef: "3", Body: orderJSON("3", 3)},
+		{OrderRef: "4", Body: orderJSON("4", 4)}, {OrderRef: "5", Body: orderJSON("5", 5)},
+	}
+	gs := r.group(es)
+	var sizes []int
+	for _, g := range gs {
+		sizes = append(sizes, len(g))
+	}
+	// The broken entry goes alone; the others fill groups of 2 in order.
+	if fmt.Sprint(sizes) != "[1 2 2 1]" || gs[0][0].OrderRef != "x" || gs[1][1].OrderRef != "2" || gs[3][0].OrderRef != "5" {
+		t.Fatalf("groups %v", sizes)
+	}
+	p1, id1 := r.publishing(gs[1])
+	p2, id2 := r.publishing(gs[1])
+	if id1 == id2 || p1.MessageId != id1 || p1.ContentType != BatchContentType || p2.MessageId != id2 {
+		t.Fatalf("message ids %q %q, content type %q", id1, id2, p1.ContentType)
+	}
+	if px, _ := r.publishing(gs[0]); px.ContentType != SingleContentType || string(px.Body) != "{broken" {
+		t.Fatalf("broken entry published as %q %q", px.ContentType, px.Body)
+	}
+}
+
+// TestMixedSingleAndBatchMessages: messages of the old format (one order)
+// and batch messages in the same queue are all stored exactly once, and one
+// Store call gathers orders of several messages.
+func TestMixedSingleAndBatchMessages(t *testing.T) {
+	url := testenv.AMQPURL(t)
+	topo := topology(t, url, 0)
+	var pubs []amqp.Publishing
+	want := map[string]bool{}
+	for i := range 100 {
+		ref := fmt.Sprintf("s%d", i)
+		want[ref] = true
+		ct := SingleContentType
+		if i%2 == 0 {
+			ct = "" // the oldest messages carry no content type
+		}
+		pubs = append(pubs, amqp.Publishing{MessageId: ref, ContentType: ct, Body: orderJSON(ref, int64(i+1))})
+		if i%10 == 0 {
+			var refs []string
+			for j := range 50 {
+				r := fmt.Sprintf("b%d-%d", i, j)
+				refs = append(refs, r)
+				want[r] = true
+			}
+			pubs = append(pubs, amqp.Publishing{MessageId: refs[0] + "/50", ContentType: BatchContentType, Body: batchBody(refs...)})
+		}
+	}
+	publishRaw(t, url, topo, pubs...)
+	h := newFakeHandler()
+	cons := NewConsumer(ConsumerConfig{URL: url, Topology: topo, Logger: testLogger(t), BatchSize: 120}, h)
+	start(t, cons.Run)
+	testenv.Eventually(t, 20*time.Second, "all stored", func() bool { return h.storedN.Load() >= int64(len(want)) })
+	testenv.Eventually(t, 10*time.Second, "the queue to drain", func() bool {
+		r, _, err := QueueDepth(context.Background(), url, topo)
+		return err == nil && r == 0
+	})
+	time.Sleep(200 * time.Millisecond)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.delivered) != len(want) {
+		t.Fatalf("delivered %d refs, want %d", len(h.delivered), len(want))
+	}
+	for ref := range want {
+		if h.delivered[ref] != 1 {
+			t.Fatalf("%s delivered %d times", ref, h.delivered[ref])
+		}
+	}
+	if st := cons.Stats(); st.Stored != uint64(len(want)) || st.Nacked != 0 || st.Malformed != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestMalformedBatchMessagesAreDeadLettered: a batch body that does not
+// decode (or holds no valid order) is rejected whole and dead-lettered
+// once as malformed; an invalid order inside a good batch goes on alone
+// and is dead-lettered by itself while the others are stored.
+func TestMalformedBatchMessagesAreDeadLettered(t *testing.T) {
+	url := testenv.AMQPURL(t)
+	topo := topology(t, url, 0)
+	mixed := []byte(`{"orders":[` + string(orderJSON("m-ok1", 1)) + `,{"order_ref":"m-bad","user_id":0,"item_id":1},` + string(orderJSON("m-ok2", 2)) + `]}`)
+	publishRaw(t, url, topo,
+		amqp.Publishing{MessageId: "garbage-batch", ContentType: BatchContentType, Body: []byte(`{"orders":[{not json`)},
+		amqp.Publishing{MessageId: "empty-batch", ContentType: BatchContentType, Body: []byte(`{"orders":[]}`)},
+		amqp.Publishing{MessageId: "invalid-batch", ContentType: BatchContentType, Body: []byte(`{"orders":[{"order_ref":"i1"},{"order_ref":"i2","user_id":1}]}`)},
+		amqp.Publishing{MessageId: "mixed-batch", ContentType: BatchContentType, Body: mixed},
+		amqp.Publishing{MessageId: "good-batch", ContentType: BatchContentType, Body: batchBody("g1", "g2")},
+	)
+	h := newFakeHandler()
+	cons := NewConsumer(ConsumerConfig{URL: url, Topology: topo, Logger: testLogger(t)}, h)
+	start(t, cons.Run)
+	testenv.Eventually(t, 20*time.Second, "five Failed calls and four stores", func() bool {
+		return h.failedN.Load() >= 5 && h.storedN.Load() >= 4
+	})
+	time.Sleep(500 * time.Millisecond) // a second Failed would show up by now
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// The whole-message rejects are named by their message id (one Failed
+	// each); the invalid-batch one is dead-lettered whole, so each of its
+	// elements is reported; m-bad was republished alone.
+	for _, ref := range []string{"garbage-batch", "empty-batch", "i1", "i2", "m-bad"} {
+		r := h.failed[ref]
+		if len(r) != 1 || !strings.HasPrefix(r[0], "malformed") {
+			t.Fatalf("Failed(%s): %v (all: %v)", ref, r, h.failed)
+		}
+		t.Logf("Failed(%s, %q)", ref, r[0])
+	}
+	if len(h.failed) != 5 {
+		t.Fatalf("Failed calls %v", h.failed)
+	}
+	for _, ref := range []string{"m-ok1", "m-ok2", "g1", "g2"} {
+		if h.stored[ref] != 1 || h.delivered[ref] != 1 {
+			t.Fatalf("%s stored %d delivered %d", ref, h.stored[ref], h.delivered[ref])
+		}
+	}
+	if h.delivered["m-bad"] != 0 {
+		t.Fatalf("invalid order handed to Store")
+	}
+	// Malformed: 3 batches + m-bad alone; Dead: 1+1+2+1 orders.
+	if st := cons.Stats(); st.Malformed != 4 || st.Dead != 5 || st.Stored != 4 || st.Republished != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestBatchWhollyFailingIsDeadLetteredPerOrder: a batch message none of
+// whose orders can be stored is nacked whole, dead-lettered after the
+// delivery limit, and each of its orders is handed to Failed once.
+func TestBatchWhollyFailingIsDeadLetteredPerOrder(t *testing.T) {
+	url := testenv.AMQPURL(t)
+	const limit = 2
+	topo := topology(t, url, limit)
+	publishRaw(t, url, topo,
+		amqp.Publishing{MessageId: "x/1", ContentType: BatchContentType, Body: batchBody("x")},
+		amqp.Publishing{MessageId: "ok/2", ContentType: BatchContentType, Body: batchBody("ok1", "ok2")},
+	)
+	h := newFakeHandler()
+	h.failRef = "x"
+	cons := NewConsumer(ConsumerConfig{URL: url, Topology: topo, Logger: testLogger(t)}, h)
+	start(t, cons.Run)
+	testenv.Eventually(t, 20*time.Second, "x failed, the others stored", func() bool {
+		return h.failedN.Load() >= 1 && h.storedN.Load() >= 2
+	})
+	time.Sleep(500 * time.Millisecond)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.failed["x"]; len(r) != 1 || r[0] != "delivery_limit" || len(h.failed) != 1 {
+		t.Fatalf("Failed calls %v", h.failed)
+	}
+	if d := h.delivered["x"]; d != limit && d != limit+1 {
+		t.Fatalf("x delivered %d times, limit %d", d, limit)
+	}
+	if st := cons.Stats(); st.Republished != 0 || st.Dead != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestDeadBatchFailedRetriedInPlace: when Failed errors on one order of a
+// dead-lettered batch, it is retried without handing the orders before it
+// to Failed again.
+func TestDeadBatchFailedRetriedInPlace(t *testing.T) {
+	url := testenv.AMQPURL(t)
+	topo := topology(t, url, 0)
+	withChannel(t, url, func(ch *amqp.Channel) error {
+		if err := topo.Declare(ch); err != nil {
+			return err
+		}
+		return ch.Publish(topo.DLX(), topo.Name(), false, false, amqp.Publishing{
+			MessageId: "d/3", ContentType: BatchContentType, Body: batchBody("d1", "d2", "d3"),
+			Headers: amqp.Table{"x-first-death-reason": "delivery_limit"}, DeliveryMode: amqp.Persistent,
+		})
+	})
+	h := &flakyFailHandler{fakeHandler: newFakeHandler(), failRef: "d2"}
+	h.failN.Store(2)
+	cons := NewConsumer(ConsumerConfig{URL: url, Topology: topo, Logger: testLogger(t)}, h)
+	start(t, cons.Run)
+	testenv.Eventually(t, 20*time.Second, "three orders failed", func() bool { return h.failedN.Load() >= 3 })
+	time.Sleep(300 * time.Millisecond)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ref := range []string{"d1", "d2", "d3"} {
+		if r := h.failed[ref]; len(r) != 1 || r[0] != "delivery_limit" {
+			t.Fatalf("Failed(%s): %v", ref, r)
+		}
+	}
+	if st := cons.Stats(); st.FailErrors != 2 || st.Dead != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+type flakyFailHandler struct {
+	*fakeHandler
+	failRef string
+	failN   atomic.Int64
+}
+
+func (h *flakyFailHandler) Failed(ctx context.Context, m seckill.OrderMessage, reason string) error {
+	if m.OrderRef == h.failRef && h.failN.Add(-1) >= 0 {
+		return fmt.Errorf("injected Failed error")
+	}
+	return h.fakeHandler.Failed(ctx, m, reason)
 }

@@ -2,9 +2,13 @@ package queue
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,13 +44,20 @@ type RelayConfig struct {
 	MaxInFlight int
 	// Batch is the most entries asked of Claim, and given to Done, at
 	// once. Default 512.
-	Batch  int
-	Logger *slog.Logger
+	Batch int
+	// MaxPerMessage is the most orders carried by one RabbitMQ message
+	// (a batch body, see BatchContentType). Default 256.
+	MaxPerMessage int
+	Logger        *slog.Logger
 }
 
 // RelayStats are the relay's counters since NewRelay.
+//
+// Published, Confirmed, Returned and Nacked count entries (orders);
+// Messages counts the RabbitMQ messages that carried them.
 type RelayStats struct {
-	Published  uint64 // basic.publish sent (republishes included)
+	Published  uint64 // entries sent in a basic.publish (republishes included)
+	Messages   uint64 // basic.publish sent (republishes included)
 	Confirmed  uint64 // acked and not returned: handed to Done
 	Returned   uint64 // returned unroutable (mandatory), to be republished
 	Nacked     uint64 // nacked by the broker or by a lost channel, to be republished
@@ -60,7 +71,10 @@ type Relay struct {
 	ob  Outbox
 	log *slog.Logger
 
-	published, confirmed, returned, nacked, reconnects, doneErrors atomic.Uint64
+	published, messages, confirmed, returned, nacked, reconnects, doneErrors atomic.Uint64
+
+	idPrefix string        // random, unique to this relay
+	idSeq    atomic.Uint64 // message id sequence
 
 	// owned holds the keys of every entry the relay is responsible for:
 	// in flight, waiting for a retry or waiting for Done. Its size is the
@@ -86,13 +100,19 @@ func NewRelay(cfg RelayConfig, ob Outbox) *Relay {
 	if cfg.Batch > cfg.MaxInFlight {
 		cfg.Batch = cfg.MaxInFlight
 	}
+	if cfg.MaxPerMessage <= 0 {
+		cfg.MaxPerMessage = 256
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
 	return &Relay{
-		cfg:   cfg,
-		ob:    ob,
-		log:   loggerOr(cfg.Logger).With("component", "relay", "queue", cfg.Topology.Name()),
-		owned: make(map[string]struct{}),
-		rback: backoff{min: 5 * time.Millisecond, max: time.Second},
-		wake:  make(chan struct{}, 1),
+		cfg:      cfg,
+		idPrefix: hex.EncodeToString(rnd[:]),
+		ob:       ob,
+		log:      loggerOr(cfg.Logger).With("component", "relay", "queue", cfg.Topology.Name()),
+		owned:    make(map[string]struct{}),
+		rback:    backoff{min: 5 * time.Millisecond, max: time.Second},
+		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -100,6 +120,7 @@ func NewRelay(cfg RelayConfig, ob Outbox) *Relay {
 func (r *Relay) Stats() RelayStats {
 	return RelayStats{
 		Published:  r.published.Load(),
+		Messages:   r.messages.Load(),
 		Confirmed:  r.confirmed.Load(),
 		Returned:   r.returned.Load(),
 		Nacked:     r.nacked.Load(),
@@ -166,9 +187,11 @@ func (r *Relay) connect() (*amqp.Connection, *amqp.Channel, error) {
 	return conn, ch, nil
 }
 
+// inflight is one published message and the entries it carries.
 type inflight struct {
-	e  OutboxEntry
-	dc *amqp.DeferredConfirmation
+	entries []OutboxEntry
+	id      string // MessageId, unique per publish
+	dc      *amqp.DeferredConfirmation
 }
 
 var errChannelClosed = errors.New("amqp channel closed")
@@ -268,22 +291,86 @@ func (r *Relay) publisher(ctx context.Context, ch *amqp.Channel, pending chan<- 
 			continue
 		}
 		idle.reset()
-		for i, e := range batch {
-			dc, err := ch.PublishWithDeferredConfirm("", q, true, false, amqp.Publishing{
-				DeliveryMode: amqp.Persistent,
-				ContentType:  "application/json",
-				MessageId:    e.OrderRef,
-				Timestamp:    time.Now(),
-				Body:         e.Body,
-			})
+		groups := r.group(batch)
+		for i, g := range groups {
+			pub, id := r.publishing(g)
+			dc, err := ch.PublishWithDeferredConfirm("", q, true, false, pub)
 			if err != nil {
-				r.addRetry(batch[i:], false)
+				for _, rest := range groups[i:] {
+					r.addRetry(rest, false)
+				}
 				return fmt.Errorf("publishing: %w", err)
 			}
-			r.published.Add(1)
-			pending <- inflight{e: e, dc: dc}
+			r.published.Add(uint64(len(g)))
+			r.messages.Add(1)
+			pending <- inflight{entries: g, id: id, dc: dc}
 		}
 	}
+}
+
+// group splits entries into the groups published as one message each: at
+// most MaxPerMessage entries per group. An entry whose body is not valid
+// JSON goes alone, in the single-order format, so that it cannot spoil a
+// batch body: the consumer dead-letters it by itself.
+func (r *Relay) group(entries []OutboxEntry) [][]OutboxEntry {
+	var out [][]OutboxEntry
+	var cur []OutboxEntry
+	for _, e := range entries {
+		if !json.Valid(e.Body) {
+			out = append(out, []OutboxEntry{e})
+			continue
+		}
+		if len(cur) == r.cfg.MaxPerMessage {
+			out = append(out, cur)
+			cur = nil
+		}
+		if cur == nil {
+			cur = make([]OutboxEntry, 0, min(r.cfg.MaxPerMessage, len(entries)))
+		}
+		cur = append(cur, e)
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// publishing builds the message of a group: a batch body
+// {"orders":[...]} of the entries' bodies (each already the JSON of one
+// order), or a single-order body for a lone entry that is not valid JSON.
+// Its MessageId is fresh for every publish: returns are matched by it.
+func (r *Relay) publishing(g []OutboxEntry) (amqp.Publishing, string) {
+	id := g[0].OrderRef + "/" + strconv.Itoa(len(g)) + "/" + r.idPrefix + "-" + strconv.FormatUint(r.idSeq.Add(1), 36)
+	pub := amqp.Publishing{
+		DeliveryMode: amqp.Persistent,
+		MessageId:    id,
+		Timestamp:    time.Now(),
+	}
+	if len(g) == 1 && !json.Valid(g[0].Body) {
+		pub.ContentType = SingleContentType
+		pub.Body = g[0].Body
+		return pub, id
+	}
+	pub.ContentType = BatchContentType
+	pub.Body = encodeBatch(g)
+	return pub, id
+}
+
+// encodeBatch joins the entries' JSON bodies into a batch body.
+func encodeBatch(g []OutboxEntry) []byte {
+	n := len(batchPrefix) + len(batchSuffix) + len(g)
+	for _, e := range g {
+		n += len(e.Body)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, batchPrefix...)
+	for i, e := range g {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e.Body...)
+	}
+	return append(b, batchSuffix...)
 }
 
 // room is how many more entries the relay may take on.
@@ -370,7 +457,7 @@ func (r *Relay) resetRetryBackoff() {
 // confirmer settles published entries in publish order: acked and not
 // returned -> Done; returned or nacked -> republished.
 func (r *Relay) confirmer(ctx context.Context, pending <-chan inflight, returns <-chan amqp.Return) {
-	returned := make(map[string]int) // order ref -> returns not yet matched
+	returned := make(map[string]struct{}) // message ids returned, not yet matched
 	drain := func() {
 		for returns != nil {
 			select {
@@ -379,7 +466,7 @@ func (r *Relay) confirmer(ctx context.Context, pending <-chan inflight, returns 
 					returns = nil
 					return
 				}
-				returned[ret.MessageId]++
+				returned[ret.MessageId] = struct{}{}
 				r.logReturn(ret)
 			default:
 				return
@@ -418,22 +505,21 @@ func (r *Relay) confirmer(ctx context.Context, pending <-chan inflight, returns 
 		}
 		acked := it.dc.Acked()
 		drain()
+		_, wasReturned := returned[it.id]
+		delete(returned, it.id)
 		switch {
-		case returned[it.e.OrderRef] > 0:
-			if returned[it.e.OrderRef]--; returned[it.e.OrderRef] == 0 {
-				delete(returned, it.e.OrderRef)
-			}
-			r.returned.Add(1)
-			failed = append(failed, it.e)
+		case wasReturned:
+			r.returned.Add(uint64(len(it.entries)))
+			failed = append(failed, it.entries...)
 		case !acked:
-			r.nacked.Add(1)
-			failed = append(failed, it.e)
+			r.nacked.Add(uint64(len(it.entries)))
+			failed = append(failed, it.entries...)
 		default:
-			r.confirmed.Add(1)
-			done = append(done, it.e)
-			if len(done) == 1 {
+			r.confirmed.Add(uint64(len(it.entries)))
+			if len(done) == 0 {
 				r.resetRetryBackoff()
 			}
+			done = append(done, it.entries...)
 		}
 		if len(done) >= r.cfg.Batch || len(failed) >= r.cfg.Batch {
 			flush()
@@ -473,6 +559,6 @@ func (r *Relay) logReturn(ret amqp.Return) {
 		return
 	}
 	r.log.Warn("message returned unroutable; republishing with backoff",
-		"order_ref", ret.MessageId, "reply_code", ret.ReplyCode, "reply_text", ret.ReplyText,
+		"message_id", ret.MessageId, "reply_code", ret.ReplyCode, "reply_text", ret.ReplyText,
 		"routing_key", ret.RoutingKey, "returned_total", r.returned.Load()+1)
 }

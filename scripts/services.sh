@@ -167,7 +167,7 @@ prepare_dir() {
 # ----------------------------------------------------------- install
 
 cmd_install() {
-	local missing=()
+	local missing=() norec=()
 	command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 	[[ -x $RMQ_SBIN/rabbitmq-server ]] || missing+=(rabbitmq-server)
 	[[ -f $JAVA_DIR/zookeeper.jar ]] || missing+=(zookeeper)
@@ -176,18 +176,26 @@ cmd_install() {
 	command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 	command -v epmd >/dev/null 2>&1 || missing+=(erlang-base)
 	command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr) # captcha OCR measurement
-	if ((${#missing[@]} == 0)); then
-		echo "services.sh: redis-server, rabbitmq-server, zookeeper and postgresql-15 are installed"
+	# deploy/ tests: `docker-compose config` validates docker-compose.yml without
+	# an engine, so not its recommended docker.io (engine, containerd, iptables).
+	command -v docker-compose >/dev/null 2>&1 || norec+=(docker-compose)
+	if ((${#missing[@]} + ${#norec[@]} == 0)); then
+		echo "services.sh: redis-server, rabbitmq-server, zookeeper, postgresql-15 and docker-compose are installed"
 		return 0
 	fi
 	if ! is_root; then
-		die "missing packages: ${missing[*]} (run 'sudo $SELF install' or install them with apt-get)"
+		die "missing packages: ${missing[*]} ${norec[*]} (run 'sudo $SELF install' or install them with apt-get)"
 	fi
-	echo "services.sh: installing ${missing[*]}"
+	echo "services.sh: installing ${missing[*]} ${norec[*]}"
 	apt-get update
 	# The packages' post-install scripts try to start system services and are
 	# refused (no init system here); that is harmless: we start them ourselves.
-	DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+	if ((${#missing[@]} > 0)); then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+	fi
+	if ((${#norec[@]} > 0)); then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${norec[@]}"
+	fi
 	[[ -x $RMQ_SBIN/rabbitmq-server && -f $JAVA_DIR/zookeeper.jar && -x $PG_BIN/postgres ]] &&
 		command -v redis-server >/dev/null 2>&1 ||
 		die "install finished but a server is still missing"

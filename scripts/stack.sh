@@ -2,8 +2,8 @@
 # stack.sh: run the whole system on this machine from the real servers.
 #
 #   stack.sh up      install and start Redis, RabbitMQ, PostgreSQL and
-#                    ZooKeeper (scripts/services.sh), then `seckill backend`
-#                    and `seckill worker` as separate processes
+#                    ZooKeeper (scripts/services.sh), then `seckill backend`,
+#                    `seckill worker` and `seckill edge` as separate processes
 #   stack.sh down    stop exactly what `up` started
 #   stack.sh run     up, follow the logs until Ctrl-C, then down
 #   stack.sh status  show what runs and where
@@ -11,7 +11,10 @@
 # Everything lives in $SECKILL_STACK_DIR (default .seckill/ in the repo):
 # server data, logs, pids, and `env` with the SECKILL_* settings to reuse,
 # e.g. `source .seckill/env && bin/seckill reconcile`.
-# The backend listens on $SECKILL_BACKEND_LISTEN (default 127.0.0.1:8090).
+# The edge serves the public API on 127.0.0.1:8080 and the admin API on
+# 127.0.0.1:8081; the backend listens on $SECKILL_BACKEND_LISTEN (default
+# 127.0.0.1:8090). The admin token is $SECKILL_ADMIN_TOKEN, or a random one
+# kept in .seckill/env.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,28 +68,45 @@ up() {
 	if ! psql "$pg_admin" -Atqc "select 1 from pg_database where datname='seckill'" | grep -q 1; then
 		psql "$pg_admin" -qc "create database seckill" >/dev/null
 	fi
+	local token=${SECKILL_ADMIN_TOKEN:-} secret=""
+	if [[ -f $STACK/env ]]; then
+		# keep the token and secret across restarts: sessions stay valid
+		[[ -n $token ]] || token=$(sed -n 's/^export SECKILL_ADMIN_TOKEN=//p' "$STACK/env")
+		secret=$(sed -n 's/^export SECKILL_SESSION_SECRET=//p' "$STACK/env")
+	fi
+	[[ -n $token ]] || token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	[[ -n $secret ]] || secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 	cat >"$STACK/env" <<ENV
 export SECKILL_REDIS_URL=$SECKILL_TEST_REDIS
 export SECKILL_AMQP_URL=$SECKILL_TEST_AMQP
 export SECKILL_PG_URL='$pg_url'
 export SECKILL_ZK=$SECKILL_TEST_ZK
 export SECKILL_BACKEND_LISTEN=$LISTEN
+export SECKILL_BACKEND_URL=http://$LISTEN
+export SECKILL_ADMIN_TOKEN=$token
+export SECKILL_SESSION_SECRET=$secret
+export SECKILL_LIMITS=$ROOT/configs/limits.yaml
 ENV
-	start_proc backend backend --listen "$LISTEN"
-	start_proc worker worker
-	for _ in $(seq 1 100); do
-		if curl -fsS "http://$LISTEN/readyz" >/dev/null 2>&1; then
-			status
-			return 0
-		fi
-		alive "$STACK/backend.pid" || { tail -20 "$STACK/backend.log" >&2; die "the backend exited"; }
+	start_proc backend backend --config "$ROOT/configs/backend.yaml" --listen "$LISTEN"
+	start_proc worker worker --config "$ROOT/configs/worker.yaml"
+	wait_ready backend "http://$LISTEN/readyz"
+	start_proc edge edge --config "$ROOT/configs/edge.yaml"
+	wait_ready edge "http://127.0.0.1:8081/readyz"
+	status
+}
+
+wait_ready() { # name url
+	for _ in $(seq 1 150); do
+		curl -fsS "$2" >/dev/null 2>&1 && return 0
+		alive "$STACK/$1.pid" || { tail -20 "$STACK/$1.log" >&2; die "$1 exited"; }
 		sleep 0.1
 	done
-	tail -20 "$STACK/backend.log" >&2
-	die "the backend did not become ready"
+	tail -20 "$STACK/$1.log" >&2
+	die "$1 did not become ready"
 }
 
 down() {
+	stop_proc edge
 	stop_proc backend
 	stop_proc worker
 	if [[ -f $STACK/servers/env ]]; then
@@ -97,11 +117,13 @@ down() {
 }
 
 status() {
-	for p in backend worker; do
+	for p in edge backend worker; do
 		if alive "$STACK/$p.pid"; then echo "$p: running (pid $(cat "$STACK/$p.pid"), log $STACK/$p.log)"; else echo "$p: stopped"; fi
 	done
-	[[ -f $STACK/env ]] && { echo "settings ($STACK/env):"; sed 's/^export /  /' "$STACK/env"; }
-	echo "backend API: http://$LISTEN/v1/items  (docs/BACKEND_API.md)"
+	[[ -f $STACK/env ]] && { echo "settings ($STACK/env):"; sed -e 's/^export /  /' -e 's/\(SESSION_SECRET=\).*/\1****/' "$STACK/env"; }
+	echo "public API:  http://127.0.0.1:8080/api/items   (docs/API.md)"
+	echo "admin API:   http://127.0.0.1:8081/admin/      (token: SECKILL_ADMIN_TOKEN in $STACK/env)"
+	echo "backend API: http://$LISTEN/v1/items           (docs/BACKEND_API.md)"
 }
 
 case "${1:-}" in
@@ -113,7 +135,7 @@ run)
 	trap 'exit 0' INT TERM
 	up
 	echo "stack.sh: following the logs; Ctrl-C stops everything"
-	tail -n +1 -F "$STACK/backend.log" "$STACK/worker.log" &
+	tail -n +1 -F "$STACK/edge.log" "$STACK/backend.log" "$STACK/worker.log" &
 	wait $!
 	;;
 *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;

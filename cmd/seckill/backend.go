@@ -142,9 +142,10 @@ func registerRelayMetrics(reg prometheus.Registerer, r *queue.Relay) {
 			Namespace: "seckill_relay", Name: name, Help: help,
 		}, func() float64 { return float64(f(r.Stats())) }))
 	}
-	counter("published_total", "Messages published to RabbitMQ (republishes included).", func(s queue.RelayStats) uint64 { return s.Published })
-	counter("confirmed_total", "Messages confirmed by RabbitMQ and removed from the outbox.", func(s queue.RelayStats) uint64 { return s.Confirmed })
-	counter("returned_total", "Messages returned unroutable, to be republished.", func(s queue.RelayStats) uint64 { return s.Returned })
-	counter("nacked_total", "Messages nacked by RabbitMQ or lost with a channel, to be republished.", func(s queue.RelayStats) uint64 { return s.Nacked })
+	counter("published_total", "Orders published to RabbitMQ (republishes included; many per message).", func(s queue.RelayStats) uint64 { return s.Published })
+	counter("messages_total", "RabbitMQ messages published (each carries up to 256 orders).", func(s queue.RelayStats) uint64 { return s.Messages })
+	counter("confirmed_total", "Orders confirmed by RabbitMQ and removed from the outbox.", func(s queue.RelayStats) uint64 { return s.Confirmed })
+	counter("returned_total", "Orders returned unroutable, to be republished.", func(s queue.RelayStats) uint64 { return s.Returned })
+	counter("nacked_total", "Orders nacked by RabbitMQ or lost with a channel, to be republished.", func(s queue.RelayStats) uint64 { return s.Nacked })
 	counter("reconnects_total", "Connections to RabbitMQ opened after the first.", func(s queue.RelayStats) uint64 { return s.Reconnects })
 }

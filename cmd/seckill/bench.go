@@ -186,7 +186,7 @@ RabbitMQ queues, and removes them at the end.`,
 	pipelineFlags(all.Flags())
 	ceilingFlags(all.Flags())
 
-	cmd.AddCommand(pipeline, ceilings, all)
+	cmd.AddCommand(append([]*cobra.Command{pipeline, ceilings, all}, benchEdgeCmds(getenv, stdout, stderr)...)...)
 	return cmd
 }
 

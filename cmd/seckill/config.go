@@ -6,11 +6,14 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
 )
 
 // common holds the settings every part shares.
@@ -31,6 +34,7 @@ func envFlag(fs *pflag.FlagSet, getenv func(string) string, p *string, name, env
 		def = v
 	}
 	fs.StringVar(p, name, def, usage+" ($"+env+")")
+	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
 }
 
 func envDuration(fs *pflag.FlagSet, getenv func(string) string, p *time.Duration, name, env string, def time.Duration, usage string) {
@@ -40,6 +44,7 @@ func envDuration(fs *pflag.FlagSet, getenv func(string) string, p *time.Duration
 		}
 	}
 	fs.DurationVar(p, name, def, usage+" ($"+env+")")
+	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
 }
 
 func envBool(fs *pflag.FlagSet, getenv func(string) string, p *bool, name, env string, def bool, usage string) {
@@ -50,6 +55,81 @@ func envBool(fs *pflag.FlagSet, getenv func(string) string, p *bool, name, env s
 		def = false
 	}
 	fs.BoolVar(p, name, def, usage+" ($"+env+")")
+	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+func envInt(fs *pflag.FlagSet, getenv func(string) string, p *int, name, env string, def int, usage string) {
+	if v := getenv(env); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			def = n
+		}
+	}
+	fs.IntVar(p, name, def, usage+" ($"+env+")")
+	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+const envAnnotation = "seckill/env"
+
+// withConfigFile adds --config to a command: a YAML file of settings named
+// like the flags (listen: 127.0.0.1:8090). Precedence: flags, then the
+// environment, then the file, then the built-in defaults.
+func withConfigFile(cmd *cobra.Command, getenv func(string) string) *cobra.Command {
+	var file string
+	cmd.Flags().StringVar(&file, "config", getenv("SECKILL_CONFIG"), "YAML file of settings named like the flags ($SECKILL_CONFIG)")
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if file != "" {
+			if err := applyConfigFile(c.Flags(), file, getenv); err != nil {
+				return err
+			}
+		}
+		return run(c, args)
+	}
+	return cmd
+}
+
+func applyConfigFile(fs *pflag.FlagSet, file string, getenv func(string) string) error {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	var settings map[string]any
+	if err := yaml.Unmarshal(raw, &settings); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" || k == "help" {
+			return fmt.Errorf("%s: unknown setting %q (settings are named like the flags: see --help)", file, k)
+		}
+		if f.Changed {
+			continue // a flag wins
+		}
+		if env := f.Annotations[envAnnotation]; len(env) == 1 && getenv(env[0]) != "" {
+			continue // the environment wins
+		}
+		v := settings[k]
+		var s string
+		switch x := v.(type) {
+		case []any:
+			parts := make([]string, len(x))
+			for i, p := range x {
+				parts[i] = fmt.Sprint(p)
+			}
+			s = strings.Join(parts, ",")
+		default:
+			s = fmt.Sprint(x)
+		}
+		if err := fs.Set(k, s); err != nil {
+			return fmt.Errorf("%s: setting %s: %w", file, k, err)
+		}
+	}
+	return nil
 }
 
 func (c *common) register(fs *pflag.FlagSet, getenv func(string) string, needs ...string) {

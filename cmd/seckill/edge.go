@@ -39,6 +39,8 @@ func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comman
 		sessionTTL, challengeTTL, pathTTL   time.Duration
 		catalogTTL, drainWait               time.Duration
 		secureCookie                        bool
+		maxKeys                             int
+		sweep                               time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -75,7 +77,7 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 			if err != nil {
 				return fmt.Errorf("%s: %w", limitsFile, err)
 			}
-			lim, err := limit.New(rules, limit.Options{})
+			lim, err := limit.New(rules, limit.Options{MaxKeysPerRule: maxKeys, IdleAfter: sweep})
 			if err != nil {
 				return err
 			}
@@ -127,24 +129,28 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envFlag(fs, getenv, &sessionSecret, "session-secret", "SECKILL_SESSION_SECRET", "", "HMAC key of session tokens; the same on every edge (random when empty)")
 	envFlag(fs, getenv, &limitsFile, "limits", "SECKILL_LIMITS", "configs/limits.yaml", "token bucket rules (YAML)")
 	envFlag(fs, getenv, &trusted, "trusted-proxies", "SECKILL_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
-	fs.IntVar(&difficulty, "difficulty", 16, "proof-of-work difficulty in leading zero bits")
-	fs.IntVar(&underLoad, "difficulty-under-load", 4, "bits added while the backend is busy")
-	fs.IntVar(&maxInFlight, "max-in-flight", 512, "bound on backend calls in flight; over it 503 overloaded")
-	fs.IntVar(&breakerFailures, "breaker-failures", 5, "consecutive backend failures that open the breaker")
-	fs.DurationVar(&breakerOpen, "breaker-open", 2*time.Second, "how long the breaker stays open before probing")
-	fs.DurationVar(&sessionTTL, "session-ttl", 24*time.Hour, "session lifetime")
-	fs.DurationVar(&challengeTTL, "challenge-ttl", 120*time.Second, "challenge lifetime")
-	fs.DurationVar(&pathTTL, "path-ttl", 60*time.Second, "hidden path lifetime")
-	fs.DurationVar(&catalogTTL, "catalog-ttl", time.Second, "how long a catalogue copy is served before one request refreshes it")
+	envInt(fs, getenv, &difficulty, "difficulty", "SECKILL_DIFFICULTY", 16, "proof-of-work difficulty in leading zero bits")
+	envInt(fs, getenv, &underLoad, "difficulty-under-load", "SECKILL_DIFFICULTY_UNDER_LOAD", 4, "bits added while the backend is busy")
+	envInt(fs, getenv, &maxInFlight, "max-in-flight", "SECKILL_MAX_IN_FLIGHT", 512, "bound on backend calls in flight; over it 503 overloaded")
+	envInt(fs, getenv, &breakerFailures, "breaker-failures", "SECKILL_BREAKER_FAILURES", 5, "consecutive backend failures that open the breaker")
+	envDuration(fs, getenv, &breakerOpen, "breaker-open", "SECKILL_BREAKER_OPEN", 2*time.Second, "how long the breaker stays open before probing")
+	envDuration(fs, getenv, &sessionTTL, "session-ttl", "SECKILL_SESSION_TTL", 24*time.Hour, "session lifetime")
+	envDuration(fs, getenv, &challengeTTL, "challenge-ttl", "SECKILL_CHALLENGE_TTL", 120*time.Second, "challenge lifetime")
+	envDuration(fs, getenv, &pathTTL, "path-ttl", "SECKILL_PATH_TTL", 60*time.Second, "hidden path lifetime")
+	envDuration(fs, getenv, &catalogTTL, "catalog-ttl", "SECKILL_CATALOG_TTL", time.Second, "how long a catalogue copy is served before one request refreshes it")
 	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listeners close")
+	envInt(fs, getenv, &maxKeys, "limit-max-keys", "SECKILL_LIMIT_MAX_KEYS", edge.DefaultMaxKeysPerRule, "most token buckets one rule keeps (bounds memory: about 120 bytes each)")
+	envDuration(fs, getenv, &sweep, "limit-sweep", "SECKILL_LIMIT_SWEEP", 10*time.Second, "how often buckets that refilled are evicted")
 	envBool(fs, getenv, &secureCookie, "secure-cookie", "SECKILL_SECURE_COOKIE", false, "mark the session cookie Secure (behind TLS)")
 	return cmd
 }
 
-func serveEdge(ctx context.Context, e *edge.Edge, publicAddr, adminAddr, addrFile string, drainWait time.Duration, log interface {
+type infoWarner interface {
 	Info(string, ...any)
 	Warn(string, ...any)
-}) error {
+}
+
+func serveEdge(ctx context.Context, e *edge.Edge, publicAddr, adminAddr, addrFile string, drainWait time.Duration, log infoWarner) error {
 	pl, err := net.Listen("tcp", publicAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", publicAddr, err)
@@ -158,6 +164,15 @@ func serveEdge(ctx context.Context, e *edge.Edge, publicAddr, adminAddr, addrFil
 		return err
 	}
 	log.Info("listening", "public", "http://"+pl.Addr().String()+"/", "admin", "http://"+al.Addr().String()+"/admin/")
+	return serveOnDrain(ctx, e, pl, al, drainWait, log)
+}
+
+// serveOn serves an edge on two listeners until ctx ends, then drains.
+func serveOn(ctx context.Context, e *edge.Edge, pl, al net.Listener, log infoWarner) error {
+	return serveOnDrain(ctx, e, pl, al, 0, log)
+}
+
+func serveOnDrain(ctx context.Context, e *edge.Edge, pl, al net.Listener, drainWait time.Duration, log infoWarner) error {
 	lctx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListen()
 	go e.Listen(lctx)

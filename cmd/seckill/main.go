@@ -56,11 +56,12 @@ Every setting is a flag or an environment variable (SECKILL_...); flags win.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(
-		backendCmd(getenv, stdout, stderr),
-		workerCmd(getenv, stdout, stderr),
+		withConfigFile(backendCmd(getenv, stdout, stderr), getenv),
+		withConfigFile(workerCmd(getenv, stdout, stderr), getenv),
 		reconcileCmd(getenv, stdout, stderr),
 		migrateCmd(getenv, stdout, stderr),
-		edgeCmd(getenv, stdout, stderr),
+		withConfigFile(edgeCmd(getenv, stdout, stderr), getenv),
+		devCmd(getenv, stdout, stderr),
 		benchCmd(getenv, stdout, stderr),
 	)
 	return root.ExecuteContext(ctx)

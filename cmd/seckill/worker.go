@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -69,6 +70,19 @@ gives its unit back to stock in Redis.`,
 				mux := http.NewServeMux()
 				mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 				mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+				mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+					rctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+					defer cancel()
+					if err := db.Ping(rctx); err != nil {
+						http.Error(w, "postgres: "+err.Error(), http.StatusServiceUnavailable)
+						return
+					}
+					if err := rdb.Ping(rctx).Err(); err != nil {
+						http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
+						return
+					}
+					_, _ = w.Write([]byte("ready\n"))
+				})
 				srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 				go func() { _ = srv.Serve(ln) }()
 				defer srv.Close()
@@ -85,11 +99,11 @@ gives its unit back to stock in Redis.`,
 	}
 	fs := cmd.Flags()
 	c.register(fs, getenv, "redis", "amqp", "pg")
-	envFlag(fs, getenv, &metricsListen, "metrics-listen", "SECKILL_WORKER_METRICS_LISTEN", "", "serve /metrics and /healthz on this address (off when empty)")
-	fs.IntVar(&prefetch, "prefetch", 500, "RabbitMQ prefetch (unacked messages held at once)")
-	fs.IntVar(&batch, "batch", 500, "largest insert batch")
-	fs.DurationVar(&flush, "flush", 10*time.Millisecond, "longest wait to fill a batch")
-	fs.IntVar(&deliveryLimit, "delivery-limit", 5, "deliveries before a failing message is dead-lettered (quorum queue x-delivery-limit)")
+	envFlag(fs, getenv, &metricsListen, "metrics-listen", "SECKILL_WORKER_METRICS_LISTEN", "", "serve /metrics, /healthz and /readyz on this address (off when empty)")
+	envInt(fs, getenv, &prefetch, "prefetch", "SECKILL_WORKER_PREFETCH", 500, "RabbitMQ prefetch (unacked messages held at once)")
+	envInt(fs, getenv, &batch, "batch", "SECKILL_WORKER_BATCH", 1024, "largest insert batch (orders)")
+	envDuration(fs, getenv, &flush, "flush", "SECKILL_WORKER_FLUSH", 10*time.Millisecond, "longest wait to fill a batch")
+	envInt(fs, getenv, &deliveryLimit, "delivery-limit", "SECKILL_DELIVERY_LIMIT", 5, "deliveries before a failing message is dead-lettered (quorum queue x-delivery-limit)")
 	return cmd
 }
 
@@ -103,4 +117,5 @@ func registerConsumerMetrics(reg prometheus.Registerer, cons *queue.Consumer) {
 	counter("nacked_total", "Order messages that failed to store and were requeued.", func(s queue.ConsumerStats) uint64 { return s.Nacked })
 	counter("dead_lettered_total", "Dead-lettered order messages recorded as failed orders.", func(s queue.ConsumerStats) uint64 { return s.Dead })
 	counter("malformed_total", "Order messages that could not be decoded.", func(s queue.ConsumerStats) uint64 { return s.Malformed })
+	counter("republished_total", "Orders of a partly failed batch republished as single messages.", func(s queue.ConsumerStats) uint64 { return s.Republished })
 }

@@ -1,0 +1,187 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"seckill"
+	"seckill/backend"
+)
+
+func TestSessionRoundTripAndTampering(t *testing.T) {
+	t.Parallel()
+	s := NewSessions([]byte("k1"), time.Hour, false)
+	tok, exp := s.Sign(42, "ann")
+	got, err := s.Verify(tok)
+	if err != nil || got.UserID != 42 || got.Username != "ann" || got.Expires != exp.Unix() {
+		t.Fatalf("verify: %+v %v", got, err)
+	}
+	other := NewSessions([]byte("k2"), time.Hour, false)
+	cases := []struct{ desc, tok string }{
+		{"other key", func() string { t, _ := other.Sign(42, "ann"); return t }()},
+		{"empty", ""},
+		{"no dot", "abc"},
+		{"flipped payload", flip(tok, 0)},
+		{"flipped mac", flip(tok, len(tok)-1)},
+		{"padding bits of the mac", lowBit(tok)},
+		{"expired", func() string { t, _ := s.SignUntil(42, "ann", time.Now().Add(-time.Second)); return t }()},
+		{"huge", strings.Repeat("a", 5000)},
+	}
+	for _, tc := range cases {
+		if _, err := s.Verify(tc.tok); seckill.ErrorCode(err) != seckill.EUnauthorized {
+			t.Errorf("%s: %v, want unauthenticated", tc.desc, err)
+		}
+	}
+}
+
+// flip changes the character at i to another base64url character.
+func flip(s string, i int) string {
+	c := byte('Q') // differs from 'A' in the high (data) bits
+	if s[i] == 'Q' {
+		c = 'A'
+	}
+	return s[:i] + string(c) + s[i+1:]
+}
+
+// lowBit flips the lowest bit of the last character: for a 32-byte MAC
+// that bit is padding, so only a strict decoder notices.
+func lowBit(s string) string {
+	const alpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	i := strings.IndexByte(alpha, s[len(s)-1])
+	return s[:len(s)-1] + string(alpha[i^1])
+}
+
+func FuzzSessionVerify(f *testing.F) {
+	s := NewSessions([]byte("fuzz"), time.Hour, false)
+	tok, _ := s.Sign(7, "x")
+	f.Add(tok)
+	f.Add("")
+	f.Add("a.b")
+	f.Add("eyJ1IjoxfQ.AAAA")
+	f.Fuzz(func(t *testing.T, tok string) {
+		ses, err := s.Verify(tok)
+		if err == nil && ses.UserID <= 0 {
+			t.Fatalf("accepted a session without a user: %q", tok)
+		}
+	})
+}
+
+func TestAnswerString(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]string{`"12"`: "12", `12`: "12", `-3`: "-3", `null`: "", `{"a":1}`: "", `[1]`: "", `1e3`: "1e3"} {
+		if got := answerString(json.RawMessage(raw)); got != want {
+			t.Errorf("%s: %q, want %q", raw, got, want)
+		}
+	}
+}
+
+func FuzzAnswerString(f *testing.F) {
+	for _, s := range []string{`"1"`, `1`, `null`, `{}`, `"\u0000"`, ``} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) { _ = answerString(raw) })
+}
+
+type countingSource struct {
+	calls atomic.Int64
+	delay time.Duration
+	items []backend.ItemView
+	err   error
+}
+
+func (c *countingSource) Items(ctx context.Context) ([]backend.ItemView, error) {
+	c.calls.Add(1)
+	time.Sleep(c.delay)
+	return c.items, c.err
+}
+
+func TestCatalogOneRefreshForACrowd(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	src := &countingSource{delay: 50 * time.Millisecond, items: []backend.ItemView{{
+		Item: seckill.Item{ID: 3, Stock: 10, StartsAt: now.Add(time.Minute), EndsAt: now.Add(time.Hour)}, StockLeft: 10}}}
+	c := NewCatalog(src, time.Hour)
+	c.Learn(3)
+	var wg sync.WaitGroup
+	for range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			it, err := c.Item(context.Background(), 3)
+			if err != nil || it.State != "upcoming" {
+				t.Errorf("item: %+v %v", it, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("%d refreshes for 1,000 readers, want 1", n)
+	}
+	if _, err := c.Item(context.Background(), 4); seckill.ErrorCode(err) != seckill.EUnknownItem {
+		t.Fatalf("unknown id: %v", err)
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("an unknown id reached the source (%d calls)", n)
+	}
+	// A failed refresh serves the stale copy.
+	c.Invalidate()
+	src.err = errors.New("down")
+	if _, err := c.Item(context.Background(), 3); err != nil {
+		t.Fatalf("stale copy not served: %v", err)
+	}
+}
+
+func TestGuardShedsOverTheBound(t *testing.T) {
+	t.Parallel()
+	g := NewGuard(1, BreakerConfig{}, nil)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	go func() {
+		_, _ = Do(context.Background(), g, func(ctx context.Context) (int, error) {
+			close(started)
+			<-release
+			return 1, nil
+		})
+	}()
+	<-started
+	_, err := Do(context.Background(), g, func(ctx context.Context) (int, error) {
+		t.Fatal("the second call ran")
+		return 0, nil
+	})
+	if seckill.ErrorCode(err) != seckill.EOverloaded {
+		t.Fatalf("over the bound: %v, want overloaded", err)
+	}
+	close(release)
+}
+
+func TestGuardBreakerOpensAndRecovers(t *testing.T) {
+	t.Parallel()
+	g := NewGuard(10, BreakerConfig{ConsecutiveFailures: 2, OpenFor: 100 * time.Millisecond, HalfOpenProbes: 1}, nil)
+	down := &backend.UnavailableError{Err: errors.New("refused")}
+	var calls int
+	fail := func(ctx context.Context) (int, error) { calls++; return 0, down }
+	for range 5 {
+		if _, err := Do(context.Background(), g, fail); seckill.ErrorCode(err) != seckill.EUnavailable {
+			t.Fatalf("want backend_unavailable, got %v", err)
+		}
+	}
+	if calls != 2 {
+		t.Fatalf("%d calls reached the backend, want 2 (then open)", calls)
+	}
+	// Business answers are not failures.
+	time.Sleep(150 * time.Millisecond)
+	if _, err := Do(context.Background(), g, func(ctx context.Context) (int, error) {
+		return 0, seckill.Errorf(seckill.ESoldOut, "x")
+	}); seckill.ErrorCode(err) != seckill.ESoldOut {
+		t.Fatalf("half-open probe: %v", err)
+	}
+	if v, err := Do(context.Background(), g, func(ctx context.Context) (int, error) { return 7, nil }); err != nil || v != 7 {
+		t.Fatalf("after recovery: %v %v", v, err)
+	}
+}
