@@ -44,6 +44,13 @@ func (e *Edge) createItem(c echo.Context) error {
 	return c.JSON(http.StatusCreated, map[string]any{"id": created.ID, "item": created})
 }
 
+// StatsView is the admin view of a sale: the backend's counters and the
+// defences switched off at the edge.
+type StatsView struct {
+	seckill.Stats
+	DefencesOff []string `json:"defences_off"`
+}
+
 func (e *Edge) stats(c echo.Context) error {
 	id, err := httpapi.ParamID(c, "id")
 	if err != nil {
@@ -53,7 +60,46 @@ func (e *Edge) stats(c echo.Context) error {
 	if err != nil {
 		return unavailable(err)
 	}
-	return c.JSON(http.StatusOK, st)
+	off := e.defences.get(id).Off()
+	if off == nil {
+		off = []string{}
+	}
+	return c.JSON(http.StatusOK, StatsView{Stats: st, DefencesOff: off})
+}
+
+func (e *Edge) getDefences(c echo.Context) error {
+	id, err := httpapi.ParamID(c, "id")
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, e.defences.get(id))
+}
+
+// putDefences switches defences of one sale on or off. The body names only
+// the switches to change: {"path_binding": false}.
+func (e *Edge) putDefences(c echo.Context) error {
+	id, err := httpapi.ParamID(c, "id")
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, err := e.catalog.Item(ctx, id); err != nil {
+		return unavailable(err)
+	}
+	d := e.defences.get(id)
+	if err := httpapi.BindJSON(c, 4<<10, &d); err != nil {
+		return err
+	}
+	if err := e.defences.set(ctx, id, d); err != nil {
+		return err
+	}
+	e.publish(ctx, "defences "+strconv.FormatInt(id, 10))
+	if off := d.Off(); len(off) > 0 {
+		e.log.Warn("TEACHING: defences switched OFF for a sale", "item", id, "off", off)
+	} else {
+		e.log.Warn("TEACHING: every defence back on for a sale", "item", id)
+	}
+	return c.JSON(http.StatusOK, d)
 }
 
 // MaxSessions is the most sessions one admin call may create.

@@ -85,6 +85,11 @@ type Deps struct {
 	IPs        *clientip.Resolver
 	Log        *slog.Logger
 	Registry   *prometheus.Registry
+	// Storefront, when set, serves every public path outside /api/ (the
+	// browser storefront, package web); Dashboard every admin path under
+	// /dashboard/.
+	Storefront http.Handler
+	Dashboard  http.Handler
 }
 
 // Edge is one edge instance.
@@ -102,6 +107,7 @@ type Edge struct {
 	catalog  *Catalog
 	dedup    *Dedup
 	guard    *Guard
+	defences *defenceSwitches
 	m        *metrics
 	draining atomic.Bool
 	public   *echo.Echo
@@ -133,6 +139,7 @@ func New(cfg Config, d Deps) *Edge {
 		paths:    NewPaths(d.Redis, d.Prefix, cfg.PathTTL),
 		catalog:  NewCatalog(d.Backend, cfg.CatalogTTL),
 		dedup:    NewDedup(d.Buyers, 0),
+		defences: &defenceSwitches{rdb: d.Redis, prefix: d.Prefix},
 	}
 	if e.ips == nil {
 		e.ips, _ = clientip.New(nil)
@@ -143,6 +150,18 @@ func New(cfg Config, d Deps) *Edge {
 	})
 	e.public = e.publicRoutes(reg)
 	e.admin = e.adminRoutes(reg)
+	if d.Storefront != nil {
+		h := echo.WrapHandler(d.Storefront)
+		e.public.GET("/", h)
+		e.public.GET("/*", h)
+		e.public.HEAD("/*", h)
+	}
+	if d.Dashboard != nil {
+		h := echo.WrapHandler(d.Dashboard)
+		e.admin.GET("/", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/dashboard/") })
+		e.admin.GET("/dashboard", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/dashboard/") })
+		e.admin.GET("/dashboard/*", h)
+	}
 	return e
 }
 
@@ -187,6 +206,9 @@ func (e *Edge) publish(ctx context.Context, msg string) {
 // event missed meanwhile.
 func (e *Edge) Listen(ctx context.Context) {
 	go e.catalog.Follow(ctx)
+	if err := e.defences.load(ctx); err != nil {
+		e.log.Warn("loading defence switches", "err", err)
+	}
 	sub := e.rdb.Subscribe(ctx, e.channel())
 	defer sub.Close()
 	ch := sub.Channel()
@@ -209,6 +231,10 @@ func (e *Edge) apply(payload string) {
 	case "soldout":
 		if id, err := strconv.ParseInt(arg, 10, 64); err == nil {
 			e.catalog.MarkSoldOut(id)
+		}
+	case "defences":
+		if err := e.defences.load(context.Background()); err != nil {
+			e.log.Warn("loading defence switches", "err", err)
 		}
 	case "items":
 		if id, err := strconv.ParseInt(arg, 10, 64); err == nil {

@@ -76,14 +76,28 @@ func (g *Guard) State() gobreaker.State { return g.cb.State() }
 
 // Do runs f against the backend under the guard.
 func Do[T any](ctx context.Context, g *Guard, f func(ctx context.Context) (T, error)) (T, error) {
+	return DoWith(ctx, g, AllOn, f)
+}
+
+// DoWith runs f under the guard, skipping load shedding or the breaker
+// when the sale's defences say so (teaching switches).
+func DoWith[T any](ctx context.Context, g *Guard, d Defences, f func(ctx context.Context) (T, error)) (T, error) {
 	var zero T
-	select {
-	case g.slots <- struct{}{}:
-	default:
-		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded, "too many purchases in progress; retry shortly"), After: time.Second}
+	if d.Shedding {
+		select {
+		case g.slots <- struct{}{}:
+		default:
+			return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded, "too many purchases in progress; retry shortly"), After: time.Second}
+		}
+		defer func() { <-g.slots }()
 	}
-	defer func() { <-g.slots }()
-	v, err := g.cb.Execute(func() (any, error) { return f(ctx) })
+	var v any
+	var err error
+	if d.Breaker {
+		v, err = g.cb.Execute(func() (any, error) { return f(ctx) })
+	} else {
+		v, err = f(ctx)
+	}
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: g.openFor}
 	}

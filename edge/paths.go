@@ -49,6 +49,42 @@ func (p *Paths) Issue(ctx context.Context, userID, itemID int64) (string, time.T
 	return path, time.Now().Add(p.ttl), nil
 }
 
+func (p *Paths) sharedKey(itemID int64, path string) string {
+	return p.prefix + "path:{" + strconv.FormatInt(itemID, 10) + "}:shared:" + path
+}
+
+// IssueShared makes a path valid for any user of the item: what the edge
+// hands out when the path-binding defence is switched off (teaching).
+func (p *Paths) IssueShared(ctx context.Context, userID, itemID int64) (string, time.Time, error) {
+	path, exp, err := p.Issue(ctx, userID, itemID)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if err := p.rdb.Set(ctx, p.sharedKey(itemID, path), userID, p.ttl).Err(); err != nil {
+		return "", time.Time{}, fmt.Errorf("storing path: %w", err)
+	}
+	return path, exp, nil
+}
+
+// CheckShared reports whether path was issued for the item to anyone.
+func (p *Paths) CheckShared(ctx context.Context, itemID int64, path string) error {
+	if len(path) == 32 {
+		n, err := p.rdb.Exists(ctx, p.sharedKey(itemID, path)).Result()
+		if err != nil {
+			return fmt.Errorf("reading path: %w", err)
+		}
+		if n == 1 {
+			return nil
+		}
+	}
+	return seckill.Errorf(seckill.EBadPath, "this purchase path is not for this item, used or expired")
+}
+
+// ConsumeShared removes a shared path.
+func (p *Paths) ConsumeShared(ctx context.Context, itemID int64, path string) error {
+	return p.rdb.Del(ctx, p.sharedKey(itemID, path)).Err()
+}
+
 // Check reports whether path is the live path of user and item.
 func (p *Paths) Check(ctx context.Context, userID, itemID int64, path string) error {
 	bad := seckill.Errorf(seckill.EBadPath, "this purchase path is not yours, not for this item, used or expired")

@@ -60,6 +60,8 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	adm.POST("/items", e.createItem)
 	adm.GET("/items/:id/stats", e.stats)
 	adm.POST("/sessions", e.createSessions)
+	adm.GET("/items/:id/defences", e.getDefences)
+	adm.PUT("/items/:id/defences", e.putDefences)
 	ec.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	ec.GET("/healthz", health)
 	ec.GET("/readyz", e.ready)
@@ -102,6 +104,13 @@ func (e *Edge) gate(c echo.Context, class string, itemID int64, needSession bool
 	}
 	if itemID > 0 {
 		k.Item = strconv.FormatInt(itemID, 10)
+	}
+	if itemID > 0 && !e.defences.get(itemID).Buckets {
+		// Teaching switch: no token bucket for this sale.
+		if needSession && serr != nil {
+			return Session{}, e.reject(serr)
+		}
+		return ses, nil
 	}
 	d := e.lim.Allow(class, k)
 	d.SetHeaders(c.Response().Header())
@@ -253,10 +262,12 @@ func (e *Edge) challenge(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
-		return err
-	} else if held {
-		return e.reject(heldError(c, ref))
+	if e.defences.get(id).Bloom {
+		if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
+			return err
+		} else if held {
+			return e.reject(heldError(c, ref))
+		}
 	}
 	kind, diff := it.Challenge, e.difficulty()
 	switch kind {
@@ -300,10 +311,17 @@ func (e *Edge) path(c echo.Context) error {
 	if _, err := e.liveItem(ctx, id); err != nil {
 		return err
 	}
-	if err := e.ch.Verify(ctx, req.ChallengeID, ses.UserID, id, answerString(req.Answer)); err != nil {
-		return e.reject(err)
+	def := e.defences.get(id)
+	if def.Challenge {
+		if err := e.ch.Verify(ctx, req.ChallengeID, ses.UserID, id, answerString(req.Answer)); err != nil {
+			return e.reject(err)
+		}
 	}
-	p, exp, err := e.paths.Issue(ctx, ses.UserID, id)
+	issue := e.paths.Issue
+	if !def.PathBinding {
+		issue = e.paths.IssueShared
+	}
+	p, exp, err := issue(ctx, ses.UserID, id)
 	if err != nil {
 		return err
 	}
@@ -334,24 +352,42 @@ func (e *Edge) buy(c echo.Context) error {
 		return err
 	}
 	p := c.Param("path")
+	def := e.defences.get(id)
 	if err := e.paths.Check(ctx, ses.UserID, id, p); err != nil {
-		return e.reject(err)
+		if def.PathBinding || e.paths.CheckShared(ctx, id, p) != nil {
+			return e.reject(err)
+		}
 	}
-	if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
-		return err
-	} else if held {
-		_ = e.paths.Consume(ctx, ses.UserID, id, p)
-		return e.reject(heldError(c, ref))
+	consume := func() {
+		if def.SingleUse {
+			_ = e.paths.Consume(ctx, ses.UserID, id, p)
+			if !def.PathBinding {
+				_ = e.paths.ConsumeShared(ctx, id, p)
+			}
+		}
+	}
+	if def.Bloom {
+		if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
+			return err
+		} else if held {
+			consume()
+			return e.reject(heldError(c, ref))
+		}
 	}
 	// The path names this purchase attempt: a retry with the same path
-	// (after a 503 whose answer was lost) is the same request.
-	res, err := Do(ctx, e.guard, func(ctx context.Context) (backend.Reservation, error) {
-		return e.be.Reserve(ctx, id, ses.UserID, p)
+	// (after a 503 whose answer was lost) is the same request. A shared path
+	// (binding off) is shared by many users, so it gets their user id too.
+	reqID := p
+	if !def.PathBinding {
+		reqID = p[:16] + strconv.FormatInt(ses.UserID, 36)
+	}
+	res, err := DoWith(ctx, e.guard, def, func(ctx context.Context) (backend.Reservation, error) {
+		return e.be.Reserve(ctx, id, ses.UserID, reqID)
 	})
 	switch code := seckill.ErrorCode(err); {
 	case err == nil:
 		e.dedup.Add(ses.UserID, id)
-		_ = e.paths.Consume(ctx, ses.UserID, id, p)
+		consume()
 		if res.StockLeft <= 0 {
 			e.markSoldOut(ctx, id)
 		}
@@ -359,18 +395,18 @@ func (e *Edge) buy(c echo.Context) error {
 		return c.JSON(http.StatusAccepted, map[string]any{"status": "queued", "order_ref": res.OrderRef})
 	case code == seckill.EAlreadyBought:
 		e.dedup.Add(ses.UserID, id)
-		_ = e.paths.Consume(ctx, ses.UserID, id, p)
+		consume()
 		var he *backend.HeldError
 		if errors.As(err, &he) {
 			c.Response().Header().Set("X-Order-Ref", he.OrderRef)
 		}
 		return e.reject(err)
 	case code == seckill.ESoldOut:
-		_ = e.paths.Consume(ctx, ses.UserID, id, p)
+		consume()
 		e.markSoldOut(ctx, id)
 		return e.reject(err)
 	case code == seckill.ENotLive || code == seckill.EUnknownItem:
-		_ = e.paths.Consume(ctx, ses.UserID, id, p)
+		consume()
 		return e.reject(err)
 	default: // 429/503: the path stays usable until it expires
 		return e.reject(err)

@@ -22,6 +22,9 @@ SERVICES="$ROOT/scripts/services.sh"
 STACK="${SECKILL_STACK_DIR:-$ROOT/.seckill}"
 BIN="$ROOT/bin/seckill"
 LISTEN="${SECKILL_BACKEND_LISTEN:-127.0.0.1:8090}"
+PUBLIC="${SECKILL_PUBLIC_LISTEN:-127.0.0.1:8080}"
+ADMIN="${SECKILL_ADMIN_LISTEN:-127.0.0.1:8081}"
+METRICS="${SECKILL_WORKER_METRICS_LISTEN:-127.0.0.1:9091}"
 
 die() { echo "stack.sh: error: $*" >&2; exit 1; }
 
@@ -83,6 +86,9 @@ export SECKILL_PG_URL='$pg_url'
 export SECKILL_ZK=$SECKILL_TEST_ZK
 export SECKILL_BACKEND_LISTEN=$LISTEN
 export SECKILL_BACKEND_URL=http://$LISTEN
+export SECKILL_PUBLIC_LISTEN=$PUBLIC
+export SECKILL_ADMIN_LISTEN=$ADMIN
+export SECKILL_WORKER_METRICS_LISTEN=$METRICS
 export SECKILL_ADMIN_TOKEN=$token
 export SECKILL_SESSION_SECRET=$secret
 export SECKILL_LIMITS=$ROOT/configs/limits.yaml
@@ -91,7 +97,7 @@ ENV
 	start_proc worker worker --config "$ROOT/configs/worker.yaml"
 	wait_ready backend "http://$LISTEN/readyz"
 	start_proc edge edge --config "$ROOT/configs/edge.yaml"
-	wait_ready edge "http://127.0.0.1:8081/readyz"
+	wait_ready edge "http://$ADMIN/readyz"
 	status
 }
 
@@ -116,13 +122,19 @@ down() {
 	echo "stack.sh: stopped"
 }
 
+# pids prints the pid of every process up started (parts and servers).
+pids() {
+	for f in "$STACK"/*.pid; do [[ -f $f ]] && head -n1 "$f"; done
+	find "$STACK/servers" -name '*.pid' -exec head -qn1 {} + 2>/dev/null || true
+}
+
 status() {
 	for p in edge backend worker; do
 		if alive "$STACK/$p.pid"; then echo "$p: running (pid $(cat "$STACK/$p.pid"), log $STACK/$p.log)"; else echo "$p: stopped"; fi
 	done
 	[[ -f $STACK/env ]] && { echo "settings ($STACK/env):"; sed -e 's/^export /  /' -e 's/\(SESSION_SECRET=\).*/\1****/' "$STACK/env"; }
-	echo "public API:  http://127.0.0.1:8080/api/items   (docs/API.md)"
-	echo "admin API:   http://127.0.0.1:8081/admin/      (token: SECKILL_ADMIN_TOKEN in $STACK/env)"
+	echo "storefront:  http://$PUBLIC/   public API: http://$PUBLIC/api/items (docs/API.md)"
+	echo "admin API:   http://$ADMIN/admin/   dashboard: http://$ADMIN/dashboard/ (token: SECKILL_ADMIN_TOKEN in $STACK/env)"
 	echo "backend API: http://$LISTEN/v1/items           (docs/BACKEND_API.md)"
 }
 
@@ -130,6 +142,7 @@ case "${1:-}" in
 up) up ;;
 down) down ;;
 status) status ;;
+pids) pids ;;
 run)
 	trap 'echo; down' EXIT
 	trap 'exit 0' INT TERM

@@ -50,7 +50,7 @@ func devCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command
 	var (
 		publicListen, adminListen, backendListen, addrFile string
 		adminToken, dataFile, limitsFile                   string
-		redisURL, amqpURL, pgURL, logLevel                 string
+		redisURL, amqpURL, pgURL, logLevel, trusted        string
 		noDemo                                             bool
 		demoStock, difficulty                              int
 		demoStart                                          time.Duration
@@ -98,7 +98,16 @@ Each stand-in can be swapped for the real server: --redis-url, --amqp-url,
 				return err
 			}
 			defer func() { _ = lim.Close() }()
-			ips, _ := clientip.New(nil)
+			var proxies []string
+			for _, p := range strings.Split(trusted, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					proxies = append(proxies, p)
+				}
+			}
+			ips, err := clientip.New(proxies)
+			if err != nil {
+				return err
+			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			e := edge.New(edge.Config{
@@ -147,6 +156,7 @@ Press Ctrl-C to stop.
 	envFlag(fs, getenv, &amqpURL, "amqp-url", "SECKILL_AMQP_URL", "", "use this RabbitMQ (relay and worker) instead of the in-process pipeline")
 	envFlag(fs, getenv, &pgURL, "pg-url", "SECKILL_PG_URL", "", "use this PostgreSQL instead of SQLite")
 	envFlag(fs, getenv, &logLevel, "log-level", "SECKILL_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	envFlag(fs, getenv, &trusted, "trusted-proxies", "SECKILL_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed (the lab needs 127.0.0.1/32)")
 	envBool(fs, getenv, &noDemo, "no-demo", "SECKILL_NO_DEMO", false, "do not create the demo sale")
 	envInt(fs, getenv, &demoStock, "demo-stock", "SECKILL_DEMO_STOCK", 20, "units of the demo sale")
 	envDuration(fs, getenv, &demoStart, "demo-start", "SECKILL_DEMO_START", 10*time.Second, "the demo sale starts this long after start")
