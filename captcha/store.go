@@ -89,7 +89,8 @@ func (s *Store) randomString(n int) (string, error) {
 
 // Issue creates a challenge of kind KindCaptcha or KindPoW for userID and
 // itemID. difficulty is the number of leading zero bits a proof of work
-// needs (1 to MaxDifficulty); it is ignored for captchas.
+// needs (0 to MaxDifficulty; 0 accepts any decimal answer: items that ask
+// for no challenge keep the same flow); it is ignored for captchas.
 func (s *Store) Issue(ctx context.Context, kind string, userID, itemID int64, difficulty int) (Challenge, error) {
 	if userID <= 0 || itemID <= 0 {
 		return Challenge{}, seckill.Errorf(seckill.EInvalid, "user and item ids must be positive")
@@ -115,8 +116,8 @@ func (s *Store) Issue(ctx context.Context, kind string, userID, itemID int64, di
 		c.Image = img
 		fields = append(fields, "answer", strconv.Itoa(answer))
 	case KindPoW:
-		if difficulty < 1 || difficulty > MaxDifficulty {
-			return Challenge{}, seckill.Errorf(seckill.EInvalid, "difficulty must be between 1 and %d", MaxDifficulty)
+		if difficulty < 0 || difficulty > MaxDifficulty {
+			return Challenge{}, seckill.Errorf(seckill.EInvalid, "difficulty must be between 0 and %d", MaxDifficulty)
 		}
 		seed, err := s.randomString(16)
 		if err != nil {

@@ -229,7 +229,7 @@ func TestIssue(t *testing.T) {
 		difficulty int
 	}{
 		{"none", 1, 2, 8},
-		{KindPoW, 1, 2, 0},
+		{KindPoW, 1, 2, -1},
 		{KindPoW, 1, 2, MaxDifficulty + 1},
 		{KindPoW, 0, 2, 8},
 		{KindCaptcha, 1, -1, 0},
@@ -237,6 +237,24 @@ func TestIssue(t *testing.T) {
 		if _, err := s.Issue(ctx, tc.kind, tc.user, tc.item, tc.difficulty); seckill.ErrorCode(err) != seckill.EInvalid {
 			t.Errorf("Issue(%q, %d, %d, %d) = %v, want %s", tc.kind, tc.user, tc.item, tc.difficulty, err, seckill.EInvalid)
 		}
+	}
+}
+
+// Difficulty 0 (items that ask for no challenge) accepts any decimal
+// answer, once.
+func TestPoWDifficultyZero(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t, time.Minute)
+	ch, err := s.Issue(ctx, KindPoW, 1, 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(ctx, ch.ID, 1, 2, "0"); err != nil {
+		t.Fatalf("any answer: %v", err)
+	}
+	if err := s.Verify(ctx, ch.ID, 1, 2, "0"); seckill.ErrorCode(err) != seckill.EChallengeFailed {
+		t.Fatalf("replay: %v", err)
 	}
 }
 

@@ -139,7 +139,7 @@ func TestSoldOutReachesEveryEdge(t *testing.T) {
 	pub2 := httptest.NewServer(e2.Public())
 	t.Cleanup(pub2.Close)
 
-	item := env.createItem(1, "pow", -time.Second, time.Hour)
+	item := env.createItem(1, "none", -time.Second, time.Hour) // "none": a pow challenge of difficulty 0
 	tok := env.sessions("ann", "ben")
 	ben2 := shopper{e: &edgeEnv{t: t, pub: pub2, ch: env.ch}, token: tok["ben"]}
 	// ben, on edge 2, holds a path from before the sale ended there.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 )
@@ -17,18 +18,39 @@ type BuyerRecord interface {
 // a repeat buyer is answered 409 without reaching the backend. A Bloom
 // positive is always confirmed against the exact record before refusing:
 // a false positive costs one Redis read, never an honest buyer's purchase.
+//
+// Confirmed holders are remembered for a few seconds (bounded), so a bot
+// clicking "buy" again and again costs no Redis read at all. The memory is
+// short so that a unit given back (a failed order) is buyable again soon.
 type Dedup struct {
 	mu     sync.RWMutex
 	filter *bloom.BloomFilter
 	exact  BuyerRecord
+
+	cmu  sync.Mutex
+	held map[pairID]heldEntry
+	now  func() time.Time
 }
+
+type pairID struct{ user, item int64 }
+
+type heldEntry struct {
+	ref     string
+	expires time.Time
+}
+
+// Bounds of the memory of confirmed holders.
+const (
+	heldTTL = 10 * time.Second
+	heldMax = 100_000
+)
 
 // NewDedup returns a filter sized for n pairs at a 0.1% false-positive rate.
 func NewDedup(exact BuyerRecord, n uint) *Dedup {
 	if n == 0 {
 		n = 2_000_000
 	}
-	return &Dedup{filter: bloom.NewWithEstimates(n, 0.001), exact: exact}
+	return &Dedup{filter: bloom.NewWithEstimates(n, 0.001), exact: exact, held: map[pairID]heldEntry{}, now: time.Now}
 }
 
 func pairKey(userID, itemID int64) []byte {
@@ -53,5 +75,26 @@ func (d *Dedup) Held(ctx context.Context, userID, itemID int64) (string, bool, e
 	if !maybe {
 		return "", false, nil
 	}
-	return d.exact.Buyer(ctx, itemID, userID)
+	k := pairID{userID, itemID}
+	now := d.now()
+	d.cmu.Lock()
+	e, ok := d.held[k]
+	d.cmu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.ref, true, nil
+	}
+	ref, held, err := d.exact.Buyer(ctx, itemID, userID)
+	if err != nil || !held {
+		return ref, held, err
+	}
+	d.cmu.Lock()
+	if len(d.held) >= heldMax {
+		for victim := range d.held { // evict one at random
+			delete(d.held, victim)
+			break
+		}
+	}
+	d.held[k] = heldEntry{ref: ref, expires: now.Add(heldTTL)}
+	d.cmu.Unlock()
+	return ref, true, nil
 }

@@ -185,3 +185,41 @@ func TestGuardBreakerOpensAndRecovers(t *testing.T) {
 		t.Fatalf("after recovery: %v %v", v, err)
 	}
 }
+
+type countingBuyers struct {
+	calls int
+	held  map[[2]int64]string
+}
+
+func (b *countingBuyers) Buyer(ctx context.Context, itemID, userID int64) (string, bool, error) {
+	b.calls++
+	ref, ok := b.held[[2]int64{itemID, userID}]
+	return ref, ok, nil
+}
+
+func TestDedupRemembersConfirmedHoldersBriefly(t *testing.T) {
+	t.Parallel()
+	rec := &countingBuyers{held: map[[2]int64]string{{9, 1}: "r1"}}
+	d := NewDedup(rec, 1000)
+	now := time.Now()
+	d.now = func() time.Time { return now }
+	ctx := context.Background()
+	if _, held, _ := d.Held(ctx, 1, 9); held || rec.calls != 0 {
+		t.Fatalf("before Add: held=%v calls=%d (the filter must answer alone)", held, rec.calls)
+	}
+	d.Add(1, 9)
+	for range 5 {
+		if ref, held, _ := d.Held(ctx, 1, 9); !held || ref != "r1" {
+			t.Fatalf("held=%v ref=%q", held, ref)
+		}
+	}
+	if rec.calls != 1 {
+		t.Fatalf("%d reads of the exact record for 5 repeats, want 1", rec.calls)
+	}
+	// After the TTL the exact record decides again: a released unit is buyable.
+	delete(rec.held, [2]int64{9, 1})
+	now = now.Add(heldTTL + time.Second)
+	if _, held, _ := d.Held(ctx, 1, 9); held || rec.calls != 2 {
+		t.Fatalf("after TTL: held=%v calls=%d", held, rec.calls)
+	}
+}

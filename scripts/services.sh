@@ -12,6 +12,9 @@
 #                                        ports, node name and durable data)
 #   services.sh redis-start DIR         one private Redis, writes DIR/redis_url
 #   services.sh redis-stop DIR          (REDIS_AOF=1: appendonly, fsync always)
+#   services.sh zookeeper-start DIR     one private ZooKeeper, writes DIR/zk_addr
+#   services.sh zookeeper-stop DIR      (a restart with the same DIR keeps the
+#                                        port and the data)
 #
 # Each RabbitMQ broker runs with its own epmd on a private port (ERL_EPMD_PORT),
 # started and stopped by this script, so it never depends on nor disturbs an
@@ -176,11 +179,12 @@ cmd_install() {
 	command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 	command -v epmd >/dev/null 2>&1 || missing+=(erlang-base)
 	command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr) # captcha OCR measurement
+	[[ -x /usr/bin/chromium ]] || missing+=(chromium) # e2e browser tests (chromedp)
 	# deploy/ tests: `docker-compose config` validates docker-compose.yml without
 	# an engine, so not its recommended docker.io (engine, containerd, iptables).
 	command -v docker-compose >/dev/null 2>&1 || norec+=(docker-compose)
 	if ((${#missing[@]} + ${#norec[@]} == 0)); then
-		echo "services.sh: redis-server, rabbitmq-server, zookeeper, postgresql-15 and docker-compose are installed"
+		echo "services.sh: redis-server, rabbitmq-server, zookeeper, postgresql-15, docker-compose and chromium are installed"
 		return 0
 	fi
 	if ! is_root; then
@@ -304,9 +308,20 @@ zk_ruok() {
 	[[ $r == imok ]]
 }
 
+# zk_start DIR: a ZooKeeper with its files under DIR/zk. A restart with the
+# same DIR keeps the port (DIR/zk/port) and the data (DIR/zk/data).
 zk_start() {
-	local d=$1 port pid
-	port=$(pick_port)
+	local d=$1 port="" pid
+	if [[ -s $d/zk/port ]]; then port=$(<"$d/zk/port"); fi
+	pid=$(read_pid "$d/zk/zk.pid")
+	if [[ -n $pid ]] && pid_is "$pid" "$d/zk/zoo.cfg"; then
+		die "a ZooKeeper started in $d is already running (pid $pid)"
+	fi
+	if [[ -z $port ]]; then
+		port=$(pick_port)
+	else
+		RESERVED_PORTS+="$port "
+	fi
 	mkdir -p "$d/zk/data"
 	cat >"$d/zk/zoo.cfg" <<EOF
 tickTime=2000
@@ -349,6 +364,21 @@ zk_stop() {
 	pid=$(read_pid "$d/zk/zk.pid")
 	if [[ -n $pid ]]; then stop_pid "$pid" "$d/zk/zoo.cfg" zookeeper; fi
 	rm -f "$d/zk/zk.pid"
+}
+
+# One private ZooKeeper (tests that stop and restart it): writes DIR/zk_addr.
+zookeeper_start() {
+	local d
+	d=$(prepare_dir "$1")
+	rm -f "$d/zk_addr"
+	zk_start "$d"
+	echo "127.0.0.1:$(<"$d/zk/port")" >"$d/zk_addr"
+}
+
+zookeeper_stop() {
+	local d=$1
+	zk_stop "$d"
+	rm -f "$d/zk_addr"
 }
 
 # ---------------------------------------------------------- RabbitMQ
@@ -536,7 +566,7 @@ cmd_stop() {
 }
 
 usage() {
-	sed -n '2,15p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,18p' "$SELF" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -554,6 +584,8 @@ main() {
 	rabbitmq-stop) [[ ! -d ${1:?missing DIR} ]] || rmq_stop "$(abs_dir "$1")" ;;
 	redis-start) redis_start "${1:?missing DIR}" ;;
 	redis-stop) [[ ! -d ${1:?missing DIR} ]] || redis_stop "$(abs_dir "$1")" ;;
+	zookeeper-start) zookeeper_start "${1:?missing DIR}" ;;
+	zookeeper-stop) [[ ! -d ${1:?missing DIR} ]] || zookeeper_stop "$(abs_dir "$1")" ;;
 	*) usage ;;
 	esac
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"seckill/backend"
+	"seckill/discovery"
 	"seckill/postgres"
 	"seckill/queue"
 	"seckill/stock"
@@ -31,6 +33,9 @@ func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		relayID    string
 		stealAfter time.Duration
 		drainWait  time.Duration
+		zkAddrs    string
+		zkRoot     string
+		advertise  string
 	)
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
@@ -105,10 +110,36 @@ relay stops after its outstanding confirms.`,
 			serveErr := make(chan error, 1)
 			go func() { serveErr <- srv.Serve(ln) }()
 
+			var zreg *discovery.Registration
+			if zkAddrs != "" {
+				url := advertise
+				if url == "" {
+					url = addr
+					if h, _, _ := net.SplitHostPort(addr); h == "" || net.ParseIP(h).IsUnspecified() {
+						log.Warn("registering a wildcard address: set --advertise to an address edges can reach", "addr", addr)
+					}
+				}
+				if !strings.Contains(url, "://") {
+					url = "http://" + url
+				}
+				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				zreg, err = discovery.Register(rctx, strings.Split(zkAddrs, ","), zkRoot, url, log)
+				cancel()
+				if err != nil {
+					_ = srv.Close()
+					return fmt.Errorf("registering in zookeeper: %w", err)
+				}
+				log.Info("registered in zookeeper", "url", url, "node", zreg.Path())
+				defer zreg.Close()
+			}
+
 			select {
 			case err := <-serveErr:
 				return err
 			case <-ctx.Done():
+			}
+			if zreg != nil {
+				zreg.Close() // edges stop sending before the drain
 			}
 			log.Info("shutting down: readiness off, draining")
 			h.Drain()
@@ -132,6 +163,9 @@ relay stops after its outstanding confirms.`,
 	envBool(fs, getenv, &relay, "relay", "SECKILL_RELAY", true, "run the outbox relay in this process")
 	envFlag(fs, getenv, &relayID, "relay-id", "SECKILL_RELAY_ID", "relay-"+host, "name of this relay; a restarted relay with the same name resumes its unconfirmed entries at once")
 	envDuration(fs, getenv, &stealAfter, "relay-steal-after", "SECKILL_RELAY_STEAL_AFTER", 30*time.Second, "take over entries another relay has held unconfirmed this long")
+	envFlag(fs, getenv, &zkAddrs, "zk", "SECKILL_ZK", "", "ZooKeeper servers (host:port,...) to register this backend with, so edges find it (none when empty)")
+	envFlag(fs, getenv, &advertise, "advertise", "SECKILL_BACKEND_ADVERTISE", "", "URL or host:port edges reach this backend at (default the address listened on)")
+	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "ZooKeeper folder of this deployment; backends register under ROOT/backends")
 	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listener closes")
 	return cmd
 }

@@ -33,6 +33,7 @@ import (
 	"seckill/reconcile"
 	"seckill/sqlite"
 	"seckill/stock"
+	"seckill/web"
 	"seckill/worker"
 )
 
@@ -116,6 +117,7 @@ Each stand-in can be swapped for the real server: --redis-url, --amqp-url,
 				Backend: backend.NewClient("http://"+d.backendAddr, "", nil), Redis: d.rdb, Prefix: devPrefix,
 				Limiter: lim, Challenges: captcha.NewStore(d.rdb, devPrefix, captcha.Options{}),
 				Buyers: d.st, IPs: ips, Log: log.With("component", "edge"), Registry: reg,
+				Storefront: web.Storefront(), Dashboard: web.Dashboard(),
 			})
 			if !noDemo {
 				if err := seedDemo(ctx, d.svc, demoStock, demoStart); err != nil {
@@ -136,7 +138,7 @@ Each stand-in can be swapped for the real server: --redis-url, --amqp-url,
 			}
 			fmt.Fprintf(stdout, `seckill dev is running (ready in %d ms):
   storefront and public API  http://%s/   (API: docs/API.md)
-  admin API                  http://%s/admin/   token: %s
+  admin dashboard and API    http://%s/dashboard/   token: %s
   backend API (internal)     http://%s/v1/items
   stores                     %s
 Press Ctrl-C to stop.

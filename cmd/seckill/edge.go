@@ -21,9 +21,11 @@ import (
 	"seckill/backend"
 	"seckill/captcha"
 	"seckill/clientip"
+	"seckill/discovery"
 	"seckill/edge"
 	"seckill/limit"
 	"seckill/stock"
+	"seckill/web"
 )
 
 func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
@@ -39,6 +41,7 @@ func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comman
 		sessionTTL, challengeTTL, pathTTL   time.Duration
 		catalogTTL, drainWait               time.Duration
 		secureCookie                        bool
+		zkAddr, zkRoot                      string
 		maxKeys                             int
 		sweep                               time.Duration
 	)
@@ -99,13 +102,26 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 			defer rdb.Close()
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			var be edge.Backend = backend.NewClient(strings.TrimRight(backendURL, "/"), backendToken, nil)
+			if zkAddr != "" {
+				// Backends found in ZooKeeper, each with its own breaker.
+				bal, err := discovery.NewBalancer(ctx, strings.Split(zkAddr, ","), zkRoot,
+					discovery.WithAdminToken(backendToken), discovery.WithLogger(log),
+					discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: uint32(breakerFailures), OpenFor: breakerOpen}))
+				if err != nil {
+					return fmt.Errorf("finding backends in zookeeper: %w", err)
+				}
+				defer bal.Close()
+				reg.MustRegister(bal.Collector())
+				be = bal
+			}
 			e := edge.New(edge.Config{
 				SessionSecret: secret, SessionTTL: sessionTTL, SecureCookie: secureCookie, AdminToken: adminToken,
 				Difficulty: difficulty, DifficultyUnderLoad: underLoad, MaxInFlight: maxInFlight,
 				Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(breakerFailures), OpenFor: breakerOpen},
 				CatalogTTL: catalogTTL, PathTTL: pathTTL,
 			}, edge.Deps{
-				Backend:    backend.NewClient(strings.TrimRight(backendURL, "/"), backendToken, nil),
+				Backend:    be,
 				Redis:      rdb,
 				Prefix:     c.RedisPrefix,
 				Limiter:    lim,
@@ -114,6 +130,8 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 				IPs:        ips,
 				Log:        log,
 				Registry:   reg,
+				Storefront: web.Storefront(),
+				Dashboard:  web.Dashboard(),
 			})
 			return serveEdge(ctx, e, publicListen, adminListen, addrFile, drainWait, log)
 		},
@@ -123,7 +141,9 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envFlag(fs, getenv, &publicListen, "public-listen", "SECKILL_PUBLIC_LISTEN", "127.0.0.1:8080", "address of the public API and storefront")
 	envFlag(fs, getenv, &adminListen, "admin-listen", "SECKILL_ADMIN_LISTEN", "127.0.0.1:8081", "address of the admin API, /metrics, /healthz, /readyz")
 	envFlag(fs, getenv, &addrFile, "addr-file", "SECKILL_EDGE_ADDR_FILE", "", "write 'public=ADDR admin=ADDR' to this file once listening (for port 0)")
-	envFlag(fs, getenv, &backendURL, "backend-url", "SECKILL_BACKEND_URL", "http://127.0.0.1:8090", "base URL of the backend API")
+	envFlag(fs, getenv, &backendURL, "backend-url", "SECKILL_BACKEND_URL", "http://127.0.0.1:8090", "base URL of the backend API (when --zk is empty)")
+	envFlag(fs, getenv, &zkAddr, "zk", "SECKILL_ZK", "", "ZooKeeper servers (comma-separated): find the backends there instead of --backend-url")
+	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "root of seckill's nodes in ZooKeeper")
 	envFlag(fs, getenv, &backendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token of the backend's admin routes")
 	envFlag(fs, getenv, &adminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "Bearer token of the admin API (required)")
 	envFlag(fs, getenv, &sessionSecret, "session-secret", "SECKILL_SESSION_SECRET", "", "HMAC key of session tokens; the same on every edge (random when empty)")

@@ -1,0 +1,395 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/sony/gobreaker/v2"
+
+	"seckill"
+	"seckill/backend"
+)
+
+// ErrNoBackend is wrapped in the *backend.UnavailableError returned when
+// no backend is registered or every one's breaker is open.
+var ErrNoBackend = errors.New("no backend available")
+
+// BackendState describes one backend for metrics and the admin API.
+type BackendState struct {
+	URL string `json:"url"`
+	// State is the breaker state: "closed", "half-open" or "open".
+	State string `json:"state"`
+	// InRotation: new requests may go to it (breaker not open).
+	InRotation bool `json:"in_rotation"`
+}
+
+// member is one backend: its client and its own breaker.
+type member struct {
+	url    string
+	client *backend.Client
+	cb     *gobreaker.CircuitBreaker[any]
+	gone   atomic.Bool
+}
+
+// Balancer spreads calls over a changing set of backends. It has every
+// method of edge.Backend.
+type Balancer struct {
+	o   options
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	members []*member // sorted by URL
+	byURL   map[string]*member
+	rr      atomic.Uint64
+
+	// ZooKeeper (nil for NewStatic).
+	conn    *zk.Conn
+	dir     string
+	nodes   map[string]string // node name -> URL, read once per node
+	poke    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	reads   atomic.Int64
+	updates atomic.Int64
+	expired atomic.Int64
+}
+
+// NewStatic returns a balancer over a fixed list of backend URLs.
+func NewStatic(urls []string, opts ...Option) *Balancer {
+	b := newBalancer(newOptions(opts))
+	b.set(urls)
+	return b
+}
+
+// NewBalancer connects to ZooKeeper and follows the backends registered
+// under root (DefaultRoot when empty) until Close. It returns once the
+// first list is read, or fails when ctx ends first.
+func NewBalancer(ctx context.Context, zkAddrs []string, root string, opts ...Option) (*Balancer, error) {
+	b := newBalancer(newOptions(opts))
+	conn, events, err := connect(zkAddrs, b.o, b.log)
+	if err != nil {
+		return nil, err
+	}
+	b.conn, b.dir, b.nodes = conn, backendsPath(root), map[string]string{}
+	b.poke, b.stop, b.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go b.follow(events)
+	first := make(chan error, 1)
+	go b.watch(first)
+	select {
+	case err = <-first:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("reading the backends from zookeeper: %w", err)
+	}
+	return b, nil
+}
+
+func newBalancer(o options) *Balancer {
+	return &Balancer{o: o, log: o.log.With("component", "discovery"), byURL: map[string]*member{}}
+}
+
+// Close stops following ZooKeeper (the last list stays in use).
+func (b *Balancer) Close() {
+	if b.conn == nil {
+		return
+	}
+	b.once.Do(func() {
+		close(b.stop)
+		b.conn.Close()
+		<-b.done
+	})
+}
+
+// Backends returns the backends known now, sorted by URL.
+func (b *Balancer) Backends() []BackendState {
+	b.mu.RLock()
+	ms := b.members
+	b.mu.RUnlock()
+	out := make([]BackendState, len(ms))
+	for i, m := range ms {
+		st := m.cb.State()
+		out[i] = BackendState{URL: m.url, State: st.String(), InRotation: st != gobreaker.StateOpen}
+	}
+	return out
+}
+
+// Updates returns how many times the list was applied (tests, metrics).
+func (b *Balancer) Updates() int64 { return b.updates.Load() }
+
+// set makes urls the list of backends: new ones get a client and a fresh
+// breaker, the ones still listed keep theirs, the others are dropped.
+func (b *Balancer) set(urls []string) {
+	want := map[string]bool{}
+	for _, u := range urls {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			want[u] = true
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var ms []*member
+	byURL := map[string]*member{}
+	for u := range want {
+		m := b.byURL[u]
+		if m == nil {
+			m = b.newMember(u)
+			b.log.Info("backend added", "url", u)
+		}
+		ms = append(ms, m)
+		byURL[u] = m
+	}
+	for u, m := range b.byURL {
+		if !want[u] {
+			m.gone.Store(true)
+			b.log.Warn("backend removed", "url", u)
+		}
+	}
+	slices.SortFunc(ms, func(x, y *member) int { return strings.Compare(x.url, y.url) })
+	b.members, b.byURL = ms, byURL
+	b.updates.Add(1)
+}
+
+func (b *Balancer) newMember(url string) *member {
+	cfg := b.o.breaker
+	m := &member{url: url, client: backend.NewClient(url, b.o.token, b.o.hc)}
+	onState := b.o.onState
+	log := b.log
+	m.cb = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
+		Name:        url,
+		MaxRequests: cfg.HalfOpenProbes,
+		Timeout:     cfg.OpenFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
+		IsSuccessful: func(err error) bool {
+			var ue *backend.UnavailableError
+			return !errors.As(err, &ue) && !errors.Is(err, context.DeadlineExceeded)
+		},
+		// A caller that went away says nothing about the backend.
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			log.Warn("backend circuit breaker", "url", name, "from", from.String(), "to", to.String())
+			if onState != nil {
+				onState(name, from, to)
+			}
+		},
+	})
+	return m
+}
+
+// backendFailure: the error is the backend's (it counts against it and a
+// safe call may go to another).
+func backendFailure(err error) bool {
+	var ue *backend.UnavailableError
+	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// call runs f on one backend picked round-robin among those whose breaker
+// lets it through. When retry is set (the call is safe to repeat) and the
+// backend fails, f runs once more on another backend.
+func call[T any](ctx context.Context, b *Balancer, retry bool, f func(c *backend.Client) (T, error)) (T, error) {
+	var zero T
+	b.mu.RLock()
+	ms := b.members
+	b.mu.RUnlock()
+	n := len(ms)
+	if n == 0 {
+		return zero, &backend.UnavailableError{Err: ErrNoBackend}
+	}
+	start := int(b.rr.Add(1) % uint64(n))
+	sent := 0
+	var lastErr error
+	for i := 0; i < n; i++ {
+		m := ms[(start+i)%n]
+		if m.gone.Load() || m.cb.State() == gobreaker.StateOpen {
+			continue
+		}
+		v, err := m.cb.Execute(func() (any, error) { return f(m.client) })
+		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+			continue // nothing was sent: try the next one
+		}
+		t, _ := v.(T)
+		if err == nil || !backendFailure(err) {
+			return t, err
+		}
+		sent++
+		lastErr = err
+		if !retry || sent >= 2 || ctx.Err() != nil {
+			return t, err
+		}
+	}
+	if lastErr != nil {
+		return zero, lastErr
+	}
+	return zero, &backend.UnavailableError{Err: ErrNoBackend}
+}
+
+// Reserve calls POST /v1/reservations. Reservations are idempotent per
+// request id (every backend shares the stock in Redis), so a reservation
+// whose backend failed is tried once more on another.
+func (b *Balancer) Reserve(ctx context.Context, itemID, userID int64, requestID string) (backend.Reservation, error) {
+	return call(ctx, b, requestID != "", func(c *backend.Client) (backend.Reservation, error) {
+		return c.Reserve(ctx, itemID, userID, requestID)
+	})
+}
+
+// Status reads an order's state.
+func (b *Balancer) Status(ctx context.Context, itemID, userID int64) (backend.OrderState, error) {
+	return call(ctx, b, true, func(c *backend.Client) (backend.OrderState, error) { return c.Status(ctx, itemID, userID) })
+}
+
+// Items lists the items.
+func (b *Balancer) Items(ctx context.Context) ([]backend.ItemView, error) {
+	return call(ctx, b, true, func(c *backend.Client) ([]backend.ItemView, error) { return c.Items(ctx) })
+}
+
+// CreateItem creates an item (not repeated: it is not idempotent).
+func (b *Balancer) CreateItem(ctx context.Context, req backend.CreateItemRequest) (seckill.Item, error) {
+	return call(ctx, b, false, func(c *backend.Client) (seckill.Item, error) { return c.CreateItem(ctx, req) })
+}
+
+// Stats reads an item's figures.
+func (b *Balancer) Stats(ctx context.Context, id int64) (seckill.Stats, error) {
+	return call(ctx, b, true, func(c *backend.Client) (seckill.Stats, error) { return c.Stats(ctx, id) })
+}
+
+// Register creates a user (not repeated: a repeat of one that went through
+// would answer that the name is taken).
+func (b *Balancer) Register(ctx context.Context, username, password string) (int64, error) {
+	return call(ctx, b, false, func(c *backend.Client) (int64, error) { return c.Register(ctx, username, password) })
+}
+
+// Login checks a user's password.
+func (b *Balancer) Login(ctx context.Context, username, password string) (int64, error) {
+	return call(ctx, b, true, func(c *backend.Client) (int64, error) { return c.Login(ctx, username, password) })
+}
+
+// EnsureUsers creates the users missing (idempotent).
+func (b *Balancer) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {
+	return call(ctx, b, true, func(c *backend.Client) (map[string]int64, error) { return c.EnsureUsers(ctx, usernames) })
+}
+
+// Ready succeeds when one backend is ready.
+func (b *Balancer) Ready(ctx context.Context) error {
+	_, err := call(ctx, b, true, func(c *backend.Client) (struct{}, error) { return struct{}{}, c.Ready(ctx) })
+	return err
+}
+
+// follow turns every new session (reconnect or expiry) into a re-read:
+// changes made while disconnected are not always told by a watch.
+func (b *Balancer) follow(events <-chan zk.Event) {
+	for ev := range events {
+		if ev.Type == zk.EventSession && ev.State == zk.StateExpired {
+			b.expired.Add(1)
+			b.log.Warn("zookeeper session expired: reading the backends again")
+		}
+		if ev.Type == zk.EventSession && (ev.State == zk.StateHasSession || ev.State == zk.StateExpired) {
+			select {
+			case b.poke <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// watch reads the list, sets a one-shot watch, applies the list, waits for
+// the watch (or a new session) and starts again. While ZooKeeper is away
+// the last list stays in use.
+func (b *Balancer) watch(first chan<- error) {
+	defer close(b.done)
+	failures := 0
+	for {
+		ch, err := b.read()
+		if err == nil {
+			failures = 0
+			if first != nil {
+				first <- nil
+				first = nil
+			}
+			select {
+			case <-ch:
+			case <-b.poke:
+			case <-b.stop:
+				return
+			}
+			continue
+		}
+		select {
+		case <-b.stop:
+			return
+		default:
+		}
+		b.log.Warn("reading the backends from zookeeper", "err", err)
+		select {
+		case <-time.After(backoff(failures)):
+		case <-b.poke:
+		case <-b.stop:
+			return
+		}
+		failures++
+	}
+}
+
+func (b *Balancer) read() (<-chan zk.Event, error) {
+	b.reads.Add(1)
+	children, _, ch, err := b.conn.ChildrenW(b.dir)
+	if errors.Is(err, zk.ErrNoNode) {
+		// No backend ever registered: watch for the folder.
+		ok, _, ech, err := b.conn.ExistsW(b.dir)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return nil, errors.New("the backends folder appeared: read again")
+		}
+		b.set(nil)
+		return ech, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var urls []string
+	for _, name := range children {
+		seen[name] = true
+		u, ok := b.nodes[name]
+		if !ok {
+			raw, _, err := b.conn.Get(b.dir + "/" + name)
+			if errors.Is(err, zk.ErrNoNode) {
+				continue // gone already; the watch tells
+			}
+			if err != nil {
+				return nil, err
+			}
+			var n Node
+			if err := json.Unmarshal(raw, &n); err != nil || n.URL == "" {
+				b.log.Warn("ignoring a backend node without a url", "node", name, "err", err)
+				u = ""
+			} else {
+				u = n.URL
+			}
+			b.nodes[name] = u
+		}
+		if u != "" {
+			urls = append(urls, u)
+		}
+	}
+	for name := range b.nodes {
+		if !seen[name] {
+			delete(b.nodes, name)
+		}
+	}
+	b.set(urls)
+	return ch, nil
+}

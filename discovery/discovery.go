@@ -1,0 +1,170 @@
+// Package discovery finds the purchase backends through ZooKeeper and
+// spreads the edge's calls over them.
+//
+// Every `seckill backend` started with --zk registers itself (Register): an
+// ephemeral sequential node under <root>/backends/ holding
+// {"url": ..., "started_at": ...}. The node lives as long as the backend's
+// ZooKeeper session: a backend that is SIGKILLed or cut off disappears when
+// its session expires (the session timeout), one that shuts down cleanly
+// removes its node at once. After a session expiry the registration creates
+// a new node.
+//
+// A Balancer watches <root>/backends (one-shot watches, re-read and re-set
+// after every event, re-read after every reconnect and session expiry) and
+// keeps one backend.Client per URL, each behind its own circuit breaker. It
+// picks round-robin among the backends whose breaker is not open and drops a
+// backend the moment its node goes. It serves every method of the edge's
+// Backend interface, so the edge can use it in place of one backend.Client.
+package discovery
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/sony/gobreaker/v2"
+)
+
+// DefaultRoot is the ZooKeeper folder of a seckill deployment.
+const DefaultRoot = "/seckill"
+
+// DefaultSessionTimeout is the ZooKeeper session timeout asked for: how
+// long a backend that died without a goodbye stays registered. The server
+// bounds it to [2, 20] ticks (4s to 40s with the default tickTime).
+const DefaultSessionTimeout = 10 * time.Second
+
+// Node is the content of a backend's node.
+type Node struct {
+	URL       string    `json:"url"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// BreakerConfig tunes the circuit breaker each backend gets (the same
+// fields and defaults as edge.BreakerConfig).
+type BreakerConfig struct {
+	// ConsecutiveFailures opens the breaker (default 5).
+	ConsecutiveFailures uint32
+	// OpenFor is how long it stays open before half-open probes (default 2s).
+	OpenFor time.Duration
+	// HalfOpenProbes is how many requests may probe while half-open (default 3).
+	HalfOpenProbes uint32
+}
+
+func (b *BreakerConfig) defaults() {
+	if b.ConsecutiveFailures == 0 {
+		b.ConsecutiveFailures = 5
+	}
+	if b.OpenFor <= 0 {
+		b.OpenFor = 2 * time.Second
+	}
+	if b.HalfOpenProbes == 0 {
+		b.HalfOpenProbes = 3
+	}
+}
+
+type options struct {
+	sessionTimeout time.Duration
+	dialer         zk.Dialer
+	log            *slog.Logger
+	breaker        BreakerConfig
+	token          string
+	hc             *http.Client
+	onState        func(url string, from, to gobreaker.State)
+}
+
+// Option tunes Register, NewBalancer and NewStatic.
+type Option func(*options)
+
+// WithSessionTimeout sets the ZooKeeper session timeout (default
+// DefaultSessionTimeout).
+func WithSessionTimeout(d time.Duration) Option { return func(o *options) { o.sessionTimeout = d } }
+
+// WithDialer sets how ZooKeeper connections are dialled (tests cut them).
+func WithDialer(d zk.Dialer) Option { return func(o *options) { o.dialer = d } }
+
+// WithLogger sets the logger (Register takes its own argument).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithBreaker sets the per-backend circuit breaker.
+func WithBreaker(b BreakerConfig) Option { return func(o *options) { o.breaker = b } }
+
+// WithAdminToken sets the Bearer token the backend clients send.
+func WithAdminToken(token string) Option { return func(o *options) { o.token = token } }
+
+// WithHTTPClient sets the HTTP client shared by the backend clients.
+func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = hc } }
+
+// WithOnStateChange is called on every breaker state change.
+func WithOnStateChange(f func(url string, from, to gobreaker.State)) Option {
+	return func(o *options) { o.onState = f }
+}
+
+func newOptions(opts []Option) options {
+	o := options{sessionTimeout: DefaultSessionTimeout}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.sessionTimeout <= 0 {
+		o.sessionTimeout = DefaultSessionTimeout
+	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
+	o.breaker.defaults()
+	return o
+}
+
+// backendsPath is the folder of the backends' nodes.
+func backendsPath(root string) string {
+	if root == "" {
+		root = DefaultRoot
+	}
+	return path.Join("/", root, "backends")
+}
+
+func connect(addrs []string, o options, log *slog.Logger) (*zk.Conn, <-chan zk.Event, error) {
+	var servers []string
+	for _, a := range addrs {
+		for _, s := range strings.Split(a, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				servers = append(servers, s)
+			}
+		}
+	}
+	dial := o.dialer
+	if dial == nil {
+		dial = net.DialTimeout
+	}
+	return zk.Connect(servers, o.sessionTimeout, zk.WithLogger(zkLogger{log}), zk.WithLogInfo(false), zk.WithDialer(dial))
+}
+
+// ensureDir creates p and its parents as persistent nodes.
+func ensureDir(conn *zk.Conn, p string) error {
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	cur := ""
+	for _, part := range parts {
+		cur += "/" + part
+		_, err := conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll))
+		if err != nil && err != zk.ErrNodeExists {
+			return err
+		}
+	}
+	return nil
+}
+
+type zkLogger struct{ log *slog.Logger }
+
+func (l zkLogger) Printf(format string, a ...any) {
+	l.log.Debug("zookeeper client", "msg", strings.TrimSpace(fmt.Sprintf(format, a...)))
+}
+
+// backoff returns the wait before attempt n (0, 1, ...): 100ms doubling to 2s.
+func backoff(n int) time.Duration {
+	d := 100 * time.Millisecond << min(n, 5)
+	return min(d, 2*time.Second)
+}
