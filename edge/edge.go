@@ -7,6 +7,7 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -100,13 +101,16 @@ type Edge struct {
 	prefix   string
 	lim      Limiter
 	ch       Challenges
-	ips      *clientip.Resolver
+	ipsP     atomic.Pointer[clientip.Resolver]
 	log      *slog.Logger
 	sessions *Sessions
 	paths    *Paths
 	catalog  *Catalog
 	dedup    *Dedup
-	guard    *Guard
+	guardP   atomic.Pointer[Guard]
+	guardCfg atomic.Pointer[guardSettings]
+	diffBase atomic.Int64
+	diffLoad atomic.Int64
 	defences *defenceSwitches
 	m        *metrics
 	draining atomic.Bool
@@ -134,20 +138,22 @@ func New(cfg Config, d Deps) *Edge {
 		reg = prometheus.NewRegistry()
 	}
 	e := &Edge{
-		cfg: cfg, be: d.Backend, rdb: d.Redis, prefix: d.Prefix, lim: d.Limiter, ch: d.Challenges, ips: d.IPs, log: log,
+		cfg: cfg, be: d.Backend, rdb: d.Redis, prefix: d.Prefix, lim: d.Limiter, ch: d.Challenges, log: log,
 		sessions: NewSessions(cfg.SessionSecret, cfg.SessionTTL, cfg.SecureCookie),
 		paths:    NewPaths(d.Redis, d.Prefix, cfg.PathTTL),
 		catalog:  NewCatalog(d.Backend, cfg.CatalogTTL),
 		dedup:    NewDedup(d.Buyers, 0),
 		defences: &defenceSwitches{rdb: d.Redis, prefix: d.Prefix},
 	}
-	if e.ips == nil {
-		e.ips, _ = clientip.New(nil)
+	ips := d.IPs
+	if ips == nil {
+		ips, _ = clientip.New(nil)
 	}
+	e.ipsP.Store(ips)
+	e.diffBase.Store(int64(cfg.Difficulty))
+	e.diffLoad.Store(int64(cfg.DifficultyUnderLoad))
+	e.setGuard(cfg.MaxInFlight, cfg.Breaker)
 	e.m = newMetrics(reg, e)
-	e.guard = NewGuard(cfg.MaxInFlight, cfg.Breaker, func(_ string, from, to gobreaker.State) {
-		log.Warn("backend circuit breaker", "from", from.String(), "to", to.String())
-	})
 	e.public = e.publicRoutes(reg)
 	e.admin = e.adminRoutes(reg)
 	if d.Storefront != nil {
@@ -177,8 +183,78 @@ func (e *Edge) Sessions() *Sessions { return e.sessions }
 // Catalog returns the catalogue cache.
 func (e *Edge) Catalog() *Catalog { return e.catalog }
 
-// Guard returns the backend guard.
-func (e *Edge) Guard() *Guard { return e.guard }
+// Guard returns the backend guard in force.
+func (e *Edge) Guard() *Guard { return e.guardP.Load() }
+
+func (e *Edge) guard() *Guard { return e.guardP.Load() }
+
+func (e *Edge) ips() *clientip.Resolver { return e.ipsP.Load() }
+
+type guardSettings struct {
+	maxInFlight int
+	breaker     BreakerConfig
+}
+
+// setGuard installs a new guard when its settings changed. Calls in flight
+// finish under the guard they started with.
+func (e *Edge) setGuard(maxInFlight int, b BreakerConfig) {
+	b.defaults()
+	if maxInFlight <= 0 {
+		maxInFlight = 512
+	}
+	next := &guardSettings{maxInFlight: maxInFlight, breaker: b}
+	if cur := e.guardCfg.Load(); cur != nil && *cur == *next {
+		return
+	}
+	e.guardCfg.Store(next)
+	e.guardP.Store(NewGuard(maxInFlight, b, func(_ string, from, to gobreaker.State) {
+		e.log.Warn("backend circuit breaker", "from", from.String(), "to", to.String())
+	}))
+}
+
+// Dynamic is the part of the edge's configuration that may change while it
+// runs (pushed through ZooKeeper: package dynconfig).
+type Dynamic struct {
+	Rules               []limit.Rule
+	Difficulty          int
+	DifficultyUnderLoad int
+	MaxInFlight         int
+	Breaker             BreakerConfig
+	TrustedProxies      []string
+}
+
+// RuleUpdater is a limiter whose rules can be swapped (limit.Limiter).
+type RuleUpdater interface{ Update(rules []limit.Rule) error }
+
+// Reconfigure swaps in a new dynamic configuration. Everything is checked
+// before anything changes, so a refused configuration leaves the previous
+// one wholly in force. Buckets of unchanged rules keep their tokens.
+func (e *Edge) Reconfigure(d Dynamic) error {
+	ips, err := clientip.New(d.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	if d.Difficulty < 0 || d.Difficulty > 32 || d.DifficultyUnderLoad < 0 || d.Difficulty+d.DifficultyUnderLoad > 32 {
+		return fmt.Errorf("difficulty %d (+%d under load) out of 0..32", d.Difficulty, d.DifficultyUnderLoad)
+	}
+	if err := limit.ValidateRules(d.Rules); err != nil {
+		return err
+	}
+	if u, ok := e.lim.(RuleUpdater); ok {
+		if err := u.Update(d.Rules); err != nil {
+			return err
+		}
+	} else {
+		return fmt.Errorf("the limiter cannot change its rules")
+	}
+	e.ipsP.Store(ips)
+	e.diffBase.Store(int64(d.Difficulty))
+	e.diffLoad.Store(int64(d.DifficultyUnderLoad))
+	e.setGuard(d.MaxInFlight, d.Breaker)
+	e.log.Info("dynamic configuration in force", "rules", len(d.Rules), "difficulty", d.Difficulty,
+		"max_in_flight", d.MaxInFlight, "trusted_proxies", len(d.TrustedProxies))
+	return nil
+}
 
 // Drain makes /readyz fail so balancers stop sending new requests.
 func (e *Edge) Drain() { e.draining.Store(true) }
@@ -253,9 +329,11 @@ func (e *Edge) markSoldOut(ctx context.Context, id int64) {
 
 // difficulty is the proof-of-work difficulty right now.
 func (e *Edge) difficulty() int {
-	n, max := e.guard.InFlight()
-	if e.guard.State() != gobreaker.StateClosed || n*2 > max {
-		return e.cfg.Difficulty + e.cfg.DifficultyUnderLoad
+	g := e.guard()
+	n, max := g.InFlight()
+	base := int(e.diffBase.Load())
+	if g.State() != gobreaker.StateClosed || n*2 > max {
+		return base + int(e.diffLoad.Load())
 	}
-	return e.cfg.Difficulty
+	return base
 }

@@ -32,15 +32,15 @@ func newMetrics(reg prometheus.Registerer, e *Edge) *metrics {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "seckill_edge", Name: "breaker_state",
 		Help: "State of the circuit breaker around the backend: 0 closed, 1 half-open, 2 open.",
-	}, func() float64 { return float64(e.guard.State()) }))
+	}, func() float64 { return float64(e.guard().State()) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "seckill_edge", Name: "backend_in_flight",
 		Help: "Backend calls in flight (load shedding bound: seckill_edge_backend_in_flight_limit).",
-	}, func() float64 { n, _ := e.guard.InFlight(); return float64(n) }))
+	}, func() float64 { n, _ := e.guard().InFlight(); return float64(n) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "seckill_edge", Name: "backend_in_flight_limit",
 		Help: "Bound on backend calls in flight.",
-	}, func() float64 { _, m := e.guard.InFlight(); return float64(m) }))
+	}, func() float64 { _, m := e.guard().InFlight(); return float64(m) }))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "seckill_edge", Name: "catalog_refreshes_total",
 		Help: "Catalogue fetches from the backend.",

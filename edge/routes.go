@@ -96,7 +96,7 @@ func (e *Edge) reject(err error) error {
 // gate runs the cheap checks every protected route shares, in order:
 // client identity, token buckets (per ip, user, item, global), session.
 func (e *Edge) gate(c echo.Context, class string, itemID int64, needSession bool) (Session, error) {
-	ip := clientip.Key(e.ips.ClientIP(c.Request()))
+	ip := clientip.Key(e.ips().ClientIP(c.Request()))
 	ses, serr := e.sessions.FromRequest(c.Request())
 	k := limit.Keys{IP: ip}
 	if serr == nil {
@@ -173,7 +173,7 @@ func (e *Edge) register(c echo.Context) error {
 	if len(req.Password) < backend.MinPassword || len(req.Password) > backend.MaxPassword {
 		return seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", backend.MinPassword, backend.MaxPassword)
 	}
-	id, err := Do(c.Request().Context(), e.guard, func(ctx context.Context) (int64, error) {
+	id, err := Do(c.Request().Context(), e.guard(), func(ctx context.Context) (int64, error) {
 		return e.be.Register(ctx, req.Username, req.Password)
 	})
 	if err != nil {
@@ -190,7 +190,7 @@ func (e *Edge) login(c echo.Context) error {
 	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
 		return err
 	}
-	id, err := Do(c.Request().Context(), e.guard, func(ctx context.Context) (int64, error) {
+	id, err := Do(c.Request().Context(), e.guard(), func(ctx context.Context) (int64, error) {
 		return e.be.Login(ctx, req.Username, req.Password)
 	})
 	if err != nil {
@@ -381,7 +381,7 @@ func (e *Edge) buy(c echo.Context) error {
 	if !def.PathBinding {
 		reqID = p[:16] + strconv.FormatInt(ses.UserID, 36)
 	}
-	res, err := DoWith(ctx, e.guard, def, func(ctx context.Context) (backend.Reservation, error) {
+	res, err := DoWith(ctx, e.guard(), def, func(ctx context.Context) (backend.Reservation, error) {
 		return e.be.Reserve(ctx, id, ses.UserID, reqID)
 	})
 	switch code := seckill.ErrorCode(err); {
@@ -423,7 +423,7 @@ func (e *Edge) order(c echo.Context) error {
 	if _, err := e.catalog.Item(ctx, id); err != nil {
 		return e.reject(unavailable(err))
 	}
-	st, err := Do(ctx, e.guard, func(ctx context.Context) (backend.OrderState, error) {
+	st, err := Do(ctx, e.guard(), func(ctx context.Context) (backend.OrderState, error) {
 		return e.be.Status(ctx, id, ses.UserID)
 	})
 	if err != nil {

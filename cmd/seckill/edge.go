@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"seckill/captcha"
 	"seckill/clientip"
 	"seckill/discovery"
+	"seckill/dynconfig"
 	"seckill/edge"
 	"seckill/limit"
 	"seckill/stock"
@@ -41,7 +43,8 @@ func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comman
 		sessionTTL, challengeTTL, pathTTL   time.Duration
 		catalogTTL, drainWait               time.Duration
 		secureCookie                        bool
-		zkAddr, zkRoot                      string
+		zkAddr, zkRoot, edgeID, configCache string
+		backendsFromZK                      bool
 		maxKeys                             int
 		sweep                               time.Duration
 	)
@@ -103,7 +106,7 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			var be edge.Backend = backend.NewClient(strings.TrimRight(backendURL, "/"), backendToken, nil)
-			if zkAddr != "" {
+			if zkAddr != "" && backendsFromZK {
 				// Backends found in ZooKeeper, each with its own breaker.
 				bal, err := discovery.NewBalancer(ctx, strings.Split(zkAddr, ","), zkRoot,
 					discovery.WithAdminToken(backendToken), discovery.WithLogger(log),
@@ -133,6 +136,33 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 				Storefront: web.Storefront(),
 				Dashboard:  web.Dashboard(),
 			})
+			if zkAddr != "" {
+				// Limits, difficulty, in-flight bound, breaker and trusted
+				// proxies pushed with `seckill config push`, hot-reloaded; the
+				// file and flags above stay in force until the first push
+				// (or the last good copy on disk, when ZooKeeper is away).
+				if configCache == "" {
+					configCache = filepath.Join(os.TempDir(), "seckill-edge-"+edgeID+"-limits.json")
+				}
+				w, err := dynconfig.NewWatcher(zkAddr, zkRoot, configCache, edgeID, func(c dynconfig.Config) error {
+					return e.Reconfigure(edge.Dynamic{
+						Rules: c.Rules, Difficulty: c.Difficulty, DifficultyUnderLoad: c.DifficultyUnderLoad,
+						MaxInFlight: c.MaxInFlight, TrustedProxies: c.TrustedProxies,
+						Breaker: edge.BreakerConfig{ConsecutiveFailures: c.Breaker.ConsecutiveFailures,
+							OpenFor: c.Breaker.OpenFor.D(), HalfOpenProbes: c.Breaker.HalfOpenProbes},
+					})
+				}, log.With("component", "dynconfig"), dynconfig.WithRegisterer(reg))
+				if err != nil {
+					return err
+				}
+				wctx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+				defer stopWatch()
+				go func() {
+					if err := w.Run(wctx); err != nil {
+						log.Error("configuration watcher stopped", "err", err)
+					}
+				}()
+			}
 			return serveEdge(ctx, e, publicListen, adminListen, addrFile, drainWait, log)
 		},
 	}
@@ -144,6 +174,10 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envFlag(fs, getenv, &backendURL, "backend-url", "SECKILL_BACKEND_URL", "http://127.0.0.1:8090", "base URL of the backend API (when --zk is empty)")
 	envFlag(fs, getenv, &zkAddr, "zk", "SECKILL_ZK", "", "ZooKeeper servers (comma-separated): find the backends there instead of --backend-url")
 	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "root of seckill's nodes in ZooKeeper")
+	envBool(fs, getenv, &backendsFromZK, "backends-from-zk", "SECKILL_BACKENDS_FROM_ZK", true, "with --zk: find the backends in ZooKeeper (else use --backend-url)")
+	host, _ := os.Hostname()
+	envFlag(fs, getenv, &edgeID, "edge-id", "SECKILL_EDGE_ID", fmt.Sprintf("%s-%d", host, os.Getpid()), "name of this edge in ZooKeeper (/seckill/edges/ID)")
+	envFlag(fs, getenv, &configCache, "config-cache", "SECKILL_CONFIG_CACHE", "", "last good pushed configuration, used when ZooKeeper is away at start (default: in the temp folder)")
 	envFlag(fs, getenv, &backendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token of the backend's admin routes")
 	envFlag(fs, getenv, &adminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "Bearer token of the admin API (required)")
 	envFlag(fs, getenv, &sessionSecret, "session-secret", "SECKILL_SESSION_SECRET", "", "HMAC key of session tokens; the same on every edge (random when empty)")

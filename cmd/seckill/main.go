@@ -63,6 +63,8 @@ Every setting is a flag or an environment variable (SECKILL_...); flags win.`,
 		withConfigFile(edgeCmd(getenv, stdout, stderr), getenv),
 		devCmd(getenv, stdout, stderr),
 		benchCmd(getenv, stdout, stderr),
+		configCmd(getenv, stdout, stderr),
+		labCmd(getenv, stdout, stderr),
 	)
 	return root.ExecuteContext(ctx)
 }

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/spf13/cobra"
+
+	"seckill/dynconfig"
+)
+
+// Exit statuses of `seckill config`.
+const (
+	exitInvalid  = 2 // the configuration has problems
+	exitConflict = 3 // somebody else pushed first
+)
+
+type configOpts struct {
+	ZK      string
+	Root    string
+	Timeout time.Duration
+}
+
+func (o *configOpts) store(ctx context.Context) (*dynconfig.Store, func(), error) {
+	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	conn, _, err := dynconfig.Dial(cctx, o.ZK, 10*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	return dynconfig.NewStore(conn, o.Root), conn.Close, nil
+}
+
+func configCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	o := &configOpts{}
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Validate, push and inspect the edges' limiter configuration in ZooKeeper",
+		Long: `The edges' protective settings (token-bucket rules, proof-of-work
+difficulty, the bound on backend calls in flight, the circuit breaker and
+the trusted proxies) live in ZooKeeper, in the node ROOT/config/limits, as
+JSON {version, pushed_at, pushed_by, config}. Files are YAML (see
+configs/edge-dynamic.yaml).
+
+Every edge watches the node: it validates each new version, swaps it in,
+keeps a last good copy on disk and reports the version in force in its
+ephemeral node ROOT/edges/<id>. An invalid version is rejected by the
+edges, which keep the previous one.
+
+push is a compare-and-set: it writes version N+1 only if N is still the
+version in force, so two operators cannot overwrite each other silently.
+The last 20 pushes are kept in ROOT/config/history for rollback.
+
+Exit status: 0 success, 1 failure (ZooKeeper unreachable...), 2 invalid
+configuration, 3 conflict (somebody else pushed first).`,
+		Example: `  seckill config validate configs/edge-dynamic.yaml
+  seckill config push configs/edge-dynamic.yaml
+  seckill config push configs/edge-dynamic.yaml --expect-version 7
+  seckill config show
+  seckill config history
+  seckill config rollback 6
+  SECKILL_ZK=zk1:2181,zk2:2181 seckill config show --zk-root /seckill-staging`,
+	}
+	fs := cmd.PersistentFlags()
+	envFlag(fs, getenv, &o.ZK, "zk", "SECKILL_ZK", "127.0.0.1:2181", "ZooKeeper addresses, comma-separated")
+	envFlag(fs, getenv, &o.Root, "zk-root", "SECKILL_ZK_ROOT", dynconfig.DefaultRoot, "root path in ZooKeeper")
+	envDuration(fs, getenv, &o.Timeout, "zk-timeout", "SECKILL_ZK_TIMEOUT", 10*time.Second, "how long to wait for ZooKeeper")
+
+	cmd.AddCommand(
+		configValidateCmd(stdout, stderr),
+		configPushCmd(o, stdout, stderr),
+		configShowCmd(o, stdout),
+		configHistoryCmd(o, stdout),
+		configRollbackCmd(o, stdout, stderr),
+	)
+	return cmd
+}
+
+// readConfigFile parses and validates FILE, printing every problem.
+func readConfigFile(file string, stderr io.Writer) (dynconfig.Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return dynconfig.Config{}, err
+	}
+	cfg, err := dynconfig.Parse(data)
+	if err != nil {
+		ps := dynconfig.ProblemsOf(err)
+		fmt.Fprintf(stderr, "%s: %d problem(s):\n", file, len(ps))
+		for _, p := range ps {
+			fmt.Fprintf(stderr, "%s:%s\n", file, formatProblem(p))
+		}
+		return cfg, exitCode(exitInvalid)
+	}
+	return cfg, nil
+}
+
+func formatProblem(p dynconfig.Problem) string {
+	line := ""
+	if p.Line > 0 {
+		line = strconv.Itoa(p.Line) + ":"
+	}
+	place := ""
+	if p.Place != "" {
+		place = " " + p.Place + ":"
+	}
+	return line + place + " " + p.Msg
+}
+
+func configValidateCmd(stdout, stderr io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:     "validate FILE",
+		Short:   "Check a configuration file; print every problem with its place (exit 2 on problems)",
+		Example: `  seckill config validate configs/edge-dynamic.yaml`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cfg, err := readConfigFile(args[0], stderr)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: valid (%d rules, difficulty %d+%d, max_in_flight %d, %d trusted proxies)\n",
+				args[0], len(cfg.Rules), cfg.Difficulty, cfg.DifficultyUnderLoad, cfg.MaxInFlight, len(cfg.TrustedProxies))
+			return nil
+		},
+	}
+}
+
+func reportConflict(stderr io.Writer, err error) error {
+	var ce *dynconfig.ConflictError
+	if errors.As(err, &ce) {
+		fmt.Fprintf(stderr, "conflict: you expected version %d, but version %d is in force", ce.Expected, ce.Current)
+		if ce.PushedBy != "" {
+			fmt.Fprintf(stderr, " (pushed by %s at %s)", ce.PushedBy, ce.PushedAt.Local().Format(time.RFC3339))
+		}
+		fmt.Fprintln(stderr, ": nothing was written. Look at it (seckill config show) and push again.")
+		return exitCode(exitConflict)
+	}
+	return err
+}
+
+func configPushCmd(o *configOpts, stdout, stderr io.Writer) *cobra.Command {
+	expect := -1
+	by := ""
+	cmd := &cobra.Command{
+		Use:   "push FILE",
+		Short: "Validate FILE and write it as the next version (compare-and-set)",
+		Long: `push validates FILE, then writes it as version N+1 only if version N is
+still in force. N is --expect-version when given (the version you looked
+at); otherwise push reads it first, and a push by somebody else between
+that read and the write is still detected. On a conflict nothing is
+written, push says who won and exits with status 3.`,
+		Example: `  seckill config push configs/edge-dynamic.yaml
+  seckill config push new.yaml --expect-version 7 --by alice`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cfg, err := readConfigFile(args[0], stderr)
+			if err != nil {
+				return err
+			}
+			st, done, err := o.store(c.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			if by != "" {
+				st.By = by
+			}
+			ctx, cancel := context.WithTimeout(c.Context(), o.Timeout)
+			defer cancel()
+			exp := int32(expect)
+			if expect < 0 {
+				if exp, err = st.Current(ctx); err != nil {
+					return err
+				}
+			}
+			v, err := st.Push(ctx, cfg, exp)
+			if err != nil {
+				return reportConflict(stderr, err)
+			}
+			fmt.Fprintf(stdout, "pushed version %d (was %d); edges follow within a second: seckill config show\n", v, exp)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&expect, "expect-version", -1, "the version you expect in force (0: none yet); default: the one read just before the write")
+	cmd.Flags().StringVar(&by, "by", "", "who pushes (default user@host)")
+	return cmd
+}
+
+func configShowCmd(o *configOpts, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:     "show",
+		Short:   "Show the live configuration and which edge runs which version",
+		Example: `  seckill config show --zk zk1:2181`,
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			st, done, err := o.store(c.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := context.WithTimeout(c.Context(), o.Timeout)
+			defer cancel()
+			rec, cfg, err := st.Get(ctx)
+			switch {
+			case errors.Is(err, zk.ErrNoNode):
+				fmt.Fprintf(stdout, "no configuration pushed under %s: the edges use their static configuration\n", st.LimitsPath())
+			case err != nil && rec.Version == 0:
+				return err
+			case err != nil:
+				fmt.Fprintf(stdout, "version %d is INVALID (the edges keep their previous version):\n%v\n", rec.Version, err)
+			default:
+				printConfigRecord(stdout, rec, cfg)
+			}
+			edges, err := st.Edges(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "\nedges (%d):\n", len(edges))
+			if len(edges) > 0 {
+				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "  EDGE\tVERSION\tSOURCE\tLAST RELOAD\tLAST ERROR")
+				for _, e := range edges {
+					last := "-"
+					if !e.LastReload.IsZero() {
+						last = e.LastReload.Local().Format(time.RFC3339)
+					}
+					mark := ""
+					if e.Version != rec.Version {
+						mark = " (behind)"
+					}
+					fmt.Fprintf(tw, "  %s\t%d%s\t%s\t%s\t%s\n", e.Edge, e.Version, mark, e.Source, last, e.LastError)
+				}
+				_ = tw.Flush()
+			}
+			return nil
+		},
+	}
+}
+
+func printConfigRecord(w io.Writer, rec dynconfig.Record, cfg dynconfig.Config) {
+	fmt.Fprintf(w, "version %d, pushed at %s by %s", rec.Version, rec.PushedAt.Local().Format(time.RFC3339), rec.PushedBy)
+	if rec.RollbackOf != 0 {
+		fmt.Fprintf(w, " (rollback to version %d)", rec.RollbackOf)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "difficulty %d (+%d under load), max_in_flight %d, breaker %d failures / open %v / %d probes\n",
+		cfg.Difficulty, cfg.DifficultyUnderLoad, cfg.MaxInFlight, cfg.Breaker.ConsecutiveFailures, cfg.Breaker.OpenFor, cfg.Breaker.HalfOpenProbes)
+	fmt.Fprintf(w, "trusted proxies: %v\n\n", cfg.TrustedProxies)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  RULE\tCLASS\tKEY\tRATE/S\tBURST\tMODE")
+	for _, r := range cfg.Rules {
+		mode := "enforced"
+		if r.Shadow {
+			mode = "shadow"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%g\t%d\t%s\n", r.Name, r.Class, r.Key, r.Rate, r.Burst, mode)
+	}
+	_ = tw.Flush()
+}
+
+func configHistoryCmd(o *configOpts, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:     "history",
+		Short:   "List the pushes kept (the last 20)",
+		Example: `  seckill config history`,
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			st, done, err := o.store(c.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := context.WithTimeout(c.Context(), o.Timeout)
+			defer cancel()
+			recs, err := st.History(ctx)
+			if err != nil {
+				return err
+			}
+			cur, _ := st.Current(ctx)
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tPUSHED AT\tBY\tNOTE")
+			for _, r := range recs {
+				note := ""
+				if r.RollbackOf != 0 {
+					note = fmt.Sprintf("rollback to %d", r.RollbackOf)
+				}
+				if r.Version == cur {
+					note += " (in force)"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", r.Version, r.PushedAt.Local().Format(time.RFC3339), r.PushedBy, note)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func configRollbackCmd(o *configOpts, stdout, stderr io.Writer) *cobra.Command {
+	expect := -1
+	cmd := &cobra.Command{
+		Use:   "rollback VERSION",
+		Short: "Push an old version (from the history) again, as a new version",
+		Example: `  seckill config rollback 6
+  seckill config rollback 6 --expect-version 9`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			v, err := strconv.ParseInt(args[0], 10, 32)
+			if err != nil || v < 1 {
+				return fmt.Errorf("VERSION %q must be a positive number", args[0])
+			}
+			st, done, err := o.store(c.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := context.WithTimeout(c.Context(), o.Timeout)
+			defer cancel()
+			exp := int32(expect)
+			if expect < 0 {
+				if exp, err = st.Current(ctx); err != nil {
+					return err
+				}
+			}
+			nv, err := st.Rollback(ctx, int32(v), exp)
+			if err != nil {
+				return reportConflict(stderr, err)
+			}
+			fmt.Fprintf(stdout, "pushed version %d: the configuration of version %d\n", nv, v)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&expect, "expect-version", -1, "the version you expect in force; default: the one read just before the write")
+	return cmd
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"seckill/lab"
+)
+
+func labCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Play a flash sale with honest users and bots against a running edge, and report",
+		Long: `The load and bot lab. "lab run" creates a sale through the admin API, gets
+sessions for its honest users and bot accounts, plays the scenario (honest
+users doing what the storefront does, bots of several kinds), checks the
+invariants through GET /admin/items/{id}/stats (and --reconcile-cmd), and
+writes a report (terminal table, report.json, report.html).
+
+The edge must believe the lab's X-Forwarded-For to tell its users apart:
+run it with --trusted-proxies 127.0.0.1/32 (seckill edge or seckill dev).
+The lab plays pow and none items; for captcha items its honest users give up.`,
+		Example: `  seckill dev --no-demo --trusted-proxies 127.0.0.1/32 --admin-token s3cret &
+  seckill lab run configs/lab/small.yaml --admin-token s3cret --report /tmp/lab-small
+  seckill lab run configs/lab/path-sharing.yaml --admin-token s3cret --defence-off path_binding --report /tmp/ps-off
+  seckill lab compare /tmp/ps-on/report.json /tmp/ps-off/report.json`,
+	}
+	cmd.AddCommand(labRunCmd(getenv, stdout, stderr), labCompareCmd(stdout), labBaselineCmd(getenv, stdout, stderr), labSweepCmd(getenv, stdout, stderr))
+	return cmd
+}
+
+func labRunCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	var (
+		cfg        lab.Config
+		reportDir  string
+		defenceOff []string
+		quiet      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run SCENARIO.yaml",
+		Short: "Play one scenario against a running edge",
+		Long: `Play one scenario (configs/lab/*.yaml) against a running edge and print the
+verdict: PASS when accepted (202s seen) == reserved == orders, stock_left ==
+units - orders, nothing oversold, no account won twice, and the
+--reconcile-cmd (if any) exited 0. Exits 1 on FAIL.`,
+		Example: `  seckill lab run configs/lab/small.yaml --edge http://127.0.0.1:8080 --admin http://127.0.0.1:8081 --admin-token s3cret
+  seckill lab run configs/lab/flash-100k.yaml --admin-token s3cret --report out/flash --reconcile-cmd 'seckill reconcile --items {id}'`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sc, err := lab.Load(args[0])
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if err := sc.SwitchOff(defenceOff...); err != nil {
+				return err
+			}
+			if cfg.AdminToken == "" {
+				return fmt.Errorf("--admin-token (or SECKILL_ADMIN_TOKEN) is required")
+			}
+			if !quiet {
+				cfg.Log = stderr
+				if f, ok := stderr.(*os.File); ok {
+					if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+						cfg.Progress = stderr
+					}
+				}
+			}
+			rep, err := lab.Run(cmd.Context(), sc, cfg)
+			if err != nil {
+				return err
+			}
+			rep.WriteTable(stdout)
+			if reportDir != "" {
+				if err := rep.WriteFiles(reportDir); err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "report: %s/report.json, %s/report.html\n", reportDir, reportDir)
+			}
+			if !rep.Passed() {
+				return exitCode(1)
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	envFlag(fs, getenv, &cfg.EdgeURL, "edge", "SECKILL_LAB_EDGE", "http://127.0.0.1:8080", "URL of the edge's public API")
+	envFlag(fs, getenv, &cfg.AdminURL, "admin", "SECKILL_LAB_ADMIN", "http://127.0.0.1:8081", "URL of the edge's admin API")
+	envFlag(fs, getenv, &cfg.AdminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "admin API token")
+	envFlag(fs, getenv, &reportDir, "report", "SECKILL_LAB_REPORT", "", "write report.json and report.html into this folder")
+	envFlag(fs, getenv, &cfg.ReconcileCmd, "reconcile-cmd", "SECKILL_LAB_RECONCILE_CMD", "", "run this through sh -c at the end ({id}: the item id); its exit status is part of the verdict")
+	fs.StringSliceVar(&defenceOff, "defence-off", nil, "switch this defence off for the sale, overriding the scenario (repeatable: challenge, path_binding, single_use, bloom, buckets, breaker, shedding)")
+	fs.BoolVar(&quiet, "quiet", false, "no setup messages and no progress line on stderr")
+	return cmd
+}
+
+func labCompareCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:     "compare A/report.json B/report.json",
+		Short:   "Print two lab reports side by side",
+		Example: `  seckill lab compare /tmp/ps-on/report.json /tmp/ps-off/report.json`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := lab.ReadReport(args[0])
+			if err != nil {
+				return err
+			}
+			b, err := lab.ReadReport(args[1])
+			if err != nil {
+				return err
+			}
+			lab.Compare(stdout, a, b, args[0], args[1])
+			return nil
+		},
+	}
+}
+
+func labBaselineCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	var (
+		cfg        lab.BaselineConfig
+		reportFile string
+	)
+	cmd := &cobra.Command{
+		Use:   "baseline",
+		Short: "Measure what the machine and servers can do at all, and a lab report as a share of it",
+		Long: `Measure a bare echo handler served in process and loaded by a Go loop (the
+most an HTTP service can do here), and, with --redis-url, --amqp-url and
+--pg-url, the raw ceilings of package bench (Redis check-and-DECR script,
+RabbitMQ confirmed publishes, PostgreSQL batched inserts). With --report,
+each figure of that lab run is printed as a ratio of its ceiling.`,
+		Example: `  seckill lab baseline --report /tmp/lab-small/report.json
+  seckill lab baseline --report out/flash/report.json --redis-url redis://127.0.0.1:6379/0 --amqp-url amqp://guest:guest@127.0.0.1:5672/ --pg-url 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if reportFile != "" {
+				rep, err := lab.ReadReport(reportFile)
+				if err != nil {
+					return err
+				}
+				cfg.Report = rep
+			}
+			cfg.Progress = stderr
+			b, err := lab.RunBaseline(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			b.Write(stdout)
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "length of each measure")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "goroutines of the echo load loop")
+	fs.StringVar(&reportFile, "report", "", "a lab report.json whose figures are shown as ratios")
+	envFlag(fs, getenv, &cfg.RedisURL, "redis-url", "SECKILL_REDIS_URL", "", "Redis for the script ceiling")
+	envFlag(fs, getenv, &cfg.AMQPURL, "amqp-url", "SECKILL_AMQP_URL", "", "RabbitMQ for the publish ceiling")
+	envFlag(fs, getenv, &cfg.PGURL, "pg-url", "SECKILL_PG_URL", "", "PostgreSQL admin URL for the insert ceiling (a database is created and dropped)")
+	return cmd
+}
+
+func labSweepCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	var (
+		cfg       lab.SweepConfig
+		rates     string
+		shedding  string
+		reportDir string
+		noXFF     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "sweep",
+		Short: "Offer load from low to past saturation, with shedding on and off; goodput and p99 vs offered load",
+		Long: `Offer honest users at each --rates value for --step, each step on a sale of its
+own with as many units as users, with the edge's load shedding on and then
+switched off (PUT /admin/items/{id}/defences), and chart goodput (purchases
+accepted per second) and honest p99 latency against the offered load
+(sweep.json, sweep.svg, sweep.html in --report).`,
+		Example: `  seckill lab sweep --admin-token s3cret --rates 50,100,200,400,800 --step 5s --report /tmp/sweep`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, s := range strings.Split(rates, ",") {
+				f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+				if err != nil || f <= 0 {
+					return fmt.Errorf("--rates: bad rate %q", s)
+				}
+				cfg.Rates = append(cfg.Rates, f)
+			}
+			switch shedding {
+			case "both":
+				cfg.Shedding = []bool{true, false}
+			case "on":
+				cfg.Shedding = []bool{true}
+			case "off":
+				cfg.Shedding = []bool{false}
+			default:
+				return fmt.Errorf("--shedding: want both, on or off")
+			}
+			if cfg.Lab.AdminToken == "" {
+				return fmt.Errorf("--admin-token (or SECKILL_ADMIN_TOKEN) is required")
+			}
+			cfg.XFF = !noXFF
+			cfg.Progress = stderr
+			res, err := lab.RunSweep(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			res.Write(stdout)
+			if reportDir != "" {
+				if err := res.WriteFiles(reportDir); err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "sweep: %s/sweep.svg, %s/sweep.html, %s/sweep.json\n", reportDir, reportDir, reportDir)
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	envFlag(fs, getenv, &cfg.Lab.EdgeURL, "edge", "SECKILL_LAB_EDGE", "http://127.0.0.1:8080", "URL of the edge's public API")
+	envFlag(fs, getenv, &cfg.Lab.AdminURL, "admin", "SECKILL_LAB_ADMIN", "http://127.0.0.1:8081", "URL of the edge's admin API")
+	envFlag(fs, getenv, &cfg.Lab.AdminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "admin API token")
+	fs.StringVar(&rates, "rates", "50,100,200,400,800", "offered honest users per second, comma-separated, low to high")
+	fs.DurationVar(&cfg.Step, "step", 5*time.Second, "how long each rate is offered")
+	fs.StringVar(&cfg.Challenge, "challenge", "pow", "challenge of the sweep's sales: pow, or none (nothing for the lab to solve)")
+	fs.StringVar(&shedding, "shedding", "both", "shedding modes to measure: both, on or off")
+	fs.StringVar(&reportDir, "report", "", "write sweep.json, sweep.svg and sweep.html into this folder")
+	fs.BoolVar(&noXFF, "no-xff", false, "do not send X-Forwarded-For (the edge does not trust the lab)")
+	return cmd
+}

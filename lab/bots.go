@@ -1,0 +1,238 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"seckill/captcha"
+)
+
+// bot is one bot: its profile and its accounts (the first is its own; a
+// challenge_replayer has a donor, a path_sharer its K receivers).
+type bot struct {
+	spec     BotSpec
+	index    int
+	accounts []*actor
+	lim      *rate.Limiter
+}
+
+func (r *runner) makeBots() []*bot {
+	var out []*bot
+	n := 0
+	for _, spec := range r.sc.Bots {
+		for i := range spec.Count {
+			n++
+			b := &bot{spec: spec, index: i, lim: rate.NewLimiter(rate.Limit(spec.Rate), 1)}
+			ip := ""
+			if r.sc.XFF {
+				ip = fmt.Sprintf("100.64.%d.%d", (n>>8)&255, n&255)
+			}
+			if spec.Kind == OneIPFlood {
+				ip = "" // the lab's own address, or one shared address
+				if r.sc.XFF {
+					ip = "198.51.100.7"
+				}
+			}
+			acct := func(suffix string) *actor {
+				return &actor{kind: spec.Kind, name: fmt.Sprintf("lab%s-%s%d-%s", r.runID, shortKind[spec.Kind], i, suffix), ip: ip}
+			}
+			b.accounts = append(b.accounts, acct(""))
+			switch spec.Kind {
+			case ChallengeReplayer:
+				b.accounts = append(b.accounts, acct("d"))
+			case OneIPFlood, ManyIPFlood:
+				for k := 1; k < spec.Accounts; k++ {
+					b.accounts = append(b.accounts, acct(fmt.Sprintf("a%d", k)))
+				}
+			case PathSharer:
+				for k := range spec.ShareWith {
+					b.accounts = append(b.accounts, acct(fmt.Sprintf("r%d", k)))
+				}
+			}
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// shortKind keeps usernames within 32 characters.
+var shortKind = map[string]string{SkipChallenge: "sc", PathGuesser: "pg", ChallengeReplayer: "cr", OneIPFlood: "f1",
+	ManyIPFlood: "fn", RepeatClicker: "rc", SoldOutHammerer: "so", SlowClient: "sl", PathSharer: "ps"}
+
+// wait takes a token of the bot's rate; false when ctx ended.
+func (b *bot) wait(ctx context.Context) bool { return b.lim.Wait(ctx) == nil }
+
+func randomIP() string {
+	for {
+		a := 11 + mrand.IntN(212)
+		if a != 127 && a != 100 && a != 10 && a != 172 && a != 192 {
+			return fmt.Sprintf("%d.%d.%d.%d", a, mrand.IntN(256), mrand.IntN(256), 1+mrand.IntN(254))
+		}
+	}
+}
+
+// solvedPath gets a path the honest way, each request at the bot's rate;
+// ok false when the sale refused it (the reply says why) or ctx ended.
+func (r *runner) solvedPath(ctx context.Context, b *bot, a *actor) (path string, expires time.Time, ok bool) {
+	if !b.wait(ctx) {
+		return "", time.Time{}, false
+	}
+	ch := r.c.do(ctx, a, "challenge", "POST", r.itemURL+"/challenge", nil)
+	if ch.status != 200 {
+		return "", time.Time{}, false
+	}
+	ans := "0"
+	if ch.str("kind") == "pow" {
+		ans = captcha.SolvePoW(ch.str("seed"), int(ch.num("difficulty")))
+	}
+	if !b.wait(ctx) {
+		return "", time.Time{}, false
+	}
+	p := r.c.do(ctx, a, "path", "POST", r.itemURL+"/path", map[string]any{"challenge_id": ch.str("challenge_id"), "answer": ans})
+	if p.status != 200 {
+		return "", time.Time{}, false
+	}
+	exp, _ := time.Parse(time.RFC3339Nano, p.str("expires_at"))
+	return p.str("path"), exp, true
+}
+
+func (r *runner) buy(ctx context.Context, a *actor, ip, path string) reply {
+	url := r.itemURL + "/buy/" + path
+	if path == "" {
+		url = r.itemURL + "/buy"
+	}
+	rep := r.c.doIP(ctx, a, ip, "buy", "POST", url, nil)
+	if rep.status == 202 {
+		r.win(a)
+	}
+	return rep
+}
+
+// playBot runs one bot until ctx ends.
+func (r *runner) playBot(ctx context.Context, b *bot) {
+	me := b.accounts[0]
+	switch b.spec.Kind {
+	case SkipChallenge:
+		made := []string{"", "0", "00000000000000000000000000000000", "free", "../../buy"}
+		for i := 0; b.wait(ctx); i++ {
+			r.buy(ctx, me, me.ip, made[i%len(made)])
+		}
+	case PathGuesser:
+		for b.wait(ctx) {
+			r.buy(ctx, me, me.ip, randomPath())
+		}
+	case ChallengeReplayer:
+		// The donor's solved challenge is captured and replayed by the
+		// bot, again and again; any path it gets is used to buy.
+		donor := b.accounts[1]
+		var id, ans string
+		for id == "" {
+			if !b.wait(ctx) {
+				return
+			}
+			ch := r.c.do(ctx, donor, "challenge", "POST", r.itemURL+"/challenge", nil)
+			if ch.status == 200 {
+				id, ans = ch.str("challenge_id"), "0"
+				if ch.str("kind") == "pow" {
+					ans = captcha.SolvePoW(ch.str("seed"), int(ch.num("difficulty")))
+				}
+			}
+		}
+		for b.wait(ctx) {
+			p := r.c.do(ctx, me, "path", "POST", r.itemURL+"/path", map[string]any{"challenge_id": id, "answer": ans})
+			if p.status == 200 && b.wait(ctx) {
+				r.buy(ctx, me, me.ip, p.str("path"))
+			}
+		}
+	case OneIPFlood, ManyIPFlood:
+		ipFor := func() string { return me.ip }
+		if b.spec.Kind == ManyIPFlood {
+			ipFor = randomIP
+		}
+		for i := 0; b.wait(ctx); i++ {
+			a := b.accounts[(i/2)%len(b.accounts)]
+			if i%2 == 0 {
+				r.c.doIP(ctx, a, ipFor(), "challenge", "POST", r.itemURL+"/challenge", nil)
+			} else {
+				r.buy(ctx, a, ipFor(), randomPath())
+			}
+		}
+	case RepeatClicker:
+		for ctx.Err() == nil {
+			if p, _, ok := r.solvedPath(ctx, b, me); ok && b.wait(ctx) {
+				r.buy(ctx, me, me.ip, p)
+			}
+		}
+	case SoldOutHammerer:
+		for !r.soldOut.Load() {
+			if !sleep(ctx, 100*time.Millisecond) {
+				return
+			}
+		}
+		for ctx.Err() == nil {
+			if p, _, ok := r.solvedPath(ctx, b, me); ok && b.wait(ctx) {
+				r.buy(ctx, me, me.ip, p)
+			} else if b.wait(ctx) {
+				r.buy(ctx, me, me.ip, randomPath())
+			}
+		}
+	case SlowClient:
+		var p string
+		var exp time.Time
+		for {
+			var ok bool
+			if p, exp, ok = r.solvedPath(ctx, b, me); ok {
+				break
+			}
+			if ctx.Err() != nil || r.soldOut.Load() {
+				return
+			}
+		}
+		wait := time.Until(exp) + b.spec.WaitPastExpiry
+		if exp.IsZero() || wait > b.spec.MaxWait {
+			r.note("slow_client: the path lives %s, longer than max_wait %s: the bot did not buy (run the edge with a shorter --path-ttl)", time.Until(exp).Round(time.Second), b.spec.MaxWait)
+			return
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
+			r.note("slow_client: the run ends before the path expires (%s from now): the bot did not buy (longer duration or shorter --path-ttl)", wait.Round(time.Second))
+			return
+		}
+		if sleep(ctx, wait) {
+			r.buy(ctx, me, me.ip, p)
+		}
+	case PathSharer:
+		rx := b.accounts[1:]
+		done := make([]bool, len(rx))
+		left := len(rx)
+		for left > 0 && ctx.Err() == nil {
+			p, _, ok := r.solvedPath(ctx, b, me)
+			if !ok {
+				continue
+			}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for k, a := range rx {
+				if done[k] {
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rep := r.buy(ctx, a, a.ip, p)
+					if rep.status == 202 || rep.code() == "already_bought" || rep.code() == "sold_out" {
+						mu.Lock()
+						done[k] = true
+						left--
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+		}
+	}
+}
