@@ -224,7 +224,9 @@ type Dynamic struct {
 }
 
 // RuleUpdater is a limiter whose rules can be swapped (limit.Limiter).
-type RuleUpdater interface{ Update(rules []limit.Rule) error }
+type RuleUpdater interface {
+	Update(rules []limit.Rule) error
+}
 
 // Reconfigure swaps in a new dynamic configuration. Everything is checked
 // before anything changes, so a refused configuration leaves the previous
