@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -113,9 +114,11 @@ type Edge struct {
 	diffLoad atomic.Int64
 	defences *defenceSwitches
 	m        *metrics
-	draining atomic.Bool
-	public   *echo.Echo
-	admin    *echo.Echo
+	// shadowLogged: rule -> *atomic.Int64, unix nanos of the last log line
+	shadowLogged sync.Map
+	draining     atomic.Bool
+	public       *echo.Echo
+	admin        *echo.Echo
 }
 
 // New builds an edge.

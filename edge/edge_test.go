@@ -4,14 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"seckill"
 	"seckill/backend"
+	"seckill/limit"
 )
 
 func TestSessionRoundTripAndTampering(t *testing.T) {
@@ -222,4 +227,78 @@ func TestDedupRemembersConfirmedHoldersBriefly(t *testing.T) {
 	if _, held, _ := d.Held(ctx, 1, 9); held || rec.calls != 2 {
 		t.Fatalf("after TTL: held=%v calls=%d", held, rec.calls)
 	}
+}
+
+// A shadow rule never refuses; its hits are counted (and logged).
+func TestShadowRuleCountsButNeverRefuses(t *testing.T) {
+	t.Parallel()
+	lim, err := limit.New([]limit.Rule{{Name: "shadow-status", Class: "status", Key: "user", Rate: 0.001, Burst: 1, Shadow: true}}, limit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lim.Close() }()
+	reg := prometheus.NewRegistry()
+	e := New(Config{SessionSecret: []byte("k"), AdminToken: "a"}, Deps{Backend: noBackend{}, Limiter: lim, Registry: reg})
+	tok, _ := e.sessions.Sign(1, "u")
+	for i := range 3 {
+		req := httptest.NewRequest("GET", "/api/items/77/order", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		e.Public().ServeHTTP(rec, req)
+		if rec.Code != http.StatusNotFound { // past the gate: unknown item
+			t.Fatalf("request %d: %d", i, rec.Code)
+		}
+	}
+	mfs, _ := reg.Gather()
+	var hits float64
+	for _, mf := range mfs {
+		if mf.GetName() == "seckill_edge_shadow_limit_hits_total" {
+			hits = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if hits != 2 {
+		t.Fatalf("shadow hits %v, want 2", hits)
+	}
+}
+
+func TestVerifiedTokenCacheStillChecksExpiry(t *testing.T) {
+	t.Parallel()
+	s := NewSessions([]byte("k"), time.Hour, false)
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	tok, _ := s.SignUntil(5, "x", now.Add(2*time.Second))
+	for range 3 {
+		if _, err := s.Verify(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(3 * time.Second)
+	if _, err := s.Verify(tok); seckill.ErrorCode(err) != seckill.EUnauthorized {
+		t.Fatalf("expired token from the cache: %v", err)
+	}
+	if _, err := s.Verify(flip(tok, len(tok)-1)); err == nil {
+		t.Fatal("a different token was accepted")
+	}
+}
+
+// BenchmarkVerify: a repeated token (cache hit) against a first-seen one.
+func BenchmarkVerify(b *testing.B) {
+	s := NewSessions([]byte("bench-secret"), time.Hour, false)
+	tok, _ := s.Sign(42, "ann")
+	b.Run("repeated", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.Verify(tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("first-seen", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.verify(tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

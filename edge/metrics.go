@@ -1,7 +1,12 @@
 package edge
 
 import (
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"seckill/limit"
 )
 
 type metrics struct {
@@ -62,4 +67,17 @@ func (b *bucketCollector) Collect(ch chan<- prometheus.Metric) {
 	for rule, n := range b.bc.Stats() {
 		ch <- prometheus.MustNewConstMetric(b.desc, prometheus.GaugeValue, float64(n), rule)
 	}
+}
+
+// logShadow logs that a shadow rule would have refused a request: at most
+// once a second per rule (the metric counts every hit).
+func (e *Edge) logShadow(rule, class string, k limit.Keys) {
+	now := time.Now().UnixNano()
+	v, _ := e.shadowLogged.LoadOrStore(rule, new(atomic.Int64))
+	last := v.(*atomic.Int64)
+	prev := last.Load()
+	if now-prev < int64(time.Second) || !last.CompareAndSwap(prev, now) {
+		return
+	}
+	e.log.Info("shadow rule would have refused a request", "rule", rule, "class", class, "ip", k.IP, "user", k.User, "item", k.Item)
 }

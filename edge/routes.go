@@ -116,6 +116,7 @@ func (e *Edge) gate(c echo.Context, class string, itemID int64, needSession bool
 	d.SetHeaders(c.Response().Header())
 	for _, rule := range d.ShadowHits {
 		e.m.shadow.WithLabelValues(rule).Inc()
+		e.logShadow(rule, class, k)
 	}
 	if !d.Allowed {
 		return Session{}, e.reject(&httpapi.RetryError{

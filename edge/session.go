@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"seckill"
@@ -26,7 +27,16 @@ type Sessions struct {
 	ttl    time.Duration
 	now    func() time.Time
 	secure bool
+
+	// verified remembers tokens whose signature checked out (exact token
+	// string -> session), so a client sending the same token again and
+	// again (a bot, a poller) costs no HMAC and no JSON decode. Expiry is
+	// still checked on every use. Bounded: cleared when full.
+	mu       sync.RWMutex
+	verified map[string]Session
 }
+
+const maxVerified = 100_000
 
 // CookieName is the session cookie.
 const CookieName = "seckill_session"
@@ -36,7 +46,7 @@ func NewSessions(secret []byte, ttl time.Duration, secureCookie bool) *Sessions 
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
 	}
-	return &Sessions{secret: secret, ttl: ttl, now: time.Now, secure: secureCookie}
+	return &Sessions{secret: secret, ttl: ttl, now: time.Now, secure: secureCookie, verified: map[string]Session{}}
 }
 
 var b64 = base64.RawURLEncoding.Strict() // strict: no two spellings of one token
@@ -60,12 +70,38 @@ func (s *Sessions) mac(p string) []byte {
 	return m.Sum(nil)
 }
 
+var errBadSession = seckill.Errorf(seckill.EUnauthorized, "session is missing, invalid or expired")
+
 // Verify checks a token: signature, then expiry.
 func (s *Sessions) Verify(token string) (Session, error) {
-	bad := seckill.Errorf(seckill.EUnauthorized, "session is missing, invalid or expired")
+	bad := errBadSession
 	if len(token) > 1024 {
 		return Session{}, bad
 	}
+	s.mu.RLock()
+	ses, ok := s.verified[token]
+	s.mu.RUnlock()
+	if ok {
+		if s.now().Unix() >= ses.Expires {
+			return Session{}, bad
+		}
+		return ses, nil
+	}
+	ses, err := s.verify(token)
+	if err != nil {
+		return Session{}, err
+	}
+	s.mu.Lock()
+	if len(s.verified) >= maxVerified {
+		clear(s.verified)
+	}
+	s.verified[token] = ses
+	s.mu.Unlock()
+	return ses, nil
+}
+
+func (s *Sessions) verify(token string) (Session, error) {
+	bad := errBadSession
 	p, sig, ok := strings.Cut(token, ".")
 	if !ok {
 		return Session{}, bad
