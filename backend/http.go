@@ -70,6 +70,7 @@ func NewHandler(svc *Service, cfg HTTPConfig) *Handler {
 	admin.POST("/users", h.ensureUsers)
 	admin.POST("/items", h.createItem)
 	admin.GET("/items/:id/stats", h.stats)
+	httpapi.RegisterPprof(admin) // /v1/admin/debug/pprof/...
 
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", h.ready)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -291,6 +292,14 @@ func TestEdgeBotSuite(t *testing.T) {
 		if a := call(t, "GET", env.adm.URL+"/healthz", nil, nil); a.status != 200 {
 			t.Fatal(a.status)
 		}
+		want(t, call(t, "GET", env.adm.URL+"/admin/debug/pprof/heap", nil, nil), 401, "unauthenticated")
+		req, _ := http.NewRequest("GET", env.adm.URL+"/admin/debug/pprof/heap", nil)
+		req.Header.Set("Authorization", "Bearer "+env.token)
+		resp, err := edgeClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("heap profile with the token: %v %v", resp, err)
+		}
+		resp.Body.Close()
 	})
 }
 

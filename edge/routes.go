@@ -61,6 +61,7 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	adm.GET("/items/:id/stats", e.stats)
 	adm.POST("/sessions", e.createSessions)
 	adm.GET("/items/:id/defences", e.getDefences)
+	httpapi.RegisterPprof(adm) // /admin/debug/pprof/...
 	adm.PUT("/items/:id/defences", e.putDefences)
 	ec.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	ec.GET("/healthz", health)
