@@ -362,9 +362,12 @@ func (e *Edge) buy(c echo.Context) error {
 	}
 	consume := func() {
 		if def.SingleUse {
-			_ = e.paths.Consume(ctx, ses.UserID, id, p)
+			// Not cancelled with the request: a client hanging up right
+			// after its answer must not leave the path usable.
+			cctx := context.WithoutCancel(ctx)
+			_ = e.paths.Consume(cctx, ses.UserID, id, p)
 			if !def.PathBinding {
-				_ = e.paths.ConsumeShared(ctx, id, p)
+				_ = e.paths.ConsumeShared(cctx, id, p)
 			}
 		}
 	}
