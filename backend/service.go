@@ -209,8 +209,16 @@ type OrderState struct {
 
 // Status tells a user where their order for an item stands.
 func (s *Service) Status(ctx context.Context, itemID, userID int64) (OrderState, error) {
-	if _, err := s.Item(ctx, itemID); err != nil {
+	// Status is polled: prove the item exists from Redis, and ask
+	// PostgreSQL only for an item Redis does not hold.
+	c, err := s.st.Counters(ctx, itemID)
+	if err != nil {
 		return OrderState{}, err
+	}
+	if !c.Loaded {
+		if _, err := s.db.Item(ctx, itemID); err != nil {
+			return OrderState{}, err
+		}
 	}
 	ref, held, err := s.st.Buyer(ctx, itemID, userID)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,9 +15,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"seckill/backend"
-	"seckill/captcha"
-	"seckill/clientip"
 	"seckill/edge"
 	"seckill/limit"
 	"seckill/web"
@@ -37,47 +33,10 @@ type browserEnv struct {
 // newBrowserEnv is newEdgeEnv with edge.Deps.Storefront and Dashboard set.
 func newBrowserEnv(t *testing.T, rules []limit.Rule, cfg edge.Config) *browserEnv {
 	t.Helper()
-	s := newStack(t)
-	s.startRelay(s.amqpURL, "relay-"+s.queue)
-	s.startWorker(s.amqpURL)
-	be := &restartable{h: backend.NewHandler(s.svc, backend.HTTPConfig{Logger: quietLog(t)})}
-	be.start(t)
-	t.Cleanup(be.stop)
-	calls := &counting{next: &http.Transport{MaxIdleConnsPerHost: 64}, calls: map[string]int{}}
-	lim, err := limit.New(rules, limit.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = lim.Close() })
-	ips, err := clientip.New([]string{"127.0.0.1/32"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := s.st.Client()
-	ch := captcha.NewStore(rdb, s.prefix, captcha.Options{})
-	cfg.SessionSecret = []byte("test-secret-0123456789abcdef0123")
-	cfg.AdminToken = "admin-token"
-	e := edge.New(cfg, edge.Deps{
-		Backend:    backend.NewClient("http://"+be.addr, "", &http.Client{Transport: calls, Timeout: 5 * time.Second}),
-		Redis:      rdb,
-		Prefix:     s.prefix,
-		Limiter:    lim,
-		Challenges: ch,
-		Buyers:     s.st,
-		IPs:        ips,
-		Log:        quietLog(t),
-		Storefront: web.Storefront(),
-		Dashboard:  web.Dashboard(),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	go e.Listen(ctx)
-	t.Cleanup(cancel)
-	env := &edgeEnv{t: t, s: s, be: be, calls: calls, edge: e, ch: ch, token: cfg.AdminToken, secret: cfg.SessionSecret}
 	reqs := &requestLog{}
-	env.pub = httptest.NewServer(reqs.wrap(e.Public()))
-	env.adm = httptest.NewServer(e.Admin())
-	t.Cleanup(env.pub.Close)
-	t.Cleanup(env.adm.Close)
+	env := newEdgeEnvWith(t, rules, cfg, func(d *edge.Deps) {
+		d.Storefront, d.Dashboard = web.Storefront(), web.Dashboard()
+	}, reqs.wrap)
 	return &browserEnv{edgeEnv: env, reqs: reqs}
 }
 

@@ -168,7 +168,7 @@ func TestBackendsDiscoveredKilledMidSale(t *testing.T) {
 		t.Fatalf("accepted %d, want %d", len(accepted), n)
 	}
 	s.waitOrders(item.ID, n, 90*time.Second)
-	testenvEventuallyOutboxEmpty(t, s, item.ID)
+	waitOutboxEmpty(t, s, item.ID)
 	s.checkFinal(item, accepted)
 
 	// SIGTERM: the backend deregisters before it drains, long before a

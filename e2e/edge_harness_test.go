@@ -103,6 +103,13 @@ type edgeEnv struct {
 // front of it, on the real servers.
 func newEdgeEnv(t *testing.T, rules []limit.Rule, cfg edge.Config) *edgeEnv {
 	t.Helper()
+	return newEdgeEnvWith(t, rules, cfg, nil, nil)
+}
+
+// newEdgeEnvWith is newEdgeEnv with extra edge dependencies (deps may set
+// fields of edge.Deps) and a wrapper around the public handler; both may be nil.
+func newEdgeEnvWith(t *testing.T, rules []limit.Rule, cfg edge.Config, deps func(*edge.Deps), wrap func(http.Handler) http.Handler) *edgeEnv {
+	t.Helper()
 	s := newStack(t)
 	s.startRelay(s.amqpURL, "relay-"+s.queue)
 	s.startWorker(s.amqpURL)
@@ -123,7 +130,7 @@ func newEdgeEnv(t *testing.T, rules []limit.Rule, cfg edge.Config) *edgeEnv {
 	ch := captcha.NewStore(rdb, s.prefix, captcha.Options{})
 	cfg.SessionSecret = []byte("test-secret-0123456789abcdef0123")
 	cfg.AdminToken = "admin-token"
-	e := edge.New(cfg, edge.Deps{
+	d := edge.Deps{
 		Backend:    backend.NewClient("http://"+be.addr, "", &http.Client{Transport: calls, Timeout: 5 * time.Second}),
 		Redis:      rdb,
 		Prefix:     s.prefix,
@@ -132,12 +139,20 @@ func newEdgeEnv(t *testing.T, rules []limit.Rule, cfg edge.Config) *edgeEnv {
 		Buyers:     s.st,
 		IPs:        ips,
 		Log:        quietLog(t),
-	})
+	}
+	if deps != nil {
+		deps(&d)
+	}
+	e := edge.New(cfg, d)
 	ctx, cancel := context.WithCancel(context.Background())
 	go e.Listen(ctx)
 	t.Cleanup(cancel)
 	env := &edgeEnv{t: t, s: s, be: be, calls: calls, edge: e, ch: ch, token: cfg.AdminToken, secret: cfg.SessionSecret}
-	env.pub = httptest.NewServer(e.Public())
+	pub := e.Public()
+	if wrap != nil {
+		pub = wrap(pub)
+	}
+	env.pub = httptest.NewServer(pub)
 	env.adm = httptest.NewServer(e.Admin())
 	t.Cleanup(env.pub.Close)
 	t.Cleanup(env.adm.Close)

@@ -58,7 +58,7 @@ func TestWorkerKilledMidDrain(t *testing.T) {
 	if len(accepted) != n {
 		t.Fatalf("accepted %d, want %d", len(accepted), n)
 	}
-	testenvEventuallyOutboxEmpty(t, s, item.ID) // all of it is in RabbitMQ now
+	waitOutboxEmpty(t, s, item.ID) // all of it is in RabbitMQ now
 
 	// Small batches so the drain takes long enough to be cut in the middle.
 	w := startProc(t, s.env(s.amqpURL), "worker", "--batch", "10", "--prefetch", "50", "--flush", "1ms")
@@ -177,7 +177,7 @@ func TestBackendKilledWhileRelaying(t *testing.T) {
 		t.Fatalf("accepted %d, want %d", len(accepted), n)
 	}
 	s.waitOrders(item.ID, n, 60*time.Second)
-	testenvEventuallyOutboxEmpty(t, s, item.ID)
+	waitOutboxEmpty(t, s, item.ID)
 	s.checkFinal(item, accepted)
 }
 
@@ -230,7 +230,7 @@ func TestRabbitMQStoppedDuringSale(t *testing.T) {
 		accepted[k] = v
 	}
 	s.waitOrders(item.ID, n, 90*time.Second)
-	testenvEventuallyOutboxEmpty(t, s, item.ID)
+	waitOutboxEmpty(t, s, item.ID)
 	s.checkFinal(item, accepted)
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"seckill/internal/testenv"
 )
 
 // TestFlashSale5000Buyers: 5,000 concurrent buyers, each trying 3 times
@@ -99,28 +101,22 @@ func TestFlashSale5000Buyers(t *testing.T) {
 				t.Fatalf("%d answers, want 15000", total)
 			}
 			s.waitOrders(item.ID, 1000, 60*time.Second)
-			testenvEventuallyOutboxEmpty(t, s, item.ID)
+			waitOutboxEmpty(t, s, item.ID)
 			s.checkFinal(item, accepted)
 		})
 	}
 }
 
-func testenvEventuallyOutboxEmpty(t *testing.T, s *stack, item int64) {
+// waitOutboxEmpty waits until every accepted order left the outbox.
+func waitOutboxEmpty(t *testing.T, s *stack, item int64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Eventually(t, 30*time.Second, "the outbox to empty", func() bool {
 		c, err := s.st.Counters(context.Background(), item)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.OutboxPending == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("outbox still holds %d entries", c.OutboxPending)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return c.OutboxPending == 0
+	})
 }
 
 // TestOneUserHundredParallelAttempts: one user, 100 parallel attempts

@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -102,5 +101,3 @@ func (s *defenceSwitches) set(ctx context.Context, item int64, d Defences) error
 	s.mu.Unlock()
 	return nil
 }
-
-var errNoRedis = errors.New("no redis")

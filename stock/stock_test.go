@@ -2,6 +2,7 @@ package stock_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -302,7 +303,7 @@ func TestOutboxClaimDoneAndRecovery(t *testing.T) {
 		t.Fatalf("stolen %d, want 40", len(stolen))
 	}
 	var m seckill.OrderMessage
-	if err := jsonUnmarshal(stolen[0].Body, &m); err != nil || m.Validate() != nil || m.ReservedAt.IsZero() {
+	if err := json.Unmarshal(stolen[0].Body, &m); err != nil || m.Validate() != nil || m.ReservedAt.IsZero() {
 		t.Fatalf("entry body %s: %v", stolen[0].Body, err)
 	}
 	if err := thief.Done(ctx, stolen); err != nil {

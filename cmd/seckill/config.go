@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+
+	"seckill/limit"
 )
 
 // common holds the settings every part shares.
@@ -204,4 +206,28 @@ func writeAddrFile(path, addr string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// loadLimiter reads token bucket rules from a YAML file and builds the limiter.
+func loadLimiter(file string, maxKeys int, sweep time.Duration) (*limit.Limiter, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading limits: %w", err)
+	}
+	rules, err := limit.ParseRules(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return limit.New(rules, limit.Options{MaxKeysPerRule: maxKeys, IdleAfter: sweep})
+}
+
+// splitList splits a comma-separated setting, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

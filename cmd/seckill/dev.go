@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -27,7 +26,6 @@ import (
 	"seckill/clientip"
 	"seckill/edge"
 	"seckill/inproc"
-	"seckill/limit"
 	"seckill/postgres"
 	"seckill/queue"
 	"seckill/reconcile"
@@ -86,26 +84,12 @@ Each stand-in can be swapped for the real server: --redis-url, --amqp-url,
 			}
 			defer d.close()
 
-			raw, err := os.ReadFile(limitsFile)
-			if err != nil {
-				return fmt.Errorf("reading limits: %w", err)
-			}
-			rules, err := limit.ParseRules(raw)
-			if err != nil {
-				return fmt.Errorf("%s: %w", limitsFile, err)
-			}
-			lim, err := limit.New(rules, limit.Options{MaxKeysPerRule: edge.DefaultMaxKeysPerRule, IdleAfter: 10 * time.Second})
+			lim, err := loadLimiter(limitsFile, edge.DefaultMaxKeysPerRule, 10*time.Second)
 			if err != nil {
 				return err
 			}
 			defer func() { _ = lim.Close() }()
-			var proxies []string
-			for _, p := range strings.Split(trusted, ",") {
-				if p = strings.TrimSpace(p); p != "" {
-					proxies = append(proxies, p)
-				}
-			}
-			ips, err := clientip.New(proxies)
+			ips, err := clientip.New(splitList(trusted))
 			if err != nil {
 				return err
 			}

@@ -25,7 +25,6 @@ import (
 	"seckill/discovery"
 	"seckill/dynconfig"
 	"seckill/edge"
-	"seckill/limit"
 	"seckill/stock"
 	"seckill/web"
 )
@@ -75,26 +74,12 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 				secret = []byte(hex.EncodeToString(b))
 				log.Warn("no --session-secret: using a random one; sessions end with this process and other edges reject them")
 			}
-			raw, err := os.ReadFile(limitsFile)
-			if err != nil {
-				return fmt.Errorf("reading limits: %w", err)
-			}
-			rules, err := limit.ParseRules(raw)
-			if err != nil {
-				return fmt.Errorf("%s: %w", limitsFile, err)
-			}
-			lim, err := limit.New(rules, limit.Options{MaxKeysPerRule: maxKeys, IdleAfter: sweep})
+			lim, err := loadLimiter(limitsFile, maxKeys, sweep)
 			if err != nil {
 				return err
 			}
 			defer func() { _ = lim.Close() }()
-			var proxies []string
-			for _, p := range strings.Split(trusted, ",") {
-				if p = strings.TrimSpace(p); p != "" {
-					proxies = append(proxies, p)
-				}
-			}
-			ips, err := clientip.New(proxies)
+			ips, err := clientip.New(splitList(trusted))
 			if err != nil {
 				return err
 			}

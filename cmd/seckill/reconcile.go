@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -48,10 +47,7 @@ Exits 0 when everything adds up, 2 on a mismatch (repaired or not).`,
 			}
 			defer rdb.Close()
 			opt := reconcile.Options{Settle: settle, Repair: !dryRun}
-			for _, s := range strings.Split(items, ",") {
-				if s = strings.TrimSpace(s); s == "" {
-					continue
-				}
+			for _, s := range splitList(items) {
 				id, err := strconv.ParseInt(s, 10, 64)
 				if err != nil {
 					return err
