@@ -82,19 +82,22 @@ type Stats struct {
 
 // Error codes. They are part of the public contract: clients match on them.
 const (
-	EInvalid         = "invalid"
-	ETooLarge        = "too_large"
-	EUnknownItem     = "unknown_item"
-	ENotFound        = "not_found"
-	ENotLive         = "not_live"
-	ESoldOut         = "sold_out"
-	EAlreadyBought   = "already_bought"
-	EConflict        = "conflict"
-	EUsernameTaken   = "username_taken"
-	EUnauthorized    = "unauthenticated"
-	EForbidden       = "forbidden"
-	EMethod          = "method_not_allowed"
-	EUnavailable     = "backend_unavailable"
+	EInvalid       = "invalid"
+	ETooLarge      = "too_large"
+	EUnknownItem   = "unknown_item"
+	ENotFound      = "not_found"
+	ENotLive       = "not_live"
+	ESoldOut       = "sold_out"
+	EAlreadyBought = "already_bought"
+	EConflict      = "conflict"
+	EUsernameTaken = "username_taken"
+	EUnauthorized  = "unauthenticated"
+	EForbidden     = "forbidden"
+	EMethod        = "method_not_allowed"
+	EUnavailable   = "backend_unavailable"
+	// EDependency: a store the server needs (Redis) is down or did not
+	// answer in time; 503 with Retry-After, retry shortly.
+	EDependency      = "dependency_unavailable"
 	EOverloaded      = "overloaded"
 	ERateLimited     = "rate_limited"
 	EInternal        = "internal"
@@ -115,6 +118,22 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
+
+// Unavailable returns an error with code EDependency: a dependency (Redis)
+// failed. The cause is kept for logs and errors.Is/As; clients see only the
+// message.
+func Unavailable(cause error, format string, args ...any) error {
+	return &causedError{coded: Errorf(EDependency, format, args...), cause: cause}
+}
+
+// causedError is a coded error with the error that caused it.
+type causedError struct {
+	coded *Error
+	cause error
+}
+
+func (e *causedError) Error() string   { return e.coded.Error() + ": " + e.cause.Error() }
+func (e *causedError) Unwrap() []error { return []error{e.coded, e.cause} }
 
 // ErrorCode returns the code of err, or EInternal when err carries none.
 func ErrorCode(err error) string {
@@ -156,7 +175,7 @@ func Status(code string) int {
 		return http.StatusGone
 	case ERateLimited:
 		return http.StatusTooManyRequests
-	case EUnavailable, EOverloaded:
+	case EUnavailable, EOverloaded, EDependency:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

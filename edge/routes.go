@@ -145,7 +145,7 @@ func itemParam(c echo.Context) int64 {
 func (e *Edge) liveItem(ctx context.Context, id int64) (backend.ItemView, error) {
 	it, err := e.catalog.Item(ctx, id)
 	if err != nil {
-		return it, e.reject(err)
+		return it, e.reject(unavailable(err)) // no copy of the catalogue yet: 503, never 500
 	}
 	switch it.State {
 	case "upcoming", "ended":

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
+	"seckill/internal/redisconf"
 	"seckill/limit"
 )
 
@@ -158,12 +159,9 @@ func (c *common) redisClient() (*redis.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing redis url: %w", err)
 	}
-	if opt.PoolSize < 128 {
-		opt.PoolSize = 128
-	}
-	// Retries are safe: every stock script is idempotent per request id.
-	opt.MaxRetries = 3
-	return redis.NewClient(opt), nil
+	// Timeouts and retries: internal/redisconf. Retries are safe because
+	// every command is idempotent per request (ARCHITECTURE.md "Retry safety").
+	return redisconf.New(opt), nil
 }
 
 // printConfig writes the effective configuration with secrets masked.

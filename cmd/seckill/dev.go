@@ -26,6 +26,7 @@ import (
 	"seckill/clientip"
 	"seckill/edge"
 	"seckill/inproc"
+	"seckill/internal/redisconf"
 	"seckill/postgres"
 	"seckill/queue"
 	"seckill/reconcile"
@@ -237,7 +238,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*devStack, 
 				}
 			}
 		}()
-		d.rdb = redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: 128})
+		d.rdb = redisconf.New(&redis.Options{Addr: m.Addr()})
 	} else {
 		c := common{RedisURL: cfg.redisURL}
 		rdb, err := c.redisClient()
