@@ -30,7 +30,7 @@ import (
 type outageEnv struct {
 	edgeRedis, beRedis *testenv.FaultyRedis
 	e                  *edge.Edge
-	pub                *httptest.Server
+	pub, adm           *httptest.Server
 	live, soldOut      int64
 }
 
@@ -64,6 +64,7 @@ func newOutageEnv(t *testing.T) *outageEnv {
 	t.Cleanup(func() { _ = lim.Close() })
 	e := edge.New(edge.Config{
 		SessionSecret: []byte("outage-secret-0123456789abcdef01"),
+		AdminToken:    "outage-admin",
 		CatalogTTL:    time.Minute,
 		// The breaker is not under test here: keep it closed so each row
 		// shows what the route itself answers.
@@ -85,6 +86,8 @@ func newOutageEnv(t *testing.T) *outageEnv {
 	env := &outageEnv{edgeRedis: edgeRedis, beRedis: beRedis, e: e, live: live.ID, soldOut: sold.ID}
 	env.pub = httptest.NewServer(e.Public())
 	t.Cleanup(env.pub.Close)
+	env.adm = httptest.NewServer(e.Admin())
+	t.Cleanup(env.adm.Close)
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if r := env.do(t, "GET", fmt.Sprintf("/api/items/%d", live.ID), 0, nil); r.status == 200 {
 			break
@@ -110,12 +113,23 @@ var outageClient = &http.Client{Timeout: 30 * time.Second}
 // do sends one request as user (0: no session) and decodes the answer.
 func (env *outageEnv) do(t *testing.T, method, path string, user int64, body any) reply {
 	t.Helper()
+	return env.send(t, env.pub.URL, method, path, user, body)
+}
+
+// admin sends one request to the admin listener with the admin token.
+func (env *outageEnv) admin(t *testing.T, method, path string, body any) reply {
+	t.Helper()
+	return env.send(t, env.adm.URL, method, path, -1, body)
+}
+
+func (env *outageEnv) send(t *testing.T, base, method, path string, user int64, body any) reply {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		raw, _ := json.Marshal(body)
 		rd = strings.NewReader(string(raw))
 	}
-	req, err := http.NewRequest(method, env.pub.URL+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +137,8 @@ func (env *outageEnv) do(t *testing.T, method, path string, user int64, body any
 	if user > 0 {
 		tok, _ := env.e.Sessions().Sign(user, fmt.Sprintf("u%d", user))
 		req.Header.Set("Authorization", "Bearer "+tok)
+	} else if user < 0 {
+		req.Header.Set("Authorization", "Bearer outage-admin")
 	}
 	start := time.Now()
 	resp, err := outageClient.Do(req)
@@ -230,12 +246,17 @@ func TestRoutesUnderRedisFaults(t *testing.T) {
 			"order":                  ok,
 			"order without session":  {401, seckill.EUnauthorized},
 			"challenge without user": {401, seckill.EUnauthorized},
+			"admin stats":            ok,
+			"admin put defences":     ok,
+			"admin get defences":     ok,
 		}
 		if hit.backend {
 			w["buy"] = want{503, bu}
 			w["order"] = want{503, bu}
+			w["admin stats"] = want{503, bu}
 		}
 		if hit.edge {
+			w["admin put defences"] = want{503, dep}
 			w["challenge"] = want{503, dep}
 			w["path"] = want{503, dep}
 			w["buy"] = want{503, dep}
@@ -298,6 +319,11 @@ func TestRoutesUnderRedisFaults(t *testing.T) {
 				"challenge without user": func() reply {
 					return env.do(t, "POST", fmt.Sprintf("/api/items/%d/challenge", live), 0, nil)
 				},
+				"admin stats": func() reply { return env.admin(t, "GET", fmt.Sprintf("/admin/items/%d/stats", live), nil) },
+				"admin put defences": func() reply {
+					return env.admin(t, "PUT", fmt.Sprintf("/admin/items/%d/defences", live), map[string]any{})
+				},
+				"admin get defences": func() reply { return env.admin(t, "GET", fmt.Sprintf("/admin/items/%d/defences", live), nil) },
 			}
 			got := map[string]reply{}
 			var mu sync.Mutex
@@ -333,6 +359,14 @@ func TestRoutesUnderRedisFaults(t *testing.T) {
 				}
 			}
 			t.Logf("%s: slowest answer %v (%s)", row.name, slowest.Round(time.Millisecond), slowName)
+
+			// A stale catalogue copy whose refresh fails is still served.
+			env.e.Catalog().Invalidate()
+			if r := env.do(t, "GET", fmt.Sprintf("/api/items/%d", live), 0, nil); r.status != 200 || r.took > 10*time.Second {
+				t.Errorf("stale catalogue: %d %v after %v", r.status, r.body, r.took)
+			} else {
+				t.Logf("%s: stale catalogue served after %v", row.name, r.took.Round(time.Millisecond))
+			}
 
 			// Back to normal: the path refused with 503 still buys, and a
 			// fresh buyer goes through the whole flow.
