@@ -1,7 +1,8 @@
 // Package redisconf is the one place that decides how every seckill
 // process talks to Redis: timeouts and the retry policy. cmd/seckill (every
-// subcommand), seckill bench and the retry tests build their clients with
-// it, so a test that loses a reply sees exactly what production sees.
+// subcommand on a real Redis), seckill bench and the retry tests build
+// their clients with it, so a test that loses a reply sees exactly what
+// production sees.
 //
 // go-redis retries a command after a read timeout, EOF or a reset, even
 // when the command already reached the server and ran. That is safe only
@@ -11,9 +12,10 @@
 // The timeouts bound how long one command can take when Redis is down or
 // stalls (SIGSTOP, a fork, a lost network): each attempt waits at most one
 // ReadTimeout (or PoolTimeout, or DialTimeout), and the whole command,
-// retries included, at most CommandBudget. See WorstCase. The go-redis
-// defaults (5 s read timeout, 5 dial attempts, no overall bound) made a
-// request wait 20 s and more before the edge could answer 503.
+// retries included, at most CommandBudget: that is the longest a command
+// can take however Redis fails (down, stalled, unreachable). The go-redis
+// defaults (5 s read timeout, 5 dial attempts, no overall bound) let one
+// command wait 20 s before the edge could answer 503.
 package redisconf
 
 import (
@@ -32,19 +34,22 @@ const (
 	// network error or a timeout: 4 attempts in all.
 	MaxRetries = 3
 	// ReadTimeout bounds the wait for one reply. A Lua script of ours runs
-	// in microseconds; a reply later than this means Redis is stalled.
-	// Blocking reads (XREADGROUP BLOCK) get their block time on top.
-	ReadTimeout = time.Second
+	// in microseconds; a reply later than this means Redis is stalled (or
+	// this process starved of CPU: not much shorter, or a busy machine
+	// times out by itself). Blocking reads (XREADGROUP BLOCK) get their
+	// block time on top.
+	ReadTimeout = 2 * time.Second
 	// WriteTimeout bounds one write of a command to the socket.
-	WriteTimeout = time.Second
+	WriteTimeout = 2 * time.Second
 	// DialTimeout bounds one connection attempt.
 	DialTimeout = time.Second
 	// DialerRetries is the number of connection attempts per command
 	// attempt (go-redis retries the command itself MaxRetries times).
 	DialerRetries = 1
-	// PoolTimeout bounds the wait for a free pooled connection (all busy
-	// during a stall); go-redis retries a pool timeout too.
-	PoolTimeout = time.Second
+	// PoolTimeout bounds the wait for a free pooled connection: all busy
+	// during a stall, or a burst of buyers queueing for PoolSize
+	// connections. CommandBudget bounds it too.
+	PoolTimeout = 4 * time.Second
 	// MinRetryBackoff and MaxRetryBackoff bound the exponential backoff
 	// between attempts.
 	MinRetryBackoff = 8 * time.Millisecond
@@ -53,12 +58,12 @@ const (
 	PoolSize = 128
 	// CommandBudget bounds one command or pipeline, every retry included:
 	// go-redis's own bound depends on how many stale pooled connections and
-	// failed handshakes it meets (8 s measured for a MULTI/EXEC against a
-	// stalled Redis with 1 s timeouts), so the client adds this deadline to
+	// failed handshakes it meets (8.2 s measured for a MULTI/EXEC against
+	// a stalled Redis with 1 s timeouts), so the client adds this deadline to
 	// any context that has none or a later one (ContextTimeoutEnabled).
 	// Blocking reads (XREADGROUP BLOCK, BLPOP...) are exempt: their own
 	// block time bounds them.
-	CommandBudget = 3 * time.Second
+	CommandBudget = 4 * time.Second
 )
 
 // Apply sets the production policy on opt wherever opt leaves a setting at
@@ -112,16 +117,6 @@ func NewClient(rawURL string) (*redis.Client, error) {
 		return nil, err
 	}
 	return New(opt), nil
-}
-
-// WorstCase is the longest one non-blocking command of a New client can
-// take before it fails, however Redis fails (down, stalled, unreachable):
-// CommandBudget, plus at most one ReadTimeout for a read already under way
-// when the budget ends (go-redis checks the context between attempts and
-// uses it as the socket deadline). A stall shorter than one attempt's
-// timeout is ridden out by a retry.
-func WorstCase(opt *redis.Options) time.Duration {
-	return CommandBudget + opt.ReadTimeout
 }
 
 // budget is the go-redis hook that bounds each command and pipeline.
