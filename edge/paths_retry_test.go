@@ -103,3 +103,39 @@ func TestPathsRedisDown(t *testing.T) {
 		})
 	}
 }
+
+// TestDedupKeepsAnsweringWhenRedisIsDown: a Bloom positive that the exact
+// record cannot confirm (Redis refused) is let through, not turned into an
+// error; it is counted, and confirmed again once Redis is back.
+func TestDedupKeepsAnsweringWhenRedisIsDown(t *testing.T) {
+	f := testenv.RedisBehindProxy(t)
+	ctx := context.Background()
+	buyers := buyerRecordFunc(func(ctx context.Context, itemID, userID int64) (string, bool, error) {
+		v, err := f.Client.HGet(ctx, f.Prefix+"buyers", "1").Result()
+		if err != nil {
+			return "", false, err
+		}
+		return v, true, nil
+	})
+	if err := f.Direct.HSet(ctx, f.Prefix+"buyers", "1", "o-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	d := NewDedup(buyers, 1000)
+	d.Add(1, 7)
+	f.Proxy.Refuse(true)
+	f.Proxy.CutAll()
+	ref, held, err := d.Held(ctx, 1, 7)
+	if err != nil || held || ref != "" || d.Unconfirmed() != 1 {
+		t.Fatalf("Redis down: %q %v %v, %d unconfirmed; want not held, no error, 1", ref, held, err, d.Unconfirmed())
+	}
+	f.Proxy.Refuse(false)
+	if ref, held, err := d.Held(ctx, 1, 7); err != nil || !held || ref != "o-1" {
+		t.Fatalf("Redis back: %q %v %v", ref, held, err)
+	}
+}
+
+type buyerRecordFunc func(ctx context.Context, itemID, userID int64) (string, bool, error)
+
+func (f buyerRecordFunc) Buyer(ctx context.Context, itemID, userID int64) (string, bool, error) {
+	return f(ctx, itemID, userID)
+}
