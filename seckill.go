@@ -82,28 +82,26 @@ type Stats struct {
 
 // Error codes. They are part of the public contract: clients match on them.
 const (
-	EInvalid       = "invalid"
-	ETooLarge      = "too_large"
-	EUnknownItem   = "unknown_item"
-	ENotFound      = "not_found"
-	ENotLive       = "not_live"
-	ESoldOut       = "sold_out"
-	EAlreadyBought = "already_bought"
-	EConflict      = "conflict"
-	EUsernameTaken = "username_taken"
-	EUnauthorized  = "unauthenticated"
-	EForbidden     = "forbidden"
-	EMethod        = "method_not_allowed"
-	EUnavailable   = "backend_unavailable"
-	// EDependency: a store the server needs (Redis) is down or did not
-	// answer in time; 503 with Retry-After, retry shortly.
-	EDependency      = "dependency_unavailable"
+	EInvalid         = "invalid"
+	ETooLarge        = "too_large"
+	EUnknownItem     = "unknown_item"
+	ENotFound        = "not_found"
+	ENotLive         = "not_live"
+	ESoldOut         = "sold_out"
+	EAlreadyBought   = "already_bought"
+	EConflict        = "conflict"
+	EUsernameTaken   = "username_taken"
+	EUnauthorized    = "unauthenticated"
+	EForbidden       = "forbidden"
+	EMethod          = "method_not_allowed"
+	EUnavailable     = "backend_unavailable"
 	EOverloaded      = "overloaded"
 	ERateLimited     = "rate_limited"
 	EInternal        = "internal"
 	EChallengeFailed = "challenge_failed"
 	EBadPath         = "bad_path"
 	EBadCredentials  = "bad_credentials"
+	EDependency      = "dependency_unavailable" // a store the server needs (Redis) is down or did not answer in time
 )
 
 // Error is an error with a machine-readable code.
