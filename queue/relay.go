@@ -56,13 +56,14 @@ type RelayConfig struct {
 // Published, Confirmed, Returned and Nacked count entries (orders);
 // Messages counts the RabbitMQ messages that carried them.
 type RelayStats struct {
-	Published  uint64 // entries sent in a basic.publish (republishes included)
-	Messages   uint64 // basic.publish sent (republishes included)
-	Confirmed  uint64 // acked and not returned: handed to Done
-	Returned   uint64 // returned unroutable (mandatory), to be republished
-	Nacked     uint64 // nacked by the broker or by a lost channel, to be republished
-	Reconnects uint64 // connections opened after the first
-	DoneErrors uint64 // failed Outbox.Done calls (retried)
+	Published   uint64 // entries sent in a basic.publish (republishes included)
+	Messages    uint64 // basic.publish sent (republishes included)
+	Confirmed   uint64 // acked and not returned: handed to Done
+	Returned    uint64 // returned unroutable (mandatory), to be republished
+	Nacked      uint64 // nacked by the broker or by a lost channel, to be republished
+	Reconnects  uint64 // connections opened after the first
+	DoneErrors  uint64 // failed Outbox.Done calls (retried)
+	ClaimErrors uint64 // failed Outbox.Claim calls (what they returned is published)
 }
 
 // Relay moves outbox entries to RabbitMQ with publisher confirms.
@@ -71,7 +72,8 @@ type Relay struct {
 	ob  Outbox
 	log *slog.Logger
 
-	published, messages, confirmed, returned, nacked, reconnects, doneErrors atomic.Uint64
+	published, messages, confirmed, returned, nacked, reconnects, doneErrors, claimErrors atomic.Uint64
+	connected                                                                             atomic.Bool
 
 	idPrefix string        // random, unique to this relay
 	idSeq    atomic.Uint64 // message id sequence
@@ -119,20 +121,39 @@ func NewRelay(cfg RelayConfig, ob Outbox) *Relay {
 // Stats returns the relay's counters.
 func (r *Relay) Stats() RelayStats {
 	return RelayStats{
-		Published:  r.published.Load(),
-		Messages:   r.messages.Load(),
-		Confirmed:  r.confirmed.Load(),
-		Returned:   r.returned.Load(),
-		Nacked:     r.nacked.Load(),
-		Reconnects: r.reconnects.Load(),
-		DoneErrors: r.doneErrors.Load(),
+		Published:   r.published.Load(),
+		Messages:    r.messages.Load(),
+		Confirmed:   r.confirmed.Load(),
+		Returned:    r.returned.Load(),
+		Nacked:      r.nacked.Load(),
+		Reconnects:  r.reconnects.Load(),
+		DoneErrors:  r.doneErrors.Load(),
+		ClaimErrors: r.claimErrors.Load(),
 	}
+}
+
+// Connected reports whether the relay holds an open channel to RabbitMQ.
+func (r *Relay) Connected() bool { return r.connected.Load() }
+
+// Keeper is an Outbox with duties of its own while a relay drains it (a
+// heartbeat, gauges). Relay.Run runs Keep alongside and waits for it.
+type Keeper interface {
+	Keep(ctx context.Context)
 }
 
 // Run relays until ctx is done, reconnecting with backoff. On return every
 // entry it held and could not confirm is left in the outbox (not Done), so
 // a later Claim hands it out again.
 func (r *Relay) Run(ctx context.Context) error {
+	if k, ok := r.ob.(Keeper); ok {
+		kctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			k.Keep(kctx)
+		}()
+		defer func() { stop(); <-done }()
+	}
 	bo := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	connected := false
 	for ctx.Err() == nil {
@@ -151,7 +172,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		connected = true
 		bo.reset()
 		r.log.Info("relay connected")
+		r.connected.Store(true)
 		err = r.session(ctx, conn, ch)
+		r.connected.Store(false)
 		if ctx.Err() != nil {
 			break
 		}
@@ -254,16 +277,21 @@ func (r *Relay) publisher(ctx context.Context, ch *amqp.Channel, pending chan<- 
 		if batch == nil && wait == 0 {
 			if room := r.room(); room > 0 {
 				entries, err := r.ob.Claim(ctx, min(room, r.cfg.Batch))
+				// Entries returned with an error were handed to this relay
+				// all the same (pending under its name): publish them.
+				batch = r.own(entries)
 				if err != nil {
-					if ctx.Err() != nil {
+					r.claimErrors.Add(1)
+					if ctx.Err() != nil && len(batch) == 0 {
 						return ctx.Err()
 					}
 					d := claimErr.next()
-					r.log.Warn("outbox claim failed", "err", err, "retry_in", d)
-					wait = d
+					r.log.Warn("outbox claim failed", "err", err, "kept", len(batch), "retry_in", d)
+					if len(batch) == 0 {
+						wait = d
+					}
 				} else {
 					claimErr.reset()
-					batch = r.own(entries)
 					if len(batch) == 0 {
 						wait = idle.next()
 					}
