@@ -16,6 +16,7 @@ import (
 
 	"seckill"
 	"seckill/internal/faultproxy"
+	"seckill/internal/testenv"
 	"seckill/queue"
 	"seckill/stock"
 )
@@ -49,7 +50,7 @@ func (s *stack) startLossyRelay(id string, claimIdle time.Duration) *lossyRelay 
 	reads := redis.NewClient(opt)
 	s.t.Cleanup(func() { _ = reads.Close() })
 	ob := s.st.RelayOutbox(id, stock.OutboxOptions{ClaimIdle: claimIdle, StealAfter: time.Hour, Reads: reads})
-	r := queue.NewRelay(queue.RelayConfig{URL: s.amqpURL, Topology: s.topology(), Logger: quietLog(s.t)}, ob)
+	r := queue.NewRelay(queue.RelayConfig{URL: s.amqpURL, Topology: s.topology(), Logger: quietLog(s.t), HoldRefresh: claimIdle / 3}, ob)
 	return &lossyRelay{proxy: p, relay: r, outbox: ob, stop: run(s.t, r.Run)}
 }
 
@@ -240,4 +241,54 @@ func TestReconcileBacklogIsNotStranded(t *testing.T) {
 	if it = itemReport(t, m); code != 2 || it["oversold"] != float64(1) {
 		t.Fatalf("oversold: exit %d, %v", code, m)
 	}
+}
+
+// TestHeldEntriesAreWaitingNotStranded: the relay holds entries it cannot
+// get confirmed (RabbitMQ's replies are dropped: a broker that hangs). It
+// tells the outbox it holds them, so reconcile reports them as waiting
+// (exit 3), not stranded, and the relay does not take them back; once the
+// broker answers again they are stored once.
+func TestHeldEntriesAreWaitingNotStranded(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	item := s.createItem(10, "none")
+	users := s.users(3)
+	s.startWorker(s.amqpURL)
+	u, err := url.Parse(s.amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := faultproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	viaProxy := *u
+	viaProxy.Host = p.Addr()
+	ob := s.st.RelayOutbox("relay-held", stock.OutboxOptions{ClaimIdle: 600 * time.Millisecond, StealAfter: time.Hour})
+	r := queue.NewRelay(queue.RelayConfig{URL: viaProxy.String(), Topology: s.topology(), Logger: quietLog(t), HoldRefresh: 200 * time.Millisecond}, ob)
+	run(t, r.Run)
+	accepted := s.reserveAll(item.ID, users[:1])
+	s.waitOrders(item.ID, 1, 20*time.Second)
+
+	p.DropReplies(true) // publishes reach RabbitMQ, confirms never come back
+	for u, ref := range s.reserveAll(item.ID, users[1:]) {
+		accepted[u] = ref
+	}
+	testenv.Eventually(t, 10*time.Second, "two orders published", func() bool { return r.Stats().Published >= 3 })
+	time.Sleep(1500 * time.Millisecond) // past --stranded-after and ClaimIdle
+	code, m := s.reconcileJSON("--items", fmt.Sprint(item.ID), "--stranded-after", "1s", "--dry-run")
+	it := itemReport(t, m)
+	if code != 3 || it["stranded"] != nil || it["waiting"] != float64(2) ||
+		!strings.Contains(fmt.Sprint(m["waiting_reason"]), "relay alive") {
+		t.Fatalf("held entries: exit %d, %v", code, m)
+	}
+	if n := ob.Stats().Reclaimed; n != 0 {
+		t.Fatalf("the relay took back %d entries it holds", n)
+	}
+	p.DropReplies(false)
+	p.CutAll() // the AMQP stream lost bytes: start over
+	s.waitOrders(item.ID, 3, 30*time.Second)
+	waitOutboxEmpty(t, s, item.ID)
+	s.checkFinal(item, accepted)
 }

@@ -335,6 +335,26 @@ func (o *Outbox) xclaim(ctx context.Context, stream string, ids []string, minIdl
 	return toEntries(stream, live), nil
 }
 
+// Hold resets the idle time of entries the relay still holds (XCLAIM
+// JUSTID, min idle 0: idempotent, safe to retry), so that only an entry the
+// relay does not hold goes idle: it is taken back after ClaimIdle, and
+// reconcile calls it stranded after --stranded-after. An entry no longer
+// pending (confirmed and removed meanwhile) is not touched.
+func (o *Outbox) Hold(ctx context.Context, entries []queue.OutboxEntry) error {
+	by := map[string][]string{}
+	for _, e := range entries {
+		by[e.Stream] = append(by[e.Stream], e.ID)
+	}
+	pipe := o.s.rdb.Pipeline()
+	for st, ids := range by {
+		pipe.XClaimJustID(ctx, &redis.XClaimArgs{Stream: st, Group: relayGroup, Consumer: o.consumer, Messages: ids})
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("refreshing held outbox entries: %w", err)
+	}
+	return nil
+}
+
 // Keep runs the relay's own duties until ctx is done: the heartbeat
 // (<prefix>relay:alive:<consumer>, rewritten every second) and the ages of
 // the oldest waiting entries (see Ages). On return it deletes the heartbeat.

@@ -78,7 +78,10 @@ func newRelay(c common, o relayOptions, rdb redis.UniversalClient, log *slog.Log
 	})
 	r := queue.NewRelay(queue.RelayConfig{
 		URL: c.AMQPURL, Topology: queue.Topology{Queue: c.Queue},
-		Logger: log.With("component", "relay", "relay_id", o.id),
+		// Held entries are refreshed well before ClaimIdle: only an entry
+		// the relay does not hold goes idle that long.
+		HoldRefresh: max(o.claimIdle/3, 100*time.Millisecond),
+		Logger:      log.With("component", "relay", "relay_id", o.id),
 	}, ob)
 	return &relayParts{relay: r, outbox: ob, close: func() {
 		for _, f := range closers {
