@@ -59,9 +59,14 @@ func (s *stack) startLossyRelay(id string, claimIdle time.Duration) *lossyRelay 
 // (its read reached Redis; its reply was lost). It returns the order ref.
 func (s *stack) strandOne(lr *lossyRelay, item, user int64) string {
 	s.t.Helper()
+	return s.strandVia(lr.proxy, lr.outbox.Consumer(), item, user)
+}
+
+func (s *stack) strandVia(p *faultproxy.Proxy, consumer string, item, user int64) string {
+	s.t.Helper()
 	ctx := context.Background()
-	lr.proxy.DropReplies(true)
-	defer lr.proxy.DropReplies(false)
+	p.DropReplies(true)
+	defer p.DropReplies(false)
 	r, err := s.svc.Reserve(ctx, item, user, fmt.Sprint("req-", user))
 	if err != nil {
 		s.t.Fatal(err)
@@ -73,12 +78,12 @@ func (s *stack) strandOne(lr *lossyRelay, item, user int64) string {
 			s.t.Fatal(err)
 		}
 		for _, p := range st.Pending {
-			if p.Ref == r.OrderRef && p.Consumer == lr.outbox.Consumer() {
+			if p.Ref == r.OrderRef && p.Consumer == consumer {
 				return r.OrderRef
 			}
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("order %s not pending under %s: %+v", r.OrderRef, lr.outbox.Consumer(), st)
+			s.t.Fatalf("order %s not pending under %s: %+v", r.OrderRef, consumer, st)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
