@@ -159,6 +159,8 @@ relay stops after its outstanding confirms.`,
 	envFlag(fs, getenv, &token, "admin-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token required on /v1/admin/* (none when empty)")
 	envBool(fs, getenv, &relay, "relay", "SECKILL_RELAY", true, "run the outbox relay in this process")
 	ro.register(fs, getenv, "relay-claim-idle")
+	fs.DurationVar(&ro.claimIdle, "claim-idle", ro.claimIdle, "the same as --relay-claim-idle (the name seckill relay uses)")
+	_ = fs.MarkHidden("claim-idle")
 	envFlag(fs, getenv, &ro.redisURL, "relay-redis-url", "SECKILL_RELAY_REDIS_URL", "", "Redis URL of the relay's own traffic (default --redis-url; the same Redis, reached another way)")
 	envFlag(fs, getenv, &zkAddrs, "zk", "SECKILL_ZK", "", "ZooKeeper servers (host:port,...) to register this backend with, so edges find it (none when empty)")
 	envFlag(fs, getenv, &advertise, "advertise", "SECKILL_BACKEND_ADVERTISE", "", "URL or host:port edges reach this backend at (default the address listened on)")
