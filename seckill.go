@@ -78,6 +78,13 @@ type Stats struct {
 	Orders        int64 `json:"orders"`
 	OutboxPending int64 `json:"outbox_pending"`
 	Failed        int64 `json:"failed"`
+	// Ages of the oldest orders waiting in the outbox, since their
+	// reservation (Redis's clock), in ms; 0 when there are none. Pending:
+	// handed to a relay, not yet confirmed by RabbitMQ. Unread: no relay
+	// has read it yet. Oldest: the larger of the two.
+	OutboxOldestAgeMs     int64 `json:"outbox_oldest_age_ms"`
+	OutboxOldestPendingMs int64 `json:"outbox_oldest_pending_ms"`
+	OutboxOldestUnreadMs  int64 `json:"outbox_oldest_unread_ms"`
 }
 
 // Error codes. They are part of the public contract: clients match on them.

@@ -323,6 +323,17 @@ func (s *Service) Stats(ctx context.Context, itemID int64) (seckill.Stats, error
 	if !c.Loaded {
 		st.StockLeft = it.Stock - orders
 	}
+	if a, ok := s.st.(interface {
+		OutboxAges(ctx context.Context, itemID int64) (stock.OutboxAges, error)
+	}); ok && c.OutboxPending > 0 {
+		ages, err := a.OutboxAges(ctx, itemID)
+		if err != nil {
+			return seckill.Stats{}, err
+		}
+		st.OutboxOldestAgeMs = ages.Oldest().Milliseconds()
+		st.OutboxOldestPendingMs = ages.OldestPending.Milliseconds()
+		st.OutboxOldestUnreadMs = ages.OldestUnread.Milliseconds()
+	}
 	return st, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -19,25 +18,22 @@ import (
 	"seckill/backend"
 	"seckill/discovery"
 	"seckill/postgres"
-	"seckill/queue"
 	"seckill/stock"
 )
 
 func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
 	var (
-		c          common
-		listen     string
-		addrFile   string
-		token      string
-		relay      bool
-		relayID    string
-		stealAfter time.Duration
-		drainWait  time.Duration
-		zkAddrs    string
-		zkRoot     string
-		advertise  string
+		c         common
+		listen    string
+		addrFile  string
+		token     string
+		relay     bool
+		ro        relayOptions
+		drainWait time.Duration
+		zkAddrs   string
+		zkRoot    string
+		advertise string
 	)
-	host, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "backend",
 		Short: "Run the purchase backend: reservation API and outbox relay",
@@ -94,15 +90,16 @@ relay stops after its outstanding confirms.`,
 			relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopRelay()
 			if relay {
-				r := queue.NewRelay(queue.RelayConfig{
-					URL: c.AMQPURL, Topology: queue.Topology{Queue: c.Queue},
-					Logger: log.With("component", "relay"),
-				}, st.Outbox(relayID, stealAfter))
-				registerRelayMetrics(reg, r)
+				parts, err := newRelay(c, ro, rdb, log)
+				if err != nil {
+					return err
+				}
+				defer func() { stopRelay(); wg.Wait(); parts.close() }()
+				registerRelayMetrics(reg, parts.relay, parts.outbox)
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := r.Run(relayCtx); err != nil && !errors.Is(err, context.Canceled) {
+					if err := parts.relay.Run(relayCtx); err != nil && !errors.Is(err, context.Canceled) {
 						log.Error("relay stopped", "err", err)
 					}
 				}()
@@ -161,25 +158,13 @@ relay stops after its outstanding confirms.`,
 	envFlag(fs, getenv, &addrFile, "addr-file", "SECKILL_BACKEND_ADDR_FILE", "", "write the address actually listened on to this file (for --listen with port 0)")
 	envFlag(fs, getenv, &token, "admin-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token required on /v1/admin/* (none when empty)")
 	envBool(fs, getenv, &relay, "relay", "SECKILL_RELAY", true, "run the outbox relay in this process")
-	envFlag(fs, getenv, &relayID, "relay-id", "SECKILL_RELAY_ID", "relay-"+host, "name of this relay; a restarted relay with the same name resumes its unconfirmed entries at once")
-	envDuration(fs, getenv, &stealAfter, "relay-steal-after", "SECKILL_RELAY_STEAL_AFTER", 30*time.Second, "take over entries another relay has held unconfirmed this long")
+	ro.register(fs, getenv, "relay-claim-idle")
+	fs.DurationVar(&ro.claimIdle, "claim-idle", ro.claimIdle, "the same as --relay-claim-idle (the name seckill relay uses)")
+	_ = fs.MarkHidden("claim-idle")
+	envFlag(fs, getenv, &ro.redisURL, "relay-redis-url", "SECKILL_RELAY_REDIS_URL", "", "Redis URL of the relay's own traffic (default --redis-url; the same Redis, reached another way)")
 	envFlag(fs, getenv, &zkAddrs, "zk", "SECKILL_ZK", "", "ZooKeeper servers (host:port,...) to register this backend with, so edges find it (none when empty)")
 	envFlag(fs, getenv, &advertise, "advertise", "SECKILL_BACKEND_ADVERTISE", "", "URL or host:port edges reach this backend at (default the address listened on)")
 	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "ZooKeeper folder of this deployment; backends register under ROOT/backends")
 	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listener closes")
 	return cmd
-}
-
-func registerRelayMetrics(reg prometheus.Registerer, r *queue.Relay) {
-	counter := func(name, help string, f func(queue.RelayStats) uint64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: "seckill_relay", Name: name, Help: help,
-		}, func() float64 { return float64(f(r.Stats())) }))
-	}
-	counter("published_total", "Orders published to RabbitMQ (republishes included; many per message).", func(s queue.RelayStats) uint64 { return s.Published })
-	counter("messages_total", "RabbitMQ messages published (each carries up to 256 orders).", func(s queue.RelayStats) uint64 { return s.Messages })
-	counter("confirmed_total", "Orders confirmed by RabbitMQ and removed from the outbox.", func(s queue.RelayStats) uint64 { return s.Confirmed })
-	counter("returned_total", "Orders returned unroutable, to be republished.", func(s queue.RelayStats) uint64 { return s.Returned })
-	counter("nacked_total", "Orders nacked by RabbitMQ or lost with a channel, to be republished.", func(s queue.RelayStats) uint64 { return s.Nacked })
-	counter("reconnects_total", "Connections to RabbitMQ opened after the first.", func(s queue.RelayStats) uint64 { return s.Reconnects })
 }

@@ -164,6 +164,19 @@ func (c *common) redisClient() (*redis.Client, error) {
 	return redisconf.New(opt), nil
 }
 
+// noRetryRedisClient is a client that never resends a command: for the
+// commands a blind retry after a lost reply would spoil (the relay's
+// XREADGROUP > and XCLAIM). Their callers recover by reading state.
+func noRetryRedisClient(url string, poolSize int) (*redis.Client, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing redis url: %w", err)
+	}
+	opt.PoolSize = poolSize
+	opt.MaxRetries = -1
+	return redis.NewClient(opt), nil
+}
+
 // printConfig writes the effective configuration with secrets masked.
 func printConfig(w io.Writer, name string, fs *pflag.FlagSet) {
 	var lines []string
