@@ -40,6 +40,15 @@ type GuardConfig struct {
 	// every outbox and the queue empty, before re-seeding (it covers
 	// messages a worker holds unacknowledged); 1 s when zero.
 	Settle time.Duration
+	// OutboxStuck is how long a non-empty outbox must stay unchanged
+	// before recovery stops waiting for it to drain; 5 s when zero. Entries
+	// in the outbox of the Redis being re-seeded are in its buyers hash
+	// (one script writes both), so they never make a unit sell twice; what
+	// recovery waits for is that nothing is still on its way from an older
+	// Redis. An outbox nobody drains (relay down, or entries a restore
+	// brought back as pending under a relay that will not read them again)
+	// holds nothing in flight.
+	OutboxStuck time.Duration
 	// Poll is the pace of the recovery's checks; 200 ms when zero.
 	Poll   time.Duration
 	Logger *slog.Logger
@@ -59,8 +68,9 @@ type GuardConfig struct {
 // this server process was never verified.
 //
 // Either freezes every item (reservations answer ErrFrozen) until recovery
-// has waited for every outbox to empty, the orders queue to hold no ready
-// message and the stored order count to settle, then re-seeded each item
+// has waited for every outbox to empty (or to stay unchanged for
+// OutboxStuck), the orders queue to hold no ready message and the stored
+// order count to settle, then re-seeded each item
 // (stored buyers added, stock = total - HLEN(buyers)), loaded the
 // reservation script and recorded the run_id as verified, all in one
 // MULTI/EXEC that also reads the run_id: if the transaction ran on another
@@ -109,6 +119,9 @@ func NewGuard(s *Store, cfg GuardConfig) *Guard {
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 200 * time.Millisecond
+	}
+	if cfg.OutboxStuck <= 0 {
+		cfg.OutboxStuck = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -262,7 +275,7 @@ func (g *Guard) check(ctx context.Context) {
 // recover waits until nothing is on its way from an older Redis to
 // PostgreSQL, then re-seeds every item, until done or ctx ends.
 func (g *Guard) recover(ctx context.Context, run string) {
-	r := recovery{run: run, count: -1}
+	r := recovery{run: run, count: -1, pending: -1}
 	for ctx.Err() == nil {
 		if g.step(ctx, &r) {
 			return
@@ -275,9 +288,11 @@ func (g *Guard) recover(ctx context.Context, run string) {
 }
 
 type recovery struct {
-	run    string
-	count  int64
-	stable time.Time
+	run          string
+	count        int64
+	stable       time.Time
+	pending      int64
+	pendingSince time.Time
 }
 
 func (r *recovery) reset() { r.count, r.stable = -1, time.Time{} }
@@ -318,9 +333,17 @@ func (g *Guard) step(ctx context.Context, r *recovery) bool {
 		return false
 	}
 	pending, err := g.s.outboxLen(ctx, items)
-	if err != nil || pending > 0 {
+	if err != nil {
 		r.reset()
-		g.wait(fmt.Sprintf("outbox to drain (%d entries, err %v)", pending, err))
+		g.wait("redis: " + err.Error())
+		return false
+	}
+	if pending != r.pending {
+		r.pending, r.pendingSince = pending, time.Now()
+		r.reset()
+	}
+	if pending > 0 && time.Since(r.pendingSince) < g.cfg.OutboxStuck {
+		g.wait(fmt.Sprintf("outbox to drain (%d entries)", pending))
 		return false
 	}
 	if g.cfg.QueueReady != nil {

@@ -89,7 +89,7 @@ func TestGuardNoscriptFence(t *testing.T) {
 		t.Fatalf("first reservation: %s", c)
 	}
 	before := g.Status().Freezes // the first verification of a new prefix is one
-	stop() // no watch: only the fence stands
+	stop()                       // no watch: only the fence stands
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
