@@ -164,8 +164,8 @@ type restartResult struct {
 	refused503           int // backend_unavailable answers while Redis was up again and frozen
 	retryAfterMissing    int
 	accepted202WhileDown int
-	internal             int // 5xx other than 503
-	lostStatusNone       int // lost orders whose user's status now says none
+	internal             int           // 5xx other than 503
+	lostStatusNone       int           // lost orders whose user's status now says none
 	freeze               time.Duration // Redis answering again -> first 202
 	down                 time.Duration // kill -> Redis answering again
 	guardLastFreeze      float64
