@@ -49,6 +49,12 @@ edge calls, loads every item into Redis at start (never overwriting live
 counters), and runs the relay that moves accepted orders from the Redis outbox
 to RabbitMQ with publisher confirms.
 
+The Redis guard (--redis-guard) freezes reservations (503
+backend_unavailable, Retry-After) at start and whenever the Redis server
+restarted (its run_id changed, or NOSCRIPT), until every item is re-seeded
+from PostgreSQL: a Redis back from an older state never sells a unit twice
+(docs/RELIABILITY.md, "Stale Redis").
+
 On SIGTERM or Ctrl-C, /readyz fails first, in-flight requests finish, and the
 relay stops after its outstanding confirms.`,
 		Example: `  seckill backend --listen 127.0.0.1:8090 \
