@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,6 +50,56 @@ func (d *durable) CountOrders(_ context.Context, item int64) (int64, error) {
 	return int64(len(d.sold[item])), nil
 }
 
+// privateRedis starts a Redis server of the test's own (these tests empty
+// its script cache, which would disturb guarded backends of other tests on
+// the shared one) and returns a client and a key prefix.
+func privateRedis(t *testing.T) (*redis.Client, string) {
+	t.Helper()
+	rdb, prefix, _ := privateRedisRestartable(t)
+	return rdb, prefix
+}
+
+// privateRedisRestartable also returns a function that stops the server
+// (SIGTERM) and starts it again on the same port, without persistence:
+// a new server process, empty.
+func privateRedisRestartable(t *testing.T) (*redis.Client, string, func()) {
+	t.Helper()
+	script := testenv.ServicesScript(t)
+	dir := filepath.Join(t.TempDir(), "redis")
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := startCmd(script, dir).CombinedOutput(); err != nil {
+		t.Fatalf("redis-start: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("bash", script, "redis-stop", dir).Run() })
+	raw, err := os.ReadFile(filepath.Join(dir, "redis_url"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := redis.ParseURL(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	restart := func() {
+		if out, err := exec.Command("bash", script, "redis-stop", dir).CombinedOutput(); err != nil {
+			t.Fatalf("redis-stop: %v\n%s", err, out)
+		}
+		if out, err := startCmd(script, dir).CombinedOutput(); err != nil {
+			t.Fatalf("redis-start: %v\n%s", err, out)
+		}
+	}
+	return rdb, testenv.Name(t) + ":", restart
+}
+
+func startCmd(script, dir string) *exec.Cmd {
+	cmd := exec.Command("bash", script, "redis-start", dir)
+	cmd.Env = append(os.Environ(), "REDIS_AOF=no")
+	return cmd
+}
+
 // guarded returns a store with a running guard over the test Redis, and
 // waits for the guard's first verification.
 func guarded(t *testing.T, rdb *redis.Client, prefix string, d *durable, ready func(context.Context) (int, error)) (*stock.Store, *stock.Guard, func()) {
@@ -78,7 +131,7 @@ func reserveCode(t *testing.T, s *stock.Store, item, user int64) string {
 // freezes, and only a verification loads the script again.
 func TestGuardNoscriptFence(t *testing.T) {
 	ctx := context.Background()
-	rdb, prefix := testenv.Redis(t)
+	rdb, prefix := privateRedis(t)
 	it := liveItem(1, 10)
 	d := &durable{items: []seckill.Item{it}}
 	s, g, stop := guarded(t, rdb, prefix, d, nil)
@@ -134,7 +187,7 @@ func TestGuardNoscriptFence(t *testing.T) {
 // had lost are back and stock = total - |stored ∪ Redis buyers|.
 func TestGuardRunIDChangeReseeds(t *testing.T) {
 	ctx := context.Background()
-	rdb, prefix := testenv.Redis(t)
+	rdb, prefix := privateRedis(t)
 	it := liveItem(7, 10)
 	d := &durable{items: []seckill.Item{it}, sold: map[int64]map[int64]string{7: {}}}
 	var queueReady atomic.Int64
@@ -222,7 +275,7 @@ func TestGuardRunIDChangeReseeds(t *testing.T) {
 // flushes the script again instead of leaving that server armed.
 func TestReseedOnAnotherServerDisarms(t *testing.T) {
 	ctx := context.Background()
-	rdb, prefix := testenv.Redis(t)
+	rdb, prefix := privateRedis(t)
 	s := stock.New(rdb, prefix)
 	it := liveItem(3, 5)
 	err := s.Reseed(ctx, "not-this-server", []stock.ReseedItem{{Item: it, Sold: map[int64]string{1: "a"}}})
@@ -245,4 +298,58 @@ func quiet() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// TestGuardDetectsRealRestart: the Redis server is restarted (a new process,
+// empty) while no reservation is attempted: the watch alone sees the new
+// run_id, freezes, waits while the queue still holds messages, and re-seeds
+// the stored buyers; the verified run_id becomes the new server's.
+func TestGuardDetectsRealRestart(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix, restart := privateRedisRestartable(t)
+	it := liveItem(5, 10)
+	d := &durable{items: []seckill.Item{it}, sold: map[int64]map[int64]string{5: {}}}
+	var queueReady atomic.Int64
+	s, g, _ := guarded(t, rdb, prefix, d, func(context.Context) (int, error) { return int(queueReady.Load()), nil })
+	if err := s.LoadItem(ctx, it, nil); err != nil {
+		t.Fatal(err)
+	}
+	for u := int64(1); u <= 3; u++ {
+		if c := reserveCode(t, s, 5, u); c != "queued" {
+			t.Fatalf("user %d: %s", u, c)
+		}
+		d.mu.Lock()
+		d.sold[5][u] = fmt.Sprint("ref", u) // stored by the worker
+		d.mu.Unlock()
+	}
+	run1, err := s.ServerRunID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := g.Status().Freezes
+	queueReady.Store(1)
+	restart()
+	testenv.Eventually(t, 10*time.Second, "the watch to see the restart", g.Frozen)
+	if c := reserveCode(t, s, 5, 4); c != seckill.EUnavailable {
+		t.Fatalf("reservation while frozen: %s", c)
+	}
+	queueReady.Store(0)
+	testenv.Eventually(t, 10*time.Second, "the freeze to end", func() bool { return !g.Frozen() })
+	run2, _ := s.ServerRunID(ctx)
+	if v, _ := s.VerifiedRunID(ctx); run2 == run1 || v != run2 {
+		t.Fatalf("run_id before %s, after %s, verified %s", run1, run2, v)
+	}
+	c, _ := s.Counters(ctx, 5)
+	if c.Reserved != 3 || c.StockLeft != 7 || c.StockTotal != 10 {
+		t.Fatalf("counters after the re-seed of an empty Redis: %+v", c)
+	}
+	if c := reserveCode(t, s, 5, 2); c != "already_bought" {
+		t.Fatalf("stored buyer after the restart: %s", c)
+	}
+	if c := reserveCode(t, s, 5, 4); c != "queued" {
+		t.Fatalf("new buyer after the restart: %s", c)
+	}
+	if st := g.Status(); st.Freezes != before+1 || st.RunID != run2 {
+		t.Fatalf("status %+v", st)
+	}
 }
