@@ -331,6 +331,9 @@ func runRestartSale(t *testing.T, cfg restartSale) restartResult {
 			}
 		case a.status >= 500:
 			res.internal++
+			if cfg.guard {
+				t.Logf("answer %d %s at %v after the kill", a.status, a.code, a.at.Sub(killed))
+			}
 		}
 	}
 	for _, a := range answers {

@@ -165,14 +165,26 @@ func (g *Guard) failed(err error) error {
 		return ErrFrozen
 	}
 	var rerr redis.Error
-	if errors.As(err, &rerr) || errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) || (errors.As(err, &rerr) && !unavailableReply(err)) {
 		return err
 	}
 	g.Kick()
-	return fmt.Errorf("%w (%v)", seckill.Errorf(seckill.EUnavailable, "redis did not answer; retry shortly"), err)
+	return fmt.Errorf("%w (%v)", seckill.Errorf(seckill.EUnavailable, "redis is unavailable; retry shortly"), err)
 }
 
 func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
+
+// unavailableReply tells error replies of a Redis that cannot serve now
+// (loading its data after a restart, a script busy, no AOF write, a replica,
+// out of memory) from the errors of a bug.
+func unavailableReply(err error) bool {
+	for _, p := range []string{"LOADING", "BUSY", "MISCONF", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "OOM"} {
+		if strings.HasPrefix(err.Error(), p) {
+			return true
+		}
+	}
+	return false
+}
 
 func (g *Guard) freeze(reason string) {
 	g.mu.Lock()
