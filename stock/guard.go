@@ -41,7 +41,7 @@ type GuardConfig struct {
 	// messages a worker holds unacknowledged); 1 s when zero.
 	Settle time.Duration
 	// OutboxStuck is how long a non-empty outbox must stay unchanged
-	// before recovery stops waiting for it to drain; 5 s when zero. Entries
+	// before recovery stops waiting for it to drain; 2 s when zero. Entries
 	// in the outbox of the Redis being re-seeded are in its buyers hash
 	// (one script writes both), so they never make a unit sell twice; what
 	// recovery waits for is that nothing is still on its way from an older
@@ -121,7 +121,7 @@ func NewGuard(s *Store, cfg GuardConfig) *Guard {
 		cfg.Poll = 200 * time.Millisecond
 	}
 	if cfg.OutboxStuck <= 0 {
-		cfg.OutboxStuck = 5 * time.Second
+		cfg.OutboxStuck = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -226,7 +226,7 @@ func (g *Guard) wait(what string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.waiting = what
-	if time.Since(g.lastNote) > 5*time.Second {
+	if g.frozen.Load() && time.Since(g.lastNote) > 5*time.Second {
 		g.lastNote = time.Now()
 		g.log.Info("redis guard: recovery waiting", "for", what, "frozen_for", time.Since(g.since).Round(time.Millisecond))
 	}
