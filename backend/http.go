@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"seckill"
 	"seckill/httpapi"
+	"seckill/stock"
 )
 
 // BodyLimit is the largest request body the backend reads.
@@ -111,6 +113,11 @@ func (h *Handler) reserve(c echo.Context) error {
 	res, err := h.svc.Reserve(c.Request().Context(), req.ItemID, req.UserID, req.RequestID)
 	if err != nil {
 		h.outcomes.WithLabelValues(seckill.ErrorCode(err)).Inc()
+		var re *httpapi.RetryError
+		if seckill.ErrorCode(err) == seckill.EUnavailable && !errors.As(err, &re) {
+			// Redis frozen while verified after a restart, or not answering.
+			return &httpapi.RetryError{Err: err, After: time.Second}
+		}
 		if res.OrderRef != "" {
 			// already_bought: say which order the user holds.
 			return writeProblemWithRef(c, h.log, err, res.OrderRef)
@@ -196,7 +203,10 @@ func (h *Handler) stats(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, st)
+	return c.JSON(http.StatusOK, struct {
+		seckill.Stats
+		RedisGuard *stock.GuardStatus `json:"redis_guard,omitempty"`
+	}{st, h.svc.RedisGuardStatus()})
 }
 
 func (h *Handler) ready(c echo.Context) error {
@@ -205,10 +215,22 @@ func (h *Handler) ready(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	if err := h.svc.Ready(ctx); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unready", "error": err.Error()})
+	body := map[string]any{"status": "ready"}
+	guard := h.svc.RedisGuardStatus()
+	if guard != nil {
+		body["redis_guard"] = guard
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	if err := h.svc.Ready(ctx); err != nil {
+		body["status"], body["error"] = "unready", err.Error()
+		return c.JSON(http.StatusServiceUnavailable, body)
+	}
+	if guard != nil && guard.Frozen {
+		// Reservations are refused until Redis is verified (at start, or
+		// after a Redis restart): not ready to sell.
+		body["status"] = "frozen"
+		return c.JSON(http.StatusServiceUnavailable, body)
+	}
+	return c.JSON(http.StatusOK, body)
 }
 
 type credentials struct {

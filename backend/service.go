@@ -45,6 +45,26 @@ type Service struct {
 	st    Stock
 	log   *slog.Logger
 	now   func() time.Time
+	guard RedisGuard
+}
+
+// RedisGuard reports whether reservations are frozen while a restarted
+// Redis is verified (stock.Guard).
+type RedisGuard interface {
+	Status() stock.GuardStatus
+}
+
+// SetRedisGuard makes the guard's state part of readiness details and
+// admin stats.
+func (s *Service) SetRedisGuard(g RedisGuard) { s.guard = g }
+
+// RedisGuardStatus returns the guard's state, or nil when none is set.
+func (s *Service) RedisGuardStatus() *stock.GuardStatus {
+	if s.guard == nil {
+		return nil
+	}
+	st := s.guard.Status()
+	return &st
 }
 
 // New returns a Service. When db also stores users (package postgres

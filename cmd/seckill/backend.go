@@ -13,11 +13,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/spf13/cobra"
 
 	"seckill/backend"
 	"seckill/discovery"
 	"seckill/postgres"
+	"seckill/queue"
 	"seckill/stock"
 )
 
@@ -33,6 +35,8 @@ func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		zkAddrs   string
 		zkRoot    string
 		advertise string
+		guardOn   bool
+		settle    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "backend",
@@ -41,6 +45,12 @@ func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 edge calls, loads every item into Redis at start (never overwriting live
 counters), and runs the relay that moves accepted orders from the Redis outbox
 to RabbitMQ with publisher confirms.
+
+The Redis guard (--redis-guard) freezes reservations (503
+backend_unavailable, Retry-After) at start and whenever the Redis server
+restarted (its run_id changed, or NOSCRIPT), until every item is re-seeded
+from PostgreSQL: a Redis back from an older state never sells a unit twice
+(docs/RELIABILITY.md, "Stale Redis").
 
 On SIGTERM or Ctrl-C, /readyz fails first, in-flight requests finish, and the
 relay stops after its outstanding confirms.`,
@@ -65,6 +75,26 @@ relay stops after its outstanding confirms.`,
 			defer rdb.Close()
 			st := stock.New(rdb, c.RedisPrefix)
 			svc := backend.New(db, st, log)
+			var guard *stock.Guard
+			if guardOn {
+				// Reservations stay frozen until the guard has verified
+				// this Redis server (its first check runs before serving).
+				topo := queue.Topology{Queue: c.Queue}
+				guard = stock.NewGuard(st, stock.GuardConfig{
+					Source: db, Settle: settle, Logger: log.With("component", "redis-guard"),
+					QueueReady: func(ctx context.Context) (int, error) {
+						ready, _, err := queue.QueueDepth(ctx, c.AMQPURL, topo)
+						var ae *amqp.Error
+						if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+							return 0, nil // no queue yet: nothing in it
+						}
+						return ready, err
+					},
+				})
+				svc.SetRedisGuard(guard)
+			} else {
+				log.Warn("redis guard off: a Redis restarted from an older state can sell units twice")
+			}
 			n, err := svc.LoadAll(ctx)
 			if err != nil {
 				return err
@@ -89,6 +119,14 @@ relay stops after its outstanding confirms.`,
 			var wg sync.WaitGroup
 			relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopRelay()
+			if guard != nil {
+				registerGuardMetrics(reg, guard)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_ = guard.Run(relayCtx)
+				}()
+			}
 			if relay {
 				parts, err := newRelay(c, ro, rdb, log)
 				if err != nil {
@@ -165,6 +203,28 @@ relay stops after its outstanding confirms.`,
 	envFlag(fs, getenv, &zkAddrs, "zk", "SECKILL_ZK", "", "ZooKeeper servers (host:port,...) to register this backend with, so edges find it (none when empty)")
 	envFlag(fs, getenv, &advertise, "advertise", "SECKILL_BACKEND_ADVERTISE", "", "URL or host:port edges reach this backend at (default the address listened on)")
 	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "ZooKeeper folder of this deployment; backends register under ROOT/backends")
+	envBool(fs, getenv, &guardOn, "redis-guard", "SECKILL_REDIS_GUARD", true, "freeze reservations whenever the Redis server restarted (run_id or NOSCRIPT) until items are re-seeded from PostgreSQL (docs/RELIABILITY.md, Stale Redis)")
+	envDuration(fs, getenv, &settle, "redis-guard-settle", "SECKILL_REDIS_GUARD_SETTLE", time.Second, "during that recovery, how long the stored order count must stay unchanged (outboxes and queue empty) before re-seeding")
 	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listener closes")
 	return cmd
+}
+
+func registerGuardMetrics(reg prometheus.Registerer, g *stock.Guard) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "seckill_backend", Name: "redis_frozen",
+		Help: "1 while reservations are frozen because Redis restarted and is being verified, else 0.",
+	}, func() float64 {
+		if g.Frozen() {
+			return 1
+		}
+		return 0
+	}))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "seckill_backend", Name: "redis_freezes_total",
+		Help: "Freezes of reservations after a Redis restart (run_id change or NOSCRIPT).",
+	}, func() float64 { return float64(g.Status().Freezes) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "seckill_backend", Name: "redis_last_freeze_seconds",
+		Help: "How long the last finished freeze lasted.",
+	}, func() float64 { return g.Status().LastFreezeSeconds }))
 }
