@@ -23,20 +23,43 @@ import (
 // no backend is registered or every one's breaker is open.
 var ErrNoBackend = errors.New("no backend available")
 
+// Class names a kind of backend call. Every backend has one breaker per
+// class, so calls that fail on a store purchases do not need (status polls
+// and catalogue refreshes on PostgreSQL) never take a backend out of the
+// purchases' rotation.
+type Class int
+
+const (
+	// ClassReserve: purchases (Redis only, in the backend).
+	ClassReserve Class = iota
+	// ClassRead: order status, accounts, stats, item creation.
+	ClassRead
+	// ClassCatalog: the item list.
+	ClassCatalog
+	classes
+)
+
+var classNames = [classes]string{"reserve", "read", "catalog"}
+
+func (c Class) String() string { return classNames[c] }
+
 // BackendState describes one backend for metrics and the admin API.
 type BackendState struct {
 	URL string `json:"url"`
-	// State is the breaker state: "closed", "half-open" or "open".
+	// State is the state of its purchases' breaker: "closed", "half-open"
+	// or "open".
 	State string `json:"state"`
-	// InRotation: new requests may go to it (breaker not open).
+	// InRotation: new purchases may go to it (that breaker not open).
 	InRotation bool `json:"in_rotation"`
+	// Breakers is the state of each class's breaker (reserve, read, catalog).
+	Breakers map[string]string `json:"breakers"`
 }
 
-// member is one backend: its client and its own breaker.
+// member is one backend: its client and its own breakers, one per class.
 type member struct {
 	url    string
 	client *backend.Client
-	cb     *gobreaker.CircuitBreaker[any]
+	cbs    [classes]*gobreaker.CircuitBreaker[any]
 	gone   atomic.Bool
 }
 
@@ -120,10 +143,34 @@ func (b *Balancer) Backends() []BackendState {
 	b.mu.RUnlock()
 	out := make([]BackendState, len(ms))
 	for i, m := range ms {
-		st := m.cb.State()
-		out[i] = BackendState{URL: m.url, State: st.String(), InRotation: st != gobreaker.StateOpen}
+		st := m.cbs[ClassReserve].State()
+		out[i] = BackendState{URL: m.url, State: st.String(), InRotation: st != gobreaker.StateOpen, Breakers: map[string]string{}}
+		for c, cb := range m.cbs {
+			out[i].Breakers[Class(c).String()] = cb.State().String()
+		}
 	}
 	return out
+}
+
+// SetBreaker changes the breaker settings (a pushed configuration): every
+// backend gets fresh breakers with them, closed.
+func (b *Balancer) SetBreaker(cfg BreakerConfig) {
+	cfg.defaults()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cfg == b.o.breaker {
+		return
+	}
+	b.o.breaker = cfg
+	ms := make([]*member, len(b.members))
+	for i, old := range b.members {
+		m := b.newMember(old.url)
+		m.client = old.client
+		ms[i] = m
+		b.byURL[m.url] = m
+		old.gone.Store(true)
+	}
+	b.members = ms
 }
 
 // Updates returns how many times the list was applied (tests, metrics).
@@ -167,30 +214,32 @@ func (b *Balancer) newMember(url string) *member {
 	m := &member{url: url, client: backend.NewClient(url, b.o.token, b.o.hc)}
 	onState := b.o.onState
 	log := b.log
-	m.cb = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
-		Name:        url,
-		MaxRequests: cfg.HalfOpenProbes,
-		Timeout:     cfg.OpenFor,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
-		IsSuccessful: func(err error) bool {
-			var ue *backend.UnavailableError
-			return !errors.As(err, &ue) && !errors.Is(err, context.DeadlineExceeded)
-		},
-		// A caller that went away says nothing about the backend.
-		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			log.Warn("backend circuit breaker", "url", name, "from", from.String(), "to", to.String())
-			if onState != nil {
-				onState(name, from, to)
-			}
-		},
-	})
+	for c := range classes {
+		m.cbs[c] = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
+			Name:         url,
+			MaxRequests:  cfg.HalfOpenProbes,
+			Timeout:      cfg.OpenFor,
+			ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
+			IsSuccessful: func(err error) bool { return !backendFailure(err) },
+			// A caller that went away says nothing about the backend.
+			IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+			OnStateChange: func(name string, from, to gobreaker.State) {
+				log.Warn("backend circuit breaker", "url", name, "class", c.String(), "from", from.String(), "to", to.String())
+				if onState != nil && c == ClassReserve {
+					onState(name, from, to)
+				}
+			},
+		})
+	}
 	return m
 }
 
 // backendFailure: the error is the backend's (it counts against it and a
 // safe call may go to another).
 func backendFailure(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
 	var ue *backend.UnavailableError
 	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
 }
@@ -198,7 +247,7 @@ func backendFailure(err error) bool {
 // call runs f on one backend picked round-robin among those whose breaker
 // lets it through. When retry is set (the call is safe to repeat) and the
 // backend fails, f runs once more on another backend.
-func call[T any](ctx context.Context, b *Balancer, retry bool, f func(c *backend.Client) (T, error)) (T, error) {
+func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f func(c *backend.Client) (T, error)) (T, error) {
 	var zero T
 	b.mu.RLock()
 	ms := b.members
@@ -212,10 +261,11 @@ func call[T any](ctx context.Context, b *Balancer, retry bool, f func(c *backend
 	var lastErr error
 	for i := 0; i < n; i++ {
 		m := ms[(start+i)%n]
-		if m.gone.Load() || m.cb.State() == gobreaker.StateOpen {
+		cb := m.cbs[class]
+		if m.gone.Load() || cb.State() == gobreaker.StateOpen {
 			continue
 		}
-		v, err := m.cb.Execute(func() (any, error) { return f(m.client) })
+		v, err := cb.Execute(func() (any, error) { return f(m.client) })
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			continue // nothing was sent: try the next one
 		}
@@ -239,52 +289,68 @@ func call[T any](ctx context.Context, b *Balancer, retry bool, f func(c *backend
 // request id (every backend shares the stock in Redis), so a reservation
 // whose backend failed is tried once more on another.
 func (b *Balancer) Reserve(ctx context.Context, itemID, userID int64, requestID string) (backend.Reservation, error) {
-	return call(ctx, b, requestID != "", func(c *backend.Client) (backend.Reservation, error) {
+	return call(ctx, b, ClassReserve, requestID != "", func(c *backend.Client) (backend.Reservation, error) {
 		return c.Reserve(ctx, itemID, userID, requestID)
 	})
 }
 
 // Status reads an order's state.
 func (b *Balancer) Status(ctx context.Context, itemID, userID int64) (backend.OrderState, error) {
-	return call(ctx, b, true, func(c *backend.Client) (backend.OrderState, error) { return c.Status(ctx, itemID, userID) })
+	return call(ctx, b, ClassRead, true, func(c *backend.Client) (backend.OrderState, error) { return c.Status(ctx, itemID, userID) })
 }
 
 // Items lists the items.
 func (b *Balancer) Items(ctx context.Context) ([]backend.ItemView, error) {
-	return call(ctx, b, true, func(c *backend.Client) ([]backend.ItemView, error) { return c.Items(ctx) })
+	return call(ctx, b, ClassCatalog, true, func(c *backend.Client) ([]backend.ItemView, error) { return c.Items(ctx) })
 }
 
 // CreateItem creates an item (not repeated: it is not idempotent).
 func (b *Balancer) CreateItem(ctx context.Context, req backend.CreateItemRequest) (seckill.Item, error) {
-	return call(ctx, b, false, func(c *backend.Client) (seckill.Item, error) { return c.CreateItem(ctx, req) })
+	return call(ctx, b, ClassRead, false, func(c *backend.Client) (seckill.Item, error) { return c.CreateItem(ctx, req) })
 }
 
 // Stats reads an item's figures.
 func (b *Balancer) Stats(ctx context.Context, id int64) (seckill.Stats, error) {
-	return call(ctx, b, true, func(c *backend.Client) (seckill.Stats, error) { return c.Stats(ctx, id) })
+	return call(ctx, b, ClassRead, true, func(c *backend.Client) (seckill.Stats, error) { return c.Stats(ctx, id) })
 }
 
 // Register creates a user (not repeated: a repeat of one that went through
 // would answer that the name is taken).
 func (b *Balancer) Register(ctx context.Context, username, password string) (int64, error) {
-	return call(ctx, b, false, func(c *backend.Client) (int64, error) { return c.Register(ctx, username, password) })
+	return call(ctx, b, ClassRead, false, func(c *backend.Client) (int64, error) { return c.Register(ctx, username, password) })
 }
 
 // Login checks a user's password.
 func (b *Balancer) Login(ctx context.Context, username, password string) (int64, error) {
-	return call(ctx, b, true, func(c *backend.Client) (int64, error) { return c.Login(ctx, username, password) })
+	return call(ctx, b, ClassRead, true, func(c *backend.Client) (int64, error) { return c.Login(ctx, username, password) })
 }
 
 // EnsureUsers creates the users missing (idempotent).
 func (b *Balancer) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {
-	return call(ctx, b, true, func(c *backend.Client) (map[string]int64, error) { return c.EnsureUsers(ctx, usernames) })
+	return call(ctx, b, ClassRead, true, func(c *backend.Client) (map[string]int64, error) { return c.EnsureUsers(ctx, usernames) })
 }
 
-// Ready succeeds when one backend is ready.
+// Ready succeeds when one backend is ready. Readiness probes go around the
+// breakers: they neither count nor are refused.
 func (b *Balancer) Ready(ctx context.Context) error {
-	_, err := call(ctx, b, true, func(c *backend.Client) (struct{}, error) { return struct{}{}, c.Ready(ctx) })
+	b.mu.RLock()
+	ms := b.members
+	b.mu.RUnlock()
+	err := error(&backend.UnavailableError{Err: ErrNoBackend})
+	for _, m := range ms {
+		if m.gone.Load() {
+			continue
+		}
+		if err = m.client.Ready(ctx); err == nil {
+			return nil
+		}
+	}
 	return err
 }
+
+// OwnsBreakers says that the balancer guards every backend with breakers
+// of its own (edge.BreakerOwner): the edge adds none in series.
+func (b *Balancer) OwnsBreakers() bool { return true }
 
 // follow turns every new session (reconnect or expiry) into a re-read:
 // changes made while disconnected are not always told by a watch.

@@ -49,7 +49,7 @@ type Node struct {
 type BreakerConfig struct {
 	// ConsecutiveFailures opens the breaker (default 5).
 	ConsecutiveFailures uint32
-	// OpenFor is how long it stays open before half-open probes (default 2s).
+	// OpenFor is how long it stays open before half-open probes (default 1s).
 	OpenFor time.Duration
 	// HalfOpenProbes is how many requests may probe while half-open (default 3).
 	HalfOpenProbes uint32
@@ -60,7 +60,7 @@ func (b *BreakerConfig) defaults() {
 		b.ConsecutiveFailures = 5
 	}
 	if b.OpenFor <= 0 {
-		b.OpenFor = 2 * time.Second
+		b.OpenFor = time.Second
 	}
 	if b.HalfOpenProbes == 0 {
 		b.HalfOpenProbes = 3

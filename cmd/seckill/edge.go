@@ -91,9 +91,10 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			var be edge.Backend = backend.NewClient(strings.TrimRight(backendURL, "/"), backendToken, nil)
+			var bal *discovery.Balancer
 			if zkAddr != "" && backendsFromZK {
 				// Backends found in ZooKeeper, each with its own breaker.
-				bal, err := discovery.NewBalancer(ctx, strings.Split(zkAddr, ","), zkRoot,
+				bal, err = discovery.NewBalancer(ctx, strings.Split(zkAddr, ","), zkRoot,
 					discovery.WithAdminToken(backendToken), discovery.WithLogger(log),
 					discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: uint32(breakerFailures), OpenFor: breakerOpen}))
 				if err != nil {
@@ -130,6 +131,10 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 					configCache = filepath.Join(os.TempDir(), "seckill-edge-"+edgeID+"-limits.json")
 				}
 				w, err := dynconfig.NewWatcher(zkAddr, zkRoot, configCache, edgeID, func(c dynconfig.Config) error {
+					if bal != nil {
+						bal.SetBreaker(discovery.BreakerConfig{ConsecutiveFailures: c.Breaker.ConsecutiveFailures,
+							OpenFor: c.Breaker.OpenFor.D(), HalfOpenProbes: c.Breaker.HalfOpenProbes})
+					}
 					return e.Reconfigure(edge.Dynamic{
 						Rules: c.Rules, Difficulty: c.Difficulty, DifficultyUnderLoad: c.DifficultyUnderLoad,
 						MaxInFlight: c.MaxInFlight, TrustedProxies: c.TrustedProxies,
@@ -172,7 +177,7 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envInt(fs, getenv, &underLoad, "difficulty-under-load", "SECKILL_DIFFICULTY_UNDER_LOAD", 4, "bits added while the backend is busy")
 	envInt(fs, getenv, &maxInFlight, "max-in-flight", "SECKILL_MAX_IN_FLIGHT", 512, "bound on backend calls in flight; over it 503 overloaded")
 	envInt(fs, getenv, &breakerFailures, "breaker-failures", "SECKILL_BREAKER_FAILURES", 5, "consecutive backend failures that open the breaker")
-	envDuration(fs, getenv, &breakerOpen, "breaker-open", "SECKILL_BREAKER_OPEN", 2*time.Second, "how long the breaker stays open before probing")
+	envDuration(fs, getenv, &breakerOpen, "breaker-open", "SECKILL_BREAKER_OPEN", time.Second, "how long the breaker stays open before probing")
 	envDuration(fs, getenv, &sessionTTL, "session-ttl", "SECKILL_SESSION_TTL", 24*time.Hour, "session lifetime")
 	envDuration(fs, getenv, &challengeTTL, "challenge-ttl", "SECKILL_CHALLENGE_TTL", 120*time.Second, "challenge lifetime")
 	envDuration(fs, getenv, &pathTTL, "path-ttl", "SECKILL_PATH_TTL", 60*time.Second, "hidden path lifetime")

@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/sony/gobreaker/v2"
+
+	"seckill/backend"
+	"seckill/discovery"
+	"seckill/edge"
+	"seckill/internal/testenv"
+)
+
+// holdReserves is a transport that holds every reservation until the
+// caller gives up (its context ends) while hold is set: a backend too slow
+// for a client that hangs up.
+type holdReserves struct {
+	next http.RoundTripper
+	hold atomic.Bool
+	held atomic.Int64
+}
+
+func (h *holdReserves) RoundTrip(r *http.Request) (*http.Response, error) {
+	if h.hold.Load() && r.URL.Path == "/v1/reservations" {
+		h.held.Add(1)
+		<-r.Context().Done()
+		return nil, r.Context().Err()
+	}
+	return h.next.RoundTrip(r)
+}
+
+// TestHangUpsDoNotOpenBreaker: five buyers in a row hang up mid-buy while
+// the backend is slow (each edge request is cancelled by its client going
+// away). A hang-up says nothing about the backend: the breaker (5
+// consecutive failures) stays closed, and the next buyers, the five
+// included, are all accepted.
+func TestHangUpsDoNotOpenBreaker(t *testing.T) {
+	t.Parallel()
+	hold := &holdReserves{next: &http.Transport{MaxIdleConnsPerHost: 64}}
+	env := newEdgeEnvWith(t, nil, edge.Config{Difficulty: 1, Breaker: edge.BreakerConfig{ConsecutiveFailures: 5, OpenFor: time.Minute}},
+		func(d *edge.Deps) {
+			base := d.Backend.(*backend.Client).Base()
+			d.Backend = backend.NewClient(base, "", &http.Client{Transport: hold, Timeout: 30 * time.Second})
+		}, nil)
+	item := env.createItem(100, "none", -time.Second, time.Hour)
+	names := []string{"hang1", "hang2", "hang3", "hang4", "hang5", "after"}
+	tokens := env.sessions(names...)
+	paths := map[string]string{}
+	for _, n := range names {
+		paths[n] = shopper{e: env, token: tokens[n]}.getPath(item)
+	}
+
+	hold.hold.Store(true)
+	impatient := &http.Client{Timeout: 150 * time.Millisecond}
+	for i, n := range names[:5] {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/items/%d/buy/%s", env.pub.URL, item, paths[n]), nil)
+		req.Header.Set("Authorization", "Bearer "+tokens[n])
+		resp, err := impatient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("hang-up %d: got an answer %d, want the client to give up first", i, resp.StatusCode)
+		}
+		// Wait until the edge saw the hang-up (its backend call ended).
+		testenv.Eventually(t, 5*time.Second, "the held call to end", func() bool {
+			n, _ := env.edge.Guard().InFlight()
+			return n == 0 && hold.held.Load() == int64(i+1)
+		})
+	}
+	hold.hold.Store(false)
+	if st := env.edge.Guard().State(); st != gobreaker.StateClosed {
+		t.Fatalf("breaker %v after 5 hang-ups, want closed", st)
+	}
+	accepted := 0
+	for _, n := range names {
+		a := shopper{e: env, token: tokens[n]}.buy(item, paths[n])
+		if a.status != 202 {
+			t.Fatalf("%s after the hang-ups: %d %v", n, a.status, a.body)
+		}
+		accepted++
+	}
+	if accepted != 6 || hold.held.Load() != 5 {
+		t.Fatalf("accepted %d (want 6), held %d (want 5)", accepted, hold.held.Load())
+	}
+}
+
+// pgRefuse makes PostgreSQL refuse the test's database for real: it stops
+// accepting connections to it and ends the ones open (the server says
+// "database is not currently accepting connections"). Other tests' databases
+// on the same server are untouched. It returns the function that ends the
+// outage.
+func pgRefuse(t *testing.T, dbURL string) (restore func()) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	admin := *u
+	admin.Path = "/postgres"
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec("ALTER DATABASE " + name + " ALLOW_CONNECTIONS false")
+	exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" + name + "' AND pid <> pg_backend_pid()")
+	var once sync.Once
+	restore = func() {
+		once.Do(func() {
+			exec("ALTER DATABASE " + name + " ALLOW_CONNECTIONS true")
+			_ = conn.Close(ctx)
+		})
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// staticBalancer puts the production balancer (one breaker per backend and
+// call class) between the edge and the test's backend.
+func staticBalancer(d *edge.Deps) {
+	base := d.Backend.(*backend.Client).Base()
+	d.Backend = discovery.NewStatic([]string{base},
+		discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: 5, OpenFor: time.Second}))
+}
+
+// TestPostgresOutagePurchasesContinue: PostgreSQL refuses the sale's
+// database. Status polls fail on it (enough to open the status breaker
+// many times over) and the catalogue cannot be listed, yet every purchase
+// through the edge is accepted: purchases need only Redis, and each call
+// class has its own breaker. A buyer Redis knows is answered "queued",
+// degraded; one it does not know gets 503 with Retry-After. After the
+// outage every accepted order is stored exactly once.
+func TestPostgresOutagePurchasesContinue(t *testing.T) {
+	t.Parallel()
+	env := newEdgeEnvWith(t, nil, edge.Config{Difficulty: 1}, staticBalancer, nil)
+	item := env.createItem(1000, "none", -time.Second, time.Hour)
+	const buyers = 200
+	names := make([]string, buyers)
+	for i := range names {
+		names[i] = fmt.Sprintf("pgout%03d", i)
+	}
+	tokens := env.sessions(names...)
+	// The first ten buy before the outage.
+	accepted := map[string]string{}
+	for _, n := range names[:10] {
+		sh := shopper{e: env, token: tokens[n]}
+		a := sh.buy(item, sh.getPath(item))
+		if a.status != 202 {
+			t.Fatalf("before the outage: %d %v", a.status, a.body)
+		}
+		accepted[n] = a.str("order_ref")
+	}
+
+	restore := pgRefuse(t, env.s.pgURL)
+	outage := time.Now()
+	// Status polls answer what Redis knows: those who bought are queued,
+	// the others none; both say degraded. Nothing fails, so no breaker
+	// opens for them either.
+	degraded := 0
+	for round := range 3 {
+		for _, n := range names[:20] {
+			a := shopper{e: env, token: tokens[n]}.order(item)
+			ref, bought := accepted[n]
+			want := "none"
+			if bought {
+				want = "queued"
+			}
+			if a.status != 200 || a.str("status") != want || a.body["degraded"] != true || a.str("order_ref") != ref {
+				t.Fatalf("round %d: status of %s during the outage: %d %v, want %s degraded", round, n, a.status, a.body, want)
+			}
+			degraded++
+		}
+	}
+	if degraded != 60 {
+		t.Fatalf("%d degraded answers, want 60", degraded)
+	}
+	// The catalogue still answers (the edge's copy; the backend's last list).
+	if a := (shopper{e: env}).do("GET", "/api/items", nil); a.status != 200 {
+		t.Fatalf("catalogue during the outage: %d %v", a.status, a.body)
+	}
+	// Every purchase goes through.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, n := range names[10:] {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			sh := shopper{e: env, token: tokens[n]}
+			a := sh.buy(item, sh.getPath(item))
+			// Status polls in between, as real clients do.
+			sh.order(item)
+			mu.Lock()
+			defer mu.Unlock()
+			if a.status != 202 {
+				t.Errorf("%s during the outage: %d %v", n, a.status, a.body)
+				return
+			}
+			accepted[n] = a.str("order_ref")
+		}()
+	}
+	wg.Wait()
+	if len(accepted) != buyers {
+		t.Fatalf("%d accepted during and before the outage, want %d", len(accepted), buyers)
+	}
+	states := env.edge.Backend().(*discovery.Balancer).Backends()
+	t.Logf("%d purchases accepted in %v of PostgreSQL outage; breakers %v", buyers-10, time.Since(outage), states[0].Breakers)
+	if states[0].Breakers["reserve"] != "closed" || states[0].Breakers["read"] != "closed" {
+		t.Fatalf("breakers %v during the outage, want reserve and read closed", states[0].Breakers)
+	}
+	restore()
+
+	// After the outage, everything is stored once, and status is exact again.
+	byUser := map[int64]string{}
+	ids, err := env.s.db.EnsureUsers(context.Background(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, ref := range accepted {
+		byUser[ids[n]] = ref
+	}
+	env.s.waitOrders(item, buyers, 60*time.Second)
+	testenv.Eventually(t, 10*time.Second, "status confirmed, not degraded", func() bool {
+		a := shopper{e: env, token: tokens[names[0]]}.order(item)
+		return a.status == 200 && a.str("status") == "confirmed" && a.body["degraded"] == nil
+	})
+	it, err := env.s.db.Item(context.Background(), item)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOutboxEmpty(t, env.s, item)
+	env.s.checkFinal(it, byUser)
+}
