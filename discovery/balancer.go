@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -77,7 +79,8 @@ type Balancer struct {
 	// ZooKeeper (nil for NewStatic).
 	conn    *zk.Conn
 	dir     string
-	nodes   map[string]string // node name -> URL, read once per node
+	nodes   map[string]cachedNode // node name -> its content, read once per node
+	saved   string                // the list last written to the cache
 	poke    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -98,16 +101,11 @@ func NewStatic(urls []string, opts ...Option) *Balancer {
 // under root (DefaultRoot when empty) until Close. It returns once the
 // first list is read, or fails when ctx ends first.
 func NewBalancer(ctx context.Context, zkAddrs []string, root string, opts ...Option) (*Balancer, error) {
-	b := newBalancer(newOptions(opts))
-	conn, events, err := connect(zkAddrs, b.o, b.log)
+	first := make(chan error, 1)
+	b, err := follow(zkAddrs, root, newOptions(opts), first)
 	if err != nil {
 		return nil, err
 	}
-	b.conn, b.dir, b.nodes = conn, backendsPath(root), map[string]string{}
-	b.poke, b.stop, b.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-	go b.follow(events)
-	first := make(chan error, 1)
-	go b.watch(first)
 	select {
 	case err = <-first:
 	case <-ctx.Done():
@@ -117,6 +115,41 @@ func NewBalancer(ctx context.Context, zkAddrs []string, root string, opts ...Opt
 		b.Close()
 		return nil, fmt.Errorf("reading the backends from zookeeper: %w", err)
 	}
+	return b, nil
+}
+
+// Follow is NewBalancer without the wait: it returns at once, serving the
+// list cached on disk (WithCache) and the operator's list (WithInitial)
+// until ZooKeeper answers, then ZooKeeper's list. An edge so starts and
+// sells while ZooKeeper is down.
+func Follow(zkAddrs []string, root string, opts ...Option) (*Balancer, error) {
+	return follow(zkAddrs, root, newOptions(opts), nil)
+}
+
+func follow(zkAddrs []string, root string, o options, first chan<- error) (*Balancer, error) {
+	b := newBalancer(o)
+	start := slices.Clone(o.initial)
+	if o.cachePath != "" {
+		cached, err := loadCache(o.cachePath)
+		switch {
+		case err == nil:
+			start = append(start, cached...)
+			b.log.Info("backends from the cached list", "path", o.cachePath, "backends", len(cached))
+		case !errors.Is(err, os.ErrNotExist):
+			b.log.Warn("ignoring the cached backend list", "path", o.cachePath, "err", err)
+		}
+	}
+	if len(start) > 0 {
+		b.set(start)
+	}
+	conn, events, err := connect(zkAddrs, b.o, b.log)
+	if err != nil {
+		return nil, err
+	}
+	b.conn, b.dir, b.nodes = conn, backendsPath(root), map[string]cachedNode{}
+	b.poke, b.stop, b.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go b.follow(events)
+	go b.watch(first)
 	return b, nil
 }
 
@@ -427,9 +460,10 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 	}
 	seen := map[string]bool{}
 	var urls []string
+	var list []cachedNode
 	for _, name := range children {
 		seen[name] = true
-		u, ok := b.nodes[name]
+		cn, ok := b.nodes[name]
 		if !ok {
 			raw, _, err := b.conn.Get(b.dir + "/" + name)
 			if errors.Is(err, zk.ErrNoNode) {
@@ -438,17 +472,18 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 			if err != nil {
 				return nil, err
 			}
-			var n Node
-			if err := json.Unmarshal(raw, &n); err != nil || n.URL == "" {
+			cn = cachedNode{Name: name, Data: json.RawMessage(raw)}
+			if u, err := nodeURL(raw); err != nil {
 				b.log.Warn("ignoring a backend node without a url", "node", name, "err", err)
-				u = ""
+				cn.Data = nil
 			} else {
-				u = n.URL
+				cn.url = u
 			}
-			b.nodes[name] = u
+			b.nodes[name] = cn
 		}
-		if u != "" {
-			urls = append(urls, u)
+		if cn.url != "" {
+			urls = append(urls, cn.url)
+			list = append(list, cn)
 		}
 	}
 	for name := range b.nodes {
@@ -457,5 +492,105 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 		}
 	}
 	b.set(urls)
+	b.saveCache(list)
 	return ch, nil
+}
+
+func nodeURL(raw []byte) (string, error) {
+	var n Node
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return "", err
+	}
+	if n.URL == "" {
+		return "", errors.New("no url")
+	}
+	return n.URL, nil
+}
+
+// cachedNode is one backend in the cached list: its node's name and its
+// content exactly as registered, so that a registration signed later (a
+// MAC in the node) can be checked again when the list is read back.
+type cachedNode struct {
+	Name string          `json:"name"`
+	Data json.RawMessage `json:"data"`
+	url  string
+}
+
+// backendCache is the file of the last list read from ZooKeeper.
+type backendCache struct {
+	Format   int          `json:"format"` // 1
+	SavedAt  time.Time    `json:"saved_at"`
+	Backends []cachedNode `json:"backends"`
+}
+
+func (b *Balancer) saveCache(list []cachedNode) {
+	if b.o.cachePath == "" {
+		return
+	}
+	slices.SortFunc(list, func(x, y cachedNode) int { return strings.Compare(x.Name, y.Name) })
+	key, _ := json.Marshal(list)
+	if string(key) == b.saved {
+		return
+	}
+	raw, err := json.MarshalIndent(backendCache{Format: 1, SavedAt: time.Now().UTC(), Backends: list}, "", "  ")
+	if err == nil {
+		err = writeAtomic(b.o.cachePath, raw)
+	}
+	if err != nil {
+		b.log.Warn("writing the cached backend list", "path", b.o.cachePath, "err", err)
+		return
+	}
+	b.saved = string(key)
+}
+
+// loadCache reads the URLs of the cached list.
+func loadCache(path string) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c backendCache
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", path, err)
+	}
+	if c.Format != 1 {
+		return nil, fmt.Errorf("%s: format %d, want 1", path, c.Format)
+	}
+	var urls []string
+	for _, n := range c.Backends {
+		u, err := nodeURL(n.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: node %s: %w", path, n.Name, err)
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
+}
+
+// writeAtomic writes a file whole or not at all (temporary file, fsync,
+// rename).
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
 }

@@ -3,8 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,4 +251,103 @@ func TestPostgresOutagePurchasesContinue(t *testing.T) {
 	}
 	waitOutboxEmpty(t, env.s, item)
 	env.s.checkFinal(it, byUser)
+}
+
+// freePort returns a loopback address nothing listens on now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type edgeProc struct {
+	*proc
+	public, admin string
+}
+
+// startEdgeProc runs `seckill edge` against the stack's Redis and returns
+// once it wrote its addresses.
+func startEdgeProc(t *testing.T, s *stack, deadline time.Time, args ...string) edgeProc {
+	t.Helper()
+	addrFile := filepath.Join(t.TempDir(), "addr")
+	env := append(s.env(s.amqpURL), "SECKILL_ADMIN_TOKEN=edge-admin")
+	p := startProc(t, env, append([]string{"edge", "--public-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		"--addr-file", addrFile, "--limits", "../configs/limits.yaml"}, args...)...)
+	ep := edgeProc{proc: p}
+	for ep.public == "" || ep.admin == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("seckill edge did not listen in time:\n%s", p.out.String())
+		}
+		if b, err := os.ReadFile(addrFile); err == nil {
+			for _, f := range strings.Fields(string(b)) {
+				k, v, _ := strings.Cut(f, "=")
+				switch k {
+				case "public":
+					ep.public = "http://" + v
+				case "admin":
+					ep.admin = "http://" + v
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return ep
+}
+
+// TestStartWithZooKeeperDown: ZooKeeper is down (its address refuses).
+// A `seckill backend` and a `seckill edge` are started at the same moment,
+// both told to use it: the backend serves and registers in the background,
+// the edge starts from --backend-url. A purchase through the edge is
+// accepted within 5 s of the start, and both processes are still running.
+func TestStartWithZooKeeperDown(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	item := s.createItem(10, "none")
+	zkDown := freePort(t)
+	beAddr := freePort(t)
+	start := time.Now()
+	deadline := start.Add(5 * time.Second)
+	be := startProc(t, s.env(s.amqpURL), "backend", "--listen", beAddr, "--zk", zkDown, "--zk-root", "/"+testenv.Name(t),
+		"--relay-id", "relay-"+s.queue)
+	ep := startEdgeProc(t, s, deadline, "--zk", zkDown, "--zk-root", "/"+testenv.Name(t), "--backend-url", "http://"+beAddr,
+		"--edge-id", testenv.Name(t), "--backends-cache", filepath.Join(t.TempDir(), "backends.json"))
+	env := &edgeEnv{t: t, s: s, pub: &httptest.Server{URL: ep.public}, adm: &httptest.Server{URL: ep.admin}, token: "edge-admin"}
+
+	// Ready once the catalogue is loaded (through the backend).
+	for {
+		resp, err := http.Get(ep.public + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge was not ready within 5 s (last: %v)\nbackend:\n%s\nedge:\n%s", err, be.out.String(), ep.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ready := time.Since(start)
+	tok := env.sessions("zkdown1")["zkdown1"]
+	sh := shopper{e: env, token: tok}
+	a := sh.buy(item.ID, sh.getPath(item.ID))
+	served := time.Since(start)
+	if a.status != 202 {
+		t.Fatalf("purchase with ZooKeeper down: %d %v", a.status, a.body)
+	}
+	t.Logf("ZooKeeper down: edge ready %v after the start, first purchase accepted after %v", ready, served)
+	if served > 5*time.Second {
+		t.Fatalf("first purchase %v after the start, want within 5 s", served)
+	}
+	for name, p := range map[string]*proc{"backend": be, "edge": ep.proc} {
+		select {
+		case <-p.done:
+			t.Fatalf("the %s exited:\n%s", name, p.out.String())
+		default:
+		}
+	}
 }

@@ -179,18 +179,31 @@ func (c *Catalog) Learn(id int64) {
 // directly) become known within a TTL, while requests for unknown ids are
 // still answered from the Bloom filter without any I/O.
 func (c *Catalog) Follow(ctx context.Context) {
-	t := time.NewTicker(c.ttl)
+	t := time.NewTimer(0)
 	defer t.Stop()
+	retry := 50 * time.Millisecond
 	for {
-		if c.due(c.snap.Load()) {
-			_, _ = c.load(ctx)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-c.kick:
 		}
+		if c.due(c.snap.Load()) {
+			_, _ = c.load(ctx)
+		}
+		next := c.ttl
+		if !c.Loaded() {
+			// No copy yet: the edge is not ready; try again soon.
+			next, retry = min(retry, c.ttl), min(2*retry, c.ttl)
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(next)
 	}
 }
 
