@@ -3,12 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,12 +18,15 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
 	"seckill/backend"
 	"seckill/discovery"
 	"seckill/edge"
+	"seckill/internal/faultproxy"
 	"seckill/internal/testenv"
+	"seckill/stock"
 )
 
 // holdReserves is a transport that holds every reservation until the
@@ -349,5 +354,123 @@ func TestStartWithZooKeeperDown(t *testing.T) {
 			t.Fatalf("the %s exited:\n%s", name, p.out.String())
 		default:
 		}
+	}
+}
+
+// timedGet returns the status of a GET and how long it took.
+func timedGet(t *testing.T, url string) (int, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	resp, err := edgeClient.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, time.Since(start)
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+// TestCatalogueUnderRedisLatency: 200 ms of latency (each way) between the
+// backend and its Redis (internal/faultproxy). The edge's catalogue copy
+// goes stale every 200 ms, and is refreshed in the background while reads
+// are served from the copy: no catalogue read through the edge waits for
+// one Redis round trip (400 ms), and reads are as fast as without the
+// latency (generous bounds). The backend lists 30 items (live, upcoming,
+// ended) in one pipelined round trip, not one per item.
+func TestCatalogueUnderRedisLatency(t *testing.T) {
+	t.Parallel()
+	env := newEdgeEnvWith(t, nil, edge.Config{Difficulty: 1, CatalogTTL: 200 * time.Millisecond}, nil, nil)
+	var live []int64
+	for range 20 {
+		live = append(live, env.createItem(100, "none", -time.Second, time.Hour))
+	}
+	for range 5 {
+		env.createItem(100, "none", time.Hour, time.Hour)
+	}
+	for range 5 {
+		env.createItem(100, "none", -2*time.Hour, time.Hour)
+	}
+
+	// The backend again, its Redis behind the proxy.
+	rdb := env.s.st.Client().(*redis.Client)
+	px, err := faultproxy.New(rdb.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = px.Close() })
+	opt := *rdb.Options()
+	opt.Addr = px.Addr()
+	slow := redis.NewClient(&opt)
+	t.Cleanup(func() { _ = slow.Close() })
+	svc := backend.New(env.s.db, stock.New(slow, env.s.prefix), quietLog(t))
+	env.be.stop()
+	env.be.h = backend.NewHandler(svc, backend.HTTPConfig{Logger: quietLog(t)})
+	env.be.start(t)
+
+	read := func(phase string) []time.Duration {
+		var ds []time.Duration
+		for i := range 40 {
+			url := env.pub.URL + "/api/items"
+			if i%2 == 1 {
+				url = fmt.Sprintf("%s/api/items/%d", env.pub.URL, live[i%len(live)])
+			}
+			st, d := timedGet(t, url)
+			if st != 200 {
+				t.Fatalf("%s: GET %s: %d", phase, url, st)
+			}
+			ds = append(ds, d)
+			time.Sleep(50 * time.Millisecond) // 2 s in all: the copy goes stale ten times
+		}
+		return ds
+	}
+	testenv.Eventually(t, 10*time.Second, "the catalogue from the new backend", func() bool {
+		st, _ := timedGet(t, env.pub.URL+"/api/items")
+		return st == 200 && env.edge.Catalog().Age() < 200*time.Millisecond
+	})
+	fast := read("no latency")
+
+	px.SetLatency(200 * time.Millisecond)
+	before := env.edge.Catalog().Refreshes()
+	slowReads := read("200 ms latency")
+	refreshed := env.edge.Catalog().Refreshes() - before
+
+	// The backend's list under latency: one pipelined round trip for 30 items.
+	start := time.Now()
+	var list struct {
+		Items []backend.ItemView `json:"items"`
+	}
+	if code := getJSON(t, "http://"+env.be.addr+"/v1/items", "", &list); code != 200 || len(list.Items) != 30 {
+		t.Fatalf("backend list: %d, %d items", code, len(list.Items))
+	}
+	listTook := time.Since(start)
+	states := map[string]int{}
+	for _, it := range list.Items {
+		states[it.State]++
+	}
+	px.SetLatency(0)
+
+	t.Logf("catalogue reads through the edge: no latency p50 %v max %v; 200 ms Redis latency p50 %v max %v; %d background refreshes meanwhile; backend list of 30 items under latency %v; states %v",
+		percentile(fast, 0.5), percentile(fast, 1), percentile(slowReads, 0.5), percentile(slowReads, 1), refreshed, listTook, states)
+	if refreshed < 1 {
+		t.Fatalf("no refresh went through during the latency: the test proves nothing")
+	}
+	if m := percentile(slowReads, 1); m >= 200*time.Millisecond {
+		t.Fatalf("a catalogue read took %v under Redis latency: it waited for a refresh", m)
+	}
+	if p50s, p50f := percentile(slowReads, 0.5), percentile(fast, 0.5); p50s > 5*p50f+50*time.Millisecond {
+		t.Fatalf("median read %v under Redis latency, %v without: not as fast", p50s, p50f)
+	}
+	// One round trip is at least 400 ms here; thirty in series would be 12 s.
+	if listTook > 3*time.Second {
+		t.Fatalf("the backend listed 30 items in %v under 200 ms latency: not one pipelined round trip", listTook)
+	}
+	if states["live"] != 20 || states["upcoming"] != 5 || states["ended"] != 5 {
+		t.Fatalf("states %v, want 20 live, 5 upcoming, 5 ended", states)
 	}
 }
