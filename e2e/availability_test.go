@@ -24,6 +24,7 @@ import (
 	"seckill/backend"
 	"seckill/discovery"
 	"seckill/edge"
+	"seckill/httpapi"
 	"seckill/internal/faultproxy"
 	"seckill/internal/testenv"
 	"seckill/stock"
@@ -197,6 +198,17 @@ func TestPostgresOutagePurchasesContinue(t *testing.T) {
 	}
 	if degraded != 60 {
 		t.Fatalf("%d degraded answers, want 60", degraded)
+	}
+	// The backend stays ready (purchases need only Redis); the details
+	// behind its admin route name PostgreSQL.
+	var br map[string]string
+	if code := getJSON(t, "http://"+env.be.addr+"/readyz", "", &br); code != 200 {
+		t.Fatalf("backend readyz during the outage: %d %v", code, br)
+	}
+	var det httpapi.Readiness
+	getJSON(t, "http://"+env.be.addr+"/v1/admin/readyz", "", &det)
+	if det.Status != "ready" || len(det.Checks) != 2 || det.Checks[1].Name != "postgres" || det.Checks[1].OK || det.Checks[1].Needed {
+		t.Fatalf("backend readiness details during the outage: %+v", det)
 	}
 	// The catalogue still answers (the edge's copy; the backend's last list).
 	if a := (shopper{e: env}).do("GET", "/api/items", nil); a.status != 200 {
@@ -472,5 +484,102 @@ func TestCatalogueUnderRedisLatency(t *testing.T) {
 	}
 	if states["live"] != 20 || states["upcoming"] != 5 || states["ended"] != 5 {
 		t.Fatalf("states %v, want 20 live, 5 upcoming, 5 ended", states)
+	}
+}
+
+// holdItems holds every catalogue request until release is closed.
+type holdItems struct {
+	next    http.RoundTripper
+	release chan struct{}
+}
+
+func (h *holdItems) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Path == "/v1/items" {
+		select {
+		case <-h.release:
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		}
+	}
+	return h.next.RoundTrip(r)
+}
+
+// TestHealthContract: /healthz names the process (the same instance on
+// both listeners, another for another process); the public /readyz says
+// only ready or not, and is not ready until the catalogue is loaded; a
+// request for a live item made before the catalogue is loaded waits for
+// it instead of answering unknown_item; the admin /readyz gives the
+// details; draining makes the public /readyz fail at once. The backend
+// follows the same contract, details behind its admin token.
+func TestHealthContract(t *testing.T) {
+	t.Parallel()
+	hold := &holdItems{next: &http.Transport{}, release: make(chan struct{})}
+	env := newEdgeEnvWith(t, nil, edge.Config{Difficulty: 1}, func(d *edge.Deps) {
+		base := d.Backend.(*backend.Client).Base()
+		d.Backend = backend.NewClient(base, "", &http.Client{Transport: hold, Timeout: 30 * time.Second})
+	}, nil)
+	item := env.s.createItem(10, "none")
+
+	var pubH, admH httpapi.Health
+	if getJSON(t, env.pub.URL+"/healthz", "", &pubH) != 200 || getJSON(t, env.adm.URL+"/healthz", "", &admH) != 200 {
+		t.Fatal("healthz")
+	}
+	if pubH.Instance == "" || pubH.Instance != admH.Instance || pubH.Service != "edge" || pubH.Status != "ok" {
+		t.Fatalf("healthz public %+v admin %+v", pubH, admH)
+	}
+	var beH httpapi.Health
+	if getJSON(t, "http://"+env.be.addr+"/healthz", "", &beH) != 200 || beH.Service != "backend" || beH.Instance == "" || beH.Instance == pubH.Instance {
+		t.Fatalf("backend healthz %+v", beH)
+	}
+
+	// Not ready before the catalogue: only the verdict on the public side.
+	resp, err := http.Get(env.pub.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || strings.TrimSpace(string(raw)) != `{"status":"unready"}` || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("public readyz before the catalogue: %d %s %v", resp.StatusCode, raw, resp.Header)
+	}
+	var det httpapi.Readiness
+	if code := getJSON(t, env.adm.URL+"/readyz", "", &det); code != 503 || det.Status != "unready" || det.Checks[0].Name != "catalog" || det.Checks[0].OK {
+		t.Fatalf("admin readyz before the catalogue: %d %+v", code, det)
+	}
+	// A live item asked for before the catalogue is loaded: never 404.
+	got := make(chan answer, 1)
+	go func() { got <- shopper{e: env}.do("GET", fmt.Sprintf("/api/items/%d", item.ID), nil) }()
+	time.Sleep(100 * time.Millisecond)
+	close(hold.release)
+	if a := <-got; a.status != 200 {
+		t.Fatalf("item asked for before the catalogue was loaded: %d %v", a.status, a.body)
+	}
+	testenv.Eventually(t, 3*time.Second, "public readyz ready", func() bool {
+		var r map[string]string
+		return getJSON(t, env.pub.URL+"/readyz", "", &r) == 200 && r["status"] == "ready" && len(r) == 1
+	})
+	if code := getJSON(t, env.adm.URL+"/readyz", "", &det); code != 200 || det.Status != "ready" || det.Instance != pubH.Instance || len(det.Checks) != 3 {
+		t.Fatalf("admin readyz: %d %+v", code, det)
+	}
+	for _, c := range det.Checks {
+		if !c.OK {
+			t.Fatalf("check %+v", c)
+		}
+	}
+
+	// The backend: ready (Redis), details behind the admin route.
+	var br map[string]string
+	if getJSON(t, "http://"+env.be.addr+"/readyz", "", &br) != 200 || br["status"] != "ready" || len(br) != 1 {
+		t.Fatalf("backend readyz %v", br)
+	}
+	var bdet httpapi.Readiness
+	if code := getJSON(t, "http://"+env.be.addr+"/v1/admin/readyz", "", &bdet); code != 200 || len(bdet.Checks) != 2 || bdet.Instance != beH.Instance {
+		t.Fatalf("backend admin readyz: %d %+v", code, bdet)
+	}
+
+	env.edge.Drain()
+	var r map[string]string
+	if code := getJSON(t, env.pub.URL+"/readyz", "", &r); code != 503 || r["status"] != "unready" {
+		t.Fatalf("public readyz while draining: %d %v", code, r)
 	}
 }
