@@ -583,3 +583,151 @@ func TestHealthContract(t *testing.T) {
 		t.Fatalf("public readyz while draining: %d %v", code, r)
 	}
 }
+
+// TestRecoveryAfterBackendRestart measures how long purchases take to come
+// back at full rate after the backend returns. Eight buyers buy without a
+// pause (each retries its path every 20 ms after a 503) through the edge and
+// the production balancer (one breaker per backend and call class, none in
+// series, open for 1 s). Three times, the backend's listener goes away (for
+// 3.0, 3.4 and 3.8 s, so the return falls at different points of the
+// breaker's open/probe cycle) and comes back on the same address. After
+// each return, refusals stop within the breaker's open time plus its probes
+// (2 s); every buyer ends accepted, every order stored once.
+func TestRecoveryAfterBackendRestart(t *testing.T) {
+	t.Parallel()
+	env := newEdgeEnvWith(t, nil, edge.Config{Difficulty: 1}, staticBalancer, nil)
+	const buyers = 1500
+	item := env.createItem(buyers, "none", -time.Second, time.Hour)
+	names := make([]string, buyers)
+	for i := range names {
+		names[i] = fmt.Sprintf("restart%04d", i)
+	}
+	tokens := env.sessions(names...)
+
+	type attempt struct {
+		at     time.Time
+		status int
+	}
+	var (
+		mu       sync.Mutex
+		attempts []attempt
+		accepted = map[string]string{}
+		next     atomic.Int64
+	)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= buyers {
+					return
+				}
+				sh := shopper{e: env, token: tokens[names[i]]}
+				p := sh.getPath(item)
+				for {
+					a := sh.buy(item, p)
+					mu.Lock()
+					attempts = append(attempts, attempt{time.Now(), a.status})
+					if a.status == 202 {
+						accepted[names[i]] = a.str("order_ref")
+					}
+					mu.Unlock()
+					if a.status == 202 {
+						break
+					}
+					if a.status != 503 || a.header.Get("Retry-After") == "" {
+						t.Errorf("%s: %d %v", names[i], a.status, a.body)
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	nAccepted := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(accepted)
+	}
+	type cycle struct{ stopped, back time.Time }
+	var cycles []cycle
+	for _, down := range []time.Duration{3000 * time.Millisecond, 3400 * time.Millisecond, 3800 * time.Millisecond} {
+		want := nAccepted() + 100
+		testenv.Eventually(t, 30*time.Second, "100 purchases before the stop", func() bool { return nAccepted() >= want })
+		env.be.stop()
+		c := cycle{stopped: time.Now()}
+		time.Sleep(down)
+		env.be.start(t)
+		c.back = time.Now()
+		cycles = append(cycles, c)
+	}
+	wg.Wait()
+	if len(accepted) != buyers {
+		t.Fatalf("%d accepted, want %d", len(accepted), buyers)
+	}
+	for i, c := range cycles {
+		end := time.Now()
+		if i+1 < len(cycles) {
+			end = cycles[i+1].stopped
+		}
+		var firstOK, lastRefusal time.Time
+		refusals, before := 0, 0
+		var windows []int // accepted per 250 ms after the return
+		for _, a := range attempts {
+			switch {
+			case a.at.Before(c.stopped.Add(-time.Second)) || !a.at.Before(end):
+			case a.at.Before(c.stopped):
+				if a.status == 202 {
+					before++
+				}
+			case a.status == 503:
+				refusals++
+				if a.at.After(lastRefusal) {
+					lastRefusal = a.at
+				}
+			case a.status == 202 && a.at.After(c.back):
+				if firstOK.IsZero() || a.at.Before(firstOK) {
+					firstOK = a.at
+				}
+				w := int(a.at.Sub(c.back) / (250 * time.Millisecond))
+				for len(windows) <= w {
+					windows = append(windows, 0)
+				}
+				windows[w]++
+			}
+		}
+		if len(windows) > 6 {
+			windows = windows[:6]
+		}
+		recovery := lastRefusal.Sub(c.back)
+		t.Logf("restart %d: backend away %v; %d accepted in the second before; %d refusals (503); after the return: first accepted %v, last refusal %v; accepted per 250 ms after the return: %v",
+			i+1, c.back.Sub(c.stopped).Round(time.Millisecond), before, refusals,
+			firstOK.Sub(c.back).Round(time.Millisecond), recovery.Round(time.Millisecond), windows)
+		if refusals == 0 {
+			t.Fatalf("restart %d: no refusal while the backend was away: the test proves nothing", i+1)
+		}
+		// Two breakers in series, or a half-open refusal counted as a
+		// failure, took 3 s and more.
+		if recovery > 2*time.Second {
+			t.Fatalf("restart %d: refusals went on %v after the backend returned, want within 2 s", i+1, recovery)
+		}
+	}
+	byUser := map[int64]string{}
+	ids, err := env.s.db.EnsureUsers(context.Background(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, ref := range accepted {
+		byUser[ids[n]] = ref
+	}
+	env.s.waitOrders(item, buyers, 60*time.Second)
+	it, err := env.s.db.Item(context.Background(), item)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOutboxEmpty(t, env.s, item)
+	env.s.checkFinal(it, byUser)
+}
