@@ -102,7 +102,7 @@ func NewStatic(urls []string, opts ...Option) *Balancer {
 // first list is read, or fails when ctx ends first.
 func NewBalancer(ctx context.Context, zkAddrs []string, root string, opts ...Option) (*Balancer, error) {
 	first := make(chan error, 1)
-	b, err := follow(zkAddrs, root, newOptions(opts), first)
+	b, err := startFollowing(zkAddrs, root, newOptions(opts), first)
 	if err != nil {
 		return nil, err
 	}
@@ -123,10 +123,10 @@ func NewBalancer(ctx context.Context, zkAddrs []string, root string, opts ...Opt
 // until ZooKeeper answers, then ZooKeeper's list. An edge so starts and
 // sells while ZooKeeper is down.
 func Follow(zkAddrs []string, root string, opts ...Option) (*Balancer, error) {
-	return follow(zkAddrs, root, newOptions(opts), nil)
+	return startFollowing(zkAddrs, root, newOptions(opts), nil)
 }
 
-func follow(zkAddrs []string, root string, o options, first chan<- error) (*Balancer, error) {
+func startFollowing(zkAddrs []string, root string, o options, first chan<- error) (*Balancer, error) {
 	b := newBalancer(o)
 	start := slices.Clone(o.initial)
 	if o.cachePath != "" {
@@ -379,6 +379,23 @@ func (b *Balancer) Ready(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// PurchaseBreakerState is the worst state of the backends' purchase
+// breakers (open when no backend is known): the edge's breaker state when
+// the balancer keeps the breakers.
+func (b *Balancer) PurchaseBreakerState() gobreaker.State {
+	b.mu.RLock()
+	ms := b.members
+	b.mu.RUnlock()
+	if len(ms) == 0 {
+		return gobreaker.StateOpen
+	}
+	worst := gobreaker.StateClosed
+	for _, m := range ms {
+		worst = max(worst, m.cbs[ClassReserve].State())
+	}
+	return worst
 }
 
 // OwnsBreakers says that the balancer guards every backend with breakers

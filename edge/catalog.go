@@ -46,6 +46,9 @@ type Catalog struct {
 	soldOut sync.Map // item id -> true
 	refresh atomic.Int64
 	failed  atomic.Int64
+	// changes counts Learn and Invalidate calls: a copy fetched while one
+	// happened may predate the change, so it is installed due again.
+	changes atomic.Int64
 }
 
 // RefreshTimeout bounds one catalogue refresh.
@@ -119,13 +122,14 @@ func (c *Catalog) load(ctx context.Context) (*catalogSnap, error) {
 		// The refresh must not die with the first caller's request.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RefreshTimeout)
 		defer cancel()
+		changes := c.changes.Load()
 		list, err := c.src.Items(rctx)
 		if err != nil {
 			c.failed.Add(1)
 			return nil, err
 		}
 		c.refresh.Add(1)
-		return c.install(list), nil
+		return c.install(list, c.changes.Load() != changes), nil
 	})
 	var r singleflight.Result
 	select {
@@ -142,8 +146,8 @@ func (c *Catalog) load(ctx context.Context) (*catalogSnap, error) {
 	return r.Val.(*catalogSnap), nil
 }
 
-func (c *Catalog) install(list []backend.ItemView) *catalogSnap {
-	ns := &catalogSnap{at: c.now(), list: list, byID: make(map[int64]backend.ItemView, len(list))}
+func (c *Catalog) install(list []backend.ItemView, stale bool) *catalogSnap {
+	ns := &catalogSnap{at: c.now(), list: list, byID: make(map[int64]backend.ItemView, len(list)), stale: stale}
 	c.knownMu.Lock()
 	for _, it := range list {
 		ns.byID[it.ID] = it
@@ -168,6 +172,7 @@ func (c *Catalog) Known(id int64) bool {
 
 // Learn adds an item id to the known set (an item just created).
 func (c *Catalog) Learn(id int64) {
+	c.changes.Add(1)
 	c.knownMu.Lock()
 	c.known.Add(idKey(id))
 	c.knownMu.Unlock()
@@ -209,6 +214,7 @@ func (c *Catalog) Follow(ctx context.Context) {
 
 // Invalidate makes the copy due for a refresh and asks for one.
 func (c *Catalog) Invalidate() {
+	c.changes.Add(1)
 	if s := c.snap.Load(); s != nil && !s.stale {
 		cp := *s
 		cp.stale = true
@@ -250,13 +256,20 @@ func (c *Catalog) Item(ctx context.Context, id int64) (backend.ItemView, error) 
 		// the copy was made, or a false positive. When the copy is due, one
 		// refresh (shared by every caller) decides; a fresh copy decides
 		// alone, so false positives cannot make every request wait.
-		if !c.due(s) {
-			return backend.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
+		// A refresh already running may have started before the item was
+		// made: its copy comes back due again, and one more refresh decides.
+		for range 2 {
+			if !c.due(s) {
+				break
+			}
+			if s, err = c.load(ctx); err != nil {
+				return backend.ItemView{}, err
+			}
+			if it, ok = s.byID[id]; ok {
+				break
+			}
 		}
-		if s, err = c.load(ctx); err != nil {
-			return backend.ItemView{}, err
-		}
-		if it, ok = s.byID[id]; !ok {
+		if !ok {
 			return backend.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
 		}
 	}

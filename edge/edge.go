@@ -49,6 +49,8 @@ type Backend interface {
 // the outer one.
 type BreakerOwner interface {
 	OwnsBreakers() bool
+	// PurchaseBreakerState is the worst state of its purchase breakers.
+	PurchaseBreakerState() gobreaker.State
 }
 
 // Challenges issues and verifies human challenges (captcha.Store).
@@ -195,6 +197,15 @@ func (e *Edge) Admin() http.Handler { return e.admin }
 
 // Sessions returns the session signer.
 func (e *Edge) Sessions() *Sessions { return e.sessions }
+
+// breakerState is the state of the purchases' breaker: the edge's own, or
+// the worst of the balancer's when it keeps them.
+func (e *Edge) breakerState() gobreaker.State {
+	if bo, ok := e.be.(BreakerOwner); ok && !e.guard().Breaking() {
+		return bo.PurchaseBreakerState()
+	}
+	return e.guard().State()
+}
 
 // Backend returns the backend the edge calls.
 func (e *Edge) Backend() Backend { return e.be }
@@ -363,7 +374,7 @@ func (e *Edge) difficulty() int {
 	g := e.guard()
 	n, max := g.InFlight()
 	base := int(e.diffBase.Load())
-	if g.State() != gobreaker.StateClosed || n*2 > max {
+	if e.breakerState() != gobreaker.StateClosed || n*2 > max {
 		return base + int(e.diffLoad.Load())
 	}
 	return base

@@ -34,11 +34,17 @@ func Healthz(service, instance string) echo.HandlerFunc {
 	return func(c echo.Context) error { return c.JSON(http.StatusOK, h) }
 }
 
-// ReadyTTL is how long the public /readyz keeps its verdict.
-const ReadyTTL = time.Second
+// ReadyTTL is how long the public /readyz keeps a "ready" verdict;
+// UnreadyTTL a "not ready" one (shorter: a process that just became ready,
+// its catalogue loaded, is told at once).
+const (
+	ReadyTTL   = time.Second
+	UnreadyTTL = 100 * time.Millisecond
+)
 
-// ReadyCache keeps a readiness verdict for ReadyTTL, so the public /readyz
-// costs no dependency call however often it is asked.
+// ReadyCache keeps a readiness verdict (ReadyTTL, UnreadyTTL), so the
+// public /readyz costs at most one dependency check per TTL however often
+// it is asked.
 type ReadyCache struct {
 	verdict func(ctx context.Context) bool
 	mu      sync.Mutex
@@ -51,11 +57,15 @@ func NewReadyCache(verdict func(ctx context.Context) bool) *ReadyCache {
 	return &ReadyCache{verdict: verdict}
 }
 
-// Ready returns the verdict, asked again at most once per ReadyTTL.
+// Ready returns the verdict, asked again at most once per TTL.
 func (r *ReadyCache) Ready(ctx context.Context) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now := time.Now(); r.at.IsZero() || now.Sub(r.at) >= ReadyTTL {
+	ttl := ReadyTTL
+	if !r.ok {
+		ttl = UnreadyTTL
+	}
+	if now := time.Now(); r.at.IsZero() || now.Sub(r.at) >= ttl {
 		r.ok, r.at = r.verdict(ctx), now
 	}
 	return r.ok
