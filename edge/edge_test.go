@@ -364,3 +364,58 @@ func TestGuardWithoutBreakers(t *testing.T) {
 		t.Fatalf("%d calls went through, want 5 (no breaker in series)", calls)
 	}
 }
+
+// blockingSource answers at once until block is set, then holds every call
+// until release is closed.
+type blockingSource struct {
+	items   []backend.ItemView
+	block   atomic.Bool
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (b *blockingSource) Items(ctx context.Context) ([]backend.ItemView, error) {
+	b.calls.Add(1)
+	if b.block.Load() {
+		<-b.release
+	}
+	return b.items, nil
+}
+
+// TestCatalogNeverWaitsForARefresh: once a copy exists, reads of a due copy
+// are served from it while one refresh (kicked in the background) is held by
+// a stalled source; a read never waits for it.
+func TestCatalogNeverWaitsForARefresh(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	src := &blockingSource{release: make(chan struct{}), items: []backend.ItemView{{
+		Item: seckill.Item{ID: 3, Stock: 10, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}, StockLeft: 10}}}
+	c := NewCatalog(src, 10*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	go func() { c.Follow(ctx); close(followed) }()
+	defer func() { cancel(); close(src.release); <-followed }()
+	if _, err := c.Item(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	src.block.Store(true)
+	c.Invalidate() // due now, and Follow starts a refresh that the source holds
+	for src.calls.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	for range 100 {
+		it, err := c.Item(context.Background(), 3)
+		if err != nil || it.State != "live" {
+			t.Fatalf("read during a held refresh: %+v %v", it, err)
+		}
+		if _, err := c.Items(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("%d calls to the source, want 2 (one refresh at a time)", n)
+	}
+	if !c.Loaded() || c.Refreshes() != 1 {
+		t.Fatalf("loaded %v, refreshes %d", c.Loaded(), c.Refreshes())
+	}
+}
