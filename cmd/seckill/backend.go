@@ -157,14 +157,15 @@ relay stops after its outstanding confirms.`,
 				if !strings.Contains(url, "://") {
 					url = "http://" + url
 				}
-				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				zreg, err = discovery.Register(rctx, strings.Split(zkAddrs, ","), zkRoot, url, log)
-				cancel()
+				// Registered in the background: the backend serves at once,
+				// and keeps trying while ZooKeeper is away (no deadline, no
+				// exit: a crash loop under a supervisor helps nobody).
+				zreg, err = discovery.StartRegistration(strings.Split(zkAddrs, ","), zkRoot, url, log)
 				if err != nil {
 					_ = srv.Close()
 					return fmt.Errorf("registering in zookeeper: %w", err)
 				}
-				log.Info("registered in zookeeper", "url", url, "node", zreg.Path())
+				log.Info("registering in zookeeper in the background", "url", url)
 				defer zreg.Close()
 			}
 
