@@ -101,7 +101,7 @@ func Judge(h *History, st Stored, units int) Verdict {
 // Timing is how the sale went around the fault.
 type Timing struct {
 	PreRate float64       // 202s in the second before the fault
-	Freeze  time.Duration // probe OK to first 202, when the fault stopped every 202
+	Freeze  time.Duration // probe OK to the first 202 after it, when the fault paused 202s for over a second
 	Flow    time.Duration // probe OK to flowing again; -1: never (sold out first or never back)
 	MaxGap  time.Duration // longest stretch without a 202 during the sale
 	// SoldOutFirst: every unit was sold before flowing could be measured
@@ -122,7 +122,7 @@ func Timings(acc []time.Time, inject, probe time.Time, soldOut bool) Timing {
 		return j - i
 	}
 	t := Timing{PreRate: float64(count(inject.Add(-time.Second), inject)), Flow: -1}
-	if count(inject, probe.Add(time.Nanosecond)) == 0 {
+	if longestGap(acc, inject, probe) > time.Second { // the fault stopped the 202s
 		i := sort.Search(len(acc), func(i int) bool { return acc[i].After(probe) })
 		if i < len(acc) {
 			t.Freeze = acc[i].Sub(probe)
