@@ -37,9 +37,8 @@ func DetectFeatures(bin string) Features {
 	if out, ok := help("backend"); ok {
 		f.RelayRedisURL = strings.Contains(out, "--relay-redis-url")
 	}
-	if out, ok := help("edge"); ok {
-		f.ClockOffset = strings.Contains(out, "--clock-offset")
-	}
+	// --clock-offset is hidden: a known flag with --help still prints help.
+	_, f.ClockOffset = help("edge", "--clock-offset", "0s")
 	return f
 }
 
