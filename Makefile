@@ -58,4 +58,4 @@ chaos-list:
 CHAOS_CI_ROWS := relay-reply-loss,redis-kill,postgres-stop
 
 chaos-ci: chaos-deps
-	go run ./chaos/cmd/chaos -rows '$(CHAOS_CI_ROWS)' -runs 3 $(CHAOS_ARGS)
+	go run ./chaos/cmd/chaos -strict -rows '$(CHAOS_CI_ROWS)' -runs 3 $(CHAOS_ARGS)

@@ -37,7 +37,7 @@ func run() error {
 		runs, units, buyers, conc              int
 		rate, faultAt                          float64
 		settle, maxFlow, timeout, deadline     time.Duration
-		keep, list                             bool
+		keep, list, strict                     bool
 	)
 	flag.StringVar(&bin, "bin", "bin/seckill", "the seckill binary under test")
 	flag.StringVar(&services, "services", "scripts/services.sh", "the script that starts the servers")
@@ -57,6 +57,7 @@ func run() error {
 	flag.DurationVar(&deadline, "deadline", 60*time.Second, "a buyer gives up after this long")
 	flag.BoolVar(&keep, "keep", false, "keep the work folder (logs of every part)")
 	flag.BoolVar(&list, "list", false, "list the rows and exit")
+	flag.BoolVar(&strict, "strict", false, "a skipped row (a feature missing from the binary, no toxiproxy) is a failure too (CI)")
 	flag.Parse()
 
 	all := chaos.Rows()
@@ -168,7 +169,7 @@ func run() error {
 	}
 	failed := 0
 	for _, r := range results {
-		if !r.OK() {
+		if !r.OK() || (strict && r.Skipped != "") {
 			failed++
 		}
 	}
