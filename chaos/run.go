@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -92,8 +93,14 @@ func RunRow(ctx context.Context, cfg Config, srv *Servers, toxi *Toxiproxy, row 
 	if row.StartIn > 0 {
 		start = time.Now().Add(row.StartIn)
 	}
-	item, err := s.API.CreateItem(ctx, apiclient.ItemSpec{Name: "chaos " + row.Name, PriceCents: 100, Stock: int64(cfg.Units),
-		StartsAt: start, EndsAt: start.Add(time.Hour), Challenge: "none"})
+	var item int64
+	// An edge that just started may not have found its backend yet: 503.
+	waitUntil(ctx, 15*time.Second, func() bool {
+		item, err = s.API.CreateItem(ctx, apiclient.ItemSpec{Name: "chaos " + row.Name, PriceCents: 100, Stock: int64(cfg.Units),
+			StartsAt: start, EndsAt: start.Add(time.Hour), Challenge: "none"})
+		e := apiclient.AsError(err)
+		return err == nil || e == nil || e.Status != http.StatusServiceUnavailable
+	})
 	if err != nil {
 		res.Error = "creating the item: " + err.Error()
 		return res
