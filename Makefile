@@ -1,4 +1,4 @@
-.PHONY: test build vet fmt run up down stack
+.PHONY: test build vet fmt run up down stack chaos chaos-ci chaos-list chaos-deps
 
 # Runs the tests against real Redis, PostgreSQL, ZooKeeper and RabbitMQ
 # servers started (and stopped) by scripts/testenv.sh. ARGS: go test args.
@@ -30,3 +30,32 @@ down:
 # The real stack in the foreground; Ctrl-C stops everything.
 stack:
 	scripts/stack.sh run
+
+# The fault matrix (docs/RELIABILITY.md): the real stack as separate
+# processes on private servers, one fault per sale, judged by its own
+# checker. ROWS: comma-separated row names (default all; `make chaos-list`);
+# RUNS: runs per row. Exits non-zero on any violation.
+ROWS ?=
+RUNS ?= 3
+CHAOS_ARGS ?=
+TOXIPROXY_VERSION := v2.5.0
+
+bin/toxiproxy-server:
+	mkdir -p bin
+	GOBIN=$(CURDIR)/bin.tmp go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	mv bin.tmp/server $@ && rmdir bin.tmp
+
+chaos-deps: build bin/toxiproxy-server
+
+chaos: chaos-deps
+	go run ./chaos/cmd/chaos -rows '$(ROWS)' -runs $(RUNS) $(CHAOS_ARGS)
+
+chaos-list:
+	go run ./chaos/cmd/chaos -list
+
+# The CI subset: relay reply loss, Redis kill (AOF always), PostgreSQL stop,
+# each 3 times (about 4 minutes on 2 cores).
+CHAOS_CI_ROWS := relay-reply-loss,redis-kill,postgres-stop
+
+chaos-ci: chaos-deps
+	go run ./chaos/cmd/chaos -strict -rows '$(CHAOS_CI_ROWS)' -runs 3 $(CHAOS_ARGS)

@@ -85,6 +85,9 @@ type Config struct {
 	CatalogTTL          time.Duration
 	PathTTL             time.Duration
 	BodyLimit           int64
+	// ClockOffset shifts the clock the catalogue judges sale windows by
+	// (test only: the fault matrix's clock-skew row; 0 in production).
+	ClockOffset time.Duration
 }
 
 // Deps are the parts the edge is wired to (in cmd/seckill).
@@ -163,6 +166,9 @@ func New(cfg Config, d Deps) *Edge {
 		instance: httpapi.NewInstanceID(),
 	}
 	e.readyC = httpapi.NewReadyCache(func(context.Context) bool { return e.isReady() })
+	if off := cfg.ClockOffset; off != 0 {
+		e.catalog.now = func() time.Time { return time.Now().Add(off) }
+	}
 	ips := d.IPs
 	if ips == nil {
 		ips, _ = clientip.New(nil)

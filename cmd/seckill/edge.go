@@ -46,6 +46,7 @@ func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comman
 		backendsFromZK                      bool
 		maxKeys                             int
 		sweep                               time.Duration
+		clockOffset                         time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -121,7 +122,7 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 				SessionSecret: secret, SessionTTL: sessionTTL, SecureCookie: secureCookie, AdminToken: adminToken,
 				Difficulty: difficulty, DifficultyUnderLoad: underLoad, MaxInFlight: maxInFlight,
 				Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(breakerFailures), OpenFor: breakerOpen},
-				CatalogTTL: catalogTTL, PathTTL: pathTTL,
+				CatalogTTL: catalogTTL, PathTTL: pathTTL, ClockOffset: clockOffset,
 			}, edge.Deps{
 				Backend:    be,
 				Redis:      rdb,
@@ -199,6 +200,8 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listeners close")
 	envInt(fs, getenv, &maxKeys, "limit-max-keys", "SECKILL_LIMIT_MAX_KEYS", edge.DefaultMaxKeysPerRule, "most token buckets one rule keeps (bounds memory: about 120 bytes each)")
 	envDuration(fs, getenv, &sweep, "limit-sweep", "SECKILL_LIMIT_SWEEP", 10*time.Second, "how often buckets that refilled are evicted")
+	fs.DurationVar(&clockOffset, "clock-offset", 0, "test only: shift the clock the edge judges sale windows by (make chaos's clock-skew row)")
+	_ = fs.MarkHidden("clock-offset")
 	envBool(fs, getenv, &secureCookie, "secure-cookie", "SECKILL_SECURE_COOKIE", false, "mark the session cookie Secure (behind TLS)")
 	return cmd
 }

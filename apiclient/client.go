@@ -1,0 +1,320 @@
+// Package apiclient speaks the edge's public and admin API (docs/API.md) and
+// nothing else: it is what an outside client sees. The fault matrix
+// (chaos/) and other tools drive sales through it.
+//
+// It imports no other seckill package: the proof-of-work solver is a copy
+// of the few lines of captcha.SolvePoW (that package pulls in go-redis).
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Client talks to one edge. Base is swappable at run time (an edge restarted
+// elsewhere); the admin token is needed only for the admin calls.
+type Client struct {
+	public     atomic.Pointer[string]
+	admin      atomic.Pointer[string]
+	AdminToken string
+	HTTP       *http.Client
+}
+
+// New returns a client of the edge whose public API is at publicURL and
+// admin API at adminURL (e.g. "http://127.0.0.1:8080").
+func New(publicURL, adminURL, adminToken string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	c := &Client{AdminToken: adminToken, HTTP: hc}
+	c.SetURLs(publicURL, adminURL)
+	return c
+}
+
+// SetURLs points the client at another edge.
+func (c *Client) SetURLs(publicURL, adminURL string) {
+	p, a := strings.TrimRight(publicURL, "/"), strings.TrimRight(adminURL, "/")
+	c.public.Store(&p)
+	c.admin.Store(&a)
+}
+
+// Error is a refusal: an HTTP status with the problem's code. A transport
+// failure (timeout, connection refused or reset) is not an *Error.
+type Error struct {
+	Status     int
+	Code       string
+	Detail     string
+	RetryAfter time.Duration // from the Retry-After header; 0 when absent
+	OrderRef   string        // X-Order-Ref of a 409 already_bought
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Detail)
+}
+
+// AsError returns the *Error in err, or nil.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
+
+func (c *Client) do(ctx context.Context, admin bool, method, path, bearer string, in, out any, want ...int) error {
+	base := *c.public.Load()
+	if admin {
+		base = *c.admin.Load()
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encoding request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("reading %s %s: %w", method, path, err)
+	}
+	for _, w := range want {
+		if resp.StatusCode == w {
+			if out != nil && len(raw) > 0 {
+				if err := json.Unmarshal(raw, out); err != nil {
+					return fmt.Errorf("decoding %s %s: %w", method, path, err)
+				}
+			}
+			return nil
+		}
+	}
+	var p struct {
+		Code   string `json:"code"`
+		Detail string `json:"detail"`
+	}
+	_ = json.Unmarshal(raw, &p)
+	e := &Error{Status: resp.StatusCode, Code: p.Code, Detail: p.Detail, OrderRef: resp.Header.Get("X-Order-Ref")}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		e.RetryAfter = time.Duration(s) * time.Second
+	}
+	return e
+}
+
+// ItemSpec is what an admin sends to create an item.
+type ItemSpec struct {
+	Name       string    `json:"name"`
+	PriceCents int64     `json:"price_cents"`
+	Stock      int64     `json:"stock"`
+	StartsAt   time.Time `json:"starts_at"`
+	EndsAt     time.Time `json:"ends_at"`
+	Challenge  string    `json:"challenge"` // pow, captcha or none
+}
+
+// Item is an item as the public API shows it.
+type Item struct {
+	ID        int64     `json:"id"`
+	Name      string    `json:"name"`
+	Stock     int64     `json:"stock"`
+	StockLeft int64     `json:"stock_left"`
+	State     string    `json:"state"`
+	StartsAt  time.Time `json:"starts_at"`
+	EndsAt    time.Time `json:"ends_at"`
+	Challenge string    `json:"challenge"`
+}
+
+// CreateItem creates an item (admin).
+func (c *Client) CreateItem(ctx context.Context, spec ItemSpec) (int64, error) {
+	var out struct {
+		ID int64 `json:"id"`
+	}
+	err := c.do(ctx, true, http.MethodPost, "/admin/items", c.AdminToken, spec, &out, http.StatusCreated)
+	return out.ID, err
+}
+
+// Stats are an item's counters (admin).
+type Stats struct {
+	StockTotal    int64 `json:"stock_total"`
+	StockLeft     int64 `json:"stock_left"`
+	Reserved      int64 `json:"reserved"`
+	Orders        int64 `json:"orders"`
+	OutboxPending int64 `json:"outbox_pending"`
+	Failed        int64 `json:"failed"`
+}
+
+// Stats returns an item's counters (admin).
+func (c *Client) Stats(ctx context.Context, item int64) (Stats, error) {
+	var s Stats
+	err := c.do(ctx, true, http.MethodGet, "/admin/items/"+strconv.FormatInt(item, 10)+"/stats", c.AdminToken, nil, &s, http.StatusOK)
+	return s, err
+}
+
+// Sessions returns a session token per username, creating missing users
+// (admin; at most 10,000 names per call).
+func (c *Client) Sessions(ctx context.Context, usernames []string) (map[string]string, error) {
+	out := map[string]string{}
+	for len(usernames) > 0 {
+		n := min(len(usernames), 10000)
+		var r struct {
+			Tokens map[string]string `json:"tokens"`
+		}
+		if err := c.do(ctx, true, http.MethodPost, "/admin/sessions", c.AdminToken, map[string]any{"usernames": usernames[:n]}, &r, http.StatusOK); err != nil {
+			return nil, err
+		}
+		for k, v := range r.Tokens {
+			out[k] = v
+		}
+		usernames = usernames[n:]
+	}
+	return out, nil
+}
+
+// Register creates a user with a password.
+func (c *Client) Register(ctx context.Context, username, password string) (int64, error) {
+	var out struct {
+		UserID int64 `json:"user_id"`
+	}
+	err := c.do(ctx, false, http.MethodPost, "/api/register", "", map[string]string{"username": username, "password": password}, &out, http.StatusCreated)
+	return out.UserID, err
+}
+
+// Login returns a session token.
+func (c *Client) Login(ctx context.Context, username, password string) (string, error) {
+	var out struct {
+		Token string `json:"token"`
+	}
+	err := c.do(ctx, false, http.MethodPost, "/api/login", "", map[string]string{"username": username, "password": password}, &out, http.StatusOK)
+	return out.Token, err
+}
+
+// Item returns one item.
+func (c *Client) Item(ctx context.Context, id int64) (Item, error) {
+	var out struct {
+		Item Item `json:"item"`
+	}
+	err := c.do(ctx, false, http.MethodGet, "/api/items/"+strconv.FormatInt(id, 10), "", nil, &out, http.StatusOK)
+	return out.Item, err
+}
+
+// Challenge is a human challenge handed out before a path.
+type Challenge struct {
+	ID         string `json:"challenge_id"`
+	Kind       string `json:"kind"`
+	Seed       string `json:"seed"`
+	Difficulty int    `json:"difficulty"`
+}
+
+// Challenge asks for a challenge of an item.
+func (c *Client) Challenge(ctx context.Context, token string, item int64) (Challenge, error) {
+	var ch Challenge
+	err := c.do(ctx, false, http.MethodPost, "/api/items/"+strconv.FormatInt(item, 10)+"/challenge", token, nil, &ch, http.StatusOK)
+	return ch, err
+}
+
+// Path answers a challenge and returns the hidden purchase path.
+func (c *Client) Path(ctx context.Context, token string, item int64, challengeID, answer string) (string, error) {
+	var out struct {
+		Path string `json:"path"`
+	}
+	err := c.do(ctx, false, http.MethodPost, "/api/items/"+strconv.FormatInt(item, 10)+"/path", token,
+		map[string]string{"challenge_id": challengeID, "answer": answer}, &out, http.StatusOK)
+	return out.Path, err
+}
+
+// Buy sends the purchase on a path; a 202 returns the order ref.
+func (c *Client) Buy(ctx context.Context, token string, item int64, path string) (string, error) {
+	var out struct {
+		OrderRef string `json:"order_ref"`
+	}
+	err := c.do(ctx, false, http.MethodPost, "/api/items/"+strconv.FormatInt(item, 10)+"/buy/"+url.PathEscape(path), token, nil, &out, http.StatusAccepted)
+	return out.OrderRef, err
+}
+
+// Order is the caller's own order of an item.
+type Order struct {
+	Status   string `json:"status"`
+	OrderRef string `json:"order_ref"`
+	OrderID  int64  `json:"order_id"`
+}
+
+// Order polls the caller's order of an item.
+func (c *Client) Order(ctx context.Context, token string, item int64) (Order, error) {
+	var o Order
+	err := c.do(ctx, false, http.MethodGet, "/api/items/"+strconv.FormatInt(item, 10)+"/order", token, nil, &o, http.StatusOK)
+	return o, err
+}
+
+// Healthy reports whether GET path (e.g. "/healthz") on the admin listener
+// answers 200.
+func (c *Client) Healthy(ctx context.Context, path string) bool {
+	return c.do(ctx, true, http.MethodGet, path, "", nil, nil, http.StatusOK) == nil
+}
+
+// Solve answers a challenge: a proof of work is solved; a captcha cannot be
+// (the answer is "0" and will be refused).
+func Solve(ch Challenge) string {
+	if ch.Kind != "pow" {
+		return "0"
+	}
+	return SolvePoW(ch.Seed, ch.Difficulty)
+}
+
+// SolvePoW returns the smallest decimal answer such that SHA-256(seed + ":"
+// + answer) has at least difficulty leading zero bits (docs/API.md). A copy
+// of captcha.SolvePoW, kept here so this package needs no Redis client.
+func SolvePoW(seed string, difficulty int) string {
+	buf := make([]byte, 0, len(seed)+21)
+	buf = append(buf, seed...)
+	buf = append(buf, ':')
+	base := len(buf)
+	for n := uint64(0); ; n++ {
+		buf = strconv.AppendUint(buf[:base], n, 10)
+		sum := sha256.Sum256(buf)
+		if leadingZeroBits(sum[:]) >= difficulty {
+			return string(buf[base:])
+		}
+	}
+}
+
+func leadingZeroBits(sum []byte) int {
+	n := 0
+	for _, b := range sum {
+		if b != 0 {
+			return n + bits.LeadingZeros8(b)
+		}
+		n += 8
+	}
+	return n
+}
+
+// WithHTTP returns a client of the same edge (its current URLs) that sends
+// through hc.
+func (c *Client) WithHTTP(hc *http.Client) *Client {
+	return New(*c.public.Load(), *c.admin.Load(), c.AdminToken, hc)
+}

@@ -1,0 +1,63 @@
+package apiclient
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"seckill/captcha"
+)
+
+func TestSolvePoWMatchesTheServer(t *testing.T) {
+	for d := 0; d <= 12; d += 4 {
+		seed := "seed-" + string(rune('a'+d))
+		ans := SolvePoW(seed, d)
+		if !captcha.CheckPoW(seed, ans, d) {
+			t.Fatalf("difficulty %d: answer %q refused by captcha.CheckPoW", d, ans)
+		}
+		if ans != captcha.SolvePoW(seed, d) {
+			t.Fatalf("difficulty %d: %q, captcha.SolvePoW says %q", d, ans, captcha.SolvePoW(seed, d))
+		}
+	}
+}
+
+func TestRefusalCarriesCodeRetryAfterAndOrderRef(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			t.Errorf("authorization %q", r.Header.Get("Authorization"))
+		}
+		switch r.URL.Path {
+		case "/api/items/7/buy/p1":
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"code":"backend_unavailable","detail":"later"}`))
+		case "/api/items/7/buy/p2":
+			w.Header().Set("X-Order-Ref", "ref-1")
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte(`{"code":"already_bought"}`))
+		case "/api/items/7/buy/p3":
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = w.Write([]byte(`{"status":"queued","order_ref":"ref-2"}`))
+		}
+	}))
+	defer srv.Close()
+	c := New(srv.URL, srv.URL, "admin", nil)
+	ctx := context.Background()
+	_, err := c.Buy(ctx, "tok", 7, "p1")
+	if e := AsError(err); e == nil || e.Status != 503 || e.Code != "backend_unavailable" || e.RetryAfter.Seconds() != 2 {
+		t.Fatalf("503: %#v", err)
+	}
+	_, err = c.Buy(ctx, "tok", 7, "p2")
+	if e := AsError(err); e == nil || e.Code != "already_bought" || e.OrderRef != "ref-1" {
+		t.Fatalf("409: %#v", err)
+	}
+	if ref, err := c.Buy(ctx, "tok", 7, "p3"); err != nil || ref != "ref-2" {
+		t.Fatalf("202: %q %v", ref, err)
+	}
+	srv.Close()
+	if _, err := c.Buy(ctx, "tok", 7, "p3"); err == nil || AsError(err) != nil {
+		t.Fatalf("a closed server must be a transport error, got %v", err)
+	}
+}
