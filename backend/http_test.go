@@ -247,8 +247,12 @@ func TestFrozenReservations(t *testing.T) {
 	code, m = resp.StatusCode, nil
 	_ = json.NewDecoder(resp.Body).Decode(&m)
 	resp.Body.Close()
-	if guard, _ := m["redis_guard"].(map[string]any); code != 503 || m["status"] != "frozen" || guard["frozen"] != true {
+	if code != 503 || m["status"] != "unready" {
 		t.Fatalf("readyz while frozen: %d %v", code, m)
+	}
+	code, m, _ = e.do(t, "GET", "/v1/admin/readyz", "", true)
+	if code != 503 || m["status"] != "unready" || !strings.Contains(fmt.Sprint(m["checks"]), "reservations frozen") {
+		t.Fatalf("admin readyz while frozen: %d %v", code, m)
 	}
 	code, m, _ = e.do(t, "GET", fmt.Sprintf("/v1/admin/items/%d/stats", items[0].ID), "", true)
 	if guard, _ := m["redis_guard"].(map[string]any); code != 200 || guard["frozen"] != true || m["stock_left"] != float64(5) {

@@ -487,6 +487,9 @@ func (s *Service) Ready(ctx context.Context) error {
 	if _, err := s.st.Counters(ctx, 0); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
+	if g := s.RedisGuardStatus(); g != nil && g.Frozen {
+		return fmt.Errorf("reservations frozen: %s", g.Reason)
+	}
 	return nil
 }
 
