@@ -439,3 +439,46 @@ func TestGuardsRecoverConcurrently(t *testing.T) {
 		t.Fatalf("sold %d after the recovery (want 190); counters %+v", queued.Load(), c)
 	}
 }
+
+// TestReseedManyBuyers: a re-seed carries its buyers in chunks, all in one
+// transaction; every stored buyer arrives, the stock is total - HLEN once.
+func TestReseedManyBuyers(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := privateRedis(t)
+	s := stock.New(rdb, prefix)
+	it := liveItem(4, 10000)
+	if err := s.LoadItem(ctx, it, nil); err != nil {
+		t.Fatal(err)
+	}
+	for u := int64(1); u <= 3; u++ { // Redis buyers; 1 and 2 are stored too
+		if _, err := s.Reserve(ctx, 4, u, fmt.Sprint("q", u), fmt.Sprint("ref", u)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sold := map[int64]string{}
+	for u := int64(1); u <= 4501; u++ {
+		sold[u] = fmt.Sprint("ref", u)
+	}
+	run, err := s.ServerRunID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // twice: idempotent
+		if err := s.Reseed(ctx, run, []stock.ReseedItem{{Item: it, Sold: sold}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := s.Counters(ctx, 4)
+	if c.Reserved != 4501 || c.StockLeft != 10000-4501 || c.StockTotal != 10000 {
+		t.Fatalf("counters %+v", c)
+	}
+	if v, _ := s.VerifiedRunID(ctx); v != run {
+		t.Fatalf("verified %q, want %q", v, run)
+	}
+	if ex, _ := rdb.ScriptExists(ctx, stock.ReserveScriptHash()).Result(); !ex[0] {
+		t.Fatal("reservation script not loaded by the re-seed")
+	}
+	if ref, ok, _ := s.Buyer(ctx, 4, 3); !ok || ref != "ref3" {
+		t.Fatalf("buyer 3: %q %v", ref, ok)
+	}
+}
