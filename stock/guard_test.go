@@ -353,3 +353,132 @@ func TestGuardDetectsRealRestart(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// TestGuardsRecoverConcurrently: three backends' guards over one Redis see
+// the same run_id mismatch and recover at once (one may find the server
+// verified by another and only thaw). Then all three sell concurrently:
+// exactly the units left are sold, every stored buyer is refused.
+func TestGuardsRecoverConcurrently(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := privateRedis(t)
+	it := liveItem(9, 300)
+	sold := map[int64]string{}
+	for u := int64(1); u <= 100; u++ {
+		sold[u] = fmt.Sprint("ref", u)
+	}
+	d := &durable{items: []seckill.Item{it}, sold: map[int64]map[int64]string{9: sold}}
+	var stores []*stock.Store
+	var guards []*stock.Guard
+	var queueReady atomic.Int64 // held at 1 until every guard froze
+	for i := 0; i < 3; i++ {
+		s, g, _ := guarded(t, rdb, prefix, d, func(context.Context) (int, error) { return int(queueReady.Load()), nil })
+		stores, guards = append(stores, s), append(guards, g)
+	}
+	// The start re-seeded the 100 stored buyers. Make Redis stale: it
+	// knows only 40 of them, and sold 10 more that PostgreSQL does not
+	// hold yet (in its outbox, taken by the relay below).
+	for u := int64(41); u <= 100; u++ {
+		if err := rdb.HDel(ctx, prefix+"item:{9}:buyers", fmt.Sprint(u)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.IncrBy(ctx, prefix+"item:{9}:stock", 60).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for u := int64(1001); u <= 1010; u++ {
+		if c := reserveCode(t, stores[1], 9, u); c != "queued" {
+			t.Fatalf("user %d: %s", u, c)
+		}
+	}
+	if err := rdb.XTrimMaxLen(ctx, prefix+"item:{9}:outbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var before []uint64
+	for _, g := range guards {
+		before = append(before, g.Status().Freezes)
+	}
+	queueReady.Store(1)
+	if err := rdb.Set(ctx, prefix+"redis:verified_run_id", "older-server", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range guards {
+		testenv.Eventually(t, 10*time.Second, fmt.Sprint("guard ", i, " to freeze"), g.Frozen)
+	}
+	queueReady.Store(0) // all three recover at once now
+	for i, g := range guards {
+		testenv.Eventually(t, 10*time.Second, fmt.Sprint("guard ", i, " to thaw"), func() bool { return !g.Frozen() })
+		if f := g.Status().Freezes; f != before[i]+1 {
+			t.Fatalf("guard %d: %d freezes, want %d", i, f, before[i]+1)
+		}
+	}
+	c, _ := stores[2].Counters(ctx, 9)
+	// |stored ∪ Redis buyers| = 100 + 10.
+	if c.Reserved != 110 || c.StockLeft != 190 {
+		t.Fatalf("after concurrent recovery: %+v, want 110 reserved, 190 left", c)
+	}
+	var queued atomic.Int64
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := int64(1); u <= 400; u++ {
+				user := u
+				if u > 100 {
+					user = 10000*int64(i+1) + u
+				}
+				if reserveCode(t, s, 9, user) == "queued" {
+					queued.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c, _ = stores[0].Counters(ctx, 9)
+	if queued.Load() != 190 || c.Reserved != 300 || c.StockLeft != 0 {
+		t.Fatalf("sold %d after the recovery (want 190); counters %+v", queued.Load(), c)
+	}
+}
+
+// TestReseedManyBuyers: a re-seed carries its buyers in chunks, all in one
+// transaction; every stored buyer arrives, the stock is total - HLEN once.
+func TestReseedManyBuyers(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := privateRedis(t)
+	s := stock.New(rdb, prefix)
+	it := liveItem(4, 10000)
+	if err := s.LoadItem(ctx, it, nil); err != nil {
+		t.Fatal(err)
+	}
+	for u := int64(1); u <= 3; u++ { // Redis buyers; 1 and 2 are stored too
+		if _, err := s.Reserve(ctx, 4, u, fmt.Sprint("q", u), fmt.Sprint("ref", u)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sold := map[int64]string{}
+	for u := int64(1); u <= 4501; u++ {
+		sold[u] = fmt.Sprint("ref", u)
+	}
+	run, err := s.ServerRunID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // twice: idempotent
+		if err := s.Reseed(ctx, run, []stock.ReseedItem{{Item: it, Sold: sold}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := s.Counters(ctx, 4)
+	if c.Reserved != 4501 || c.StockLeft != 10000-4501 || c.StockTotal != 10000 {
+		t.Fatalf("counters %+v", c)
+	}
+	if v, _ := s.VerifiedRunID(ctx); v != run {
+		t.Fatalf("verified %q, want %q", v, run)
+	}
+	if ex, _ := rdb.ScriptExists(ctx, stock.ReserveScriptHash()).Result(); !ex[0] {
+		t.Fatal("reservation script not loaded by the re-seed")
+	}
+	if ref, ok, _ := s.Buyer(ctx, 4, 3); !ok || ref != "ref3" {
+		t.Fatalf("buyer 3: %q %v", ref, ok)
+	}
+}
