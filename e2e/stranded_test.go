@@ -298,8 +298,8 @@ func TestHeldEntriesAreWaitingNotStranded(t *testing.T) {
 	t.Cleanup(func() { _ = p.Close() })
 	viaProxy := *u
 	viaProxy.Host = p.Addr()
-	ob := s.st.RelayOutbox("relay-held", stock.OutboxOptions{ClaimIdle: 600 * time.Millisecond, StealAfter: time.Hour})
-	r := queue.NewRelay(queue.RelayConfig{URL: viaProxy.String(), Topology: s.topology(), Logger: quietLog(t), HoldRefresh: 200 * time.Millisecond}, ob)
+	ob := s.st.RelayOutbox("relay-held", stock.OutboxOptions{ClaimIdle: time.Second, StealAfter: time.Hour})
+	r := queue.NewRelay(queue.RelayConfig{URL: viaProxy.String(), Topology: s.topology(), Logger: quietLog(t), HoldRefresh: 150 * time.Millisecond}, ob)
 	run(t, r.Run)
 	accepted := s.reserveAll(item.ID, users[:1])
 	s.waitOrders(item.ID, 1, 20*time.Second)
@@ -309,7 +309,7 @@ func TestHeldEntriesAreWaitingNotStranded(t *testing.T) {
 		accepted[u] = ref
 	}
 	testenv.Eventually(t, 10*time.Second, "two orders published", func() bool { return r.Stats().Published >= 3 })
-	time.Sleep(1500 * time.Millisecond) // past --stranded-after and ClaimIdle
+	time.Sleep(2 * time.Second) // past --stranded-after and ClaimIdle (+ a scan)
 	code, m := s.reconcileJSON("--items", fmt.Sprint(item.ID), "--stranded-after", "1s", "--dry-run")
 	it := itemReport(t, m)
 	if code != 3 || it["stranded"] != nil || it["waiting"] != float64(2) ||

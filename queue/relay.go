@@ -150,8 +150,8 @@ type Keeper interface {
 
 // Holder is an Outbox that wants to hear which entries the relay still
 // holds (in flight, waiting for a republish or for Done). Every
-// RelayConfig.HoldRefresh the relay calls Hold with the entries it has
-// held for that long, so an entry the relay does not hold is told apart
+// RelayConfig.HoldRefresh the relay calls Hold with the entries it holds,
+// so an entry the relay does not hold is told apart
 // from one it does (the Redis outbox resets their idle time: an entry idle
 // for long under a live relay is stranded, not waiting for a broker).
 type Holder interface {
@@ -433,8 +433,8 @@ func encodeBatch(g []OutboxEntry) []byte {
 	return append(b, batchSuffix...)
 }
 
-// holdLoop tells h, every HoldRefresh, which entries the relay has held
-// for that long.
+// holdLoop tells h, every HoldRefresh, which entries the relay holds (those
+// not reported for half a period).
 func (r *Relay) holdLoop(ctx context.Context, h Holder) {
 	t := time.NewTicker(r.cfg.HoldRefresh)
 	defer t.Stop()
@@ -444,11 +444,13 @@ func (r *Relay) holdLoop(ctx context.Context, h Holder) {
 			return
 		case <-t.C:
 		}
+		// Held for half a period or more: so no held entry goes unreported
+		// much longer than one period, even when a tick comes late.
 		now := time.Now()
 		var es []OutboxEntry
 		r.mu.Lock()
 		for _, o := range r.owned {
-			if now.Sub(o.at) >= r.cfg.HoldRefresh {
+			if now.Sub(o.at) >= r.cfg.HoldRefresh/2 {
 				es = append(es, OutboxEntry{Stream: o.stream, ID: o.id})
 			}
 		}

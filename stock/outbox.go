@@ -218,6 +218,9 @@ func (o *Outbox) claim(ctx context.Context, max int) ([]queue.OutboxEntry, error
 				o.createGroup(ctx, streams[i])
 				continue
 			}
+			if !isReply(err) && len(errs) > 0 && !isReply(errs[len(errs)-1]) {
+				continue // the same connection error for every stream: once is enough
+			}
 			errs = append(errs, fmt.Errorf("reading outbox %s: %w", streams[i], err))
 			continue
 		}
