@@ -81,6 +81,7 @@ type Balancer struct {
 	dir     string
 	nodes   map[string]cachedNode // node name -> its content, read once per node
 	saved   string                // the list last written to the cache
+	zkFull  bool                  // ZooKeeper has listed at least one backend
 	poke    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -469,7 +470,7 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 		if ok {
 			return nil, errors.New("the backends folder appeared: read again")
 		}
-		b.set(nil)
+		b.setFromZK(nil)
 		return ech, nil
 	}
 	if err != nil {
@@ -508,9 +509,30 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 			delete(b.nodes, name)
 		}
 	}
-	b.set(urls)
+	b.setFromZK(urls)
 	b.saveCache(list)
 	return ch, nil
+}
+
+// setFromZK applies a list read from ZooKeeper. Until ZooKeeper has listed
+// a backend, an empty list does not replace the operator's or the cached
+// one: after an outage of ZooKeeper the backends register again in the
+// background, and an edge must not drop every backend meanwhile. Once
+// ZooKeeper has listed one, it decides alone.
+func (b *Balancer) setFromZK(urls []string) {
+	if len(urls) == 0 && !b.zkFull {
+		b.mu.RLock()
+		n := len(b.members)
+		b.mu.RUnlock()
+		if n > 0 {
+			b.log.Warn("zookeeper lists no backend yet: keeping the initial list", "backends", n)
+			return
+		}
+	}
+	if len(urls) > 0 {
+		b.zkFull = true
+	}
+	b.set(urls)
 }
 
 func nodeURL(raw []byte) (string, error) {

@@ -497,3 +497,25 @@ func TestCachedListServesWhenZooKeeperIsDown(t *testing.T) {
 		t.Fatalf("reserve from the cached list: %v", err)
 	}
 }
+
+// TestInitialListKeptUntilZooKeeperListsOne: ZooKeeper answers but no
+// backend has registered again yet (they do it in the background after an
+// outage): the operator's list stays in use; once one registers, ZooKeeper's
+// list replaces it.
+func TestInitialListKeptUntilZooKeeperListsOne(t *testing.T) {
+	t.Parallel()
+	addr, root := zkRoot(t)
+	a, b := startFake(t), startFake(t)
+	bal, err := Follow([]string{addr}, root, WithLogger(quiet()), WithInitial([]string{a.url()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bal.Close()
+	testenv.Eventually(t, 5*time.Second, "a read of ZooKeeper", func() bool { return bal.reads.Load() > 0 })
+	time.Sleep(100 * time.Millisecond)
+	if got := urls(bal); !slices.Equal(got, []string{a.url()}) {
+		t.Fatalf("backends after an empty ZooKeeper list: %v", got)
+	}
+	register(t, addr, root, b.url(), nil)
+	waitURLs(t, bal, 5*time.Second, b.url())
+}
