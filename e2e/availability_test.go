@@ -214,6 +214,10 @@ func TestPostgresOutagePurchasesContinue(t *testing.T) {
 	if a := (shopper{e: env}).do("GET", "/api/items", nil); a.status != 200 {
 		t.Fatalf("catalogue during the outage: %d %v", a.status, a.body)
 	}
+	var one map[string]any
+	if code := getJSON(t, fmt.Sprintf("http://%s/v1/items/%d", env.be.addr, item), "", &one); code != 200 {
+		t.Fatalf("backend item during the outage: %d %v", code, one)
+	}
 	// Every purchase goes through.
 	var mu sync.Mutex
 	var wg sync.WaitGroup
