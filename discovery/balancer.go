@@ -296,10 +296,20 @@ func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f fu
 	for i := 0; i < n; i++ {
 		m := ms[(start+i)%n]
 		cb := m.cbs[class]
-		if m.gone.Load() || cb.State() == gobreaker.StateOpen {
-			continue
+		var v any
+		var err error
+		if backend.BreakerOff(ctx) {
+			// A sale whose breaker defence is off: straight to the backend.
+			if m.gone.Load() {
+				continue
+			}
+			v, err = f(m.client)
+		} else {
+			if m.gone.Load() || cb.State() == gobreaker.StateOpen {
+				continue
+			}
+			v, err = cb.Execute(func() (any, error) { return f(m.client) })
 		}
-		v, err := cb.Execute(func() (any, error) { return f(m.client) })
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			continue // nothing was sent: try the next one
 		}
