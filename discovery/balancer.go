@@ -81,6 +81,7 @@ type Balancer struct {
 	dir     string
 	nodes   map[string]cachedNode // node name -> its content, read once per node
 	saved   string                // the list last written to the cache
+	zkFull  bool                  // ZooKeeper has listed at least one backend
 	poke    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -295,10 +296,20 @@ func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f fu
 	for i := 0; i < n; i++ {
 		m := ms[(start+i)%n]
 		cb := m.cbs[class]
-		if m.gone.Load() || cb.State() == gobreaker.StateOpen {
-			continue
+		var v any
+		var err error
+		if backend.BreakerOff(ctx) {
+			// A sale whose breaker defence is off: straight to the backend.
+			if m.gone.Load() {
+				continue
+			}
+			v, err = f(m.client)
+		} else {
+			if m.gone.Load() || cb.State() == gobreaker.StateOpen {
+				continue
+			}
+			v, err = cb.Execute(func() (any, error) { return f(m.client) })
 		}
-		v, err := cb.Execute(func() (any, error) { return f(m.client) })
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			continue // nothing was sent: try the next one
 		}
@@ -469,7 +480,7 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 		if ok {
 			return nil, errors.New("the backends folder appeared: read again")
 		}
-		b.set(nil)
+		b.setFromZK(nil)
 		return ech, nil
 	}
 	if err != nil {
@@ -508,9 +519,30 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 			delete(b.nodes, name)
 		}
 	}
-	b.set(urls)
+	b.setFromZK(urls)
 	b.saveCache(list)
 	return ch, nil
+}
+
+// setFromZK applies a list read from ZooKeeper. Until ZooKeeper has listed
+// a backend, an empty list does not replace the operator's or the cached
+// one: after an outage of ZooKeeper the backends register again in the
+// background, and an edge must not drop every backend meanwhile. Once
+// ZooKeeper has listed one, it decides alone.
+func (b *Balancer) setFromZK(urls []string) {
+	if len(urls) == 0 && !b.zkFull {
+		b.mu.RLock()
+		n := len(b.members)
+		b.mu.RUnlock()
+		if n > 0 {
+			b.log.Warn("zookeeper lists no backend yet: keeping the initial list", "backends", n)
+			return
+		}
+	}
+	if len(urls) > 0 {
+		b.zkFull = true
+	}
+	b.set(urls)
 }
 
 func nodeURL(raw []byte) (string, error) {

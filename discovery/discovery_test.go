@@ -89,8 +89,9 @@ func (f *fake) start(t *testing.T) {
 		f.calls.Add(1)
 		_, _ = io.WriteString(w, `{}`)
 	})
-	f.srv = &http.Server{Handler: mux}
-	go func() { _ = f.srv.Serve(ln) }()
+	srv := &http.Server{Handler: mux}
+	f.srv = srv
+	go func() { _ = srv.Serve(ln) }()
 }
 
 func (f *fake) stop() {
@@ -495,5 +496,57 @@ func TestCachedListServesWhenZooKeeperIsDown(t *testing.T) {
 	}
 	if _, err := later.Reserve(context.Background(), 1, 1, "c1"); err != nil {
 		t.Fatalf("reserve from the cached list: %v", err)
+	}
+}
+
+// TestInitialListKeptUntilZooKeeperListsOne: ZooKeeper answers but no
+// backend has registered again yet (they do it in the background after an
+// outage): the operator's list stays in use; once one registers, ZooKeeper's
+// list replaces it.
+func TestInitialListKeptUntilZooKeeperListsOne(t *testing.T) {
+	t.Parallel()
+	addr, root := zkRoot(t)
+	a, b := startFake(t), startFake(t)
+	bal, err := Follow([]string{addr}, root, WithLogger(quiet()), WithInitial([]string{a.url()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bal.Close()
+	testenv.Eventually(t, 5*time.Second, "a read of ZooKeeper", func() bool { return bal.reads.Load() > 0 })
+	time.Sleep(100 * time.Millisecond)
+	if got := urls(bal); !slices.Equal(got, []string{a.url()}) {
+		t.Fatalf("backends after an empty ZooKeeper list: %v", got)
+	}
+	register(t, addr, root, b.url(), nil)
+	waitURLs(t, bal, 5*time.Second, b.url())
+}
+
+// TestClassesAndBreakerOff: catalogue failures open only the catalogue's
+// breaker, never the purchases'; a call marked WithoutBreaker (a sale whose
+// breaker defence is off) goes through an open breaker.
+func TestClassesAndBreakerOff(t *testing.T) {
+	t.Parallel()
+	a := startFake(t)
+	bal := NewStatic([]string{a.url()}, WithLogger(quiet()), WithBreaker(BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Minute}))
+	ctx := context.Background()
+	a.stop()
+	for range 3 {
+		_, _ = bal.Items(ctx)
+	}
+	if st := bal.Backends()[0].Breakers; st["catalog"] != "open" || st["reserve"] != "closed" || st["read"] != "closed" {
+		t.Fatalf("breakers %v after catalogue failures", st)
+	}
+	a.start(t)
+	if _, err := bal.Reserve(ctx, 1, 1, "r1"); err != nil {
+		t.Fatalf("purchase after catalogue failures: %v", err)
+	}
+	if _, err := bal.Items(ctx); !errors.Is(err, ErrNoBackend) {
+		t.Fatalf("catalogue with its breaker open: %v", err)
+	}
+	if _, err := bal.Items(backend.WithoutBreaker(ctx)); err != nil {
+		t.Fatalf("catalogue without breaker: %v", err)
+	}
+	if st := bal.PurchaseBreakerState(); st.String() != "closed" {
+		t.Fatalf("purchase breaker state %v", st)
 	}
 }

@@ -52,14 +52,36 @@ func (h *holdReserves) RoundTrip(r *http.Request) (*http.Response, error) {
 // the backend is slow (each edge request is cancelled by its client going
 // away). A hang-up says nothing about the backend: the breaker (5
 // consecutive failures) stays closed, and the next buyers, the five
-// included, are all accepted.
+// included, are all accepted. Both wirings: the edge's own breaker over one
+// backend client, and the balancer's per-backend breakers.
 func TestHangUpsDoNotOpenBreaker(t *testing.T) {
 	t.Parallel()
+	for _, balanced := range []bool{false, true} {
+		name := "edge guard"
+		if balanced {
+			name = "balancer"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			hangUps(t, balanced)
+		})
+	}
+}
+
+func hangUps(t *testing.T, balanced bool) {
 	hold := &holdReserves{next: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var bal *discovery.Balancer
 	env := newEdgeEnvWith(t, nil, edge.Config{Difficulty: 1, Breaker: edge.BreakerConfig{ConsecutiveFailures: 5, OpenFor: time.Minute}},
 		func(d *edge.Deps) {
 			base := d.Backend.(*backend.Client).Base()
-			d.Backend = backend.NewClient(base, "", &http.Client{Transport: hold, Timeout: 30 * time.Second})
+			hc := &http.Client{Transport: hold, Timeout: 30 * time.Second}
+			if balanced {
+				bal = discovery.NewStatic([]string{base}, discovery.WithHTTPClient(hc),
+					discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: 5, OpenFor: time.Minute}))
+				d.Backend = bal
+				return
+			}
+			d.Backend = backend.NewClient(base, "", hc)
 		}, nil)
 	item := env.createItem(100, "none", -time.Second, time.Hour)
 	names := []string{"hang1", "hang2", "hang3", "hang4", "hang5", "after"}
@@ -87,7 +109,12 @@ func TestHangUpsDoNotOpenBreaker(t *testing.T) {
 	}
 	hold.hold.Store(false)
 	if st := env.edge.Guard().State(); st != gobreaker.StateClosed {
-		t.Fatalf("breaker %v after 5 hang-ups, want closed", st)
+		t.Fatalf("edge breaker %v after 5 hang-ups, want closed", st)
+	}
+	if bal != nil {
+		if st := bal.Backends()[0].Breakers; st["reserve"] != "closed" {
+			t.Fatalf("balancer breakers %v after 5 hang-ups, want reserve closed", st)
+		}
 	}
 	accepted := 0
 	for _, n := range names {
@@ -213,6 +240,10 @@ func TestPostgresOutagePurchasesContinue(t *testing.T) {
 	// The catalogue still answers (the edge's copy; the backend's last list).
 	if a := (shopper{e: env}).do("GET", "/api/items", nil); a.status != 200 {
 		t.Fatalf("catalogue during the outage: %d %v", a.status, a.body)
+	}
+	var one map[string]any
+	if code := getJSON(t, fmt.Sprintf("http://%s/v1/items/%d", env.be.addr, item), "", &one); code != 200 {
+		t.Fatalf("backend item during the outage: %d %v", code, one)
 	}
 	// Every purchase goes through.
 	var mu sync.Mutex

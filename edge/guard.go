@@ -148,10 +148,14 @@ func DoWith[T any](ctx context.Context, g *Guard, class CallClass, d Defences, f
 	}
 	var v any
 	var err error
-	if d.Breaker && g.breaking {
+	switch {
+	case d.Breaker && g.breaking:
 		v, err = g.cbs[class].Execute(func() (any, error) { return f(ctx) })
-	} else {
+	case d.Breaker:
 		v, err = f(ctx)
+	default:
+		// Teaching switch off: no breaker anywhere, the balancer's included.
+		v, err = f(backend.WithoutBreaker(ctx))
 	}
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: g.openFor}
