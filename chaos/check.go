@@ -47,14 +47,14 @@ func ReadStored(ctx context.Context, pgURL string, item int64) (Stored, error) {
 
 // Verdict is the checker's judgement of one sale.
 type Verdict struct {
-	Told          int // buyers told 202 (or 409 with their order ref)
-	Stored        int
-	Failed        int // dead-lettered orders
-	Lost          int // told, never stored (or stored under another ref)
-	Unexpected    int // stored, nobody told, not indeterminate
-	Oversold      int // units above the stock, stored or promised
-	Doubled       int // users with two orders or told two refs
-	Indeterminate int // buyers whose request had no answer and who never learned
+	Told          int `json:"told"` // buyers told 202 (or 409 with their order ref)
+	Stored        int `json:"stored"`
+	Failed        int `json:"failed"`        // dead-lettered orders
+	Lost          int `json:"lost"`          // told, never stored (or stored under another ref)
+	Unexpected    int `json:"unexpected"`    // stored, nobody told, not indeterminate
+	Oversold      int `json:"oversold"`      // units above the stock, stored or promised
+	Doubled       int `json:"doubled"`       // users with two orders or told two refs
+	Indeterminate int `json:"indeterminate"` // buyers whose request had no answer and who never learned
 }
 
 // Judge compares what buyers were told with what was stored. It knows
@@ -100,13 +100,13 @@ func Judge(h *History, st Stored, units int) Verdict {
 
 // Timing is how the sale went around the fault.
 type Timing struct {
-	PreRate float64       // 202s in the second before the fault
-	Freeze  time.Duration // probe OK to the first 202 after it, when the fault paused 202s for over a second
-	Flow    time.Duration // probe OK to flowing again; -1: never (sold out first or never back)
-	MaxGap  time.Duration // longest stretch without a 202 during the sale
+	PreRate float64       `json:"pre_rate"`       // 202s in the second before the fault
+	Freeze  time.Duration `json:"freeze_ns"`      // probe OK to the first 202 after it, when the fault paused 202s for over a second
+	Flow    time.Duration `json:"flow_ns"`        // probe OK to flowing again; -1: never (sold out first or never back)
+	MaxGap  time.Duration `json:"longest_gap_ns"` // longest stretch without a 202 during the sale
 	// SoldOutFirst: every unit was sold before flowing could be measured
 	// after the probe, and 202s never stopped for a second after the fault.
-	SoldOutFirst bool
+	SoldOutFirst bool `json:"sold_out_first"`
 }
 
 // Timings measures the accepted rate around a fault injected at inject

@@ -262,3 +262,19 @@ func (s *Servers) StartZooKeeper(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Heal brings back a shared server a failed run left down or blocked, so
+// the rows after it start from a healthy system.
+func (s *Servers) Heal(ctx context.Context) error {
+	var errs []error
+	if !tcpUp(s.AMQPAddr()) {
+		errs = append(errs, s.StartRabbitMQ(ctx))
+	} else {
+		errs = append(errs, s.RabbitMQCtl(ctx, "set_vm_memory_high_watermark", "0.4"))
+	}
+	if !s.PostgresUp(ctx) {
+		errs = append(errs, s.StartPostgres(ctx))
+	}
+	errs = append(errs, s.StartZooKeeper(ctx))
+	return errors.Join(errs...)
+}

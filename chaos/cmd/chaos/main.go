@@ -146,6 +146,11 @@ func run() error {
 			}
 			res := chaos.RunRow(ctx, cfg, srv, toxi, r, i)
 			results = append(results, res)
+			if !res.OK() && res.Skipped == "" {
+				if err := srv.Heal(ctx); err != nil {
+					log.Error("bringing the servers back", "err", err)
+				}
+			}
 			log.Info("row done", "row", r.Name, "run", i, "ok", res.OK(), "skipped", res.Skipped, "error", res.Error,
 				"violations", strings.Join(res.Violations, "; "), "told", res.Told, "stored", res.Stored,
 				"flow", res.Flow, "freeze", res.Freeze)
