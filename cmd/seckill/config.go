@@ -173,8 +173,8 @@ func noRetryRedisClient(url string, poolSize int) (*redis.Client, error) {
 		return nil, fmt.Errorf("parsing redis url: %w", err)
 	}
 	opt.PoolSize = poolSize
-	opt.MaxRetries = -1
-	return redis.NewClient(opt), nil
+	opt.MaxRetries = -1 // redisconf keeps it: the timeouts and command budget still apply
+	return redisconf.New(opt), nil
 }
 
 // printConfig writes the effective configuration with secrets masked.
