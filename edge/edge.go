@@ -329,12 +329,20 @@ func (e *Edge) publish(ctx context.Context, msg string) {
 // go-redis resubscribes after a reconnect; the catalogue refresh covers any
 // event missed meanwhile.
 func (e *Edge) Listen(ctx context.Context) {
+	// Subscribed before the first catalogue load: an item created after
+	// the load read the list is announced to this edge, never missed in
+	// between (its id would look unknown for a whole TTL).
+	sub := e.rdb.Subscribe(ctx, e.channel())
+	defer sub.Close()
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := sub.Receive(wctx); err != nil {
+		e.log.Warn("subscribing to edge events (the catalogue refresh covers what is missed)", "err", err)
+	}
+	cancel()
 	go e.catalog.Follow(ctx)
 	if err := e.defences.load(ctx); err != nil {
 		e.log.Warn("loading defence switches", "err", err)
 	}
-	sub := e.rdb.Subscribe(ctx, e.channel())
-	defer sub.Close()
 	ch := sub.Channel()
 	for {
 		select {

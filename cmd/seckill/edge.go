@@ -196,7 +196,7 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envDuration(fs, getenv, &sessionTTL, "session-ttl", "SECKILL_SESSION_TTL", 24*time.Hour, "session lifetime")
 	envDuration(fs, getenv, &challengeTTL, "challenge-ttl", "SECKILL_CHALLENGE_TTL", 120*time.Second, "challenge lifetime")
 	envDuration(fs, getenv, &pathTTL, "path-ttl", "SECKILL_PATH_TTL", 60*time.Second, "hidden path lifetime")
-	envDuration(fs, getenv, &catalogTTL, "catalog-ttl", "SECKILL_CATALOG_TTL", time.Second, "how long a catalogue copy is served before one request refreshes it")
+	envDuration(fs, getenv, &catalogTTL, "catalog-ttl", "SECKILL_CATALOG_TTL", time.Second, "how long a catalogue copy is fresh; an older one is served while one refresh runs in the background")
 	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listeners close")
 	envInt(fs, getenv, &maxKeys, "limit-max-keys", "SECKILL_LIMIT_MAX_KEYS", edge.DefaultMaxKeysPerRule, "most token buckets one rule keeps (bounds memory: about 120 bytes each)")
 	envDuration(fs, getenv, &sweep, "limit-sweep", "SECKILL_LIMIT_SWEEP", 10*time.Second, "how often buckets that refilled are evicted")
