@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"seckill/internal/redisconf"
 	"strings"
 	"testing"
 )
@@ -15,8 +16,9 @@ func TestNoRetryRedisClient(t *testing.T) {
 	}
 	defer c.Close()
 	// go-redis turns -1 into 0 (one attempt; 0 as given would mean 3).
-	if o := c.Options(); o.MaxRetries != 0 || o.PoolSize != 4 {
-		t.Fatalf("options: retries %d, pool %d", o.MaxRetries, o.PoolSize)
+	// The rest of the production policy (internal/redisconf) still applies.
+	if o := c.Options(); o.MaxRetries != 0 || o.ReadTimeout != redisconf.ReadTimeout || !o.ContextTimeoutEnabled {
+		t.Fatalf("options: retries %d, read timeout %v, context timeouts %v", o.MaxRetries, o.ReadTimeout, o.ContextTimeoutEnabled)
 	}
 }
 
