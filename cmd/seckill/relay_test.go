@@ -3,9 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"seckill/internal/redisconf"
 	"strings"
 	"testing"
+
+	"seckill/internal/redisconf"
 )
 
 // The relay's reads go out on a client that never resends a command.
