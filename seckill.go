@@ -78,6 +78,13 @@ type Stats struct {
 	Orders        int64 `json:"orders"`
 	OutboxPending int64 `json:"outbox_pending"`
 	Failed        int64 `json:"failed"`
+	// Ages of the oldest orders waiting in the outbox, since their
+	// reservation (Redis's clock), in ms; 0 when there are none. Pending:
+	// handed to a relay, not yet confirmed by RabbitMQ. Unread: no relay
+	// has read it yet. Oldest: the larger of the two.
+	OutboxOldestAgeMs     int64 `json:"outbox_oldest_age_ms"`
+	OutboxOldestPendingMs int64 `json:"outbox_oldest_pending_ms"`
+	OutboxOldestUnreadMs  int64 `json:"outbox_oldest_unread_ms"`
 }
 
 // Error codes. They are part of the public contract: clients match on them.
@@ -101,6 +108,7 @@ const (
 	EChallengeFailed = "challenge_failed"
 	EBadPath         = "bad_path"
 	EBadCredentials  = "bad_credentials"
+	EDependency      = "dependency_unavailable" // a store the server needs (Redis) is down or did not answer in time
 )
 
 // Error is an error with a machine-readable code.
@@ -115,6 +123,22 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
+
+// Unavailable returns an error with code EDependency: a dependency (Redis)
+// failed. The cause is kept for logs and errors.Is/As; clients see only the
+// message.
+func Unavailable(cause error, format string, args ...any) error {
+	return &causedError{coded: Errorf(EDependency, format, args...), cause: cause}
+}
+
+// causedError is a coded error with the error that caused it.
+type causedError struct {
+	coded *Error
+	cause error
+}
+
+func (e *causedError) Error() string   { return e.coded.Error() + ": " + e.cause.Error() }
+func (e *causedError) Unwrap() []error { return []error{e.coded, e.cause} }
 
 // ErrorCode returns the code of err, or EInternal when err carries none.
 func ErrorCode(err error) string {
@@ -156,7 +180,7 @@ func Status(code string) int {
 		return http.StatusGone
 	case ERateLimited:
 		return http.StatusTooManyRequests
-	case EUnavailable, EOverloaded:
+	case EUnavailable, EOverloaded, EDependency:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"seckill"
 	"seckill/httpapi"
+	"seckill/stock"
 )
 
 // BodyLimit is the largest request body the backend reads.
@@ -35,6 +37,8 @@ type Handler struct {
 	log      *slog.Logger
 	draining atomic.Bool
 	outcomes *prometheus.CounterVec
+	instance string
+	readyC   *httpapi.ReadyCache
 }
 
 // NewHandler returns the backend HTTP API. Every route is listed here.
@@ -50,7 +54,12 @@ func NewHandler(svc *Service, cfg HTTPConfig) *Handler {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = httpapi.ErrorHandler(log)
-	h := &Handler{Echo: e, svc: svc, log: log}
+	h := &Handler{Echo: e, svc: svc, log: log, instance: httpapi.NewInstanceID()}
+	h.readyC = httpapi.NewReadyCache(func(ctx context.Context) bool {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return !h.draining.Load() && svc.Ready(ctx) == nil
+	})
 	h.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "seckill_backend", Name: "reservations_total",
 		Help: "Reservation attempts by outcome.",
@@ -70,16 +79,20 @@ func NewHandler(svc *Service, cfg HTTPConfig) *Handler {
 	admin.POST("/users", h.ensureUsers)
 	admin.POST("/items", h.createItem)
 	admin.GET("/items/:id/stats", h.stats)
+	admin.GET("/readyz", h.readyDetails)
 	httpapi.RegisterPprof(admin) // /v1/admin/debug/pprof/...
 
-	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
-	e.GET("/readyz", h.ready)
+	e.GET("/healthz", httpapi.Healthz("backend", h.instance))
+	e.GET("/readyz", httpapi.PublicReadyz(h.readyC))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	return h
 }
 
 // Drain makes /readyz fail so balancers stop sending new work.
-func (h *Handler) Drain() { h.draining.Store(true) }
+func (h *Handler) Drain() {
+	h.draining.Store(true)
+	h.readyC.Invalidate()
+}
 
 func requireToken(token string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
@@ -111,6 +124,11 @@ func (h *Handler) reserve(c echo.Context) error {
 	res, err := h.svc.Reserve(c.Request().Context(), req.ItemID, req.UserID, req.RequestID)
 	if err != nil {
 		h.outcomes.WithLabelValues(seckill.ErrorCode(err)).Inc()
+		var re *httpapi.RetryError
+		if seckill.ErrorCode(err) == seckill.EUnavailable && !errors.As(err, &re) {
+			// Redis frozen while verified after a restart, or not answering.
+			return &httpapi.RetryError{Err: err, After: time.Second}
+		}
 		if res.OrderRef != "" {
 			// already_bought: say which order the user holds.
 			return writeProblemWithRef(c, h.log, err, res.OrderRef)
@@ -196,19 +214,31 @@ func (h *Handler) stats(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, st)
+	return c.JSON(http.StatusOK, struct {
+		seckill.Stats
+		RedisGuard *stock.GuardStatus `json:"redis_guard,omitempty"`
+	}{st, h.svc.RedisGuardStatus()})
 }
 
-func (h *Handler) ready(c echo.Context) error {
-	if h.draining.Load() {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "draining"})
-	}
+// Instance returns the random name of this process (told by /healthz).
+func (h *Handler) Instance() string { return h.instance }
+
+// readyDetails is the detailed readiness answer, behind the admin token:
+// ready when not draining and Redis answers; PostgreSQL is reported, not
+// needed (purchases go on without it).
+func (h *Handler) readyDetails(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	if err := h.svc.Ready(ctx); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unready", "error": err.Error()})
+	r := httpapi.Readiness{Status: "ready", Instance: h.instance, Draining: h.draining.Load(), Checks: h.svc.Checks(ctx)}
+	for _, ch := range r.Checks {
+		if ch.Needed && !ch.OK {
+			r.Status = "unready"
+		}
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	if r.Draining {
+		r.Status = "unready"
+	}
+	return httpapi.WriteReadiness(c, r)
 }
 
 type credentials struct {

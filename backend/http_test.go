@@ -213,3 +213,57 @@ func TestReserveStatusAndStats(t *testing.T) {
 		t.Fatalf("items: %v", m)
 	}
 }
+
+// TestFrozenReservations: while the Redis guard is frozen (here: at start,
+// its watch not running yet), a reservation answers 503
+// backend_unavailable with Retry-After and takes nothing; /readyz says
+// frozen; admin stats carry the guard's state.
+func TestFrozenReservations(t *testing.T) {
+	e := newEnv(t)
+	g := stock.NewGuard(e.st, stock.GuardConfig{Source: e.db})
+	e.svc.SetRedisGuard(g)
+	code, _, _ := e.do(t, "POST", "/v1/admin/items", `{"name":"x","stock":5,"starts_at":"2020-01-01T00:00:00Z","ends_at":"2099-01-01T00:00:00Z","challenge":"none"}`, true)
+	if code != 201 {
+		t.Fatalf("create: %d", code)
+	}
+	users, err := e.db.EnsureUsers(context.Background(), []string{"frozen1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, _ := e.db.Items(context.Background())
+	body := fmt.Sprintf(`{"item_id":%d,"user_id":%d,"request_id":"r1"}`, items[0].ID, users["frozen1"])
+	code, m, h := e.do(t, "POST", "/v1/reservations", body, false)
+	if code != 503 || m["code"] != seckill.EUnavailable || h.Get("Retry-After") != "1" {
+		t.Fatalf("reserve while frozen: %d %v Retry-After %q", code, m, h.Get("Retry-After"))
+	}
+	c, _ := e.st.Counters(context.Background(), items[0].ID)
+	if c.StockLeft != 5 || c.Reserved != 0 {
+		t.Fatalf("a frozen reservation took something: %+v", c)
+	}
+	resp, err := http.Get(e.srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, m = resp.StatusCode, nil
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	if code != 503 || m["status"] != "unready" {
+		t.Fatalf("readyz while frozen: %d %v", code, m)
+	}
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/admin/readyz", nil)
+	req.Header.Set("Authorization", "Bearer adm")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, m = resp.StatusCode, nil
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	if code != 503 || m["status"] != "unready" || !strings.Contains(fmt.Sprint(m["checks"]), "reservations frozen") {
+		t.Fatalf("admin readyz while frozen: %d %v", code, m)
+	}
+	code, m, _ = e.do(t, "GET", fmt.Sprintf("/v1/admin/items/%d/stats", items[0].ID), "", true)
+	if guard, _ := m["redis_guard"].(map[string]any); code != 200 || guard["frozen"] != true || m["stock_left"] != float64(5) {
+		t.Fatalf("stats while frozen: %d %v", code, m)
+	}
+}

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
 	"seckill"
+	"seckill/httpapi"
 	"seckill/stock"
 )
 
@@ -45,6 +47,27 @@ type Service struct {
 	st    Stock
 	log   *slog.Logger
 	now   func() time.Time
+	guard RedisGuard
+	cat   catalogCache // Items: the last item list, ended items' views
+}
+
+// RedisGuard reports whether reservations are frozen while a restarted
+// Redis is verified (stock.Guard).
+type RedisGuard interface {
+	Status() stock.GuardStatus
+}
+
+// SetRedisGuard makes the guard's state part of readiness details and
+// admin stats.
+func (s *Service) SetRedisGuard(g RedisGuard) { s.guard = g }
+
+// RedisGuardStatus returns the guard's state, or nil when none is set.
+func (s *Service) RedisGuardStatus() *stock.GuardStatus {
+	if s.guard == nil {
+		return nil
+	}
+	st := s.guard.Status()
+	return &st
 }
 
 // New returns a Service. When db also stores users (package postgres
@@ -205,9 +228,14 @@ type OrderState struct {
 	Status   seckill.OrderStatus `json:"status"`
 	OrderRef string              `json:"order_ref,omitempty"`
 	OrderID  int64               `json:"order_id,omitempty"`
+	// Degraded: PostgreSQL did not answer; the status is what Redis knows
+	// (queued may in fact be confirmed already, none may be failed).
+	Degraded bool `json:"degraded,omitempty"`
 }
 
-// Status tells a user where their order for an item stands.
+// Status tells a user where their order for an item stands. It needs
+// PostgreSQL only to tell confirmed and failed orders apart: while
+// PostgreSQL is away the answer is what Redis knows, with Degraded set.
 func (s *Service) Status(ctx context.Context, itemID, userID int64) (OrderState, error) {
 	// Status is polled: prove the item exists from Redis, and ask
 	// PostgreSQL only for an item Redis does not hold.
@@ -217,7 +245,7 @@ func (s *Service) Status(ctx context.Context, itemID, userID int64) (OrderState,
 	}
 	if !c.Loaded {
 		if _, err := s.db.Item(ctx, itemID); err != nil {
-			return OrderState{}, err
+			return OrderState{}, storeError(err, "postgres")
 		}
 	}
 	ref, held, err := s.st.Buyer(ctx, itemID, userID)
@@ -229,17 +257,33 @@ func (s *Service) Status(ctx context.Context, itemID, userID int64) (OrderState,
 		return OrderState{Status: seckill.StatusConfirmed, OrderRef: o.OrderRef, OrderID: o.ID}, nil
 	}
 	if seckill.ErrorCode(err) != seckill.ENotFound {
-		return OrderState{}, err
+		// PostgreSQL is away: answer what Redis knows. A held unit is
+		// queued (maybe confirmed already); none held is none (maybe a
+		// failed order, whose unit went back to stock).
+		s.log.Debug("order status from redis alone", "item", itemID, "user", userID, "err", err)
+		if held {
+			return OrderState{Status: seckill.StatusQueued, OrderRef: ref, Degraded: true}, nil
+		}
+		return OrderState{Status: seckill.StatusNone, Degraded: true}, nil
 	}
 	if held {
 		return OrderState{Status: seckill.StatusQueued, OrderRef: ref}, nil
 	}
 	if fref, ok, err := s.db.FailedFor(ctx, userID, itemID); err != nil {
-		return OrderState{}, err
+		return OrderState{}, storeError(err, "postgres")
 	} else if ok {
 		return OrderState{Status: seckill.StatusFailed, OrderRef: fref}, nil
 	}
 	return OrderState{Status: seckill.StatusNone}, nil
+}
+
+// storeError passes business answers (unknown item) through and turns a
+// store's failure into 503 backend_unavailable with Retry-After.
+func storeError(err error, store string) error {
+	if code := seckill.ErrorCode(err); code != seckill.EInternal {
+		return err
+	}
+	return &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "%s is unavailable; retry shortly", store), After: time.Second}
 }
 
 // ItemView is an item as shoppers see it.
@@ -252,26 +296,65 @@ type ItemView struct {
 // Item returns one item with its live stock.
 func (s *Service) Item(ctx context.Context, id int64) (ItemView, error) {
 	it, err := s.db.Item(ctx, id)
+	if err != nil && seckill.ErrorCode(err) == seckill.EInternal {
+		// PostgreSQL away: the last list read knows the item, if anybody does.
+		items, _ := s.cat.lastItems()
+		for _, c := range items {
+			if c.ID == id {
+				return s.view(ctx, c)
+			}
+		}
+	}
 	if err != nil {
-		return ItemView{}, err
+		return ItemView{}, storeError(err, "postgres")
 	}
 	return s.view(ctx, it)
 }
 
-// Items returns every item with its live stock.
+// Items returns every item with its live stock: one PostgreSQL query for
+// the list (the last list is used while PostgreSQL is away), then the
+// stock of every live or upcoming item in one pipelined Redis round trip.
+// Ended items (their answers do not change) come from a copy refreshed
+// every EndedRefresh.
 func (s *Service) Items(ctx context.Context) ([]ItemView, error) {
 	items, err := s.db.Items(ctx)
 	if err != nil {
+		var ok bool
+		if items, ok = s.cat.lastItems(); !ok {
+			return nil, storeError(err, "postgres")
+		}
+		s.log.Warn("listing items: postgres unavailable, serving the last list", "err", err)
+	} else {
+		s.cat.setItems(items)
+	}
+	now := s.now()
+	ended, endedFresh := s.cat.endedViews(now)
+	out := make([]ItemView, len(items))
+	var ask []int
+	for i, it := range items {
+		if v, ok := ended[it.ID]; ok && endedFresh && !now.Before(it.EndsAt) {
+			out[i] = v
+			continue
+		}
+		ask = append(ask, i)
+	}
+	ids := make([]int64, len(ask))
+	for j, i := range ask {
+		ids[j] = items[i].ID
+	}
+	lefts, err := s.lefts(ctx, ids)
+	if err != nil {
 		return nil, err
 	}
-	out := make([]ItemView, 0, len(items))
-	for _, it := range items {
-		v, err := s.view(ctx, it)
-		if err != nil {
-			return nil, err
+	for j, i := range ask {
+		it := items[i]
+		left := lefts[j].StockLeft
+		if !lefts[j].Loaded {
+			left = it.Stock
 		}
-		out = append(out, v)
+		out[i] = ItemView{Item: it, StockLeft: left, State: State(it, left, now)}
 	}
+	s.cat.setEnded(out, now, !endedFresh)
 	return out, nil
 }
 
@@ -285,6 +368,76 @@ func (s *Service) view(ctx context.Context, it seckill.Item) (ItemView, error) {
 		left = it.Stock
 	}
 	return ItemView{Item: it, StockLeft: left, State: State(it, left, s.now())}, nil
+}
+
+// EndedRefresh is how often the stock of ended items is read again.
+const EndedRefresh = 30 * time.Second
+
+// manyLefts is a Stock that reads many items' stock in one round trip
+// (package stock).
+type manyLefts interface {
+	Lefts(ctx context.Context, itemIDs []int64) ([]stock.Left, error)
+}
+
+func (s *Service) lefts(ctx context.Context, ids []int64) ([]stock.Left, error) {
+	if m, ok := s.st.(manyLefts); ok {
+		return m.Lefts(ctx, ids)
+	}
+	out := make([]stock.Left, len(ids))
+	for i, id := range ids {
+		c, err := s.st.Counters(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = stock.Left{Loaded: c.Loaded, StockLeft: c.StockLeft}
+	}
+	return out, nil
+}
+
+// catalogCache is what Items keeps between calls.
+type catalogCache struct {
+	mu      sync.Mutex
+	items   []seckill.Item
+	have    bool
+	ended   map[int64]ItemView
+	endedAt time.Time
+}
+
+func (c *catalogCache) setItems(items []seckill.Item) {
+	c.mu.Lock()
+	c.items, c.have = items, true
+	c.mu.Unlock()
+}
+
+func (c *catalogCache) lastItems() ([]seckill.Item, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.items, c.have
+}
+
+// endedViews returns the ended items' views and whether they are fresh
+// enough to serve.
+func (c *catalogCache) endedViews(now time.Time) (map[int64]ItemView, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ended, c.ended != nil && now.Sub(c.endedAt) < EndedRefresh
+}
+
+// setEnded records the views of ended items; all of them when refreshed,
+// else only items that ended since.
+func (c *catalogCache) setEnded(views []ItemView, now time.Time, refreshed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if refreshed || c.ended == nil {
+		c.ended, c.endedAt = map[int64]ItemView{}, now
+	}
+	for _, v := range views {
+		if v.State == "ended" {
+			if _, ok := c.ended[v.ID]; !ok {
+				c.ended[v.ID] = v
+			}
+		}
+	}
 }
 
 // State names where a sale stands at a time.
@@ -323,16 +476,51 @@ func (s *Service) Stats(ctx context.Context, itemID int64) (seckill.Stats, error
 	if !c.Loaded {
 		st.StockLeft = it.Stock - orders
 	}
+	if a, ok := s.st.(interface {
+		OutboxAges(ctx context.Context, itemID int64) (stock.OutboxAges, error)
+	}); ok && c.OutboxPending > 0 {
+		ages, err := a.OutboxAges(ctx, itemID)
+		if err != nil {
+			return seckill.Stats{}, err
+		}
+		st.OutboxOldestAgeMs = ages.Oldest().Milliseconds()
+		st.OutboxOldestPendingMs = ages.OldestPending.Milliseconds()
+		st.OutboxOldestUnreadMs = ages.OldestUnread.Milliseconds()
+	}
 	return st, nil
 }
 
-// Ready reports whether both stores answer.
+// Ready reports whether the backend can take purchases: Redis answers.
+// PostgreSQL is not needed for a purchase; Checks reports it.
 func (s *Service) Ready(ctx context.Context) error {
-	if err := s.db.Ping(ctx); err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
 	if _, err := s.st.Counters(ctx, 0); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
+	if g := s.RedisGuardStatus(); g != nil && g.Frozen {
+		return fmt.Errorf("reservations frozen: %s", g.Reason)
+	}
 	return nil
+}
+
+// Checks asks every store, for the detailed readiness answer.
+func (s *Service) Checks(ctx context.Context) []httpapi.Check {
+	check := func(name string, needed bool, err error) httpapi.Check {
+		c := httpapi.Check{Name: name, OK: err == nil, Needed: needed}
+		if err != nil {
+			c.Detail = err.Error()
+		}
+		return c
+	}
+	_, rerr := s.st.Counters(ctx, 0)
+	checks := []httpapi.Check{check("redis", true, rerr), check("postgres", false, s.db.Ping(ctx))}
+	if g := s.RedisGuardStatus(); g != nil {
+		// Frozen reservations (a restarted Redis being verified): not
+		// ready to sell.
+		c := httpapi.Check{Name: "redis_guard", OK: !g.Frozen, Needed: true}
+		if g.Frozen {
+			c.Detail = "reservations frozen: " + g.Reason
+		}
+		checks = append(checks, c)
+	}
+	return checks
 }

@@ -21,6 +21,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+
+	"seckill/internal/redisconf"
 )
 
 // Config is what every benchmark needs.
@@ -149,8 +151,7 @@ func redisClient(rawURL string, pool int) (*redis.Client, error) {
 	if opt.PoolSize < pool {
 		opt.PoolSize = pool
 	}
-	opt.MaxRetries = 3 // as the backend: every stock script is idempotent per request id
-	return redis.NewClient(opt), nil
+	return redisconf.New(opt), nil // as every seckill process: timeouts and retries
 }
 
 // deleteKeys deletes every Redis key under prefix.

@@ -4,7 +4,8 @@
 //
 // Challenge state lives in Redis, so any edge can verify a challenge another
 // edge issued. A challenge is bound to one user and one item, short lived,
-// and burned by its first answer, right or wrong.
+// and burned by its first answer, right or wrong. When Redis is down or
+// stalls, Issue and Verify fail with code dependency_unavailable (503).
 //
 // Neither kind stops a determined bot: math captchas are read by OCR (OWASP
 // OAT-009) and proof of work only adds cost. Keep per-user and per-IP limits
@@ -136,22 +137,27 @@ func (s *Store) Issue(ctx context.Context, kind string, userID, itemID int64, di
 		return nil
 	})
 	if err != nil {
-		return Challenge{}, fmt.Errorf("captcha: storing challenge: %w", err)
+		return Challenge{}, seckill.Unavailable(fmt.Errorf("captcha: storing challenge: %w", err), "challenges cannot be issued right now; retry shortly")
 	}
 	return c, nil
 }
 
 // burn marks a challenge used and returns what it held, atomically: of
-// several concurrent calls for one id, exactly one gets the fields. The used
-// key stays, without its answer, until the challenge would have expired, so
-// a second answer is told "already used". Returns 0 for a missing key, 1
-// for a used one, else the fields.
+// several concurrent calls for one id, exactly one gets the fields. The
+// used mark names the attempt that burned it (ARGV[1], a nonce made per
+// Verify call), so the same attempt sent again (go-redis retries a script
+// whose reply was lost) gets the same fields back instead of "already
+// used": the first answer is the only answer (ARCHITECTURE.md "Retry
+// safety"). Another attempt is told "already used". The key keeps its
+// fields until the challenge would have expired; nothing reads them but a
+// retry of the attempt that burned it. Returns 0 for a missing key, 1 for a
+// key used by another attempt, else the fields.
 var burn = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HSETNX', KEYS[1], 'used', '1') == 0 then return 1 end
-local v = redis.call('HMGET', KEYS[1], 'kind', 'user', 'item', 'answer', 'seed', 'difficulty')
-redis.call('HDEL', KEYS[1], 'answer', 'seed')
-return v
+local by = redis.call('HGET', KEYS[1], 'used')
+if by and by ~= ARGV[1] then return 1 end
+if not by then redis.call('HSET', KEYS[1], 'used', ARGV[1]) end
+return redis.call('HMGET', KEYS[1], 'kind', 'user', 'item', 'answer', 'seed', 'difficulty')
 `)
 
 func failed(detail string) error { return seckill.Errorf(seckill.EChallengeFailed, "%s", detail) }
@@ -174,15 +180,21 @@ func validID(id string) bool {
 // Verify checks answer to challenge id for userID and itemID. The first
 // answer burns the challenge, right or wrong, whoever sends it. Every
 // failure is a *seckill.Error with code challenge_failed whose message says
-// which check failed (never the right answer); other errors are Redis
-// errors.
+// which check failed (never the right answer). A Redis failure is a
+// seckill.Unavailable error (dependency_unavailable, 503); the burn is safe
+// to retry, so a reply lost after it ran never turns a right answer into
+// "already used".
 func (s *Store) Verify(ctx context.Context, id string, userID, itemID int64, answer string) error {
 	if !validID(id) {
 		return failed("unknown or expired challenge")
 	}
-	res, err := burn.Run(ctx, s.rdb, []string{s.key(id)}).Result()
+	attempt, err := s.randomString(12)
 	if err != nil {
-		return fmt.Errorf("captcha: verifying challenge: %w", err)
+		return err
+	}
+	res, err := burn.Run(ctx, s.rdb, []string{s.key(id)}, attempt).Result()
+	if err != nil {
+		return seckill.Unavailable(fmt.Errorf("captcha: verifying challenge: %w", err), "challenges cannot be checked right now; retry shortly")
 	}
 	v, ok := res.([]any)
 	if !ok {
@@ -249,7 +261,7 @@ func (s *Store) AnswerForTest(ctx context.Context, id string) (string, error) {
 	}
 	v, err := s.rdb.HMGet(ctx, s.key(id), "kind", "answer", "used").Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return "", fmt.Errorf("captcha: reading challenge: %w", err)
+		return "", seckill.Unavailable(fmt.Errorf("captcha: reading challenge: %w", err), "challenges cannot be read right now; retry shortly")
 	}
 	kind, _ := v[0].(string)
 	answer, _ := v[1].(string)

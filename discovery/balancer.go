@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -23,20 +25,43 @@ import (
 // no backend is registered or every one's breaker is open.
 var ErrNoBackend = errors.New("no backend available")
 
+// Class names a kind of backend call. Every backend has one breaker per
+// class, so calls that fail on a store purchases do not need (status polls
+// and catalogue refreshes on PostgreSQL) never take a backend out of the
+// purchases' rotation.
+type Class int
+
+const (
+	// ClassReserve: purchases (Redis only, in the backend).
+	ClassReserve Class = iota
+	// ClassRead: order status, accounts, stats, item creation.
+	ClassRead
+	// ClassCatalog: the item list.
+	ClassCatalog
+	classes
+)
+
+var classNames = [classes]string{"reserve", "read", "catalog"}
+
+func (c Class) String() string { return classNames[c] }
+
 // BackendState describes one backend for metrics and the admin API.
 type BackendState struct {
 	URL string `json:"url"`
-	// State is the breaker state: "closed", "half-open" or "open".
+	// State is the state of its purchases' breaker: "closed", "half-open"
+	// or "open".
 	State string `json:"state"`
-	// InRotation: new requests may go to it (breaker not open).
+	// InRotation: new purchases may go to it (that breaker not open).
 	InRotation bool `json:"in_rotation"`
+	// Breakers is the state of each class's breaker (reserve, read, catalog).
+	Breakers map[string]string `json:"breakers"`
 }
 
-// member is one backend: its client and its own breaker.
+// member is one backend: its client and its own breakers, one per class.
 type member struct {
 	url    string
 	client *backend.Client
-	cb     *gobreaker.CircuitBreaker[any]
+	cbs    [classes]*gobreaker.CircuitBreaker[any]
 	gone   atomic.Bool
 }
 
@@ -54,7 +79,9 @@ type Balancer struct {
 	// ZooKeeper (nil for NewStatic).
 	conn    *zk.Conn
 	dir     string
-	nodes   map[string]string // node name -> URL, read once per node
+	nodes   map[string]cachedNode // node name -> its content, read once per node
+	saved   string                // the list last written to the cache
+	zkFull  bool                  // ZooKeeper has listed at least one backend
 	poke    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -75,16 +102,11 @@ func NewStatic(urls []string, opts ...Option) *Balancer {
 // under root (DefaultRoot when empty) until Close. It returns once the
 // first list is read, or fails when ctx ends first.
 func NewBalancer(ctx context.Context, zkAddrs []string, root string, opts ...Option) (*Balancer, error) {
-	b := newBalancer(newOptions(opts))
-	conn, events, err := connect(zkAddrs, b.o, b.log)
+	first := make(chan error, 1)
+	b, err := startFollowing(zkAddrs, root, newOptions(opts), first)
 	if err != nil {
 		return nil, err
 	}
-	b.conn, b.dir, b.nodes = conn, backendsPath(root), map[string]string{}
-	b.poke, b.stop, b.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-	go b.follow(events)
-	first := make(chan error, 1)
-	go b.watch(first)
 	select {
 	case err = <-first:
 	case <-ctx.Done():
@@ -94,6 +116,41 @@ func NewBalancer(ctx context.Context, zkAddrs []string, root string, opts ...Opt
 		b.Close()
 		return nil, fmt.Errorf("reading the backends from zookeeper: %w", err)
 	}
+	return b, nil
+}
+
+// Follow is NewBalancer without the wait: it returns at once, serving the
+// list cached on disk (WithCache) and the operator's list (WithInitial)
+// until ZooKeeper answers, then ZooKeeper's list. An edge so starts and
+// sells while ZooKeeper is down.
+func Follow(zkAddrs []string, root string, opts ...Option) (*Balancer, error) {
+	return startFollowing(zkAddrs, root, newOptions(opts), nil)
+}
+
+func startFollowing(zkAddrs []string, root string, o options, first chan<- error) (*Balancer, error) {
+	b := newBalancer(o)
+	start := slices.Clone(o.initial)
+	if o.cachePath != "" {
+		cached, err := loadCache(o.cachePath)
+		switch {
+		case err == nil:
+			start = append(start, cached...)
+			b.log.Info("backends from the cached list", "path", o.cachePath, "backends", len(cached))
+		case !errors.Is(err, os.ErrNotExist):
+			b.log.Warn("ignoring the cached backend list", "path", o.cachePath, "err", err)
+		}
+	}
+	if len(start) > 0 {
+		b.set(start)
+	}
+	conn, events, err := connect(zkAddrs, b.o, b.log)
+	if err != nil {
+		return nil, err
+	}
+	b.conn, b.dir, b.nodes = conn, backendsPath(root), map[string]cachedNode{}
+	b.poke, b.stop, b.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go b.follow(events)
+	go b.watch(first)
 	return b, nil
 }
 
@@ -120,10 +177,34 @@ func (b *Balancer) Backends() []BackendState {
 	b.mu.RUnlock()
 	out := make([]BackendState, len(ms))
 	for i, m := range ms {
-		st := m.cb.State()
-		out[i] = BackendState{URL: m.url, State: st.String(), InRotation: st != gobreaker.StateOpen}
+		st := m.cbs[ClassReserve].State()
+		out[i] = BackendState{URL: m.url, State: st.String(), InRotation: st != gobreaker.StateOpen, Breakers: map[string]string{}}
+		for c, cb := range m.cbs {
+			out[i].Breakers[Class(c).String()] = cb.State().String()
+		}
 	}
 	return out
+}
+
+// SetBreaker changes the breaker settings (a pushed configuration): every
+// backend gets fresh breakers with them, closed.
+func (b *Balancer) SetBreaker(cfg BreakerConfig) {
+	cfg.defaults()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cfg == b.o.breaker {
+		return
+	}
+	b.o.breaker = cfg
+	ms := make([]*member, len(b.members))
+	for i, old := range b.members {
+		m := b.newMember(old.url)
+		m.client = old.client
+		ms[i] = m
+		b.byURL[m.url] = m
+		old.gone.Store(true)
+	}
+	b.members = ms
 }
 
 // Updates returns how many times the list was applied (tests, metrics).
@@ -167,30 +248,32 @@ func (b *Balancer) newMember(url string) *member {
 	m := &member{url: url, client: backend.NewClient(url, b.o.token, b.o.hc)}
 	onState := b.o.onState
 	log := b.log
-	m.cb = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
-		Name:        url,
-		MaxRequests: cfg.HalfOpenProbes,
-		Timeout:     cfg.OpenFor,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
-		IsSuccessful: func(err error) bool {
-			var ue *backend.UnavailableError
-			return !errors.As(err, &ue) && !errors.Is(err, context.DeadlineExceeded)
-		},
-		// A caller that went away says nothing about the backend.
-		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			log.Warn("backend circuit breaker", "url", name, "from", from.String(), "to", to.String())
-			if onState != nil {
-				onState(name, from, to)
-			}
-		},
-	})
+	for c := range classes {
+		m.cbs[c] = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
+			Name:         url,
+			MaxRequests:  cfg.HalfOpenProbes,
+			Timeout:      cfg.OpenFor,
+			ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
+			IsSuccessful: func(err error) bool { return !backendFailure(err) },
+			// A caller that went away says nothing about the backend.
+			IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+			OnStateChange: func(name string, from, to gobreaker.State) {
+				log.Warn("backend circuit breaker", "url", name, "class", c.String(), "from", from.String(), "to", to.String())
+				if onState != nil && c == ClassReserve {
+					onState(name, from, to)
+				}
+			},
+		})
+	}
 	return m
 }
 
 // backendFailure: the error is the backend's (it counts against it and a
 // safe call may go to another).
 func backendFailure(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
 	var ue *backend.UnavailableError
 	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
 }
@@ -198,7 +281,7 @@ func backendFailure(err error) bool {
 // call runs f on one backend picked round-robin among those whose breaker
 // lets it through. When retry is set (the call is safe to repeat) and the
 // backend fails, f runs once more on another backend.
-func call[T any](ctx context.Context, b *Balancer, retry bool, f func(c *backend.Client) (T, error)) (T, error) {
+func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f func(c *backend.Client) (T, error)) (T, error) {
 	var zero T
 	b.mu.RLock()
 	ms := b.members
@@ -212,10 +295,21 @@ func call[T any](ctx context.Context, b *Balancer, retry bool, f func(c *backend
 	var lastErr error
 	for i := 0; i < n; i++ {
 		m := ms[(start+i)%n]
-		if m.gone.Load() || m.cb.State() == gobreaker.StateOpen {
-			continue
+		cb := m.cbs[class]
+		var v any
+		var err error
+		if backend.BreakerOff(ctx) {
+			// A sale whose breaker defence is off: straight to the backend.
+			if m.gone.Load() {
+				continue
+			}
+			v, err = f(m.client)
+		} else {
+			if m.gone.Load() || cb.State() == gobreaker.StateOpen {
+				continue
+			}
+			v, err = cb.Execute(func() (any, error) { return f(m.client) })
 		}
-		v, err := m.cb.Execute(func() (any, error) { return f(m.client) })
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			continue // nothing was sent: try the next one
 		}
@@ -239,52 +333,85 @@ func call[T any](ctx context.Context, b *Balancer, retry bool, f func(c *backend
 // request id (every backend shares the stock in Redis), so a reservation
 // whose backend failed is tried once more on another.
 func (b *Balancer) Reserve(ctx context.Context, itemID, userID int64, requestID string) (backend.Reservation, error) {
-	return call(ctx, b, requestID != "", func(c *backend.Client) (backend.Reservation, error) {
+	return call(ctx, b, ClassReserve, requestID != "", func(c *backend.Client) (backend.Reservation, error) {
 		return c.Reserve(ctx, itemID, userID, requestID)
 	})
 }
 
 // Status reads an order's state.
 func (b *Balancer) Status(ctx context.Context, itemID, userID int64) (backend.OrderState, error) {
-	return call(ctx, b, true, func(c *backend.Client) (backend.OrderState, error) { return c.Status(ctx, itemID, userID) })
+	return call(ctx, b, ClassRead, true, func(c *backend.Client) (backend.OrderState, error) { return c.Status(ctx, itemID, userID) })
 }
 
 // Items lists the items.
 func (b *Balancer) Items(ctx context.Context) ([]backend.ItemView, error) {
-	return call(ctx, b, true, func(c *backend.Client) ([]backend.ItemView, error) { return c.Items(ctx) })
+	return call(ctx, b, ClassCatalog, true, func(c *backend.Client) ([]backend.ItemView, error) { return c.Items(ctx) })
 }
 
 // CreateItem creates an item (not repeated: it is not idempotent).
 func (b *Balancer) CreateItem(ctx context.Context, req backend.CreateItemRequest) (seckill.Item, error) {
-	return call(ctx, b, false, func(c *backend.Client) (seckill.Item, error) { return c.CreateItem(ctx, req) })
+	return call(ctx, b, ClassRead, false, func(c *backend.Client) (seckill.Item, error) { return c.CreateItem(ctx, req) })
 }
 
 // Stats reads an item's figures.
 func (b *Balancer) Stats(ctx context.Context, id int64) (seckill.Stats, error) {
-	return call(ctx, b, true, func(c *backend.Client) (seckill.Stats, error) { return c.Stats(ctx, id) })
+	return call(ctx, b, ClassRead, true, func(c *backend.Client) (seckill.Stats, error) { return c.Stats(ctx, id) })
 }
 
 // Register creates a user (not repeated: a repeat of one that went through
 // would answer that the name is taken).
 func (b *Balancer) Register(ctx context.Context, username, password string) (int64, error) {
-	return call(ctx, b, false, func(c *backend.Client) (int64, error) { return c.Register(ctx, username, password) })
+	return call(ctx, b, ClassRead, false, func(c *backend.Client) (int64, error) { return c.Register(ctx, username, password) })
 }
 
 // Login checks a user's password.
 func (b *Balancer) Login(ctx context.Context, username, password string) (int64, error) {
-	return call(ctx, b, true, func(c *backend.Client) (int64, error) { return c.Login(ctx, username, password) })
+	return call(ctx, b, ClassRead, true, func(c *backend.Client) (int64, error) { return c.Login(ctx, username, password) })
 }
 
 // EnsureUsers creates the users missing (idempotent).
 func (b *Balancer) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {
-	return call(ctx, b, true, func(c *backend.Client) (map[string]int64, error) { return c.EnsureUsers(ctx, usernames) })
+	return call(ctx, b, ClassRead, true, func(c *backend.Client) (map[string]int64, error) { return c.EnsureUsers(ctx, usernames) })
 }
 
-// Ready succeeds when one backend is ready.
+// Ready succeeds when one backend is ready. Readiness probes go around the
+// breakers: they neither count nor are refused.
 func (b *Balancer) Ready(ctx context.Context) error {
-	_, err := call(ctx, b, true, func(c *backend.Client) (struct{}, error) { return struct{}{}, c.Ready(ctx) })
+	b.mu.RLock()
+	ms := b.members
+	b.mu.RUnlock()
+	err := error(&backend.UnavailableError{Err: ErrNoBackend})
+	for _, m := range ms {
+		if m.gone.Load() {
+			continue
+		}
+		if err = m.client.Ready(ctx); err == nil {
+			return nil
+		}
+	}
 	return err
 }
+
+// PurchaseBreakerState is the worst state of the backends' purchase
+// breakers (open when no backend is known): the edge's breaker state when
+// the balancer keeps the breakers.
+func (b *Balancer) PurchaseBreakerState() gobreaker.State {
+	b.mu.RLock()
+	ms := b.members
+	b.mu.RUnlock()
+	if len(ms) == 0 {
+		return gobreaker.StateOpen
+	}
+	worst := gobreaker.StateClosed
+	for _, m := range ms {
+		worst = max(worst, m.cbs[ClassReserve].State())
+	}
+	return worst
+}
+
+// OwnsBreakers says that the balancer guards every backend with breakers
+// of its own (edge.BreakerOwner): the edge adds none in series.
+func (b *Balancer) OwnsBreakers() bool { return true }
 
 // follow turns every new session (reconnect or expiry) into a re-read:
 // changes made while disconnected are not always told by a watch.
@@ -353,7 +480,7 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 		if ok {
 			return nil, errors.New("the backends folder appeared: read again")
 		}
-		b.set(nil)
+		b.setFromZK(nil)
 		return ech, nil
 	}
 	if err != nil {
@@ -361,9 +488,10 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 	}
 	seen := map[string]bool{}
 	var urls []string
+	var list []cachedNode
 	for _, name := range children {
 		seen[name] = true
-		u, ok := b.nodes[name]
+		cn, ok := b.nodes[name]
 		if !ok {
 			raw, _, err := b.conn.Get(b.dir + "/" + name)
 			if errors.Is(err, zk.ErrNoNode) {
@@ -372,17 +500,18 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 			if err != nil {
 				return nil, err
 			}
-			var n Node
-			if err := json.Unmarshal(raw, &n); err != nil || n.URL == "" {
+			cn = cachedNode{Name: name, Data: json.RawMessage(raw)}
+			if u, err := nodeURL(raw); err != nil {
 				b.log.Warn("ignoring a backend node without a url", "node", name, "err", err)
-				u = ""
+				cn.Data = nil
 			} else {
-				u = n.URL
+				cn.url = u
 			}
-			b.nodes[name] = u
+			b.nodes[name] = cn
 		}
-		if u != "" {
-			urls = append(urls, u)
+		if cn.url != "" {
+			urls = append(urls, cn.url)
+			list = append(list, cn)
 		}
 	}
 	for name := range b.nodes {
@@ -390,6 +519,127 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 			delete(b.nodes, name)
 		}
 	}
-	b.set(urls)
+	b.setFromZK(urls)
+	b.saveCache(list)
 	return ch, nil
+}
+
+// setFromZK applies a list read from ZooKeeper. Until ZooKeeper has listed
+// a backend, an empty list does not replace the operator's or the cached
+// one: after an outage of ZooKeeper the backends register again in the
+// background, and an edge must not drop every backend meanwhile. Once
+// ZooKeeper has listed one, it decides alone.
+func (b *Balancer) setFromZK(urls []string) {
+	if len(urls) == 0 && !b.zkFull {
+		b.mu.RLock()
+		n := len(b.members)
+		b.mu.RUnlock()
+		if n > 0 {
+			b.log.Warn("zookeeper lists no backend yet: keeping the initial list", "backends", n)
+			return
+		}
+	}
+	if len(urls) > 0 {
+		b.zkFull = true
+	}
+	b.set(urls)
+}
+
+func nodeURL(raw []byte) (string, error) {
+	var n Node
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return "", err
+	}
+	if n.URL == "" {
+		return "", errors.New("no url")
+	}
+	return n.URL, nil
+}
+
+// cachedNode is one backend in the cached list: its node's name and its
+// content exactly as registered, so that a registration signed later (a
+// MAC in the node) can be checked again when the list is read back.
+type cachedNode struct {
+	Name string          `json:"name"`
+	Data json.RawMessage `json:"data"`
+	url  string
+}
+
+// backendCache is the file of the last list read from ZooKeeper.
+type backendCache struct {
+	Format   int          `json:"format"` // 1
+	SavedAt  time.Time    `json:"saved_at"`
+	Backends []cachedNode `json:"backends"`
+}
+
+func (b *Balancer) saveCache(list []cachedNode) {
+	if b.o.cachePath == "" {
+		return
+	}
+	slices.SortFunc(list, func(x, y cachedNode) int { return strings.Compare(x.Name, y.Name) })
+	key, _ := json.Marshal(list)
+	if string(key) == b.saved {
+		return
+	}
+	raw, err := json.MarshalIndent(backendCache{Format: 1, SavedAt: time.Now().UTC(), Backends: list}, "", "  ")
+	if err == nil {
+		err = writeAtomic(b.o.cachePath, raw)
+	}
+	if err != nil {
+		b.log.Warn("writing the cached backend list", "path", b.o.cachePath, "err", err)
+		return
+	}
+	b.saved = string(key)
+}
+
+// loadCache reads the URLs of the cached list.
+func loadCache(path string) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c backendCache
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", path, err)
+	}
+	if c.Format != 1 {
+		return nil, fmt.Errorf("%s: format %d, want 1", path, c.Format)
+	}
+	var urls []string
+	for _, n := range c.Backends {
+		u, err := nodeURL(n.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: node %s: %w", path, n.Name, err)
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
+}
+
+// writeAtomic writes a file whole or not at all (temporary file, fsync,
+// rename).
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
 }

@@ -49,7 +49,7 @@ type Node struct {
 type BreakerConfig struct {
 	// ConsecutiveFailures opens the breaker (default 5).
 	ConsecutiveFailures uint32
-	// OpenFor is how long it stays open before half-open probes (default 2s).
+	// OpenFor is how long it stays open before half-open probes (default 1s).
 	OpenFor time.Duration
 	// HalfOpenProbes is how many requests may probe while half-open (default 3).
 	HalfOpenProbes uint32
@@ -60,7 +60,7 @@ func (b *BreakerConfig) defaults() {
 		b.ConsecutiveFailures = 5
 	}
 	if b.OpenFor <= 0 {
-		b.OpenFor = 2 * time.Second
+		b.OpenFor = time.Second
 	}
 	if b.HalfOpenProbes == 0 {
 		b.HalfOpenProbes = 3
@@ -75,6 +75,8 @@ type options struct {
 	token          string
 	hc             *http.Client
 	onState        func(url string, from, to gobreaker.State)
+	initial        []string
+	cachePath      string
 }
 
 // Option tunes Register, NewBalancer and NewStatic.
@@ -103,6 +105,14 @@ func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = h
 func WithOnStateChange(f func(url string, from, to gobreaker.State)) Option {
 	return func(o *options) { o.onState = f }
 }
+
+// WithInitial sets the backends a balancer uses until ZooKeeper first
+// answers (the operator's --backend-url), together with the cached list.
+func WithInitial(urls []string) Option { return func(o *options) { o.initial = urls } }
+
+// WithCache keeps the last list read from ZooKeeper in a file (written
+// atomically on every change) and starts from it when ZooKeeper is away.
+func WithCache(path string) Option { return func(o *options) { o.cachePath = path } }
 
 func newOptions(opts []Option) options {
 	o := options{sessionTimeout: DefaultSessionTimeout}

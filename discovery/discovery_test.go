@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,8 +89,9 @@ func (f *fake) start(t *testing.T) {
 		f.calls.Add(1)
 		_, _ = io.WriteString(w, `{}`)
 	})
-	f.srv = &http.Server{Handler: mux}
-	go func() { _ = f.srv.Serve(ln) }()
+	srv := &http.Server{Handler: mux}
+	f.srv = srv
+	go func() { _ = srv.Serve(ln) }()
 }
 
 func (f *fake) stop() {
@@ -411,4 +414,139 @@ func sortedURLs(fs ...*fake) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// refusingAddr is an address where nothing listens (ZooKeeper down).
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestStartWithoutZooKeeper: ZooKeeper is down. Follow returns at once and
+// serves the operator's list; a registration starts at once and keeps
+// trying; both close promptly.
+func TestStartWithoutZooKeeper(t *testing.T) {
+	t.Parallel()
+	f := startFake(t)
+	zkDown := refusingAddr(t)
+	start := time.Now()
+	bal, err := Follow([]string{zkDown}, "/x", WithLogger(quiet()), WithInitial([]string{f.url()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := StartRegistration([]string{zkDown}, "/x", f.url(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bal.Reserve(context.Background(), 1, 1, "r1"); err != nil {
+		t.Fatalf("reserve with ZooKeeper down: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("started and served in %v with ZooKeeper down", d)
+	}
+	if reg.Path() != "" {
+		t.Fatalf("registered at %q with ZooKeeper down", reg.Path())
+	}
+	closed := time.Now()
+	bal.Close()
+	reg.Close()
+	if d := time.Since(closed); d > 5*time.Second {
+		t.Fatalf("closing took %v", d)
+	}
+}
+
+// TestCachedListServesWhenZooKeeperIsDown: a balancer writes the list it
+// read from ZooKeeper to its cache file (each node's content verbatim);
+// a balancer started later while ZooKeeper is down serves that list.
+func TestCachedListServesWhenZooKeeperIsDown(t *testing.T) {
+	t.Parallel()
+	addr, root := zkRoot(t)
+	a := startFake(t)
+	register(t, addr, root, a.url(), nil)
+	cache := filepath.Join(t.TempDir(), "backends.json")
+	bal, err := NewBalancer(context.Background(), []string{addr}, root, WithLogger(quiet()), WithCache(cache))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitURLs(t, bal, 5*time.Second, a.url())
+	testenv.Eventually(t, 5*time.Second, "the cache file", func() bool {
+		urls, err := loadCache(cache)
+		return err == nil && slices.Equal(urls, []string{a.url()})
+	})
+	bal.Close()
+	raw, _ := os.ReadFile(cache)
+	var c backendCache
+	if err := json.Unmarshal(raw, &c); err != nil || c.Format != 1 || len(c.Backends) != 1 || !strings.Contains(string(c.Backends[0].Data), `"started_at"`) {
+		t.Fatalf("cache file: %s (%v)", raw, err)
+	}
+
+	later, err := Follow([]string{refusingAddr(t)}, root, WithLogger(quiet()), WithCache(cache))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer later.Close()
+	if got := urls(later); !slices.Equal(got, []string{a.url()}) {
+		t.Fatalf("backends from the cache: %v", got)
+	}
+	if _, err := later.Reserve(context.Background(), 1, 1, "c1"); err != nil {
+		t.Fatalf("reserve from the cached list: %v", err)
+	}
+}
+
+// TestInitialListKeptUntilZooKeeperListsOne: ZooKeeper answers but no
+// backend has registered again yet (they do it in the background after an
+// outage): the operator's list stays in use; once one registers, ZooKeeper's
+// list replaces it.
+func TestInitialListKeptUntilZooKeeperListsOne(t *testing.T) {
+	t.Parallel()
+	addr, root := zkRoot(t)
+	a, b := startFake(t), startFake(t)
+	bal, err := Follow([]string{addr}, root, WithLogger(quiet()), WithInitial([]string{a.url()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bal.Close()
+	testenv.Eventually(t, 5*time.Second, "a read of ZooKeeper", func() bool { return bal.reads.Load() > 0 })
+	time.Sleep(100 * time.Millisecond)
+	if got := urls(bal); !slices.Equal(got, []string{a.url()}) {
+		t.Fatalf("backends after an empty ZooKeeper list: %v", got)
+	}
+	register(t, addr, root, b.url(), nil)
+	waitURLs(t, bal, 5*time.Second, b.url())
+}
+
+// TestClassesAndBreakerOff: catalogue failures open only the catalogue's
+// breaker, never the purchases'; a call marked WithoutBreaker (a sale whose
+// breaker defence is off) goes through an open breaker.
+func TestClassesAndBreakerOff(t *testing.T) {
+	t.Parallel()
+	a := startFake(t)
+	bal := NewStatic([]string{a.url()}, WithLogger(quiet()), WithBreaker(BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Minute}))
+	ctx := context.Background()
+	a.stop()
+	for range 3 {
+		_, _ = bal.Items(ctx)
+	}
+	if st := bal.Backends()[0].Breakers; st["catalog"] != "open" || st["reserve"] != "closed" || st["read"] != "closed" {
+		t.Fatalf("breakers %v after catalogue failures", st)
+	}
+	a.start(t)
+	if _, err := bal.Reserve(ctx, 1, 1, "r1"); err != nil {
+		t.Fatalf("purchase after catalogue failures: %v", err)
+	}
+	if _, err := bal.Items(ctx); !errors.Is(err, ErrNoBackend) {
+		t.Fatalf("catalogue with its breaker open: %v", err)
+	}
+	if _, err := bal.Items(backend.WithoutBreaker(ctx)); err != nil {
+		t.Fatalf("catalogue without breaker: %v", err)
+	}
+	if st := bal.PurchaseBreakerState(); st.String() != "closed" {
+		t.Fatalf("purchase breaker state %v", st)
+	}
 }

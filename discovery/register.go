@@ -38,6 +38,32 @@ var errGone = errors.New("node vanished right after its creation")
 // list) and registers url under root (DefaultRoot when empty). It returns
 // once the node exists, or fails when ctx ends first. log may be nil.
 func Register(ctx context.Context, zkAddrs []string, root, url string, log *slog.Logger, opts ...Option) (*Registration, error) {
+	first := make(chan error, 1)
+	r, err := startRegistration(zkAddrs, root, url, log, first, opts...)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case err = <-first:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// StartRegistration is Register without the wait: it returns at once and
+// keeps trying in the background until the node exists (and keeps it, as
+// Register does) until Close. A backend so serves while ZooKeeper is down
+// and appears to the edges when it comes back.
+func StartRegistration(zkAddrs []string, root, url string, log *slog.Logger, opts ...Option) (*Registration, error) {
+	return startRegistration(zkAddrs, root, url, log, nil, opts...)
+}
+
+func startRegistration(zkAddrs []string, root, url string, log *slog.Logger, first chan<- error, opts ...Option) (*Registration, error) {
 	o := newOptions(opts)
 	if log != nil {
 		o.log = log
@@ -56,17 +82,7 @@ func Register(ctx context.Context, zkAddrs []string, root, url string, log *slog
 		poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go r.follow(events)
-	first := make(chan error, 1)
 	go r.run(first)
-	select {
-	case err = <-first:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err != nil {
-		r.Close()
-		return nil, err
-	}
 	return r, nil
 }
 

@@ -256,5 +256,14 @@ func startBackend(t *testing.T, s *stack, amqpURL string, args ...string) backen
 		}
 		return err == nil
 	})
+	// Ready means its Redis guard verified the server: it sells.
+	testenv.Eventually(t, 30*time.Second, "the backend to be ready", func() bool {
+		resp, err := client.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 	return backendProc{proc: p, url: "http://" + addr}
 }

@@ -12,6 +12,7 @@ import (
 
 	"seckill"
 	"seckill/backend"
+	"seckill/httpapi"
 )
 
 // CatalogSource is where the catalogue comes from (the backend).
@@ -19,26 +20,42 @@ type CatalogSource interface {
 	Items(ctx context.Context) ([]backend.ItemView, error)
 }
 
-// Catalog is the edge's short-lived copy of the item list. Reads never wait
-// for the backend while a fresh enough copy exists; when it is stale, one
-// request refreshes it (singleflight) and the others wait for that one. On a
-// failed refresh the stale copy keeps being served.
+// Catalog is the edge's copy of the item list. Reads never wait for a
+// refresh while a copy exists (stale-while-revalidate): a copy older than
+// the TTL is served as it is while one refresh runs in the background (in
+// Follow); a failed refresh leaves the last copy in service. The bounds:
+// one refresh at a time, each cut after RefreshTimeout; a copy older than
+// MaxStale is reported stale on the admin /readyz. Only the very first load
+// is waited for (a request before it would see every item as unknown), and
+// a request for an id the Bloom filter knows but the copy lacks (an item
+// created since) waits for one refresh when the copy is due for one.
 //
 // It also keeps a Bloom filter of every item id seen, so a request for an id
 // that never existed is answered 404 without touching Redis or the backend,
 // and the sold-out markers.
 type Catalog struct {
-	src CatalogSource
-	ttl time.Duration
-	sf  singleflight.Group
-	now func() time.Time
+	src  CatalogSource
+	ttl  time.Duration
+	sf   singleflight.Group
+	now  func() time.Time
+	kick chan struct{}
 
 	snap    atomic.Pointer[catalogSnap]
 	knownMu sync.RWMutex
 	known   *bloom.BloomFilter
 	soldOut sync.Map // item id -> true
 	refresh atomic.Int64
+	failed  atomic.Int64
+	// changes counts Learn and Invalidate calls: a copy fetched while one
+	// happened may predate the change, so it is installed due again.
+	changes atomic.Int64
 }
+
+// RefreshTimeout bounds one catalogue refresh.
+const RefreshTimeout = 5 * time.Second
+
+// MaxStale is the age past which the copy is reported stale.
+const MaxStale = time.Minute
 
 type catalogSnap struct {
 	at    time.Time
@@ -52,42 +69,85 @@ func NewCatalog(src CatalogSource, ttl time.Duration) *Catalog {
 	if ttl <= 0 {
 		ttl = time.Second
 	}
-	return &Catalog{src: src, ttl: ttl, now: time.Now, known: bloom.NewWithEstimates(1_000_000, 0.001)}
+	return &Catalog{src: src, ttl: ttl, now: time.Now, kick: make(chan struct{}, 1),
+		known: bloom.NewWithEstimates(1_000_000, 0.001)}
 }
 
 // Refreshes returns how many times the catalogue was fetched from the backend.
 func (c *Catalog) Refreshes() int64 { return c.refresh.Load() }
 
+// FailedRefreshes returns how many refreshes failed.
+func (c *Catalog) FailedRefreshes() int64 { return c.failed.Load() }
+
+// Loaded reports whether a first copy is in service.
+func (c *Catalog) Loaded() bool { return c.snap.Load() != nil }
+
+// Age returns the age of the copy in service (0 before the first).
+func (c *Catalog) Age() time.Duration {
+	if s := c.snap.Load(); s != nil {
+		return c.now().Sub(s.at)
+	}
+	return 0
+}
+
+func (c *Catalog) due(s *catalogSnap) bool {
+	return s == nil || s.stale || c.now().Sub(s.at) >= c.ttl
+}
+
+// get returns the copy in service, asking Follow for a refresh when it is
+// due. Only the first load is waited for.
 func (c *Catalog) get(ctx context.Context) (*catalogSnap, error) {
 	s := c.snap.Load()
-	if s != nil && !s.stale && c.now().Sub(s.at) < c.ttl {
+	if s != nil {
+		if c.due(s) {
+			c.Kick()
+		}
 		return s, nil
 	}
-	v, err, _ := c.sf.Do("items", func() (any, error) {
-		if s2 := c.snap.Load(); s2 != nil && !s2.stale && c.now().Sub(s2.at) < c.ttl {
-			return s2, nil
-		}
+	return c.load(ctx)
+}
+
+// Kick asks Follow for a refresh now (never waits).
+func (c *Catalog) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// load refreshes now (one refresh shared by every caller) and waits for it,
+// at most until ctx ends.
+func (c *Catalog) load(ctx context.Context) (*catalogSnap, error) {
+	ch := c.sf.DoChan("items", func() (any, error) {
 		// The refresh must not die with the first caller's request.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RefreshTimeout)
 		defer cancel()
-		list, err := c.src.Items(ctx)
+		changes := c.changes.Load()
+		list, err := c.src.Items(rctx)
 		if err != nil {
+			c.failed.Add(1)
 			return nil, err
 		}
 		c.refresh.Add(1)
-		return c.install(list), nil
+		return c.install(list, c.changes.Load() != changes), nil
 	})
-	if err != nil {
-		if s != nil {
-			return s, nil // serve stale rather than fail
-		}
-		return nil, err
+	var r singleflight.Result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		r.Err = ctx.Err()
 	}
-	return v.(*catalogSnap), nil
+	if r.Err != nil {
+		if s := c.snap.Load(); s != nil {
+			return s, nil // serve the last copy rather than fail
+		}
+		return nil, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the catalogue is not loaded yet; retry shortly"), After: time.Second}
+	}
+	return r.Val.(*catalogSnap), nil
 }
 
-func (c *Catalog) install(list []backend.ItemView) *catalogSnap {
-	ns := &catalogSnap{at: c.now(), list: list, byID: make(map[int64]backend.ItemView, len(list))}
+func (c *Catalog) install(list []backend.ItemView, stale bool) *catalogSnap {
+	ns := &catalogSnap{at: c.now(), list: list, byID: make(map[int64]backend.ItemView, len(list)), stale: stale}
 	c.knownMu.Lock()
 	for _, it := range list {
 		ns.byID[it.ID] = it
@@ -112,36 +172,55 @@ func (c *Catalog) Known(id int64) bool {
 
 // Learn adds an item id to the known set (an item just created).
 func (c *Catalog) Learn(id int64) {
+	c.changes.Add(1)
 	c.knownMu.Lock()
 	c.known.Add(idKey(id))
 	c.knownMu.Unlock()
 }
 
 // Follow keeps the catalogue fresh in the background until ctx ends: one
-// refresh now, then one every TTL. Items created anywhere (another edge,
-// the backend directly) become known within a TTL, while requests for
-// unknown ids are still answered from the Bloom filter without any I/O.
+// refresh now, then one every TTL, and one whenever a reader found the
+// copy due (Kick). Items created anywhere (another edge, the backend
+// directly) become known within a TTL, while requests for unknown ids are
+// still answered from the Bloom filter without any I/O.
 func (c *Catalog) Follow(ctx context.Context) {
-	t := time.NewTicker(c.ttl)
+	t := time.NewTimer(0)
 	defer t.Stop()
+	retry := 50 * time.Millisecond
 	for {
-		c.Invalidate()
-		_, _ = c.get(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.kick:
 		}
+		if c.due(c.snap.Load()) {
+			_, _ = c.load(ctx)
+		}
+		next := c.ttl
+		if !c.Loaded() {
+			// No copy yet: the edge is not ready; try again soon.
+			next, retry = min(retry, c.ttl), min(2*retry, c.ttl)
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(next)
 	}
 }
 
-// Invalidate makes the next read refresh.
+// Invalidate makes the copy due for a refresh and asks for one.
 func (c *Catalog) Invalidate() {
+	c.changes.Add(1)
 	if s := c.snap.Load(); s != nil && !s.stale {
 		cp := *s
 		cp.stale = true
 		c.snap.Store(&cp)
 	}
+	c.Kick()
 }
 
 // Items returns every item, with the live state recomputed for now.
@@ -159,22 +238,38 @@ func (c *Catalog) Items(ctx context.Context) ([]backend.ItemView, error) {
 
 // Item returns one item. An id outside the Bloom filter is unknown at once.
 func (c *Catalog) Item(ctx context.Context, id int64) (backend.ItemView, error) {
-	if id <= 0 || !c.Known(id) {
+	if id <= 0 {
 		return backend.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
 	}
+	// Before the first copy the filter is empty: wait for the copy rather
+	// than call a live item unknown.
 	s, err := c.get(ctx)
 	if err != nil {
 		return backend.ItemView{}, err
 	}
+	if !c.Known(id) {
+		return backend.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
+	}
 	it, ok := s.byID[id]
 	if !ok {
 		// Known to the filter but not in this copy: an item created since
-		// the last refresh, or a false positive. One refresh decides.
-		c.Invalidate()
-		if s, err = c.get(ctx); err != nil {
-			return backend.ItemView{}, err
+		// the copy was made, or a false positive. When the copy is due, one
+		// refresh (shared by every caller) decides; a fresh copy decides
+		// alone, so false positives cannot make every request wait.
+		// A refresh already running may have started before the item was
+		// made: its copy comes back due again, and one more refresh decides.
+		for range 2 {
+			if !c.due(s) {
+				break
+			}
+			if s, err = c.load(ctx); err != nil {
+				return backend.ItemView{}, err
+			}
+			if it, ok = s.byID[id]; ok {
+				break
+			}
 		}
-		if it, ok = s.byID[id]; !ok {
+		if !ok {
 			return backend.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
 		}
 	}

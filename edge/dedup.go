@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
@@ -19,6 +20,12 @@ type BuyerRecord interface {
 // positive is always confirmed against the exact record before refusing:
 // a false positive costs one Redis read, never an honest buyer's purchase.
 //
+// When the exact record cannot be read (Redis down or stalled), an
+// unconfirmed positive is let through: the backend's reservation script is
+// the authority and refuses a repeat buyer itself, so the edge keeps
+// answering from what it holds instead of failing the request. Such
+// positives are counted (Unconfirmed).
+//
 // Confirmed holders are remembered for a few seconds (bounded), so a bot
 // clicking "buy" again and again costs no Redis read at all. The memory is
 // short so that a unit given back (a failed order) is buyable again soon.
@@ -30,6 +37,8 @@ type Dedup struct {
 	cmu  sync.Mutex
 	held map[pairID]heldEntry
 	now  func() time.Time
+
+	unconfirmed atomic.Int64
 }
 
 type pairID struct{ user, item int64 }
@@ -68,6 +77,9 @@ func (d *Dedup) Add(userID, itemID int64) {
 
 // Held reports whether the user surely holds a unit of the item, and its
 // order ref. The filter answers "no" for most honest buyers without any I/O.
+// It never fails: a positive the exact record cannot confirm (Redis down)
+// answers "not held" and lets the backend decide. The error result is
+// always nil; it stays for callers that check it.
 func (d *Dedup) Held(ctx context.Context, userID, itemID int64) (string, bool, error) {
 	d.mu.RLock()
 	maybe := d.filter.Test(pairKey(userID, itemID))
@@ -84,8 +96,12 @@ func (d *Dedup) Held(ctx context.Context, userID, itemID int64) (string, bool, e
 		return e.ref, true, nil
 	}
 	ref, held, err := d.exact.Buyer(ctx, itemID, userID)
-	if err != nil || !held {
-		return ref, held, err
+	if err != nil {
+		d.unconfirmed.Add(1)
+		return "", false, nil
+	}
+	if !held {
+		return "", false, nil
 	}
 	d.cmu.Lock()
 	if len(d.held) >= heldMax {
@@ -98,3 +114,7 @@ func (d *Dedup) Held(ctx context.Context, userID, itemID int64) (string, bool, e
 	d.cmu.Unlock()
 	return ref, true, nil
 }
+
+// Unconfirmed is how many Bloom positives were let through because the
+// exact record could not be read.
+func (d *Dedup) Unconfirmed() int64 { return d.unconfirmed.Load() }

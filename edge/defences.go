@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"seckill"
 )
 
 // Defences are the protections of one sale that an admin may turn off for
@@ -91,7 +93,7 @@ func (s *defenceSwitches) load(ctx context.Context) error {
 func (s *defenceSwitches) set(ctx context.Context, item int64, d Defences) error {
 	raw, _ := json.Marshal(d)
 	if err := s.rdb.HSet(ctx, s.key(), strconv.FormatInt(item, 10), raw).Err(); err != nil {
-		return fmt.Errorf("storing defences: %w", err)
+		return seckill.Unavailable(fmt.Errorf("storing defences: %w", err), "the defence switches cannot be stored right now; retry shortly")
 	}
 	s.mu.Lock()
 	if s.byItem == nil {

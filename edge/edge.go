@@ -42,6 +42,17 @@ type Backend interface {
 	Ready(ctx context.Context) error
 }
 
+// BreakerOwner is a Backend that guards every backend it calls with
+// breakers of its own (discovery.Balancer: one per backend and call
+// class). The edge's guard then only sheds load: breakers in series double
+// the time to recover, and the inner one's refusals count as failures in
+// the outer one.
+type BreakerOwner interface {
+	OwnsBreakers() bool
+	// PurchaseBreakerState is the worst state of its purchase breakers.
+	PurchaseBreakerState() gobreaker.State
+}
+
 // Challenges issues and verifies human challenges (captcha.Store).
 type Challenges interface {
 	Issue(ctx context.Context, kind string, userID, itemID int64, difficulty int) (captcha.Challenge, error)
@@ -120,6 +131,8 @@ type Edge struct {
 	// shadowLogged: rule -> *atomic.Int64, unix nanos of the last log line
 	shadowLogged sync.Map
 	draining     atomic.Bool
+	instance     string
+	readyC       *httpapi.ReadyCache
 	public       *echo.Echo
 	admin        *echo.Echo
 }
@@ -150,7 +163,9 @@ func New(cfg Config, d Deps) *Edge {
 		catalog:  NewCatalog(d.Backend, cfg.CatalogTTL),
 		dedup:    NewDedup(d.Buyers, 0),
 		defences: &defenceSwitches{rdb: d.Redis, prefix: d.Prefix},
+		instance: httpapi.NewInstanceID(),
 	}
+	e.readyC = httpapi.NewReadyCache(func(context.Context) bool { return e.isReady() })
 	if off := cfg.ClockOffset; off != 0 {
 		e.catalog.now = func() time.Time { return time.Now().Add(off) }
 	}
@@ -189,6 +204,18 @@ func (e *Edge) Admin() http.Handler { return e.admin }
 // Sessions returns the session signer.
 func (e *Edge) Sessions() *Sessions { return e.sessions }
 
+// breakerState is the state of the purchases' breaker: the edge's own, or
+// the worst of the balancer's when it keeps them.
+func (e *Edge) breakerState() gobreaker.State {
+	if bo, ok := e.be.(BreakerOwner); ok && !e.guard().Breaking() {
+		return bo.PurchaseBreakerState()
+	}
+	return e.guard().State()
+}
+
+// Backend returns the backend the edge calls.
+func (e *Edge) Backend() Backend { return e.be }
+
 // Catalog returns the catalogue cache.
 func (e *Edge) Catalog() *Catalog { return e.catalog }
 
@@ -216,8 +243,12 @@ func (e *Edge) setGuard(maxInFlight int, b BreakerConfig) {
 		return
 	}
 	e.guardCfg.Store(next)
-	e.guardP.Store(NewGuard(maxInFlight, b, func(_ string, from, to gobreaker.State) {
-		e.log.Warn("backend circuit breaker", "from", from.String(), "to", to.String())
+	breaking := true
+	if bo, ok := e.be.(BreakerOwner); ok && bo.OwnsBreakers() {
+		breaking = false // one breaker per backend, never two in series
+	}
+	e.guardP.Store(newGuard(maxInFlight, b, breaking, func(name string, from, to gobreaker.State) {
+		e.log.Warn("backend circuit breaker", "breaker", name, "from", from.String(), "to", to.String())
 	}))
 }
 
@@ -268,7 +299,13 @@ func (e *Edge) Reconfigure(d Dynamic) error {
 }
 
 // Drain makes /readyz fail so balancers stop sending new requests.
-func (e *Edge) Drain() { e.draining.Store(true) }
+func (e *Edge) Drain() {
+	e.draining.Store(true)
+	e.readyC.Invalidate()
+}
+
+// Instance returns the random name of this process (told by /healthz).
+func (e *Edge) Instance() string { return e.instance }
 
 func newEcho(log *slog.Logger) *echo.Echo {
 	ec := echo.New()
@@ -292,12 +329,20 @@ func (e *Edge) publish(ctx context.Context, msg string) {
 // go-redis resubscribes after a reconnect; the catalogue refresh covers any
 // event missed meanwhile.
 func (e *Edge) Listen(ctx context.Context) {
+	// Subscribed before the first catalogue load: an item created after
+	// the load read the list is announced to this edge, never missed in
+	// between (its id would look unknown for a whole TTL).
+	sub := e.rdb.Subscribe(ctx, e.channel())
+	defer sub.Close()
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := sub.Receive(wctx); err != nil {
+		e.log.Warn("subscribing to edge events (the catalogue refresh covers what is missed)", "err", err)
+	}
+	cancel()
 	go e.catalog.Follow(ctx)
 	if err := e.defences.load(ctx); err != nil {
 		e.log.Warn("loading defence switches", "err", err)
 	}
-	sub := e.rdb.Subscribe(ctx, e.channel())
-	defer sub.Close()
 	ch := sub.Channel()
 	for {
 		select {
@@ -343,7 +388,7 @@ func (e *Edge) difficulty() int {
 	g := e.guard()
 	n, max := g.InFlight()
 	base := int(e.diffBase.Load())
-	if g.State() != gobreaker.StateClosed || n*2 > max {
+	if e.breakerState() != gobreaker.StateClosed || n*2 > max {
 		return base + int(e.diffLoad.Load())
 	}
 	return base

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 
 	"seckill"
 	"seckill/backend"
@@ -148,14 +149,14 @@ func TestGuardShedsOverTheBound(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{})
 	go func() {
-		_, _ = Do(context.Background(), g, func(ctx context.Context) (int, error) {
+		_, _ = Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) {
 			close(started)
 			<-release
 			return 1, nil
 		})
 	}()
 	<-started
-	_, err := Do(context.Background(), g, func(ctx context.Context) (int, error) {
+	_, err := Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) {
 		t.Fatal("the second call ran")
 		return 0, nil
 	})
@@ -172,7 +173,7 @@ func TestGuardBreakerOpensAndRecovers(t *testing.T) {
 	var calls int
 	fail := func(ctx context.Context) (int, error) { calls++; return 0, down }
 	for range 5 {
-		if _, err := Do(context.Background(), g, fail); seckill.ErrorCode(err) != seckill.EUnavailable {
+		if _, err := Do(context.Background(), g, CallRead, fail); seckill.ErrorCode(err) != seckill.EUnavailable {
 			t.Fatalf("want backend_unavailable, got %v", err)
 		}
 	}
@@ -181,12 +182,12 @@ func TestGuardBreakerOpensAndRecovers(t *testing.T) {
 	}
 	// Business answers are not failures.
 	time.Sleep(150 * time.Millisecond)
-	if _, err := Do(context.Background(), g, func(ctx context.Context) (int, error) {
+	if _, err := Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) {
 		return 0, seckill.Errorf(seckill.ESoldOut, "x")
 	}); seckill.ErrorCode(err) != seckill.ESoldOut {
 		t.Fatalf("half-open probe: %v", err)
 	}
-	if v, err := Do(context.Background(), g, func(ctx context.Context) (int, error) { return 7, nil }); err != nil || v != 7 {
+	if v, err := Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) { return 7, nil }); err != nil || v != 7 {
 		t.Fatalf("after recovery: %v %v", v, err)
 	}
 }
@@ -301,4 +302,120 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestGuardIgnoresHangUps: a client that hangs up mid-call (its context
+// cancelled, the backend client failing with context.Canceled) says
+// nothing about the backend: any number of them leave the breaker closed.
+func TestGuardIgnoresHangUps(t *testing.T) {
+	t.Parallel()
+	g := NewGuard(10, BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Minute}, nil)
+	for range 5 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := Do(ctx, g, CallReserve, func(ctx context.Context) (int, error) {
+			return 0, &backend.UnavailableError{Err: ctx.Err()}
+		})
+		if err == nil {
+			t.Fatal("a cancelled call succeeded")
+		}
+	}
+	if st := g.State(); st != gobreaker.StateClosed {
+		t.Fatalf("breaker %v after hang-ups, want closed", st)
+	}
+	if v, err := Do(context.Background(), g, CallReserve, func(ctx context.Context) (int, error) { return 7, nil }); err != nil || v != 7 {
+		t.Fatalf("after hang-ups: %v %v", v, err)
+	}
+}
+
+// TestGuardClassesApart: reads failing (status polls on a PostgreSQL
+// outage) open the reads' breaker, never the purchases'.
+func TestGuardClassesApart(t *testing.T) {
+	t.Parallel()
+	g := NewGuard(10, BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Minute}, nil)
+	down := &backend.UnavailableError{Err: errors.New("postgres down")}
+	for range 5 {
+		_, _ = Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) { return 0, down })
+	}
+	if g.ClassState(CallRead) != gobreaker.StateOpen || g.State() != gobreaker.StateClosed {
+		t.Fatalf("read breaker %v, reserve breaker %v; want open, closed", g.ClassState(CallRead), g.State())
+	}
+	if v, err := Do(context.Background(), g, CallReserve, func(ctx context.Context) (int, error) { return 1, nil }); err != nil || v != 1 {
+		t.Fatalf("purchase refused while reads fail: %v", err)
+	}
+}
+
+// TestGuardWithoutBreakers: a guard over a backend with breakers of its
+// own never refuses for a breaker of its own, however many failures.
+func TestGuardWithoutBreakers(t *testing.T) {
+	t.Parallel()
+	g := newGuard(10, BreakerConfig{ConsecutiveFailures: 1}, false, nil)
+	var calls int
+	for range 5 {
+		_, err := Do(context.Background(), g, CallReserve, func(ctx context.Context) (int, error) {
+			calls++
+			return 0, &backend.UnavailableError{Err: errors.New("no backend")}
+		})
+		if seckill.ErrorCode(err) != seckill.EUnavailable {
+			t.Fatalf("want backend_unavailable, got %v", err)
+		}
+	}
+	if calls != 5 {
+		t.Fatalf("%d calls went through, want 5 (no breaker in series)", calls)
+	}
+}
+
+// blockingSource answers at once until block is set, then holds every call
+// until release is closed.
+type blockingSource struct {
+	items   []backend.ItemView
+	block   atomic.Bool
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (b *blockingSource) Items(ctx context.Context) ([]backend.ItemView, error) {
+	b.calls.Add(1)
+	if b.block.Load() {
+		<-b.release
+	}
+	return b.items, nil
+}
+
+// TestCatalogNeverWaitsForARefresh: once a copy exists, reads of a due copy
+// are served from it while one refresh (kicked in the background) is held by
+// a stalled source; a read never waits for it.
+func TestCatalogNeverWaitsForARefresh(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	src := &blockingSource{release: make(chan struct{}), items: []backend.ItemView{{
+		Item: seckill.Item{ID: 3, Stock: 10, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}, StockLeft: 10}}}
+	c := NewCatalog(src, 10*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	go func() { c.Follow(ctx); close(followed) }()
+	defer func() { cancel(); close(src.release); <-followed }()
+	if _, err := c.Item(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	src.block.Store(true)
+	c.Invalidate() // due now, and Follow starts a refresh that the source holds
+	for src.calls.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	for range 100 {
+		it, err := c.Item(context.Background(), 3)
+		if err != nil || it.State != "live" {
+			t.Fatalf("read during a held refresh: %+v %v", it, err)
+		}
+		if _, err := c.Items(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("%d calls to the source, want 2 (one refresh at a time)", n)
+	}
+	if !c.Loaded() || c.Refreshes() != 1 {
+		t.Fatalf("loaded %v, refreshes %d", c.Loaded(), c.Refreshes())
+	}
 }

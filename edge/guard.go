@@ -16,7 +16,7 @@ import (
 type BreakerConfig struct {
 	// ConsecutiveFailures opens the breaker (default 5).
 	ConsecutiveFailures uint32 `yaml:"consecutive_failures" json:"consecutive_failures"`
-	// OpenFor is how long it stays open before half-open probes (default 2s).
+	// OpenFor is how long it stays open before half-open probes (default 1s).
 	OpenFor time.Duration `yaml:"open_for" json:"open_for"`
 	// HalfOpenProbes is how many requests may probe while half-open (default 3).
 	HalfOpenProbes uint32 `yaml:"half_open_probes" json:"half_open_probes"`
@@ -27,61 +27,116 @@ func (b *BreakerConfig) defaults() {
 		b.ConsecutiveFailures = 5
 	}
 	if b.OpenFor <= 0 {
-		b.OpenFor = 2 * time.Second
+		b.OpenFor = time.Second
 	}
 	if b.HalfOpenProbes == 0 {
 		b.HalfOpenProbes = 3
 	}
 }
 
+// CallClass names a kind of backend call. Each class has its own breaker,
+// so reads that fail on a store purchases do not need (PostgreSQL behind a
+// status poll) never refuse a purchase.
+type CallClass int
+
+const (
+	// CallReserve is a purchase (needs only Redis in the backend).
+	CallReserve CallClass = iota
+	// CallRead is everything else: order status, accounts.
+	CallRead
+	callClasses
+)
+
+func (c CallClass) String() string {
+	if c == CallReserve {
+		return "reserve"
+	}
+	return "read"
+}
+
 // Guard protects the backend: a bound on requests in flight (load
 // shedding: over it, 503 overloaded at once, before any work is queued),
-// then a circuit breaker (open: 503 backend_unavailable at once, without
-// touching the backend; half-open probes; recovery without a restart).
-// Only failures of the backend itself count against the breaker: a
-// business answer such as sold_out is a success.
+// then a circuit breaker per call class (open: 503 backend_unavailable at
+// once, without touching the backend; half-open probes; recovery without
+// a restart). Only failures of the backend itself count against a
+// breaker: a business answer such as sold_out is a success, and a client
+// that hangs up (context.Canceled) counts for nothing, or anybody could
+// open the breaker for everybody by hanging up.
+//
+// A guard made with breakers off (the backend has breakers of its own, one
+// per backend: discovery.Balancer) only sheds load: two breakers in series
+// would double the time to recover, and the inner one's refusals would
+// count as failures in the outer one.
 type Guard struct {
-	slots   chan struct{}
-	cb      *gobreaker.CircuitBreaker[any]
-	openFor time.Duration
-	onState func(from, to gobreaker.State)
+	slots    chan struct{}
+	cbs      [callClasses]*gobreaker.CircuitBreaker[any]
+	breaking bool
+	openFor  time.Duration
 }
 
 // NewGuard returns a guard with at most maxInFlight backend calls at once.
 func NewGuard(maxInFlight int, cfg BreakerConfig, onState func(name string, from, to gobreaker.State)) *Guard {
+	return newGuard(maxInFlight, cfg, true, onState)
+}
+
+func newGuard(maxInFlight int, cfg BreakerConfig, breaking bool, onState func(name string, from, to gobreaker.State)) *Guard {
 	if maxInFlight <= 0 {
 		maxInFlight = 512
 	}
 	cfg.defaults()
-	g := &Guard{slots: make(chan struct{}, maxInFlight), openFor: cfg.OpenFor}
-	g.cb = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
-		Name:        "backend",
-		MaxRequests: cfg.HalfOpenProbes,
-		Timeout:     cfg.OpenFor,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
-		IsSuccessful: func(err error) bool {
-			var ue *backend.UnavailableError
-			return !errors.As(err, &ue) && !errors.Is(err, context.DeadlineExceeded)
-		},
-		OnStateChange: onState,
-	})
+	g := &Guard{slots: make(chan struct{}, maxInFlight), openFor: cfg.OpenFor, breaking: breaking}
+	for c := range callClasses {
+		g.cbs[c] = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
+			Name:         "backend-" + c.String(),
+			MaxRequests:  cfg.HalfOpenProbes,
+			Timeout:      cfg.OpenFor,
+			ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
+			IsSuccessful: func(err error) bool { return !BackendFailure(err) },
+			// A caller that went away says nothing about the backend.
+			IsExcluded:    func(err error) bool { return errors.Is(err, context.Canceled) },
+			OnStateChange: onState,
+		})
+	}
 	return g
+}
+
+// BackendFailure reports whether err is the backend's failure (it did not
+// give a business answer), as opposed to a business answer or the
+// client's own cancellation.
+func BackendFailure(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ue *backend.UnavailableError
+	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // InFlight returns the backend calls in flight and the bound.
 func (g *Guard) InFlight() (int, int) { return len(g.slots), cap(g.slots) }
 
-// State returns the breaker state.
-func (g *Guard) State() gobreaker.State { return g.cb.State() }
+// State returns the state of the purchases' breaker (closed when the guard
+// does not break).
+func (g *Guard) State() gobreaker.State { return g.ClassState(CallReserve) }
+
+// ClassState returns the state of one class's breaker.
+func (g *Guard) ClassState(c CallClass) gobreaker.State {
+	if !g.breaking {
+		return gobreaker.StateClosed
+	}
+	return g.cbs[c].State()
+}
+
+// Breaking reports whether the guard has breakers of its own.
+func (g *Guard) Breaking() bool { return g.breaking }
 
 // Do runs f against the backend under the guard.
-func Do[T any](ctx context.Context, g *Guard, f func(ctx context.Context) (T, error)) (T, error) {
-	return DoWith(ctx, g, AllOn, f)
+func Do[T any](ctx context.Context, g *Guard, class CallClass, f func(ctx context.Context) (T, error)) (T, error) {
+	return DoWith(ctx, g, class, AllOn, f)
 }
 
 // DoWith runs f under the guard, skipping load shedding or the breaker
 // when the sale's defences say so (teaching switches).
-func DoWith[T any](ctx context.Context, g *Guard, d Defences, f func(ctx context.Context) (T, error)) (T, error) {
+func DoWith[T any](ctx context.Context, g *Guard, class CallClass, d Defences, f func(ctx context.Context) (T, error)) (T, error) {
 	var zero T
 	if d.Shedding {
 		select {
@@ -93,16 +148,19 @@ func DoWith[T any](ctx context.Context, g *Guard, d Defences, f func(ctx context
 	}
 	var v any
 	var err error
-	if d.Breaker {
-		v, err = g.cb.Execute(func() (any, error) { return f(ctx) })
-	} else {
+	switch {
+	case d.Breaker && g.breaking:
+		v, err = g.cbs[class].Execute(func() (any, error) { return f(ctx) })
+	case d.Breaker:
 		v, err = f(ctx)
+	default:
+		// Teaching switch off: no breaker anywhere, the balancer's included.
+		v, err = f(backend.WithoutBreaker(ctx))
 	}
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: g.openFor}
 	}
-	var ue *backend.UnavailableError
-	if errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded) {
+	if BackendFailure(err) || errors.Is(err, context.Canceled) {
 		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend did not answer; retry shortly"), After: time.Second}
 	}
 	if err != nil {

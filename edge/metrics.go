@@ -36,8 +36,8 @@ func newMetrics(reg prometheus.Registerer, e *Edge) *metrics {
 	reg.MustRegister(m.rejections, m.shadow, m.accepted)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "seckill_edge", Name: "breaker_state",
-		Help: "State of the circuit breaker around the backend: 0 closed, 1 half-open, 2 open.",
-	}, func() float64 { return float64(e.guard().State()) }))
+		Help: "State of the purchases' circuit breaker (the worst over the backends): 0 closed, 1 half-open, 2 open.",
+	}, func() float64 { return float64(e.breakerState()) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "seckill_edge", Name: "backend_in_flight",
 		Help: "Backend calls in flight (load shedding bound: seckill_edge_backend_in_flight_limit).",
@@ -50,6 +50,10 @@ func newMetrics(reg prometheus.Registerer, e *Edge) *metrics {
 		Namespace: "seckill_edge", Name: "catalog_refreshes_total",
 		Help: "Catalogue fetches from the backend.",
 	}, func() float64 { return float64(e.catalog.Refreshes()) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "seckill_edge", Name: "dedup_unconfirmed_total",
+		Help: "Repeat-buyer Bloom positives let through to the backend because Redis could not confirm them.",
+	}, func() float64 { return float64(e.dedup.Unconfirmed()) }))
 	if bc, ok := e.lim.(BucketCounter); ok {
 		reg.MustRegister(&bucketCollector{bc: bc, desc: prometheus.NewDesc("seckill_edge_limiter_buckets",
 			"Live token buckets by rule.", []string{"rule"}, nil)})

@@ -18,6 +18,12 @@ import (
 // Paths issues and checks hidden purchase paths. A path is 128 random bits,
 // bound to one user and one item, lives in Redis (so any edge can check it)
 // and expires. It is consumed by the first buy that gets a final answer.
+//
+// Every call is safe to retry after a lost reply (ARCHITECTURE.md "Retry
+// safety"): Issue sets a value it chose before the first try, Check and
+// CheckShared only read, and Consume deletes only the path it names, so
+// running it twice leaves what running it once leaves. A Redis failure is a
+// seckill.Unavailable error (dependency_unavailable, 503).
 type Paths struct {
 	rdb    redis.UniversalClient
 	prefix string
@@ -44,7 +50,7 @@ func (p *Paths) Issue(ctx context.Context, userID, itemID int64) (string, time.T
 	}
 	path := hex.EncodeToString(b[:])
 	if err := p.rdb.Set(ctx, p.key(userID, itemID), path, p.ttl).Err(); err != nil {
-		return "", time.Time{}, fmt.Errorf("storing path: %w", err)
+		return "", time.Time{}, pathsUnavailable(fmt.Errorf("storing path: %w", err))
 	}
 	return path, time.Now().Add(p.ttl), nil
 }
@@ -61,7 +67,7 @@ func (p *Paths) IssueShared(ctx context.Context, userID, itemID int64) (string, 
 		return "", time.Time{}, err
 	}
 	if err := p.rdb.Set(ctx, p.sharedKey(itemID, path), userID, p.ttl).Err(); err != nil {
-		return "", time.Time{}, fmt.Errorf("storing path: %w", err)
+		return "", time.Time{}, pathsUnavailable(fmt.Errorf("storing path: %w", err))
 	}
 	return path, exp, nil
 }
@@ -71,7 +77,7 @@ func (p *Paths) CheckShared(ctx context.Context, itemID int64, path string) erro
 	if len(path) == 32 {
 		n, err := p.rdb.Exists(ctx, p.sharedKey(itemID, path)).Result()
 		if err != nil {
-			return fmt.Errorf("reading path: %w", err)
+			return pathsUnavailable(fmt.Errorf("reading path: %w", err))
 		}
 		if n == 1 {
 			return nil
@@ -82,7 +88,10 @@ func (p *Paths) CheckShared(ctx context.Context, itemID int64, path string) erro
 
 // ConsumeShared removes a shared path.
 func (p *Paths) ConsumeShared(ctx context.Context, itemID int64, path string) error {
-	return p.rdb.Del(ctx, p.sharedKey(itemID, path)).Err()
+	if err := p.rdb.Del(ctx, p.sharedKey(itemID, path)).Err(); err != nil {
+		return pathsUnavailable(fmt.Errorf("consuming path: %w", err))
+	}
+	return nil
 }
 
 // Check reports whether path is the live path of user and item.
@@ -96,7 +105,7 @@ func (p *Paths) Check(ctx context.Context, userID, itemID int64, path string) er
 		return bad
 	}
 	if err != nil {
-		return fmt.Errorf("reading path: %w", err)
+		return pathsUnavailable(fmt.Errorf("reading path: %w", err))
 	}
 	if subtle.ConstantTimeCompare([]byte(want), []byte(path)) != 1 {
 		return bad
@@ -104,11 +113,24 @@ func (p *Paths) Check(ctx context.Context, userID, itemID int64, path string) er
 	return nil
 }
 
+// consumeScript deletes the path only if it is still the live one (a newer
+// path issued meanwhile stays). Its reply (1 deleted, 0 not) is not used: a
+// retry after a lost reply answers 0 where the first run answered 1, and
+// leaves the same state, which is all Consume promises.
 var consumeScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
-// Consume removes the path if it is still the live one.
+// Consume removes the path if it is still the live one. After it returns
+// nil the path is gone, whether this call or an earlier one removed it.
 func (p *Paths) Consume(ctx context.Context, userID, itemID int64, path string) error {
-	return consumeScript.Run(ctx, p.rdb, []string{p.key(userID, itemID)}, path).Err()
+	if err := consumeScript.Run(ctx, p.rdb, []string{p.key(userID, itemID)}, path).Err(); err != nil {
+		return pathsUnavailable(fmt.Errorf("consuming path: %w", err))
+	}
+	return nil
+}
+
+// pathsUnavailable marks a Redis failure: 503 dependency_unavailable.
+func pathsUnavailable(err error) error {
+	return seckill.Unavailable(err, "purchase paths cannot be reached right now; retry shortly")
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -47,8 +48,8 @@ func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec.POST("/api/items/:id/buy", e.buy) // no path at all: 403 bad_path, like a wrong one
 	ec.POST("/api/items/:id/buy/", e.buy)
 	ec.GET("/api/items/:id/order", e.order)
-	ec.GET("/healthz", health)
-	ec.GET("/readyz", e.ready)
+	ec.GET("/healthz", httpapi.Healthz("edge", e.instance))
+	ec.GET("/readyz", httpapi.PublicReadyz(e.readyC))
 	return ec
 }
 
@@ -64,28 +65,43 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	httpapi.RegisterPprof(adm) // /admin/debug/pprof/...
 	adm.PUT("/items/:id/defences", e.putDefences)
 	ec.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
-	ec.GET("/healthz", health)
-	ec.GET("/readyz", e.ready)
+	ec.GET("/healthz", httpapi.Healthz("edge", e.instance))
+	ec.GET("/readyz", e.readyDetails)
 	return ec
 }
 
-func health(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
-}
+// isReady is the edge's verdict: not draining, and a catalogue copy in
+// service (before it, every item would look unknown). Redis and the
+// backends are reported on the admin /readyz, not needed: the edge keeps
+// answering what it can from what it holds, and answers 503 for the rest.
+func (e *Edge) isReady() bool { return !e.draining.Load() && e.catalog.Loaded() }
 
-func (e *Edge) ready(c echo.Context) error {
-	if e.draining.Load() {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "draining"})
-	}
+// readyDetails is the admin /readyz: the verdict and why.
+func (e *Edge) readyDetails(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	if err := e.rdb.Ping(ctx).Err(); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unready", "error": "redis: " + err.Error()})
+	r := httpapi.Readiness{Status: "unready", Instance: e.instance, Draining: e.draining.Load()}
+	if e.isReady() {
+		r.Status = "ready"
 	}
-	if err := e.be.Ready(ctx); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unready", "error": "backend: " + err.Error()})
+	cat := httpapi.Check{Name: "catalog", OK: e.catalog.Loaded(), Needed: true}
+	switch age := e.catalog.Age(); {
+	case !cat.OK:
+		cat.Detail = "not loaded yet"
+	case age > MaxStale:
+		cat.Detail = fmt.Sprintf("stale: copy %v old (refreshes failing)", age.Round(time.Second))
+	default:
+		cat.Detail = fmt.Sprintf("copy %v old", age.Round(time.Millisecond))
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	check := func(name string, err error) httpapi.Check {
+		ch := httpapi.Check{Name: name, OK: err == nil}
+		if err != nil {
+			ch.Detail = err.Error()
+		}
+		return ch
+	}
+	r.Checks = []httpapi.Check{cat, check("redis", e.rdb.Ping(ctx).Err()), check("backend", e.be.Ready(ctx))}
+	return httpapi.WriteReadiness(c, r)
 }
 
 // reject counts a refusal by its code and returns it.
@@ -145,7 +161,7 @@ func itemParam(c echo.Context) int64 {
 func (e *Edge) liveItem(ctx context.Context, id int64) (backend.ItemView, error) {
 	it, err := e.catalog.Item(ctx, id)
 	if err != nil {
-		return it, e.reject(err)
+		return it, e.reject(unavailable(err)) // no copy of the catalogue yet: 503, never 500
 	}
 	switch it.State {
 	case "upcoming", "ended":
@@ -175,7 +191,7 @@ func (e *Edge) register(c echo.Context) error {
 	if len(req.Password) < backend.MinPassword || len(req.Password) > backend.MaxPassword {
 		return seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", backend.MinPassword, backend.MaxPassword)
 	}
-	id, err := Do(c.Request().Context(), e.guard(), func(ctx context.Context) (int64, error) {
+	id, err := Do(c.Request().Context(), e.guard(), CallRead, func(ctx context.Context) (int64, error) {
 		return e.be.Register(ctx, req.Username, req.Password)
 	})
 	if err != nil {
@@ -192,7 +208,7 @@ func (e *Edge) login(c echo.Context) error {
 	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
 		return err
 	}
-	id, err := Do(c.Request().Context(), e.guard(), func(ctx context.Context) (int64, error) {
+	id, err := Do(c.Request().Context(), e.guard(), CallRead, func(ctx context.Context) (int64, error) {
 		return e.be.Login(ctx, req.Username, req.Password)
 	})
 	if err != nil {
@@ -386,7 +402,7 @@ func (e *Edge) buy(c echo.Context) error {
 	if !def.PathBinding {
 		reqID = p[:16] + strconv.FormatInt(ses.UserID, 36)
 	}
-	res, err := DoWith(ctx, e.guard(), def, func(ctx context.Context) (backend.Reservation, error) {
+	res, err := DoWith(ctx, e.guard(), CallReserve, def, func(ctx context.Context) (backend.Reservation, error) {
 		return e.be.Reserve(ctx, id, ses.UserID, reqID)
 	})
 	switch code := seckill.ErrorCode(err); {
@@ -428,11 +444,15 @@ func (e *Edge) order(c echo.Context) error {
 	if _, err := e.catalog.Item(ctx, id); err != nil {
 		return e.reject(unavailable(err))
 	}
-	st, err := Do(ctx, e.guard(), func(ctx context.Context) (backend.OrderState, error) {
+	st, err := Do(ctx, e.guard(), CallRead, func(ctx context.Context) (backend.OrderState, error) {
 		return e.be.Status(ctx, id, ses.UserID)
 	})
 	if err != nil {
 		return e.reject(err)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"status": st.Status, "order_ref": st.OrderRef, "order_id": st.OrderID})
+	out := map[string]any{"status": st.Status, "order_ref": st.OrderRef, "order_id": st.OrderID}
+	if st.Degraded {
+		out["degraded"] = true // PostgreSQL away: what Redis knows
+	}
+	return c.JSON(http.StatusOK, out)
 }

@@ -68,10 +68,13 @@ func WriteError(c echo.Context, log *slog.Logger, err error) error {
 		Code:   code,
 	}
 	var re *RetryError
-	if errors.As(err, &re) {
-		secs := int((re.After + time.Second - 1) / time.Second)
-		if secs < 1 {
-			secs = 1
+	hasRetry := errors.As(err, &re)
+	if hasRetry || status == http.StatusServiceUnavailable {
+		// Every 503 tells the client when to come back: 1 s unless the
+		// error says otherwise.
+		secs := 1
+		if hasRetry {
+			secs = max(int((re.After+time.Second-1)/time.Second), 1)
 		}
 		p.RetryAfter = secs
 		c.Response().Header().Set("Retry-After", strconv.Itoa(secs))

@@ -48,7 +48,10 @@ type RelayConfig struct {
 	// MaxPerMessage is the most orders carried by one RabbitMQ message
 	// (a batch body, see BatchContentType). Default 256.
 	MaxPerMessage int
-	Logger        *slog.Logger
+	// HoldRefresh is how often the relay tells a Holder outbox which
+	// entries it still holds. Default 2s.
+	HoldRefresh time.Duration
+	Logger      *slog.Logger
 }
 
 // RelayStats are the relay's counters since NewRelay.
@@ -56,13 +59,14 @@ type RelayConfig struct {
 // Published, Confirmed, Returned and Nacked count entries (orders);
 // Messages counts the RabbitMQ messages that carried them.
 type RelayStats struct {
-	Published  uint64 // entries sent in a basic.publish (republishes included)
-	Messages   uint64 // basic.publish sent (republishes included)
-	Confirmed  uint64 // acked and not returned: handed to Done
-	Returned   uint64 // returned unroutable (mandatory), to be republished
-	Nacked     uint64 // nacked by the broker or by a lost channel, to be republished
-	Reconnects uint64 // connections opened after the first
-	DoneErrors uint64 // failed Outbox.Done calls (retried)
+	Published   uint64 // entries sent in a basic.publish (republishes included)
+	Messages    uint64 // basic.publish sent (republishes included)
+	Confirmed   uint64 // acked and not returned: handed to Done
+	Returned    uint64 // returned unroutable (mandatory), to be republished
+	Nacked      uint64 // nacked by the broker or by a lost channel, to be republished
+	Reconnects  uint64 // connections opened after the first
+	DoneErrors  uint64 // failed Outbox.Done calls (retried)
+	ClaimErrors uint64 // failed Outbox.Claim calls (what they returned is published)
 }
 
 // Relay moves outbox entries to RabbitMQ with publisher confirms.
@@ -71,16 +75,18 @@ type Relay struct {
 	ob  Outbox
 	log *slog.Logger
 
-	published, messages, confirmed, returned, nacked, reconnects, doneErrors atomic.Uint64
+	published, messages, confirmed, returned, nacked, reconnects, doneErrors, claimErrors atomic.Uint64
+	connected                                                                             atomic.Bool
 
 	idPrefix string        // random, unique to this relay
 	idSeq    atomic.Uint64 // message id sequence
 
-	// owned holds the keys of every entry the relay is responsible for:
+	// owned holds the keys of every entry the relay is responsible for
+	// (and when it last told the outbox it holds it, see Holder):
 	// in flight, waiting for a retry or waiting for Done. Its size is the
 	// in-flight bound; it also filters entries Claim hands out twice.
 	mu    sync.Mutex
-	owned map[string]struct{}
+	owned map[string]held
 	retry []OutboxEntry // returned or nacked, to republish
 	due   time.Time     // when retry may be republished
 	rback backoff       // backoff of retries
@@ -103,6 +109,9 @@ func NewRelay(cfg RelayConfig, ob Outbox) *Relay {
 	if cfg.MaxPerMessage <= 0 {
 		cfg.MaxPerMessage = 256
 	}
+	if cfg.HoldRefresh <= 0 {
+		cfg.HoldRefresh = 2 * time.Second
+	}
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	return &Relay{
@@ -110,7 +119,7 @@ func NewRelay(cfg RelayConfig, ob Outbox) *Relay {
 		idPrefix: hex.EncodeToString(rnd[:]),
 		ob:       ob,
 		log:      loggerOr(cfg.Logger).With("component", "relay", "queue", cfg.Topology.Name()),
-		owned:    make(map[string]struct{}),
+		owned:    make(map[string]held),
 		rback:    backoff{min: 5 * time.Millisecond, max: time.Second},
 		wake:     make(chan struct{}, 1),
 	}
@@ -119,20 +128,64 @@ func NewRelay(cfg RelayConfig, ob Outbox) *Relay {
 // Stats returns the relay's counters.
 func (r *Relay) Stats() RelayStats {
 	return RelayStats{
-		Published:  r.published.Load(),
-		Messages:   r.messages.Load(),
-		Confirmed:  r.confirmed.Load(),
-		Returned:   r.returned.Load(),
-		Nacked:     r.nacked.Load(),
-		Reconnects: r.reconnects.Load(),
-		DoneErrors: r.doneErrors.Load(),
+		Published:   r.published.Load(),
+		Messages:    r.messages.Load(),
+		Confirmed:   r.confirmed.Load(),
+		Returned:    r.returned.Load(),
+		Nacked:      r.nacked.Load(),
+		Reconnects:  r.reconnects.Load(),
+		DoneErrors:  r.doneErrors.Load(),
+		ClaimErrors: r.claimErrors.Load(),
 	}
+}
+
+// Connected reports whether the relay holds an open channel to RabbitMQ.
+func (r *Relay) Connected() bool { return r.connected.Load() }
+
+// Keeper is an Outbox with duties of its own while a relay drains it (a
+// heartbeat, gauges). Relay.Run runs Keep alongside and waits for it.
+type Keeper interface {
+	Keep(ctx context.Context)
+}
+
+// Holder is an Outbox that wants to hear which entries the relay still
+// holds (in flight, waiting for a republish or for Done). Every
+// RelayConfig.HoldRefresh the relay calls Hold with the entries it holds,
+// so an entry the relay does not hold is told apart
+// from one it does (the Redis outbox resets their idle time: an entry idle
+// for long under a live relay is stranded, not waiting for a broker).
+type Holder interface {
+	Hold(ctx context.Context, entries []OutboxEntry) error
+}
+
+// held is an entry the relay is responsible for.
+type held struct {
+	stream, id string
+	at         time.Time // taken, or last reported to Holder.Hold
 }
 
 // Run relays until ctx is done, reconnecting with backoff. On return every
 // entry it held and could not confirm is left in the outbox (not Done), so
 // a later Claim hands it out again.
 func (r *Relay) Run(ctx context.Context) error {
+	if k, ok := r.ob.(Keeper); ok {
+		kctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			k.Keep(kctx)
+		}()
+		defer func() { stop(); <-done }()
+	}
+	if h, ok := r.ob.(Holder); ok {
+		hctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.holdLoop(hctx, h)
+		}()
+		defer func() { stop(); <-done }()
+	}
 	bo := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	connected := false
 	for ctx.Err() == nil {
@@ -151,7 +204,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		connected = true
 		bo.reset()
 		r.log.Info("relay connected")
+		r.connected.Store(true)
 		err = r.session(ctx, conn, ch)
+		r.connected.Store(false)
 		if ctx.Err() != nil {
 			break
 		}
@@ -254,16 +309,21 @@ func (r *Relay) publisher(ctx context.Context, ch *amqp.Channel, pending chan<- 
 		if batch == nil && wait == 0 {
 			if room := r.room(); room > 0 {
 				entries, err := r.ob.Claim(ctx, min(room, r.cfg.Batch))
+				// Entries returned with an error were handed to this relay
+				// all the same (pending under its name): publish them.
+				batch = r.own(entries)
 				if err != nil {
-					if ctx.Err() != nil {
+					r.claimErrors.Add(1)
+					if ctx.Err() != nil && len(batch) == 0 {
 						return ctx.Err()
 					}
 					d := claimErr.next()
-					r.log.Warn("outbox claim failed", "err", err, "retry_in", d)
-					wait = d
+					r.log.Warn("outbox claim failed", "err", err, "kept", len(batch), "retry_in", d)
+					if len(batch) == 0 {
+						wait = d
+					}
 				} else {
 					claimErr.reset()
-					batch = r.own(entries)
 					if len(batch) == 0 {
 						wait = idle.next()
 					}
@@ -373,6 +433,49 @@ func encodeBatch(g []OutboxEntry) []byte {
 	return append(b, batchSuffix...)
 }
 
+// holdLoop tells h, every HoldRefresh, which entries the relay holds (those
+// not reported for half a period).
+func (r *Relay) holdLoop(ctx context.Context, h Holder) {
+	t := time.NewTicker(r.cfg.HoldRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// Held for half a period or more: so no held entry goes unreported
+		// much longer than one period, even when a tick comes late.
+		now := time.Now()
+		var es []OutboxEntry
+		r.mu.Lock()
+		for _, o := range r.owned {
+			if now.Sub(o.at) >= r.cfg.HoldRefresh/2 {
+				es = append(es, OutboxEntry{Stream: o.stream, ID: o.id})
+			}
+		}
+		r.mu.Unlock()
+		if len(es) == 0 {
+			continue
+		}
+		hctx, cancel := context.WithTimeout(ctx, r.cfg.HoldRefresh)
+		err := h.Hold(hctx, es)
+		cancel()
+		if err != nil {
+			r.log.Warn("telling the outbox which entries are held", "err", err, "entries", len(es))
+			continue
+		}
+		r.mu.Lock()
+		for _, e := range es {
+			if o, ok := r.owned[e.key()]; ok {
+				o.at = now
+				r.owned[e.key()] = o
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
 // room is how many more entries the relay may take on.
 func (r *Relay) room() int {
 	r.mu.Lock()
@@ -390,7 +493,7 @@ func (r *Relay) own(entries []OutboxEntry) []OutboxEntry {
 		if _, dup := r.owned[k]; dup {
 			continue
 		}
-		r.owned[k] = struct{}{}
+		r.owned[k] = held{stream: e.Stream, id: e.ID, at: time.Now()}
 		out = append(out, e)
 	}
 	return out

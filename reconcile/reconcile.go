@@ -13,6 +13,18 @@
 // missing; Repair appends it to the outbox again. The worker stores an order
 // ref at most once and PostgreSQL keeps one order per (user, item), so a
 // repair that races a late delivery stores one order, never two.
+//
+// An order in the outbox is not yet safe either: it must move. Reconcile
+// reads the relays' heartbeats and the relay group's pending list. An entry
+// pending under a live relay and untouched for StrandedAfter is stranded
+// (its relay read it and does not hold it: a live relay takes back its own
+// idle entries every few seconds); so is one pending under a dead relay for
+// StrandedAfter past the steal bound of the live ones. Stranded is a
+// mismatch; Repair appends the entry again and removes the stranded one
+// atomically. Entries older than StrandedAfter that are not stranded are
+// waiting: with no relay alive, or with the broker down. That is a backlog,
+// reported apart, not a mismatch. Stored orders above stock_total are a
+// mismatch (oversold).
 package reconcile
 
 import (
@@ -20,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"seckill"
@@ -40,14 +53,23 @@ type Stock interface {
 	Buyers(ctx context.Context, itemID int64) (map[int64]string, error)
 	OutboxRefs(ctx context.Context, itemID int64) (map[string]bool, error)
 	Requeue(ctx context.Context, m seckill.OrderMessage) error
+	OutboxState(ctx context.Context, itemID int64) (stock.OutboxState, error)
+	LiveRelays(ctx context.Context) (map[string]stock.RelayBeat, error)
+	RequeueStranded(ctx context.Context, itemID int64, id string, minIdle time.Duration) (string, error)
 }
 
 // Options tune a run.
 type Options struct {
 	Items  []int64       // only these items; all when empty
 	Settle time.Duration // how long to wait for in-flight orders to land
-	Repair bool          // requeue missing orders
+	Repair bool          // requeue missing orders, hand back stranded ones
+	// StrandedAfter: an outbox entry pending this long under a live relay
+	// is stranded; an entry older than this is waiting. Default 10s.
+	StrandedAfter time.Duration
 }
+
+// DefaultStrandedAfter is Options.StrandedAfter's default.
+const DefaultStrandedAfter = 10 * time.Second
 
 // ItemReport is the finding for one item.
 type ItemReport struct {
@@ -68,17 +90,35 @@ type ItemReport struct {
 	Orphans  []string `json:"orphans,omitempty"`
 	Repaired int      `json:"repaired"`
 	Loaded   bool     `json:"loaded"`
+	// Oversold is how many stored orders exceed stock_total (PostgreSQL's
+	// total); must be 0.
+	Oversold int64 `json:"oversold"`
+	// Stranded are the order refs of outbox entries pending in the relay
+	// group, untouched for StrandedAfter while a relay is alive (see the
+	// package doc); RepairedStranded of them were handed back.
+	Stranded         []string `json:"stranded,omitempty"`
+	RepairedStranded int      `json:"repaired_stranded"`
+	// Waiting is how many outbox entries (pending or unread) are older than
+	// StrandedAfter without being stranded: a backlog (no relay alive, or
+	// the broker down). OldestWaitingMs is the age of the oldest outbox
+	// entry, waiting or not.
+	Waiting         int64 `json:"waiting"`
+	OldestWaitingMs int64 `json:"oldest_waiting_ms"`
 }
 
 // OK reports whether the item adds up.
 func (r ItemReport) OK() bool {
-	return r.CounterDiff == 0 && len(r.Missing) == 0 && len(r.Orphans) == 0
+	return r.CounterDiff == 0 && len(r.Missing) == 0 && len(r.Orphans) == 0 && r.Oversold == 0 && len(r.Stranded) == 0
 }
 
 // Report is the finding for every item checked.
 type Report struct {
 	Items      []ItemReport `json:"items"`
 	Duplicates int64        `json:"duplicate_orders"`
+	// RelaysAlive are the relays whose heartbeat was present.
+	RelaysAlive []string `json:"relays_alive"`
+	// StrandedAfterMs is the bound used for stranded and waiting.
+	StrandedAfterMs int64 `json:"stranded_after_ms"`
 }
 
 // OK reports whether everything adds up.
@@ -94,25 +134,68 @@ func (r Report) OK() bool {
 	return true
 }
 
+// Waiting is how many outbox entries wait longer than StrandedAfter
+// without being stranded (a backlog).
+func (r Report) Waiting() int64 {
+	var n int64
+	for _, it := range r.Items {
+		n += it.Waiting
+	}
+	return n
+}
+
+// WaitingReason says why entries wait: no relay alive, or (with one alive)
+// the broker down or the relay behind.
+func (r Report) WaitingReason() string {
+	if len(r.RelaysAlive) == 0 {
+		return "no relay alive: relay down"
+	}
+	return "relay alive: broker down or relay behind"
+}
+
 // Run checks every item.
 func Run(ctx context.Context, db Catalog, st Stock, opt Options) (Report, error) {
+	if opt.StrandedAfter <= 0 {
+		opt.StrandedAfter = DefaultStrandedAfter
+	}
+	items, err := db.Items(ctx)
+	if err != nil {
+		return Report{}, fmt.Errorf("listing items: %w", err)
+	}
+	totals := make(map[int64]int64, len(items))
 	ids := opt.Items
-	if len(ids) == 0 {
-		items, err := db.Items(ctx)
-		if err != nil {
-			return Report{}, fmt.Errorf("listing items: %w", err)
-		}
-		for _, it := range items {
+	for _, it := range items {
+		totals[it.ID] = it.Stock
+		if len(opt.Items) == 0 {
 			ids = append(ids, it.ID)
 		}
 	}
-	var rep Report
+	rep := Report{RelaysAlive: []string{}, StrandedAfterMs: opt.StrandedAfter.Milliseconds()}
 	for _, id := range ids {
 		ir, err := checkItem(ctx, db, st, id, opt)
 		if err != nil {
 			return Report{}, err
 		}
+		total, known := totals[id]
+		if !known {
+			total = ir.StockTotal
+		}
+		ir.Oversold = max(ir.Orders-total, 0)
 		rep.Items = append(rep.Items, ir)
+	}
+	// The relay side last: an entry still stranded after the settle wait.
+	live, err := st.LiveRelays(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	for id := range live {
+		rep.RelaysAlive = append(rep.RelaysAlive, id)
+	}
+	sort.Strings(rep.RelaysAlive)
+	for i := range rep.Items {
+		if err := checkRelay(ctx, st, &rep.Items[i], live, opt); err != nil {
+			return Report{}, err
+		}
 	}
 	dups, err := db.DuplicateOrders(ctx)
 	if err != nil {
@@ -147,6 +230,60 @@ func checkItem(ctx context.Context, db Catalog, st Stock, id int64, opt Options)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// checkRelay classifies the item's outbox entries: stranded, waiting, or
+// moving; and hands stranded ones back when repairing.
+func checkRelay(ctx context.Context, st Stock, ir *ItemReport, live map[string]stock.RelayBeat, opt Options) error {
+	ob, err := st.OutboxState(ctx, ir.ItemID)
+	if err != nil {
+		return err
+	}
+	var maxSteal time.Duration
+	for _, b := range live {
+		maxSteal = max(maxSteal, time.Duration(b.StealAfterMs)*time.Millisecond)
+	}
+	age := func(id string) time.Duration { return max(ob.Now.Sub(stock.IDTime(id)), 0) }
+	var oldest time.Duration
+	var stranded []stock.PendingEntry
+	for _, p := range ob.Pending {
+		if p.Ref == "" {
+			continue // deleted after its confirm, ack pending: not an order
+		}
+		oldest = max(oldest, age(p.ID))
+		_, ownerAlive := live[p.Consumer]
+		switch {
+		case ownerAlive && p.Idle > opt.StrandedAfter:
+			stranded = append(stranded, p)
+		case !ownerAlive && len(live) > 0 && p.Idle > opt.StrandedAfter+maxSteal:
+			stranded = append(stranded, p)
+		case age(p.ID) > opt.StrandedAfter:
+			ir.Waiting++
+		}
+	}
+	for _, id := range ob.Unread {
+		a := age(id)
+		oldest = max(oldest, a)
+		if a > opt.StrandedAfter {
+			ir.Waiting++
+		}
+	}
+	ir.OldestWaitingMs = oldest.Milliseconds()
+	for _, p := range stranded {
+		ir.Stranded = append(ir.Stranded, p.Ref)
+		if !opt.Repair {
+			continue
+		}
+		newID, err := st.RequeueStranded(ctx, ir.ItemID, p.ID, opt.StrandedAfter)
+		if err != nil {
+			return err
+		}
+		if newID != "" {
+			ir.RepairedStranded++
+		}
+	}
+	sort.Strings(ir.Stranded)
+	return nil
 }
 
 type snap struct {
@@ -209,24 +346,44 @@ func snapshot(ctx context.Context, db Catalog, st Stock, id int64) (snap, error)
 
 // Print writes a human-readable report.
 func Print(w io.Writer, rep Report) {
-	fmt.Fprintf(w, "%-8s %8s %8s %8s %8s %8s %9s %7s %6s %7s %7s %8s  %s\n",
-		"item", "total", "left", "reserved", "orders", "outbox", "in_flight", "failed", "diff", "missing", "orphans", "repaired", "verdict")
+	fmt.Fprintf(w, "%-8s %8s %8s %8s %8s %8s %9s %7s %6s %7s %7s %8s %8s %8s %7s %8s  %s\n",
+		"item", "total", "left", "reserved", "orders", "outbox", "in_flight", "failed", "diff", "missing", "orphans", "repaired",
+		"oversold", "stranded", "waiting", "oldest_s", "verdict")
 	for _, it := range rep.Items {
 		verdict := "ok"
-		if !it.OK() {
+		switch {
+		case !it.OK():
 			verdict = "MISMATCH"
+		case it.Waiting > 0:
+			verdict = "waiting"
 		}
 		if !it.Loaded {
 			verdict = "not loaded in redis"
 		}
-		fmt.Fprintf(w, "%-8d %8d %8d %8d %8d %8d %9d %7d %6d %7d %7d %8d  %s\n",
+		fmt.Fprintf(w, "%-8d %8d %8d %8d %8d %8d %9d %7d %6d %7d %7d %8d %8d %8d %7d %8.1f  %s\n",
 			it.ItemID, it.StockTotal, it.StockLeft, it.Reserved, it.Orders, it.OutboxPending, it.InFlight,
-			it.Failed, it.CounterDiff, len(it.Missing), len(it.Orphans), it.Repaired, verdict)
+			it.Failed, it.CounterDiff, len(it.Missing), len(it.Orphans), it.Repaired+it.RepairedStranded,
+			it.Oversold, len(it.Stranded), it.Waiting, float64(it.OldestWaitingMs)/1000, verdict)
+		for _, ref := range it.Stranded {
+			fmt.Fprintf(w, "  item %d: order %s stranded in the relay group's pending list\n", it.ItemID, ref)
+		}
 	}
 	fmt.Fprintf(w, "duplicate orders (user, item) in PostgreSQL: %d\n", rep.Duplicates)
-	if rep.OK() {
-		fmt.Fprintln(w, "reconcile: everything adds up")
+	if len(rep.RelaysAlive) == 0 {
+		fmt.Fprintln(w, "relays alive: none")
 	} else {
+		fmt.Fprintf(w, "relays alive: %s\n", strings.Join(rep.RelaysAlive, ", "))
+	}
+	if n := rep.Waiting(); n > 0 {
+		fmt.Fprintf(w, "backlog: %d orders waiting in the outbox longer than %s (%s)\n",
+			n, time.Duration(rep.StrandedAfterMs)*time.Millisecond, rep.WaitingReason())
+	}
+	switch {
+	case !rep.OK():
 		fmt.Fprintln(w, "reconcile: MISMATCH")
+	case rep.Waiting() > 0:
+		fmt.Fprintln(w, "reconcile: everything adds up, but orders are waiting (backlog)")
+	default:
+		fmt.Fprintln(w, "reconcile: everything adds up")
 	}
 }

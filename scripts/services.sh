@@ -11,7 +11,9 @@
 #   services.sh rabbitmq-stop DIR       (a restart with the same DIR keeps the
 #                                        ports, node name and durable data)
 #   services.sh redis-start DIR         one private Redis, writes DIR/redis_url
-#   services.sh redis-stop DIR          (REDIS_AOF=1: appendonly, fsync always)
+#   services.sh redis-stop DIR          (REDIS_AOF=always (default): AOF with
+#                                        fsync before every reply; everysec;
+#                                        no: no persistence at all)
 #   services.sh zookeeper-start DIR     one private ZooKeeper, writes DIR/zk_addr
 #   services.sh zookeeper-stop DIR      (a restart with the same DIR keeps the
 #                                        port and the data)
@@ -220,14 +222,22 @@ redis_start() {
 		echo "$port" >"$d/port"
 	fi
 	RESERVED_PORTS+="$port "
-	aof=${REDIS_AOF:-$(cat "$d/aof" 2>/dev/null || echo 0)}
+	# REDIS_AOF: always (default), everysec or no; 1 and 0 are always and
+	# no. A restart with the same DIR keeps the setting it started with.
+	aof=${REDIS_AOF:-$(cat "$d/aof" 2>/dev/null || echo always)}
+	case $aof in
+	1 | yes | always) aof=always ;;
+	everysec) ;;
+	0 | no | off) aof=no ;;
+	*) die "REDIS_AOF must be always, everysec or no (got '$aof')" ;;
+	esac
 	echo "$aof" >"$d/aof"
 	local args=(--port "$port" --bind 127.0.0.1 --save '' --daemonize yes
 		--dir "$d" --logfile "$d/redis.log" --pidfile "$d/redis.pid")
-	if [[ $aof == 1 ]]; then
-		args+=(--appendonly yes --appendfsync always)
-	else
+	if [[ $aof == no ]]; then
 		args+=(--appendonly no)
+	else
+		args+=(--appendonly yes --appendfsync "$aof")
 	fi
 	rm -f "$d/redis.pid" "$d/redis_url"
 	(cd "$d" && redis-server "${args[@]}" </dev/null >>"$d/redis.log" 2>&1) ||

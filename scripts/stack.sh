@@ -11,6 +11,8 @@
 # Everything lives in $SECKILL_STACK_DIR (default .seckill/ in the repo):
 # server data, logs, pids, and `env` with the SECKILL_* settings to reuse,
 # e.g. `source .seckill/env && bin/seckill reconcile`.
+# Redis runs with appendonly yes and appendfsync always unless REDIS_AOF says
+# everysec or no (at the first `up`; later ones keep the setting).
 # The edge serves the public API on 127.0.0.1:8080 and the admin API on
 # 127.0.0.1:8081; the backend listens on $SECKILL_BACKEND_LISTEN (default
 # 127.0.0.1:8090). The admin token is $SECKILL_ADMIN_TOKEN, or a random one

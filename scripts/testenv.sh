@@ -6,6 +6,8 @@
 #   SECKILL_TEST_KEEP=1  leave the servers running and print their environment
 #   CI=true              a server that cannot be installed or started is a
 #                        failure (otherwise the tests run and skip)
+#   REDIS_AOF=no         persistence of the shared test Redis (default no;
+#                        always or everysec to run every test on an AOF)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +38,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# The shared test Redis runs without persistence (fast); tests of
+# durability start a private Redis with REDIS_AOF=always themselves.
+export REDIS_AOF=${REDIS_AOF:-no}
 
 servers=1
 if ! "$SERVICES" install; then

@@ -125,3 +125,46 @@ func TestMiniredisOutbox(t *testing.T) {
 		t.Fatalf("outbox %d", c.OutboxPending)
 	}
 }
+
+// `seckill dev` runs the relay on miniredis: taking back stranded entries,
+// the ages and the stranded repair work there too.
+func TestMiniredisOutboxTakeBackAndRepair(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := miniStore(t)
+	if err := s.LoadItem(ctx, liveItem(1, 100), nil); err != nil {
+		t.Fatal(err)
+	}
+	ob := s.RelayOutbox("a", stock.OutboxOptions{ClaimIdle: 100 * time.Millisecond, StealAfter: time.Hour})
+	if got, err := ob.Claim(ctx, 100); err != nil || len(got) != 0 {
+		t.Fatalf("first claim %d %v", len(got), err)
+	}
+	for u := int64(1); u <= 3; u++ {
+		if _, err := s.Reserve(ctx, 1, u, "q", fmt.Sprint("ref-", u)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rdb := s.Client()
+	res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "relay", Consumer: "a", Streams: []string{"mini:item:{1}:outbox", ">"}, Count: 2, Block: -1}).Result()
+	if err != nil || len(res[0].Messages) != 2 {
+		t.Fatalf("strand: %v %v", res, err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	got, err := ob.Claim(ctx, 100)
+	if err != nil || len(got) != 3 || ob.Stats().Reclaimed != 2 {
+		t.Fatalf("claimed %d (%v), stats %+v", len(got), err, ob.Stats())
+	}
+	ages, err := s.OutboxAges(ctx, 1)
+	if err != nil || ages.OldestPending <= 0 || ages.OldestUnread != 0 {
+		t.Fatalf("ages %+v %v", ages, err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	id, err := s.RequeueStranded(ctx, 1, got[0].ID, 100*time.Millisecond)
+	if err != nil || id == "" {
+		t.Fatalf("requeue %q %v", id, err)
+	}
+	st, err := s.OutboxState(ctx, 1)
+	if err != nil || len(st.Pending) != 2 || len(st.Unread) != 1 {
+		t.Fatalf("state %+v %v", st, err)
+	}
+}

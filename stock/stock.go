@@ -37,6 +37,7 @@ type Reservation struct {
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
+	guard  *Guard // nil: unguarded, Reserve loads its script when missing
 }
 
 // New returns a Store whose keys all start with prefix (for example
@@ -105,10 +106,24 @@ func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, or
 		return Reservation{}, seckill.Errorf(seckill.EInvalid, "request id must not contain '|'")
 	}
 	k := s.keys(itemID)
-	res, err := reserveScript.Run(ctx, s.rdb, []string{k.meta, k.stock, k.buyers, k.outbox},
-		userID, requestID, orderRef, itemID).StringSlice()
-	if err != nil {
-		return Reservation{}, fmt.Errorf("reserving item %d: %w", itemID, err)
+	keys := []string{k.meta, k.stock, k.buyers, k.outbox}
+	var res []string
+	var err error
+	if g := s.guard; g != nil {
+		if g.Frozen() {
+			return Reservation{}, fmt.Errorf("reserving item %d: %w", itemID, ErrFrozen)
+		}
+		// EVALSHA and never EVAL: NOSCRIPT means this Redis restarted
+		// (or lost its scripts) since it was last verified.
+		res, err = s.rdb.EvalSha(ctx, reserveScript.Hash(), keys, userID, requestID, orderRef, itemID).StringSlice()
+		if err != nil {
+			return Reservation{}, fmt.Errorf("reserving item %d: %w", itemID, g.failed(err))
+		}
+	} else {
+		res, err = reserveScript.Run(ctx, s.rdb, keys, userID, requestID, orderRef, itemID).StringSlice()
+		if err != nil {
+			return Reservation{}, fmt.Errorf("reserving item %d: %w", itemID, err)
+		}
 	}
 	if len(res) != 3 {
 		return Reservation{}, fmt.Errorf("reserving item %d: unexpected reply %q", itemID, res)

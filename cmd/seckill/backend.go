@@ -7,13 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/spf13/cobra"
 
 	"seckill/backend"
@@ -25,19 +25,19 @@ import (
 
 func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
 	var (
-		c          common
-		listen     string
-		addrFile   string
-		token      string
-		relay      bool
-		relayID    string
-		stealAfter time.Duration
-		drainWait  time.Duration
-		zkAddrs    string
-		zkRoot     string
-		advertise  string
+		c         common
+		listen    string
+		addrFile  string
+		token     string
+		relay     bool
+		ro        relayOptions
+		drainWait time.Duration
+		zkAddrs   string
+		zkRoot    string
+		advertise string
+		guardOn   bool
+		settle    time.Duration
 	)
-	host, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "backend",
 		Short: "Run the purchase backend: reservation API and outbox relay",
@@ -45,6 +45,12 @@ func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 edge calls, loads every item into Redis at start (never overwriting live
 counters), and runs the relay that moves accepted orders from the Redis outbox
 to RabbitMQ with publisher confirms.
+
+The Redis guard (--redis-guard) freezes reservations (503
+backend_unavailable, Retry-After) at start and whenever the Redis server
+restarted (its run_id changed, or NOSCRIPT), until every item is re-seeded
+from PostgreSQL: a Redis back from an older state never sells a unit twice
+(docs/RELIABILITY.md, "Stale Redis").
 
 On SIGTERM or Ctrl-C, /readyz fails first, in-flight requests finish, and the
 relay stops after its outstanding confirms.`,
@@ -69,6 +75,26 @@ relay stops after its outstanding confirms.`,
 			defer rdb.Close()
 			st := stock.New(rdb, c.RedisPrefix)
 			svc := backend.New(db, st, log)
+			var guard *stock.Guard
+			if guardOn {
+				// Reservations stay frozen until the guard has verified
+				// this Redis server (its first check runs before serving).
+				topo := queue.Topology{Queue: c.Queue}
+				guard = stock.NewGuard(st, stock.GuardConfig{
+					Source: db, Settle: settle, Logger: log.With("component", "redis-guard"),
+					QueueReady: func(ctx context.Context) (int, error) {
+						ready, _, err := queue.QueueDepth(ctx, c.AMQPURL, topo)
+						var ae *amqp.Error
+						if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+							return 0, nil // no queue yet: nothing in it
+						}
+						return ready, err
+					},
+				})
+				svc.SetRedisGuard(guard)
+			} else {
+				log.Warn("redis guard off: a Redis restarted from an older state can sell units twice")
+			}
 			n, err := svc.LoadAll(ctx)
 			if err != nil {
 				return err
@@ -93,16 +119,25 @@ relay stops after its outstanding confirms.`,
 			var wg sync.WaitGroup
 			relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopRelay()
-			if relay {
-				r := queue.NewRelay(queue.RelayConfig{
-					URL: c.AMQPURL, Topology: queue.Topology{Queue: c.Queue},
-					Logger: log.With("component", "relay"),
-				}, st.Outbox(relayID, stealAfter))
-				registerRelayMetrics(reg, r)
+			if guard != nil {
+				registerGuardMetrics(reg, guard)
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := r.Run(relayCtx); err != nil && !errors.Is(err, context.Canceled) {
+					_ = guard.Run(relayCtx)
+				}()
+			}
+			if relay {
+				parts, err := newRelay(c, ro, rdb, log)
+				if err != nil {
+					return err
+				}
+				defer func() { stopRelay(); wg.Wait(); parts.close() }()
+				registerRelayMetrics(reg, parts.relay, parts.outbox)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := parts.relay.Run(relayCtx); err != nil && !errors.Is(err, context.Canceled) {
 						log.Error("relay stopped", "err", err)
 					}
 				}()
@@ -122,14 +157,15 @@ relay stops after its outstanding confirms.`,
 				if !strings.Contains(url, "://") {
 					url = "http://" + url
 				}
-				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				zreg, err = discovery.Register(rctx, strings.Split(zkAddrs, ","), zkRoot, url, log)
-				cancel()
+				// Registered in the background: the backend serves at once,
+				// and keeps trying while ZooKeeper is away (no deadline, no
+				// exit: a crash loop under a supervisor helps nobody).
+				zreg, err = discovery.StartRegistration(strings.Split(zkAddrs, ","), zkRoot, url, log)
 				if err != nil {
 					_ = srv.Close()
 					return fmt.Errorf("registering in zookeeper: %w", err)
 				}
-				log.Info("registered in zookeeper", "url", url, "node", zreg.Path())
+				log.Info("registering in zookeeper in the background", "url", url)
 				defer zreg.Close()
 			}
 
@@ -161,25 +197,35 @@ relay stops after its outstanding confirms.`,
 	envFlag(fs, getenv, &addrFile, "addr-file", "SECKILL_BACKEND_ADDR_FILE", "", "write the address actually listened on to this file (for --listen with port 0)")
 	envFlag(fs, getenv, &token, "admin-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token required on /v1/admin/* (none when empty)")
 	envBool(fs, getenv, &relay, "relay", "SECKILL_RELAY", true, "run the outbox relay in this process")
-	envFlag(fs, getenv, &relayID, "relay-id", "SECKILL_RELAY_ID", "relay-"+host, "name of this relay; a restarted relay with the same name resumes its unconfirmed entries at once")
-	envDuration(fs, getenv, &stealAfter, "relay-steal-after", "SECKILL_RELAY_STEAL_AFTER", 30*time.Second, "take over entries another relay has held unconfirmed this long")
+	ro.register(fs, getenv, "relay-claim-idle")
+	fs.DurationVar(&ro.claimIdle, "claim-idle", ro.claimIdle, "the same as --relay-claim-idle (the name seckill relay uses)")
+	_ = fs.MarkHidden("claim-idle")
+	envFlag(fs, getenv, &ro.redisURL, "relay-redis-url", "SECKILL_RELAY_REDIS_URL", "", "Redis URL of the relay's own traffic (default --redis-url; the same Redis, reached another way)")
 	envFlag(fs, getenv, &zkAddrs, "zk", "SECKILL_ZK", "", "ZooKeeper servers (host:port,...) to register this backend with, so edges find it (none when empty)")
 	envFlag(fs, getenv, &advertise, "advertise", "SECKILL_BACKEND_ADVERTISE", "", "URL or host:port edges reach this backend at (default the address listened on)")
 	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "ZooKeeper folder of this deployment; backends register under ROOT/backends")
+	envBool(fs, getenv, &guardOn, "redis-guard", "SECKILL_REDIS_GUARD", true, "freeze reservations whenever the Redis server restarted (run_id or NOSCRIPT) until items are re-seeded from PostgreSQL (docs/RELIABILITY.md, Stale Redis)")
+	envDuration(fs, getenv, &settle, "redis-guard-settle", "SECKILL_REDIS_GUARD_SETTLE", time.Second, "during that recovery, how long the stored order count must stay unchanged (outboxes and queue empty) before re-seeding")
 	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listener closes")
 	return cmd
 }
 
-func registerRelayMetrics(reg prometheus.Registerer, r *queue.Relay) {
-	counter := func(name, help string, f func(queue.RelayStats) uint64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: "seckill_relay", Name: name, Help: help,
-		}, func() float64 { return float64(f(r.Stats())) }))
-	}
-	counter("published_total", "Orders published to RabbitMQ (republishes included; many per message).", func(s queue.RelayStats) uint64 { return s.Published })
-	counter("messages_total", "RabbitMQ messages published (each carries up to 256 orders).", func(s queue.RelayStats) uint64 { return s.Messages })
-	counter("confirmed_total", "Orders confirmed by RabbitMQ and removed from the outbox.", func(s queue.RelayStats) uint64 { return s.Confirmed })
-	counter("returned_total", "Orders returned unroutable, to be republished.", func(s queue.RelayStats) uint64 { return s.Returned })
-	counter("nacked_total", "Orders nacked by RabbitMQ or lost with a channel, to be republished.", func(s queue.RelayStats) uint64 { return s.Nacked })
-	counter("reconnects_total", "Connections to RabbitMQ opened after the first.", func(s queue.RelayStats) uint64 { return s.Reconnects })
+func registerGuardMetrics(reg prometheus.Registerer, g *stock.Guard) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "seckill_backend", Name: "redis_frozen",
+		Help: "1 while reservations are frozen because Redis restarted and is being verified, else 0.",
+	}, func() float64 {
+		if g.Frozen() {
+			return 1
+		}
+		return 0
+	}))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "seckill_backend", Name: "redis_freezes_total",
+		Help: "Freezes of reservations after a Redis restart (run_id change or NOSCRIPT).",
+	}, func() float64 { return float64(g.Status().Freezes) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "seckill_backend", Name: "redis_last_freeze_seconds",
+		Help: "How long the last finished freeze lasted.",
+	}, func() float64 { return g.Status().LastFreezeSeconds }))
 }

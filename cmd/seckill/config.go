@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
+	"seckill/internal/redisconf"
 	"seckill/limit"
 )
 
@@ -158,12 +159,22 @@ func (c *common) redisClient() (*redis.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing redis url: %w", err)
 	}
-	if opt.PoolSize < 128 {
-		opt.PoolSize = 128
+	// Timeouts and retries: internal/redisconf. Retries are safe because
+	// every command is idempotent per request (ARCHITECTURE.md "Retry safety").
+	return redisconf.New(opt), nil
+}
+
+// noRetryRedisClient is a client that never resends a command: for the
+// commands a blind retry after a lost reply would spoil (the relay's
+// XREADGROUP > and XCLAIM). Their callers recover by reading state.
+func noRetryRedisClient(url string, poolSize int) (*redis.Client, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing redis url: %w", err)
 	}
-	// Retries are safe: every stock script is idempotent per request id.
-	opt.MaxRetries = 3
-	return redis.NewClient(opt), nil
+	opt.PoolSize = poolSize
+	opt.MaxRetries = -1 // redisconf keeps it: the timeouts and command budget still apply
+	return redisconf.New(opt), nil
 }
 
 // printConfig writes the effective configuration with secrets masked.

@@ -26,6 +26,7 @@ import (
 	"seckill/clientip"
 	"seckill/edge"
 	"seckill/inproc"
+	"seckill/internal/redisconf"
 	"seckill/postgres"
 	"seckill/queue"
 	"seckill/reconcile"
@@ -237,7 +238,11 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*devStack, 
 				}
 			}
 		}()
-		d.rdb = redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: 128})
+		// go-redis's own defaults (5 s timeouts), not internal/redisconf:
+		// miniredis runs in this process and cannot stall on its own; a slow
+		// reply here means a starved CPU, and the production 2 s bound would
+		// turn a busy demo sale into spurious timeouts.
+		d.rdb = redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: redisconf.PoolSize})
 	} else {
 		c := common{RedisURL: cfg.redisURL}
 		rdb, err := c.redisClient()

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"seckill/backend"
 	"seckill/captcha"
 	"seckill/clientip"
 	"seckill/discovery"
@@ -43,6 +42,7 @@ func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comman
 		catalogTTL, drainWait               time.Duration
 		secureCookie                        bool
 		zkAddr, zkRoot, edgeID, configCache string
+		backendsCache                       string
 		backendsFromZK                      bool
 		maxKeys                             int
 		sweep                               time.Duration
@@ -91,19 +91,33 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 			defer rdb.Close()
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-			var be edge.Backend = backend.NewClient(strings.TrimRight(backendURL, "/"), backendToken, nil)
+			// One balancer, one breaker per backend and call class: the
+			// edge's guard adds none in series.
+			balOpts := []discovery.Option{discovery.WithAdminToken(backendToken), discovery.WithLogger(log),
+				discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: uint32(breakerFailures), OpenFor: breakerOpen})}
+			var bal *discovery.Balancer
 			if zkAddr != "" && backendsFromZK {
-				// Backends found in ZooKeeper, each with its own breaker.
-				bal, err := discovery.NewBalancer(ctx, strings.Split(zkAddr, ","), zkRoot,
-					discovery.WithAdminToken(backendToken), discovery.WithLogger(log),
-					discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: uint32(breakerFailures), OpenFor: breakerOpen}))
+				// Backends found in ZooKeeper. The edge never waits for
+				// ZooKeeper: until it answers, the last list seen (kept on
+				// disk) and an explicit --backend-url serve.
+				var initial []string
+				if cmd.Flags().Changed("backend-url") || getenv("SECKILL_BACKEND_URL") != "" {
+					initial = splitList(backendURL)
+				}
+				if backendsCache == "" {
+					backendsCache = filepath.Join(os.TempDir(), "seckill-edge-"+edgeID+"-backends.json")
+				}
+				bal, err = discovery.Follow(strings.Split(zkAddr, ","), zkRoot,
+					append(balOpts, discovery.WithInitial(initial), discovery.WithCache(backendsCache))...)
 				if err != nil {
 					return fmt.Errorf("finding backends in zookeeper: %w", err)
 				}
 				defer bal.Close()
-				reg.MustRegister(bal.Collector())
-				be = bal
+			} else {
+				bal = discovery.NewStatic(splitList(backendURL), balOpts...)
 			}
+			reg.MustRegister(bal.Collector())
+			var be edge.Backend = bal
 			e := edge.New(edge.Config{
 				SessionSecret: secret, SessionTTL: sessionTTL, SecureCookie: secureCookie, AdminToken: adminToken,
 				Difficulty: difficulty, DifficultyUnderLoad: underLoad, MaxInFlight: maxInFlight,
@@ -131,6 +145,10 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 					configCache = filepath.Join(os.TempDir(), "seckill-edge-"+edgeID+"-limits.json")
 				}
 				w, err := dynconfig.NewWatcher(zkAddr, zkRoot, configCache, edgeID, func(c dynconfig.Config) error {
+					if bal != nil {
+						bal.SetBreaker(discovery.BreakerConfig{ConsecutiveFailures: c.Breaker.ConsecutiveFailures,
+							OpenFor: c.Breaker.OpenFor.D(), HalfOpenProbes: c.Breaker.HalfOpenProbes})
+					}
 					return e.Reconfigure(edge.Dynamic{
 						Rules: c.Rules, Difficulty: c.Difficulty, DifficultyUnderLoad: c.DifficultyUnderLoad,
 						MaxInFlight: c.MaxInFlight, TrustedProxies: c.TrustedProxies,
@@ -157,13 +175,14 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envFlag(fs, getenv, &publicListen, "public-listen", "SECKILL_PUBLIC_LISTEN", "127.0.0.1:8080", "address of the public API and storefront")
 	envFlag(fs, getenv, &adminListen, "admin-listen", "SECKILL_ADMIN_LISTEN", "127.0.0.1:8081", "address of the admin API, /metrics, /healthz, /readyz")
 	envFlag(fs, getenv, &addrFile, "addr-file", "SECKILL_EDGE_ADDR_FILE", "", "write 'public=ADDR admin=ADDR' to this file once listening (for port 0)")
-	envFlag(fs, getenv, &backendURL, "backend-url", "SECKILL_BACKEND_URL", "http://127.0.0.1:8090", "base URL of the backend API (when --zk is empty)")
+	envFlag(fs, getenv, &backendURL, "backend-url", "SECKILL_BACKEND_URL", "http://127.0.0.1:8090", "base URL(s) of the backend API, comma-separated (with --zk: also used until ZooKeeper answers, when set)")
 	envFlag(fs, getenv, &zkAddr, "zk", "SECKILL_ZK", "", "ZooKeeper servers (comma-separated): find the backends there instead of --backend-url")
 	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "root of seckill's nodes in ZooKeeper")
 	envBool(fs, getenv, &backendsFromZK, "backends-from-zk", "SECKILL_BACKENDS_FROM_ZK", true, "with --zk: find the backends in ZooKeeper (else use --backend-url)")
 	host, _ := os.Hostname()
 	envFlag(fs, getenv, &edgeID, "edge-id", "SECKILL_EDGE_ID", fmt.Sprintf("%s-%d", host, os.Getpid()), "name of this edge in ZooKeeper (/seckill/edges/ID)")
 	envFlag(fs, getenv, &configCache, "config-cache", "SECKILL_CONFIG_CACHE", "", "last good pushed configuration, used when ZooKeeper is away at start (default: in the temp folder)")
+	envFlag(fs, getenv, &backendsCache, "backends-cache", "SECKILL_BACKENDS_CACHE", "", "last backend list read from ZooKeeper, used when ZooKeeper is away at start (default: in the temp folder, named by --edge-id)")
 	envFlag(fs, getenv, &backendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token of the backend's admin routes")
 	envFlag(fs, getenv, &adminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "Bearer token of the admin API (required)")
 	envFlag(fs, getenv, &sessionSecret, "session-secret", "SECKILL_SESSION_SECRET", "", "HMAC key of session tokens; the same on every edge (random when empty)")
@@ -173,11 +192,11 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envInt(fs, getenv, &underLoad, "difficulty-under-load", "SECKILL_DIFFICULTY_UNDER_LOAD", 4, "bits added while the backend is busy")
 	envInt(fs, getenv, &maxInFlight, "max-in-flight", "SECKILL_MAX_IN_FLIGHT", 512, "bound on backend calls in flight; over it 503 overloaded")
 	envInt(fs, getenv, &breakerFailures, "breaker-failures", "SECKILL_BREAKER_FAILURES", 5, "consecutive backend failures that open the breaker")
-	envDuration(fs, getenv, &breakerOpen, "breaker-open", "SECKILL_BREAKER_OPEN", 2*time.Second, "how long the breaker stays open before probing")
+	envDuration(fs, getenv, &breakerOpen, "breaker-open", "SECKILL_BREAKER_OPEN", time.Second, "how long the breaker stays open before probing")
 	envDuration(fs, getenv, &sessionTTL, "session-ttl", "SECKILL_SESSION_TTL", 24*time.Hour, "session lifetime")
 	envDuration(fs, getenv, &challengeTTL, "challenge-ttl", "SECKILL_CHALLENGE_TTL", 120*time.Second, "challenge lifetime")
 	envDuration(fs, getenv, &pathTTL, "path-ttl", "SECKILL_PATH_TTL", 60*time.Second, "hidden path lifetime")
-	envDuration(fs, getenv, &catalogTTL, "catalog-ttl", "SECKILL_CATALOG_TTL", time.Second, "how long a catalogue copy is served before one request refreshes it")
+	envDuration(fs, getenv, &catalogTTL, "catalog-ttl", "SECKILL_CATALOG_TTL", time.Second, "how long a catalogue copy is fresh; an older one is served while one refresh runs in the background")
 	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listeners close")
 	envInt(fs, getenv, &maxKeys, "limit-max-keys", "SECKILL_LIMIT_MAX_KEYS", edge.DefaultMaxKeysPerRule, "most token buckets one rule keeps (bounds memory: about 120 bytes each)")
 	envDuration(fs, getenv, &sweep, "limit-sweep", "SECKILL_LIMIT_SWEEP", 10*time.Second, "how often buckets that refilled are evicted")

@@ -58,6 +58,7 @@ Every setting is a flag or an environment variable (SECKILL_...); flags win.`,
 	root.AddCommand(
 		withConfigFile(backendCmd(getenv, stdout, stderr), getenv),
 		withConfigFile(workerCmd(getenv, stdout, stderr), getenv),
+		withConfigFile(relayCmd(getenv, stdout, stderr), getenv),
 		reconcileCmd(getenv, stdout, stderr),
 		migrateCmd(getenv, stdout, stderr),
 		withConfigFile(edgeCmd(getenv, stdout, stderr), getenv),

@@ -32,6 +32,7 @@ function adminMessage(e) {
     case 'invalid': return `Not valid: ${e.message}`;
     case 'unknown_item': return 'There is no sale with that id.';
     case 'backend_unavailable': return 'The backend is unavailable; retrying.';
+    case 'dependency_unavailable': return 'Redis is unavailable; retry shortly.';
     default: return `Error ${e.status || ''} ${e.code || ''}: ${e.message}`;
   }
 }

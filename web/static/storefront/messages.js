@@ -17,6 +17,7 @@ export const MESSAGES = {
   rate_limited: 'Too many requests.',
   overloaded: 'The shop is very busy right now.',
   backend_unavailable: 'The shop is temporarily unavailable.',
+  dependency_unavailable: 'The shop is temporarily unavailable.',
   internal: 'Something went wrong on our side. Please try again.',
   network: 'Cannot reach the shop. Check your connection and try again.',
 };
@@ -40,6 +41,7 @@ export function waitMessage(err, secs) {
     rate_limited: 'Too many requests',
     overloaded: 'The shop is very busy',
     backend_unavailable: 'The shop is temporarily unavailable',
+    dependency_unavailable: 'The shop is temporarily unavailable',
   }[err.code] || 'The shop asked us to wait';
   return `${lead} — retrying in ${secs} s`;
 }
