@@ -41,6 +41,11 @@ type Row struct {
 	// NoUnavailableAfterProbe: no buy may be refused 503 backend_unavailable
 	// once the component is back (a breaker nobody can trip).
 	NoUnavailableAfterProbe bool
+	// CrashLoss: the fault erases acknowledged writes (everysec and an OS
+	// crash): orders told 202 in the lost second may be lost, and their
+	// units sold again, without failing the run (docs/RELIABILITY.md says
+	// why and what reconcile sees). Stored orders above the stock still fail.
+	CrashLoss bool
 }
 
 func always(f Features) (StackOptions, string) { return StackOptions{}, "" }
@@ -317,7 +322,7 @@ func misconfRow() Row {
 // cache held and the disk did not), then Redis starts from it.
 func everysecCrashRow() Row {
 	return Row{Name: "redis-everysec-crash", What: "appendfsync everysec; OS crash simulated: AOF cut back to its size 1 s before kill -9; restart",
-		Kills:   false,
+		Kills: false, CrashLoss: true,
 		Options: func(Features) (StackOptions, string) { return StackOptions{Fsync: "everysec"}, "" },
 		Inject: func(ctx context.Context, s *Stack) error {
 			aof, err := s.Redis.IncrAOF()
