@@ -1,4 +1,4 @@
-.PHONY: test build vet fmt run up down stack chaos chaos-ci chaos-list chaos-deps
+.PHONY: test lint build vet fmt run up down stack chaos chaos-ci chaos-list chaos-deps
 
 # Runs the tests against real Redis, PostgreSQL, ZooKeeper and RabbitMQ
 # servers started (and stopped) by scripts/testenv.sh. ARGS: go test args.
@@ -10,6 +10,18 @@ build:
 
 vet:
 	go vet ./...
+
+# go vet, a gofmt check and staticcheck (pinned, installed into bin/); all
+# must be clean. .ci/run runs it before the tests.
+STATICCHECK_VERSION = v0.8.2
+lint: vet bin/staticcheck
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	bin/staticcheck ./...
+
+bin/staticcheck:
+	mkdir -p bin
+	GOBIN=$(CURDIR)/bin.tmp go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv bin.tmp/staticcheck $@ && rmdir bin.tmp
 
 fmt:
 	gofmt -l -w .

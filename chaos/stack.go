@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -308,13 +307,6 @@ func (s *Stack) Reconcile(ctx context.Context, item int64) (int, string) {
 		return ee.ExitCode(), string(out)
 	default:
 		return -1, err.Error()
-	}
-}
-
-// signalAll sends sig to each process.
-func signalAll(ps []*Proc, sig syscall.Signal) {
-	for _, p := range ps {
-		_ = p.Signal(sig)
 	}
 }
 

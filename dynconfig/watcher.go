@@ -318,7 +318,7 @@ func (w *Watcher) read(ctx context.Context, conn *zk.Conn) (<-chan zk.Event, err
 		data, st, ch, err := conn.GetW(w.limitsPath())
 		if errors.Is(err, zk.ErrNoNode) {
 			// Nothing pushed yet: watch for the creation.
-			ok, st, ch, err := conn.ExistsW(w.limitsPath())
+			ok, _, ch, err := conn.ExistsW(w.limitsPath())
 			if err != nil || !ok {
 				return got{ch: ch}, err
 			}

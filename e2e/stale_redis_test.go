@@ -147,13 +147,12 @@ func reserveFull(baseURL string, item, user int64, requestID string) (saleAnswer
 }
 
 type restartSale struct {
-	total, buyers  int
-	snapshotAt     int64 // 202s before the AOF is copied (stale runs)
-	killAt         int64 // 202s before Redis is SIGKILLed
-	pauseRelayAt   int64 // 202s before the relay stops reading (0: never) until Redis is back
-	stale          bool  // restart from the copy instead of the latest AOF
-	guard          bool
-	expectOversell bool
+	total, buyers int
+	snapshotAt    int64 // 202s before the AOF is copied (stale runs)
+	killAt        int64 // 202s before Redis is SIGKILLed
+	pauseRelayAt  int64 // 202s before the relay stops reading (0: never) until Redis is back
+	stale         bool  // restart from the copy instead of the latest AOF
+	guard         bool
 }
 
 type restartResult struct {

@@ -153,13 +153,6 @@ func (env *outageEnv) send(t *testing.T, base, method, path string, user int64, 
 	return r
 }
 
-// prepared is what a row sets up before its fault.
-type prepared struct {
-	challengeUser, challengeID string
-	pathUser                   int64
-	path                       string
-}
-
 func (env *outageEnv) challenge(t *testing.T, user int64) string {
 	t.Helper()
 	r := env.do(t, "POST", fmt.Sprintf("/api/items/%d/challenge", env.live), user, nil)

@@ -40,7 +40,7 @@ func TestReadyCacheKeepsTheVerdict(t *testing.T) {
 	if r.Ready(ctx) || calls != 3 {
 		t.Fatalf("invalidated verdict kept (calls %d)", calls)
 	}
-	if NewInstanceID() == NewInstanceID() || len(NewInstanceID()) != 16 {
+	if a, b := NewInstanceID(), NewInstanceID(); a == b || len(a) != 16 {
 		t.Fatal("instance ids")
 	}
 }
