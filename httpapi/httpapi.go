@@ -1,6 +1,7 @@
 // Package httpapi holds what every HTTP listener of seckill shares: the
 // RFC 9457 problem+json error writer (the one place where errors become
-// HTTP statuses), a bounded JSON body reader, and request metrics.
+// HTTP statuses), a bounded JSON body reader, request metrics, the
+// http.Server every listener is built with, and the API answer headers.
 package httpapi
 
 import (
