@@ -3,11 +3,14 @@ package e2e
 import (
 	"bufio"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +141,86 @@ func TestAPIAnswerHeaders(t *testing.T) {
 			t.Errorf("%s %s: %d, nosniff %q, Cache-Control %q; want %d, nosniff, %q", tc.method, tc.url, resp.StatusCode,
 				resp.Header.Get("X-Content-Type-Options"), resp.Header.Get("Cache-Control"), tc.status, tc.cache)
 		}
+	}
+}
+
+// requestSeries lists the seckill_edge_http_requests_total series the
+// admin /metrics shows.
+func requestSeries(t *testing.T, admin string) []string {
+	t.Helper()
+	resp, err := client.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "seckill_edge_http_requests_total{") {
+			out = append(out, line[:strings.LastIndexByte(line, ' ')])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestMetricSeriesBounded (issue 13 H1): 1,000 invented methods and 1,000
+// random paths sent to a real public listener add exactly the series of
+// their two route templates (method "other" for the invented ones), not
+// 2,000.
+func TestMetricSeriesBounded(t *testing.T) {
+	t.Parallel()
+	dev := startDev(t)
+	r := rand.New(rand.NewPCG(13, 1))
+	word := func(n int) string {
+		const abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = abc[r.IntN(len(abc))]
+		}
+		return string(b)
+	}
+	send := func(method, path string) int {
+		req, err := http.NewRequest(method, dev.public+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	send("GET", "/api/items")
+	before := requestSeries(t, dev.admin)
+	for range 1000 {
+		if code := send("X"+word(12), "/api/items"); code != http.StatusMethodNotAllowed {
+			t.Fatalf("invented method: %d, want 405", code)
+		}
+	}
+	for range 1000 {
+		if code := send("GET", "/"+strings.ToLower(word(10))+"/"+word(6)); code != http.StatusNotFound {
+			t.Fatalf("random path: %d, want 404", code)
+		}
+	}
+	after := requestSeries(t, dev.admin)
+	var added []string
+	for _, s := range after {
+		if !slices.Contains(before, s) {
+			added = append(added, s)
+		}
+	}
+	t.Logf("series before %d, after %d: added %v", len(before), len(after), added)
+	want := []string{
+		`seckill_edge_http_requests_total{code="404",method="GET",route="/*"}`,
+		`seckill_edge_http_requests_total{code="405",method="other",route="/api/items"}`,
+	}
+	if strings.Join(added, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("2,000 hostile requests added %d series:\n%s\nwant:\n%s", len(added), strings.Join(added, "\n"), strings.Join(want, "\n"))
 	}
 }
