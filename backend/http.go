@@ -65,7 +65,7 @@ func NewHandler(svc *Service, cfg HTTPConfig) *Handler {
 		Help: "Reservation attempts by outcome.",
 	}, []string{"outcome"})
 	reg.MustRegister(h.outcomes)
-	e.Use(httpapi.NewMetrics(reg, "seckill_backend").Middleware())
+	e.Use(httpapi.NewMetrics(reg, "seckill_backend").Middleware(), httpapi.APIHeaders())
 
 	e.POST("/v1/reservations", h.reserve)
 	e.GET("/v1/items", h.items)
@@ -123,7 +123,7 @@ func (h *Handler) reserve(c echo.Context) error {
 	}
 	res, err := h.svc.Reserve(c.Request().Context(), req.ItemID, req.UserID, req.RequestID)
 	if err != nil {
-		h.outcomes.WithLabelValues(seckill.ErrorCode(err)).Inc()
+		h.outcomes.WithLabelValues(httpapi.CodeLabel(seckill.ErrorCode(err))).Inc()
 		var re *httpapi.RetryError
 		if seckill.ErrorCode(err) == seckill.EUnavailable && !errors.As(err, &re) {
 			// Redis frozen while verified after a restart, or not answering.

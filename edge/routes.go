@@ -36,7 +36,7 @@ const (
 // publicRoutes lists every public route.
 func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec := newEcho(e.log)
-	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware())
+	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders())
 	ec.POST("/api/register", e.register)
 	ec.POST("/api/login", e.login)
 	ec.POST("/api/logout", e.logout)
@@ -56,7 +56,7 @@ func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 // adminRoutes lists every admin route.
 func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec := newEcho(e.log)
-	ec.Use(httpapi.NewMetrics(reg, "seckill_edge_admin").Middleware())
+	ec.Use(httpapi.NewMetrics(reg, "seckill_edge_admin").Middleware(), httpapi.APIHeaders())
 	adm := ec.Group("/admin", e.requireAdmin)
 	adm.POST("/items", e.createItem)
 	adm.GET("/items/:id/stats", e.stats)
@@ -106,7 +106,7 @@ func (e *Edge) readyDetails(c echo.Context) error {
 
 // reject counts a refusal by its code and returns it.
 func (e *Edge) reject(err error) error {
-	e.m.rejections.WithLabelValues(seckill.ErrorCode(err)).Inc()
+	e.m.rejections.WithLabelValues(httpapi.CodeLabel(seckill.ErrorCode(err))).Inc()
 	return err
 }
 

@@ -1,14 +1,17 @@
 // Package httpapi holds what every HTTP listener of seckill shares: the
 // RFC 9457 problem+json error writer (the one place where errors become
-// HTTP statuses), a bounded JSON body reader, and request metrics.
+// HTTP statuses), a bounded JSON body reader, request metrics, the
+// http.Server every listener is built with, and the API answer headers.
 package httpapi
 
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -117,7 +120,7 @@ func BindJSON(c echo.Context, limit int64, v any) error {
 		if errors.Is(err, io.EOF) {
 			return seckill.Errorf(seckill.EInvalid, "request body is empty")
 		}
-		return seckill.Errorf(seckill.EInvalid, "malformed JSON: %v", err)
+		return seckill.Errorf(seckill.EInvalid, "%s", jsonDetail(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var mbe *http.MaxBytesError
@@ -127,6 +130,55 @@ func BindJSON(c echo.Context, limit int64, v any) error {
 		return seckill.Errorf(seckill.EInvalid, "trailing data after the JSON object")
 	}
 	return nil
+}
+
+// jsonDetail says what is wrong with a JSON body in the client's terms:
+// JSON field names and JSON types, never the decoder's own message, which
+// names Go types ("Go struct field reserveRequest.item_id of type int64").
+func jsonDetail(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	var pe *time.ParseError
+	switch {
+	case errors.As(err, &te):
+		if te.Field == "" {
+			return "the body must be a JSON object"
+		}
+		return fmt.Sprintf("field %q must be %s", te.Field, jsonKind(te.Type))
+	case errors.As(err, &se):
+		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
+	case errors.As(err, &pe):
+		return "a time is not in RFC 3339 form (2006-01-02T15:04:05Z)"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "malformed JSON: the body ends too early"
+	}
+	return "malformed JSON: a value has the wrong type or form"
+}
+
+// jsonKind names the JSON type a Go type is decoded from.
+func jsonKind(t reflect.Type) string {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return "of another type"
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer in range"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "of another type"
 }
 
 // ParamID parses a positive integer path parameter.

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"net/http"
 	"strconv"
 	"time"
 
@@ -31,8 +32,31 @@ func NewMetrics(reg prometheus.Registerer, namespace string) *Metrics {
 	return m
 }
 
-// Middleware counts and times every request by its route pattern (never
-// the raw path, so the label set stays bounded).
+// MethodLabel is the method label of a request: one of the methods the
+// API knows, else "other". The method is chosen by the client, and every
+// distinct label value is a series kept forever, so it must come from a
+// closed set.
+func MethodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
+}
+
+// routeLabel is the route template echo matched (never the raw path), or
+// "unmatched".
+func routeLabel(c echo.Context) string {
+	if r := c.Path(); r != "" {
+		return r
+	}
+	return "unmatched"
+}
+
+// Middleware counts and times every request by its route template (never
+// the raw path) and its method from a closed set, so the number of series
+// is bounded by routes x methods x status codes whatever clients send.
 func (m *Metrics) Middleware() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -41,11 +65,8 @@ func (m *Metrics) Middleware() echo.MiddlewareFunc {
 			if err != nil {
 				c.Error(err)
 			}
-			route := c.Path()
-			if route == "" {
-				route = "unmatched"
-			}
-			m.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(c.Response().Status)).Inc()
+			route := routeLabel(c)
+			m.requests.WithLabelValues(route, MethodLabel(c.Request().Method), strconv.Itoa(c.Response().Status)).Inc()
 			m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 			return nil
 		}

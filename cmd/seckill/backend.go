@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"seckill/backend"
 	"seckill/discovery"
+	"seckill/httpapi"
 	"seckill/postgres"
 	"seckill/queue"
 	"seckill/stock"
@@ -114,7 +114,7 @@ relay stops after its outstanding confirms.`,
 				return err
 			}
 			log.Info("listening", "addr", addr)
-			srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+			srv := httpapi.NewServer(h)
 
 			var wg sync.WaitGroup
 			relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"seckill/bench"
+	"seckill/httpapi"
 )
 
 // benchEdgeCmds are the subcommands of `seckill bench` that measure the
@@ -44,7 +44,8 @@ measured in the same run on the same machine.`,
 				return err
 			}
 			fmt.Fprintf(stderr, "bench hello: listening on http://%s/\n", ln.Addr())
-			srv := &http.Server{Handler: bench.HelloHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+			srv := httpapi.NewServer(bench.HelloHandler())
+			srv.ReadTimeout = 30 * time.Second
 			errs := make(chan error, 1)
 			go func() { errs <- srv.Serve(ln) }()
 			select {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"seckill/captcha"
 	"seckill/clientip"
 	"seckill/edge"
+	"seckill/httpapi"
 	"seckill/inproc"
 	"seckill/internal/redisconf"
 	"seckill/postgres"
@@ -278,7 +278,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*devStack, 
 		return nil, fmt.Errorf("listening on %s: %w", cfg.backendListen, err)
 	}
 	d.backendAddr = bl.Addr().String()
-	bsrv := &http.Server{Handler: backend.NewHandler(d.svc, backend.HTTPConfig{Logger: log.With("component", "backend")}), ReadHeaderTimeout: 5 * time.Second}
+	bsrv := httpapi.NewServer(backend.NewHandler(d.svc, backend.HTTPConfig{Logger: log.With("component", "backend")}))
 	go func() { _ = bsrv.Serve(bl) }()
 	d.closers = append(d.closers, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

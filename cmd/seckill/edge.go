@@ -24,6 +24,7 @@ import (
 	"seckill/discovery"
 	"seckill/dynconfig"
 	"seckill/edge"
+	"seckill/httpapi"
 	"seckill/stock"
 	"seckill/web"
 )
@@ -237,10 +238,8 @@ func serveOnDrain(ctx context.Context, e *edge.Edge, pl, al net.Listener, drainW
 	lctx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListen()
 	go e.Listen(lctx)
-	servers := []*http.Server{
-		{Handler: e.Public(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
-		{Handler: e.Admin(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute},
-	}
+	servers := []*http.Server{httpapi.NewServer(e.Public()), httpapi.NewServer(e.Admin())}
+	servers[0].ReadTimeout = 30 * time.Second
 	errs := make(chan error, 2)
 	go func() { errs <- servers[0].Serve(pl) }()
 	go func() { errs <- servers[1].Serve(al) }()

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"seckill/httpapi"
 	"seckill/queue"
 	"seckill/stock"
 )
@@ -137,7 +138,7 @@ which seckill reconcile reads.
 				if err := writeAddrFile(addrFile, ln.Addr().String()); err != nil {
 					return err
 				}
-				srv := &http.Server{Handler: relayMux(reg, parts), ReadHeaderTimeout: 5 * time.Second}
+				srv := httpapi.NewServer(relayMux(reg, parts))
 				go func() { _ = srv.Serve(ln) }()
 				defer srv.Close()
 				log.Info("metrics listening", "addr", ln.Addr().String())

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"seckill/httpapi"
 	"seckill/postgres"
 	"seckill/queue"
 	"seckill/stock"
@@ -83,7 +84,7 @@ gives its unit back to stock in Redis.`,
 					}
 					_, _ = w.Write([]byte("ready\n"))
 				})
-				srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+				srv := httpapi.NewServer(mux)
 				go func() { _ = srv.Serve(ln) }()
 				defer srv.Close()
 				log.Info("metrics listening", "addr", ln.Addr().String())
