@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,10 +27,13 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestStackUpPurchaseDown: `make up` (scripts/stack.sh up) starts the real
-// servers and the three parts as separate processes; a purchase goes
-// through the edge; `make down` stops them and no process of the stack is
-// left behind.
+// TestStackUpPurchaseDown: `make up` (scripts/stack.sh up) refuses to start
+// while a stranger holds the edge's public port, naming the port and the
+// holder, and leaves no edge running; without it, it starts the real servers
+// and the three parts as separate processes; a purchase goes through the
+// edge; a second `up` says which pids it restarts; `make down` stops them
+// all, no process of the stack is left behind, and the order survives
+// down+up; `make clean` deletes the data.
 func TestStackUpPurchaseDown(t *testing.T) {
 	t.Parallel()
 	testenv.ServicesScript(t) // the real servers are available here
@@ -37,39 +41,63 @@ func TestStackUpPurchaseDown(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	stackDir := filepath.Join(dir, "stack")
 	public, admin := freeAddr(t), freeAddr(t)
 	env := append(os.Environ(),
-		"SECKILL_STACK_DIR="+filepath.Join(dir, "stack"),
+		"SECKILL_STACK_DIR="+stackDir,
 		"SECKILL_BACKEND_LISTEN="+freeAddr(t), "SECKILL_PUBLIC_LISTEN="+public, "SECKILL_ADMIN_LISTEN="+admin,
 		"SECKILL_WORKER_METRICS_LISTEN="+freeAddr(t), "SECKILL_ADMIN_TOKEN=stack-token")
-	stack := func(arg string) string {
+	run := func(arg string) (string, error) {
 		cmd := exec.Command("bash", "../scripts/stack.sh", arg)
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	stack := func(arg string) string {
+		out, err := run(arg)
 		if err != nil {
 			t.Fatalf("stack.sh %s: %v\n%s", arg, err, out)
 		}
-		return string(out)
+		return out
 	}
 	downed := false
 	t.Cleanup(func() {
 		if !downed {
-			cmd := exec.Command("bash", "../scripts/stack.sh", "down")
-			cmd.Env = env
-			_ = cmd.Run()
+			_, _ = run("down")
 		}
 	})
-	stack("up")
-	var pids []int
-	for _, f := range strings.Fields(stack("pids")) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	if len(pids) < 7 { // edge, backend, worker, redis, postgres, zookeeper, rabbitmq (+ helpers)
-		t.Fatalf("only %d pids recorded: %v", len(pids), pids)
+	readPid := func(part string) int {
+		raw, _ := os.ReadFile(filepath.Join(stackDir, part+".pid"))
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+		return pid
 	}
 
+	// A stranger on the public port answering 200 to everything, with
+	// its own instance: up must fail and say so.
+	ln, err := net.Listen("tcp", public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `{"status":"ok","service":"edge","instance":"0123456789abcdef"}`)
+	})}
+	go func() { _ = stranger.Serve(ln) }()
+	out, err := run("up")
+	stranger.Close()
+	_, port, _ := net.SplitHostPort(public)
+	if err == nil {
+		t.Fatalf("up succeeded with a stranger on %s:\n%s", public, out)
+	}
+	for _, want := range []string{"port " + port + " ", "already in use", fmt.Sprintf("pid=%d,", os.Getpid())} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("up's failure does not say %q:\n%s", want, out)
+		}
+	}
+	if st := stack("status"); !strings.Contains(st, "edge: stopped") {
+		t.Fatalf("after a failed up:\n%s", st)
+	}
+
+	stack("up")
 	pub, adm := "http://"+public, "http://"+admin
 	now := time.Now()
 	var created struct{ ID int64 }
@@ -107,24 +135,71 @@ func TestStackUpPurchaseDown(t *testing.T) {
 		Status   string
 		OrderRef string `json:"order_ref"`
 	}
+	orderURL := fmt.Sprintf("%s/api/items/%d/order", pub, created.ID)
 	testenv.Eventually(t, 20*time.Second, "the order confirmed", func() bool {
-		getJSON(t, fmt.Sprintf("%s/api/items/%d/order", pub, created.ID), tok, &order)
+		getJSON(t, orderURL, tok, &order)
 		return order.Status == "confirmed"
 	})
 	if order.OrderRef != buy.OrderRef {
 		t.Fatalf("order %s, bought %s", order.OrderRef, buy.OrderRef)
 	}
 
-	stack("down")
-	downed = true
-	deadline := time.Now().Add(15 * time.Second)
-	for _, pid := range pids {
-		for syscall.Kill(pid, 0) == nil {
-			if time.Now().After(deadline) {
-				out, _ := exec.Command("ps", "-o", "pid,cmd", "-p", strconv.Itoa(pid)).CombinedOutput()
-				t.Fatalf("process %d still runs after down:\n%s", pid, out)
-			}
-			time.Sleep(100 * time.Millisecond)
+	// A second up restarts the parts and says which pids it stopped.
+	oldEdge := readPid("edge")
+	if out := stack("up"); !strings.Contains(out, fmt.Sprintf("already up (edge pid %d,", oldEdge)) {
+		t.Fatalf("second up does not name the running edge %d:\n%s", oldEdge, out)
+	}
+	if e := readPid("edge"); e == oldEdge || e == 0 || syscall.Kill(oldEdge, 0) == nil {
+		t.Fatalf("edge pid %d after the second up, was %d", e, oldEdge)
+	}
+
+	var pids []int
+	for _, f := range strings.Fields(stack("pids")) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
 		}
+	}
+	if len(pids) < 7 { // edge, backend, worker, redis, postgres, zookeeper, rabbitmq (+ helpers)
+		t.Fatalf("only %d pids recorded: %v", len(pids), pids)
+	}
+	waitGone := func(pids []int, after string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for _, pid := range pids {
+			for syscall.Kill(pid, 0) == nil {
+				if time.Now().After(deadline) {
+					out, _ := exec.Command("ps", "-o", "pid,cmd", "-p", strconv.Itoa(pid)).CombinedOutput()
+					t.Fatalf("process %d still runs after %s:\n%s", pid, after, out)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+	if out := stack("down"); !strings.Contains(out, "data is kept in "+stackDir+"/servers") {
+		t.Fatalf("down does not say the data is kept:\n%s", out)
+	}
+	waitGone(pids, "down")
+
+	// The order survives down+up.
+	stack("up")
+	order.Status, order.OrderRef = "", ""
+	if code := getJSON(t, orderURL, tok, &order); code != 200 || order.Status != "confirmed" || order.OrderRef != buy.OrderRef {
+		t.Fatalf("after down+up: %d %+v, bought %s", code, order, buy.OrderRef)
+	}
+
+	pids = pids[:0]
+	for _, f := range strings.Fields(stack("pids")) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	out = stack("clean")
+	downed = true
+	if !strings.Contains(out, "deleted "+stackDir+": all server data") {
+		t.Fatalf("clean does not say what it deleted:\n%s", out)
+	}
+	waitGone(pids, "clean")
+	if _, err := os.Stat(stackDir); !os.IsNotExist(err) {
+		t.Fatalf("%s after clean: %v", stackDir, err)
 	}
 }
