@@ -27,9 +27,10 @@ fmt:
 	gofmt -l -w .
 
 # Runs the whole system in one process on embedded stand-ins (miniredis,
-# SQLite, in-process queue) with a demo sale; needs nothing but Go. Ctrl-C stops it.
+# SQLite, in-process queue) with a demo sale; needs nothing but Go. Ctrl-C
+# stops it, and make exits 0 when seckill did (scripts/run.sh).
 run:
-	go run ./cmd/seckill dev $(ARGS)
+	scripts/run.sh $(ARGS)
 
 # The real stack: Redis, RabbitMQ, PostgreSQL, ZooKeeper, then backend,
 # worker and edge as separate processes (logs and pids in .seckill/).
