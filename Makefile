@@ -1,4 +1,4 @@
-.PHONY: test lint build vet fmt run up down stack chaos chaos-ci chaos-list chaos-deps
+.PHONY: test lint build vet fmt run up down clean stack chaos chaos-ci chaos-list chaos-deps
 
 # Runs the tests against real Redis, PostgreSQL, ZooKeeper and RabbitMQ
 # servers started (and stopped) by scripts/testenv.sh. ARGS: go test args.
@@ -33,12 +33,19 @@ run:
 	scripts/run.sh $(ARGS)
 
 # The real stack: Redis, RabbitMQ, PostgreSQL, ZooKeeper, then backend,
-# worker and edge as separate processes (logs and pids in .seckill/).
+# worker and edge as separate processes (logs and pids in .seckill/). Fails,
+# naming the port and its holder, when a port is taken; run again, it
+# restarts the three parts on the new build and says which pids it stops.
 up:
 	scripts/stack.sh up
 
+# Keeps all data (orders included) for the next `make up`.
 down:
 	scripts/stack.sh down
+
+# down, then deletes .seckill/ (server data, logs, token and secret) and says so.
+clean:
+	scripts/stack.sh clean
 
 # The real stack in the foreground; Ctrl-C stops everything.
 stack:

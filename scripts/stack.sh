@@ -199,7 +199,9 @@ down() {
 	if [[ -f $STACK/servers/env ]]; then
 		"$SERVICES" stop "$STACK/servers"
 	fi
-	if [[ -d $STACK/servers ]]; then
+	if [[ ${1:-} == quiet ]]; then
+		return
+	elif [[ -d $STACK/servers ]]; then
 		echo "stack.sh: stopped; the data is kept in $STACK/servers (\`make clean\` deletes it)"
 	else
 		echo "stack.sh: stopped"
@@ -207,7 +209,7 @@ down() {
 }
 
 clean() {
-	down
+	down quiet
 	[[ -d $STACK ]] || { echo "stack.sh: nothing to delete ($STACK does not exist)"; return; }
 	local real
 	real=$(cd "$STACK" && pwd -P)
