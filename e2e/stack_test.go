@@ -47,9 +47,9 @@ func TestStackUpPurchaseDown(t *testing.T) {
 		"SECKILL_STACK_DIR="+stackDir,
 		"SECKILL_BACKEND_LISTEN="+freeAddr(t), "SECKILL_PUBLIC_LISTEN="+public, "SECKILL_ADMIN_LISTEN="+admin,
 		"SECKILL_WORKER_METRICS_LISTEN="+freeAddr(t), "SECKILL_ADMIN_TOKEN=stack-token")
-	run := func(arg string) (string, error) {
+	run := func(arg string, extraEnv ...string) (string, error) {
 		cmd := exec.Command("bash", "../scripts/stack.sh", arg)
-		cmd.Env = env
+		cmd.Env = append(env, extraEnv...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -82,20 +82,25 @@ func TestStackUpPurchaseDown(t *testing.T) {
 		fmt.Fprint(w, `{"status":"ok","service":"edge","instance":"0123456789abcdef"}`)
 	})}
 	go func() { _ = stranger.Serve(ln) }()
-	out, err := run("up")
-	stranger.Close()
 	_, port, _ := net.SplitHostPort(public)
-	if err == nil {
-		t.Fatalf("up succeeded with a stranger on %s:\n%s", public, out)
-	}
-	for _, want := range []string{"port " + port + " ", "already in use", fmt.Sprintf("pid=%d,", os.Getpid())} {
-		if !strings.Contains(out, want) {
-			t.Fatalf("up's failure does not say %q:\n%s", want, out)
+	// First the check before starting anything, then (with that check
+	// off) the readiness check: the edge started, died on the taken port,
+	// and the stranger's 200 must not pass for it.
+	for _, extra := range []string{"", "SECKILL_STACK_SKIP_PORT_CHECK=1"} {
+		out, err := run("up", extra)
+		if err == nil {
+			t.Fatalf("up (%s) succeeded with a stranger on %s:\n%s", extra, public, out)
+		}
+		for _, want := range []string{"port " + port + " ", "already in use", fmt.Sprintf("pid=%d,", os.Getpid())} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("up's (%s) failure does not say %q:\n%s", extra, want, out)
+			}
+		}
+		if st := stack("status"); !strings.Contains(st, "edge: stopped") || !strings.Contains(st, "backend: stopped") {
+			t.Fatalf("after a failed up (%s):\n%s", extra, st)
 		}
 	}
-	if st := stack("status"); !strings.Contains(st, "edge: stopped") {
-		t.Fatalf("after a failed up:\n%s", st)
-	}
+	stranger.Close()
 
 	stack("up")
 	pub, adm := "http://"+public, "http://"+admin
@@ -193,7 +198,7 @@ func TestStackUpPurchaseDown(t *testing.T) {
 			pids = append(pids, pid)
 		}
 	}
-	out = stack("clean")
+	out := stack("clean")
 	downed = true
 	if !strings.Contains(out, "deleted "+stackDir+": all server data") {
 		t.Fatalf("clean does not say what it deleted:\n%s", out)
