@@ -75,6 +75,19 @@ holders() {
 	ss -Hltnp "( sport = :$1 )" 2>/dev/null | awk '{ $1 = $2 = $3 = ""; sub(/^ +/, ""); print }'
 }
 
+# holder PORT: holders, or a word when ss sees nobody (any more).
+holder() {
+	local who
+	who=$(holders "$1")
+	echo "${who:-a process gone by now (ss -ltnp shows no listener)}"
+}
+
+# fail MESSAGE: stop the parts this up started, then die; the servers stay.
+fail() {
+	stop_parts
+	die "$* (the servers still run; \`make down\` stops them)"
+}
+
 # check_free NAME VAR ADDR: fail, naming the port and its holder, when
 # something already listens on the port of ADDR.
 check_free() {
@@ -102,12 +115,10 @@ wait_ready() {
 			for a in "$@"; do
 				port=${a##*:}
 				if grep -q "listening on $a: .*address already in use" <(tail -20 "$STACK/$name.log"); then
-					stop_parts
-					die "$name exited: port $port ($a) is already in use by: $(holders "$port")"
+					fail "$name exited: port $port ($a) is already in use by: $(holder "$port")"
 				fi
 			done
-			stop_parts
-			die "$name exited (log: $STACK/$name.log)"
+			fail "$name exited (log: $STACK/$name.log)"
 		fi
 		want=$(cat "$STACK/$name.instance" 2>/dev/null || true)
 		if [[ -n $want ]]; then
@@ -122,12 +133,10 @@ wait_ready() {
 	tail -20 "$STACK/$name.log" >&2
 	for a in "$@"; do
 		if [[ -n $want && $(instance_at "http://$a/healthz") != "$want" ]]; then
-			stop_parts
-			die "$name (pid $(cat "$STACK/$name.pid"), instance $want) is not the one answering on $a; port ${a##*:} is held by: $(holders "${a##*:}")"
+			fail "$name (pid $(cat "$STACK/$name.pid"), instance $want) is not the one answering on $a; port ${a##*:} is held by: $(holder "${a##*:}")"
 		fi
 	done
-	stop_parts
-	die "$name did not become ready in 30 s (log: $STACK/$name.log)"
+	fail "$name did not become ready in 30 s (log: $STACK/$name.log)"
 }
 
 up() {
@@ -192,8 +201,7 @@ ENV
 	wait_ready edge "http://$ADMIN/readyz" "$PUBLIC" "$ADMIN"
 	if ! alive "$STACK/worker.pid"; then
 		tail -20 "$STACK/worker.log" >&2
-		stop_parts
-		die "worker exited (log: $STACK/worker.log)"
+		fail "worker exited (log: $STACK/worker.log)"
 	fi
 	status
 }
