@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -185,26 +187,101 @@ func TestStackUpPurchaseDown(t *testing.T) {
 	}
 	waitGone(pids, "down")
 
-	// The order survives down+up.
-	stack("up")
+	// The order survives down+up, the up here being `make stack`
+	// (stack.sh run) on a terminal, stopped by Ctrl-C: that stops
+	// everything, its `tail -F` of the logs included.
+	var term lockedBuffer
+	runCmd := exec.Command("script", "-qefc", "bash ../scripts/stack.sh run; echo STACK-EXITED $?; sleep 60", "/dev/null")
+	runCmd.Env = append(env, "SHELL=/bin/bash")
+	runCmd.Stdout, runCmd.Stderr = &term, &term
+	keys, err := runCmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = runCmd.Process.Kill(); _ = runCmd.Wait() })
+	testenv.Eventually(t, 90*time.Second, "stack.sh run following the logs", func() bool {
+		return strings.Contains(term.String(), "following the logs")
+	})
 	order.Status, order.OrderRef = "", ""
 	if code := getJSON(t, orderURL, tok, &order); code != 200 || order.Status != "confirmed" || order.OrderRef != buy.OrderRef {
 		t.Fatalf("after down+up: %d %+v, bought %s", code, order, buy.OrderRef)
 	}
-
 	pids = pids[:0]
 	for _, f := range strings.Fields(stack("pids")) {
 		if pid, err := strconv.Atoi(f); err == nil {
 			pids = append(pids, pid)
 		}
 	}
+	tails := tailsOf(t, stackDir)
+	if len(tails) != 1 {
+		t.Fatalf("%d tail processes of %s while running, want 1", len(tails), stackDir)
+	}
+	if _, err := keys.Write([]byte{3}); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 60*time.Second, "stack.sh run to exit after Ctrl-C", func() bool {
+		return strings.Contains(term.String(), "STACK-EXITED")
+	})
+	if !strings.Contains(term.String(), "STACK-EXITED 0") {
+		t.Fatalf("stack.sh run after Ctrl-C:\n%s", term.String())
+	}
+	if left := tailsOf(t, stackDir); len(left) > 0 {
+		t.Fatalf("tail still runs after Ctrl-C on stack.sh run: %v", left)
+	}
+	waitGone(pids, "Ctrl-C on stack.sh run")
+
 	out := stack("clean")
 	downed = true
 	if !strings.Contains(out, "deleted "+stackDir+": all server data") {
 		t.Fatalf("clean does not say what it deleted:\n%s", out)
 	}
-	waitGone(pids, "clean")
 	if _, err := os.Stat(stackDir); !os.IsNotExist(err) {
 		t.Fatalf("%s after clean: %v", stackDir, err)
 	}
+}
+
+// tailsOf returns the pids of the tail processes following logs in dir.
+func tailsOf(t *testing.T, dir string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(raw), "\x00")
+		if filepath.Base(args[0]) == "tail" && strings.Contains(string(raw), dir+"/") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and other readers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
