@@ -1,4 +1,4 @@
-.PHONY: test lint build vet fmt run up down stack chaos chaos-ci chaos-list chaos-deps
+.PHONY: test lint build vet fmt run up down clean stack chaos chaos-ci chaos-list chaos-deps
 
 # Runs the tests against real Redis, PostgreSQL, ZooKeeper and RabbitMQ
 # servers started (and stopped) by scripts/testenv.sh. ARGS: go test args.
@@ -27,17 +27,25 @@ fmt:
 	gofmt -l -w .
 
 # Runs the whole system in one process on embedded stand-ins (miniredis,
-# SQLite, in-process queue) with a demo sale; needs nothing but Go. Ctrl-C stops it.
+# SQLite, in-process queue) with a demo sale; needs nothing but Go. Ctrl-C
+# stops it, and make exits 0 when seckill did (scripts/run.sh).
 run:
-	go run ./cmd/seckill dev $(ARGS)
+	scripts/run.sh $(ARGS)
 
 # The real stack: Redis, RabbitMQ, PostgreSQL, ZooKeeper, then backend,
-# worker and edge as separate processes (logs and pids in .seckill/).
+# worker and edge as separate processes (logs and pids in .seckill/). Fails,
+# naming the port and its holder, when a port is taken; run again, it
+# restarts the three parts on the new build and says which pids it stops.
 up:
 	scripts/stack.sh up
 
+# Keeps all data (orders included) for the next `make up`.
 down:
 	scripts/stack.sh down
+
+# down, then deletes .seckill/ (server data, logs, token and secret) and says so.
+clean:
+	scripts/stack.sh clean
 
 # The real stack in the foreground; Ctrl-C stops everything.
 stack:

@@ -7,6 +7,8 @@
 #   services.sh install                 apt-get install what is missing (root)
 #   services.sh start DIR               start all four, write DIR/env
 #   services.sh stop DIR                stop exactly what `start DIR` started
+#                                        (data stays: a later `start DIR`
+#                                        restarts on it, same ports)
 #   services.sh rabbitmq-start DIR      one private broker, writes DIR/amqp_url
 #   services.sh rabbitmq-stop DIR       (a restart with the same DIR keeps the
 #                                        ports, node name and durable data)
@@ -272,12 +274,18 @@ redis_stop() {
 
 pg_start() {
 	local d=$1 port
-	port=$(pick_port)
 	mkdir -p "$d/pg"
 	if is_root; then chown postgres:postgres "$d/pg"; fi
-	(cd "$d/pg" && as_user postgres "$PG_BIN/initdb" -D "$d/pg/data" -U postgres \
-		--auth=trust -E UTF8 --locale=C.UTF-8 >"$d/pg/initdb.log" 2>&1) ||
-		{ tail_log "$d/pg/initdb.log"; die "initdb failed"; }
+	if [[ -f $d/pg/data/PG_VERSION && -s $d/pg/port ]]; then
+		# a restart with the same DIR keeps the port and the data
+		port=$(<"$d/pg/port")
+		RESERVED_PORTS+="$port "
+	else
+		port=$(pick_port)
+		(cd "$d/pg" && as_user postgres "$PG_BIN/initdb" -D "$d/pg/data" -U postgres \
+			--auth=trust -E UTF8 --locale=C.UTF-8 >"$d/pg/initdb.log" 2>&1) ||
+			{ tail_log "$d/pg/initdb.log"; die "initdb failed"; }
+	fi
 	echo "$port" >"$d/pg/port"
 	if ! (cd "$d/pg" && as_user postgres "$PG_BIN/pg_ctl" -D "$d/pg/data" -w -t 60 \
 		-l "$d/pg/log" -o "-p $port -k $d/pg -c listen_addresses=127.0.0.1 -c max_connections=300" \

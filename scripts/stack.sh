@@ -3,8 +3,14 @@
 #
 #   stack.sh up      install and start Redis, RabbitMQ, PostgreSQL and
 #                    ZooKeeper (scripts/services.sh), then `seckill backend`,
-#                    `seckill worker` and `seckill edge` as separate processes
-#   stack.sh down    stop exactly what `up` started
+#                    `seckill worker` and `seckill edge` as separate processes;
+#                    fails (and starts no part) when a port it needs is taken,
+#                    naming the port and who holds it. Run again while up, it
+#                    rebuilds and restarts the three parts (it says which pids
+#                    it stops); the servers and their data stay.
+#   stack.sh down    stop exactly what `up` started; all data is kept
+#   stack.sh clean   down, then delete $SECKILL_STACK_DIR: all server data
+#                    (orders included), logs, settings (admin token, secret)
 #   stack.sh run     up, follow the logs until Ctrl-C, then down
 #   stack.sh status  show what runs and where
 #
@@ -13,10 +19,14 @@
 # e.g. `source .seckill/env && bin/seckill reconcile`.
 # Redis runs with appendonly yes and appendfsync always unless REDIS_AOF says
 # everysec or no (at the first `up`; later ones keep the setting).
-# The edge serves the public API on 127.0.0.1:8080 and the admin API on
-# 127.0.0.1:8081; the backend listens on $SECKILL_BACKEND_LISTEN (default
-# 127.0.0.1:8090). The admin token is $SECKILL_ADMIN_TOKEN, or a random one
-# kept in .seckill/env.
+# The edge serves the public API on $SECKILL_PUBLIC_LISTEN (default
+# 127.0.0.1:8080) and the admin API on $SECKILL_ADMIN_LISTEN (127.0.0.1:8081);
+# the backend listens on $SECKILL_BACKEND_LISTEN (127.0.0.1:8090), the
+# worker's metrics on $SECKILL_WORKER_METRICS_LISTEN (127.0.0.1:9091). The
+# admin token is $SECKILL_ADMIN_TOKEN, or a random one kept in .seckill/env.
+# A part counts as ready only when its own pid lives and /healthz on each of
+# its ports names the instance it wrote to <part>.instance (docs/API.md,
+# Health): an answer from another process on that port does not count.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,13 +42,12 @@ die() { echo "stack.sh: error: $*" >&2; exit 1; }
 
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+PARTS=(edge backend worker)
+
 start_proc() { # name args...
 	local name=$1
 	shift
-	if alive "$STACK/$name.pid"; then
-		echo "stack.sh: $name already runs (pid $(cat "$STACK/$name.pid"))"
-		return
-	fi
+	rm -f "$STACK/$name.instance"
 	# shellcheck disable=SC1091
 	(source "$STACK/env" && exec nohup "$BIN" "$@" </dev/null >>"$STACK/$name.log" 2>&1) &
 	echo $! >"$STACK/$name.pid"
@@ -53,7 +62,81 @@ stop_proc() { # name
 		for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
-	rm -f "$f"
+	rm -f "$f" "$STACK/$1.instance"
+}
+
+stop_parts() {
+	local p
+	for p in "${PARTS[@]}"; do stop_proc "$p"; done
+}
+
+# holders PORT: who listens on that TCP port (ss -ltnp), or nothing.
+holders() {
+	ss -Hltnp "( sport = :$1 )" 2>/dev/null | awk '{ $1 = $2 = $3 = ""; sub(/^ +/, ""); print }'
+}
+
+# holder PORT: holders, or a word when ss sees nobody (any more).
+holder() {
+	local who
+	who=$(holders "$1")
+	echo "${who:-a process gone by now (ss -ltnp shows no listener)}"
+}
+
+# fail MESSAGE: stop the parts this up started, then die; the servers stay.
+fail() {
+	stop_parts
+	die "$* (the servers still run; \`make down\` stops them)"
+}
+
+# check_free NAME VAR ADDR: fail, naming the port and its holder, when
+# something already listens on the port of ADDR.
+check_free() {
+	local port=${3##*:} who
+	who=$(holders "$port")
+	[[ -z $who ]] || die "port $port ($2=$3, wanted by the $1) is already in use by: $who
+  stop that process, or set $2 to a free address"
+}
+
+# instance_at URL: the instance the /healthz at URL names (empty if none).
+instance_at() {
+	curl -fsS --max-time 2 "$1" 2>/dev/null | sed -n 's/.*"instance":"\([0-9a-f]*\)".*/\1/p'
+}
+
+# wait_ready NAME READYZ ADDR...: wait until NAME's own process (its pid
+# alive) answers /healthz with its own instance on every ADDR and READYZ
+# says ready. Any other answer (a stranger on the port) does not count.
+wait_ready() {
+	local name=$1 readyz=$2 want a ok
+	shift 2
+	for _ in $(seq 1 300); do
+		if ! alive "$STACK/$name.pid"; then
+			tail -20 "$STACK/$name.log" >&2
+			local port
+			for a in "$@"; do
+				port=${a##*:}
+				if grep -q "listening on $a: .*address already in use" <(tail -20 "$STACK/$name.log"); then
+					fail "$name exited: port $port ($a) is already in use by: $(holder "$port")"
+				fi
+			done
+			fail "$name exited (log: $STACK/$name.log)"
+		fi
+		want=$(cat "$STACK/$name.instance" 2>/dev/null || true)
+		if [[ -n $want ]]; then
+			ok=1
+			for a in "$@"; do
+				[[ $(instance_at "http://$a/healthz") == "$want" ]] || { ok=0; break; }
+			done
+			if [[ $ok == 1 ]] && curl -fsS --max-time 2 "$readyz" >/dev/null 2>&1; then return 0; fi
+		fi
+		sleep 0.1
+	done
+	tail -20 "$STACK/$name.log" >&2
+	for a in "$@"; do
+		if [[ -n $want && $(instance_at "http://$a/healthz") != "$want" ]]; then
+			fail "$name (pid $(cat "$STACK/$name.pid"), instance $want) is not the one answering on $a; port ${a##*:} is held by: $(holder "${a##*:}")"
+		fi
+	done
+	fail "$name did not become ready in 30 s (log: $STACK/$name.log)"
 }
 
 up() {
@@ -61,6 +144,22 @@ up() {
 	chmod 755 "$STACK"
 	"$SERVICES" install
 	(cd "$ROOT" && go build -o "$BIN" ./cmd/seckill)
+	local p running=""
+	for p in "${PARTS[@]}"; do
+		if alive "$STACK/$p.pid"; then running+="${running:+, }$p pid $(cat "$STACK/$p.pid")"; fi
+	done
+	if [[ -n $running ]]; then
+		echo "stack.sh: already up ($running): stopping them to restart on the new build; the servers and their data stay"
+		stop_parts
+	fi
+	# SECKILL_STACK_SKIP_PORT_CHECK=1 (for tests) leaves the taken port to
+	# the readiness check below, which must catch it as well.
+	if [[ ${SECKILL_STACK_SKIP_PORT_CHECK:-} != 1 ]]; then
+		check_free edge SECKILL_PUBLIC_LISTEN "$PUBLIC"
+		check_free edge SECKILL_ADMIN_LISTEN "$ADMIN"
+		check_free backend SECKILL_BACKEND_LISTEN "$LISTEN"
+		check_free worker SECKILL_WORKER_METRICS_LISTEN "$METRICS"
+	fi
 	if [[ ! -f $STACK/servers/env ]]; then
 		mkdir -p "$STACK/servers"
 		chmod 755 "$STACK/servers"
@@ -95,33 +194,41 @@ export SECKILL_ADMIN_TOKEN=$token
 export SECKILL_SESSION_SECRET=$secret
 export SECKILL_LIMITS=$ROOT/configs/limits.yaml
 ENV
-	start_proc backend backend --config "$ROOT/configs/backend.yaml" --listen "$LISTEN"
+	start_proc backend backend --config "$ROOT/configs/backend.yaml" --listen "$LISTEN" --instance-file "$STACK/backend.instance"
 	start_proc worker worker --config "$ROOT/configs/worker.yaml"
-	wait_ready backend "http://$LISTEN/readyz"
-	start_proc edge edge --config "$ROOT/configs/edge.yaml"
-	wait_ready edge "http://$ADMIN/readyz"
+	wait_ready backend "http://$LISTEN/readyz" "$LISTEN"
+	start_proc edge edge --config "$ROOT/configs/edge.yaml" --instance-file "$STACK/edge.instance"
+	wait_ready edge "http://$ADMIN/readyz" "$PUBLIC" "$ADMIN"
+	if ! alive "$STACK/worker.pid"; then
+		tail -20 "$STACK/worker.log" >&2
+		fail "worker exited (log: $STACK/worker.log)"
+	fi
 	status
 }
 
-wait_ready() { # name url
-	for _ in $(seq 1 150); do
-		curl -fsS "$2" >/dev/null 2>&1 && return 0
-		alive "$STACK/$1.pid" || { tail -20 "$STACK/$1.log" >&2; die "$1 exited"; }
-		sleep 0.1
-	done
-	tail -20 "$STACK/$1.log" >&2
-	die "$1 did not become ready"
-}
-
 down() {
-	stop_proc edge
-	stop_proc backend
-	stop_proc worker
+	stop_parts
 	if [[ -f $STACK/servers/env ]]; then
 		"$SERVICES" stop "$STACK/servers"
-		rm -rf "$STACK/servers"
 	fi
-	echo "stack.sh: stopped"
+	if [[ ${1:-} == quiet ]]; then
+		return
+	elif [[ -d $STACK/servers ]]; then
+		echo "stack.sh: stopped; the data is kept in $STACK/servers (\`make clean\` deletes it)"
+	else
+		echo "stack.sh: stopped"
+	fi
+}
+
+clean() {
+	down quiet
+	[[ -d $STACK ]] || { echo "stack.sh: nothing to delete ($STACK does not exist)"; return; }
+	local real
+	real=$(cd "$STACK" && pwd -P)
+	[[ $real != / && $real != "$(cd "$ROOT" && pwd -P)" && $real != "$(cd ~ && pwd -P)" ]] ||
+		die "refusing to delete $real"
+	rm -rf "$real"
+	echo "stack.sh: deleted $real: all server data (Redis, PostgreSQL with every order, RabbitMQ, ZooKeeper), the logs and the settings (admin token, session secret)"
 }
 
 # pids prints the pid of every process up started (parts and servers).
@@ -131,7 +238,7 @@ pids() {
 }
 
 status() {
-	for p in edge backend worker; do
+	for p in "${PARTS[@]}"; do
 		if alive "$STACK/$p.pid"; then echo "$p: running (pid $(cat "$STACK/$p.pid"), log $STACK/$p.log)"; else echo "$p: stopped"; fi
 	done
 	[[ -f $STACK/env ]] && { echo "settings ($STACK/env):"; sed -e 's/^export /  /' -e 's/\(SESSION_SECRET=\).*/\1****/' "$STACK/env"; }
@@ -143,15 +250,20 @@ status() {
 case "${1:-}" in
 up) up ;;
 down) down ;;
+clean) clean ;;
 status) status ;;
 pids) pids ;;
 run)
-	trap 'echo; down' EXIT
+	TAIL=""
+	# The tail runs in the background, where a non-interactive shell
+	# ignores SIGINT for it: kill it ourselves, then stop the stack.
+	trap 'echo; [[ -z $TAIL ]] || kill "$TAIL" 2>/dev/null || true; down' EXIT
 	trap 'exit 0' INT TERM
 	up
 	echo "stack.sh: following the logs; Ctrl-C stops everything"
 	tail -n +1 -F "$STACK/edge.log" "$STACK/backend.log" "$STACK/worker.log" &
-	wait $!
+	TAIL=$!
+	wait "$TAIL"
 	;;
-*) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

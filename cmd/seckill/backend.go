@@ -28,6 +28,7 @@ func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		c         common
 		listen    string
 		addrFile  string
+		instFile  string
 		token     string
 		relay     bool
 		ro        relayOptions
@@ -111,9 +112,14 @@ relay stops after its outstanding confirms.`,
 			}
 			addr := ln.Addr().String()
 			if err := writeAddrFile(addrFile, addr); err != nil {
+				ln.Close()
 				return err
 			}
-			log.Info("listening", "addr", addr)
+			if err := writeAddrFile(instFile, h.Instance()); err != nil {
+				ln.Close()
+				return err
+			}
+			log.Info("listening", "addr", addr, "instance", h.Instance())
 			srv := httpapi.NewServer(h)
 
 			var wg sync.WaitGroup
@@ -195,6 +201,7 @@ relay stops after its outstanding confirms.`,
 	c.register(fs, getenv, "redis", "amqp", "pg")
 	envFlag(fs, getenv, &listen, "listen", "SECKILL_BACKEND_LISTEN", "127.0.0.1:8090", "address of the backend API")
 	envFlag(fs, getenv, &addrFile, "addr-file", "SECKILL_BACKEND_ADDR_FILE", "", "write the address actually listened on to this file (for --listen with port 0)")
+	envFlag(fs, getenv, &instFile, "instance-file", "SECKILL_BACKEND_INSTANCE_FILE", "", "write this process's instance (the one /healthz names) to this file once listening")
 	envFlag(fs, getenv, &token, "admin-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token required on /v1/admin/* (none when empty)")
 	envBool(fs, getenv, &relay, "relay", "SECKILL_RELAY", true, "run the outbox relay in this process")
 	ro.register(fs, getenv, "relay-claim-idle")

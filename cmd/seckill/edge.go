@@ -31,23 +31,23 @@ import (
 
 func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
 	var (
-		c                                   common
-		publicListen, adminListen, addrFile string
-		backendURL, backendToken            string
-		adminToken, sessionSecret           string
-		limitsFile, trusted                 string
-		difficulty, underLoad, maxInFlight  int
-		breakerFailures                     int
-		breakerOpen                         time.Duration
-		sessionTTL, challengeTTL, pathTTL   time.Duration
-		catalogTTL, drainWait               time.Duration
-		secureCookie                        bool
-		zkAddr, zkRoot, edgeID, configCache string
-		backendsCache                       string
-		backendsFromZK                      bool
-		maxKeys                             int
-		sweep                               time.Duration
-		clockOffset                         time.Duration
+		c                                                 common
+		publicListen, adminListen, addrFile, instanceFile string
+		backendURL, backendToken                          string
+		adminToken, sessionSecret                         string
+		limitsFile, trusted                               string
+		difficulty, underLoad, maxInFlight                int
+		breakerFailures                                   int
+		breakerOpen                                       time.Duration
+		sessionTTL, challengeTTL, pathTTL                 time.Duration
+		catalogTTL, drainWait                             time.Duration
+		secureCookie                                      bool
+		zkAddr, zkRoot, edgeID, configCache               string
+		backendsCache                                     string
+		backendsFromZK                                    bool
+		maxKeys                                           int
+		sweep                                             time.Duration
+		clockOffset                                       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -168,7 +168,7 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 					}
 				}()
 			}
-			return serveEdge(ctx, e, publicListen, adminListen, addrFile, drainWait, log)
+			return serveEdge(ctx, e, publicListen, adminListen, addrFile, instanceFile, drainWait, log)
 		},
 	}
 	fs := cmd.Flags()
@@ -176,6 +176,7 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envFlag(fs, getenv, &publicListen, "public-listen", "SECKILL_PUBLIC_LISTEN", "127.0.0.1:8080", "address of the public API and storefront")
 	envFlag(fs, getenv, &adminListen, "admin-listen", "SECKILL_ADMIN_LISTEN", "127.0.0.1:8081", "address of the admin API, /metrics, /healthz, /readyz")
 	envFlag(fs, getenv, &addrFile, "addr-file", "SECKILL_EDGE_ADDR_FILE", "", "write 'public=ADDR admin=ADDR' to this file once listening (for port 0)")
+	envFlag(fs, getenv, &instanceFile, "instance-file", "SECKILL_EDGE_INSTANCE_FILE", "", "write this process's instance (the one /healthz names) to this file once listening")
 	envFlag(fs, getenv, &backendURL, "backend-url", "SECKILL_BACKEND_URL", "http://127.0.0.1:8090", "base URL(s) of the backend API, comma-separated (with --zk: also used until ZooKeeper answers, when set)")
 	envFlag(fs, getenv, &zkAddr, "zk", "SECKILL_ZK", "", "ZooKeeper servers (comma-separated): find the backends there instead of --backend-url")
 	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "root of seckill's nodes in ZooKeeper")
@@ -212,7 +213,7 @@ type infoWarner interface {
 	Warn(string, ...any)
 }
 
-func serveEdge(ctx context.Context, e *edge.Edge, publicAddr, adminAddr, addrFile string, drainWait time.Duration, log infoWarner) error {
+func serveEdge(ctx context.Context, e *edge.Edge, publicAddr, adminAddr, addrFile, instanceFile string, drainWait time.Duration, log infoWarner) error {
 	pl, err := net.Listen("tcp", publicAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", publicAddr, err)
@@ -223,9 +224,16 @@ func serveEdge(ctx context.Context, e *edge.Edge, publicAddr, adminAddr, addrFil
 		return fmt.Errorf("listening on %s: %w", adminAddr, err)
 	}
 	if err := writeAddrFile(addrFile, "public="+pl.Addr().String()+" admin="+al.Addr().String()); err != nil {
+		pl.Close()
+		al.Close()
 		return err
 	}
-	log.Info("listening", "public", "http://"+pl.Addr().String()+"/", "admin", "http://"+al.Addr().String()+"/admin/")
+	if err := writeAddrFile(instanceFile, e.Instance()); err != nil {
+		pl.Close()
+		al.Close()
+		return err
+	}
+	log.Info("listening", "public", "http://"+pl.Addr().String()+"/", "admin", "http://"+al.Addr().String()+"/admin/", "instance", e.Instance())
 	return serveOnDrain(ctx, e, pl, al, drainWait, log)
 }
 
