@@ -113,6 +113,57 @@ func (p *Paths) Check(ctx context.Context, userID, itemID int64, path string) er
 	return nil
 }
 
+func (p *Paths) attemptKey(userID, itemID int64) string {
+	return p.key(userID, itemID) + ":attempt"
+}
+
+// checkAttemptScript is Check for a purchase, in one round trip: when the
+// path is the live one it also records that a purchase was attempted with
+// it (a second key, same hash slot, expiring with the path). Safe to retry:
+// a second run sets the same value.
+//
+// KEYS: path, attempt mark; ARGV: path
+var checkAttemptScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl) end
+return 1`)
+
+// CheckAttempt is Check for a buy: it also marks the path as used by a
+// purchase attempt, so that after the item sells out a retry of that
+// attempt (whose answer was lost: the reservation may have run) still
+// reaches the backend (Attempted).
+func (p *Paths) CheckAttempt(ctx context.Context, userID, itemID int64, path string) error {
+	bad := seckill.Errorf(seckill.EBadPath, "this purchase path is not yours, not for this item, used or expired")
+	if len(path) != 32 {
+		return bad
+	}
+	ok, err := checkAttemptScript.Run(ctx, p.rdb, []string{p.key(userID, itemID), p.attemptKey(userID, itemID)}, path).Int()
+	if err != nil {
+		return pathsUnavailable(fmt.Errorf("reading path: %w", err))
+	}
+	if ok != 1 {
+		return bad
+	}
+	return nil
+}
+
+// Attempted reports whether path is still the live path of user and item
+// and a purchase was attempted with it (CheckAttempt) without a final
+// answer (the final answer consumes the path).
+func (p *Paths) Attempted(ctx context.Context, userID, itemID int64, path string) (bool, error) {
+	if len(path) != 32 {
+		return false, nil
+	}
+	v, err := p.rdb.MGet(ctx, p.key(userID, itemID), p.attemptKey(userID, itemID)).Result()
+	if err != nil {
+		return false, pathsUnavailable(fmt.Errorf("reading path: %w", err))
+	}
+	live, _ := v[0].(string)
+	mark, _ := v[1].(string)
+	return live != "" && subtle.ConstantTimeCompare([]byte(live), []byte(path)) == 1 && mark == live, nil
+}
+
 // consumeScript deletes the path only if it is still the live one (a newer
 // path issued meanwhile stays). Its reply (1 deleted, 0 not) is not used: a
 // retry after a lost reply answers 0 where the first run answered 1, and

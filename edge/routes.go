@@ -372,31 +372,30 @@ func (e *Edge) buy(c echo.Context) error {
 	if err != nil {
 		return e.reject(unavailable(err)) // no copy of the catalogue yet: 503, never 500
 	}
-	soldOut := it.State == "sold_out"
-	if !soldOut {
+	if it.State == "sold_out" {
+		// Sold out: 410 from the marker, unless this path's earlier
+		// purchase attempt got no final answer (a 503 or a timeout: the
+		// reservation may have run in Redis, its reply lost). Such a retry
+		// goes to the backend, which answers a repeated request id with its
+		// first answer (202, the same order ref) or 410. Answering 410 here
+		// would tell a buyer who holds a unit that they have none (the
+		// fault matrix's redis-kill row found it). A path never used for a
+		// buy is not forwarded, so the crowd holding paths at the sell-out
+		// costs one Redis read each and no backend call.
+		attempted, err := e.paths.Attempted(ctx, ses.UserID, id, p)
+		if err != nil || !attempted || !def.PathBinding {
+			return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
+		}
+	} else {
 		if _, err := e.liveItem(ctx, id); err != nil {
 			return err
 		}
-	}
-	if err := e.paths.Check(ctx, ses.UserID, id, p); err != nil {
-		if def.PathBinding || e.paths.CheckShared(ctx, id, p) != nil {
-			if soldOut {
-				return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
+		if err := e.paths.CheckAttempt(ctx, ses.UserID, id, p); err != nil {
+			if def.PathBinding || e.paths.CheckShared(ctx, id, p) != nil {
+				return e.reject(err)
 			}
-			return e.reject(err)
 		}
 	}
-	// Sold out, but the path is still valid: it was issued before the last
-	// unit went, and either was never used or its attempt got no final
-	// answer (a 503 or a timeout after the reservation may already have run
-	// in Redis). The backend answers it: a retry of an attempt that took a
-	// unit gets that unit back (202, the same order ref), anything else 410.
-	// Answering 410 here would tell a buyer who holds a unit that they have
-	// none (the fault matrix's redis-kill row found it). Paths are issued
-	// only while the sale is live and are consumed by their final answer,
-	// so this costs one Redis GET per outstanding path, not per request of
-	// a flood: a request without a valid path still gets 410 from memory
-	// after that GET.
 	consume := func() {
 		if def.SingleUse {
 			// Not cancelled with the request: a client hanging up right
