@@ -1,0 +1,63 @@
+package stock
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"seckill"
+)
+
+// unavailable classifies err where it is made: a failure of Redis itself
+// (down, unreachable, stalled past the command budget, loading its data,
+// busy, refusing writes) becomes seckill.Unavailable, code
+// dependency_unavailable (503 with Retry-After), still wrapping err. Any
+// other error (an unexpected error reply such as WRONGTYPE, a reply of the
+// wrong shape: a bug) is returned as it is, and stays a 500. A nil err
+// stays nil.
+func unavailable(err error) error {
+	if err == nil || !isUnavailable(err) {
+		return err
+	}
+	return seckill.Unavailable(err, "redis is unavailable; retry shortly")
+}
+
+// isUnavailable reports whether err says Redis could not serve the command
+// now, rather than that the command was wrong. It is the one classifier of
+// Redis failures: the Guard uses it for reservations too.
+func isUnavailable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		// The caller went away: not Redis's fault.
+		return false
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		return unavailableReply(rerr)
+	}
+	var ne net.Error
+	return errors.As(err, &ne) ||
+		errors.Is(err, context.DeadlineExceeded) || // the command budget (redisconf) ran out
+		errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, redis.ErrPoolTimeout) ||
+		errors.Is(err, redis.ErrPoolExhausted) ||
+		errors.Is(err, redis.ErrClosed)
+}
+
+// unavailableReply tells error replies of a Redis that cannot serve now
+// (loading its data after a restart, a script busy, no AOF write, a replica,
+// out of memory, out of client slots) from the errors of a bug.
+func unavailableReply(err redis.Error) bool {
+	msg := err.Error()
+	for _, p := range []string{"LOADING", "BUSY ", "MISCONF", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "OOM", "ERR max number of clients reached"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
