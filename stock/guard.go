@@ -169,7 +169,7 @@ func (g *Guard) failed(err error) error {
 		return err
 	}
 	g.Kick()
-	return fmt.Errorf("%w (%v)", seckill.Errorf(seckill.EUnavailable, "redis is unavailable; retry shortly"), err)
+	return reservationUnavailable(err)
 }
 
 func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }

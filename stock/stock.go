@@ -121,8 +121,11 @@ func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, or
 		}
 	} else {
 		res, err = reserveScript.Run(ctx, s.rdb, keys, userID, requestID, orderRef, itemID).StringSlice()
+		if err != nil && isUnavailable(err) {
+			err = reservationUnavailable(err)
+		}
 		if err != nil {
-			return Reservation{}, fmt.Errorf("reserving item %d: %w", itemID, unavailable(err))
+			return Reservation{}, fmt.Errorf("reserving item %d: %w", itemID, err)
 		}
 	}
 	if len(res) != 3 {

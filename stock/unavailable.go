@@ -3,6 +3,7 @@ package stock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -24,6 +25,16 @@ func unavailable(err error) error {
 		return err
 	}
 	return seckill.Unavailable(err, "redis is unavailable; retry shortly")
+}
+
+// reservationUnavailable is what a reservation answers when Redis failed
+// (isUnavailable), guarded or not: backend_unavailable, the code
+// POST /v1/reservations has always used for it (docs/BACKEND_API.md). The
+// cause is shown in the text but not wrapped, as before: a caller in the
+// same process (seckill dev) must not read a Redis timeout as its own
+// call's deadline.
+func reservationUnavailable(err error) error {
+	return fmt.Errorf("%w (%v)", seckill.Errorf(seckill.EUnavailable, "redis is unavailable; retry shortly"), err)
 }
 
 // isUnavailable reports whether err says Redis could not serve the command
