@@ -44,6 +44,7 @@ func TestGuardFailedMapsErrors(t *testing.T) {
 		{context.DeadlineExceeded, seckill.EUnavailable, false},
 		{redis.ErrPoolTimeout, seckill.EUnavailable, false},
 		{redis.ErrClosed, seckill.EUnavailable, false},
+		{errors.New("redis: connection not available"), seckill.EUnavailable, false},
 		{errors.New("redis: can't parse reply"), seckill.EInternal, false},
 		{replyErr("BUSYGROUP Consumer Group name already exists"), seckill.EInternal, false},
 		{replyErr("WRONGTYPE Operation against a key holding the wrong kind of value"), seckill.EInternal, false},

@@ -50,14 +50,26 @@ func isUnavailable(err error) bool {
 		return unavailableReply(rerr)
 	}
 	var ne net.Error
-	return errors.As(err, &ne) ||
+	if errors.As(err, &ne) ||
 		errors.Is(err, context.DeadlineExceeded) || // the command budget (redisconf) ran out
 		errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, redis.ErrPoolTimeout) ||
 		errors.Is(err, redis.ErrPoolExhausted) ||
-		errors.Is(err, redis.ErrClosed)
+		errors.Is(err, redis.ErrClosed) {
+		return true
+	}
+	// Connection-layer errors go-redis does not export (its pool's
+	// "redis: connection not available", "redis: timed out trying to mark
+	// connection as unusable", a transport already closed).
+	msg := err.Error()
+	for _, m := range []string{"redis: connection ", "redis: timed out", "use of closed network connection", "unexpected read from socket"} {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // unavailableReply tells error replies of a Redis that cannot serve now
