@@ -82,8 +82,8 @@ func newOutageEnv(t *testing.T) *outageEnv {
 }
 
 // TestDependencyOutageIsNever500: every route of the backend's API, with
-// PostgreSQL down, Redis down and Redis stalled (the server gets requests
-// and never answers), answers what docs/BACKEND_API.md says: what it can
+// PostgreSQL down, stalled (it gets queries and never answers) or refusing
+// the database, and Redis down or stalled, answers what docs/BACKEND_API.md says: what it can
 // serve without the store that is away, else 503 with a code and
 // Retry-After; never 500, and within 10 s. No item list was read before
 // the outage, so GET /v1/items has no last list to fall back on.
@@ -126,6 +126,17 @@ func TestDependencyOutageIsNever500(t *testing.T) {
 				e.pg.Refuse(true)
 				e.pg.CutAll()
 			},
+			want: map[string]want{
+				"reserve": ok(202), "items": backend, "item": backend, "status": ok(200),
+				"status of an item redis lacks": backend, "create item": dep, "stats": dep,
+				"register": dep, "login": dep, "ensure users": dep,
+			},
+		},
+		{
+			// The server gets every query and never answers (as a
+			// SIGSTOPped PostgreSQL): each call ends at DBTimeout.
+			name:  "postgres stalled",
+			fault: func(t *testing.T, e *outageEnv) { e.pg.DropReplies(true) },
 			want: map[string]want{
 				"reserve": ok(202), "items": backend, "item": backend, "status": ok(200),
 				"status of an item redis lacks": backend, "create item": dep, "stats": dep,

@@ -71,13 +71,19 @@ func (s *Service) RedisGuardStatus() *stock.GuardStatus {
 }
 
 // New returns a Service. When db also stores users (package postgres
-// does), the user endpoints work too.
+// does), the user endpoints work too. Every call to db is bounded by
+// DBTimeout.
 func New(db Catalog, st Stock, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.Default()
 	}
-	users, _ := db.(Users)
-	return &Service{db: db, users: users, st: st, log: log, now: time.Now}
+	b := bounded{db: db, d: DBTimeout}
+	var users Users
+	if u, ok := db.(Users); ok {
+		b.users = u
+		users = b
+	}
+	return &Service{db: b, users: users, st: st, log: log, now: time.Now}
 }
 
 // Challenge kinds an item may ask for.
