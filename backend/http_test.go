@@ -41,6 +41,10 @@ func newEnv(t *testing.T) *env {
 	return &env{srv: srv, db: db, st: st, svc: svc}
 }
 
+// testClient gives up on an answer after 30 s: a request the backend holds
+// (a store that stalls) fails the test instead of hanging it.
+var testClient = &http.Client{Timeout: 30 * time.Second}
+
 func (e *env) do(t *testing.T, method, path, body string, admin bool) (int, map[string]any, http.Header) {
 	t.Helper()
 	req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
@@ -48,7 +52,7 @@ func (e *env) do(t *testing.T, method, path, body string, admin bool) (int, map[
 	if admin {
 		req.Header.Set("Authorization", "Bearer adm")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

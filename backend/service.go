@@ -71,13 +71,19 @@ func (s *Service) RedisGuardStatus() *stock.GuardStatus {
 }
 
 // New returns a Service. When db also stores users (package postgres
-// does), the user endpoints work too.
+// does), the user endpoints work too. Every call to db is bounded by
+// DBTimeout.
 func New(db Catalog, st Stock, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.Default()
 	}
-	users, _ := db.(Users)
-	return &Service{db: db, users: users, st: st, log: log, now: time.Now}
+	b := bounded{db: db, d: DBTimeout}
+	var users Users
+	if u, ok := db.(Users); ok {
+		b.users = u
+		users = b
+	}
+	return &Service{db: b, users: users, st: st, log: log, now: time.Now}
 }
 
 // Challenge kinds an item may ask for.
@@ -277,13 +283,15 @@ func (s *Service) Status(ctx context.Context, itemID, userID int64) (OrderState,
 	return OrderState{Status: seckill.StatusNone}, nil
 }
 
-// storeError passes business answers (unknown item) through and turns a
-// store's failure into 503 backend_unavailable with Retry-After.
+// storeError passes business answers and bugs through, and turns an
+// outage of a store (code dependency_unavailable, classified where the
+// error is made: packages postgres and stock) into 503 backend_unavailable
+// with Retry-After, the code these routes have always answered.
 func storeError(err error, store string) error {
-	if code := seckill.ErrorCode(err); code != seckill.EInternal {
+	if seckill.ErrorCode(err) != seckill.EDependency {
 		return err
 	}
-	return &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "%s is unavailable; retry shortly", store), After: time.Second}
+	return &httpapi.RetryError{Err: fmt.Errorf("%w (%w)", seckill.Errorf(seckill.EUnavailable, "%s is unavailable; retry shortly", store), err), After: time.Second}
 }
 
 // ItemView is an item as shoppers see it.
@@ -296,7 +304,7 @@ type ItemView struct {
 // Item returns one item with its live stock.
 func (s *Service) Item(ctx context.Context, id int64) (ItemView, error) {
 	it, err := s.db.Item(ctx, id)
-	if err != nil && seckill.ErrorCode(err) == seckill.EInternal {
+	if err != nil && seckill.ErrorCode(err) == seckill.EDependency {
 		// PostgreSQL away: the last list read knows the item, if anybody does.
 		items, _ := s.cat.lastItems()
 		for _, c := range items {

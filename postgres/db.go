@@ -75,7 +75,7 @@ func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 // Ping checks that the database answers; readiness probes use it.
 func (db *DB) Ping(ctx context.Context) error {
 	if err := db.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("pinging database: %w", err)
+		return fmt.Errorf("pinging database: %w", unavailable(err))
 	}
 	return nil
 }

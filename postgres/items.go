@@ -29,7 +29,7 @@ func (db *DB) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, er
 		RETURNING `+itemColumns,
 		it.Name, it.PriceCents, it.Stock, it.StartsAt, it.EndsAt, it.Challenge))
 	if err != nil {
-		return seckill.Item{}, fmt.Errorf("creating item: %w", invalidData(err))
+		return seckill.Item{}, fmt.Errorf("creating item: %w", unavailable(invalidData(err)))
 	}
 	return stored, nil
 }
@@ -42,7 +42,7 @@ func (db *DB) Item(ctx context.Context, id int64) (seckill.Item, error) {
 		return seckill.Item{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
 	}
 	if err != nil {
-		return seckill.Item{}, fmt.Errorf("reading item: %w", err)
+		return seckill.Item{}, fmt.Errorf("reading item: %w", unavailable(err))
 	}
 	return it, nil
 }
@@ -51,11 +51,11 @@ func (db *DB) Item(ctx context.Context, id int64) (seckill.Item, error) {
 func (db *DB) Items(ctx context.Context) ([]seckill.Item, error) {
 	rows, err := db.pool.Query(ctx, "SELECT "+itemColumns+" FROM items ORDER BY starts_at, id")
 	if err != nil {
-		return nil, fmt.Errorf("listing items: %w", err)
+		return nil, fmt.Errorf("listing items: %w", unavailable(err))
 	}
 	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (seckill.Item, error) { return scanItem(r) })
 	if err != nil {
-		return nil, fmt.Errorf("listing items: %w", err)
+		return nil, fmt.Errorf("listing items: %w", unavailable(err))
 	}
 	return items, nil
 }

@@ -55,7 +55,7 @@ func (db *DB) InsertOrders(ctx context.Context, msgs []seckill.OrderMessage) (in
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("inserting orders: %w", invalidData(err))
+		return 0, fmt.Errorf("inserting orders: %w", unavailable(invalidData(err)))
 	}
 	return inserted, nil
 }
@@ -69,7 +69,7 @@ func (db *DB) InsertOrder(ctx context.Context, m seckill.OrderMessage) (inserted
 		VALUES ($1, $2, $3, $4)
 		ON CONFLICT DO NOTHING`, m.OrderRef, m.UserID, m.ItemID, m.ReservedAt)
 	if err != nil {
-		return false, fmt.Errorf("inserting order: %w", invalidData(err))
+		return false, fmt.Errorf("inserting order: %w", unavailable(invalidData(err)))
 	}
 	return tag.RowsAffected() == 1, nil
 }
@@ -86,7 +86,7 @@ func (db *DB) OrderFor(ctx context.Context, userID, itemID int64) (seckill.Order
 		return seckill.Order{}, seckill.Errorf(seckill.ENotFound, "no order of user %d for item %d", userID, itemID)
 	}
 	if err != nil {
-		return seckill.Order{}, fmt.Errorf("reading order: %w", err)
+		return seckill.Order{}, fmt.Errorf("reading order: %w", unavailable(err))
 	}
 	return o, nil
 }
@@ -95,7 +95,7 @@ func (db *DB) OrderFor(ctx context.Context, userID, itemID int64) (seckill.Order
 func (db *DB) CountOrders(ctx context.Context, itemID int64) (int64, error) {
 	var n int64
 	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM orders WHERE item_id = $1", itemID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("counting orders: %w", err)
+		return 0, fmt.Errorf("counting orders: %w", unavailable(err))
 	}
 	return n, nil
 }
@@ -105,7 +105,7 @@ func (db *DB) CountOrders(ctx context.Context, itemID int64) (int64, error) {
 func (db *DB) OrderRefs(ctx context.Context, itemID int64) (map[int64]string, error) {
 	rows, err := db.pool.Query(ctx, "SELECT user_id, order_ref FROM orders WHERE item_id = $1", itemID)
 	if err != nil {
-		return nil, fmt.Errorf("listing order refs: %w", err)
+		return nil, fmt.Errorf("listing order refs: %w", unavailable(err))
 	}
 	refs := make(map[int64]string)
 	var (
@@ -116,7 +116,7 @@ func (db *DB) OrderRefs(ctx context.Context, itemID int64) (map[int64]string, er
 		refs[user] = ref
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("listing order refs: %w", err)
+		return nil, fmt.Errorf("listing order refs: %w", unavailable(err))
 	}
 	return refs, nil
 }
@@ -131,7 +131,7 @@ func (db *DB) DuplicateOrders(ctx context.Context) (int64, error) {
 			SELECT 1 FROM orders GROUP BY user_id, item_id HAVING count(*) > 1
 		) AS d`).Scan(&n)
 	if err != nil {
-		return 0, fmt.Errorf("counting duplicate orders: %w", err)
+		return 0, fmt.Errorf("counting duplicate orders: %w", unavailable(err))
 	}
 	return n, nil
 }
@@ -146,7 +146,7 @@ func (db *DB) RecordFailed(ctx context.Context, m seckill.OrderMessage, reason s
 		VALUES ($1, $2, $3, $4)
 		ON CONFLICT (order_ref) DO NOTHING`, m.OrderRef, m.UserID, m.ItemID, reason)
 	if err != nil {
-		return fmt.Errorf("recording failed order: %w", err)
+		return fmt.Errorf("recording failed order: %w", unavailable(err))
 	}
 	return nil
 }
@@ -163,7 +163,7 @@ func (db *DB) FailedFor(ctx context.Context, userID, itemID int64) (orderRef str
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("reading failed order: %w", err)
+		return "", false, fmt.Errorf("reading failed order: %w", unavailable(err))
 	}
 	return orderRef, true, nil
 }
@@ -172,7 +172,7 @@ func (db *DB) FailedFor(ctx context.Context, userID, itemID int64) (orderRef str
 func (db *DB) CountFailed(ctx context.Context, itemID int64) (int64, error) {
 	var n int64
 	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM failed_orders WHERE item_id = $1", itemID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("counting failed orders: %w", err)
+		return 0, fmt.Errorf("counting failed orders: %w", unavailable(err))
 	}
 	return n, nil
 }

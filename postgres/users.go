@@ -32,7 +32,7 @@ func (db *DB) CreateUser(ctx context.Context, username, passwordHash string) (in
 		return 0, seckill.Errorf(seckill.EUsernameTaken, "username %q is taken", username)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("creating user: %w", err)
+		return 0, fmt.Errorf("creating user: %w", unavailable(err))
 	}
 	return id, nil
 }
@@ -48,7 +48,7 @@ func (db *DB) UserByName(ctx context.Context, username string) (User, error) {
 		return User{}, seckill.Errorf(seckill.ENotFound, "no user %q", username)
 	}
 	if err != nil {
-		return User{}, fmt.Errorf("reading user: %w", err)
+		return User{}, fmt.Errorf("reading user: %w", unavailable(err))
 	}
 	return u, nil
 }
@@ -70,12 +70,12 @@ func (db *DB) EnsureUsers(ctx context.Context, usernames []string) (map[string]i
 		INSERT INTO users (username)
 		SELECT DISTINCT name FROM unnest($1::text[]) AS name ORDER BY name
 		ON CONFLICT (username) DO NOTHING`, usernames); err != nil {
-		return nil, fmt.Errorf("creating users: %w", err)
+		return nil, fmt.Errorf("creating users: %w", unavailable(err))
 	}
 	rows, err := db.pool.Query(ctx,
 		"SELECT username, id FROM users WHERE username = ANY($1::text[])", usernames)
 	if err != nil {
-		return nil, fmt.Errorf("reading user ids: %w", err)
+		return nil, fmt.Errorf("reading user ids: %w", unavailable(err))
 	}
 	ids := make(map[string]int64, len(usernames))
 	var (
@@ -87,7 +87,7 @@ func (db *DB) EnsureUsers(ctx context.Context, usernames []string) (map[string]i
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading user ids: %w", err)
+		return nil, fmt.Errorf("reading user ids: %w", unavailable(err))
 	}
 	for _, n := range usernames {
 		if _, ok := ids[n]; !ok {

@@ -154,11 +154,11 @@ func (db *DB) Close() {
 // Ping checks that the database answers; readiness probes use it.
 func (db *DB) Ping(ctx context.Context) error {
 	if err := db.w.PingContext(ctx); err != nil {
-		return fmt.Errorf("pinging database: %w", err)
+		return fmt.Errorf("pinging database: %w", unavailable(err))
 	}
 	if db.r != db.w {
 		if err := db.r.PingContext(ctx); err != nil {
-			return fmt.Errorf("pinging database: %w", err)
+			return fmt.Errorf("pinging database: %w", unavailable(err))
 		}
 	}
 	return nil
@@ -212,13 +212,13 @@ func (db *DB) migrate(ctx context.Context) error {
 func (db *DB) writeTx(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return unavailable(err)
 	}
 	if err := f(tx); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	return unavailable(tx.Commit())
 }
 
 // micros is t as stored: microseconds since the Unix epoch, truncated as

@@ -41,7 +41,7 @@ func (db *DB) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, er
 		RETURNING `+itemColumns,
 		it.Name, it.PriceCents, it.Stock, micros(it.StartsAt), micros(it.EndsAt), it.Challenge, micros(time.Now())))
 	if err != nil {
-		return seckill.Item{}, fmt.Errorf("creating item: %w", invalidData(err))
+		return seckill.Item{}, fmt.Errorf("creating item: %w", unavailable(invalidData(err)))
 	}
 	return stored, nil
 }
@@ -54,7 +54,7 @@ func (db *DB) Item(ctx context.Context, id int64) (seckill.Item, error) {
 		return seckill.Item{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
 	}
 	if err != nil {
-		return seckill.Item{}, fmt.Errorf("reading item: %w", err)
+		return seckill.Item{}, fmt.Errorf("reading item: %w", unavailable(err))
 	}
 	return it, nil
 }
@@ -63,19 +63,19 @@ func (db *DB) Item(ctx context.Context, id int64) (seckill.Item, error) {
 func (db *DB) Items(ctx context.Context) ([]seckill.Item, error) {
 	rows, err := db.r.QueryContext(ctx, "SELECT "+itemColumns+" FROM items ORDER BY starts_at, id")
 	if err != nil {
-		return nil, fmt.Errorf("listing items: %w", err)
+		return nil, fmt.Errorf("listing items: %w", unavailable(err))
 	}
 	defer rows.Close()
 	items := []seckill.Item{}
 	for rows.Next() {
 		it, err := scanItem(rows)
 		if err != nil {
-			return nil, fmt.Errorf("listing items: %w", err)
+			return nil, fmt.Errorf("listing items: %w", unavailable(err))
 		}
 		items = append(items, it)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing items: %w", err)
+		return nil, fmt.Errorf("listing items: %w", unavailable(err))
 	}
 	return items, nil
 }

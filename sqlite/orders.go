@@ -84,7 +84,7 @@ func (db *DB) InsertOrders(ctx context.Context, msgs []seckill.OrderMessage) (in
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("inserting orders: %w", invalidData(err))
+		return 0, fmt.Errorf("inserting orders: %w", unavailable(invalidData(err)))
 	}
 	return inserted, nil
 }
@@ -98,11 +98,11 @@ func (db *DB) InsertOrder(ctx context.Context, m seckill.OrderMessage) (inserted
 	}
 	res, err := db.insertOrder.ExecContext(ctx, m.OrderRef, m.UserID, m.ItemID, micros(m.ReservedAt), micros(time.Now()))
 	if err != nil {
-		return false, fmt.Errorf("inserting order: %w", invalidData(err))
+		return false, fmt.Errorf("inserting order: %w", unavailable(invalidData(err)))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return false, fmt.Errorf("inserting order: %w", err)
+		return false, fmt.Errorf("inserting order: %w", unavailable(err))
 	}
 	return n == 1, nil
 }
@@ -122,7 +122,7 @@ func (db *DB) OrderFor(ctx context.Context, userID, itemID int64) (seckill.Order
 		return seckill.Order{}, seckill.Errorf(seckill.ENotFound, "no order of user %d for item %d", userID, itemID)
 	}
 	if err != nil {
-		return seckill.Order{}, fmt.Errorf("reading order: %w", err)
+		return seckill.Order{}, fmt.Errorf("reading order: %w", unavailable(err))
 	}
 	o.ReservedAt, o.CreatedAt = fromMicros(reserved), fromMicros(created)
 	return o, nil
@@ -132,7 +132,7 @@ func (db *DB) OrderFor(ctx context.Context, userID, itemID int64) (seckill.Order
 func (db *DB) CountOrders(ctx context.Context, itemID int64) (int64, error) {
 	var n int64
 	if err := db.r.QueryRowContext(ctx, "SELECT count(*) FROM orders WHERE item_id = ?", itemID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("counting orders: %w", err)
+		return 0, fmt.Errorf("counting orders: %w", unavailable(err))
 	}
 	return n, nil
 }
@@ -142,7 +142,7 @@ func (db *DB) CountOrders(ctx context.Context, itemID int64) (int64, error) {
 func (db *DB) OrderRefs(ctx context.Context, itemID int64) (map[int64]string, error) {
 	rows, err := db.r.QueryContext(ctx, "SELECT user_id, order_ref FROM orders WHERE item_id = ?", itemID)
 	if err != nil {
-		return nil, fmt.Errorf("listing order refs: %w", err)
+		return nil, fmt.Errorf("listing order refs: %w", unavailable(err))
 	}
 	defer rows.Close()
 	refs := make(map[int64]string)
@@ -152,12 +152,12 @@ func (db *DB) OrderRefs(ctx context.Context, itemID int64) (map[int64]string, er
 			ref  string
 		)
 		if err := rows.Scan(&user, &ref); err != nil {
-			return nil, fmt.Errorf("listing order refs: %w", err)
+			return nil, fmt.Errorf("listing order refs: %w", unavailable(err))
 		}
 		refs[user] = ref
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing order refs: %w", err)
+		return nil, fmt.Errorf("listing order refs: %w", unavailable(err))
 	}
 	return refs, nil
 }
@@ -172,7 +172,7 @@ func (db *DB) DuplicateOrders(ctx context.Context) (int64, error) {
 			SELECT 1 FROM orders GROUP BY user_id, item_id HAVING count(*) > 1
 		) AS d`).Scan(&n)
 	if err != nil {
-		return 0, fmt.Errorf("counting duplicate orders: %w", err)
+		return 0, fmt.Errorf("counting duplicate orders: %w", unavailable(err))
 	}
 	return n, nil
 }
@@ -190,7 +190,7 @@ func (db *DB) RecordFailed(ctx context.Context, m seckill.OrderMessage, reason s
 		VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (order_ref) DO NOTHING`, m.OrderRef, m.UserID, m.ItemID, reason, micros(time.Now()))
 	if err != nil {
-		return fmt.Errorf("recording failed order: %w", err)
+		return fmt.Errorf("recording failed order: %w", unavailable(err))
 	}
 	return nil
 }
@@ -207,7 +207,7 @@ func (db *DB) FailedFor(ctx context.Context, userID, itemID int64) (orderRef str
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("reading failed order: %w", err)
+		return "", false, fmt.Errorf("reading failed order: %w", unavailable(err))
 	}
 	return orderRef, true, nil
 }
@@ -216,7 +216,7 @@ func (db *DB) FailedFor(ctx context.Context, userID, itemID int64) (orderRef str
 func (db *DB) CountFailed(ctx context.Context, itemID int64) (int64, error) {
 	var n int64
 	if err := db.r.QueryRowContext(ctx, "SELECT count(*) FROM failed_orders WHERE item_id = ?", itemID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("counting failed orders: %w", err)
+		return 0, fmt.Errorf("counting failed orders: %w", unavailable(err))
 	}
 	return n, nil
 }

@@ -35,7 +35,7 @@ func (db *DB) CreateUser(ctx context.Context, username, passwordHash string) (in
 		return 0, seckill.Errorf(seckill.EUsernameTaken, "username %q is taken", username)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("creating user: %w", err)
+		return 0, fmt.Errorf("creating user: %w", unavailable(err))
 	}
 	return id, nil
 }
@@ -54,7 +54,7 @@ func (db *DB) UserByName(ctx context.Context, username string) (User, error) {
 		return User{}, seckill.Errorf(seckill.ENotFound, "no user %q", username)
 	}
 	if err != nil {
-		return User{}, fmt.Errorf("reading user: %w", err)
+		return User{}, fmt.Errorf("reading user: %w", unavailable(err))
 	}
 	u.CreatedAt = fromMicros(created)
 	return u, nil
@@ -100,12 +100,12 @@ func (db *DB) EnsureUsers(ctx context.Context, usernames []string) (map[string]i
 			INSERT INTO users (username, created_at)
 			SELECT value, ? FROM json_each(?) WHERE true
 			ON CONFLICT (username) DO NOTHING`, micros(time.Now()), string(list)); err != nil {
-			return fmt.Errorf("creating users: %w", err)
+			return fmt.Errorf("creating users: %w", unavailable(err))
 		}
 		rows, err := tx.QueryContext(ctx, `
 			SELECT u.username, u.id FROM json_each(?) AS j JOIN users AS u ON u.username = j.value`, string(list))
 		if err != nil {
-			return fmt.Errorf("reading user ids: %w", err)
+			return fmt.Errorf("reading user ids: %w", unavailable(err))
 		}
 		defer rows.Close()
 		for rows.Next() {
@@ -114,12 +114,12 @@ func (db *DB) EnsureUsers(ctx context.Context, usernames []string) (map[string]i
 				id   int64
 			)
 			if err := rows.Scan(&name, &id); err != nil {
-				return fmt.Errorf("reading user ids: %w", err)
+				return fmt.Errorf("reading user ids: %w", unavailable(err))
 			}
 			ids[name] = id
 		}
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("reading user ids: %w", err)
+			return fmt.Errorf("reading user ids: %w", unavailable(err))
 		}
 		if len(ids) != len(names) {
 			return fmt.Errorf("ensuring users: %d of %d names found after the insert", len(ids), len(names))

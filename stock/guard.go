@@ -156,35 +156,23 @@ func (g *Guard) Status() GuardStatus {
 }
 
 // failed turns the error of a guarded reservation into what the client
-// sees: NOSCRIPT freezes; a connection error asks for a check. Both answer
-// backend_unavailable; an error reply of Redis stays as it is.
+// sees: NOSCRIPT freezes; a failure of Redis (isUnavailable) asks for a
+// check. Both answer backend_unavailable; any other error (an unexpected
+// error reply, the caller's cancellation) stays as it is.
 func (g *Guard) failed(err error) error {
 	if isNoScript(err) {
 		g.freeze("NOSCRIPT: redis lost its scripts (restarted?)")
 		g.Kick()
 		return ErrFrozen
 	}
-	var rerr redis.Error
-	if errors.Is(err, context.Canceled) || (errors.As(err, &rerr) && !unavailableReply(err)) {
+	if !isUnavailable(err) {
 		return err
 	}
 	g.Kick()
-	return fmt.Errorf("%w (%v)", seckill.Errorf(seckill.EUnavailable, "redis is unavailable; retry shortly"), err)
+	return reservationUnavailable(err)
 }
 
 func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
-
-// unavailableReply tells error replies of a Redis that cannot serve now
-// (loading its data after a restart, a script busy, no AOF write, a replica,
-// out of memory) from the errors of a bug.
-func unavailableReply(err error) bool {
-	for _, p := range []string{"LOADING", "BUSY", "MISCONF", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "OOM"} {
-		if strings.HasPrefix(err.Error(), p) {
-			return true
-		}
-	}
-	return false
-}
 
 func (g *Guard) freeze(reason string) {
 	g.mu.Lock()

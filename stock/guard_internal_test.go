@@ -3,9 +3,15 @@ package stock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
+	"syscall"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 
 	"seckill"
 )
@@ -16,7 +22,8 @@ func (e replyErr) Error() string { return string(e) }
 func (replyErr) RedisError()     {}
 
 // TestGuardFailedMapsErrors: what a guarded reservation answers for each
-// kind of Redis failure. Only a bug (an unexpected error reply) is a 500.
+// kind of Redis failure. Only a bug (an unexpected error reply, an error
+// that is not a failure of Redis) is a 500.
 func TestGuardFailedMapsErrors(t *testing.T) {
 	g := NewGuard(New(nil, "t:"), GuardConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	g.frozen.Store(false)
@@ -30,8 +37,16 @@ func TestGuardFailedMapsErrors(t *testing.T) {
 		{replyErr("LOADING Redis is loading the dataset in memory"), seckill.EUnavailable, false},
 		{replyErr("MISCONF Errors writing to the AOF file"), seckill.EUnavailable, false},
 		{replyErr("BUSY Redis is busy running a script"), seckill.EUnavailable, false},
-		{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), seckill.EUnavailable, false},
+		{replyErr("ERR max number of clients reached"), seckill.EUnavailable, false},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, seckill.EUnavailable, false},
+		{fmt.Errorf("wrapped: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}), seckill.EUnavailable, false},
 		{io.EOF, seckill.EUnavailable, false},
+		{context.DeadlineExceeded, seckill.EUnavailable, false},
+		{redis.ErrPoolTimeout, seckill.EUnavailable, false},
+		{redis.ErrClosed, seckill.EUnavailable, false},
+		{errors.New("redis: connection not available"), seckill.EUnavailable, false},
+		{errors.New("redis: can't parse reply"), seckill.EInternal, false},
+		{replyErr("BUSYGROUP Consumer Group name already exists"), seckill.EInternal, false},
 		{replyErr("WRONGTYPE Operation against a key holding the wrong kind of value"), seckill.EInternal, false},
 		{context.Canceled, seckill.EInternal, false},
 	}
@@ -44,5 +59,23 @@ func TestGuardFailedMapsErrors(t *testing.T) {
 		if g.Frozen() != c.freeze {
 			t.Errorf("%v: frozen %v, want %v", c.err, g.Frozen(), c.freeze)
 		}
+	}
+}
+
+// TestUnavailableKeepsTheCause: a Redis failure outside reservations gets
+// code dependency_unavailable and still wraps its cause; anything else is
+// returned as it is.
+func TestUnavailableKeepsTheCause(t *testing.T) {
+	cause := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	err := fmt.Errorf("reading counters of item 1: %w", unavailable(cause))
+	if seckill.ErrorCode(err) != seckill.EDependency || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("%v: code %s", err, seckill.ErrorCode(err))
+	}
+	bug := replyErr("WRONGTYPE Operation against a key holding the wrong kind of value")
+	if got := unavailable(bug); got != error(bug) {
+		t.Fatalf("a bug became %v", got)
+	}
+	if unavailable(nil) != nil {
+		t.Fatal("nil became an error")
 	}
 }

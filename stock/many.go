@@ -32,7 +32,7 @@ func (s *Store) Lefts(ctx context.Context, itemIDs []int64) ([]Left, error) {
 		lefts[i] = pipe.Get(ctx, k.stock)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("reading the stock of %d items: %w", len(itemIDs), err)
+		return nil, fmt.Errorf("reading the stock of %d items: %w", len(itemIDs), unavailable(err))
 	}
 	out := make([]Left, len(itemIDs))
 	for i := range itemIDs {

@@ -212,7 +212,7 @@ func (a OutboxAges) Oldest() time.Duration { return max(a.OldestPending, a.Oldes
 func (s *Store) OutboxAges(ctx context.Context, itemID int64) (OutboxAges, error) {
 	pend, unread, now, err := s.oldestIDs(ctx, s.keys(itemID).outbox)
 	if err != nil {
-		return OutboxAges{}, fmt.Errorf("reading outbox ages of item %d: %w", itemID, err)
+		return OutboxAges{}, fmt.Errorf("reading outbox ages of item %d: %w", itemID, unavailable(err))
 	}
 	return OutboxAges{OldestPending: idAge(pend, now), OldestUnread: idAge(unread, now)}, nil
 }

@@ -71,7 +71,7 @@ func (s *Store) LoadItem(ctx context.Context, it seckill.Item, sold map[int64]st
 	k := s.keys(it.ID)
 	exists, err := s.rdb.Exists(ctx, k.stock).Result()
 	if err != nil {
-		return fmt.Errorf("loading item %d: %w", it.ID, err)
+		return fmt.Errorf("loading item %d: %w", it.ID, unavailable(err))
 	}
 	if exists == 0 && len(sold) > 0 {
 		pipe := s.rdb.Pipeline()
@@ -79,19 +79,19 @@ func (s *Store) LoadItem(ctx context.Context, it seckill.Item, sold map[int64]st
 			pipe.HSetNX(ctx, k.buyers, strconv.FormatInt(user, 10), ref+"|")
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("loading buyers of item %d: %w", it.ID, err)
+			return fmt.Errorf("loading buyers of item %d: %w", it.ID, unavailable(err))
 		}
 	}
 	if err := s.rdb.XGroupCreateMkStream(ctx, k.outbox, relayGroup, "0").Err(); err != nil && !isBusyGroup(err) {
-		return fmt.Errorf("creating outbox of item %d: %w", it.ID, err)
+		return fmt.Errorf("creating outbox of item %d: %w", it.ID, unavailable(err))
 	}
 	if err := s.rdb.SAdd(ctx, s.outboxesKey(), k.outbox).Err(); err != nil {
-		return fmt.Errorf("registering outbox of item %d: %w", it.ID, err)
+		return fmt.Errorf("registering outbox of item %d: %w", it.ID, unavailable(err))
 	}
 	err = loadScript.Run(ctx, s.rdb, []string{k.meta, k.stock, k.buyers},
 		it.Stock, it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli()).Err()
 	if err != nil {
-		return fmt.Errorf("loading item %d: %w", it.ID, err)
+		return fmt.Errorf("loading item %d: %w", it.ID, unavailable(err))
 	}
 	return nil
 }
@@ -121,6 +121,9 @@ func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, or
 		}
 	} else {
 		res, err = reserveScript.Run(ctx, s.rdb, keys, userID, requestID, orderRef, itemID).StringSlice()
+		if err != nil && isUnavailable(err) {
+			err = reservationUnavailable(err)
+		}
 		if err != nil {
 			return Reservation{}, fmt.Errorf("reserving item %d: %w", itemID, err)
 		}
@@ -138,7 +141,7 @@ func (s *Store) Release(ctx context.Context, itemID, userID int64, orderRef stri
 	k := s.keys(itemID)
 	n, err := releaseScript.Run(ctx, s.rdb, []string{k.meta, k.stock, k.buyers}, userID, orderRef).Int()
 	if err != nil {
-		return false, fmt.Errorf("releasing order %s: %w", orderRef, err)
+		return false, fmt.Errorf("releasing order %s: %w", orderRef, unavailable(err))
 	}
 	return n == 1, nil
 }
@@ -150,7 +153,7 @@ func (s *Store) Buyer(ctx context.Context, itemID, userID int64) (string, bool, 
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("reading buyer: %w", err)
+		return "", false, fmt.Errorf("reading buyer: %w", unavailable(err))
 	}
 	ref, _, _ := strings.Cut(v, "|")
 	return ref, true, nil
@@ -160,7 +163,7 @@ func (s *Store) Buyer(ctx context.Context, itemID, userID int64) (string, bool, 
 func (s *Store) Buyers(ctx context.Context, itemID int64) (map[int64]string, error) {
 	m, err := s.rdb.HGetAll(ctx, s.keys(itemID).buyers).Result()
 	if err != nil {
-		return nil, fmt.Errorf("reading buyers of item %d: %w", itemID, err)
+		return nil, fmt.Errorf("reading buyers of item %d: %w", itemID, unavailable(err))
 	}
 	out := make(map[int64]string, len(m))
 	for u, v := range m {
@@ -195,7 +198,7 @@ func (s *Store) Counters(ctx context.Context, itemID int64) (Counters, error) {
 	buyers := pipe.HLen(ctx, k.buyers)
 	outbox := pipe.XLen(ctx, k.outbox)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return Counters{}, fmt.Errorf("reading counters of item %d: %w", itemID, err)
+		return Counters{}, fmt.Errorf("reading counters of item %d: %w", itemID, unavailable(err))
 	}
 	var c Counters
 	vals := meta.Val()
@@ -221,7 +224,7 @@ func toInt(v any) int64 {
 func (s *Store) OutboxRefs(ctx context.Context, itemID int64) (map[string]bool, error) {
 	msgs, err := s.rdb.XRange(ctx, s.keys(itemID).outbox, "-", "+").Result()
 	if err != nil {
-		return nil, fmt.Errorf("reading outbox of item %d: %w", itemID, err)
+		return nil, fmt.Errorf("reading outbox of item %d: %w", itemID, unavailable(err))
 	}
 	out := make(map[string]bool, len(msgs))
 	for _, m := range msgs {
@@ -242,7 +245,7 @@ func (s *Store) Requeue(ctx context.Context, m seckill.OrderMessage) error {
 		"ref", m.OrderRef, "user", m.UserID, "item", m.ItemID, "req", m.RequestID,
 	}}).Err()
 	if err != nil {
-		return fmt.Errorf("requeueing order %s: %w", m.OrderRef, err)
+		return fmt.Errorf("requeueing order %s: %w", m.OrderRef, unavailable(err))
 	}
 	return nil
 }
