@@ -100,7 +100,10 @@ func TestVerify(t *testing.T) {
 						continue
 					}
 					wantFailed(t, err, a.fail)
-					if strings.Contains(err.Error(), r) && !strings.Contains(v, r) {
+					// The messages' own numbers ("up to 20 digits") are not a
+					// leak even when the answer happens to be one of them.
+					msg := strings.NewReplacer("up to 20 decimal digits", "").Replace(err.Error())
+					if strings.Contains(msg, r) && !strings.Contains(v, r) {
 						t.Fatalf("error %q leaks the answer %q", err, r)
 					}
 				}
