@@ -101,6 +101,17 @@ func (s *stack) strandVia(p *faultproxy.Proxy, consumer string, item int64, user
 		}
 		p.DropReplies(false)
 		s.t.Logf("attempt %d: no read reached Redis during the drop; trying again", i+1)
+		// Start the next attempt only once the relay reads normally again
+		// (its connections re-made): the missed order left the outbox.
+		for wait := time.Now().Add(10 * time.Second); time.Now().Before(wait); time.Sleep(20 * time.Millisecond) {
+			st, err := s.st.OutboxState(ctx, item)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			if len(st.Pending) == 0 && len(st.Unread) == 0 {
+				break
+			}
+		}
 	}
 	s.t.Fatalf("no order stranded under %s in %d attempts", consumer, len(users))
 	return "", 0
