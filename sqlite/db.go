@@ -111,10 +111,19 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	db.w.SetConnMaxIdleTime(0)
 
 	// The write connection first: it creates the file and turns WAL on
-	// before a read-only connection looks at it.
-	if err := db.w.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("pinging database: %w", err)
+	// before a read-only connection looks at it. Switching a fresh file to
+	// WAL can answer SQLITE_BUSY at once, without waiting busy_timeout,
+	// while another process opens the same file: try again for a while.
+	for deadline := time.Now().Add(BusyTimeout); ; {
+		err := db.w.PingContext(ctx)
+		if err == nil {
+			break
+		}
+		if c := sqliteCode(err); c < 0 || c&0xff != sqlite3lib.SQLITE_BUSY || time.Now().After(deadline) {
+			db.Close()
+			return nil, fmt.Errorf("pinging database: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
