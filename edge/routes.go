@@ -381,9 +381,14 @@ func (e *Edge) buy(c echo.Context) error {
 		// would tell a buyer who holds a unit that they have none (the
 		// fault matrix's redis-kill row found it). A path never used for a
 		// buy is not forwarded, so the crowd holding paths at the sell-out
-		// costs one Redis read each and no backend call.
+		// costs one Redis read each and no backend call. With the path
+		// binding or single-use defence switched off (teaching) a path is
+		// not one attempt's name, so nothing is forwarded.
+		if !def.PathBinding || !def.SingleUse {
+			return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
+		}
 		attempted, err := e.paths.Attempted(ctx, ses.UserID, id, p)
-		if err != nil || !attempted || !def.PathBinding {
+		if err != nil || !attempted {
 			return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
 		}
 	} else {
