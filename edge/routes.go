@@ -163,13 +163,18 @@ func (e *Edge) liveItem(ctx context.Context, id int64) (backend.ItemView, error)
 	if err != nil {
 		return it, e.reject(unavailable(err)) // no copy of the catalogue yet: 503, never 500
 	}
+	return it, e.checkLive(it)
+}
+
+// checkLive refuses an item whose sale is not open or is sold out.
+func (e *Edge) checkLive(it backend.ItemView) error {
 	switch it.State {
 	case "upcoming", "ended":
-		return it, e.reject(seckill.Errorf(seckill.ENotLive, "the sale is %s", it.State))
+		return e.reject(seckill.Errorf(seckill.ENotLive, "the sale is %s", it.State))
 	case "sold_out":
-		return it, e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
+		return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
 	}
-	return it, nil
+	return nil
 }
 
 type credentials struct {
@@ -392,7 +397,7 @@ func (e *Edge) buy(c echo.Context) error {
 			return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
 		}
 	} else {
-		if _, err := e.liveItem(ctx, id); err != nil {
+		if err := e.checkLive(it); err != nil {
 			return err
 		}
 		if err := e.paths.CheckAttempt(ctx, ses.UserID, id, p); err != nil {
