@@ -82,6 +82,11 @@ func WriteError(c echo.Context, log *slog.Logger, err error) error {
 		p.RetryAfter = secs
 		c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
 	}
+	var held *seckill.HeldError
+	if errors.As(err, &held) && held.OrderRef != "" {
+		// already_bought names the order the user holds.
+		c.Response().Header().Set("X-Order-Ref", held.OrderRef)
+	}
 	body, _ := json.Marshal(p)
 	if c.Request().Method == http.MethodHead {
 		return c.NoContent(status)
