@@ -120,7 +120,7 @@ func reserveCode(t *testing.T, s *stock.Store, item, user int64) string {
 	t.Helper()
 	r, err := s.Reserve(context.Background(), item, user, fmt.Sprint("q", user), fmt.Sprint("ref", user))
 	if err != nil {
-		return seckill.ErrorCode(err)
+		return string(seckill.ErrorCode(err))
 	}
 	return string(r.Outcome)
 }
@@ -146,14 +146,14 @@ func TestGuardNoscriptFence(t *testing.T) {
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if c := reserveCode(t, s, 1, 2); c != seckill.EUnavailable {
+	if c := reserveCode(t, s, 1, 2); c != string(seckill.EUnavailable) {
 		t.Fatalf("reservation after the script cache was emptied: %s, want %s", c, seckill.EUnavailable)
 	}
 	if !g.Frozen() {
 		t.Fatal("NOSCRIPT did not freeze the store")
 	}
 	// Frozen: refused without even asking Redis, and no EVAL loaded it.
-	if c := reserveCode(t, s, 1, 3); c != seckill.EUnavailable {
+	if c := reserveCode(t, s, 1, 3); c != string(seckill.EUnavailable) {
 		t.Fatalf("reservation while frozen: %s", c)
 	}
 	if ex, _ := rdb.ScriptExists(ctx, "0").Result(); len(ex) != 1 {
@@ -227,7 +227,7 @@ func TestGuardRunIDChangeReseeds(t *testing.T) {
 	}
 	testenv.Eventually(t, 5*time.Second, "the guard to freeze", g.Frozen)
 	for u := int64(3); u <= 8; u++ {
-		if c := reserveCode(t, s, 7, u); c != seckill.EUnavailable {
+		if c := reserveCode(t, s, 7, u); c != string(seckill.EUnavailable) {
 			t.Fatalf("user %d while frozen: %s", u, c)
 		}
 	}
@@ -330,7 +330,7 @@ func TestGuardDetectsRealRestart(t *testing.T) {
 	queueReady.Store(1)
 	restart()
 	testenv.Eventually(t, 10*time.Second, "the watch to see the restart", g.Frozen)
-	if c := reserveCode(t, s, 5, 4); c != seckill.EUnavailable {
+	if c := reserveCode(t, s, 5, 4); c != string(seckill.EUnavailable) {
 		t.Fatalf("reservation while frozen: %s", c)
 	}
 	queueReady.Store(0)
