@@ -18,6 +18,7 @@ import (
 	"seckill/backend"
 	"seckill/backendclient"
 	"seckill/captcha"
+	"seckill/captcha/pow"
 	"seckill/clientip"
 	"seckill/edge"
 	"seckill/limit"
@@ -281,7 +282,7 @@ func (sh shopper) solve(ch answer) string {
 	if d, ok := ch.body["difficulty"].(float64); ok {
 		diff = int(d)
 	}
-	return captcha.SolvePoW(ch.str("seed"), diff)
+	return pow.Solve(ch.str("seed"), diff)
 }
 
 func (sh shopper) path(item int64, challengeID, ans string) answer {
