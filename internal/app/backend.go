@@ -61,6 +61,8 @@ func (c BackendConfig) Validate() error {
 // Backend is a running backend role.
 type Backend struct {
 	gr      *group
+	db      *postgres.DB
+	st      *stock.Store
 	svc     *backend.Service
 	handler *backend.Handler
 	addr    string
@@ -197,7 +199,7 @@ func startBackend(ctx context.Context, gr *group, cfg BackendConfig, log *slog.L
 		gr.mu.Unlock()
 		log.Info("registering in zookeeper in the background", "url", url)
 	}
-	return &Backend{gr: gr, svc: svc, handler: h, addr: addr, log: log}, nil
+	return &Backend{gr: gr, db: db, st: st, svc: svc, handler: h, addr: addr, log: log}, nil
 }
 
 // Addr is the address the backend API listens on.
@@ -205,6 +207,12 @@ func (b *Backend) Addr() string { return b.addr }
 
 // Service is the backend service (for tests that look inside).
 func (b *Backend) Service() *backend.Service { return b.svc }
+
+// DB is the backend's PostgreSQL store (for tests that look inside).
+func (b *Backend) DB() *postgres.DB { return b.db }
+
+// Stock is the backend's Redis store (for tests that look inside).
+func (b *Backend) Stock() *stock.Store { return b.st }
 
 // Wait waits for the role to stop and for every goroutine and client.
 func (b *Backend) Wait() error {
