@@ -7,7 +7,8 @@ import (
 )
 
 // TestImportGraph keeps the seams of ARCHITECTURE.md ("Import graph"): a
-// package links only what its part needs. The edge talks to the backend
+// package links only what its part needs. The domain speaks no transport
+// (codes become HTTP statuses in package httpapi). The edge talks to the backend
 // through the contract of package seckill and never links the backend's
 // queue or database drivers; lab is a black-box client of the public API
 // and links no store at all; the shipped binary links no test-only
@@ -26,6 +27,7 @@ func TestImportGraph(t *testing.T) {
 		pkg       string
 		forbidden []string
 	}{
+		{".", []string{"net/http", redis, amqp, pgx}},
 		{"./edge", []string{amqp, pgx}},
 		{"./apiclient", []string{pgx, amqp, redis}},
 		{"./backendclient", []string{pgx, amqp, redis}},

@@ -118,7 +118,7 @@ type reserveRequest struct {
 func (h *Handler) reserve(c echo.Context) error {
 	var req reserveRequest
 	if err := httpapi.BindJSON(c, BodyLimit, &req); err != nil {
-		h.outcomes.WithLabelValues(seckill.EInvalid).Inc()
+		h.outcomes.WithLabelValues(string(seckill.EInvalid)).Inc()
 		return err
 	}
 	res, err := h.svc.Reserve(c.Request().Context(), req.ItemID, req.UserID, req.RequestID)

@@ -82,8 +82,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if resp.StatusCode >= 400 {
 		var p struct {
-			Code   string `json:"code"`
-			Detail string `json:"detail"`
+			Code   seckill.Code `json:"code"`
+			Detail string       `json:"detail"`
 		}
 		if json.Unmarshal(raw, &p) != nil || p.Code == "" {
 			return &seckill.UnavailableError{Err: fmt.Errorf("%s %s: status %d without a problem body", method, path, resp.StatusCode)}
