@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 
 	"seckill"
 	"seckill/backend"
@@ -11,9 +10,10 @@ import (
 
 // inprocBackend is the edge's backend called in the same process (`seckill
 // dev`): the backend service itself, with the answers the HTTP client
-// would give (a refusal the backend gives is a business answer; anything
-// else is *backend.UnavailableError, which the edge's breaker counts), and
-// no HTTP hop.
+// (backendclient) gives: a refusal the backend gives is a business answer
+// (already_bought as *seckill.HeldError with its order ref, as the service
+// returns it); anything else is *seckill.UnavailableError, which the edge
+// counts as the backend's failure. No HTTP hop, no JSON.
 type inprocBackend struct{ svc *backend.Service }
 
 var _ edge.Backend = inprocBackend{}
@@ -26,38 +26,28 @@ func unavailable(err error) error {
 	}
 	switch seckill.ErrorCode(err) {
 	case seckill.EInternal, seckill.EUnavailable, seckill.EOverloaded, seckill.EDependency:
-		return &backend.UnavailableError{Err: err}
+		return &seckill.UnavailableError{Err: err}
 	}
 	return err
 }
 
-func (b inprocBackend) Reserve(ctx context.Context, itemID, userID int64, requestID string) (backend.Reservation, error) {
+func (b inprocBackend) Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error) {
 	r, err := b.svc.Reserve(ctx, itemID, userID, requestID)
-	if err == nil {
-		return r, nil
-	}
-	var se *seckill.Error
-	if seckill.ErrorCode(err) == seckill.EAlreadyBought && r.OrderRef != "" && errors.As(err, &se) {
-		return backend.Reservation{}, &backend.HeldError{Err: se, OrderRef: r.OrderRef}
-	}
-	return backend.Reservation{}, unavailable(err)
+	return r, unavailable(err)
 }
 
-func (b inprocBackend) Status(ctx context.Context, itemID, userID int64) (backend.OrderState, error) {
+func (b inprocBackend) Status(ctx context.Context, itemID, userID int64) (seckill.OrderState, error) {
 	s, err := b.svc.Status(ctx, itemID, userID)
 	return s, unavailable(err)
 }
 
-func (b inprocBackend) Items(ctx context.Context) ([]backend.ItemView, error) {
+func (b inprocBackend) Items(ctx context.Context) ([]seckill.ItemView, error) {
 	v, err := b.svc.Items(ctx)
 	return v, unavailable(err)
 }
 
-func (b inprocBackend) CreateItem(ctx context.Context, req backend.CreateItemRequest) (seckill.Item, error) {
-	it, err := b.svc.CreateItem(ctx, seckill.Item{
-		Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock,
-		StartsAt: req.StartsAt, EndsAt: req.EndsAt, Challenge: req.Challenge,
-	})
+func (b inprocBackend) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error) {
+	it, err := b.svc.CreateItem(ctx, it)
 	return it, unavailable(err)
 }
 
