@@ -24,7 +24,7 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 
 // flagError adds where to look to a flag error ("unknown flag: --path-ttl").
 func flagError(cmd *cobra.Command, err error) error {
-	return fmt.Errorf("%w\nRun '%s --help' for the flags it takes.", err, cmd.CommandPath())
+	return fmt.Errorf("%w (see '%s --help' for the flags it takes)", err, cmd.CommandPath())
 }
 
 // version is the module version and VCS revision the binary was built from.

@@ -17,11 +17,11 @@ import (
 )
 
 // runCmd runs seckill with args and returns its exit error, stdout and stderr.
-func runCmd(t *testing.T, args ...string) (error, string, string) {
+func runCmd(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	err := run(context.Background(), args, func(string) string { return "" }, &out, &errb)
-	return err, out.String(), errb.String()
+	return out.String(), errb.String(), err
 }
 
 // TestLabAdviceNamesRealFlags (issue 14 F11): every flag the lab's advice
@@ -71,7 +71,7 @@ func TestLabAdviceNamesRealFlags(t *testing.T) {
 		t.Fatalf("only %d flag mentions checked: the scan finds nothing", checked)
 	}
 	// The regression itself: seckill dev does reject --path-ttl.
-	if err, _, _ := runCmd(t, "dev", "--path-ttl", "5s"); err == nil || !strings.Contains(err.Error(), "unknown flag: --path-ttl") {
+	if _, _, err := runCmd(t, "dev", "--path-ttl", "5s"); err == nil || !strings.Contains(err.Error(), "unknown flag: --path-ttl") {
 		t.Errorf("seckill dev --path-ttl: %v", err)
 	}
 }
@@ -82,25 +82,25 @@ func TestLabAdviceNamesRealFlags(t *testing.T) {
 // argument is named.
 func TestHelpAndUsage(t *testing.T) {
 	t.Parallel()
-	_, out, _ := runCmd(t, "--help")
+	out, _, _ := runCmd(t, "--help")
 	ex := out[strings.Index(out, "Examples:"):]
 	if first := strings.Fields(strings.SplitN(ex, "\n", 3)[1]); len(first) < 2 || first[0] != "seckill" || first[1] != "dev" {
 		t.Errorf("the first top-level example is %q, want seckill dev", first)
 	}
 	for _, sub := range []string{"pipeline", "ceilings", "all", "edge", "chain"} {
-		_, out, _ := runCmd(t, "bench", sub, "--help")
+		out, _, _ := runCmd(t, "bench", sub, "--help")
 		if !strings.Contains(out, "Examples:\n  seckill bench "+sub) {
 			t.Errorf("seckill bench %s --help has no example of itself:\n%s", sub, out)
 		}
 	}
-	if _, out, _ := runCmd(t, "backend", "--help"); !strings.Contains(out, "docs/BACKEND_API.md") || strings.Contains(out, "docs/API.md") {
+	if out, _, _ := runCmd(t, "backend", "--help"); !strings.Contains(out, "docs/BACKEND_API.md") || strings.Contains(out, "docs/API.md") {
 		t.Errorf("backend --help names the wrong document:\n%s", out)
 	}
-	if err, out, _ := runCmd(t, "--version"); err != nil || !strings.HasPrefix(out, "seckill version ") || !strings.Contains(out, "go1.") {
+	if out, _, err := runCmd(t, "--version"); err != nil || !strings.HasPrefix(out, "seckill version ") || !strings.Contains(out, "go1.") {
 		t.Errorf("--version: %v %q", err, out)
 	}
-	err, _, _ := runCmd(t, "lab", "run", "x.yaml", "--no-such-flag")
-	if err == nil || err.Error() != "unknown flag: --no-such-flag\nRun 'seckill lab run --help' for the flags it takes." {
+	_, _, err := runCmd(t, "lab", "run", "x.yaml", "--no-such-flag")
+	if err == nil || err.Error() != "unknown flag: --no-such-flag (see 'seckill lab run --help' for the flags it takes)" {
 		t.Errorf("a flag error: %v", err)
 	}
 	for args, want := range map[string]string{
@@ -110,7 +110,7 @@ func TestHelpAndUsage(t *testing.T) {
 		"lab compare a":   "missing B/report.json (usage: seckill lab compare A/report.json B/report.json; see seckill lab compare --help)",
 		"config push a b": `too many arguments: seckill config push takes FILE, got ["a" "b"] (see seckill config push --help)`,
 	} {
-		if err, _, _ := runCmd(t, strings.Fields(args)...); err == nil || err.Error() != want {
+		if _, _, err := runCmd(t, strings.Fields(args)...); err == nil || err.Error() != want {
 			t.Errorf("seckill %s: %v\nwant %s", args, err, want)
 		}
 	}
@@ -142,7 +142,7 @@ func TestConfigValidateReportsAll(t *testing.T) {
 	if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err, _, stderr := runCmd(t, "config", "validate", file)
+	_, stderr, err := runCmd(t, "config", "validate", file)
 	if code, ok := err.(exitCode); !ok || code != exitInvalid {
 		t.Fatalf("exit %v, want %d", err, exitInvalid)
 	}
@@ -172,12 +172,12 @@ func TestConfigValidateReportsAll(t *testing.T) {
 	if err := os.WriteFile(file, []byte(broken), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, _, stderr = runCmd(t, "config", "validate", file)
+	_, stderr, _ = runCmd(t, "config", "validate", file)
 	if want := file + ":" + itoa(lineOf("  - {name: challenge-per-ip")) + ": YAML syntax: did not find expected ',' or '}'"; !strings.Contains(stderr, want) {
 		t.Errorf("syntax error:\n%s\nwant %s", stderr, want)
 	}
 
-	err, out, stderr := runCmd(t, "config", "validate", "../../configs/limits.yaml")
+	out, stderr, err := runCmd(t, "config", "validate", "../../configs/limits.yaml")
 	if err != nil || !strings.Contains(out, "configs/limits.yaml: valid limits file (11 rules") {
 		t.Errorf("configs/limits.yaml: %v %q %q", err, out, stderr)
 	}
@@ -185,7 +185,7 @@ func TestConfigValidateReportsAll(t *testing.T) {
 	if err := os.WriteFile(file, []byte("rules:\n  - {name: a, class: buy, key: ip, rate: 0, burst: 1}\n  - {name: b, class: nope, key: ip, rate: 1, burst: 1}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err, _, stderr = runCmd(t, "config", "validate", file)
+	_, stderr, err = runCmd(t, "config", "validate", file)
 	if code, ok := err.(exitCode); !ok || code != exitInvalid || !strings.Contains(stderr, file+":2: rules[0] (a)") || !strings.Contains(stderr, file+":3: rules[1] (b)") {
 		t.Errorf("a bad limits file: %v\n%s", err, stderr)
 	}
