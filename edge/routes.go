@@ -59,6 +59,7 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec.Use(httpapi.NewMetrics(reg, "seckill_edge_admin").Middleware(), httpapi.APIHeaders())
 	adm := ec.Group("/admin", e.requireAdmin)
 	adm.POST("/items", e.createItem)
+	adm.GET("/items", e.adminItems)
 	adm.GET("/items/:id/stats", e.stats)
 	adm.POST("/sessions", e.createSessions)
 	adm.GET("/items/:id/defences", e.getDefences)
