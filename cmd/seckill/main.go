@@ -72,6 +72,7 @@ Every setting is a flag or an environment variable (SECKILL_...); flags win.`,
 		benchCmd(getenv, stdout, stderr),
 		configCmd(getenv, stdout, stderr),
 		labCmd(getenv, stdout, stderr),
+		solveCmd(os.Stdin, stdout),
 	)
 	return root.ExecuteContext(ctx)
 }
