@@ -159,14 +159,6 @@ func DoWith[T any](ctx context.Context, g *Guard, class CallClass, d Defences, f
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: g.openFor}
 	}
-	if BackendFailure(err) || errors.Is(err, context.Canceled) {
-		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend did not answer; retry shortly"), After: time.Second}
-	}
-	if err != nil {
-		if t, ok := v.(T); ok {
-			return t, err
-		}
-		return zero, err
-	}
-	return v.(T), nil
+	t, _ := v.(T)
+	return t, unavailable(err)
 }

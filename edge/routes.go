@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -35,7 +36,7 @@ const (
 // publicRoutes lists every public route.
 func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec := newEcho(e.log)
-	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders())
+	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders(), e.countRefusals)
 	ec.POST("/api/register", e.register)
 	ec.POST("/api/login", e.login)
 	ec.POST("/api/logout", e.logout)
@@ -104,10 +105,17 @@ func (e *Edge) readyDetails(c echo.Context) error {
 	return httpapi.WriteReadiness(c, r)
 }
 
-// reject counts a refusal by its code and returns it.
-func (e *Edge) reject(err error) error {
-	e.m.rejections.WithLabelValues(httpapi.CodeLabel(seckill.ErrorCode(err))).Inc()
-	return err
+// countRefusals counts every refusal of the public API by its code
+// (seckill_edge_rejections_total{reason}): the edge's own and the
+// backend's, on every route, in this one place.
+func (e *Edge) countRefusals(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		if err != nil && strings.HasPrefix(c.Path(), "/api/") {
+			e.m.rejections.WithLabelValues(httpapi.CodeLabel(seckill.ErrorCode(err))).Inc()
+		}
+		return err
+	}
 }
 
 // gate runs the cheap checks every protected route shares, in order:
@@ -125,7 +133,7 @@ func (e *Edge) gate(c echo.Context, class string, itemID int64, needSession bool
 	if itemID > 0 && !e.defences.get(itemID).Buckets {
 		// Teaching switch: no token bucket for this sale.
 		if needSession && serr != nil {
-			return Session{}, e.reject(serr)
+			return Session{}, serr
 		}
 		return ses, nil
 	}
@@ -136,13 +144,13 @@ func (e *Edge) gate(c echo.Context, class string, itemID int64, needSession bool
 		e.logShadow(rule, class, k)
 	}
 	if !d.Allowed {
-		return Session{}, e.reject(&httpapi.RetryError{
+		return Session{}, &httpapi.RetryError{
 			Err:   seckill.Errorf(seckill.ERateLimited, "too many requests (%s); retry after the delay", d.Rule),
 			After: d.RetryAfter,
-		})
+		}
 	}
 	if needSession && serr != nil {
-		return Session{}, e.reject(serr)
+		return Session{}, serr
 	}
 	return ses, nil
 }
@@ -161,18 +169,18 @@ func itemParam(c echo.Context) int64 {
 func (e *Edge) liveItem(ctx context.Context, id int64) (seckill.ItemView, error) {
 	it, err := e.catalog.Item(ctx, id)
 	if err != nil {
-		return it, e.reject(unavailable(err)) // no copy of the catalogue yet: 503, never 500
+		return it, unavailable(err) // no copy of the catalogue yet: 503, never 500
 	}
-	return it, e.checkLive(it)
+	return it, checkLive(it)
 }
 
 // checkLive refuses an item whose sale is not open or is sold out.
-func (e *Edge) checkLive(it seckill.ItemView) error {
+func checkLive(it seckill.ItemView) error {
 	switch it.State {
-	case "upcoming", "ended":
-		return e.reject(seckill.Errorf(seckill.ENotLive, "the sale is %s", it.State))
-	case "sold_out":
-		return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
+	case seckill.StateUpcoming, seckill.StateEnded:
+		return seckill.Errorf(seckill.ENotLive, "the sale is %s", it.State)
+	case seckill.StateSoldOut:
+		return seckill.Errorf(seckill.ESoldOut, "sold out")
 	}
 	return nil
 }
@@ -217,7 +225,7 @@ func (e *Edge) login(c echo.Context) error {
 		return e.be.Login(ctx, req.Username, req.Password)
 	})
 	if err != nil {
-		return e.reject(err)
+		return err
 	}
 	tok, exp := e.sessions.Sign(id, req.Username)
 	c.SetCookie(e.sessions.Cookie(tok, exp))
@@ -249,16 +257,18 @@ func (e *Edge) item(c echo.Context) error {
 	}
 	it, err := e.catalog.Item(c.Request().Context(), id)
 	if err != nil {
-		return e.reject(unavailable(err))
+		return unavailable(err)
 	}
 	return c.JSON(http.StatusOK, map[string]any{"now": time.Now().UTC(), "item": it})
 }
 
-// unavailable turns a failed backend call into 503 backend_unavailable.
+// unavailable is the one map of a failure of the backend (no business
+// answer: a *seckill.UnavailableError, a deadline, or the caller's own
+// cancellation) to 503 backend_unavailable with Retry-After. Business
+// answers and the edge's own errors pass unchanged.
 func unavailable(err error) error {
-	var ue *seckill.UnavailableError
-	if errors.As(err, &ue) {
-		return &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: time.Second}
+	if BackendFailure(err) || errors.Is(err, context.Canceled) {
+		return &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend did not answer; retry shortly"), After: time.Second}
 	}
 	return err
 }
@@ -291,7 +301,7 @@ func (e *Edge) challenge(c echo.Context) error {
 		if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
 			return err
 		} else if held {
-			return e.reject(seckill.Held(ref, "you already hold a unit of this item"))
+			return seckill.Held(ref, "you already hold a unit of this item")
 		}
 	}
 	kind, diff := it.Challenge, e.difficulty()
@@ -337,7 +347,7 @@ func (e *Edge) path(c echo.Context) error {
 	def := e.defences.get(id)
 	if def.Challenge {
 		if err := e.ch.Verify(ctx, req.ChallengeID, ses.UserID, id, answerString(req.Answer)); err != nil {
-			return e.reject(err)
+			return err
 		}
 	}
 	issue := e.paths.Issue
@@ -364,102 +374,6 @@ func answerString(raw json.RawMessage) string {
 	return ""
 }
 
-func (e *Edge) buy(c echo.Context) error {
-	id := itemParam(c)
-	ses, err := e.gate(c, ClassBuy, id, true)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request().Context()
-	p := c.Param("path")
-	def := e.defences.get(id)
-	it, err := e.catalog.Item(ctx, id)
-	if err != nil {
-		return e.reject(unavailable(err)) // no copy of the catalogue yet: 503, never 500
-	}
-	if it.State == "sold_out" {
-		// Sold out: 410 from the marker, unless this path's earlier
-		// purchase attempt got no final answer (a 503 or a timeout: the
-		// reservation may have run in Redis, its reply lost). Such a retry
-		// goes to the backend, which answers a repeated request id with its
-		// first answer (202, the same order ref) or 410. Answering 410 here
-		// would tell a buyer who holds a unit that they have none (the
-		// fault matrix's redis-kill row found it). A path never used for a
-		// buy is not forwarded, so the crowd holding paths at the sell-out
-		// costs one Redis read each and no backend call. With the path
-		// binding or single-use defence switched off (teaching) a path is
-		// not one attempt's name, so nothing is forwarded.
-		if !def.PathBinding || !def.SingleUse {
-			return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
-		}
-		attempted, err := e.paths.Attempted(ctx, ses.UserID, id, p)
-		if err != nil || !attempted {
-			return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
-		}
-	} else {
-		if err := e.checkLive(it); err != nil {
-			return err
-		}
-		if err := e.paths.CheckAttempt(ctx, ses.UserID, id, p); err != nil {
-			if def.PathBinding || e.paths.CheckShared(ctx, id, p) != nil {
-				return e.reject(err)
-			}
-		}
-	}
-	consume := func() {
-		if def.SingleUse {
-			// Not cancelled with the request: a client hanging up right
-			// after its answer must not leave the path usable.
-			cctx := context.WithoutCancel(ctx)
-			_ = e.paths.Consume(cctx, ses.UserID, id, p)
-			if !def.PathBinding {
-				_ = e.paths.ConsumeShared(cctx, id, p)
-			}
-		}
-	}
-	if def.Bloom {
-		if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
-			return err
-		} else if held {
-			consume()
-			return e.reject(seckill.Held(ref, "you already hold a unit of this item"))
-		}
-	}
-	// The path names this purchase attempt: a retry with the same path
-	// (after a 503 whose answer was lost) is the same request. A shared path
-	// (binding off) is shared by many users, so it gets their user id too.
-	reqID := p
-	if !def.PathBinding {
-		reqID = p[:16] + strconv.FormatInt(ses.UserID, 36)
-	}
-	res, err := DoWith(ctx, e.guard(), CallReserve, def, func(ctx context.Context) (seckill.Reservation, error) {
-		return e.be.Reserve(ctx, id, ses.UserID, reqID)
-	})
-	switch code := seckill.ErrorCode(err); {
-	case err == nil:
-		e.dedup.Add(ses.UserID, id)
-		consume()
-		if res.StockLeft <= 0 {
-			e.markSoldOut(ctx, id)
-		}
-		e.m.accepted.Inc()
-		return c.JSON(http.StatusAccepted, map[string]any{"status": "queued", "order_ref": res.OrderRef})
-	case code == seckill.EAlreadyBought:
-		e.dedup.Add(ses.UserID, id)
-		consume()
-		return e.reject(err) // a *seckill.HeldError: X-Order-Ref names the order
-	case code == seckill.ESoldOut:
-		consume()
-		e.markSoldOut(ctx, id)
-		return e.reject(err)
-	case code == seckill.ENotLive || code == seckill.EUnknownItem:
-		consume()
-		return e.reject(err)
-	default: // 429/503: the path stays usable until it expires
-		return e.reject(err)
-	}
-}
-
 func (e *Edge) order(c echo.Context) error {
 	id := itemParam(c)
 	ses, err := e.gate(c, ClassStatus, id, true)
@@ -468,13 +382,13 @@ func (e *Edge) order(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	if _, err := e.catalog.Item(ctx, id); err != nil {
-		return e.reject(unavailable(err))
+		return unavailable(err)
 	}
 	st, err := Do(ctx, e.guard(), CallRead, func(ctx context.Context) (seckill.OrderState, error) {
 		return e.be.Status(ctx, id, ses.UserID)
 	})
 	if err != nil {
-		return e.reject(err)
+		return err
 	}
 	out := map[string]any{"status": st.Status, "order_ref": st.OrderRef, "order_id": st.OrderID}
 	if st.Degraded {
