@@ -25,7 +25,7 @@ type purchase struct {
 // by its code (countRefusals).
 func (e *Edge) buy(c echo.Context) error {
 	id := itemParam(c)
-	ses, err := e.gate(c, ClassBuy, id, true) // client IP, token buckets (429), session (401)
+	ses, err := e.gate(c, classBuy, id, true) // client IP, token buckets (429), session (401)
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,7 @@ func (e *Edge) checkSoldOutRetry(p *purchase) error {
 	if !p.def.PathBinding || !p.def.SingleUse {
 		return soldOut
 	}
-	if attempted, err := e.paths.Attempted(p.ctx, p.user, p.item, p.path); err != nil || !attempted {
+	if attempted, err := e.paths.attempted(p.ctx, p.user, p.item, p.path); err != nil || !attempted {
 		return soldOut
 	}
 	return nil
@@ -86,8 +86,8 @@ func (e *Edge) checkSoldOutRetry(p *purchase) error {
 // bad_path), and marks it attempted. With the path binding switched off
 // (teaching) a shared path of the item passes.
 func (e *Edge) checkPath(p *purchase) error {
-	err := e.paths.CheckAttempt(p.ctx, p.user, p.item, p.path)
-	if err != nil && (p.def.PathBinding || e.paths.CheckShared(p.ctx, p.item, p.path) != nil) {
+	err := e.paths.checkAttempt(p.ctx, p.user, p.item, p.path)
+	if err != nil && (p.def.PathBinding || e.paths.checkShared(p.ctx, p.item, p.path) != nil) {
 		return err
 	}
 	return nil
@@ -100,7 +100,7 @@ func (e *Edge) checkRepeatBuyer(p *purchase) error {
 	if !p.def.Bloom {
 		return nil
 	}
-	ref, held, err := e.dedup.Held(p.ctx, p.user, p.item)
+	ref, held, err := e.dedup.holds(p.ctx, p.user, p.item)
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func (e *Edge) reserve(p *purchase) (seckill.Reservation, error) {
 	if !p.def.PathBinding {
 		reqID = p.path[:16] + strconv.FormatInt(p.user, 36)
 	}
-	return DoWith(p.ctx, e.guard(), CallReserve, p.def, func(ctx context.Context) (seckill.Reservation, error) {
+	return doWith(p.ctx, e.guard(), callReserve, p.def, func(ctx context.Context) (seckill.Reservation, error) {
 		return e.be.Reserve(ctx, p.item, p.user, reqID)
 	})
 }
@@ -129,7 +129,7 @@ func (e *Edge) reserve(p *purchase) (seckill.Reservation, error) {
 // accepted answers 202 queued: the user is remembered as a buyer, the
 // path used up, and the item marked sold out when this was its last unit.
 func (e *Edge) accepted(c echo.Context, p *purchase, res seckill.Reservation) error {
-	e.dedup.Add(p.user, p.item)
+	e.dedup.add(p.user, p.item)
 	e.consumePath(p)
 	if res.StockLeft <= 0 {
 		e.markSoldOut(p.ctx, p.item)
@@ -144,7 +144,7 @@ func (e *Edge) accepted(c echo.Context, p *purchase, res seckill.Reservation) er
 func (e *Edge) refused(p *purchase, err error) error {
 	switch seckill.ErrorCode(err) {
 	case seckill.EAlreadyBought: // a *seckill.HeldError: X-Order-Ref names the order
-		e.dedup.Add(p.user, p.item)
+		e.dedup.add(p.user, p.item)
 		e.consumePath(p)
 	case seckill.ESoldOut:
 		e.consumePath(p)
@@ -163,8 +163,8 @@ func (e *Edge) consumePath(p *purchase) {
 		return
 	}
 	ctx := context.WithoutCancel(p.ctx)
-	_ = e.paths.Consume(ctx, p.user, p.item, p.path)
+	_ = e.paths.consume(ctx, p.user, p.item, p.path)
 	if !p.def.PathBinding {
-		_ = e.paths.ConsumeShared(ctx, p.item, p.path)
+		_ = e.paths.consumeShared(ctx, p.item, p.path)
 	}
 }

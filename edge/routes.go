@@ -24,13 +24,13 @@ import (
 
 // Route classes of the token buckets.
 const (
-	ClassRegister  = "register"
-	ClassLogin     = "login"
-	ClassCatalog   = "catalog"
-	ClassChallenge = "challenge"
-	ClassPath      = "path"
-	ClassBuy       = "buy"
-	ClassStatus    = "status"
+	classRegister  = "register"
+	classLogin     = "login"
+	classCatalog   = "catalog"
+	classChallenge = "challenge"
+	classPath      = "path"
+	classBuy       = "buy"
+	classStatus    = "status"
 )
 
 // publicRoutes lists every public route.
@@ -75,7 +75,7 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 // service (before it, every item would look unknown). Redis and the
 // backends are reported on the admin /readyz, not needed: the edge keeps
 // answering what it can from what it holds, and answers 503 for the rest.
-func (e *Edge) isReady() bool { return !e.draining.Load() && e.catalog.Loaded() }
+func (e *Edge) isReady() bool { return !e.draining.Load() && e.catalog.loaded() }
 
 // readyDetails is the admin /readyz: the verdict and why.
 func (e *Edge) readyDetails(c echo.Context) error {
@@ -85,11 +85,11 @@ func (e *Edge) readyDetails(c echo.Context) error {
 	if e.isReady() {
 		r.Status = "ready"
 	}
-	cat := httpapi.Check{Name: "catalog", OK: e.catalog.Loaded(), Needed: true}
+	cat := httpapi.Check{Name: "catalog", OK: e.catalog.loaded(), Needed: true}
 	switch age := e.catalog.Age(); {
 	case !cat.OK:
 		cat.Detail = "not loaded yet"
-	case age > MaxStale:
+	case age > maxStale:
 		cat.Detail = fmt.Sprintf("stale: copy %v old (refreshes failing)", age.Round(time.Second))
 	default:
 		cat.Detail = fmt.Sprintf("copy %v old", age.Round(time.Millisecond))
@@ -191,7 +191,7 @@ type credentials struct {
 }
 
 func (e *Edge) register(c echo.Context) error {
-	if _, err := e.gate(c, ClassRegister, 0, false); err != nil {
+	if _, err := e.gate(c, classRegister, 0, false); err != nil {
 		return err
 	}
 	var req credentials
@@ -204,7 +204,7 @@ func (e *Edge) register(c echo.Context) error {
 	if len(req.Password) < seckill.MinPassword || len(req.Password) > seckill.MaxPassword {
 		return seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", seckill.MinPassword, seckill.MaxPassword)
 	}
-	id, err := Do(c.Request().Context(), e.guard(), CallRead, func(ctx context.Context) (int64, error) {
+	id, err := do(c.Request().Context(), e.guard(), callRead, func(ctx context.Context) (int64, error) {
 		return e.be.Register(ctx, req.Username, req.Password)
 	})
 	if err != nil {
@@ -214,14 +214,14 @@ func (e *Edge) register(c echo.Context) error {
 }
 
 func (e *Edge) login(c echo.Context) error {
-	if _, err := e.gate(c, ClassLogin, 0, false); err != nil {
+	if _, err := e.gate(c, classLogin, 0, false); err != nil {
 		return err
 	}
 	var req credentials
 	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
 		return err
 	}
-	id, err := Do(c.Request().Context(), e.guard(), CallRead, func(ctx context.Context) (int64, error) {
+	id, err := do(c.Request().Context(), e.guard(), callRead, func(ctx context.Context) (int64, error) {
 		return e.be.Login(ctx, req.Username, req.Password)
 	})
 	if err != nil {
@@ -240,7 +240,7 @@ func (e *Edge) logout(c echo.Context) error {
 }
 
 func (e *Edge) items(c echo.Context) error {
-	if _, err := e.gate(c, ClassCatalog, 0, false); err != nil {
+	if _, err := e.gate(c, classCatalog, 0, false); err != nil {
 		return err
 	}
 	items, err := e.catalog.Items(c.Request().Context())
@@ -252,7 +252,7 @@ func (e *Edge) items(c echo.Context) error {
 
 func (e *Edge) item(c echo.Context) error {
 	id := itemParam(c)
-	if _, err := e.gate(c, ClassCatalog, id, false); err != nil {
+	if _, err := e.gate(c, classCatalog, id, false); err != nil {
 		return err
 	}
 	it, err := e.catalog.Item(c.Request().Context(), id)
@@ -273,8 +273,8 @@ func unavailable(err error) error {
 	return err
 }
 
-// ChallengeResponse is the answer of POST /api/items/{id}/challenge.
-type ChallengeResponse struct {
+// challengeResponse is the answer of POST /api/items/{id}/challenge.
+type challengeResponse struct {
 	ChallengeID string    `json:"challenge_id"`
 	Kind        string    `json:"kind"`
 	ExpiresAt   time.Time `json:"expires_at"`
@@ -288,7 +288,7 @@ type ChallengeResponse struct {
 
 func (e *Edge) challenge(c echo.Context) error {
 	id := itemParam(c)
-	ses, err := e.gate(c, ClassChallenge, id, true)
+	ses, err := e.gate(c, classChallenge, id, true)
 	if err != nil {
 		return err
 	}
@@ -298,7 +298,7 @@ func (e *Edge) challenge(c echo.Context) error {
 		return err
 	}
 	if e.defences.get(id).Bloom {
-		if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
+		if ref, held, err := e.dedup.holds(ctx, ses.UserID, id); err != nil {
 			return err
 		} else if held {
 			return seckill.Held(ref, "you already hold a unit of this item")
@@ -317,7 +317,7 @@ func (e *Edge) challenge(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	resp := ChallengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed}
+	resp := challengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed}
 	if ch.Kind == captcha.KindPoW {
 		resp.Difficulty = &ch.Difficulty
 	}
@@ -329,7 +329,7 @@ func (e *Edge) challenge(c echo.Context) error {
 
 func (e *Edge) path(c echo.Context) error {
 	id := itemParam(c)
-	ses, err := e.gate(c, ClassPath, id, true)
+	ses, err := e.gate(c, classPath, id, true)
 	if err != nil {
 		return err
 	}
@@ -350,9 +350,9 @@ func (e *Edge) path(c echo.Context) error {
 			return err
 		}
 	}
-	issue := e.paths.Issue
+	issue := e.paths.issue
 	if !def.PathBinding {
-		issue = e.paths.IssueShared
+		issue = e.paths.issueShared
 	}
 	p, exp, err := issue(ctx, ses.UserID, id)
 	if err != nil {
@@ -376,7 +376,7 @@ func answerString(raw json.RawMessage) string {
 
 func (e *Edge) order(c echo.Context) error {
 	id := itemParam(c)
-	ses, err := e.gate(c, ClassStatus, id, true)
+	ses, err := e.gate(c, classStatus, id, true)
 	if err != nil {
 		return err
 	}
@@ -384,7 +384,7 @@ func (e *Edge) order(c echo.Context) error {
 	if _, err := e.catalog.Item(ctx, id); err != nil {
 		return unavailable(err)
 	}
-	st, err := Do(ctx, e.guard(), CallRead, func(ctx context.Context) (seckill.OrderState, error) {
+	st, err := do(ctx, e.guard(), callRead, func(ctx context.Context) (seckill.OrderState, error) {
 		return e.be.Status(ctx, id, ses.UserID)
 	})
 	if err != nil {
