@@ -1,5 +1,6 @@
 // Package worker stores the orders the queue consumer hands it: it is the
-// queue.Handler of the order pipeline.
+// seckill.OrderHandler of the order pipeline (behind the queue consumer or
+// inproc).
 package worker
 
 import (
