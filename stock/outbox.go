@@ -127,7 +127,7 @@ func (o *Outbox) refreshStreams(ctx context.Context) ([]string, error) {
 	if time.Since(o.streamsAt) < time.Second && o.streams != nil {
 		return o.streams, nil
 	}
-	streams, err := o.s.rdb.SMembers(ctx, o.s.outboxesKey()).Result()
+	streams, err := o.s.rdb.SMembers(ctx, o.s.ks.Outboxes()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("listing outboxes: %w", err)
 	}
