@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,5 +160,19 @@ func TestMalformedEntryFails(t *testing.T) {
 	}
 	if s := p.Stats(); s.Stored != 3 || s.Malformed != 1 || s.Failed != 1 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// The in-process pipeline passes values: it links no queue package and
+// no broker client.
+func TestLinksNoQueue(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "seckill/inproc").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == "seckill/queue" || strings.HasPrefix(dep, "github.com/rabbitmq/") {
+			t.Errorf("seckill/inproc links %s", dep)
+		}
 	}
 }
