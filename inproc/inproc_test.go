@@ -15,6 +15,7 @@ import (
 
 	"seckill"
 	"seckill/inproc"
+	"seckill/internal/rkeys"
 	"seckill/stock"
 )
 
@@ -143,14 +144,14 @@ func TestMalformedEntryFails(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := st.Client().XAdd(ctx, &redis.XAddArgs{Stream: "t:item:{1}:outbox", Values: []string{"ref", "ref-bad", "user", "x", "item", "1"}}).Err(); err != nil {
+	if err := st.Client().XAdd(ctx, &redis.XAddArgs{Stream: rkeys.Space("t:").Item(1).Outbox, Values: []string{"ref", "ref-bad", "user", "x", "item", "1"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	p := inproc.New(st.Outbox("dev", time.Minute), h, inproc.Config{})
 	stop := run(t, p)
 	defer stop()
 	waitFor(t, "the outbox to drain", func() bool {
-		n, _ := st.Client().XLen(ctx, "t:item:{1}:outbox").Result()
+		n, _ := st.Client().XLen(ctx, rkeys.Space("t:").Item(1).Outbox).Result()
 		return n == 0
 	})
 	h.mu.Lock()

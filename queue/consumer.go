@@ -45,7 +45,11 @@ type Consumer struct {
 	stored, nacked, republished, dead, malformed, failErrors, reconnects atomic.Uint64
 }
 
-// NewConsumer returns a consumer handing cfg.Topology's messages to h.
+// NewConsumer returns a consumer handing cfg.Topology's messages to h. An
+// order h.Store accepts (nil) is acked; one it refuses is nacked with
+// requeue, and the broker dead-letters it after the delivery limit. h.Failed
+// records a dead-lettered order: nil acks it, an error requeues it after a
+// pause.
 func NewConsumer(cfg ConsumerConfig, h seckill.OrderHandler) *Consumer {
 	if cfg.Prefetch <= 0 {
 		cfg.Prefetch = 500

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"seckill"
+	"seckill/internal/rkeys"
 	"seckill/internal/testenv"
 	"seckill/stock"
 )
@@ -28,7 +29,7 @@ func reserveN(t *testing.T, s *stock.Store, id int64, n int) {
 	}
 }
 
-func outboxKey(prefix string, id int64) string { return fmt.Sprintf("%sitem:{%d}:outbox", prefix, id) }
+func outboxKey(prefix string, id int64) string { return rkeys.Space(prefix).Item(id).Outbox }
 
 // strand reads every new entry of an item's outbox under consumer with ">"
 // and forgets the reply: exactly what a lost reply (or a retried read)
@@ -103,11 +104,11 @@ func TestOutboxClaimPartialResultsWithError(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	s := stock.New(rdb, prefix)
 	reserveN(t, s, 1, 5)
-	bogus := prefix + "item:{9}:outbox"
+	bogus := outboxKey(prefix, 9)
 	if err := rdb.Set(ctx, bogus, "not a stream", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.SAdd(ctx, prefix+"outboxes", bogus).Err(); err != nil {
+	if err := rdb.SAdd(ctx, rkeys.Space(prefix).Outboxes(), bogus).Err(); err != nil {
 		t.Fatal(err)
 	}
 	ob := s.RelayOutbox("relay-a", stock.OutboxOptions{})
@@ -148,7 +149,7 @@ func TestOutboxHeartbeatAndAges(t *testing.T) {
 		live, err := s.LiveRelays(ctx)
 		return err == nil && live["relay-k"].StealAfterMs == 7000
 	})
-	if ttl := rdb.PTTL(ctx, prefix+"relay:alive:relay-k").Val(); ttl <= 0 || ttl > 3*time.Second {
+	if ttl := rdb.PTTL(ctx, rkeys.Space(prefix).RelayAlive("relay-k")).Val(); ttl <= 0 || ttl > 3*time.Second {
 		t.Fatalf("heartbeat ttl %v", ttl)
 	}
 	testenv.Eventually(t, 5*time.Second, "ages", func() bool { return ob.Ages().OldestPending > 0 })
