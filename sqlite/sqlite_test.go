@@ -29,7 +29,7 @@ func openDSN(t testing.TB, dsn string) *DB {
 	return db
 }
 
-func wantCode(t *testing.T, err error, code string) {
+func wantCode(t *testing.T, err error, code seckill.Code) {
 	t.Helper()
 	if got := seckill.ErrorCode(err); got != code {
 		t.Fatalf("error %v has code %q, want %q", err, got, code)
