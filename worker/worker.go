@@ -28,7 +28,7 @@ type Releaser interface {
 	Release(ctx context.Context, itemID, userID int64, orderRef string) (bool, error)
 }
 
-// Worker implements queue.Handler on a Store and an optional Releaser.
+// Worker implements seckill.OrderHandler on a Store and an optional Releaser.
 type Worker struct {
 	st  Store
 	rel Releaser
