@@ -57,6 +57,9 @@ Every setting is a flag or an environment variable (SECKILL_...); flags win.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// The environment and config files are applied, strictly, before any
+	// command runs (config.go).
+	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error { return resolveSettings(c.Flags(), getenv) }
 	root.SetFlagErrorFunc(flagError)
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -22,9 +22,10 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 	}
 }
 
-// flagError adds where to look to a flag error ("unknown flag: --path-ttl").
+// flagError words a bad value like one from the environment or a file
+// (badFlagValue) and adds where to look ("unknown flag: --path-ttl").
 func flagError(cmd *cobra.Command, err error) error {
-	return fmt.Errorf("%w (see '%s --help' for the flags it takes)", err, cmd.CommandPath())
+	return fmt.Errorf("%w (see '%s --help' for the flags it takes)", badFlagValue(cmd, err), cmd.CommandPath())
 }
 
 // version is the module version and VCS revision the binary was built from.
