@@ -287,3 +287,21 @@ func TestStackPidsOnePerLine(t *testing.T) {
 		t.Errorf("stack.sh pids printed %q", out)
 	}
 }
+
+// TestDevPortTakenCreatesNothing (issue 14 F23): seckill dev on a taken
+// port fails naming it, and neither creates nor logs the demo sale first.
+func TestDevPortTakenCreatesNothing(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, stderr, err := runCmd(t, "dev", "--public-listen", ln.Addr().String(), "--admin-listen", "127.0.0.1:0", "--backend-listen", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("dev on a taken port: %v", err)
+	}
+	if strings.Contains(stderr, "item created") {
+		t.Errorf("the demo sale was created before the bind error:\n%s", stderr)
+	}
+}
