@@ -109,6 +109,8 @@ const (
 	EBadPath         = "bad_path"
 	EBadCredentials  = "bad_credentials"
 	EDependency      = "dependency_unavailable" // a store the server needs (Redis) is down or did not answer in time
+	ECrossOrigin     = "cross_origin"           // a browser request from another site (CSRF)
+	EMediaType       = "unsupported_media_type" // a browser request whose body is not application/json
 )
 
 // Error is an error with a machine-readable code.
@@ -168,8 +170,10 @@ func Status(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case EUnauthorized, EBadCredentials:
 		return http.StatusUnauthorized
-	case EForbidden, EBadPath:
+	case EForbidden, EBadPath, ECrossOrigin:
 		return http.StatusForbidden
+	case EMediaType:
+		return http.StatusUnsupportedMediaType
 	case EUnknownItem, ENotFound:
 		return http.StatusNotFound
 	case EMethod:

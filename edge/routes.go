@@ -36,10 +36,11 @@ const (
 // publicRoutes lists every public route.
 func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec := newEcho(e.log)
-	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders())
+	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders(), e.origins.middleware)
 	ec.POST("/api/register", e.register)
 	ec.POST("/api/login", e.login)
 	ec.POST("/api/logout", e.logout)
+	ec.POST("/api/logout/everywhere", e.logoutEverywhere)
 	ec.GET("/api/items", e.items)
 	ec.GET("/api/items/:id", e.item)
 	ec.POST("/api/items/:id/challenge", e.challenge)
@@ -57,13 +58,15 @@ func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec := newEcho(e.log)
 	ec.Use(httpapi.NewMetrics(reg, "seckill_edge_admin").Middleware(), httpapi.APIHeaders())
-	adm := ec.Group("/admin", e.requireAdmin)
+	adm := ec.Group("/admin", e.requireAdmin, e.auditWrites)
 	adm.POST("/items", e.createItem)
 	adm.GET("/items/:id/stats", e.stats)
 	adm.POST("/sessions", e.createSessions)
 	adm.GET("/items/:id/defences", e.getDefences)
 	httpapi.RegisterPprof(adm) // /admin/debug/pprof/...
 	adm.PUT("/items/:id/defences", e.putDefences)
+	adm.POST("/users/:id/revoke", e.revokeUser)
+	adm.GET("/audit", e.auditList)
 	ec.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	ec.GET("/healthz", httpapi.Healthz("edge", e.instance))
 	ec.GET("/readyz", e.readyDetails)
@@ -196,7 +199,7 @@ func (e *Edge) register(c echo.Context) error {
 	if len(req.Password) < backend.MinPassword || len(req.Password) > backend.MaxPassword {
 		return seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", backend.MinPassword, backend.MaxPassword)
 	}
-	id, err := Do(c.Request().Context(), e.guard(), CallRead, func(ctx context.Context) (int64, error) {
+	id, err := accountCall(c.Request().Context(), e, func(ctx context.Context) (int64, error) {
 		return e.be.Register(ctx, req.Username, req.Password)
 	})
 	if err != nil {
@@ -213,22 +216,23 @@ func (e *Edge) login(c echo.Context) error {
 	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
 		return err
 	}
-	id, err := Do(c.Request().Context(), e.guard(), CallRead, func(ctx context.Context) (int64, error) {
+	ctx := c.Request().Context()
+	if err := e.loginFails.check(ctx, req.Username); err != nil {
+		return e.reject(err)
+	}
+	id, err := accountCall(ctx, e, func(ctx context.Context) (int64, error) {
 		return e.be.Login(ctx, req.Username, req.Password)
 	})
+	if seckill.ErrorCode(err) == seckill.EBadCredentials {
+		e.loginFails.failed(ctx, req.Username)
+	}
 	if err != nil {
 		return e.reject(err)
 	}
+	e.loginFails.succeeded(ctx, req.Username)
 	tok, exp := e.sessions.Sign(id, req.Username)
 	c.SetCookie(e.sessions.Cookie(tok, exp))
 	return c.JSON(http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC(), "user_id": id})
-}
-
-func (e *Edge) logout(c echo.Context) error {
-	ck := e.sessions.Cookie("", time.Unix(0, 0))
-	ck.MaxAge = -1
-	c.SetCookie(ck)
-	return c.NoContent(http.StatusNoContent)
 }
 
 func (e *Edge) items(c echo.Context) error {
@@ -300,6 +304,11 @@ func (e *Edge) challenge(c echo.Context) error {
 		kind, diff = captcha.KindPoW, 0
 	default:
 		kind = captcha.KindPoW
+	}
+	if kind == captcha.KindCaptcha {
+		if err := e.allowCaptcha(); err != nil {
+			return err
+		}
 	}
 	ch, err := e.ch.Issue(ctx, kind, ses.UserID, id, diff)
 	if err != nil {

@@ -98,6 +98,7 @@ Each stand-in can be swapped for the real server: --redis-url, --amqp-url,
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			e := edge.New(edge.Config{
 				SessionSecret: []byte(randomHex(32)), AdminToken: adminToken, Difficulty: difficulty, DifficultyUnderLoad: 2,
+				InsecureCookie: true, // plain HTTP on loopback: a Secure cookie would never come back
 			}, edge.Deps{
 				Backend: backend.NewClient("http://"+d.backendAddr, "", nil), Redis: d.rdb, Prefix: devPrefix,
 				Limiter: lim, Challenges: captcha.NewStore(d.rdb, devPrefix, captcha.Options{}),

@@ -42,6 +42,9 @@ func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comman
 		sessionTTL, challengeTTL, pathTTL                 time.Duration
 		catalogTTL, drainWait                             time.Duration
 		secureCookie                                      bool
+		trustedOrigins, previousSecret                    string
+		keyOverlap, revocationSync                        time.Duration
+		accountsInFlight, captchaRate                     int
 		zkAddr, zkRoot, edgeID, configCache               string
 		backendsCache                                     string
 		backendsFromZK                                    bool
@@ -75,6 +78,10 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 				_, _ = rand.Read(b)
 				secret = []byte(hex.EncodeToString(b))
 				log.Warn("no --session-secret: using a random one; sessions end with this process and other edges reject them")
+			}
+			origins := splitList(trustedOrigins)
+			if err := edge.ValidateTrustedOrigins(origins); err != nil {
+				return fmt.Errorf("--trusted-origins: %w", err)
 			}
 			lim, err := loadLimiter(limitsFile, maxKeys, sweep)
 			if err != nil {
@@ -120,7 +127,9 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 			reg.MustRegister(bal.Collector())
 			var be edge.Backend = bal
 			e := edge.New(edge.Config{
-				SessionSecret: secret, SessionTTL: sessionTTL, SecureCookie: secureCookie, AdminToken: adminToken,
+				SessionSecret: secret, SessionTTL: sessionTTL, InsecureCookie: !secureCookie, AdminToken: adminToken,
+				PreviousSessionSecret: []byte(previousSecret), SessionKeyOverlap: keyOverlap, TrustedOrigins: origins,
+				RevocationSync: revocationSync, AccountsInFlight: accountsInFlight, CaptchaRate: float64(captchaRate),
 				Difficulty: difficulty, DifficultyUnderLoad: underLoad, MaxInFlight: maxInFlight,
 				Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(breakerFailures), OpenFor: breakerOpen},
 				CatalogTTL: catalogTTL, PathTTL: pathTTL, ClockOffset: clockOffset,
@@ -204,7 +213,13 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envDuration(fs, getenv, &sweep, "limit-sweep", "SECKILL_LIMIT_SWEEP", 10*time.Second, "how often buckets that refilled are evicted")
 	fs.DurationVar(&clockOffset, "clock-offset", 0, "test only: shift the clock the edge judges sale windows by (make chaos's clock-skew row)")
 	_ = fs.MarkHidden("clock-offset")
-	envBool(fs, getenv, &secureCookie, "secure-cookie", "SECKILL_SECURE_COOKIE", false, "mark the session cookie Secure (behind TLS)")
+	envBool(fs, getenv, &secureCookie, "secure-cookie", "SECKILL_SECURE_COOKIE", true, "mark the session cookie Secure (sent over HTTPS only); --secure-cookie=false for plain HTTP")
+	envFlag(fs, getenv, &trustedOrigins, "trusted-origins", "SECKILL_TRUSTED_ORIGINS", "", "comma-separated origins (https://shop.example) besides the edge's own whose pages may POST to the public API")
+	envFlag(fs, getenv, &previousSecret, "session-secret-previous", "SECKILL_SESSION_SECRET_PREVIOUS", "", "the session secret before a rotation: its tokens stay valid for --session-key-overlap")
+	envDuration(fs, getenv, &keyOverlap, "session-key-overlap", "SECKILL_SESSION_KEY_OVERLAP", 0, "how long after start tokens of --session-secret-previous stay valid (default: --session-ttl)")
+	envDuration(fs, getenv, &revocationSync, "revocation-sync", "SECKILL_REVOCATION_SYNC", edge.DefaultRevocationSync, "how often the edge checks Redis for session revocations its subscription missed")
+	envInt(fs, getenv, &accountsInFlight, "accounts-in-flight", "SECKILL_ACCOUNTS_IN_FLIGHT", edge.DefaultAccountsInFlight, "bound on login and register calls in flight (apart from purchases); over it 503 overloaded")
+	envInt(fs, getenv, &captchaRate, "captcha-rate", "SECKILL_CAPTCHA_RATE", edge.DefaultCaptchaRate, "captcha images this edge draws per second at most (about 5 ms of CPU each); over it 503 overloaded")
 	return cmd
 }
 
