@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"seckill"
+	"seckill/httpapi"
 )
 
 // Client calls the backend API over HTTP. Business answers (4xx with a
@@ -79,6 +80,14 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			Code string `json:"code"`
 		}
 		_ = json.Unmarshal(raw, &p)
+		if resp.StatusCode == http.StatusServiceUnavailable && p.Code == seckill.EOverloaded {
+			// The backend shed the call before doing it (its password
+			// hashing bound): it answered, so this is no failure of it,
+			// and no breaker counts it.
+			after, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+			return &httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded, "the backend is busy; retry shortly"),
+				After: time.Duration(max(after, 1)) * time.Second}
+		}
 		return &UnavailableError{fmt.Errorf("%s %s: status %d %s", method, path, resp.StatusCode, p.Code)}
 	}
 	if resp.StatusCode >= 400 {

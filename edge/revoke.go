@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -100,6 +101,9 @@ type revoker struct {
 	log      *slog.Logger
 	mu       sync.Mutex
 	version  int64 // last version loaded; -1: never
+	// tried: the first load was attempted (done or failed). The edge is
+	// not ready before: it would accept tokens revoked before it started.
+	tried atomic.Bool
 }
 
 func (v *revoker) idsKey() string       { return v.prefix + "edge:revoked" }
@@ -235,12 +239,14 @@ func (v *revoker) sync(ctx context.Context, force bool) error {
 // run loads the record at once, then checks its version every interval
 // until ctx ends.
 func (v *revoker) run(ctx context.Context, every time.Duration) {
-	if err := v.sync(ctx, true); err != nil && ctx.Err() == nil {
+	err := v.sync(ctx, true)
+	v.tried.Store(true)
+	failing := err != nil
+	if err != nil && ctx.Err() == nil {
 		v.log.Warn("loading revoked sessions (retrying)", "err", err)
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	failing := false
 	for {
 		select {
 		case <-ctx.Done():

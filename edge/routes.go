@@ -73,11 +73,14 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	return ec
 }
 
-// isReady is the edge's verdict: not draining, and a catalogue copy in
-// service (before it, every item would look unknown). Redis and the
+// isReady is the edge's verdict: not draining, a catalogue copy in
+// service (before it, every item would look unknown), and the first load
+// of session revocations tried (before it, a revoked token would pass). Redis and the
 // backends are reported on the admin /readyz, not needed: the edge keeps
 // answering what it can from what it holds, and answers 503 for the rest.
-func (e *Edge) isReady() bool { return !e.draining.Load() && e.catalog.Loaded() }
+func (e *Edge) isReady() bool {
+	return !e.draining.Load() && e.catalog.Loaded() && e.revoker.tried.Load()
+}
 
 // readyDetails is the admin /readyz: the verdict and why.
 func (e *Edge) readyDetails(c echo.Context) error {
