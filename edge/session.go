@@ -163,16 +163,19 @@ func (s *Sessions) verify(token string) (cachedSession, error) {
 	bad := errBadSession
 	var p, sig string
 	var keys []sessionKey
-	switch parts := strings.Split(token, "."); len(parts) {
-	case 3:
+	a, rest, ok := strings.Cut(token, ".")
+	if !ok {
+		return cachedSession{}, bad
+	}
+	if b, c, three := strings.Cut(rest, "."); three {
 		for _, k := range s.keys {
-			if k.id == parts[0] {
+			if k.id == a {
 				keys = []sessionKey{k}
 			}
 		}
-		p, sig = parts[1], parts[2]
-	case 2: // a token from before key ids: any key in force may have signed it
-		keys, p, sig = s.keys, parts[0], parts[1]
+		p, sig = b, c
+	} else { // a token from before key ids: any key in force may have signed it
+		keys, p, sig = s.keys, a, rest
 	}
 	got, err := b64.DecodeString(sig)
 	if len(keys) == 0 || err != nil {
