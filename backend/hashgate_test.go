@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"seckill"
+	"seckill/httpapi"
 )
 
 // Issue 13 M5: password hashing is bounded: slots at once, a short queue,
@@ -30,7 +31,7 @@ func TestHashGateBoundsAndSheds(t *testing.T) {
 	}
 	began := time.Now()
 	err := g.do(ctx, func() { t.Error("ran past a full queue") })
-	if seckill.ErrorCode(err) != seckill.EOverloaded || seckill.Status(seckill.ErrorCode(err)) != 503 {
+	if seckill.ErrorCode(err) != seckill.EOverloaded || httpapi.Status(seckill.ErrorCode(err)) != 503 {
 		t.Fatalf("third call: %v, want overloaded", err)
 	}
 	if d := time.Since(began); d > 100*time.Millisecond {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"seckill/backend"
+	"seckill/backendclient"
 	"seckill/edge"
 	"seckill/internal/testenv"
 	"seckill/limit"
@@ -74,7 +74,7 @@ func extraEdge(t *testing.T, env *edgeEnv, cfg edge.Config) (*httptest.Server, *
 	t.Cleanup(func() { _ = lim.Close() })
 	cfg.SessionSecret, cfg.AdminToken = env.secret, "x"
 	e := edge.New(cfg, edge.Deps{
-		Backend: backend.NewClient("http://"+env.be.addr, "", nil), Redis: rdb,
+		Backend: backendclient.New("http://"+env.be.addr, "", nil), Redis: rdb,
 		Prefix: env.s.prefix, Limiter: lim, Challenges: env.ch, Buyers: env.s.st, Log: quietLog(t),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -227,7 +227,6 @@ func TestLogoutRevokesOnEveryEdge(t *testing.T) {
 		t.Fatalf("edge B (hourly check) heard of a revocation nobody published: %d", a.status)
 	}
 }
-
 
 // TestCrossSiteRequestsRefused (issue 13 M1) through a real edge: a
 // cross-site cookie POST and a login CSRF get 403 cross_origin, a browser

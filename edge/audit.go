@@ -181,10 +181,10 @@ func (e *Edge) auditWrites(next echo.HandlerFunc) echo.HandlerFunc {
 		err := next(c)
 		status, code := c.Response().Status, ""
 		if err != nil {
-			code = seckill.ErrorCode(err)
-			status = seckill.Status(code)
+			code = string(seckill.ErrorCode(err))
+			status = httpapi.Status(seckill.ErrorCode(err))
 			var he *echo.HTTPError
-			if code == seckill.EInternal && errors.As(err, &he) {
+			if code == string(seckill.EInternal) && errors.As(err, &he) {
 				status, code = he.Code, ""
 			}
 		}

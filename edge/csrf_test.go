@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"seckill"
+	"seckill/httpapi"
 )
 
 // Issue 13 M1: cross-site browser POSTs are refused (403 cross_origin),
@@ -22,7 +23,7 @@ func TestOriginGuard(t *testing.T) {
 	cases := []struct {
 		desc, method, body string
 		hdr                map[string]string
-		code               string
+		code               seckill.Code
 	}{
 		{"curl login", "POST", `{}`, map[string]string{"Content-Type": "application/json"}, ""},
 		{"curl without a type", "POST", `{}`, nil, ""},
@@ -51,7 +52,7 @@ func TestOriginGuard(t *testing.T) {
 			r.Header.Set(k, v)
 		}
 		err := g.check(r)
-		got := ""
+		got := seckill.Code("")
 		if err != nil {
 			got = seckill.ErrorCode(err)
 		}
@@ -59,7 +60,7 @@ func TestOriginGuard(t *testing.T) {
 			t.Errorf("%s: %v, want %q", tc.desc, err, tc.code)
 		}
 	}
-	if seckill.Status(seckill.ECrossOrigin) != 403 || seckill.Status(seckill.EMediaType) != 415 {
+	if httpapi.Status(seckill.ECrossOrigin) != 403 || httpapi.Status(seckill.EMediaType) != 415 {
 		t.Fatal("statuses")
 	}
 	if _, err := newOriginGuard([]string{"evil.example"}); err == nil {

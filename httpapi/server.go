@@ -54,7 +54,7 @@ func APIHeaders() echo.MiddlewareFunc {
 // CodeLabel is an error code as a metric label: a code of the contract
 // (seckill.E*), else "other" (a code read from another service's answer is
 // not trusted to come from the closed set).
-func CodeLabel(code string) string {
+func CodeLabel(code seckill.Code) string {
 	switch code {
 	case seckill.EInvalid, seckill.ETooLarge, seckill.EUnknownItem, seckill.ENotFound,
 		seckill.ENotLive, seckill.ESoldOut, seckill.EAlreadyBought, seckill.EConflict,
@@ -62,7 +62,7 @@ func CodeLabel(code string) string {
 		seckill.EUnavailable, seckill.EOverloaded, seckill.ERateLimited, seckill.EInternal,
 		seckill.EChallengeFailed, seckill.EBadPath, seckill.EBadCredentials, seckill.EDependency,
 		seckill.ECrossOrigin, seckill.EMediaType:
-		return code
+		return string(code)
 	}
 	return "other"
 }
