@@ -80,11 +80,6 @@ func (r *revocations) prune(now time.Time, ttl time.Duration) {
 	}
 }
 
-func (r *revocations) size() (int, int) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.ids), len(r.notBefore)
-}
 
 // revoker keeps an edge's revocations in step with every other edge's
 // through Redis: a revocation is written to Redis (the record a restarted

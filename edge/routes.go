@@ -219,19 +219,26 @@ func (e *Edge) login(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if err := e.loginFails.check(ctx, req.Username); err != nil {
-		return e.reject(err)
+	// Failures are counted per account; a name no account can have is
+	// refused by the backend without an account to protect.
+	counted := seckill.ValidateUsername(req.Username) == nil
+	if counted {
+		if err := e.loginFails.check(ctx, req.Username); err != nil {
+			return e.reject(err)
+		}
 	}
 	id, err := accountCall(ctx, e, func(ctx context.Context) (int64, error) {
 		return e.be.Login(ctx, req.Username, req.Password)
 	})
-	if seckill.ErrorCode(err) == seckill.EBadCredentials {
+	if counted && seckill.ErrorCode(err) == seckill.EBadCredentials {
 		e.loginFails.failed(ctx, req.Username)
 	}
 	if err != nil {
 		return e.reject(err)
 	}
-	e.loginFails.succeeded(ctx, req.Username)
+	if counted {
+		e.loginFails.succeeded(ctx, req.Username)
+	}
 	tok, exp := e.sessions.Sign(id, req.Username)
 	c.SetCookie(e.sessions.Cookie(tok, exp))
 	return c.JSON(http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC(), "user_id": id})
