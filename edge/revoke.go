@@ -80,7 +80,6 @@ func (r *revocations) prune(now time.Time, ttl time.Duration) {
 	}
 }
 
-
 // revoker keeps an edge's revocations in step with every other edge's
 // through Redis: a revocation is written to Redis (the record a restarted
 // or reconnected edge loads) and published on the edges' event channel
