@@ -118,6 +118,12 @@ const (
 	EDependency      = "dependency_unavailable" // a store the server needs (Redis) is down or did not answer in time
 )
 
+// Codes of the edge's browser checks (issue 13 M1).
+const (
+	ECrossOrigin Code = "cross_origin"           // a browser request from another site (CSRF)
+	EMediaType   Code = "unsupported_media_type" // a browser request whose body is not application/json
+)
+
 // Error is an error with a machine-readable code.
 type Error struct {
 	Code    Code
