@@ -98,7 +98,7 @@ func TestEdgeRefusesWhatAPushWouldRefuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = runErr(t, env, "edge", "--limits", limits)
-	wantAll(t, "edge --limits", got, "--limits="+limits+": "+limits+": rules: every rule is shadow: nothing would be enforced")
+	wantAll(t, "edge --limits", got, "--limits="+limits+": rules: every rule is shadow: nothing would be enforced")
 	got = runErr(t, nil, "dev", "--difficulty", "33")
 	wantAll(t, "dev", got, "--difficulty=33: 33 must be between 0 and 32 bits")
 }
