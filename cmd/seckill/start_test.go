@@ -233,6 +233,9 @@ func httpDo(t *testing.T, method, url, token string, body any, out any) int {
 // to set one's own. The limits are built in (F10).
 func TestDevKeepsSecretsWithData(t *testing.T) {
 	t.Parallel()
+	if _, err := os.Stat("configs/limits.yaml"); err == nil {
+		t.Fatal("configs/limits.yaml is reachable from the working folder: this test would not show dev runs without it (F10)")
+	}
 	data := filepath.Join(t.TempDir(), "shop.db")
 	d := startDev(t, nil, "--data", data, "--demo-start", "0s")
 	raw, err := os.ReadFile(app.SecretsFile(data))
