@@ -561,11 +561,21 @@ func TestConsumerFinishesBatchOnCancel(t *testing.T) {
 		t.Fatal("Run did not return after the batch finished")
 	}
 	st := cons.Stats()
-	ready, _, err := QueueDepth(context.Background(), url, topo)
-	if err != nil {
-		t.Fatal(err)
+	// The batch in hand was stored and acked; anything not in it is back in
+	// the queue. The broker requeues a closed channel's unacked deliveries
+	// asynchronously, so their return is waited for (bounded).
+	var ready int
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		ready, _, err = QueueDepth(context.Background(), url, topo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(st.Stored)+ready >= 10 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	// The batch in hand was stored and acked; anything not in it is back in the queue.
 	if int(st.Stored)+ready != 10 || st.Stored == 0 {
 		t.Fatalf("stored %d + ready %d, want 10 (stats %+v)", st.Stored, ready, st)
 	}

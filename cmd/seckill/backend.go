@@ -18,7 +18,7 @@ func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 	cmd := &cobra.Command{
 		Use:   "backend",
 		Short: "Run the purchase backend: reservation API and outbox relay",
-		Long: `Run the purchase backend. It serves the backend API (docs/API.md) that the
+		Long: `Run the purchase backend. It serves the backend API (docs/BACKEND_API.md) that the
 edge calls, loads every item into Redis at start (never overwriting live
 counters), and runs the relay that moves accepted orders from the Redis outbox
 to RabbitMQ with publisher confirms.

@@ -126,9 +126,9 @@ func resolveSettings(fs *pflag.FlagSet, getenv func(string) string) error {
 // invalidArg is pflag's message for a bad value on the command line.
 var invalidArg = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-\w, )?--([\w-]+)" flag: `)
 
-// flagError rewrites pflag's message for a bad command-line value into the
-// same words as a bad value from the environment or a file.
-func flagError(c *cobra.Command, err error) error {
+// badFlagValue rewrites pflag's message for a bad command-line value into
+// the same words as a bad value from the environment or a file.
+func badFlagValue(c *cobra.Command, err error) error {
 	m := invalidArg.FindStringSubmatch(err.Error())
 	if m == nil {
 		return err
