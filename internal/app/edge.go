@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,6 +68,19 @@ type EdgeConfig struct {
 	// Backend, when set, replaces the backends above (tests, and `seckill
 	// dev`'s in-process backend).
 	Backend edge.Backend
+	// Hooks reach into the edge the role builds: tests only (nil in every
+	// subcommand).
+	Hooks *EdgeHooks
+}
+
+// EdgeHooks let a test change what the edge role builds. What Tune sets
+// is not validated.
+type EdgeHooks struct {
+	// Tune is called with the edge's configuration and dependencies just
+	// before the edge is built.
+	Tune func(*edge.Config, *edge.Deps)
+	// WrapPublic wraps the public listener's handler.
+	WrapPublic func(http.Handler) http.Handler
 }
 
 // DefaultEdge holds the built-in defaults of the edge's own settings.
@@ -267,12 +281,13 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		reg.MustRegister(bal.Collector())
 		be = bal
 	}
-	e := edge.New(edge.Config{
+	ec := edge.Config{
 		SessionSecret: secret, SessionTTL: cfg.SessionTTL, SecureCookie: cfg.SecureCookie, AdminToken: cfg.AdminToken,
 		Difficulty: cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
 		Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(cfg.BreakerFailures), OpenFor: cfg.BreakerOpen},
 		CatalogTTL: cfg.CatalogTTL, PathTTL: cfg.PathTTL, ClockOffset: cfg.ClockOffset,
-	}, edge.Deps{
+	}
+	deps := edge.Deps{
 		Backend:    be,
 		Redis:      rdb,
 		Prefix:     cfg.RedisPrefix,
@@ -284,7 +299,11 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		Registry:   reg,
 		Storefront: web.Storefront(),
 		Dashboard:  web.Dashboard(),
-	})
+	}
+	if cfg.Hooks != nil && cfg.Hooks.Tune != nil {
+		cfg.Hooks.Tune(&ec, &deps)
+	}
+	e := edge.New(ec, deps)
 	// Background work of the edge (pub/sub, configuration watcher) runs on
 	// bg: until the listeners closed.
 	if len(cfg.ZK) > 0 {
@@ -346,7 +365,11 @@ func serveEdge(gr *group, e *edge.Edge, cfg EdgeConfig, log *slog.Logger) (*Edge
 	}
 	log.Info("listening", "public", "http://"+ed.public+"/", "admin", "http://"+ed.admin+"/admin/", "instance", e.Instance())
 	gr.Go("edge listen", func() error { e.Listen(gr.bg); return nil })
-	pub, adm := httpapi.NewServer(e.Public()), httpapi.NewServer(e.Admin())
+	public := e.Public()
+	if cfg.Hooks != nil && cfg.Hooks.WrapPublic != nil {
+		public = cfg.Hooks.WrapPublic(public)
+	}
+	pub, adm := httpapi.NewServer(public), httpapi.NewServer(e.Admin())
 	pub.ReadTimeout = 30 * time.Second
 	gr.onShutdown(func() {
 		log.Info("shutting down: readiness off, draining")
