@@ -230,10 +230,18 @@ func (v *revoker) sync(ctx context.Context, force bool) error {
 	return nil
 }
 
+func (v *revoker) syncWithin(ctx context.Context, force bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return v.sync(ctx, force)
+}
+
 // run loads the record at once, then checks its version every interval
 // until ctx ends.
 func (v *revoker) run(ctx context.Context, every time.Duration) {
-	err := v.sync(ctx, true)
+	// Bounded: with Redis away at start the edge gets ready after 2 s
+	// with what it has (nothing), and keeps trying.
+	err := v.syncWithin(ctx, true)
 	v.tried.Store(true)
 	failing := err != nil
 	if err != nil && ctx.Err() == nil {
@@ -249,7 +257,7 @@ func (v *revoker) run(ctx context.Context, every time.Duration) {
 		}
 		// After a failure (Redis away, so maybe our subscription too),
 		// reload everything once it answers again.
-		err := v.sync(ctx, failing)
+		err := v.syncWithin(ctx, failing)
 		if err != nil && ctx.Err() == nil && !failing {
 			v.log.Warn("checking revoked sessions (this edge keeps its copy)", "err", err)
 		}
