@@ -94,7 +94,8 @@ type revoker struct {
 	ttl      time.Duration
 	log      *slog.Logger
 	mu       sync.Mutex
-	version  int64 // last version loaded; -1: never
+	version  int64     // last version loaded; -1: never
+	pruned   time.Time // last prune of the in-memory set
 	// tried: the first load was attempted (done or failed). The edge is
 	// not ready before: it would accept tokens revoked before it started.
 	tried atomic.Bool
@@ -183,7 +184,7 @@ func (v *revoker) sync(ctx context.Context, force bool) error {
 	v.mu.Unlock()
 	now := v.sessions.now()
 	if same && !force {
-		v.sessions.rev.prune(now, v.ttl)
+		v.prune(now)
 		return nil
 	}
 	live := &redis.ZRangeBy{Min: "(" + strconv.FormatInt(now.Unix(), 10), Max: "+inf"}
@@ -223,11 +224,25 @@ func (v *revoker) sync(ctx context.Context, force bool) error {
 	if len(stale) > 0 {
 		_ = v.rdb.HDel(ctx, v.notBeforeKey(), stale...).Err()
 	}
-	v.sessions.rev.prune(now, v.ttl)
+	v.prune(now)
 	v.mu.Lock()
 	v.version = ver
 	v.mu.Unlock()
 	return nil
+}
+
+// prune drops expired revocations from memory, at most every 30 s (it
+// walks the whole set under the lock every check reads).
+func (v *revoker) prune(now time.Time) {
+	v.mu.Lock()
+	due := now.Sub(v.pruned) >= 30*time.Second
+	if due {
+		v.pruned = now
+	}
+	v.mu.Unlock()
+	if due {
+		v.sessions.rev.prune(now, v.ttl)
+	}
 }
 
 func (v *revoker) syncWithin(ctx context.Context, force bool) error {
