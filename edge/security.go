@@ -38,6 +38,7 @@ func (e *Edge) setupSecurity(cfg Config, d Deps) {
 		e.log.Error("ignoring the trusted origins", "err", err) // cmd/seckill refuses them first
 		og, _ = newOriginGuard(nil)
 	}
+	og.reject = e.reject
 	e.origins = og
 	if len(cfg.PreviousSessionSecret) > 0 {
 		overlap := cfg.SessionKeyOverlap
