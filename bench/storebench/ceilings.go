@@ -2,7 +2,6 @@ package storebench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 
 	"seckill"
 	"seckill/bench"
+	"seckill/queue"
 )
 
 // RunCeilings measures the raw ceilings, one server at a time.
@@ -173,7 +173,7 @@ func amqpCeiling(ctx context.Context, cfg Config, queueType string) (bench.Ceili
 		}
 	}()
 
-	body, _ := json.Marshal(seckill.OrderMessage{
+	body := queue.EncodeOrder(seckill.OrderMessage{
 		OrderRef: "oabcdefghijklmnopqrstuvwxyz234567", UserID: 123456, ItemID: 1, RequestID: "oabcdefghijklmnopqrstuvwxyz234567", ReservedAt: time.Now(),
 	})
 	b := newBudget(cfg)
