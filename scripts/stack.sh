@@ -40,6 +40,8 @@ METRICS="${SECKILL_WORKER_METRICS_LISTEN:-127.0.0.1:9091}"
 
 die() { echo "stack.sh: error: $*" >&2; exit 1; }
 
+random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 PARTS=(edge backend worker)
@@ -172,15 +174,19 @@ up() {
 	if ! psql "$pg_admin" -Atqc "select 1 from pg_database where datname='seckill'" | grep -q 1; then
 		psql "$pg_admin" -qc "create database seckill" >/dev/null
 	fi
-	local token=${SECKILL_ADMIN_TOKEN:-} secret=""
+	local token=${SECKILL_ADMIN_TOKEN:-} secret="" internal=${SECKILL_BACKEND_TOKEN:-}
 	if [[ -f $STACK/env ]]; then
-		# keep the token and secret across restarts: sessions stay valid
+		# keep the tokens and secret across restarts: sessions stay valid
 		[[ -n $token ]] || token=$(sed -n 's/^export SECKILL_ADMIN_TOKEN=//p' "$STACK/env")
 		secret=$(sed -n 's/^export SECKILL_SESSION_SECRET=//p' "$STACK/env")
+		[[ -n $internal ]] || internal=$(sed -n 's/^export SECKILL_BACKEND_TOKEN=//p' "$STACK/env")
 	fi
-	[[ -n $token ]] || token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-	[[ -n $secret ]] || secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-	cat >"$STACK/env" <<ENV
+	# 32 random bytes each (64 hex digits): the parts refuse shorter secrets.
+	[[ -n $token ]] || token=$(random_hex 32)
+	[[ -n $secret ]] || secret=$(random_hex 32)
+	[[ -n $internal ]] || internal=$(random_hex 32)
+	(umask 077 && : >"$STACK/env.tmp")
+	cat >"$STACK/env.tmp" <<ENV
 export SECKILL_REDIS_URL=$SECKILL_TEST_REDIS
 export SECKILL_AMQP_URL=$SECKILL_TEST_AMQP
 export SECKILL_PG_URL='$pg_url'
@@ -192,8 +198,10 @@ export SECKILL_ADMIN_LISTEN=$ADMIN
 export SECKILL_WORKER_METRICS_LISTEN=$METRICS
 export SECKILL_ADMIN_TOKEN=$token
 export SECKILL_SESSION_SECRET=$secret
+export SECKILL_BACKEND_TOKEN=$internal
 export SECKILL_LIMITS=$ROOT/configs/limits.yaml
 ENV
+	mv "$STACK/env.tmp" "$STACK/env"
 	start_proc backend backend --config "$ROOT/configs/backend.yaml" --listen "$LISTEN" --instance-file "$STACK/backend.instance"
 	start_proc worker worker --config "$ROOT/configs/worker.yaml"
 	wait_ready backend "http://$LISTEN/readyz" "$LISTEN"
@@ -241,7 +249,7 @@ status() {
 	for p in "${PARTS[@]}"; do
 		if alive "$STACK/$p.pid"; then echo "$p: running (pid $(cat "$STACK/$p.pid"), log $STACK/$p.log)"; else echo "$p: stopped"; fi
 	done
-	[[ -f $STACK/env ]] && { echo "settings ($STACK/env):"; sed -e 's/^export /  /' -e 's/\(SESSION_SECRET=\).*/\1****/' "$STACK/env"; }
+	[[ -f $STACK/env ]] && { echo "settings ($STACK/env):"; sed -e 's/^export /  /' -e 's/\(SECRET=\|TOKEN=\|PASSWORD=\).*/\1****/' -e 's|\(://[^:/@]*:\)[^@]*@|\1****@|' "$STACK/env"; }
 	echo "storefront:  http://$PUBLIC/   public API: http://$PUBLIC/api/items (docs/API.md)"
 	echo "admin API:   http://$ADMIN/admin/   dashboard: http://$ADMIN/dashboard/ (token: SECKILL_ADMIN_TOKEN in $STACK/env)"
 	echo "backend API: http://$LISTEN/v1/items           (docs/BACKEND_API.md)"

@@ -55,13 +55,17 @@ from PostgreSQL: a Redis back from an older state never sells a unit twice
 
 On SIGTERM or Ctrl-C, /readyz fails first, in-flight requests finish, and the
 relay stops after its outstanding confirms.`,
-		Example: `  seckill backend --listen 127.0.0.1:8090 \
+		Example: `  SECKILL_BACKEND_TOKEN=$(openssl rand -hex 32) seckill backend --listen 127.0.0.1:8090 \
     --redis-url redis://127.0.0.1:6379/0 --amqp-url amqp://guest:guest@127.0.0.1:5672/ \
     --pg-url 'postgres://postgres@127.0.0.1:5432/seckill?sslmode=disable'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(stderr, c.LogLevel).With("component", "backend")
 			printConfig(stderr, "backend", cmd.Flags())
+			if token == "" {
+				return errors.New("the internal credential is required: --backend-token or $SECKILL_BACKEND_TOKEN, " +
+					"the same on every edge and backend (make one: openssl rand -hex 32)")
+			}
 			ctx := cmd.Context()
 
 			db, err := postgres.Open(ctx, c.PGURL)
@@ -104,7 +108,7 @@ relay stops after its outstanding confirms.`,
 
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-			h := backend.NewHandler(svc, backend.HTTPConfig{AdminToken: token, Registry: reg, Logger: log})
+			h := backend.NewHandler(svc, backend.HTTPConfig{Token: token, Registry: reg, Logger: log})
 
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
@@ -202,7 +206,9 @@ relay stops after its outstanding confirms.`,
 	envFlag(fs, getenv, &listen, "listen", "SECKILL_BACKEND_LISTEN", "127.0.0.1:8090", "address of the backend API")
 	envFlag(fs, getenv, &addrFile, "addr-file", "SECKILL_BACKEND_ADDR_FILE", "", "write the address actually listened on to this file (for --listen with port 0)")
 	envFlag(fs, getenv, &instFile, "instance-file", "SECKILL_BACKEND_INSTANCE_FILE", "", "write this process's instance (the one /healthz names) to this file once listening")
-	envFlag(fs, getenv, &token, "admin-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token required on /v1/admin/* (none when empty)")
+	envFlag(fs, getenv, &token, "backend-token", "SECKILL_BACKEND_TOKEN", "", "internal credential (required): the Bearer token every route but /healthz, /readyz and /metrics requires; the edges send it")
+	fs.StringVar(&token, "admin-token", token, "the same as --backend-token (its old name)")
+	_ = fs.MarkHidden("admin-token")
 	envBool(fs, getenv, &relay, "relay", "SECKILL_RELAY", true, "run the outbox relay in this process")
 	ro.register(fs, getenv, "relay-claim-idle")
 	fs.DurationVar(&ro.claimIdle, "claim-idle", ro.claimIdle, "the same as --relay-claim-idle (the name seckill relay uses)")

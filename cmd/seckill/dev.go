@@ -49,7 +49,7 @@ type store interface {
 func devCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
 	var (
 		publicListen, adminListen, backendListen, addrFile string
-		adminToken, dataFile, limitsFile                   string
+		adminToken, backendToken, dataFile, limitsFile     string
 		redisURL, amqpURL, pgURL, logLevel, trusted        string
 		noDemo                                             bool
 		demoStock, difficulty                              int
@@ -77,8 +77,12 @@ Each stand-in can be swapped for the real server: --redis-url, --amqp-url,
 			if adminToken == "" {
 				adminToken = randomHex(16)
 			}
+			if backendToken == "" {
+				// The edge and the backend share a generated internal credential.
+				backendToken = randomHex(32)
+			}
 			d, err := startDev(ctx, devConfig{
-				backendListen: backendListen, redisURL: redisURL, amqpURL: amqpURL, pgURL: pgURL, dataFile: dataFile,
+				backendToken: backendToken, backendListen: backendListen, redisURL: redisURL, amqpURL: amqpURL, pgURL: pgURL, dataFile: dataFile,
 			}, log)
 			if err != nil {
 				return err
@@ -99,7 +103,7 @@ Each stand-in can be swapped for the real server: --redis-url, --amqp-url,
 			e := edge.New(edge.Config{
 				SessionSecret: []byte(randomHex(32)), AdminToken: adminToken, Difficulty: difficulty, DifficultyUnderLoad: 2,
 			}, edge.Deps{
-				Backend: backend.NewClient("http://"+d.backendAddr, "", nil), Redis: d.rdb, Prefix: devPrefix,
+				Backend: backend.NewClient("http://"+d.backendAddr, d.cfg.backendToken, nil), Redis: d.rdb, Prefix: devPrefix,
 				Limiter: lim, Challenges: captcha.NewStore(d.rdb, devPrefix, captcha.Options{}),
 				Buyers: d.st, IPs: ips, Log: log.With("component", "edge"), Registry: reg,
 				Storefront: web.Storefront(), Dashboard: web.Dashboard(),
@@ -137,6 +141,7 @@ Press Ctrl-C to stop.
 	envFlag(fs, getenv, &backendListen, "backend-listen", "SECKILL_BACKEND_LISTEN", "127.0.0.1:0", "address of the internal backend API")
 	envFlag(fs, getenv, &addrFile, "addr-file", "SECKILL_DEV_ADDR_FILE", "", "write 'public=ADDR admin=ADDR backend=ADDR' to this file once listening")
 	envFlag(fs, getenv, &adminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "admin API token (random when empty; printed at start)")
+	envFlag(fs, getenv, &backendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "internal credential between the edge and the backend API (random when empty)")
 	envFlag(fs, getenv, &dataFile, "data", "SECKILL_DATA", "", "SQLite file for users, items and orders (in memory when empty)")
 	envFlag(fs, getenv, &limitsFile, "limits", "SECKILL_LIMITS", "configs/limits.yaml", "token bucket rules (YAML)")
 	envFlag(fs, getenv, &redisURL, "redis-url", "SECKILL_REDIS_URL", "", "use this Redis instead of the in-process miniredis")
@@ -160,7 +165,7 @@ func randomHex(n int) string {
 }
 
 type devConfig struct {
-	backendListen, redisURL, amqpURL, pgURL, dataFile string
+	backendToken, backendListen, redisURL, amqpURL, pgURL, dataFile string
 }
 
 // devStack is the backend side of `seckill dev`: stores, backend API and
@@ -278,7 +283,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*devStack, 
 		return nil, fmt.Errorf("listening on %s: %w", cfg.backendListen, err)
 	}
 	d.backendAddr = bl.Addr().String()
-	bsrv := httpapi.NewServer(backend.NewHandler(d.svc, backend.HTTPConfig{Logger: log.With("component", "backend")}))
+	bsrv := httpapi.NewServer(backend.NewHandler(d.svc, backend.HTTPConfig{Token: cfg.backendToken, Logger: log.With("component", "backend")}))
 	go func() { _ = bsrv.Serve(bl) }()
 	d.closers = append(d.closers, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

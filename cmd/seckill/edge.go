@@ -59,7 +59,8 @@ breaker; then the backend.
 
 The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 /healthz, /readyz) on --admin-listen. Limits come from --limits (YAML).`,
-		Example: `  SECKILL_ADMIN_TOKEN=s3cret SECKILL_SESSION_SECRET=$(openssl rand -hex 32) \
+		Example: `  SECKILL_ADMIN_TOKEN=$(openssl rand -hex 32) SECKILL_SESSION_SECRET=$(openssl rand -hex 32) \
+  SECKILL_BACKEND_TOKEN=<the backends' token> \
     seckill edge --backend-url http://127.0.0.1:8090 --limits configs/limits.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -68,6 +69,10 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 			ctx := cmd.Context()
 			if adminToken == "" {
 				return errors.New("an admin token is required: --admin-token or $SECKILL_ADMIN_TOKEN")
+			}
+			if backendToken == "" {
+				return errors.New("the backends' internal credential is required: --backend-token or $SECKILL_BACKEND_TOKEN " +
+					"(the one the backends were started with)")
 			}
 			secret := []byte(sessionSecret)
 			if sessionSecret == "" {
@@ -185,7 +190,7 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envFlag(fs, getenv, &edgeID, "edge-id", "SECKILL_EDGE_ID", fmt.Sprintf("%s-%d", host, os.Getpid()), "name of this edge in ZooKeeper (/seckill/edges/ID)")
 	envFlag(fs, getenv, &configCache, "config-cache", "SECKILL_CONFIG_CACHE", "", "last good pushed configuration, used when ZooKeeper is away at start (default: in the temp folder)")
 	envFlag(fs, getenv, &backendsCache, "backends-cache", "SECKILL_BACKENDS_CACHE", "", "last backend list read from ZooKeeper, used when ZooKeeper is away at start (default: in the temp folder, named by --edge-id)")
-	envFlag(fs, getenv, &backendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token of the backend's admin routes")
+	envFlag(fs, getenv, &backendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "internal credential sent to the backends on every call (required; the backends' --backend-token)")
 	envFlag(fs, getenv, &adminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "Bearer token of the admin API (required)")
 	envFlag(fs, getenv, &sessionSecret, "session-secret", "SECKILL_SESSION_SECRET", "", "HMAC key of session tokens; the same on every edge (random when empty)")
 	envFlag(fs, getenv, &limitsFile, "limits", "SECKILL_LIMITS", "configs/limits.yaml", "token bucket rules (YAML)")
