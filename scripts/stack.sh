@@ -10,13 +10,18 @@
 #                    it stops); the servers and their data stay.
 #   stack.sh down    stop exactly what `up` started; all data is kept
 #   stack.sh clean   down, then delete $SECKILL_STACK_DIR: all server data
-#                    (orders included), logs, settings (admin token, secret)
+#                    (orders included), logs, settings (tokens, secret,
+#                    server passwords)
 #   stack.sh run     up, follow the logs until Ctrl-C, then down
 #   stack.sh status  show what runs and where
 #
 # Everything lives in $SECKILL_STACK_DIR (default .seckill/ in the repo):
 # server data, logs, pids, and `env` with the SECKILL_* settings to reuse,
-# e.g. `source .seckill/env && bin/seckill reconcile`.
+# e.g. `source .seckill/env && bin/seckill reconcile`. Both it and
+# servers/credentials are readable by their owner only: Redis, RabbitMQ and
+# PostgreSQL each get their own user and generated password at the first
+# `up` (scripts/services.sh), the URLs in `env` carry them, and `status`
+# masks them (docs/SECURITY.md).
 # Redis runs with appendonly yes and appendfsync always unless REDIS_AOF says
 # everysec or no (at the first `up`; later ones keep the setting).
 # The edge serves the public API on $SECKILL_PUBLIC_LISTEN (default
@@ -165,6 +170,12 @@ up() {
 	if [[ ! -f $STACK/servers/env ]]; then
 		mkdir -p "$STACK/servers"
 		chmod 755 "$STACK/servers"
+		if [[ ! -f $STACK/servers/credentials ]]; then
+			# Each server its own user and password, made once: Redis
+			# (ACL user), RabbitMQ (no guest), PostgreSQL (scram over TCP).
+			(umask 077 && printf 'REDIS_PASSWORD=%s\nAMQP_PASSWORD=%s\nPG_PASSWORD=%s\n' \
+				"$(random_hex 24)" "$(random_hex 24)" "$(random_hex 24)" >"$STACK/servers/credentials")
+		fi
 		"$SERVICES" start "$STACK/servers"
 	fi
 	# shellcheck disable=SC1091
@@ -173,6 +184,18 @@ up() {
 	local pg_url=${pg_admin%%/postgres\?*}/seckill?sslmode=disable
 	if ! psql "$pg_admin" -Atqc "select 1 from pg_database where datname='seckill'" | grep -q 1; then
 		psql "$pg_admin" -qc "create database seckill" >/dev/null
+	fi
+	if [[ $(psql "$pg_admin" -Atqc "select pg_get_userbyid(datdba) from pg_database where datname='seckill'") == postgres ]]; then
+		# Made by a stack.sh from before the credentials: hand the database
+		# and its tables to the role seckill.
+		"$SERVICES" admin-psql "$STACK/servers" -d seckill -qAt -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+ALTER DATABASE seckill OWNER TO seckill;
+DO $$ DECLARE r record; BEGIN
+  FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+    EXECUTE format('ALTER TABLE public.%I OWNER TO seckill', r.tablename);
+  END LOOP;
+END $$;
+SQL
 	fi
 	local token=${SECKILL_ADMIN_TOKEN:-} secret="" internal=${SECKILL_BACKEND_TOKEN:-}
 	if [[ -f $STACK/env ]]; then
@@ -273,5 +296,5 @@ run)
 	TAIL=$!
 	wait "$TAIL"
 	;;
-*) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 2 ;;
 esac
