@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"seckill/backend"
+	"seckill"
+	"seckill/backendclient"
 	"strings"
 	"testing"
 	"time"
@@ -110,7 +111,7 @@ func TestClientSendsCredential(t *testing.T) {
 	e := newEnv(t)
 	now := time.Now()
 	id := e.item(t, now.Add(-time.Minute), now.Add(time.Hour), 5)
-	good := backend.NewClient(e.srv.URL, "adm", nil)
+	good := backendclient.New(e.srv.URL, "adm", nil)
 	if _, err := good.Reserve(t.Context(), id, 7, "c1"); err != nil {
 		t.Fatalf("reserve with the right token: %v", err)
 	}
@@ -118,9 +119,9 @@ func TestClientSendsCredential(t *testing.T) {
 		t.Fatalf("status with the right token: %v", err)
 	}
 	for _, token := range []string{"", "wrong"} {
-		bad := backend.NewClient(e.srv.URL, token, nil)
+		bad := backendclient.New(e.srv.URL, token, nil)
 		_, err := bad.Reserve(t.Context(), id, 8, "c2")
-		var ue *backend.UnavailableError
+		var ue *seckill.UnavailableError
 		if !errors.As(err, &ue) {
 			t.Fatalf("reserve with token %q: %v (%T), want UnavailableError", token, err, err)
 		}
