@@ -144,9 +144,9 @@ var composeSecrets = map[string]string{
 	"SECKILL_ADMIN_TOKEN":    "test-admin-token-0123456789abcdef0123456789abcdef",
 	"SECKILL_SESSION_SECRET": "test-session-secret-0123456789abcdef0123456789ab",
 	"SECKILL_BACKEND_TOKEN":  "test-backend-token-0123456789abcdef0123456789abc",
-	"SECKILL_REDIS_PASSWORD": "testredispassword0123456789abcdef",
-	"SECKILL_AMQP_PASSWORD":  "testamqppassword0123456789abcdef",
-	"SECKILL_PG_PASSWORD":    "testpgpassword0123456789abcdef",
+	"SECKILL_REDIS_PASSWORD": "testredispassword0123456789abcdef0123",
+	"SECKILL_AMQP_PASSWORD":  "testamqppassword0123456789abcdef01234",
+	"SECKILL_PG_PASSWORD":    "testpgpassword0123456789abcdef0123456",
 }
 
 // interpolate substitutes variables as docker-compose does when none is set
