@@ -27,13 +27,15 @@ type Item struct {
 
 // OrderMessage is what a successful reservation appends to the outbox and
 // what travels through RabbitMQ to the worker. It is the whole order: the
-// worker needs nothing else to store it.
+// worker needs nothing else to store it. Its encodings belong to the
+// adapters: the outbox stream's fields to stock, the JSON on RabbitMQ to
+// queue (message.go).
 type OrderMessage struct {
-	OrderRef   string    `json:"order_ref"`
-	UserID     int64     `json:"user_id"`
-	ItemID     int64     `json:"item_id"`
-	RequestID  string    `json:"request_id,omitempty"`
-	ReservedAt time.Time `json:"reserved_at"`
+	OrderRef   string
+	UserID     int64
+	ItemID     int64
+	RequestID  string
+	ReservedAt time.Time
 }
 
 // Validate reports whether a message decoded from outside is usable.

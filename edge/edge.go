@@ -25,6 +25,7 @@ import (
 	"seckill/captcha"
 	"seckill/clientip"
 	"seckill/httpapi"
+	"seckill/internal/rkeys"
 	"seckill/limit"
 )
 
@@ -319,7 +320,7 @@ func newEcho(log *slog.Logger) *echo.Echo {
 
 // events: every edge learns of sold-out items and catalogue changes
 // through Redis pub/sub within a second.
-func (e *Edge) channel() string { return e.prefix + "edge:events" }
+func (e *Edge) channel() string { return rkeys.Space(e.prefix).EdgeEvents() }
 
 func (e *Edge) publish(ctx context.Context, msg string) {
 	if err := e.rdb.Publish(context.WithoutCancel(ctx), e.channel(), msg).Err(); err != nil {
