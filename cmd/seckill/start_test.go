@@ -84,14 +84,14 @@ var strong = strings.Repeat("5e", 16)
 // them).
 func TestEdgeRefusesWhatAPushWouldRefuse(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"SECKILL_ADMIN_TOKEN": strong}
+	env := map[string]string{"SECKILL_ADMIN_TOKEN": strong, "SECKILL_BACKEND_TOKEN": strong}
 	got := runErr(t, env, "edge", "--difficulty", "40", "--max-in-flight", "0", "--breaker-open", "1ms", "--trusted-proxies", "10.0.0.0/8,nope")
 	wantAll(t, "edge", got, "4 bad settings",
 		"--difficulty=40: 40 must be between 0 and 32 bits",
 		"--max-in-flight=0: 0 must be between 1 and 1048576",
 		"--breaker-open=1ms: 1ms must be between 100ms and 10m0s",
 		`--trusted-proxies=10.0.0.0/8,nope: not an IP or CIDR: "nope"`)
-	got = runErr(t, map[string]string{"SECKILL_ADMIN_TOKEN": strong, "SECKILL_DIFFICULTY": "30", "SECKILL_DIFFICULTY_UNDER_LOAD": "4"}, "edge")
+	got = runErr(t, map[string]string{"SECKILL_ADMIN_TOKEN": strong, "SECKILL_BACKEND_TOKEN": strong, "SECKILL_DIFFICULTY": "30", "SECKILL_DIFFICULTY_UNDER_LOAD": "4"}, "edge")
 	wantAll(t, "edge under load", got, "--difficulty-under-load=4 (from $SECKILL_DIFFICULTY_UNDER_LOAD): difficulty + difficulty_under_load = 34 exceeds 32 bits")
 	limits := filepath.Join(t.TempDir(), "limits.yaml")
 	if err := os.WriteFile(limits, []byte("rules:\n  - {name: a, class: buy, key: user, rate: 1, burst: 1, shadow: true}\n"), 0o644); err != nil {
