@@ -62,7 +62,7 @@ The admin token, the session secret and the backend token must be at least
 	envFlag(fs, getenv, &cfg.EdgeID, "edge-id", "SECKILL_EDGE_ID", fmt.Sprintf("%s-%d", host, os.Getpid()), "name of this edge in ZooKeeper (/seckill/edges/ID)")
 	envFlag(fs, getenv, &cfg.ConfigCache, "config-cache", "SECKILL_CONFIG_CACHE", "", "last good pushed configuration, used when ZooKeeper is away at start (default: in the temp folder)")
 	envFlag(fs, getenv, &cfg.BackendsCache, "backends-cache", "SECKILL_BACKENDS_CACHE", "", "last backend list read from ZooKeeper, used when ZooKeeper is away at start (default: in the temp folder, named by --edge-id)")
-	envFlag(fs, getenv, &cfg.BackendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token of the backend's protected routes (at least 32 bytes)")
+	envFlag(fs, getenv, &cfg.BackendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "internal credential sent to the backends on every call (required; the backends' --backend-token; at least 32 bytes)")
 	envFlag(fs, getenv, &cfg.AdminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "Bearer token of the admin API (required; at least 32 bytes: openssl rand -hex 32)")
 	envFlag(fs, getenv, &cfg.SessionSecret, "session-secret", "SECKILL_SESSION_SECRET", "", "HMAC key of session tokens; the same on every edge (random when empty; else at least 32 bytes)")
 	envFlag(fs, getenv, &cfg.LimitsFile, "limits", "SECKILL_LIMITS", "", "token bucket rules (YAML; the built-in configs/limits.yaml when empty)")

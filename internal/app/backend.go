@@ -27,8 +27,8 @@ type BackendConfig struct {
 	Listen       string // listen
 	AddrFile     string // addr-file
 	InstanceFile string // instance-file
-	// Token is the internal credential (SECKILL_BACKEND_TOKEN): the Bearer
-	// token of the backend's protected routes.
+	// Token is the internal credential (SECKILL_BACKEND_TOKEN), required:
+	// the Bearer token of every route but /healthz, /readyz and /metrics.
 	Token       string
 	RunRelay    bool // relay: run the outbox relay in this process
 	Relay       RelayOptions
@@ -46,7 +46,11 @@ func (c BackendConfig) Validate() error {
 	var ps Problems
 	c.Stores.validate(&ps, true, true, true)
 	ps.listen("listen", c.Listen, false)
-	ps.secret("admin-token", c.Token)
+	if c.Token == "" {
+		ps.add("backend-token", "the internal credential is required: every backend route but the health probes needs it, "+
+			"and the edges send it; the same on every edge and backend (%s)", HowToMakeSecret)
+	}
+	ps.secret("backend-token", c.Token)
 	if c.RunRelay {
 		c.Relay.validate(&ps, "relay-claim-idle")
 	}
@@ -124,7 +128,7 @@ func startBackend(ctx context.Context, gr *group, cfg BackendConfig, log *slog.L
 	log.Info("items loaded into redis", "items", n)
 
 	reg := newRegistry()
-	h := backend.NewHandler(svc, backend.HTTPConfig{AdminToken: cfg.Token, Registry: reg, Logger: log})
+	h := backend.NewHandler(svc, backend.HTTPConfig{Token: cfg.Token, Registry: reg, Logger: log})
 	var relay *relayParts
 	if cfg.RunRelay {
 		if relay, err = newRelay(gr, cfg.Stores, cfg.Relay, rdb, log); err != nil {

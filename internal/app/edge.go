@@ -195,6 +195,9 @@ func (c EdgeConfig) validate(ps *Problems, dev bool) {
 	}
 	if !dev {
 		ps.secret("session-secret", c.SessionSecret)
+		if c.BackendToken == "" && c.Backend == nil {
+			ps.add("backend-token", "the backends' internal credential is required: the one they were started with (%s)", HowToMakeSecret)
+		}
 		ps.secret("backend-token", c.BackendToken)
 	}
 	rules, from, err := c.rules()
