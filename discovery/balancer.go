@@ -19,6 +19,8 @@ import (
 
 	"seckill"
 	"seckill/backend"
+	"seckill/internal/backoff"
+	"seckill/internal/breaker"
 )
 
 // ErrNoBackend is wrapped in the *backend.UnavailableError returned when
@@ -189,7 +191,7 @@ func (b *Balancer) Backends() []BackendState {
 // SetBreaker changes the breaker settings (a pushed configuration): every
 // backend gets fresh breakers with them, closed.
 func (b *Balancer) SetBreaker(cfg BreakerConfig) {
-	cfg.defaults()
+	cfg = cfg.WithDefaults()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if cfg == b.o.breaker {
@@ -249,20 +251,11 @@ func (b *Balancer) newMember(url string) *member {
 	onState := b.o.onState
 	log := b.log
 	for c := range classes {
-		m.cbs[c] = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
-			Name:         url,
-			MaxRequests:  cfg.HalfOpenProbes,
-			Timeout:      cfg.OpenFor,
-			ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
-			IsSuccessful: func(err error) bool { return !backendFailure(err) },
-			// A caller that went away says nothing about the backend.
-			IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-			OnStateChange: func(name string, from, to gobreaker.State) {
-				log.Warn("backend circuit breaker", "url", name, "class", c.String(), "from", from.String(), "to", to.String())
-				if onState != nil && c == ClassReserve {
-					onState(name, from, to)
-				}
-			},
+		m.cbs[c] = breaker.New(url, cfg, backendFailure, func(name string, from, to gobreaker.State) {
+			log.Warn("backend circuit breaker", "url", name, "class", c.String(), "from", from.String(), "to", to.String())
+			if onState != nil && c == ClassReserve {
+				onState(name, from, to)
+			}
 		})
 	}
 	return m
@@ -435,11 +428,11 @@ func (b *Balancer) follow(events <-chan zk.Event) {
 // the last list stays in use.
 func (b *Balancer) watch(first chan<- error) {
 	defer close(b.done)
-	failures := 0
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		ch, err := b.read()
 		if err == nil {
-			failures = 0
+			bo.Reset()
 			if first != nil {
 				first <- nil
 				first = nil
@@ -459,12 +452,11 @@ func (b *Balancer) watch(first chan<- error) {
 		}
 		b.log.Warn("reading the backends from zookeeper", "err", err)
 		select {
-		case <-time.After(backoff(failures)):
+		case <-time.After(bo.Next()):
 		case <-b.poke:
 		case <-b.stop:
 			return
 		}
-		failures++
 	}
 }
 

@@ -18,16 +18,16 @@
 package discovery
 
 import (
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"path"
-	"strings"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/sony/gobreaker/v2"
+
+	"seckill/internal/breaker"
+	"seckill/internal/zkconn"
 )
 
 // DefaultRoot is the ZooKeeper folder of a seckill deployment.
@@ -36,7 +36,7 @@ const DefaultRoot = "/seckill"
 // DefaultSessionTimeout is the ZooKeeper session timeout asked for: how
 // long a backend that died without a goodbye stays registered. The server
 // bounds it to [2, 20] ticks (4s to 40s with the default tickTime).
-const DefaultSessionTimeout = 10 * time.Second
+const DefaultSessionTimeout = zkconn.DefaultSessionTimeout
 
 // Node is the content of a backend's node.
 type Node struct {
@@ -44,28 +44,9 @@ type Node struct {
 	StartedAt time.Time `json:"started_at"`
 }
 
-// BreakerConfig tunes the circuit breaker each backend gets (the same
-// fields and defaults as edge.BreakerConfig).
-type BreakerConfig struct {
-	// ConsecutiveFailures opens the breaker (default 5).
-	ConsecutiveFailures uint32
-	// OpenFor is how long it stays open before half-open probes (default 1s).
-	OpenFor time.Duration
-	// HalfOpenProbes is how many requests may probe while half-open (default 3).
-	HalfOpenProbes uint32
-}
-
-func (b *BreakerConfig) defaults() {
-	if b.ConsecutiveFailures == 0 {
-		b.ConsecutiveFailures = 5
-	}
-	if b.OpenFor <= 0 {
-		b.OpenFor = time.Second
-	}
-	if b.HalfOpenProbes == 0 {
-		b.HalfOpenProbes = 3
-	}
-}
+// BreakerConfig tunes the circuit breaker each backend gets (the one
+// configuration of every breaker: internal/breaker).
+type BreakerConfig = breaker.Config
 
 type options struct {
 	sessionTimeout time.Duration
@@ -125,7 +106,7 @@ func newOptions(opts []Option) options {
 	if o.log == nil {
 		o.log = slog.Default()
 	}
-	o.breaker.defaults()
+	o.breaker = o.breaker.WithDefaults()
 	return o
 }
 
@@ -138,43 +119,5 @@ func backendsPath(root string) string {
 }
 
 func connect(addrs []string, o options, log *slog.Logger) (*zk.Conn, <-chan zk.Event, error) {
-	var servers []string
-	for _, a := range addrs {
-		for _, s := range strings.Split(a, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				servers = append(servers, s)
-			}
-		}
-	}
-	dial := o.dialer
-	if dial == nil {
-		dial = net.DialTimeout
-	}
-	return zk.Connect(servers, o.sessionTimeout, zk.WithLogger(zkLogger{log}), zk.WithLogInfo(false), zk.WithDialer(dial))
-}
-
-// ensureDir creates p and its parents as persistent nodes.
-func ensureDir(conn *zk.Conn, p string) error {
-	parts := strings.Split(strings.Trim(p, "/"), "/")
-	cur := ""
-	for _, part := range parts {
-		cur += "/" + part
-		_, err := conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll))
-		if err != nil && err != zk.ErrNodeExists {
-			return err
-		}
-	}
-	return nil
-}
-
-type zkLogger struct{ log *slog.Logger }
-
-func (l zkLogger) Printf(format string, a ...any) {
-	l.log.Debug("zookeeper client", "msg", strings.TrimSpace(fmt.Sprintf(format, a...)))
-}
-
-// backoff returns the wait before attempt n (0, 1, ...): 100ms doubling to 2s.
-func backoff(n int) time.Duration {
-	d := 100 * time.Millisecond << min(n, 5)
-	return min(d, 2*time.Second)
+	return zkconn.Connect(addrs, zkconn.Options{SessionTimeout: o.sessionTimeout, Dialer: o.dialer, Log: log})
 }

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"seckill/internal/backoff"
+	"seckill/internal/zkconn"
 )
 
 // Registration keeps one backend registered under <root>/backends/ until
@@ -137,11 +140,11 @@ func (r *Registration) follow(events <-chan zk.Event) {
 
 func (r *Registration) run(first chan<- error) {
 	defer close(r.done)
-	failures := 0
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		ch, err := r.once()
 		if err == nil {
-			failures = 0
+			bo.Reset()
 			if first != nil {
 				first <- nil
 				first = nil
@@ -161,12 +164,11 @@ func (r *Registration) run(first chan<- error) {
 		}
 		r.log.Warn("registering in zookeeper", "err", err)
 		select {
-		case <-time.After(backoff(failures)):
+		case <-time.After(bo.Next()):
 		case <-r.poke:
 		case <-r.stop:
 			return
 		}
-		failures++
 	}
 }
 
@@ -182,7 +184,7 @@ func (r *Registration) once() (<-chan zk.Event, error) {
 		}
 		r.log.Warn("registration gone (session expired?): registering again", "node", p)
 	}
-	if err := ensureDir(r.conn, r.dir); err != nil {
+	if err := zkconn.EnsurePath(r.conn, r.dir, zk.WorldACL(zk.PermAll)); err != nil {
 		return nil, err
 	}
 	// The protected create finds its own node again when the answer was

@@ -12,10 +12,11 @@ import (
 	"path"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"seckill/internal/zkconn"
 )
 
 // DefaultRoot is the default root path in ZooKeeper.
@@ -169,31 +170,8 @@ func Dial(ctx context.Context, addrs string, sessionTimeout time.Duration) (*zk.
 }
 
 func connect(addrs string, sessionTimeout time.Duration, dialer zk.Dialer) (*zk.Conn, <-chan zk.Event, error) {
-	a := splitAddrs(addrs)
-	if len(a) == 0 {
-		return nil, nil, fmt.Errorf("no ZooKeeper address in %q", addrs)
-	}
-	if dialer != nil {
-		return zk.Connect(a, sessionTimeout, zk.WithLogger(quietLogger{}), zk.WithLogInfo(false), zk.WithDialer(dialer))
-	}
-	return zk.Connect(a, sessionTimeout, zk.WithLogger(quietLogger{}), zk.WithLogInfo(false))
+	return zkconn.Connect([]string{addrs}, zkconn.Options{SessionTimeout: sessionTimeout, Dialer: dialer})
 }
-
-func splitAddrs(addrs string) []string {
-	var out []string
-	for _, a := range strings.Split(addrs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// quietLogger drops go-zookeeper's chatter (reconnect attempts every few
-// milliseconds while ZooKeeper is away).
-type quietLogger struct{}
-
-func (quietLogger) Printf(string, ...any) {}
 
 // do runs a ZooKeeper call, giving up when ctx ends (requests wait while the
 // connection is down).
@@ -218,16 +196,8 @@ func do[T any](ctx context.Context, f func() (T, error)) (T, error) {
 
 // ensurePath creates p and its parents (persistent, empty) when absent.
 func ensurePath(ctx context.Context, conn *zk.Conn, p string) error {
-	parts := strings.Split(strings.Trim(p, "/"), "/")
-	cur := ""
-	for _, part := range parts {
-		cur += "/" + part
-		_, err := do(ctx, func() (string, error) { return conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll)) })
-		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
-			return fmt.Errorf("creating %s: %w", cur, err)
-		}
-	}
-	return nil
+	_, err := do(ctx, func() (struct{}, error) { return struct{}{}, zkconn.EnsurePath(conn, p, zk.WorldACL(zk.PermAll)) })
+	return err
 }
 
 // Get returns the record in force and its configuration; the error wraps

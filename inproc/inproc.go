@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"seckill"
+	"seckill/internal/backoff"
 	"seckill/queue"
 )
 
@@ -140,7 +141,7 @@ func (p *Pipeline) handle(ctx context.Context, entries []queue.OutboxEntry) erro
 }
 
 func (p *Pipeline) fail(ctx context.Context, m seckill.OrderMessage, reason string) error {
-	backoff := 10 * time.Millisecond
+	bo := backoff.Backoff{Min: 10 * time.Millisecond, Max: time.Second}
 	for {
 		err := p.h.Failed(ctx, m, reason)
 		if err == nil {
@@ -148,11 +149,8 @@ func (p *Pipeline) fail(ctx context.Context, m seckill.OrderMessage, reason stri
 			return nil
 		}
 		p.log.Warn("recording failed order", "order_ref", m.OrderRef, "err", err)
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, time.Second)
 	}
 }

@@ -147,14 +147,12 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 				}
 				w, err := dynconfig.NewWatcher(zkAddr, zkRoot, configCache, edgeID, func(c dynconfig.Config) error {
 					if bal != nil {
-						bal.SetBreaker(discovery.BreakerConfig{ConsecutiveFailures: c.Breaker.ConsecutiveFailures,
-							OpenFor: c.Breaker.OpenFor.D(), HalfOpenProbes: c.Breaker.HalfOpenProbes})
+						bal.SetBreaker(c.Breaker.Config())
 					}
 					return e.Reconfigure(edge.Dynamic{
 						Rules: c.Rules, Difficulty: c.Difficulty, DifficultyUnderLoad: c.DifficultyUnderLoad,
 						MaxInFlight: c.MaxInFlight, TrustedProxies: c.TrustedProxies,
-						Breaker: edge.BreakerConfig{ConsecutiveFailures: c.Breaker.ConsecutiveFailures,
-							OpenFor: c.Breaker.OpenFor.D(), HalfOpenProbes: c.Breaker.HalfOpenProbes},
+						Breaker: c.Breaker.Config(),
 					})
 				}, log.With("component", "dynconfig"), dynconfig.WithRegisterer(reg))
 				if err != nil {
