@@ -79,18 +79,20 @@ type Balancer struct {
 	rr      atomic.Uint64
 
 	// ZooKeeper (nil for NewStatic).
-	conn    *zk.Conn
-	dir     string
-	nodes   map[string]cachedNode // node name -> its content, read once per node
-	saved   string                // the list last written to the cache
-	zkFull  bool                  // ZooKeeper has listed at least one backend
-	poke    chan struct{}
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
-	reads   atomic.Int64
-	updates atomic.Int64
-	expired atomic.Int64
+	conn     *zk.Conn
+	dir      string
+	nodes    map[string]cachedNode // node name -> its content, read once per node
+	saved    string                // the list last written to the cache
+	zkFull   bool                  // ZooKeeper has listed at least one backend
+	poke     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+	key      []byte // RegistrationKey of the internal token
+	rejected atomic.Int64
+	reads    atomic.Int64
+	updates  atomic.Int64
+	expired  atomic.Int64
 }
 
 // NewStatic returns a balancer over a fixed list of backend URLs.
@@ -133,7 +135,7 @@ func startFollowing(zkAddrs []string, root string, o options, first chan<- error
 	b := newBalancer(o)
 	start := slices.Clone(o.initial)
 	if o.cachePath != "" {
-		cached, err := loadCache(o.cachePath)
+		cached, err := loadCache(o.cachePath, b.key)
 		switch {
 		case err == nil:
 			start = append(start, cached...)
@@ -157,7 +159,7 @@ func startFollowing(zkAddrs []string, root string, o options, first chan<- error
 }
 
 func newBalancer(o options) *Balancer {
-	return &Balancer{o: o, log: o.log.With("component", "discovery"), byURL: map[string]*member{}}
+	return &Balancer{o: o, log: o.log.With("component", "discovery"), byURL: map[string]*member{}, key: RegistrationKey(o.token)}
 }
 
 // Close stops following ZooKeeper (the last list stays in use).
@@ -493,8 +495,9 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 				return nil, err
 			}
 			cn = cachedNode{Name: name, Data: json.RawMessage(raw)}
-			if u, err := nodeURL(raw); err != nil {
-				b.log.Warn("ignoring a backend node without a url", "node", name, "err", err)
+			if u, err := nodeURL(raw, b.key); err != nil {
+				b.rejected.Add(1)
+				b.log.Warn("ignoring a backend registration", "node", name, "err", err)
 				cn.Data = nil
 			} else {
 				cn.url = u
@@ -537,7 +540,8 @@ func (b *Balancer) setFromZK(urls []string) {
 	b.set(urls)
 }
 
-func nodeURL(raw []byte) (string, error) {
+// nodeURL returns the URL of a registration whose MAC is valid under key.
+func nodeURL(raw []byte, key []byte) (string, error) {
 	var n Node
 	if err := json.Unmarshal(raw, &n); err != nil {
 		return "", err
@@ -545,8 +549,15 @@ func nodeURL(raw []byte) (string, error) {
 	if n.URL == "" {
 		return "", errors.New("no url")
 	}
+	if err := n.Verify(key); err != nil {
+		return "", err
+	}
 	return n.URL, nil
 }
+
+// Rejected returns how many registrations were ignored (no URL, or no
+// valid MAC) since the start.
+func (b *Balancer) Rejected() int64 { return b.rejected.Load() }
 
 // cachedNode is one backend in the cached list: its node's name and its
 // content exactly as registered, so that a registration signed later (a
@@ -584,8 +595,10 @@ func (b *Balancer) saveCache(list []cachedNode) {
 	b.saved = string(key)
 }
 
-// loadCache reads the URLs of the cached list.
-func loadCache(path string) ([]string, error) {
+// loadCache reads the URLs of the cached list. Each entry's MAC is checked
+// again (the file is no more trusted than ZooKeeper); there is no expiry:
+// liveness comes from ZooKeeper and the breakers.
+func loadCache(path string, key []byte) ([]string, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -599,7 +612,7 @@ func loadCache(path string) ([]string, error) {
 	}
 	var urls []string
 	for _, n := range c.Backends {
-		u, err := nodeURL(n.Data)
+		u, err := nodeURL(n.Data, key)
 		if err != nil {
 			return nil, fmt.Errorf("%s: node %s: %w", path, n.Name, err)
 		}

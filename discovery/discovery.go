@@ -18,6 +18,10 @@
 package discovery
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
 	"log/slog"
 	"net/http"
 	"path"
@@ -42,6 +46,48 @@ const DefaultSessionTimeout = zkconn.DefaultSessionTimeout
 type Node struct {
 	URL       string    `json:"url"`
 	StartedAt time.Time `json:"started_at"`
+	// MAC proves the registration was made by a holder of the internal
+	// key (the backend token): base64 of HMAC-SHA256 under
+	// RegistrationKey(token) over the URL and start time. Edges route only
+	// to registrations whose MAC is valid.
+	MAC string `json:"mac,omitempty"`
+}
+
+// registrationLabel derives the registrations' MAC key from the backend
+// token, so the token itself never signs anything else.
+const registrationLabel = "seckill registration v1"
+
+// RegistrationKey is the MAC key of registrations: HMAC-SHA256(token,
+// "seckill registration v1").
+func RegistrationKey(token string) []byte {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte(registrationLabel))
+	return m.Sum(nil)
+}
+
+func (n Node) sum(key []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(registrationLabel))
+	m.Write([]byte{0})
+	m.Write([]byte(n.URL))
+	m.Write([]byte{0})
+	m.Write([]byte(n.StartedAt.UTC().Format(time.RFC3339Nano)))
+	return m.Sum(nil)
+}
+
+// Sign sets n's MAC under key.
+func (n *Node) Sign(key []byte) { n.MAC = base64.StdEncoding.EncodeToString(n.sum(key)) }
+
+// Verify checks n's MAC under key.
+func (n Node) Verify(key []byte) error {
+	if n.MAC == "" {
+		return errors.New("registration has no MAC")
+	}
+	got, err := base64.StdEncoding.DecodeString(n.MAC)
+	if err != nil || !hmac.Equal(got, n.sum(key)) {
+		return errors.New("registration MAC is not valid under the internal key (another --backend-token, or forged)")
+	}
+	return nil
 }
 
 // BreakerConfig tunes the circuit breaker each backend gets (the one
@@ -58,6 +104,7 @@ type options struct {
 	onState        func(url string, from, to gobreaker.State)
 	initial        []string
 	cachePath      string
+	cred           *zkconn.Credential
 }
 
 // Option tunes Register, NewBalancer and NewStatic.
@@ -76,8 +123,17 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 // WithBreaker sets the per-backend circuit breaker.
 func WithBreaker(b BreakerConfig) Option { return func(o *options) { o.breaker = b } }
 
-// WithAdminToken sets the Bearer token the backend clients send.
+// WithAdminToken sets the internal key: the Bearer token the backend
+// clients send, from which the registrations' MAC key is derived
+// (RegistrationKey): Register signs with it, a balancer routes only to
+// registrations it verifies.
 func WithAdminToken(token string) Option { return func(o *options) { o.token = token } }
+
+// WithCredential authenticates the ZooKeeper session (the backend's or the
+// edge's digest identity). A registration made with one is writable only
+// by its backend, and folders are never created (the pusher lays them
+// out: `seckill config init`); without one the tree is open.
+func WithCredential(c *zkconn.Credential) Option { return func(o *options) { o.cred = c } }
 
 // WithHTTPClient sets the HTTP client shared by the backend clients.
 func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = hc } }
@@ -119,5 +175,5 @@ func backendsPath(root string) string {
 }
 
 func connect(addrs []string, o options, log *slog.Logger) (*zk.Conn, <-chan zk.Event, error) {
-	return zkconn.Connect(addrs, zkconn.Options{SessionTimeout: o.sessionTimeout, Dialer: o.dialer, Log: log})
+	return zkconn.Connect(addrs, zkconn.Options{SessionTimeout: o.sessionTimeout, Dialer: o.dialer, Log: log, Credential: o.cred})
 }
