@@ -3,6 +3,7 @@ package dynconfig
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/go-zookeeper/zk"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"seckill/internal/zkconn"
 )
 
 // Reload results (label result of seckill_config_reloads_total).
@@ -58,6 +61,20 @@ func WithDialer(d zk.Dialer) WatcherOption {
 	return func(w *Watcher) { w.dialer = d }
 }
 
+// WithCredential authenticates the watcher's session (the edge's digest
+// identity): its status node is then writable by it alone, and it never
+// creates folders (the pusher lays them out: `seckill config init`).
+func WithCredential(c *zkconn.Credential) WatcherOption {
+	return func(w *Watcher) { w.cred = c }
+}
+
+// WithPublicKeys sets the public keys a version's signature is checked
+// with (any of them may have signed it: a rotation lists old and new).
+// Without a key every version is refused.
+func WithPublicKeys(keys ...ed25519.PublicKey) WatcherOption {
+	return func(w *Watcher) { w.keys = append(w.keys, keys...) }
+}
+
 // Watcher keeps one edge's configuration in step with ZooKeeper.
 type Watcher struct {
 	addrs          string
@@ -70,6 +87,8 @@ type Watcher struct {
 	sessionTimeout time.Duration
 	startTimeout   time.Duration
 	dialer         zk.Dialer
+	cred           *zkconn.Credential
+	keys           []ed25519.PublicKey
 	start          time.Time
 
 	mu         sync.Mutex // serialises reloads and guards the fields below
@@ -176,6 +195,9 @@ func (w *Watcher) LoadLast() (int32, error) {
 		return w.Status().Version, fmt.Errorf("dynconfig: reading the last good copy: %w", err)
 	}
 	rec, cfg, err := DecodeRecord(data)
+	if err == nil {
+		err = Verify(rec, w.keys)
+	}
 	if err != nil {
 		return w.Status().Version, fmt.Errorf("dynconfig: the last good copy %s: %w", w.diskPath, err)
 	}
@@ -198,7 +220,7 @@ func (w *Watcher) LoadLast() (int32, error) {
 // Run follows the configuration until ctx ends. It never returns an error
 // while ZooKeeper is away: the configuration in force stays in force.
 func (w *Watcher) Run(ctx context.Context) error {
-	conn, events, err := connect(w.addrs, w.sessionTimeout, w.dialer)
+	conn, events, err := zkconn.Connect([]string{w.addrs}, zkconn.Options{SessionTimeout: w.sessionTimeout, Dialer: w.dialer, Credential: w.cred})
 	if err != nil {
 		// Only a malformed address list fails here.
 		if _, lerr := w.LoadLast(); lerr != nil {
@@ -344,6 +366,10 @@ func (w *Watcher) handle(data []byte, st *zk.Stat) {
 	if err == nil && rec.Version != offered {
 		err = fmt.Errorf("record says version %d but the node is at version %d: written around `seckill config push`", rec.Version, offered)
 	}
+	if err == nil {
+		// Unsigned or badly signed: not from the pusher.
+		err = Verify(rec, w.keys)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
@@ -352,7 +378,9 @@ func (w *Watcher) handle(data []byte, st *zk.Stat) {
 			w.source = SourceZooKeeper // the disk copy was that version
 		}
 		return // a re-read of the version in force
-	case offered < w.version:
+	case offered <= w.version:
+		// Not newer than the version in force (a replayed older version,
+		// or another content under the same number): never applied.
 		w.mReloads.WithLabelValues(ResultStale).Inc()
 		w.log.Warn("ignoring a configuration older than the one in force", "offered", offered, "in_force", w.version)
 		return
@@ -456,15 +484,20 @@ func (w *Watcher) writeRegistration(ctx context.Context, conn *zk.Conn) {
 func (w *Watcher) register(ctx context.Context, conn *zk.Conn) (<-chan zk.Event, error) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := ensurePath(rctx, conn, path.Join(w.root, edgesNode)); err != nil {
-		return nil, err
+	if w.cred == nil {
+		if err := ensurePath(rctx, conn, path.Join(w.root, edgesNode), zk.WorldACL(zk.PermAll)); err != nil {
+			return nil, err
+		}
 	}
 	p := w.edgePath()
 	return do(rctx, func() (<-chan zk.Event, error) {
 		w.mu.Lock()
 		data := w.statusJSON()
 		w.mu.Unlock()
-		_, err := conn.Create(p, data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		_, err := conn.Create(p, data, zk.FlagEphemeral, zkconn.OwnNode(w.cred != nil))
+		if errors.Is(err, zk.ErrNoNode) && w.cred != nil {
+			return nil, fmt.Errorf("registering %s: the folder is missing: run `seckill config init` (or push) with the edges' credential", p)
+		}
 		if errors.Is(err, zk.ErrNodeExists) {
 			_, err = conn.Set(p, data, -1)
 		}

@@ -35,6 +35,7 @@ func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		drainWait time.Duration
 		zkAddrs   string
 		zkRoot    string
+		zkAuth    string
 		advertise string
 		guardOn   bool
 		settle    time.Duration
@@ -166,7 +167,17 @@ relay stops after its outstanding confirms.`,
 				// Registered in the background: the backend serves at once,
 				// and keeps trying while ZooKeeper is away (no deadline, no
 				// exit: a crash loop under a supervisor helps nobody).
-				zreg, err = discovery.StartRegistration(strings.Split(zkAddrs, ","), zkRoot, url, log)
+				// The registration carries a MAC under the internal token
+				// (edges route only to registrations they verify); with a
+				// credential its node is writable by this backend alone.
+				zopts := []discovery.Option{discovery.WithAdminToken(token)}
+				if cred, err := zkCredential(zkAuth, "SECKILL_ZK_BACKEND", log); err != nil {
+					_ = srv.Close()
+					return err
+				} else if cred != nil {
+					zopts = append(zopts, discovery.WithCredential(cred))
+				}
+				zreg, err = discovery.StartRegistration(strings.Split(zkAddrs, ","), zkRoot, url, log, zopts...)
 				if err != nil {
 					_ = srv.Close()
 					return fmt.Errorf("registering in zookeeper: %w", err)
@@ -211,6 +222,7 @@ relay stops after its outstanding confirms.`,
 	envFlag(fs, getenv, &zkAddrs, "zk", "SECKILL_ZK", "", "ZooKeeper servers (host:port,...) to register this backend with, so edges find it (none when empty)")
 	envFlag(fs, getenv, &advertise, "advertise", "SECKILL_BACKEND_ADVERTISE", "", "URL or host:port edges reach this backend at (default the address listened on)")
 	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "ZooKeeper folder of this deployment; backends register under ROOT/backends")
+	envFlag(fs, getenv, &zkAuth, "zk-auth", "SECKILL_ZK_BACKEND", "", "the backends' ZooKeeper digest credential, user:password (docs/security-zookeeper.md)")
 	envBool(fs, getenv, &guardOn, "redis-guard", "SECKILL_REDIS_GUARD", true, "freeze reservations whenever the Redis server restarted (run_id or NOSCRIPT) until items are re-seeded from PostgreSQL (docs/RELIABILITY.md, Stale Redis)")
 	envDuration(fs, getenv, &settle, "redis-guard-settle", "SECKILL_REDIS_GUARD_SETTLE", time.Second, "during that recovery, how long the stored order count must stay unchanged (outboxes and queue empty) before re-seeding")
 	envDuration(fs, getenv, &drainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listener closes")

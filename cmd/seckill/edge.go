@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"seckill/dynconfig"
 	"seckill/edge"
 	"seckill/httpapi"
+	"seckill/internal/zkconn"
 	"seckill/stock"
 	"seckill/web"
 )
@@ -43,6 +45,7 @@ func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comman
 		catalogTTL, drainWait                             time.Duration
 		secureCookie                                      bool
 		zkAddr, zkRoot, edgeID, configCache               string
+		zkAuth, configKeys                                string
 		backendsCache                                     string
 		backendsFromZK                                    bool
 		maxKeys                                           int
@@ -97,6 +100,15 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 			balOpts := []discovery.Option{discovery.WithAdminToken(backendToken), discovery.WithLogger(log),
 				discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: uint32(breakerFailures), OpenFor: breakerOpen})}
 			var bal *discovery.Balancer
+			var zkCred *zkconn.Credential
+			if zkAddr != "" {
+				if zkCred, err = zkCredential(zkAuth, "SECKILL_ZK_EDGE", log); err != nil {
+					return err
+				}
+				if zkCred != nil {
+					balOpts = append(balOpts, discovery.WithCredential(zkCred))
+				}
+			}
 			if zkAddr != "" && backendsFromZK {
 				// Backends found in ZooKeeper. The edge never waits for
 				// ZooKeeper: until it answers, the last list seen (kept on
@@ -145,6 +157,13 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 				if configCache == "" {
 					configCache = filepath.Join(os.TempDir(), "seckill-edge-"+edgeID+"-limits.json")
 				}
+				keys, err := dynconfig.ParsePublicKeys(configKeys)
+				if err != nil {
+					return fmt.Errorf("--config-public-keys ($SECKILL_CONFIG_PUBLIC_KEYS): %w", err)
+				}
+				if len(keys) == 0 {
+					log.Error("no --config-public-keys: every pushed configuration will be refused (only signed versions are applied); the file and flags stay in force")
+				}
 				w, err := dynconfig.NewWatcher(zkAddr, zkRoot, configCache, edgeID, func(c dynconfig.Config) error {
 					if bal != nil {
 						bal.SetBreaker(c.Breaker.Config())
@@ -154,7 +173,8 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 						MaxInFlight: c.MaxInFlight, TrustedProxies: c.TrustedProxies,
 						Breaker: c.Breaker.Config(),
 					})
-				}, log.With("component", "dynconfig"), dynconfig.WithRegisterer(reg))
+				}, log.With("component", "dynconfig"), dynconfig.WithRegisterer(reg),
+					dynconfig.WithCredential(zkCred), dynconfig.WithPublicKeys(keys...))
 				if err != nil {
 					return err
 				}
@@ -178,6 +198,8 @@ The public API listens on --public-listen, the admin API (/admin/*, /metrics,
 	envFlag(fs, getenv, &backendURL, "backend-url", "SECKILL_BACKEND_URL", "http://127.0.0.1:8090", "base URL(s) of the backend API, comma-separated (with --zk: also used until ZooKeeper answers, when set)")
 	envFlag(fs, getenv, &zkAddr, "zk", "SECKILL_ZK", "", "ZooKeeper servers (comma-separated): find the backends there instead of --backend-url")
 	envFlag(fs, getenv, &zkRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "root of seckill's nodes in ZooKeeper")
+	envFlag(fs, getenv, &zkAuth, "zk-auth", "SECKILL_ZK_EDGE", "", "the edges' ZooKeeper digest credential, user:password (docs/security-zookeeper.md)")
+	envFlag(fs, getenv, &configKeys, "config-public-keys", "SECKILL_CONFIG_PUBLIC_KEYS", "", "Ed25519 public keys (base64, comma-separated: old,new while rotating) that pushed configurations must be signed with (seckill config keygen)")
 	envBool(fs, getenv, &backendsFromZK, "backends-from-zk", "SECKILL_BACKENDS_FROM_ZK", true, "with --zk: find the backends in ZooKeeper (else use --backend-url)")
 	host, _ := os.Hostname()
 	envFlag(fs, getenv, &edgeID, "edge-id", "SECKILL_EDGE_ID", fmt.Sprintf("%s-%d", host, os.Getpid()), "name of this edge in ZooKeeper (/seckill/edges/ID)")
@@ -272,4 +294,18 @@ func serveOnDrain(ctx context.Context, e *edge.Edge, pl, al net.Listener, drainW
 	wg.Wait()
 	log.Info("stopped")
 	return nil
+}
+
+// zkCredential reads a role's ZooKeeper credential (user:password); empty
+// means none, and the nodes this process creates are world-writable.
+func zkCredential(value, env string, log *slog.Logger) (*zkconn.Credential, error) {
+	if value == "" {
+		log.Warn("ZooKeeper without a credential: the nodes this process creates are world-writable (set --zk-auth / $" + env + "; docs/security-zookeeper.md)")
+		return nil, nil
+	}
+	c, err := zkconn.ParseCredential(value)
+	if err != nil {
+		return nil, fmt.Errorf("--zk-auth ($%s): %w", env, err)
+	}
+	return &c, nil
 }
