@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +194,50 @@ func connectAs(t *testing.T, addr string, c *zkconn.Credential) *zk.Conn {
 		case <-deadline:
 			t.Fatal("no ZooKeeper session")
 		}
+	}
+}
+
+// TestAuthenticatedRegistrationAfterSessionExpiry: a backend with its
+// credential, cut off from ZooKeeper past its session, registers again on
+// the new session (the credential is sent again) in the ACL'd tree.
+func TestAuthenticatedRegistrationAfterSessionExpiry(t *testing.T) {
+	t.Parallel()
+	addr, root := zkRoot(t)
+	pusher := zkconn.Credential{User: "pusher", Password: "pusher-secret"}
+	backendC := zkconn.Credential{User: "backend", Password: "backend-secret"}
+	roles := zkconn.Roles{Pusher: pusher, Backends: []zkconn.Credential{backendC}}
+	admin := connectAs(t, addr, &pusher)
+	for _, f := range roles.Folders(root) {
+		if err := zkconn.EnsurePath(admin, f.Path, f.ACL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := startFake(t)
+	ca := &cutter{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := Register(ctx, []string{addr}, root, a.url(), quiet(), WithSessionTimeout(session), WithDialer(ca.dial),
+		WithAdminToken(token), WithCredential(&backendC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	bal, err := NewBalancer(ctx, []string{addr}, root, WithSessionTimeout(session), WithLogger(quiet()), WithAdminToken(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bal.Close()
+	waitURLs(t, bal, 5*time.Second, a.url())
+	first := r.Path()
+	ca.Cut()
+	waitURLs(t, bal, 4*session, []string{}...)
+	ca.Restore()
+	waitURLs(t, bal, 4*session, a.url())
+	if r.Created() != 2 || r.Path() == first {
+		t.Fatalf("created %d nodes, path %s (first %s)", r.Created(), r.Path(), first)
+	}
+	acl, _, err := admin.GetACL(r.Path())
+	if err != nil || zkconn.WorldWritable(acl) || len(acl) != 2 || acl[0].Scheme != "digest" || !strings.HasPrefix(acl[0].ID, "backend:") {
+		t.Fatalf("ACL of the new registration: %v, %v", acl, err)
 	}
 }
