@@ -160,9 +160,9 @@ func TestUnsignedAndReplayedVersionsIgnored(t *testing.T) {
 	}
 	keep("signed version 1 replayed in a new node", 3, 1)
 
-	// A restarted edge with the same disk copy: it loads version 2 and
-	// refuses the replayed version 1 it finds in ZooKeeper.
-	b := startEdge(t, addr, root, "edge-b", a.disk, WithStartTimeout(time.Millisecond))
+	// A restarted edge with the same disk copy, ZooKeeper up: it starts
+	// from version 2 and refuses the replayed version 1 in ZooKeeper.
+	b := startEdge(t, addr, root, "edge-b", a.disk)
 	testenv.Eventually(t, 2*time.Second, "replay counted stale", func() bool { return b.metric(ResultStale) == 1 })
 	if b.lastBurst() != 2 || b.w.Status().Version != 2 {
 		t.Fatalf("restarted edge: burst %d, status %+v", b.lastBurst(), b.w.Status())

@@ -187,6 +187,10 @@ func (w *Watcher) edgePath() string   { return path.Join(w.root, edgesNode, w.ed
 // newer than the configuration in force. It returns the version in force.
 // Run calls it when ZooKeeper is unreachable at start.
 func (w *Watcher) LoadLast() (int32, error) {
+	return w.loadLast("ZooKeeper unreachable: applied the last good configuration from disk")
+}
+
+func (w *Watcher) loadLast(msg string) (int32, error) {
 	if w.diskPath == "" {
 		return w.Status().Version, errors.New("dynconfig: no disk path")
 	}
@@ -213,7 +217,7 @@ func (w *Watcher) LoadLast() (int32, error) {
 	w.version, w.source, w.inForce = rec.Version, SourceDisk, rec.Config
 	w.lastGood, w.lastReload, w.lastErr = time.Now(), time.Now(), ""
 	w.mVersion.Set(float64(rec.Version))
-	w.log.Warn("ZooKeeper unreachable: applied the last good configuration from disk", "version", rec.Version, "path", w.diskPath)
+	w.log.Warn(msg, "version", rec.Version, "path", w.diskPath)
 	return rec.Version, nil
 }
 
@@ -255,7 +259,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.mConnected.Set(0)
 	}()
 
-	// At start: wait a little for ZooKeeper, else use the copy on disk.
+	// At start: the last good copy first, so that a version in ZooKeeper
+	// older than it (a replay) is refused right after a restart too; newer
+	// versions in ZooKeeper follow as soon as it answers.
+	if w.diskPath != "" {
+		if _, err := os.Stat(w.diskPath); err == nil {
+			if v, err := w.loadLast("starting from the last good configuration on disk; newer versions in ZooKeeper follow"); err != nil {
+				w.log.Error("ignoring the copy on disk", "version", v, "err", err)
+			}
+		}
+	}
+	// Then wait a little for ZooKeeper, else say so.
 	timer := time.NewTimer(w.startTimeout)
 	select {
 	case <-ctx.Done():

@@ -180,6 +180,19 @@ up() {
 	fi
 	[[ -n $token ]] || token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 	[[ -n $secret ]] || secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	# ZooKeeper (docs/security-zookeeper.md): one credential per role and
+	# the key that signs limits versions, kept across restarts.
+	local zk_pusher="" zk_backend="" zk_edge="" role
+	if [[ -f $STACK/env ]]; then
+		zk_pusher=$(sed -n 's/^export SECKILL_ZK_PUSHER=//p' "$STACK/env")
+		zk_backend=$(sed -n 's/^export SECKILL_ZK_BACKEND=//p' "$STACK/env")
+		zk_edge=$(sed -n 's/^export SECKILL_ZK_EDGE=//p' "$STACK/env")
+	fi
+	for role in pusher backend edge; do
+		local var=zk_$role
+		[[ -n ${!var} ]] || printf -v "$var" '%s:%s' "$role" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+	done
+	[[ -f $STACK/limits.key ]] || "$BIN" config keygen --out "$STACK/limits" >/dev/null
 	cat >"$STACK/env" <<ENV
 export SECKILL_REDIS_URL=$SECKILL_TEST_REDIS
 export SECKILL_AMQP_URL=$SECKILL_TEST_AMQP
@@ -193,7 +206,16 @@ export SECKILL_WORKER_METRICS_LISTEN=$METRICS
 export SECKILL_ADMIN_TOKEN=$token
 export SECKILL_SESSION_SECRET=$secret
 export SECKILL_LIMITS=$ROOT/configs/limits.yaml
+export SECKILL_ZK_PUSHER=$zk_pusher
+export SECKILL_ZK_BACKEND=$zk_backend
+export SECKILL_ZK_EDGE=$zk_edge
+export SECKILL_CONFIG_SIGNING_KEY=$STACK/limits.key
+export SECKILL_CONFIG_PUBLIC_KEYS=$(cat "$STACK/limits.pub")
 ENV
+	chmod 600 "$STACK/env"
+	# The tree and its ACLs before backends and edges register (idempotent).
+	# shellcheck disable=SC1091
+	(source "$STACK/env" && "$BIN" config init >/dev/null) || fail "seckill config init failed (ZooKeeper at $SECKILL_TEST_ZK)"
 	start_proc backend backend --config "$ROOT/configs/backend.yaml" --listen "$LISTEN" --instance-file "$STACK/backend.instance"
 	start_proc worker worker --config "$ROOT/configs/worker.yaml"
 	wait_ready backend "http://$LISTEN/readyz" "$LISTEN"

@@ -92,13 +92,17 @@ func configCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comm
 		Long: `The edges' protective settings (token-bucket rules, proof-of-work
 difficulty, the bound on backend calls in flight, the circuit breaker and
 the trusted proxies) live in ZooKeeper, in the node ROOT/config/limits, as
-JSON {version, pushed_at, pushed_by, config}. Files are YAML (see
-configs/edge-dynamic.yaml).
+JSON {version, pushed_at, pushed_by, config, key_id, signature}. Files are
+YAML (see configs/edge-dynamic.yaml).
 
-Every edge watches the node: it validates each new version, swaps it in,
-keeps a last good copy on disk and reports the version in force in its
-ephemeral node ROOT/edges/<id>. An invalid version is rejected by the
-edges, which keep the previous one.
+Every edge watches the node: it validates each new version, checks its
+Ed25519 signature (--signing-key here, --config-public-keys on the edges:
+seckill config keygen), swaps it in, keeps a last good copy on disk and
+reports the version in force in its ephemeral node ROOT/edges/<id>. An
+invalid, unsigned, badly signed or not newer version is refused by the
+edges, which keep the previous one. With --zk-auth (and the backends' and
+edges' credentials) every push also sets the tree's ACLs (seckill config
+init; docs/security-zookeeper.md).
 
 push is a compare-and-set: it writes version N+1 only if N is still the
 version in force, so two operators cannot overwrite each other silently.
@@ -107,7 +111,8 @@ The last 20 pushes are kept in ROOT/config/history for rollback.
 Exit status: 0 success, 1 failure (ZooKeeper unreachable...), 2 invalid
 configuration, 3 conflict (somebody else pushed first).`,
 		Example: `  seckill config validate configs/edge-dynamic.yaml
-  seckill config push configs/edge-dynamic.yaml
+  seckill config keygen --out limits
+  seckill config push --signing-key limits.key configs/edge-dynamic.yaml
   seckill config push configs/edge-dynamic.yaml --expect-version 7
   seckill config show
   seckill config history
