@@ -1,12 +1,13 @@
 // Package seckill holds the domain vocabulary shared by every part of the
-// flash-sale system: items, order messages, order status and the error type
-// whose code decides the HTTP status in one place (see Status).
+// flash-sale system: items, order messages, order status, the contract
+// between the edge and the backend (contract.go) and the error type whose
+// code decides the HTTP status (in one place: httpapi.Status). It imports
+// no transport and no store.
 package seckill
 
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 )
 
@@ -87,9 +88,13 @@ type Stats struct {
 	OutboxOldestUnreadMs  int64 `json:"outbox_oldest_unread_ms"`
 }
 
-// Error codes. They are part of the public contract: clients match on them.
+// Code is a machine-readable error code. The values are part of the public
+// contract (docs/API.md): clients match on them.
+type Code string
+
+// Error codes.
 const (
-	EInvalid         = "invalid"
+	EInvalid         Code = "invalid"
 	ETooLarge        = "too_large"
 	EUnknownItem     = "unknown_item"
 	ENotFound        = "not_found"
@@ -113,14 +118,14 @@ const (
 
 // Error is an error with a machine-readable code.
 type Error struct {
-	Code    string
+	Code    Code
 	Message string
 }
 
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 
 // Errorf returns an *Error with the given code.
-func Errorf(code, format string, args ...any) *Error {
+func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
@@ -141,7 +146,7 @@ func (e *causedError) Error() string   { return e.coded.Error() + ": " + e.cause
 func (e *causedError) Unwrap() []error { return []error{e.coded, e.cause} }
 
 // ErrorCode returns the code of err, or EInternal when err carries none.
-func ErrorCode(err error) string {
+func ErrorCode(err error) Code {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
@@ -157,32 +162,4 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "internal error"
-}
-
-// Status maps an error code to its HTTP status. It is the only place that does.
-func Status(code string) int {
-	switch code {
-	case EInvalid, EChallengeFailed:
-		return http.StatusBadRequest
-	case ETooLarge:
-		return http.StatusRequestEntityTooLarge
-	case EUnauthorized, EBadCredentials:
-		return http.StatusUnauthorized
-	case EForbidden, EBadPath:
-		return http.StatusForbidden
-	case EUnknownItem, ENotFound:
-		return http.StatusNotFound
-	case EMethod:
-		return http.StatusMethodNotAllowed
-	case ENotLive, EAlreadyBought, EConflict, EUsernameTaken:
-		return http.StatusConflict
-	case ESoldOut:
-		return http.StatusGone
-	case ERateLimited:
-		return http.StatusTooManyRequests
-	case EUnavailable, EOverloaded, EDependency:
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
-	}
 }

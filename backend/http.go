@@ -118,7 +118,7 @@ type reserveRequest struct {
 func (h *Handler) reserve(c echo.Context) error {
 	var req reserveRequest
 	if err := httpapi.BindJSON(c, BodyLimit, &req); err != nil {
-		h.outcomes.WithLabelValues(seckill.EInvalid).Inc()
+		h.outcomes.WithLabelValues(string(seckill.EInvalid)).Inc()
 		return err
 	}
 	res, err := h.svc.Reserve(c.Request().Context(), req.ItemID, req.UserID, req.RequestID)
@@ -129,19 +129,10 @@ func (h *Handler) reserve(c echo.Context) error {
 			// Redis frozen while verified after a restart, or not answering.
 			return &httpapi.RetryError{Err: err, After: time.Second}
 		}
-		if res.OrderRef != "" {
-			// already_bought: say which order the user holds.
-			return writeProblemWithRef(c, h.log, err, res.OrderRef)
-		}
-		return err
+		return err // already_bought names the order held (X-Order-Ref, by httpapi)
 	}
 	h.outcomes.WithLabelValues("queued").Inc()
 	return c.JSON(http.StatusAccepted, res)
-}
-
-func writeProblemWithRef(c echo.Context, log *slog.Logger, err error, ref string) error {
-	c.Response().Header().Set("X-Order-Ref", ref)
-	return httpapi.WriteError(c, log, err)
 }
 
 func (h *Handler) items(c echo.Context) error {
@@ -180,25 +171,12 @@ func (h *Handler) status(c echo.Context) error {
 	return c.JSON(http.StatusOK, st)
 }
 
-// CreateItemRequest is the body of POST /v1/admin/items.
-type CreateItemRequest struct {
-	Name       string    `json:"name"`
-	PriceCents int64     `json:"price_cents"`
-	Stock      int64     `json:"stock"`
-	StartsAt   time.Time `json:"starts_at"`
-	EndsAt     time.Time `json:"ends_at"`
-	Challenge  string    `json:"challenge"`
-}
-
 func (h *Handler) createItem(c echo.Context) error {
-	var req CreateItemRequest
+	var req seckill.CreateItemRequest
 	if err := httpapi.BindJSON(c, BodyLimit, &req); err != nil {
 		return err
 	}
-	it, err := h.svc.CreateItem(c.Request().Context(), seckill.Item{
-		Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock,
-		StartsAt: req.StartsAt, EndsAt: req.EndsAt, Challenge: req.Challenge,
-	})
+	it, err := h.svc.CreateItem(c.Request().Context(), req.Item())
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"seckill"
 	"seckill/httpapi"
@@ -86,41 +85,9 @@ func New(db Catalog, st Stock, log *slog.Logger) *Service {
 	return &Service{db: b, users: users, st: st, log: log, now: time.Now}
 }
 
-// Challenge kinds an item may ask for.
-var challenges = map[string]bool{"captcha": true, "pow": true, "none": true}
-
-// Limits on what an admin may create.
-const (
-	MaxStock   = 10_000_000
-	MaxNameLen = 200
-)
-
-// ValidateItem checks an item an admin wants to create.
-func ValidateItem(it *seckill.Item) error {
-	it.Name = strings.TrimSpace(it.Name)
-	if it.Challenge == "" {
-		it.Challenge = "pow"
-	}
-	switch {
-	case it.Name == "" || utf8.RuneCountInString(it.Name) > MaxNameLen:
-		return seckill.Errorf(seckill.EInvalid, "name must be 1 to %d characters", MaxNameLen)
-	case it.PriceCents < 0:
-		return seckill.Errorf(seckill.EInvalid, "price_cents must not be negative")
-	case it.Stock < 0 || it.Stock > MaxStock:
-		return seckill.Errorf(seckill.EInvalid, "stock must be between 0 and %d", MaxStock)
-	case it.StartsAt.IsZero() || it.EndsAt.IsZero():
-		return seckill.Errorf(seckill.EInvalid, "starts_at and ends_at are required (RFC 3339)")
-	case !it.EndsAt.After(it.StartsAt):
-		return seckill.Errorf(seckill.EInvalid, "ends_at must be after starts_at")
-	case !challenges[it.Challenge]:
-		return seckill.Errorf(seckill.EInvalid, "challenge must be captcha, pow or none")
-	}
-	return nil
-}
-
 // CreateItem stores a new item and makes it purchasable.
 func (s *Service) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error) {
-	if err := ValidateItem(&it); err != nil {
+	if err := seckill.ValidateItem(&it); err != nil {
 		return seckill.Item{}, err
 	}
 	it, err := s.db.CreateItem(ctx, it)
@@ -168,22 +135,16 @@ func (s *Service) load(ctx context.Context, it seckill.Item) error {
 	return s.st.LoadItem(ctx, it, sold)
 }
 
-// Reservation is the answer to a successful purchase attempt.
-type Reservation struct {
-	Status    seckill.OrderStatus `json:"status"`
-	OrderRef  string              `json:"order_ref"`
-	StockLeft int64               `json:"stock_left"`
-}
-
 // Reserve takes one unit of an item for a user. The error codes are
-// unknown_item, not_live, sold_out and already_bought. An empty requestID
+// unknown_item, not_live, sold_out and already_bought (a
+// *seckill.HeldError naming the order held). An empty requestID
 // gets a fresh one (the call is then not idempotent across retries).
-func (s *Service) Reserve(ctx context.Context, itemID, userID int64, requestID string) (Reservation, error) {
+func (s *Service) Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error) {
 	if itemID <= 0 || userID <= 0 {
-		return Reservation{}, seckill.Errorf(seckill.EInvalid, "item_id and user_id must be positive")
+		return seckill.Reservation{}, seckill.Errorf(seckill.EInvalid, "item_id and user_id must be positive")
 	}
 	if len(requestID) > 64 || strings.ContainsRune(requestID, '|') {
-		return Reservation{}, seckill.Errorf(seckill.EInvalid, "request_id must be at most 64 characters without '|'")
+		return seckill.Reservation{}, seckill.Errorf(seckill.EInvalid, "request_id must be at most 64 characters without '|'")
 	}
 	ref := NewOrderRef()
 	if requestID == "" {
@@ -191,35 +152,34 @@ func (s *Service) Reserve(ctx context.Context, itemID, userID int64, requestID s
 	}
 	r, err := s.st.Reserve(ctx, itemID, userID, requestID, ref)
 	if err != nil {
-		return Reservation{}, err
+		return seckill.Reservation{}, err
 	}
 	if r.Outcome == stock.UnknownItem {
 		// Redis may have lost the item while PostgreSQL has it: load it once.
 		it, err := s.db.Item(ctx, itemID)
 		if err != nil {
-			return Reservation{}, err
+			return seckill.Reservation{}, err
 		}
 		if err := s.load(ctx, it); err != nil {
-			return Reservation{}, err
+			return seckill.Reservation{}, err
 		}
 		if r, err = s.st.Reserve(ctx, itemID, userID, requestID, ref); err != nil {
-			return Reservation{}, err
+			return seckill.Reservation{}, err
 		}
 	}
-	res := Reservation{Status: seckill.StatusQueued, OrderRef: r.OrderRef, StockLeft: r.StockLeft}
 	switch r.Outcome {
 	case stock.Queued:
-		return res, nil
+		return seckill.Reservation{Status: seckill.StatusQueued, OrderRef: r.OrderRef, StockLeft: r.StockLeft}, nil
 	case stock.AlreadyBought:
-		return res, seckill.Errorf(seckill.EAlreadyBought, "this user already holds a unit of item %d", itemID)
+		return seckill.Reservation{}, seckill.Held(r.OrderRef, "this user already holds a unit of item %d", itemID)
 	case stock.SoldOut:
-		return res, seckill.Errorf(seckill.ESoldOut, "item %d is sold out", itemID)
+		return seckill.Reservation{}, seckill.Errorf(seckill.ESoldOut, "item %d is sold out", itemID)
 	case stock.NotLive:
-		return res, seckill.Errorf(seckill.ENotLive, "the sale of item %d is not open", itemID)
+		return seckill.Reservation{}, seckill.Errorf(seckill.ENotLive, "the sale of item %d is not open", itemID)
 	case stock.UnknownItem:
-		return res, seckill.Errorf(seckill.EUnknownItem, "no item %d", itemID)
+		return seckill.Reservation{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", itemID)
 	}
-	return Reservation{}, fmt.Errorf("reserving: unknown outcome %q", r.Outcome)
+	return seckill.Reservation{}, fmt.Errorf("reserving: unknown outcome %q", r.Outcome)
 }
 
 // NewOrderRef returns a fresh order reference: 128 random bits.
@@ -229,38 +189,28 @@ func NewOrderRef() string {
 	return "o" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
-// OrderState is where one user's order for one item stands.
-type OrderState struct {
-	Status   seckill.OrderStatus `json:"status"`
-	OrderRef string              `json:"order_ref,omitempty"`
-	OrderID  int64               `json:"order_id,omitempty"`
-	// Degraded: PostgreSQL did not answer; the status is what Redis knows
-	// (queued may in fact be confirmed already, none may be failed).
-	Degraded bool `json:"degraded,omitempty"`
-}
-
 // Status tells a user where their order for an item stands. It needs
 // PostgreSQL only to tell confirmed and failed orders apart: while
 // PostgreSQL is away the answer is what Redis knows, with Degraded set.
-func (s *Service) Status(ctx context.Context, itemID, userID int64) (OrderState, error) {
+func (s *Service) Status(ctx context.Context, itemID, userID int64) (seckill.OrderState, error) {
 	// Status is polled: prove the item exists from Redis, and ask
 	// PostgreSQL only for an item Redis does not hold.
 	c, err := s.st.Counters(ctx, itemID)
 	if err != nil {
-		return OrderState{}, err
+		return seckill.OrderState{}, err
 	}
 	if !c.Loaded {
 		if _, err := s.db.Item(ctx, itemID); err != nil {
-			return OrderState{}, storeError(err, "postgres")
+			return seckill.OrderState{}, storeError(err, "postgres")
 		}
 	}
 	ref, held, err := s.st.Buyer(ctx, itemID, userID)
 	if err != nil {
-		return OrderState{}, err
+		return seckill.OrderState{}, err
 	}
 	o, err := s.db.OrderFor(ctx, userID, itemID)
 	if err == nil {
-		return OrderState{Status: seckill.StatusConfirmed, OrderRef: o.OrderRef, OrderID: o.ID}, nil
+		return seckill.OrderState{Status: seckill.StatusConfirmed, OrderRef: o.OrderRef, OrderID: o.ID}, nil
 	}
 	if seckill.ErrorCode(err) != seckill.ENotFound {
 		// PostgreSQL is away: answer what Redis knows. A held unit is
@@ -268,19 +218,19 @@ func (s *Service) Status(ctx context.Context, itemID, userID int64) (OrderState,
 		// failed order, whose unit went back to stock).
 		s.log.Debug("order status from redis alone", "item", itemID, "user", userID, "err", err)
 		if held {
-			return OrderState{Status: seckill.StatusQueued, OrderRef: ref, Degraded: true}, nil
+			return seckill.OrderState{Status: seckill.StatusQueued, OrderRef: ref, Degraded: true}, nil
 		}
-		return OrderState{Status: seckill.StatusNone, Degraded: true}, nil
+		return seckill.OrderState{Status: seckill.StatusNone, Degraded: true}, nil
 	}
 	if held {
-		return OrderState{Status: seckill.StatusQueued, OrderRef: ref}, nil
+		return seckill.OrderState{Status: seckill.StatusQueued, OrderRef: ref}, nil
 	}
 	if fref, ok, err := s.db.FailedFor(ctx, userID, itemID); err != nil {
-		return OrderState{}, storeError(err, "postgres")
+		return seckill.OrderState{}, storeError(err, "postgres")
 	} else if ok {
-		return OrderState{Status: seckill.StatusFailed, OrderRef: fref}, nil
+		return seckill.OrderState{Status: seckill.StatusFailed, OrderRef: fref}, nil
 	}
-	return OrderState{Status: seckill.StatusNone}, nil
+	return seckill.OrderState{Status: seckill.StatusNone}, nil
 }
 
 // storeError passes business answers and bugs through, and turns an
@@ -294,15 +244,8 @@ func storeError(err error, store string) error {
 	return &httpapi.RetryError{Err: fmt.Errorf("%w (%w)", seckill.Errorf(seckill.EUnavailable, "%s is unavailable; retry shortly", store), err), After: time.Second}
 }
 
-// ItemView is an item as shoppers see it.
-type ItemView struct {
-	seckill.Item
-	StockLeft int64  `json:"stock_left"`
-	State     string `json:"state"` // upcoming, live, sold_out, ended
-}
-
 // Item returns one item with its live stock.
-func (s *Service) Item(ctx context.Context, id int64) (ItemView, error) {
+func (s *Service) Item(ctx context.Context, id int64) (seckill.ItemView, error) {
 	it, err := s.db.Item(ctx, id)
 	if err != nil && seckill.ErrorCode(err) == seckill.EDependency {
 		// PostgreSQL away: the last list read knows the item, if anybody does.
@@ -314,7 +257,7 @@ func (s *Service) Item(ctx context.Context, id int64) (ItemView, error) {
 		}
 	}
 	if err != nil {
-		return ItemView{}, storeError(err, "postgres")
+		return seckill.ItemView{}, storeError(err, "postgres")
 	}
 	return s.view(ctx, it)
 }
@@ -324,7 +267,7 @@ func (s *Service) Item(ctx context.Context, id int64) (ItemView, error) {
 // stock of every live or upcoming item in one pipelined Redis round trip.
 // Ended items (their answers do not change) come from a copy refreshed
 // every EndedRefresh.
-func (s *Service) Items(ctx context.Context) ([]ItemView, error) {
+func (s *Service) Items(ctx context.Context) ([]seckill.ItemView, error) {
 	items, err := s.db.Items(ctx)
 	if err != nil {
 		var ok bool
@@ -337,7 +280,7 @@ func (s *Service) Items(ctx context.Context) ([]ItemView, error) {
 	}
 	now := s.now()
 	ended, endedFresh := s.cat.endedViews(now)
-	out := make([]ItemView, len(items))
+	out := make([]seckill.ItemView, len(items))
 	var ask []int
 	for i, it := range items {
 		if v, ok := ended[it.ID]; ok && endedFresh && !now.Before(it.EndsAt) {
@@ -360,22 +303,22 @@ func (s *Service) Items(ctx context.Context) ([]ItemView, error) {
 		if !lefts[j].Loaded {
 			left = it.Stock
 		}
-		out[i] = ItemView{Item: it, StockLeft: left, State: State(it, left, now)}
+		out[i] = seckill.ItemView{Item: it, StockLeft: left, State: seckill.StateAt(it, left, now)}
 	}
 	s.cat.setEnded(out, now, !endedFresh)
 	return out, nil
 }
 
-func (s *Service) view(ctx context.Context, it seckill.Item) (ItemView, error) {
+func (s *Service) view(ctx context.Context, it seckill.Item) (seckill.ItemView, error) {
 	c, err := s.st.Counters(ctx, it.ID)
 	if err != nil {
-		return ItemView{}, err
+		return seckill.ItemView{}, err
 	}
 	left := c.StockLeft
 	if !c.Loaded {
 		left = it.Stock
 	}
-	return ItemView{Item: it, StockLeft: left, State: State(it, left, s.now())}, nil
+	return seckill.ItemView{Item: it, StockLeft: left, State: seckill.StateAt(it, left, s.now())}, nil
 }
 
 // EndedRefresh is how often the stock of ended items is read again.
@@ -407,7 +350,7 @@ type catalogCache struct {
 	mu      sync.Mutex
 	items   []seckill.Item
 	have    bool
-	ended   map[int64]ItemView
+	ended   map[int64]seckill.ItemView
 	endedAt time.Time
 }
 
@@ -425,7 +368,7 @@ func (c *catalogCache) lastItems() ([]seckill.Item, bool) {
 
 // endedViews returns the ended items' views and whether they are fresh
 // enough to serve.
-func (c *catalogCache) endedViews(now time.Time) (map[int64]ItemView, bool) {
+func (c *catalogCache) endedViews(now time.Time) (map[int64]seckill.ItemView, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ended, c.ended != nil && now.Sub(c.endedAt) < EndedRefresh
@@ -433,32 +376,19 @@ func (c *catalogCache) endedViews(now time.Time) (map[int64]ItemView, bool) {
 
 // setEnded records the views of ended items; all of them when refreshed,
 // else only items that ended since.
-func (c *catalogCache) setEnded(views []ItemView, now time.Time, refreshed bool) {
+func (c *catalogCache) setEnded(views []seckill.ItemView, now time.Time, refreshed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if refreshed || c.ended == nil {
-		c.ended, c.endedAt = map[int64]ItemView{}, now
+		c.ended, c.endedAt = map[int64]seckill.ItemView{}, now
 	}
 	for _, v := range views {
-		if v.State == "ended" {
+		if v.State == seckill.StateEnded {
 			if _, ok := c.ended[v.ID]; !ok {
 				c.ended[v.ID] = v
 			}
 		}
 	}
-}
-
-// State names where a sale stands at a time.
-func State(it seckill.Item, left int64, now time.Time) string {
-	switch {
-	case now.Before(it.StartsAt):
-		return "upcoming"
-	case !now.Before(it.EndsAt):
-		return "ended"
-	case left <= 0:
-		return "sold_out"
-	}
-	return "live"
 }
 
 // Stats returns the counters of an item from Redis and PostgreSQL.

@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"errors"
-	"regexp"
 	"sync"
 
 	"golang.org/x/crypto/bcrypt"
@@ -18,30 +17,13 @@ type Users interface {
 	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
 }
 
-var usernameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{3,32}$`)
-
-// Limits on what a user may choose.
-const (
-	MinPassword  = 8
-	MaxPassword  = 72 // bcrypt reads no further
-	MaxEnsureOne = 10000
-)
-
-// ValidateUsername checks a username: 3 to 32 of A-Z a-z 0-9 _ . -
-func ValidateUsername(name string) error {
-	if !usernameRE.MatchString(name) {
-		return seckill.Errorf(seckill.EInvalid, "username must be 3 to 32 characters of A-Z, a-z, 0-9, '_', '.', '-'")
-	}
-	return nil
-}
-
 // Register creates a user with a password.
 func (s *Service) Register(ctx context.Context, username, password string) (int64, error) {
-	if err := ValidateUsername(username); err != nil {
+	if err := seckill.ValidateUsername(username); err != nil {
 		return 0, err
 	}
-	if len(password) < MinPassword || len(password) > MaxPassword {
-		return 0, seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", MinPassword, MaxPassword)
+	if err := seckill.ValidatePassword(password); err != nil {
+		return 0, err
 	}
 	if s.users == nil {
 		return 0, errors.New("registering: no user store")
@@ -65,7 +47,7 @@ func (s *Service) Login(ctx context.Context, username, password string) (int64, 
 	if s.users == nil {
 		return 0, errors.New("logging in: no user store")
 	}
-	if len(password) > MaxPassword || ValidateUsername(username) != nil {
+	if len(password) > seckill.MaxPassword || seckill.ValidateUsername(username) != nil {
 		return 0, bad
 	}
 	id, hash, err := s.users.Credentials(ctx, username)
@@ -87,11 +69,11 @@ func (s *Service) Login(ctx context.Context, username, password string) (int64, 
 // without a password (they can only get sessions from the admin API: load
 // tests use it).
 func (s *Service) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {
-	if len(usernames) == 0 || len(usernames) > MaxEnsureOne {
-		return nil, seckill.Errorf(seckill.EInvalid, "usernames must hold 1 to %d names", MaxEnsureOne)
+	if len(usernames) == 0 || len(usernames) > seckill.MaxEnsureUsers {
+		return nil, seckill.Errorf(seckill.EInvalid, "usernames must hold 1 to %d names", seckill.MaxEnsureUsers)
 	}
 	for _, n := range usernames {
-		if err := ValidateUsername(n); err != nil {
+		if err := seckill.ValidateUsername(n); err != nil {
 			return nil, seckill.Errorf(seckill.EInvalid, "username %q: must be 3 to 32 characters of A-Z, a-z, 0-9, '_', '.', '-'", n)
 		}
 	}

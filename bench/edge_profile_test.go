@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"seckill"
-	"seckill/backend"
 	"seckill/edge"
 	"seckill/limit"
 )
@@ -29,13 +28,13 @@ import (
 // listOnly is a backend that lists a live and a sold-out item.
 type listOnly struct{ edge.Backend }
 
-func (listOnly) Items(context.Context) ([]backend.ItemView, error) {
+func (listOnly) Items(context.Context) ([]seckill.ItemView, error) {
 	now := time.Now()
-	it := func(id, left int64) backend.ItemView {
-		return backend.ItemView{Item: seckill.Item{ID: id, Name: fmt.Sprint("item ", id), PriceCents: 100, Stock: 5_000_000,
+	it := func(id, left int64) seckill.ItemView {
+		return seckill.ItemView{Item: seckill.Item{ID: id, Name: fmt.Sprint("item ", id), PriceCents: 100, Stock: 5_000_000,
 			StartsAt: now.Add(-time.Hour), EndsAt: now.Add(24 * time.Hour), Challenge: "pow"}, StockLeft: left}
 	}
-	return []backend.ItemView{it(1, 5_000_000), it(2, 0)}, nil
+	return []seckill.ItemView{it(1, 5_000_000), it(2, 0)}, nil
 }
 
 type profiledEdge struct {

@@ -284,7 +284,7 @@ func Pipeline(ctx context.Context, cfg Config, cpuProfile io.Writer) (*PipelineR
 						}
 						code = "error"
 					}
-					t.refused[code]++
+					t.refused[string(code)]++
 					continue
 				}
 				if r.Status != seckill.StatusQueued {

@@ -18,12 +18,12 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"seckill"
-	"seckill/backend"
+	"seckill/backendclient"
 	"seckill/internal/backoff"
 	"seckill/internal/breaker"
 )
 
-// ErrNoBackend is wrapped in the *backend.UnavailableError returned when
+// ErrNoBackend is wrapped in the *seckill.UnavailableError returned when
 // no backend is registered or every one's breaker is open.
 var ErrNoBackend = errors.New("no backend available")
 
@@ -62,7 +62,7 @@ type BackendState struct {
 // member is one backend: its client and its own breakers, one per class.
 type member struct {
 	url    string
-	client *backend.Client
+	client *backendclient.Client
 	cbs    [classes]*gobreaker.CircuitBreaker[any]
 	gone   atomic.Bool
 }
@@ -249,7 +249,7 @@ func (b *Balancer) set(urls []string) {
 
 func (b *Balancer) newMember(url string) *member {
 	cfg := b.o.breaker
-	m := &member{url: url, client: backend.NewClient(url, b.o.token, b.o.hc)}
+	m := &member{url: url, client: backendclient.New(url, b.o.token, b.o.hc)}
 	onState := b.o.onState
 	log := b.log
 	for c := range classes {
@@ -269,21 +269,21 @@ func backendFailure(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false
 	}
-	var ue *backend.UnavailableError
+	var ue *seckill.UnavailableError
 	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // call runs f on one backend picked round-robin among those whose breaker
 // lets it through. When retry is set (the call is safe to repeat) and the
 // backend fails, f runs once more on another backend.
-func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f func(c *backend.Client) (T, error)) (T, error) {
+func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f func(c *backendclient.Client) (T, error)) (T, error) {
 	var zero T
 	b.mu.RLock()
 	ms := b.members
 	b.mu.RUnlock()
 	n := len(ms)
 	if n == 0 {
-		return zero, &backend.UnavailableError{Err: ErrNoBackend}
+		return zero, &seckill.UnavailableError{Err: ErrNoBackend}
 	}
 	start := int(b.rr.Add(1) % uint64(n))
 	sent := 0
@@ -293,7 +293,7 @@ func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f fu
 		cb := m.cbs[class]
 		var v any
 		var err error
-		if backend.BreakerOff(ctx) {
+		if seckill.BreakerOff(ctx) {
 			// A sale whose breaker defence is off: straight to the backend.
 			if m.gone.Load() {
 				continue
@@ -321,52 +321,52 @@ func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f fu
 	if lastErr != nil {
 		return zero, lastErr
 	}
-	return zero, &backend.UnavailableError{Err: ErrNoBackend}
+	return zero, &seckill.UnavailableError{Err: ErrNoBackend}
 }
 
 // Reserve calls POST /v1/reservations. Reservations are idempotent per
 // request id (every backend shares the stock in Redis), so a reservation
 // whose backend failed is tried once more on another.
-func (b *Balancer) Reserve(ctx context.Context, itemID, userID int64, requestID string) (backend.Reservation, error) {
-	return call(ctx, b, ClassReserve, requestID != "", func(c *backend.Client) (backend.Reservation, error) {
+func (b *Balancer) Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error) {
+	return call(ctx, b, ClassReserve, requestID != "", func(c *backendclient.Client) (seckill.Reservation, error) {
 		return c.Reserve(ctx, itemID, userID, requestID)
 	})
 }
 
 // Status reads an order's state.
-func (b *Balancer) Status(ctx context.Context, itemID, userID int64) (backend.OrderState, error) {
-	return call(ctx, b, ClassRead, true, func(c *backend.Client) (backend.OrderState, error) { return c.Status(ctx, itemID, userID) })
+func (b *Balancer) Status(ctx context.Context, itemID, userID int64) (seckill.OrderState, error) {
+	return call(ctx, b, ClassRead, true, func(c *backendclient.Client) (seckill.OrderState, error) { return c.Status(ctx, itemID, userID) })
 }
 
 // Items lists the items.
-func (b *Balancer) Items(ctx context.Context) ([]backend.ItemView, error) {
-	return call(ctx, b, ClassCatalog, true, func(c *backend.Client) ([]backend.ItemView, error) { return c.Items(ctx) })
+func (b *Balancer) Items(ctx context.Context) ([]seckill.ItemView, error) {
+	return call(ctx, b, ClassCatalog, true, func(c *backendclient.Client) ([]seckill.ItemView, error) { return c.Items(ctx) })
 }
 
 // CreateItem creates an item (not repeated: it is not idempotent).
-func (b *Balancer) CreateItem(ctx context.Context, req backend.CreateItemRequest) (seckill.Item, error) {
-	return call(ctx, b, ClassRead, false, func(c *backend.Client) (seckill.Item, error) { return c.CreateItem(ctx, req) })
+func (b *Balancer) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error) {
+	return call(ctx, b, ClassRead, false, func(c *backendclient.Client) (seckill.Item, error) { return c.CreateItem(ctx, it) })
 }
 
 // Stats reads an item's figures.
 func (b *Balancer) Stats(ctx context.Context, id int64) (seckill.Stats, error) {
-	return call(ctx, b, ClassRead, true, func(c *backend.Client) (seckill.Stats, error) { return c.Stats(ctx, id) })
+	return call(ctx, b, ClassRead, true, func(c *backendclient.Client) (seckill.Stats, error) { return c.Stats(ctx, id) })
 }
 
 // Register creates a user (not repeated: a repeat of one that went through
 // would answer that the name is taken).
 func (b *Balancer) Register(ctx context.Context, username, password string) (int64, error) {
-	return call(ctx, b, ClassRead, false, func(c *backend.Client) (int64, error) { return c.Register(ctx, username, password) })
+	return call(ctx, b, ClassRead, false, func(c *backendclient.Client) (int64, error) { return c.Register(ctx, username, password) })
 }
 
 // Login checks a user's password.
 func (b *Balancer) Login(ctx context.Context, username, password string) (int64, error) {
-	return call(ctx, b, ClassRead, true, func(c *backend.Client) (int64, error) { return c.Login(ctx, username, password) })
+	return call(ctx, b, ClassRead, true, func(c *backendclient.Client) (int64, error) { return c.Login(ctx, username, password) })
 }
 
 // EnsureUsers creates the users missing (idempotent).
 func (b *Balancer) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {
-	return call(ctx, b, ClassRead, true, func(c *backend.Client) (map[string]int64, error) { return c.EnsureUsers(ctx, usernames) })
+	return call(ctx, b, ClassRead, true, func(c *backendclient.Client) (map[string]int64, error) { return c.EnsureUsers(ctx, usernames) })
 }
 
 // Ready succeeds when one backend is ready. Readiness probes go around the
@@ -375,7 +375,7 @@ func (b *Balancer) Ready(ctx context.Context) error {
 	b.mu.RLock()
 	ms := b.members
 	b.mu.RUnlock()
-	err := error(&backend.UnavailableError{Err: ErrNoBackend})
+	err := error(&seckill.UnavailableError{Err: ErrNoBackend})
 	for _, m := range ms {
 		if m.gone.Load() {
 			continue

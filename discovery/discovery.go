@@ -11,10 +11,10 @@
 //
 // A Balancer watches <root>/backends (one-shot watches, re-read and re-set
 // after every event, re-read after every reconnect and session expiry) and
-// keeps one backend.Client per URL, each behind its own circuit breaker. It
+// keeps one backendclient.Client per URL, each behind its own circuit breaker. It
 // picks round-robin among the backends whose breaker is not open and drops a
 // backend the moment its node goes. It serves every method of the edge's
-// Backend interface, so the edge can use it in place of one backend.Client.
+// Backend interface, so the edge can use it in place of one backendclient.Client.
 package discovery
 
 import (

@@ -20,7 +20,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
-	"seckill/backend"
+	"seckill"
 	"seckill/internal/testenv"
 )
 
@@ -78,7 +78,7 @@ func (f *fake) start(t *testing.T) {
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
-		_ = json.NewEncoder(w).Encode(backend.Reservation{Status: "queued", OrderRef: "o-" + req.RequestID, StockLeft: 1})
+		_ = json.NewEncoder(w).Encode(seckill.Reservation{Status: "queued", OrderRef: "o-" + req.RequestID, StockLeft: 1})
 	})
 	mux.HandleFunc("GET /v1/items", func(w http.ResponseWriter, r *http.Request) {
 		f.calls.Add(1)
@@ -247,7 +247,7 @@ func TestStaticSpreadsAndRetries(t *testing.T) {
 	// b down too (a's breaker open): the buyer gets UnavailableError.
 	b.stop()
 	_, err := bal.Reserve(ctx, 1, 1, "x")
-	var ue *backend.UnavailableError
+	var ue *seckill.UnavailableError
 	if !errors.As(err, &ue) {
 		t.Fatalf("both down: %v", err)
 	}
@@ -543,7 +543,7 @@ func TestClassesAndBreakerOff(t *testing.T) {
 	if _, err := bal.Items(ctx); !errors.Is(err, ErrNoBackend) {
 		t.Fatalf("catalogue with its breaker open: %v", err)
 	}
-	if _, err := bal.Items(backend.WithoutBreaker(ctx)); err != nil {
+	if _, err := bal.Items(seckill.WithoutBreaker(ctx)); err != nil {
 		t.Fatalf("catalogue without breaker: %v", err)
 	}
 	if st := bal.PurchaseBreakerState(); st.String() != "closed" {

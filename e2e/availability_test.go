@@ -21,7 +21,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
+	"seckill"
 	"seckill/backend"
+	"seckill/backendclient"
 	"seckill/discovery"
 	"seckill/edge"
 	"seckill/httpapi"
@@ -73,7 +75,7 @@ func hangUps(t *testing.T, balanced bool) {
 	var bal *discovery.Balancer
 	env := newEdgeEnvWith(t, nil, edge.Config{Difficulty: 1, Breaker: edge.BreakerConfig{ConsecutiveFailures: 5, OpenFor: time.Minute}},
 		func(d *edge.Deps) {
-			base := d.Backend.(*backend.Client).Base()
+			base := d.Backend.(*backendclient.Client).Base()
 			hc := &http.Client{Transport: hold, Timeout: 30 * time.Second}
 			if balanced {
 				bal = discovery.NewStatic([]string{base}, discovery.WithHTTPClient(hc),
@@ -81,7 +83,7 @@ func hangUps(t *testing.T, balanced bool) {
 				d.Backend = bal
 				return
 			}
-			d.Backend = backend.NewClient(base, "", hc)
+			d.Backend = backendclient.New(base, "", hc)
 		}, nil)
 	item := env.createItem(100, "none", -time.Second, time.Hour)
 	names := []string{"hang1", "hang2", "hang3", "hang4", "hang5", "after"}
@@ -170,7 +172,7 @@ func pgRefuse(t *testing.T, dbURL string) (restore func()) {
 // staticBalancer puts the production balancer (one breaker per backend and
 // call class) between the edge and the test's backend.
 func staticBalancer(d *edge.Deps) {
-	base := d.Backend.(*backend.Client).Base()
+	base := d.Backend.(*backendclient.Client).Base()
 	d.Backend = discovery.NewStatic([]string{base},
 		discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: 5, OpenFor: time.Second}))
 }
@@ -494,13 +496,13 @@ func TestCatalogueUnderRedisLatency(t *testing.T) {
 	// The backend's list under latency: one pipelined round trip for 30 items.
 	start := time.Now()
 	var list struct {
-		Items []backend.ItemView `json:"items"`
+		Items []seckill.ItemView `json:"items"`
 	}
 	if code := getJSON(t, "http://"+env.be.addr+"/v1/items", "", &list); code != 200 || len(list.Items) != 30 {
 		t.Fatalf("backend list: %d, %d items", code, len(list.Items))
 	}
 	listTook := time.Since(start)
-	states := map[string]int{}
+	states := map[seckill.ItemState]int{}
 	for _, it := range list.Items {
 		states[it.State]++
 	}
@@ -554,8 +556,8 @@ func TestHealthContract(t *testing.T) {
 	t.Parallel()
 	hold := &holdItems{next: &http.Transport{}, release: make(chan struct{})}
 	env := newEdgeEnvWith(t, nil, edge.Config{Difficulty: 1}, func(d *edge.Deps) {
-		base := d.Backend.(*backend.Client).Base()
-		d.Backend = backend.NewClient(base, "", &http.Client{Transport: hold, Timeout: 30 * time.Second})
+		base := d.Backend.(*backendclient.Client).Base()
+		d.Backend = backendclient.New(base, "", &http.Client{Transport: hold, Timeout: 30 * time.Second})
 	}, nil)
 	item := env.s.createItem(10, "none")
 

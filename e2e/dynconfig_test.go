@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"seckill/backend"
+	"seckill/backendclient"
 	"seckill/dynconfig"
 	"seckill/edge"
 	"seckill/internal/testenv"
@@ -56,7 +56,7 @@ func TestPushedLimitsReachBothEdges(t *testing.T) {
 	lim2, _ := limit.New(shippedRules(t), limit.Options{})
 	t.Cleanup(func() { _ = lim2.Close() })
 	e2 := edge.New(edge.Config{SessionSecret: env.secret, AdminToken: "x", Difficulty: 4}, edge.Deps{
-		Backend: backend.NewClient("http://"+env.be.addr, "", nil), Redis: env.s.st.Client(), Prefix: env.s.prefix,
+		Backend: backendclient.New("http://"+env.be.addr, "", nil), Redis: env.s.st.Client(), Prefix: env.s.prefix,
 		Limiter: lim2, Challenges: env.ch, Buyers: env.s.st, Log: quietLog(t),
 	})
 	pub2 := httptest.NewServer(e2.Public())

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"seckill/backend"
+	"seckill/backendclient"
 	"seckill/captcha"
 	"seckill/clientip"
 	"seckill/edge"
@@ -131,7 +132,7 @@ func newEdgeEnvWith(t *testing.T, rules []limit.Rule, cfg edge.Config, deps func
 	cfg.SessionSecret = []byte("test-secret-0123456789abcdef0123")
 	cfg.AdminToken = "admin-token"
 	d := edge.Deps{
-		Backend:    backend.NewClient("http://"+be.addr, "", &http.Client{Transport: calls, Timeout: 5 * time.Second}),
+		Backend:    backendclient.New("http://"+be.addr, "", &http.Client{Transport: calls, Timeout: 5 * time.Second}),
 		Redis:      rdb,
 		Prefix:     s.prefix,
 		Limiter:    lim,

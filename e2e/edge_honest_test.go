@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"seckill/backend"
+	"seckill/backendclient"
 	"seckill/edge"
 	"seckill/limit"
 )
@@ -130,7 +130,7 @@ func TestSoldOutReachesEveryEdge(t *testing.T) {
 	t.Cleanup(func() { _ = lim.Close() })
 	// An hour-long catalogue copy: only the broadcast can tell edge 2.
 	e2 := edge.New(edge.Config{SessionSecret: env.secret, AdminToken: "x", Difficulty: 4, CatalogTTL: time.Hour}, edge.Deps{
-		Backend: backend.NewClient("http://"+env.be.addr, "", httpClientWith(calls2)), Redis: env.s.st.Client(),
+		Backend: backendclient.New("http://"+env.be.addr, "", httpClientWith(calls2)), Redis: env.s.st.Client(),
 		Prefix: env.s.prefix, Limiter: lim, Challenges: env.ch, Buyers: env.s.st, Log: quietLog(t),
 	})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -9,7 +9,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"seckill"
-	"seckill/backend"
 	"seckill/httpapi"
 )
 
@@ -24,16 +23,16 @@ func (e *Edge) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func (e *Edge) createItem(c echo.Context) error {
-	var req backend.CreateItemRequest
+	var req seckill.CreateItemRequest
 	if err := httpapi.BindJSON(c, 16<<10, &req); err != nil {
 		return err
 	}
-	it := seckill.Item{Name: req.Name, PriceCents: req.PriceCents, Stock: req.Stock, StartsAt: req.StartsAt, EndsAt: req.EndsAt, Challenge: req.Challenge}
-	if err := backend.ValidateItem(&it); err != nil {
+	it := req.Item()
+	if err := seckill.ValidateItem(&it); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	created, err := e.be.CreateItem(ctx, req)
+	created, err := e.be.CreateItem(ctx, it)
 	if err != nil {
 		return unavailable(err)
 	}
@@ -103,7 +102,7 @@ func (e *Edge) putDefences(c echo.Context) error {
 }
 
 // MaxSessions is the most sessions one admin call may create.
-const MaxSessions = backend.MaxEnsureOne
+const MaxSessions = seckill.MaxEnsureUsers
 
 func (e *Edge) createSessions(c echo.Context) error {
 	var req struct {
@@ -116,7 +115,7 @@ func (e *Edge) createSessions(c echo.Context) error {
 		return seckill.Errorf(seckill.EInvalid, "usernames must hold 1 to %d names", MaxSessions)
 	}
 	for _, n := range req.Usernames {
-		if err := backend.ValidateUsername(n); err != nil {
+		if err := seckill.ValidateUsername(n); err != nil {
 			return seckill.Errorf(seckill.EInvalid, "username %q: must be 3 to 32 characters of A-Z, a-z, 0-9, '_', '.', '-'", n)
 		}
 	}

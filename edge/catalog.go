@@ -11,13 +11,12 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"seckill"
-	"seckill/backend"
 	"seckill/httpapi"
 )
 
 // CatalogSource is where the catalogue comes from (the backend).
 type CatalogSource interface {
-	Items(ctx context.Context) ([]backend.ItemView, error)
+	Items(ctx context.Context) ([]seckill.ItemView, error)
 }
 
 // Catalog is the edge's copy of the item list. Reads never wait for a
@@ -59,8 +58,8 @@ const MaxStale = time.Minute
 
 type catalogSnap struct {
 	at    time.Time
-	list  []backend.ItemView
-	byID  map[int64]backend.ItemView
+	list  []seckill.ItemView
+	byID  map[int64]seckill.ItemView
 	stale bool
 }
 
@@ -146,8 +145,8 @@ func (c *Catalog) load(ctx context.Context) (*catalogSnap, error) {
 	return r.Val.(*catalogSnap), nil
 }
 
-func (c *Catalog) install(list []backend.ItemView, stale bool) *catalogSnap {
-	ns := &catalogSnap{at: c.now(), list: list, byID: make(map[int64]backend.ItemView, len(list)), stale: stale}
+func (c *Catalog) install(list []seckill.ItemView, stale bool) *catalogSnap {
+	ns := &catalogSnap{at: c.now(), list: list, byID: make(map[int64]seckill.ItemView, len(list)), stale: stale}
 	c.knownMu.Lock()
 	for _, it := range list {
 		ns.byID[it.ID] = it
@@ -224,12 +223,12 @@ func (c *Catalog) Invalidate() {
 }
 
 // Items returns every item, with the live state recomputed for now.
-func (c *Catalog) Items(ctx context.Context) ([]backend.ItemView, error) {
+func (c *Catalog) Items(ctx context.Context) ([]seckill.ItemView, error) {
 	s, err := c.get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]backend.ItemView, len(s.list))
+	out := make([]seckill.ItemView, len(s.list))
 	for i, it := range s.list {
 		out[i] = c.fresh(it)
 	}
@@ -237,18 +236,18 @@ func (c *Catalog) Items(ctx context.Context) ([]backend.ItemView, error) {
 }
 
 // Item returns one item. An id outside the Bloom filter is unknown at once.
-func (c *Catalog) Item(ctx context.Context, id int64) (backend.ItemView, error) {
+func (c *Catalog) Item(ctx context.Context, id int64) (seckill.ItemView, error) {
 	if id <= 0 {
-		return backend.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
+		return seckill.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
 	}
 	// Before the first copy the filter is empty: wait for the copy rather
 	// than call a live item unknown.
 	s, err := c.get(ctx)
 	if err != nil {
-		return backend.ItemView{}, err
+		return seckill.ItemView{}, err
 	}
 	if !c.Known(id) {
-		return backend.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
+		return seckill.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
 	}
 	it, ok := s.byID[id]
 	if !ok {
@@ -263,14 +262,14 @@ func (c *Catalog) Item(ctx context.Context, id int64) (backend.ItemView, error) 
 				break
 			}
 			if s, err = c.load(ctx); err != nil {
-				return backend.ItemView{}, err
+				return seckill.ItemView{}, err
 			}
 			if it, ok = s.byID[id]; ok {
 				break
 			}
 		}
 		if !ok {
-			return backend.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
+			return seckill.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
 		}
 	}
 	return c.fresh(it), nil
@@ -278,11 +277,11 @@ func (c *Catalog) Item(ctx context.Context, id int64) (backend.ItemView, error) 
 
 // fresh recomputes the state of a cached item for the current time and
 // the sold-out markers.
-func (c *Catalog) fresh(it backend.ItemView) backend.ItemView {
+func (c *Catalog) fresh(it seckill.ItemView) seckill.ItemView {
 	if c.SoldOut(it.ID) {
 		it.StockLeft = 0
 	}
-	it.State = backend.State(it.Item, it.StockLeft, c.now())
+	it.State = seckill.StateAt(it.Item, it.StockLeft, c.now())
 	return it
 }
 

@@ -22,19 +22,22 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"seckill"
-	"seckill/backend"
 	"seckill/captcha"
 	"seckill/clientip"
 	"seckill/httpapi"
 	"seckill/limit"
 )
 
-// Backend is what the edge asks of the purchase backend (backend.Client).
+// Backend is what the edge asks of the purchase backend: over HTTP
+// (backendclient.Client, discovery.Balancer) or in process. It speaks the
+// contract of package seckill. A failure of the backend itself (no
+// business answer) is a *seckill.UnavailableError; already_bought is a
+// *seckill.HeldError naming the order held.
 type Backend interface {
-	Reserve(ctx context.Context, itemID, userID int64, requestID string) (backend.Reservation, error)
-	Status(ctx context.Context, itemID, userID int64) (backend.OrderState, error)
-	Items(ctx context.Context) ([]backend.ItemView, error)
-	CreateItem(ctx context.Context, req backend.CreateItemRequest) (seckill.Item, error)
+	Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error)
+	Status(ctx context.Context, itemID, userID int64) (seckill.OrderState, error)
+	Items(ctx context.Context) ([]seckill.ItemView, error)
+	CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error)
 	Stats(ctx context.Context, id int64) (seckill.Stats, error)
 	Register(ctx context.Context, username, password string) (int64, error)
 	Login(ctx context.Context, username, password string) (int64, error)

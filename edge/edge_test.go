@@ -16,7 +16,6 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"seckill"
-	"seckill/backend"
 	"seckill/limit"
 )
 
@@ -97,11 +96,11 @@ func FuzzAnswerString(f *testing.F) {
 type countingSource struct {
 	calls atomic.Int64
 	delay time.Duration
-	items []backend.ItemView
+	items []seckill.ItemView
 	err   error
 }
 
-func (c *countingSource) Items(ctx context.Context) ([]backend.ItemView, error) {
+func (c *countingSource) Items(ctx context.Context) ([]seckill.ItemView, error) {
 	c.calls.Add(1)
 	time.Sleep(c.delay)
 	return c.items, c.err
@@ -110,7 +109,7 @@ func (c *countingSource) Items(ctx context.Context) ([]backend.ItemView, error) 
 func TestCatalogOneRefreshForACrowd(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	src := &countingSource{delay: 50 * time.Millisecond, items: []backend.ItemView{{
+	src := &countingSource{delay: 50 * time.Millisecond, items: []seckill.ItemView{{
 		Item: seckill.Item{ID: 3, Stock: 10, StartsAt: now.Add(time.Minute), EndsAt: now.Add(time.Hour)}, StockLeft: 10}}}
 	c := NewCatalog(src, time.Hour)
 	c.Learn(3)
@@ -169,7 +168,7 @@ func TestGuardShedsOverTheBound(t *testing.T) {
 func TestGuardBreakerOpensAndRecovers(t *testing.T) {
 	t.Parallel()
 	g := NewGuard(10, BreakerConfig{ConsecutiveFailures: 2, OpenFor: 100 * time.Millisecond, HalfOpenProbes: 1}, nil)
-	down := &backend.UnavailableError{Err: errors.New("refused")}
+	down := &seckill.UnavailableError{Err: errors.New("refused")}
 	var calls int
 	fail := func(ctx context.Context) (int, error) { calls++; return 0, down }
 	for range 5 {
@@ -314,7 +313,7 @@ func TestGuardIgnoresHangUps(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		_, err := Do(ctx, g, CallReserve, func(ctx context.Context) (int, error) {
-			return 0, &backend.UnavailableError{Err: ctx.Err()}
+			return 0, &seckill.UnavailableError{Err: ctx.Err()}
 		})
 		if err == nil {
 			t.Fatal("a cancelled call succeeded")
@@ -333,7 +332,7 @@ func TestGuardIgnoresHangUps(t *testing.T) {
 func TestGuardClassesApart(t *testing.T) {
 	t.Parallel()
 	g := NewGuard(10, BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Minute}, nil)
-	down := &backend.UnavailableError{Err: errors.New("postgres down")}
+	down := &seckill.UnavailableError{Err: errors.New("postgres down")}
 	for range 5 {
 		_, _ = Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) { return 0, down })
 	}
@@ -354,7 +353,7 @@ func TestGuardWithoutBreakers(t *testing.T) {
 	for range 5 {
 		_, err := Do(context.Background(), g, CallReserve, func(ctx context.Context) (int, error) {
 			calls++
-			return 0, &backend.UnavailableError{Err: errors.New("no backend")}
+			return 0, &seckill.UnavailableError{Err: errors.New("no backend")}
 		})
 		if seckill.ErrorCode(err) != seckill.EUnavailable {
 			t.Fatalf("want backend_unavailable, got %v", err)
@@ -368,13 +367,13 @@ func TestGuardWithoutBreakers(t *testing.T) {
 // blockingSource answers at once until block is set, then holds every call
 // until release is closed.
 type blockingSource struct {
-	items   []backend.ItemView
+	items   []seckill.ItemView
 	block   atomic.Bool
 	calls   atomic.Int64
 	release chan struct{}
 }
 
-func (b *blockingSource) Items(ctx context.Context) ([]backend.ItemView, error) {
+func (b *blockingSource) Items(ctx context.Context) ([]seckill.ItemView, error) {
 	b.calls.Add(1)
 	if b.block.Load() {
 		<-b.release
@@ -388,7 +387,7 @@ func (b *blockingSource) Items(ctx context.Context) ([]backend.ItemView, error) 
 func TestCatalogNeverWaitsForARefresh(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	src := &blockingSource{release: make(chan struct{}), items: []backend.ItemView{{
+	src := &blockingSource{release: make(chan struct{}), items: []seckill.ItemView{{
 		Item: seckill.Item{ID: 3, Stock: 10, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}, StockLeft: 10}}}
 	c := NewCatalog(src, 10*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -8,7 +8,6 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"seckill"
-	"seckill/backend"
 	"seckill/httpapi"
 	"seckill/internal/breaker"
 )
@@ -81,7 +80,7 @@ func BackendFailure(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
-	var ue *backend.UnavailableError
+	var ue *seckill.UnavailableError
 	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
 }
 
@@ -129,7 +128,7 @@ func DoWith[T any](ctx context.Context, g *Guard, class CallClass, d Defences, f
 		v, err = f(ctx)
 	default:
 		// Teaching switch off: no breaker anywhere, the balancer's included.
-		v, err = f(backend.WithoutBreaker(ctx))
+		v, err = f(seckill.WithoutBreaker(ctx))
 	}
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: g.openFor}

@@ -12,14 +12,13 @@ import (
 	"time"
 
 	"seckill"
-	"seckill/backend"
 	"seckill/limit"
 )
 
 // noBackend answers nothing: the routes below never reach it.
 type noBackend struct{ Backend }
 
-func (noBackend) Items(ctx context.Context) ([]backend.ItemView, error) { return nil, nil }
+func (noBackend) Items(ctx context.Context) ([]seckill.ItemView, error) { return nil, nil }
 
 // TestMemoryMillionUsers: one million distinct users, each from its own
 // address, go through the gate of a per-user route class (challenge, path,

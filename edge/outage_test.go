@@ -15,6 +15,7 @@ import (
 
 	"seckill"
 	"seckill/backend"
+	"seckill/backendclient"
 	"seckill/captcha"
 	"seckill/edge"
 	"seckill/internal/testenv"
@@ -70,7 +71,7 @@ func newOutageEnv(t *testing.T) *outageEnv {
 		// shows what the route itself answers.
 		Breaker: edge.BreakerConfig{ConsecutiveFailures: 1 << 20},
 	}, edge.Deps{
-		Backend:    backend.NewClient(bs.URL, "", &http.Client{Timeout: 15 * time.Second}),
+		Backend:    backendclient.New(bs.URL, "", &http.Client{Timeout: 15 * time.Second}),
 		Redis:      edgeRedis.Client,
 		Prefix:     edgeRedis.Prefix,
 		Limiter:    lim,

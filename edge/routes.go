@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"seckill"
-	"seckill/backend"
 	"seckill/captcha"
 	"seckill/clientip"
 	"seckill/httpapi"
@@ -158,7 +157,7 @@ func itemParam(c echo.Context) int64 {
 
 // liveItem returns the item if it is on sale now by the edge's clock and
 // not marked sold out. The backend checks again with the Redis clock.
-func (e *Edge) liveItem(ctx context.Context, id int64) (backend.ItemView, error) {
+func (e *Edge) liveItem(ctx context.Context, id int64) (seckill.ItemView, error) {
 	it, err := e.catalog.Item(ctx, id)
 	if err != nil {
 		return it, e.reject(unavailable(err)) // no copy of the catalogue yet: 503, never 500
@@ -167,7 +166,7 @@ func (e *Edge) liveItem(ctx context.Context, id int64) (backend.ItemView, error)
 }
 
 // checkLive refuses an item whose sale is not open or is sold out.
-func (e *Edge) checkLive(it backend.ItemView) error {
+func (e *Edge) checkLive(it seckill.ItemView) error {
 	switch it.State {
 	case "upcoming", "ended":
 		return e.reject(seckill.Errorf(seckill.ENotLive, "the sale is %s", it.State))
@@ -190,11 +189,11 @@ func (e *Edge) register(c echo.Context) error {
 	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
 		return err
 	}
-	if err := backend.ValidateUsername(req.Username); err != nil {
+	if err := seckill.ValidateUsername(req.Username); err != nil {
 		return err
 	}
-	if len(req.Password) < backend.MinPassword || len(req.Password) > backend.MaxPassword {
-		return seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", backend.MinPassword, backend.MaxPassword)
+	if len(req.Password) < seckill.MinPassword || len(req.Password) > seckill.MaxPassword {
+		return seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", seckill.MinPassword, seckill.MaxPassword)
 	}
 	id, err := Do(c.Request().Context(), e.guard(), CallRead, func(ctx context.Context) (int64, error) {
 		return e.be.Register(ctx, req.Username, req.Password)
@@ -256,7 +255,7 @@ func (e *Edge) item(c echo.Context) error {
 
 // unavailable turns a failed backend call into 503 backend_unavailable.
 func unavailable(err error) error {
-	var ue *backend.UnavailableError
+	var ue *seckill.UnavailableError
 	if errors.As(err, &ue) {
 		return &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: time.Second}
 	}
@@ -289,7 +288,7 @@ func (e *Edge) challenge(c echo.Context) error {
 		if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
 			return err
 		} else if held {
-			return e.reject(heldError(c, ref))
+			return e.reject(seckill.Held(ref, "you already hold a unit of this item"))
 		}
 	}
 	kind, diff := it.Challenge, e.difficulty()
@@ -310,11 +309,6 @@ func (e *Edge) challenge(c echo.Context) error {
 		resp.Image = "data:image/png;base64," + base64.StdEncoding.EncodeToString(ch.Image)
 	}
 	return c.JSON(http.StatusOK, resp)
-}
-
-func heldError(c echo.Context, ref string) error {
-	c.Response().Header().Set("X-Order-Ref", ref)
-	return seckill.Errorf(seckill.EAlreadyBought, "you already hold a unit of this item")
 }
 
 func (e *Edge) path(c echo.Context) error {
@@ -422,7 +416,7 @@ func (e *Edge) buy(c echo.Context) error {
 			return err
 		} else if held {
 			consume()
-			return e.reject(heldError(c, ref))
+			return e.reject(seckill.Held(ref, "you already hold a unit of this item"))
 		}
 	}
 	// The path names this purchase attempt: a retry with the same path
@@ -432,7 +426,7 @@ func (e *Edge) buy(c echo.Context) error {
 	if !def.PathBinding {
 		reqID = p[:16] + strconv.FormatInt(ses.UserID, 36)
 	}
-	res, err := DoWith(ctx, e.guard(), CallReserve, def, func(ctx context.Context) (backend.Reservation, error) {
+	res, err := DoWith(ctx, e.guard(), CallReserve, def, func(ctx context.Context) (seckill.Reservation, error) {
 		return e.be.Reserve(ctx, id, ses.UserID, reqID)
 	})
 	switch code := seckill.ErrorCode(err); {
@@ -447,11 +441,7 @@ func (e *Edge) buy(c echo.Context) error {
 	case code == seckill.EAlreadyBought:
 		e.dedup.Add(ses.UserID, id)
 		consume()
-		var he *backend.HeldError
-		if errors.As(err, &he) {
-			c.Response().Header().Set("X-Order-Ref", he.OrderRef)
-		}
-		return e.reject(err)
+		return e.reject(err) // a *seckill.HeldError: X-Order-Ref names the order
 	case code == seckill.ESoldOut:
 		consume()
 		e.markSoldOut(ctx, id)
@@ -474,7 +464,7 @@ func (e *Edge) order(c echo.Context) error {
 	if _, err := e.catalog.Item(ctx, id); err != nil {
 		return e.reject(unavailable(err))
 	}
-	st, err := Do(ctx, e.guard(), CallRead, func(ctx context.Context) (backend.OrderState, error) {
+	st, err := Do(ctx, e.guard(), CallRead, func(ctx context.Context) (seckill.OrderState, error) {
 		return e.be.Status(ctx, id, ses.UserID)
 	})
 	if err != nil {

@@ -1,7 +1,7 @@
 // Package httpapi holds what every HTTP listener of seckill shares: the
-// RFC 9457 problem+json error writer (the one place where errors become
-// HTTP statuses), a bounded JSON body reader, request metrics, the
-// http.Server every listener is built with, and the API answer headers.
+// RFC 9457 problem+json error writer and Status, the one place where error
+// codes become HTTP statuses; a bounded JSON body reader, request metrics,
+// the http.Server every listener is built with, and the API answer headers.
 package httpapi
 
 import (
@@ -22,11 +22,11 @@ import (
 
 // Problem is an RFC 9457 problem detail with the machine-readable code.
 type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail,omitempty"`
-	Code   string `json:"code"`
+	Type   string       `json:"type"`
+	Title  string       `json:"title"`
+	Status int          `json:"status"`
+	Detail string       `json:"detail,omitempty"`
+	Code   seckill.Code `json:"code"`
 	// RetryAfter is in seconds, also sent as the Retry-After header.
 	RetryAfter int `json:"retry_after,omitempty"`
 }
@@ -59,12 +59,12 @@ func WriteError(c echo.Context, log *slog.Logger, err error) error {
 	if code == seckill.EInternal && errors.As(err, &he) {
 		code, msg = echoCode(he)
 	}
-	status := seckill.Status(code)
+	status := Status(code)
 	if status >= 500 && code == seckill.EInternal && log != nil {
 		log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
 	}
 	p := Problem{
-		Type:   "https://seckill.dev/problems/" + code,
+		Type:   "https://seckill.dev/problems/" + string(code),
 		Title:  http.StatusText(status),
 		Status: status,
 		Detail: msg,
@@ -82,6 +82,11 @@ func WriteError(c echo.Context, log *slog.Logger, err error) error {
 		p.RetryAfter = secs
 		c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
 	}
+	var held *seckill.HeldError
+	if errors.As(err, &held) && held.OrderRef != "" {
+		// already_bought names the order the user holds.
+		c.Response().Header().Set("X-Order-Ref", held.OrderRef)
+	}
 	body, _ := json.Marshal(p)
 	if c.Request().Method == http.MethodHead {
 		return c.NoContent(status)
@@ -89,7 +94,7 @@ func WriteError(c echo.Context, log *slog.Logger, err error) error {
 	return c.Blob(status, "application/problem+json", body)
 }
 
-func echoCode(he *echo.HTTPError) (string, string) {
+func echoCode(he *echo.HTTPError) (seckill.Code, string) {
 	msg := http.StatusText(he.Code)
 	switch he.Code {
 	case http.StatusNotFound:

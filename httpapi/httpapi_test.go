@@ -30,7 +30,7 @@ func TestBindJSON(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		desc, raw string
-		code      string
+		code      seckill.Code
 	}{
 		{"ok", `{"a":1,"b":"x"}`, ""},
 		{"empty", ``, seckill.EInvalid},
@@ -48,7 +48,7 @@ func TestBindJSON(t *testing.T) {
 	}
 }
 
-func codeOf(err error) string {
+func codeOf(err error) seckill.Code {
 	if err == nil {
 		return ""
 	}

@@ -54,14 +54,14 @@ func APIHeaders() echo.MiddlewareFunc {
 // CodeLabel is an error code as a metric label: a code of the contract
 // (seckill.E*), else "other" (a code read from another service's answer is
 // not trusted to come from the closed set).
-func CodeLabel(code string) string {
+func CodeLabel(code seckill.Code) string {
 	switch code {
 	case seckill.EInvalid, seckill.ETooLarge, seckill.EUnknownItem, seckill.ENotFound,
 		seckill.ENotLive, seckill.ESoldOut, seckill.EAlreadyBought, seckill.EConflict,
 		seckill.EUsernameTaken, seckill.EUnauthorized, seckill.EForbidden, seckill.EMethod,
 		seckill.EUnavailable, seckill.EOverloaded, seckill.ERateLimited, seckill.EInternal,
 		seckill.EChallengeFailed, seckill.EBadPath, seckill.EBadCredentials, seckill.EDependency:
-		return code
+		return string(code)
 	}
 	return "other"
 }

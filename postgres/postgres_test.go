@@ -23,7 +23,7 @@ func open(t testing.TB) *DB {
 	return db
 }
 
-func wantCode(t *testing.T, err error, code string) {
+func wantCode(t *testing.T, err error, code seckill.Code) {
 	t.Helper()
 	if got := seckill.ErrorCode(err); got != code {
 		t.Fatalf("error %v has code %q, want %q", err, got, code)

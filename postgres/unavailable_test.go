@@ -31,7 +31,7 @@ func TestUnavailableClassifies(t *testing.T) {
 	cases := []struct {
 		name string
 		err  error
-		code string
+		code seckill.Code
 	}{
 		{"connection refused", refused, seckill.EDependency},
 		{"net error", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, seckill.EDependency},

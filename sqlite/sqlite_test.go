@@ -46,7 +46,7 @@ func stores(t *testing.T, f func(t *testing.T, db *DB)) {
 	t.Run("memory", func(t *testing.T) { t.Parallel(); f(t, openDSN(t, ":memory:")) })
 }
 
-func wantCode(t *testing.T, err error, code string) {
+func wantCode(t *testing.T, err error, code seckill.Code) {
 	t.Helper()
 	if got := seckill.ErrorCode(err); got != code {
 		t.Fatalf("error %v has code %q, want %q", err, got, code)

@@ -30,7 +30,7 @@ func TestGuardFailedMapsErrors(t *testing.T) {
 	g.initial = false
 	cases := []struct {
 		err    error
-		code   string
+		code   seckill.Code
 		freeze bool
 	}{
 		{replyErr("NOSCRIPT No matching script. Please use EVAL."), seckill.EUnavailable, true},

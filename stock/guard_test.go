@@ -120,7 +120,7 @@ func reserveCode(t *testing.T, s *stock.Store, item, user int64) string {
 	t.Helper()
 	r, err := s.Reserve(context.Background(), item, user, fmt.Sprint("q", user), fmt.Sprint("ref", user))
 	if err != nil {
-		return seckill.ErrorCode(err)
+		return string(seckill.ErrorCode(err))
 	}
 	return string(r.Outcome)
 }

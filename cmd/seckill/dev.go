@@ -21,6 +21,7 @@ import (
 
 	"seckill"
 	"seckill/backend"
+	"seckill/backendclient"
 	"seckill/captcha"
 	"seckill/clientip"
 	"seckill/edge"
@@ -99,7 +100,7 @@ Each stand-in can be swapped for the real server: --redis-url, --amqp-url,
 			e := edge.New(edge.Config{
 				SessionSecret: []byte(randomHex(32)), AdminToken: adminToken, Difficulty: difficulty, DifficultyUnderLoad: 2,
 			}, edge.Deps{
-				Backend: backend.NewClient("http://"+d.backendAddr, "", nil), Redis: d.rdb, Prefix: devPrefix,
+				Backend: backendclient.New("http://"+d.backendAddr, "", nil), Redis: d.rdb, Prefix: devPrefix,
 				Limiter: lim, Challenges: captcha.NewStore(d.rdb, devPrefix, captcha.Options{}),
 				Buyers: d.st, IPs: ips, Log: log.With("component", "edge"), Registry: reg,
 				Storefront: web.Storefront(), Dashboard: web.Dashboard(),

@@ -1,4 +1,8 @@
-package backend
+// Package backendclient calls the purchase backend's HTTP API
+// (docs/BACKEND_API.md). It speaks the contract of package seckill and
+// links nothing of the backend's stores, so the edge and tools use it
+// without Redis, RabbitMQ or PostgreSQL code.
+package backendclient
 
 import (
 	"bytes"
@@ -15,23 +19,18 @@ import (
 
 // Client calls the backend API over HTTP. Business answers (4xx with a
 // code) come back as *seckill.Error; anything else (network error, 5xx,
-// garbage) as *UnavailableError, which callers such as a circuit breaker
-// count as a failure of the backend.
+// garbage) as *seckill.UnavailableError, which callers such as a circuit
+// breaker count as a failure of the backend. An already_bought answer
+// comes back as *seckill.HeldError naming the order held.
 type Client struct {
 	base  string
 	token string
 	hc    *http.Client
 }
 
-// UnavailableError means the backend did not give a business answer.
-type UnavailableError struct{ Err error }
-
-func (e *UnavailableError) Error() string { return "backend unavailable: " + e.Err.Error() }
-func (e *UnavailableError) Unwrap() error { return e.Err }
-
-// NewClient returns a client of the backend at base (e.g.
+// New returns a client of the backend at base (e.g.
 // "http://127.0.0.1:8090"). hc may be nil.
-func NewClient(base, adminToken string, hc *http.Client) *Client {
+func New(base, adminToken string, hc *http.Client) *Client {
 	if hc == nil {
 		hc = &http.Client{
 			Timeout: 10 * time.Second,
@@ -57,7 +56,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return &UnavailableError{err}
+		return &seckill.UnavailableError{Err: err}
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -67,88 +66,80 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return &UnavailableError{err}
+		return &seckill.UnavailableError{Err: err}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
-		return &UnavailableError{err}
+		return &seckill.UnavailableError{Err: err}
 	}
 	if resp.StatusCode >= 500 {
 		var p struct {
 			Code string `json:"code"`
 		}
 		_ = json.Unmarshal(raw, &p)
-		return &UnavailableError{fmt.Errorf("%s %s: status %d %s", method, path, resp.StatusCode, p.Code)}
+		return &seckill.UnavailableError{Err: fmt.Errorf("%s %s: status %d %s", method, path, resp.StatusCode, p.Code)}
 	}
 	if resp.StatusCode >= 400 {
 		var p struct {
-			Code   string `json:"code"`
-			Detail string `json:"detail"`
+			Code   seckill.Code `json:"code"`
+			Detail string       `json:"detail"`
 		}
 		if json.Unmarshal(raw, &p) != nil || p.Code == "" {
-			return &UnavailableError{fmt.Errorf("%s %s: status %d without a problem body", method, path, resp.StatusCode)}
+			return &seckill.UnavailableError{Err: fmt.Errorf("%s %s: status %d without a problem body", method, path, resp.StatusCode)}
 		}
 		e := &seckill.Error{Code: p.Code, Message: p.Detail}
 		if ref := resp.Header.Get("X-Order-Ref"); ref != "" {
-			return &HeldError{Err: e, OrderRef: ref}
+			return &seckill.HeldError{Err: e, OrderRef: ref}
 		}
 		return e
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return &UnavailableError{fmt.Errorf("%s %s: decoding answer: %w", method, path, err)}
+			return &seckill.UnavailableError{Err: fmt.Errorf("%s %s: decoding answer: %w", method, path, err)}
 		}
 	}
 	return nil
 }
 
-// HeldError is an already_bought answer that names the order held.
-type HeldError struct {
-	Err      *seckill.Error
-	OrderRef string
-}
-
-func (e *HeldError) Error() string { return e.Err.Error() }
-func (e *HeldError) Unwrap() error { return e.Err }
-
 // Reserve calls POST /v1/reservations.
-func (c *Client) Reserve(ctx context.Context, itemID, userID int64, requestID string) (Reservation, error) {
-	var r Reservation
+func (c *Client) Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error) {
+	var r seckill.Reservation
 	err := c.do(ctx, http.MethodPost, "/v1/reservations", reserveRequest{ItemID: itemID, UserID: userID, RequestID: requestID}, &r)
 	return r, err
 }
 
 // Status calls GET /v1/items/{id}/orders/{user}.
-func (c *Client) Status(ctx context.Context, itemID, userID int64) (OrderState, error) {
-	var s OrderState
+func (c *Client) Status(ctx context.Context, itemID, userID int64) (seckill.OrderState, error) {
+	var s seckill.OrderState
 	err := c.do(ctx, http.MethodGet, "/v1/items/"+strconv.FormatInt(itemID, 10)+"/orders/"+strconv.FormatInt(userID, 10), nil, &s)
 	return s, err
 }
 
 // Items calls GET /v1/items.
-func (c *Client) Items(ctx context.Context) ([]ItemView, error) {
+func (c *Client) Items(ctx context.Context) ([]seckill.ItemView, error) {
 	var out struct {
-		Items []ItemView `json:"items"`
+		Items []seckill.ItemView `json:"items"`
 	}
 	err := c.do(ctx, http.MethodGet, "/v1/items", nil, &out)
 	return out.Items, err
 }
 
 // Item calls GET /v1/items/{id}.
-func (c *Client) Item(ctx context.Context, id int64) (ItemView, error) {
+func (c *Client) Item(ctx context.Context, id int64) (seckill.ItemView, error) {
 	var out struct {
-		Item ItemView `json:"item"`
+		Item seckill.ItemView `json:"item"`
 	}
 	err := c.do(ctx, http.MethodGet, "/v1/items/"+strconv.FormatInt(id, 10), nil, &out)
 	return out.Item, err
 }
 
 // CreateItem calls POST /v1/admin/items.
-func (c *Client) CreateItem(ctx context.Context, req CreateItemRequest) (seckill.Item, error) {
+func (c *Client) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error) {
 	var out struct {
 		Item seckill.Item `json:"item"`
 	}
+	req := seckill.CreateItemRequest{Name: it.Name, PriceCents: it.PriceCents, Stock: it.Stock, StartsAt: it.StartsAt, EndsAt: it.EndsAt, Challenge: it.Challenge}
 	err := c.do(ctx, http.MethodPost, "/v1/admin/items", req, &out)
 	return out.Item, err
 }
@@ -165,7 +156,7 @@ func (c *Client) Register(ctx context.Context, username, password string) (int64
 	var out struct {
 		UserID int64 `json:"user_id"`
 	}
-	err := c.do(ctx, http.MethodPost, "/v1/users", credentials{username, password}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/users", credentials{Username: username, Password: password}, &out)
 	return out.UserID, err
 }
 
@@ -174,7 +165,7 @@ func (c *Client) Login(ctx context.Context, username, password string) (int64, e
 	var out struct {
 		UserID int64 `json:"user_id"`
 	}
-	err := c.do(ctx, http.MethodPost, "/v1/users/login", credentials{username, password}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/users/login", credentials{Username: username, Password: password}, &out)
 	return out.UserID, err
 }
 
@@ -185,6 +176,19 @@ func (c *Client) EnsureUsers(ctx context.Context, usernames []string) (map[strin
 	}
 	err := c.do(ctx, http.MethodPost, "/v1/admin/users", map[string]any{"usernames": usernames}, &out)
 	return out.Users, err
+}
+
+// reserveRequest is the body of POST /v1/reservations.
+type reserveRequest struct {
+	ItemID    int64  `json:"item_id"`
+	UserID    int64  `json:"user_id"`
+	RequestID string `json:"request_id"`
+}
+
+// credentials is the body of POST /v1/users and /v1/users/login.
+type credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
 }
 
 // Ready calls GET /readyz.
