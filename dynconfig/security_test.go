@@ -191,7 +191,12 @@ func TestKeyRotation(t *testing.T) {
 	for _, e := range []*edge{both, onlyNew} {
 		testenv.Eventually(t, 2*time.Second, "new-key version applied", func() bool { return e.lastBurst() == 2 })
 	}
-	// Rollback to version 1 is a new version, signed with the new key.
+	// Rollback to version 1 is a new version, signed with the new key; the
+	// pusher re-signs the old key's version only when it trusts that key.
+	if _, err := st.Rollback(context.Background(), 1, 2); err == nil || !strings.Contains(err.Error(), "bad signature") {
+		t.Fatalf("rollback to the old key's version without trusting it: %v", err)
+	}
+	st.Trusted = []ed25519.PublicKey{oldPub}
 	v, err := st.Rollback(context.Background(), 1, 2)
 	if err != nil || v != 3 {
 		t.Fatalf("rollback: %d, %v", v, err)
@@ -202,6 +207,15 @@ func TestKeyRotation(t *testing.T) {
 	if n := len(onlyNew.applied()); n != 2 {
 		t.Fatalf("new-only edge applied %d versions, want 2", n)
 	}
+	// A history entry written around the CLI is never signed again by a
+	// rollback.
+	if _, err := conn.Set(st.historyPath(2), record(t, 2, cfgN(99), nil), -1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Rollback(context.Background(), 2, 3); err == nil || !strings.Contains(err.Error(), "not signed") {
+		t.Fatalf("rollback to an unsigned history entry: %v", err)
+	}
+
 	// (GenerateKey/Parse round trip, as `seckill config keygen` writes them.)
 	pubS, privS, err := GenerateKey()
 	if err != nil {

@@ -114,6 +114,17 @@ type Store struct {
 	// with the pusher's ACL, and Init (run by every push) sets the tree's
 	// ACLs. Nil: an open tree (world-writable nodes, as before H3).
 	Roles *zkconn.Roles
+	// Trusted are public keys, besides the Signer's own, whose versions a
+	// rollback may push again (the old key during a rotation).
+	Trusted []ed25519.PublicKey
+}
+
+func (s *Store) trusted() []ed25519.PublicKey {
+	keys := append([]ed25519.PublicKey{}, s.Trusted...)
+	if s.Signer != nil {
+		keys = append(keys, s.Signer.Public().(ed25519.PublicKey))
+	}
+	return keys
 }
 
 // NewStore returns a store under root (DefaultRoot when empty) using conn.
@@ -526,9 +537,14 @@ func (s *Store) Rollback(ctx context.Context, version, expected int32) (int32, e
 	if err != nil {
 		return 0, err
 	}
-	_, cfg, err := DecodeRecord(data)
+	rec, cfg, err := DecodeRecord(data)
 	if err != nil {
 		return 0, fmt.Errorf("dynconfig: version %d: %w", version, err)
+	}
+	// Signing it again must not launder a history entry somebody wrote
+	// around the CLI.
+	if err := Verify(rec, s.trusted()); err != nil {
+		return 0, fmt.Errorf("dynconfig: refusing to roll back to version %d: %w (its signer's public key may be given with --config-public-keys)", version, err)
 	}
 	return s.push(ctx, cfg, expected, version)
 }

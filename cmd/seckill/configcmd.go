@@ -33,6 +33,7 @@ type configOpts struct {
 	// ACLs grant (only their digests reach ZooKeeper).
 	ZKAuth, BackendAuth, EdgeAuth string
 	SigningKey                    string // file of the Ed25519 private key
+	PublicKeys                    string // other trusted public keys (rollback to an old key's version)
 }
 
 // roles returns the deployment's identities (nil without --zk-auth).
@@ -81,6 +82,10 @@ func (o *configOpts) store(ctx context.Context) (*dynconfig.Store, func(), error
 	}
 	st := dynconfig.NewStore(conn, o.Root)
 	st.Roles, st.Signer = roles, signer
+	if st.Trusted, err = dynconfig.ParsePublicKeys(o.PublicKeys); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("--config-public-keys ($SECKILL_CONFIG_PUBLIC_KEYS): %w", err)
+	}
 	return st, conn.Close, nil
 }
 
@@ -126,6 +131,7 @@ configuration, 3 conflict (somebody else pushed first).`,
 	envFlag(fs, getenv, &o.ZKAuth, "zk-auth", "SECKILL_ZK_PUSHER", "", "the pusher's ZooKeeper digest credential, user:password; with it every push also sets the tree's ACLs (docs/security-zookeeper.md)")
 	envFlag(fs, getenv, &o.BackendAuth, "zk-backend-auth", "SECKILL_ZK_BACKEND", "", "the backends' ZooKeeper credential(s), user:password[,...]: the ACLs let them register")
 	envFlag(fs, getenv, &o.EdgeAuth, "zk-edge-auth", "SECKILL_ZK_EDGE", "", "the edges' ZooKeeper credential(s), user:password[,...]: the ACLs let them write their status")
+	envFlag(fs, getenv, &o.PublicKeys, "config-public-keys", "SECKILL_CONFIG_PUBLIC_KEYS", "", "public keys (base64, comma-separated) whose versions rollback may push again, besides the signing key's own (the old key during a rotation)")
 	envFlag(fs, getenv, &o.SigningKey, "signing-key", "SECKILL_CONFIG_SIGNING_KEY", "", "file of the Ed25519 private key that signs pushes and rollbacks (seckill config keygen)")
 
 	cmd.AddCommand(
