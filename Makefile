@@ -36,6 +36,8 @@ run:
 # worker and edge as separate processes (logs and pids in .seckill/). Fails,
 # naming the port and its holder, when a port is taken; run again, it
 # restarts the three parts on the new build and says which pids it stops.
+# Installs (apt-get, root) only the servers, and only those missing.
+# LAB=1: the edge believes X-Forwarded-For from loopback (for `seckill lab`).
 up:
 	scripts/stack.sh up
 

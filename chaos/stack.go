@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -92,7 +94,7 @@ func StartStack(ctx context.Context, srv *Servers, toxi *Toxiproxy, bin, dir, na
 		opt.Fsync = "always"
 	}
 	s = &Stack{Dir: dir, Bin: bin, Servers: srv, Toxi: toxi, Opt: opt, Name: name,
-		Queue: "chaos." + name, Prefix: "chaos:" + name + ":", ZKRoot: "/chaos/" + name, AdminToken: "chaos-admin-" + name}
+		Queue: "chaos." + name, Prefix: "chaos:" + name + ":", ZKRoot: "/chaos/" + name, AdminToken: randomSecret()}
 	defer func() {
 		if err != nil {
 			s.Stop(context.WithoutCancel(ctx))
@@ -147,7 +149,7 @@ func StartStack(ctx context.Context, srv *Servers, toxi *Toxiproxy, bin, dir, na
 		return s, err
 	}
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "TMPDIR=" + dir,
-		"SECKILL_ADMIN_TOKEN=" + s.AdminToken, "SECKILL_SESSION_SECRET=chaos-session-secret-" + name,
+		"SECKILL_ADMIN_TOKEN=" + s.AdminToken, "SECKILL_SESSION_SECRET=" + randomSecret(),
 		"SECKILL_LOG_LEVEL=info"}
 	common := []string{"--redis-url", s.Redis.URL(), "--redis-prefix", s.Prefix}
 	relayID := "chaos-relay-" + name
@@ -325,3 +327,11 @@ const generousLimits = `rules:
   - {name: status-per-user,    class: status,    key: user,   rate: 1000,      burst: 1000}
   - {name: everything,         class: "*",       key: global, rate: 10000000,  burst: 10000000}
 `
+
+// randomSecret is a secret the edge accepts outside `seckill dev`: 32
+// random bytes in hex (openssl rand -hex 32).
+func randomSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

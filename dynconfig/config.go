@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sort"
 	"strings"
 	"time"
 
@@ -274,7 +275,7 @@ func Parse(data []byte) (Config, error) {
 	var c Config
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return c, Problems{{Msg: "YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+		return c, Problems{syntaxProblem(data, err)}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
 		return c, Problems{{Msg: "empty document"}}
@@ -319,21 +320,54 @@ func Parse(data []byte) (Config, error) {
 			}
 		}
 	}
-	if len(ps) > 0 {
-		return c, ps
+	// Validate what decoded too, so one bad value hides no other problem;
+	// a setting that did not decode is reported once, by the decoder.
+	bad, missing := map[int]bool{}, map[string]bool{}
+	for _, p := range ps {
+		if p.Place != "" {
+			missing[p.Place] = true
+		} else if p.Line > 0 {
+			bad[p.Line] = true
+		}
 	}
 	if err := c.Validate(); err != nil {
-		vps := ProblemsOf(err)
-		for i := range vps {
-			vps[i].Line = lineOf(keys, vps[i].Place)
+		for _, p := range ProblemsOf(err) {
+			p.Line = lineOf(keys, p.Place)
+			if !missing[p.Place] && (p.Line == 0 || !bad[p.Line]) {
+				ps = append(ps, p)
+			}
 		}
-		return c, vps
+	}
+	if len(ps) > 0 {
+		sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
+		return c, ps
 	}
 	return c, nil
 }
 
 // lineProblem turns a yaml.v3 message ("line 5: field x not found in type
 // ...") into a Problem.
+// syntaxProblem places a YAML syntax error on its line. yaml.v3 names the
+// line where the enclosing block or flow began (line 1 for a brace missing
+// on line 20), so the line is taken as the first one whose prefix of the
+// document fails with the same message: where the document stops being
+// valid YAML.
+func syntaxProblem(data []byte, err error) Problem {
+	p := lineProblem(err.Error())
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	var prefix []byte
+	for i, l := range lines {
+		prefix = append(prefix, l...)
+		var n yaml.Node
+		if perr := yaml.Unmarshal(prefix, &n); perr != nil && lineProblem(perr.Error()).Msg == p.Msg {
+			p.Line = i + 1
+			break
+		}
+	}
+	p.Msg = "YAML syntax: " + p.Msg
+	return p
+}
+
 func lineProblem(msg string) Problem {
 	msg = strings.TrimPrefix(msg, "yaml: ")
 	var line int

@@ -136,7 +136,7 @@ func TestParseProblems(t *testing.T) {
 				"line 5: breaker.open_for: missing (required)",
 			}},
 		{name: "syntax error", doc: "rules:\n\t- {name: a}\n",
-			want: []string{"YAML: line 2: found character that cannot start any token"}},
+			want: []string{"line 2: YAML syntax: found character that cannot start any token"}},
 		{name: "empty", doc: "", want: []string{"empty document"}},
 		{name: "list", doc: "- a\n", want: []string{"line 1: want a mapping of settings (rules, difficulty, ...)"}},
 		{name: "two documents", doc: good + "---\n" + good, want: []string{"more than one YAML document"}},

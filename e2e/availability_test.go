@@ -324,7 +324,7 @@ type edgeProc struct {
 func startEdgeProc(t *testing.T, s *stack, deadline time.Time, args ...string) edgeProc {
 	t.Helper()
 	addrFile := filepath.Join(t.TempDir(), "addr")
-	env := append(s.env(s.amqpURL), "SECKILL_ADMIN_TOKEN=edge-admin")
+	env := append(s.env(s.amqpURL), "SECKILL_ADMIN_TOKEN="+stackToken)
 	p := startProc(t, env, append([]string{"edge", "--public-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--addr-file", addrFile, "--limits", "../configs/limits.yaml"}, args...)...)
 	ep := edgeProc{proc: p}
@@ -365,7 +365,7 @@ func TestStartWithZooKeeperDown(t *testing.T) {
 		"--relay-id", "relay-"+s.queue)
 	ep := startEdgeProc(t, s, deadline, "--zk", zkDown, "--zk-root", "/"+testenv.Name(t), "--backend-url", "http://"+beAddr,
 		"--edge-id", testenv.Name(t), "--backends-cache", filepath.Join(t.TempDir(), "backends.json"))
-	env := &edgeEnv{t: t, s: s, pub: &httptest.Server{URL: ep.public}, adm: &httptest.Server{URL: ep.admin}, token: "edge-admin"}
+	env := &edgeEnv{t: t, s: s, pub: &httptest.Server{URL: ep.public}, adm: &httptest.Server{URL: ep.admin}, token: stackToken}
 
 	// Ready once the catalogue is loaded (through the backend).
 	for {

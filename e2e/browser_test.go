@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -46,7 +47,7 @@ func TestBrowserShopper(t *testing.T) {
 	if a := call(t, "GET", env.pub.URL+"/api/no-such-route", nil, nil); a.status != 404 || a.code() != "not_found" {
 		t.Fatalf("GET /api/no-such-route: %d %v", a.status, a.body)
 	}
-	start := time.Now().Add(7 * time.Second)
+	start := time.Now().Add(12 * time.Second)
 	item := env.createItem(5, "captcha", time.Until(start), time.Hour)
 
 	b.registerAndLogin(env.pub.URL, "alice", "correct horse battery")
@@ -89,7 +90,20 @@ func TestBrowserShopper(t *testing.T) {
 	if got := b.text("status"); !strings.Contains(got, "Order confirmed") {
 		t.Errorf("status %q", got)
 	}
+	// F17: beside "Order confirmed" the stock counts the unit just bought.
+	if got := b.text("stock"); got != "4 of 5 left" {
+		t.Errorf("beside the confirmed order the stock says %q, want 4 of 5 left", got)
+	}
+	// F4: no active Buy button once bought.
+	if b.evalString(`(() => { const x = document.getElementById('buy-button'); return x.hidden && x.disabled; })()`) != "true" {
+		t.Errorf("the Buy button is still offered after the purchase")
+	}
 	b.shot("confirmed")
+	orderText := b.text("order-status")
+	m := regexp.MustCompile(`order number (\d+)`).FindStringSubmatch(orderText)
+	if m == nil {
+		t.Fatalf("order status %q names no order number", orderText)
+	}
 	// the order status was followed with a backoff, well inside the status limit
 	polls := env.reqs.matching(fmt.Sprintf(`^GET /api/items/%d/order$`, item))
 	for i := 1; i < len(polls); i++ {
@@ -98,13 +112,19 @@ func TestBrowserShopper(t *testing.T) {
 		}
 	}
 
-	// A second attempt: already bought.
-	b.do(5*time.Second, "buy again", chromedp.Click(chromedp.ID("buy-button")))
-	b.waitJS(10*time.Second, "already bought", `document.getElementById('status').dataset.code === 'already_bought'`)
-	if got := b.text("status"); !strings.Contains(got, "already bought") {
-		t.Errorf("second attempt: status %q", got)
+	// F4: a reload asks for the order at once and shows it, with the same
+	// order number, and no Buy button.
+	b.do(10*time.Second, "reload the item page", chromedp.Reload())
+	b.waitJS(10*time.Second, "the order after the reload", `document.getElementById('main').dataset.orderChecked === 'true' && document.getElementById('order-status').dataset.status === 'confirmed'`)
+	if got := b.text("order-status"); !strings.Contains(got, "order number "+m[1]) {
+		t.Errorf("after a reload the order status says %q, want order number %s", got, m[1])
 	}
-	b.shot("already-bought")
+	if b.evalString(`(() => { const x = document.getElementById('buy-button'); return x.hidden && x.disabled; })()`) != "true" {
+		t.Errorf("after a reload the Buy button is offered again")
+	}
+	// (the edge's catalogue copy may be a second old: the page refreshes it)
+	b.waitJS(10*time.Second, "the stock after the reload", `document.getElementById('stock').textContent === '4 of 5 left'`)
+	b.shot("reloaded-order")
 
 	// The item that sold out.
 	b.do(5*time.Second, "open the sold-out item", chromedp.Navigate(fmt.Sprintf("%s/#/items/%d", env.pub.URL, soldOut)))
@@ -146,9 +166,17 @@ func TestBrowserRetryAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, _ := strconv.Atoi(ans)
+	// F16: record, whenever the status says the answer was refused, whether
+	// the old image (and its answer) still shows.
+	b.evalString(fmt.Sprintf(`(() => { window.__stale = []; window.__codes = []; new MutationObserver(() => {
+		const code = document.getElementById('status').dataset.code;
+		if (window.__codes[window.__codes.length - 1] !== code) window.__codes.push(code);
+		if (code !== 'challenge_failed') return;
+		const c = document.getElementById('challenge');
+		window.__stale.push(!c.hidden && c.dataset.challengeId === %q && !!document.getElementById('captcha-image'));
+	}).observe(document.getElementById('status'), { attributes: true, childList: true, characterData: true, subtree: true }); return true; })()`, first))
 	b.do(5*time.Second, "a wrong answer", chromedp.SendKeys(chromedp.ID("captcha-answer"), strconv.Itoa(n+1)), chromedp.Click(chromedp.ID("captcha-submit")))
-	b.waitJS(5*time.Second, "challenge failed", `document.getElementById('status').dataset.code === 'challenge_failed'`)
-	b.shot("challenge-failed")
+	b.waitJS(5*time.Second, "challenge failed", `window.__codes.includes('challenge_failed')`)
 	b.waitJS(10*time.Second, "the wait message", `document.getElementById('status').dataset.code === 'rate_limited'`)
 	msg := b.text("status")
 	if !strings.Contains(msg, "Too many requests — retrying in ") {
@@ -157,6 +185,12 @@ func TestBrowserRetryAfter(t *testing.T) {
 	b.shot("rate-limited")
 	b.waitJS(15*time.Second, "a new captcha", fmt.Sprintf(`(() => { const c = document.getElementById('challenge'); return c.dataset.challengeId !== %q && !!document.getElementById('captcha-answer'); })()`, first))
 	second := b.attr("challenge", "data-challenge-id")
+	if got := b.evalString(`JSON.stringify(window.__stale)`); !strings.Contains(got, "false") || strings.Contains(got, "true") {
+		t.Errorf("the refused captcha stayed on screen under the refusal (samples %s)", got)
+	}
+	if got := b.evalString(`document.getElementById('captcha-answer').value`); got != "" {
+		t.Errorf("the new captcha's answer field holds %q", got)
+	}
 	ans, err = env.ch.AnswerForTest(context.Background(), second)
 	if err != nil {
 		t.Fatal(err)
@@ -194,13 +228,28 @@ func TestBrowserRetryAfter(t *testing.T) {
 // TestBrowserPoW: the proof of work is solved by the page's Web Worker.
 func TestBrowserPoW(t *testing.T) {
 	t.Parallel()
-	env := newBrowserEnv(t, browserRules(), edge.Config{Difficulty: 12})
+	env := newBrowserEnv(t, browserRules(), edge.Config{Difficulty: 16})
 	b := newBrowser(t)
 	item := env.createItem(5, "pow", -time.Second, time.Hour)
 	b.registerAndLogin(env.pub.URL, "carol", "correct horse battery")
 	b.do(5*time.Second, "open the item", chromedp.Navigate(fmt.Sprintf("%s/#/items/%d", env.pub.URL, item)))
 	b.waitJS(5*time.Second, "live", `document.getElementById('main').dataset.state === 'live' && !document.getElementById('buy-button').disabled`)
 	b.shot("live")
+	// F12: the bar's formula never reaches the end before the answer, even
+	// after many times the expected hashes (the page used min(tried, 2^d)).
+	script := b.evalString(`document.querySelector('script[type=module]').src`)
+	for _, tried := range []string{"0", "65536", "655360", "6553600000"} {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[float64](fmt.Sprintf(`import(%q.replace(/app\.js$/, 'progress.js')).then((m) => m.powProgress(%s, 65536, 1000))`, script, tried), chromedp.EvalAwaitPromise))
+		cancel()
+		if err != nil || v < 0 || v > 999 {
+			t.Errorf("powProgress(%s of about 65536) = %v, %v; want below the end (1000)", tried, v, err)
+		}
+	}
+	// and on the page: every sample of the bar before the answer is short of the end
+	b.evalString(`(() => { window.__bar = []; new MutationObserver(() => { const p = document.getElementById('pow-progress'); if (!p) return;
+		window.__bar.push([Number(p.value), Number(p.max), document.getElementById('challenge').dataset.answer !== undefined]); })
+		.observe(document.getElementById('challenge'), { attributes: true, subtree: true, childList: true }); return true; })()`)
 	began := time.Now()
 	b.do(5*time.Second, "buy", chromedp.Click(chromedp.ID("buy-button")))
 	b.waitJS(20*time.Second, "the order to be confirmed", `document.getElementById('order-status').dataset.status === 'confirmed'`)
@@ -212,7 +261,17 @@ func TestBrowserPoW(t *testing.T) {
 	if _, err := strconv.ParseUint(answer, 10, 64); err != nil {
 		t.Errorf("the worker's answer %q", answer)
 	}
-	t.Logf("difficulty 12 solved by the worker (answer %s) and confirmed in %v", answer, time.Since(began).Round(time.Millisecond))
+	t.Logf("difficulty 16 solved by the worker (answer %s) and confirmed in %v", answer, time.Since(began).Round(time.Millisecond))
+	var bar [][3]any
+	if err := json.Unmarshal([]byte(b.evalString(`JSON.stringify(window.__bar)`)), &bar); err != nil || len(bar) == 0 {
+		t.Fatalf("no sample of the progress bar: %v", err)
+	}
+	for _, s := range bar {
+		if v, max, solved := s[0].(float64), s[1].(float64), s[2].(bool); !solved && v >= max {
+			t.Errorf("the bar was full (%v of %v) before the answer was found", v, max)
+		}
+	}
+
 	if paths := env.reqs.matching(fmt.Sprintf(`^POST /api/items/%d/path$`, item)); len(paths) != 1 || paths[0].status != 200 {
 		t.Errorf("path requests: %+v", paths)
 	}
@@ -258,13 +317,27 @@ func TestBrowserDashboard(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	if a := env.admin("GET", "/admin/items", nil); a.status != 200 || len(a.body["items"].([]any)) != 1 {
+		t.Fatalf("GET /admin/items: %d %v", a.status, a.body)
+	}
+	if a := call(t, "GET", env.adm.URL+"/admin/items", nil, nil); a.status != 401 {
+		t.Fatalf("GET /admin/items without the token: %d %v", a.status, a.body)
+	}
 	b.do(10*time.Second, "open the dashboard", chromedp.Navigate(env.adm.URL+"/"))
 	b.waitJS(5*time.Second, "the token form", `location.pathname === '/dashboard/' && !!document.getElementById('admin-token')`)
+	// F19: no "Forget token" before there is a token (a CSS rule used to
+	// override the hidden attribute).
+	if got := b.evalString(`getComputedStyle(document.getElementById('forget-token')).display`); got != "none" {
+		t.Errorf("Forget token is displayed (%s) before any token", got)
+	}
 	b.shot("token")
 	b.do(5*time.Second, "a wrong token", chromedp.SendKeys(chromedp.ID("admin-token"), "wrong"), chromedp.Click(chromedp.ID("token-submit")))
 	b.waitJS(5*time.Second, "the refusal", `document.getElementById('status').textContent.includes('refused') && document.getElementById('admin').hidden`)
 	b.do(5*time.Second, "the token", chromedp.SendKeys(chromedp.ID("admin-token"), env.token), chromedp.Click(chromedp.ID("token-submit")))
 	b.waitJS(5*time.Second, "the dashboard", `!document.getElementById('admin').hidden`)
+	if got := b.evalString(`getComputedStyle(document.getElementById('forget-token')).display`); got == "none" {
+		t.Errorf("Forget token is not displayed with a token")
+	}
 	if got := b.evalString(`sessionStorage.getItem('seckill_admin_token')`); got != env.token {
 		t.Errorf("sessionStorage holds %q", got)
 	}
@@ -284,8 +357,14 @@ func TestBrowserDashboard(t *testing.T) {
 	}
 	b.shot("created")
 
-	// Watch the sale the test ran: the same numbers as the API.
-	b.do(5*time.Second, "watch", b.typeInto("watch-id", strconv.FormatInt(item, 10)), chromedp.Click(chromedp.ID("watch-submit")))
+	// F19: the sales are listed (no id to guess), the new one included;
+	// watch the sale the test ran from its row: the same numbers as the API.
+	b.waitJS(10*time.Second, "the list of sales", fmt.Sprintf(`!!document.querySelector('#sales-table tr[data-item-id="%d"]') && !!document.querySelector('#sales-table tr[data-item-id="%d"]')`, item, created))
+	if got := b.evalString(fmt.Sprintf(`document.querySelector('#sales-table tr[data-item-id="%d"]').textContent`, created)); !strings.Contains(got, "Browser sale") || !strings.Contains(got, "7 / 7") {
+		t.Errorf("the new sale's row: %q", got)
+	}
+	b.shot("sales")
+	b.do(5*time.Second, "watch", chromedp.Click(chromedp.ID(fmt.Sprintf("watch-%d", item))))
 	want := map[string]string{}
 	for k, id := range map[string]string{"stock_left": "stat-stock-left", "stock_total": "stat-stock-total", "reserved": "stat-reserved",
 		"orders": "stat-orders", "outbox_pending": "stat-outbox-pending", "failed": "stat-failed"} {
@@ -339,5 +418,89 @@ func TestBrowserDashboard(t *testing.T) {
 	b.shot("dashboard-totals")
 	if n := b.evalString(`document.querySelectorAll('#rate-chart polyline').length`); n != strconv.Itoa(len(totals)) {
 		t.Errorf("%s lines in the chart, want %d (%v)", n, len(totals), totals)
+	}
+}
+
+// TestBrowserPageChanges: an unknown item says so in its heading (F14); an
+// error banner does not survive a page change (F15); registration errors
+// are in words, beside their field (F18); the heading that takes the focus
+// on a page change shows no focus ring (F18).
+func TestBrowserPageChanges(t *testing.T) {
+	t.Parallel()
+	env := newBrowserEnv(t, browserRules(), edge.Config{Difficulty: 4})
+	b := newBrowser(t)
+	if a := call(t, "POST", env.pub.URL+"/api/register", map[string]any{"username": "dave", "password": "correct horse battery"}, nil); a.status != 201 {
+		t.Fatalf("registering dave: %d %v", a.status, a.body)
+	}
+
+	registers := len(env.reqs.matching(`^POST /api/register$`))
+
+	// F14: an unknown item.
+	b.do(10*time.Second, "an unknown item", chromedp.Navigate(env.pub.URL+"/#/items/9999"))
+	b.waitJS(5*time.Second, "the unknown item page", `document.getElementById('main').dataset.state === 'unknown'`)
+	if got := b.text("item-name"); got != "Item not found" {
+		t.Errorf("the heading of an unknown item says %q", got)
+	}
+	if got := b.text("unknown-item"); !strings.Contains(got, "There is no item 9999") {
+		t.Errorf("the unknown item page says %q", got)
+	}
+	b.shot("unknown-item")
+
+	// F18: no focus ring on the heading focused by the page change.
+	b.do(5*time.Second, "the register page", chromedp.Navigate(env.pub.URL+"/#/register"))
+	b.waitJS(5*time.Second, "the register heading focused", `document.activeElement && document.activeElement.tagName === 'H1'`)
+	if got := b.evalString(`getComputedStyle(document.activeElement).outlineStyle`); got != "none" {
+		t.Errorf("the focused heading has a %s outline", got)
+	}
+
+	// F18: errors in words, by the field, not in the banner.
+	b.do(5*time.Second, "a short password",
+		b.typeInto("register-username", "erin"), b.typeInto("register-password", "short"),
+		chromedp.Click(chromedp.ID("register-submit")))
+	b.waitJS(5*time.Second, "the password error", `!document.getElementById('register-password-error').hidden`)
+	if got := b.text("register-password-error"); got != "Your password is too short: use at least 8 characters (5 so far)." {
+		t.Errorf("password error %q", got)
+	}
+	if got := b.attr("register-password", "aria-invalid"); got != "true" {
+		t.Errorf("the password input is not marked invalid (%q)", got)
+	}
+	if b.evalString(`document.getElementById('status').hidden`) != "true" {
+		t.Errorf("the banner shows %q for a field error", b.text("status"))
+	}
+	if regs := env.reqs.matching(`^POST /api/register$`); len(regs) != registers {
+		t.Errorf("a form the page knows is wrong was sent: %+v", regs)
+	}
+	b.shot("register-password-error")
+	b.do(5*time.Second, "a taken username",
+		b.typeInto("register-username", "dave"), b.typeInto("register-password", "a long enough password"),
+		chromedp.Click(chromedp.ID("register-submit")))
+	b.waitJS(5*time.Second, "the username error", `!document.getElementById('register-username-error').hidden`)
+	if got := b.text("register-username-error"); got != "That username is already taken. Please choose another one." {
+		t.Errorf("username error %q", got)
+	}
+	if b.text("register-password-error") != "" || b.evalString(`document.getElementById('register-password-error').hidden`) != "true" {
+		t.Errorf("the fixed password still shows an error")
+	}
+	b.shot("register-username-taken")
+
+	// F15: an error banner, then a page change: gone.
+	b.do(5*time.Second, "a wrong password", chromedp.Navigate(env.pub.URL+"/#/login"),
+		b.typeInto("login-username", "dave"), b.typeInto("login-password", "not the password"),
+		chromedp.Click(chromedp.ID("login-submit")))
+	b.waitJS(5*time.Second, "the refusal", `document.getElementById('status').dataset.code === 'bad_credentials' && !document.getElementById('status').hidden`)
+	b.shot("login-refused")
+	b.do(5*time.Second, "to the sale list", chromedp.Click(chromedp.ID("brand")))
+	b.waitJS(5*time.Second, "the sale list", `location.hash === '#/' && !!document.getElementById('items')`)
+	if b.evalString(`document.getElementById('status').hidden`) != "true" {
+		t.Errorf("the banner %q survived the page change", b.text("status"))
+	}
+	b.shot("after-navigation")
+	// while a message said for the next page (after login) stays there
+	b.do(5*time.Second, "log in", chromedp.Navigate(env.pub.URL+"/#/login"),
+		b.typeInto("login-username", "dave"), b.typeInto("login-password", "correct horse battery"),
+		chromedp.Click(chromedp.ID("login-submit")))
+	b.waitJS(5*time.Second, "signed in", `!!document.getElementById('signed-in') && location.hash === '#/'`)
+	if got := b.text("status"); got != "Welcome, dave!" {
+		t.Errorf("after logging in the banner says %q", got)
 	}
 }

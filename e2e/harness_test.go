@@ -8,22 +8,22 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"seckill"
 	"seckill/backend"
+	"seckill/internal/app"
 	"seckill/internal/testenv"
 	"seckill/postgres"
 	"seckill/queue"
 	"seckill/reconcile"
 	"seckill/stock"
-	"seckill/worker"
 )
 
 var binary string // the seckill binary built by TestMain
@@ -51,8 +51,11 @@ func quietLog(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// stack is one backend and its stores, on the real servers, with the test's
-// own database, Redis prefix and queue.
+// stack is one backend role and its stores, on the real servers, with the
+// test's own database, Redis prefix and queue, built by the composition
+// root (internal/app) as `seckill backend` builds it. Its relay and worker
+// are started apart (startRelay, startWorker), as `seckill relay` and
+// `seckill worker` build them.
 type stack struct {
 	t        *testing.T
 	pgURL    string
@@ -63,26 +66,32 @@ type stack struct {
 	db       *postgres.DB
 	st       *stock.Store
 	svc      *backend.Service
-	api      *httptest.Server
+	apiURL   string // the backend API
 }
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	ctx := context.Background()
 	s := &stack{t: t, pgURL: testenv.Postgres(t), redisURL: testenv.RedisURL(t), amqpURL: testenv.AMQPURL(t), queue: testenv.Name(t)}
-	db, err := postgres.Open(ctx, s.pgURL)
+	_, s.prefix = testenv.Redis(t) // deletes the test's keys at the end
+	ctx, stop := context.WithCancel(context.Background())
+	b, err := app.StartBackend(ctx, app.BackendConfig{Stores: s.stores(s.amqpURL), Listen: "127.0.0.1:0", Log: quietLog(t)})
 	if err != nil {
+		stop()
 		t.Fatal(err)
 	}
-	t.Cleanup(db.Close)
-	rdb, prefix := testenv.Redis(t)
-	s.db, s.prefix = db, prefix
-	s.st = stock.New(rdb, prefix)
-	s.svc = backend.New(db, s.st, quietLog(t))
-	s.api = httptest.NewServer(backend.NewHandler(s.svc, backend.HTTPConfig{Logger: quietLog(t)}))
-	t.Cleanup(s.api.Close)
+	t.Cleanup(func() {
+		stop()
+		if err := b.Wait(); err != nil {
+			t.Errorf("backend: %v", err)
+		}
+	})
+	s.db, s.st, s.svc, s.apiURL = b.DB(), b.Stock(), b.Service(), "http://"+b.Addr()
 	t.Cleanup(func() { deleteQueues(s.amqpURL, s.topology()) })
 	return s
+}
+
+func (s *stack) stores(amqpURL string) app.Stores {
+	return app.Stores{RedisURL: s.redisURL, RedisPrefix: s.prefix, AMQPURL: amqpURL, Queue: s.queue, PGURL: s.pgURL}
 }
 
 func (s *stack) topology() queue.Topology { return queue.Topology{Queue: s.queue} }
@@ -97,20 +106,26 @@ func run(t *testing.T, f func(ctx context.Context) error) (stop func()) {
 			t.Errorf("background task: %v", err)
 		}
 	}()
-	stop = func() { cancel(); <-done }
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	return stop
 }
 
+// startRelay runs the relay role (`seckill relay`) on amqpURL.
 func (s *stack) startRelay(amqpURL, id string) (stop func()) {
-	r := queue.NewRelay(queue.RelayConfig{URL: amqpURL, Topology: s.topology(), Logger: quietLog(s.t)}, s.st.Outbox(id, time.Minute))
-	return run(s.t, r.Run)
+	o := app.DefaultRelayOptions
+	o.ID = id
+	return run(s.t, func(ctx context.Context) error {
+		return app.RunRelay(ctx, app.RelayConfig{Stores: s.stores(amqpURL), Relay: o, Log: quietLog(s.t)})
+	})
 }
 
+// startWorker runs the worker role (`seckill worker`) on amqpURL.
 func (s *stack) startWorker(amqpURL string) (stop func()) {
-	w := worker.New(s.db, s.st, quietLog(s.t))
-	c := queue.NewConsumer(queue.ConsumerConfig{URL: amqpURL, Topology: s.topology(), Logger: quietLog(s.t)}, w)
-	return run(s.t, c.Run)
+	cfg := app.DefaultWorker
+	cfg.Stores, cfg.Log = s.stores(amqpURL), quietLog(s.t)
+	return run(s.t, func(ctx context.Context) error { return app.RunWorker(ctx, cfg) })
 }
 
 func (s *stack) createItem(units int64, challenge string) seckill.Item {

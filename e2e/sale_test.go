@@ -57,7 +57,7 @@ func TestFlashSale5000Buyers(t *testing.T) {
 						if !p.reuse[a] {
 							req = fmt.Sprintf("%d-%d-%d", seed, p.user, a)
 						}
-						ans, err := reserve(s.api.URL, item.ID, p.user, req)
+						ans, err := reserve(s.apiURL, item.ID, p.user, req)
 						if err != nil {
 							t.Error(err)
 							return
@@ -136,7 +136,7 @@ func TestOneUserHundredParallelAttempts(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ans, err := reserve(s.api.URL, item.ID, user, fmt.Sprint("attempt-", i))
+			ans, err := reserve(s.apiURL, item.ID, user, fmt.Sprint("attempt-", i))
 			if err != nil {
 				t.Error(err)
 				return

@@ -48,7 +48,7 @@ func TestStackUpPurchaseDown(t *testing.T) {
 	env := append(os.Environ(),
 		"SECKILL_STACK_DIR="+stackDir,
 		"SECKILL_BACKEND_LISTEN="+freeAddr(t), "SECKILL_PUBLIC_LISTEN="+public, "SECKILL_ADMIN_LISTEN="+admin,
-		"SECKILL_WORKER_METRICS_LISTEN="+freeAddr(t), "SECKILL_ADMIN_TOKEN=stack-token")
+		"SECKILL_WORKER_METRICS_LISTEN="+freeAddr(t), "SECKILL_ADMIN_TOKEN="+stackToken)
 	run := func(arg string, extraEnv ...string) (string, error) {
 		cmd := exec.Command("bash", "../scripts/stack.sh", arg)
 		cmd.Env = append(env, extraEnv...)
@@ -108,14 +108,14 @@ func TestStackUpPurchaseDown(t *testing.T) {
 	pub, adm := "http://"+public, "http://"+admin
 	now := time.Now()
 	var created struct{ ID int64 }
-	if code := postJSON(t, adm+"/admin/items", "stack-token", map[string]any{
+	if code := postJSON(t, adm+"/admin/items", stackToken, map[string]any{
 		"name": "tea", "price_cents": 300, "stock": 5, "challenge": "pow",
 		"starts_at": now.Add(-time.Second).UTC().Format(time.RFC3339Nano), "ends_at": now.Add(time.Hour).UTC().Format(time.RFC3339Nano),
 	}, &created); code != 201 {
 		t.Fatalf("create item: %d", code)
 	}
 	var sessions struct{ Tokens map[string]string }
-	if code := postJSON(t, adm+"/admin/sessions", "stack-token", map[string]any{"usernames": []string{"ann"}}, &sessions); code != 200 {
+	if code := postJSON(t, adm+"/admin/sessions", stackToken, map[string]any{"usernames": []string{"ann"}}, &sessions); code != 200 {
 		t.Fatalf("sessions: %d", code)
 	}
 	tok := sessions.Tokens["ann"]
@@ -285,3 +285,7 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// stackToken is an admin token the edge accepts outside `seckill dev` (at
+// least 32 bytes, no published example).
+const stackToken = "e2e-stack-admin-token-0123456789abcdef"

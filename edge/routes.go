@@ -58,6 +58,7 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec.Use(httpapi.NewMetrics(reg, "seckill_edge_admin").Middleware(), httpapi.APIHeaders())
 	adm := ec.Group("/admin", e.requireAdmin)
 	adm.POST("/items", e.createItem)
+	adm.GET("/items", e.adminItems)
 	adm.GET("/items/:id/stats", e.stats)
 	adm.POST("/sessions", e.createSessions)
 	adm.GET("/items/:id/defences", e.getDefences)
@@ -268,7 +269,9 @@ type ChallengeResponse struct {
 	Kind        string    `json:"kind"`
 	ExpiresAt   time.Time `json:"expires_at"`
 	Seed        string    `json:"seed,omitempty"`
-	Difficulty  int       `json:"difficulty,omitempty"`
+	// Difficulty is always there for pow, 0 included (items with challenge
+	// "none"); a captcha has none.
+	Difficulty *int `json:"difficulty,omitempty"`
 	// Image is the captcha as a data: URL (image/png).
 	Image string `json:"image,omitempty"`
 }
@@ -304,7 +307,10 @@ func (e *Edge) challenge(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	resp := ChallengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed, Difficulty: ch.Difficulty}
+	resp := ChallengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed}
+	if ch.Kind == captcha.KindPoW {
+		resp.Difficulty = &ch.Difficulty
+	}
 	if len(ch.Image) > 0 {
 		resp.Image = "data:image/png;base64," + base64.StdEncoding.EncodeToString(ch.Image)
 	}

@@ -195,11 +195,11 @@ func (r *runner) playBot(ctx context.Context, b *bot) {
 		}
 		wait := time.Until(exp) + b.spec.WaitPastExpiry
 		if exp.IsZero() || wait > b.spec.MaxWait {
-			r.note("slow_client: the path lives %s, longer than max_wait %s: the bot did not buy (run the edge with a shorter --path-ttl)", time.Until(exp).Round(time.Second), b.spec.MaxWait)
+			r.note("slow_client: the path lives %s, longer than max_wait %s: the bot did not buy (raise the slow_client's max_wait in the scenario above the path's lifetime, or shorten the path lifetime: seckill edge --path-ttl; seckill dev keeps 60 s)", time.Until(exp).Round(time.Second), b.spec.MaxWait)
 			return
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
-			r.note("slow_client: the run ends before the path expires (%s from now): the bot did not buy (longer duration or shorter --path-ttl)", wait.Round(time.Second))
+			r.note("slow_client: the run ends before the path expires (%s from now): the bot did not buy (a longer duration in the scenario, or a shorter path lifetime: seckill edge --path-ttl; seckill dev keeps 60 s)", wait.Round(time.Second))
 			return
 		}
 		if sleep(ctx, wait) {

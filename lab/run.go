@@ -89,6 +89,17 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 	_, _ = rand.Read(idb[:])
 	r := &runner{sc: sc, cfg: cfg, runID: hex.EncodeToString(idb[:]), wins: map[string]int{}, outcomes: map[string]int{}}
 	r.c = &client{pub: strings.TrimRight(cfg.EdgeURL, "/"), adm: strings.TrimRight(cfg.AdminURL, "/"), token: cfg.AdminToken, http: hc, rec: &recorder{}}
+	if sc.XFF {
+		// Before anything else: an edge that ignores the forwarded
+		// addresses would make every number of the run meaningless.
+		note, err := CheckForwarding(ctx, hc, cfg.EdgeURL)
+		if err != nil {
+			return nil, err
+		}
+		if note != "" {
+			r.note("%s", note)
+		}
+	}
 	if sc.Challenge == "captcha" {
 		r.note("the sale uses captcha: lab users cannot read the image, so honest users give up (use pow or none items)")
 	}

@@ -4,7 +4,9 @@
 # ports, with all data under one folder. No systemd, no Docker: every server
 # is started by this script and stopped by the pids it recorded.
 #
-#   services.sh install                 apt-get install what is missing (root)
+#   services.sh install [servers]       apt-get install what is missing (root):
+#                                        the servers and what the tests use, or
+#                                        with "servers" only the four servers
 #   services.sh start DIR               start all four, write DIR/env
 #   services.sh stop DIR                stop exactly what `start DIR` started
 #                                        (data stays: a later `start DIR`
@@ -173,8 +175,12 @@ prepare_dir() {
 
 # ----------------------------------------------------------- install
 
+# cmd_install [servers]: with "servers" (what `make up` needs) only the four
+# servers and their tools; without, also what the tests use (tesseract for
+# the captcha OCR measure, chromium for the browser tests, docker-compose for
+# the compose check). Only what is missing; root only then.
 cmd_install() {
-	local missing=() norec=()
+	local missing=() norec=() only=${1:-}
 	command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 	[[ -x $RMQ_SBIN/rabbitmq-server ]] || missing+=(rabbitmq-server)
 	[[ -f $JAVA_DIR/zookeeper.jar ]] || missing+=(zookeeper)
@@ -182,13 +188,17 @@ cmd_install() {
 	command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 	command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 	command -v epmd >/dev/null 2>&1 || missing+=(erlang-base)
-	command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr) # captcha OCR measurement
-	[[ -x /usr/bin/chromium ]] || missing+=(chromium) # e2e browser tests (chromedp)
-	# deploy/ tests: `docker-compose config` validates docker-compose.yml without
-	# an engine, so not its recommended docker.io (engine, containerd, iptables).
-	command -v docker-compose >/dev/null 2>&1 || norec+=(docker-compose)
+	if [[ $only != servers ]]; then
+		command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr) # captcha OCR measurement
+		[[ -x /usr/bin/chromium ]] || missing+=(chromium)                 # e2e browser tests (chromedp)
+		# deploy/ tests: `docker-compose config` validates docker-compose.yml without
+		# an engine, so not its recommended docker.io (engine, containerd, iptables).
+		command -v docker-compose >/dev/null 2>&1 || norec+=(docker-compose)
+	fi
 	if ((${#missing[@]} + ${#norec[@]} == 0)); then
-		echo "services.sh: redis-server, rabbitmq-server, zookeeper, postgresql-15, docker-compose and chromium are installed"
+		if [[ $only != servers ]]; then
+			echo "services.sh: redis-server, rabbitmq-server, zookeeper, postgresql-15, docker-compose and chromium are installed"
+		fi
 		return 0
 	fi
 	if ! is_root; then
@@ -584,7 +594,7 @@ cmd_stop() {
 }
 
 usage() {
-	sed -n '2,18p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,20p' "$SELF" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -592,7 +602,7 @@ main() {
 	local cmd=${1:-}
 	shift || true
 	case $cmd in
-	install) cmd_install ;;
+	install) cmd_install "${1:-}" ;;
 	start)
 		VERBOSE=1
 		cmd_start "${1:?missing DIR}"

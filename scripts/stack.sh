@@ -24,6 +24,7 @@
 # the backend listens on $SECKILL_BACKEND_LISTEN (127.0.0.1:8090), the
 # worker's metrics on $SECKILL_WORKER_METRICS_LISTEN (127.0.0.1:9091). The
 # admin token is $SECKILL_ADMIN_TOKEN, or a random one kept in .seckill/env.
+# LAB=1 makes the edge believe X-Forwarded-For from loopback (for the lab).
 # A part counts as ready only when its own pid lives and /healthz on each of
 # its ports names the instance it wrote to <part>.instance (docs/API.md,
 # Health): an answer from another process on that port does not count.
@@ -142,7 +143,7 @@ wait_ready() {
 up() {
 	mkdir -p "$STACK"
 	chmod 755 "$STACK"
-	"$SERVICES" install
+	"$SERVICES" install servers # only the servers, only when missing
 	(cd "$ROOT" && go build -o "$BIN" ./cmd/seckill)
 	local p running=""
 	for p in "${PARTS[@]}"; do
@@ -212,6 +213,11 @@ export SECKILL_ZK_EDGE=$zk_edge
 export SECKILL_CONFIG_SIGNING_KEY=$STACK/limits.key
 export SECKILL_CONFIG_PUBLIC_KEYS=$(cat "$STACK/limits.pub")
 ENV
+	# LAB=1 (make up LAB=1): the edge believes X-Forwarded-For from loopback,
+	# as the lab needs to play many users from one machine.
+	if [[ ${LAB:-} == 1 ]]; then
+		echo "export SECKILL_TRUSTED_PROXIES=127.0.0.1/32,::1/128" >>"$STACK/env"
+	fi
 	chmod 600 "$STACK/env"
 	# The tree and its ACLs before backends and edges register (idempotent).
 	# shellcheck disable=SC1091
@@ -255,8 +261,10 @@ clean() {
 
 # pids prints the pid of every process up started (parts and servers).
 pids() {
-	for f in "$STACK"/*.pid; do [[ -f $f ]] && head -n1 "$f"; done
-	find "$STACK/servers" -name '*.pid' -exec head -qn1 {} + 2>/dev/null || true
+	local f
+	# awk ends every pid with a newline, also from a file that has none
+	for f in "$STACK"/*.pid; do [[ -f $f ]] && awk 'FNR == 1 { print; exit }' "$f"; done
+	find "$STACK/servers" -name '*.pid' -exec awk 'FNR == 1 { print }' {} + 2>/dev/null || true
 }
 
 status() {
@@ -267,6 +275,11 @@ status() {
 	echo "storefront:  http://$PUBLIC/   public API: http://$PUBLIC/api/items (docs/API.md)"
 	echo "admin API:   http://$ADMIN/admin/   dashboard: http://$ADMIN/dashboard/ (token: SECKILL_ADMIN_TOKEN in $STACK/env)"
 	echo "backend API: http://$LISTEN/v1/items           (docs/BACKEND_API.md)"
+	if grep -q '^export SECKILL_TRUSTED_PROXIES=' "$STACK/env" 2>/dev/null; then
+		echo "lab mode:    the edge believes X-Forwarded-For from loopback (LAB=1): seckill lab run configs/lab/small.yaml"
+	else
+		echo "lab:         the edge ignores X-Forwarded-For; for \`seckill lab\` start with \`make up LAB=1\`"
+	fi
 }
 
 case "${1:-}" in
@@ -287,5 +300,5 @@ run)
 	TAIL=$!
 	wait "$TAIL"
 	;;
-*) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

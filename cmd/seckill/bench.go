@@ -127,7 +127,9 @@ RabbitMQ queues, and removes them at the end.`,
 	}
 
 	pipeline := &cobra.Command{
-		Use:   "pipeline",
+		Use: "pipeline",
+		Example: `  seckill bench pipeline --units 100000 --concurrency 128
+  seckill bench pipeline --units 20000 --relays 2 --workers 2 --cpuprofile cpu.pprof`,
 		Short: "Sell --units units through Reserve, relay, RabbitMQ and worker; report rates and check counts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -143,7 +145,9 @@ RabbitMQ queues, and removes them at the end.`,
 	pipelineFlags(pipeline.Flags())
 
 	ceilings := &cobra.Command{
-		Use:   "ceilings",
+		Use: "ceilings",
+		Example: `  seckill bench ceilings --duration 3s
+  seckill bench ceilings --count 100000 --pg-conns 1,4,8`,
 		Short: "Measure the raw ceilings of Redis, RabbitMQ and PostgreSQL",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -162,7 +166,9 @@ RabbitMQ queues, and removes them at the end.`,
 	ceilingFlags(ceilings.Flags())
 
 	all := &cobra.Command{
-		Use:   "all",
+		Use: "all",
+		Example: `  seckill bench all --units 100000 --json bench.json
+  source .seckill/env && seckill bench all --units 20000   # against make up's servers`,
 		Short: "Ceilings, then pipeline, then a Markdown table of figures and ratios",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -14,6 +14,7 @@ import (
 
 	"seckill/bench"
 	"seckill/httpapi"
+	"seckill/internal/app"
 )
 
 // benchEdgeCmds are the subcommands of `seckill bench` that measure the
@@ -39,7 +40,7 @@ measured in the same run on the same machine.`,
 			if err != nil {
 				return fmt.Errorf("listening on %s: %w", listen, err)
 			}
-			if err := writeAddrFile(addrFile, ln.Addr().String()); err != nil {
+			if err := app.WriteAddrFile(addrFile, ln.Addr().String()); err != nil {
 				ln.Close()
 				return err
 			}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"log/slog"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,8 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
-	"seckill/internal/redisconf"
-	"seckill/limit"
+	"seckill/internal/app"
 )
 
 // common holds the settings every part shares.
@@ -29,68 +30,143 @@ type common struct {
 	LogLevel    string
 }
 
-// envFlag registers a string flag whose default comes from an environment
-// variable, so flags win over the environment and the environment over the
-// built-in default.
-func envFlag(fs *pflag.FlagSet, getenv func(string) string, p *string, name, env, def, usage string) {
-	if v := getenv(env); v != "" {
-		def = v
-	}
+// Every setting is a flag; most also read an environment variable and a
+// config file key named like the flag. Precedence: the command line, then
+// the environment, then the file, then the built-in default. The env*
+// helpers below register a flag and its variable: that is the one place a
+// setting is added. Values from the environment and the file are parsed as
+// strictly as flags, at start (resolveSettings): a bad value is an error
+// that names where it came from, never a silent default.
+
+func envFlag(fs *pflag.FlagSet, _ func(string) string, p *string, name, env, def, usage string) {
 	fs.StringVar(p, name, def, usage+" ($"+env+")")
 	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
 }
 
-func envDuration(fs *pflag.FlagSet, getenv func(string) string, p *time.Duration, name, env string, def time.Duration, usage string) {
-	if v := getenv(env); v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			def = d
-		}
-	}
+func envDuration(fs *pflag.FlagSet, _ func(string) string, p *time.Duration, name, env string, def time.Duration, usage string) {
 	fs.DurationVar(p, name, def, usage+" ($"+env+")")
 	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
 }
 
-func envBool(fs *pflag.FlagSet, getenv func(string) string, p *bool, name, env string, def bool, usage string) {
-	switch strings.ToLower(getenv(env)) {
-	case "1", "true", "yes":
-		def = true
-	case "0", "false", "no":
-		def = false
-	}
+func envBool(fs *pflag.FlagSet, _ func(string) string, p *bool, name, env string, def bool, usage string) {
 	fs.BoolVar(p, name, def, usage+" ($"+env+")")
 	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
 }
 
-func envInt(fs *pflag.FlagSet, getenv func(string) string, p *int, name, env string, def int, usage string) {
-	if v := getenv(env); v != "" {
-		if n, err := strconv.Atoi(v); err == nil {
-			def = n
-		}
-	}
+func envInt(fs *pflag.FlagSet, _ func(string) string, p *int, name, env string, def int, usage string) {
 	fs.IntVar(p, name, def, usage+" ($"+env+")")
 	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
 }
 
-const envAnnotation = "seckill/env"
+const (
+	envAnnotation    = "seckill/env"
+	sourceAnnotation = "seckill/source"
+)
 
 // withConfigFile adds --config to a command: a YAML file of settings named
-// like the flags (listen: 127.0.0.1:8090). Precedence: flags, then the
-// environment, then the file, then the built-in defaults.
-func withConfigFile(cmd *cobra.Command, getenv func(string) string) *cobra.Command {
-	var file string
-	cmd.Flags().StringVar(&file, "config", getenv("SECKILL_CONFIG"), "YAML file of settings named like the flags ($SECKILL_CONFIG)")
-	run := cmd.RunE
-	cmd.RunE = func(c *cobra.Command, args []string) error {
-		if file != "" {
-			if err := applyConfigFile(c.Flags(), file, getenv); err != nil {
-				return err
-			}
-		}
-		return run(c, args)
-	}
+// like the flags (listen: 127.0.0.1:8090).
+func withConfigFile(cmd *cobra.Command, _ func(string) string) *cobra.Command {
+	cmd.Flags().String("config", "", "YAML file of settings named like the flags ($SECKILL_CONFIG)")
+	_ = cmd.Flags().SetAnnotation("config", envAnnotation, []string{"SECKILL_CONFIG"})
 	return cmd
 }
 
+// resolveSettings applies the environment and the config file to the flags
+// not given on the command line, and records where each value came from.
+// Every bad value is reported, each with its source.
+func resolveSettings(fs *pflag.FlagSet, getenv func(string) string) error {
+	onLine := map[string]bool{}
+	fs.Visit(func(f *pflag.Flag) { onLine[f.Name] = true })
+	var bad []string
+	setSource := func(f *pflag.Flag, src string) { _ = fs.SetAnnotation(f.Name, sourceAnnotation, []string{src}) }
+	fs.VisitAll(func(f *pflag.Flag) {
+		if onLine[f.Name] {
+			setSource(f, "")
+			return
+		}
+		env := f.Annotations[envAnnotation]
+		if len(env) != 1 {
+			return
+		}
+		v := getenv(env[0])
+		if v == "" {
+			return
+		}
+		if f.Value.Type() == "bool" {
+			switch strings.ToLower(v) {
+			case "yes", "on":
+				v = "true"
+			case "no", "off":
+				v = "false"
+			}
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			bad = append(bad, fmt.Sprintf("$%s=%s: %s (it sets --%s)", env[0], quoteValue(f.Name, v), expect(f), f.Name))
+			return
+		}
+		setSource(f, "$"+env[0])
+	})
+	if len(bad) > 0 {
+		return settingsError(bad)
+	}
+	if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
+		if err := applyConfigFile(fs, f.Value.String(), getenv); err != nil {
+			return err
+		}
+	}
+	if f := fs.Lookup("log-level"); f != nil {
+		var l slog.Level
+		if l.UnmarshalText([]byte(f.Value.String())) != nil {
+			return explain(fs, app.Problems{{Setting: "log-level", Msg: "must be debug, info, warn or error"}})
+		}
+	}
+	return nil
+}
+
+// invalidArg is pflag's message for a bad value on the command line.
+var invalidArg = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-\w, )?--([\w-]+)" flag: `)
+
+// badFlagValue rewrites pflag's message for a bad command-line value into
+// the same words as a bad value from the environment or a file.
+func badFlagValue(c *cobra.Command, err error) error {
+	m := invalidArg.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	f := c.Flags().Lookup(m[2])
+	if f == nil {
+		return err
+	}
+	return fmt.Errorf("bad setting: --%s=%s: %s", m[2], quoteValue(m[2], m[1]), expect(f))
+}
+
+func settingsError(bad []string) error {
+	if len(bad) == 1 {
+		return fmt.Errorf("bad setting: %s", bad[0])
+	}
+	return fmt.Errorf("%d bad settings:\n  %s", len(bad), strings.Join(bad, "\n  "))
+}
+
+// expect says what a flag of this type accepts.
+func expect(f *pflag.Flag) string {
+	switch f.Value.Type() {
+	case "int":
+		return "not a whole number"
+	case "duration":
+		return "not a duration (such as 500ms, 10s, 2m or 1h)"
+	case "bool":
+		return "not true or false"
+	default:
+		return "not accepted"
+	}
+}
+
+func quoteValue(name, v string) string {
+	return strconv.Quote(mask(name, v))
+}
+
+// applyConfigFile sets the flags named in a YAML file that neither the
+// command line nor the environment set.
 func applyConfigFile(fs *pflag.FlagSet, file string, getenv func(string) string) error {
 	raw, err := os.ReadFile(file)
 	if err != nil {
@@ -105,13 +181,15 @@ func applyConfigFile(fs *pflag.FlagSet, file string, getenv func(string) string)
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var bad []string
 	for _, k := range keys {
 		f := fs.Lookup(k)
 		if f == nil || k == "config" || k == "help" {
-			return fmt.Errorf("%s: unknown setting %q (settings are named like the flags: see --help)", file, k)
+			bad = append(bad, fmt.Sprintf("%s: unknown setting %q (settings are named like the flags: see --help)", file, k))
+			continue
 		}
 		if f.Changed {
-			continue // a flag wins
+			continue // the command line or the environment wins
 		}
 		if env := f.Annotations[envAnnotation]; len(env) == 1 && getenv(env[0]) != "" {
 			continue // the environment wins
@@ -129,10 +207,79 @@ func applyConfigFile(fs *pflag.FlagSet, file string, getenv func(string) string)
 			s = fmt.Sprint(x)
 		}
 		if err := fs.Set(k, s); err != nil {
-			return fmt.Errorf("%s: setting %s: %w", file, k, err)
+			bad = append(bad, fmt.Sprintf("%s: %s: %s: %s", file, k, quoteValue(k, s), expect(f)))
+			continue
 		}
+		_ = fs.SetAnnotation(k, sourceAnnotation, []string{file})
+	}
+	if len(bad) > 0 {
+		return settingsError(bad)
 	}
 	return nil
+}
+
+// sourceOf says where a flag's value came from: "" for the command line,
+// "$VAR", a config file, or "default".
+func sourceOf(fs *pflag.FlagSet, name string) string {
+	f := fs.Lookup(name)
+	if f == nil {
+		return "default"
+	}
+	if src, ok := f.Annotations[sourceAnnotation]; ok && len(src) == 1 {
+		return src[0]
+	}
+	if f.Changed {
+		return ""
+	}
+	return "default"
+}
+
+// given tells whether a setting was given (command line, environment or file).
+func given(fs *pflag.FlagSet, name string) bool { return sourceOf(fs, name) != "default" }
+
+// explain turns the problems of a role's configuration into one error that
+// names, for each, the flag, its value and where it came from.
+func explain(fs *pflag.FlagSet, err error) error {
+	var ps app.Problems
+	if !errors.As(err, &ps) {
+		return err
+	}
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		f := fs.Lookup(p.Setting)
+		if f == nil {
+			lines[i] = p.Setting + ": " + p.Msg
+			continue
+		}
+		val := f.Value.String()
+		where := ""
+		switch src := sourceOf(fs, p.Setting); {
+		case src == "":
+		case src == "default" && (val == "" || val == "[]"):
+			where = " (not set"
+			if env := f.Annotations[envAnnotation]; len(env) == 1 {
+				where += "; nor $" + env[0]
+			}
+			where += ")"
+		case src == "default":
+			where = " (the default)"
+		default:
+			where = " (from " + src + ")"
+		}
+		if val == "" || val == "[]" {
+			lines[i] = fmt.Sprintf("--%s%s: %s", p.Setting, where, p.Msg)
+		} else {
+			lines[i] = fmt.Sprintf("--%s=%s%s: %s", p.Setting, mask(p.Setting, val), where, p.Msg)
+		}
+	}
+	return settingsError(lines)
+}
+
+// startLog prints the configuration and returns the role's logger: the
+// start of every role.
+func startLog(stderr io.Writer, name, level string, fs *pflag.FlagSet) *slog.Logger {
+	printConfig(stderr, name, fs)
+	return newLogger(stderr, level).With("component", name)
 }
 
 func (c *common) register(fs *pflag.FlagSet, getenv func(string) string, needs ...string) {
@@ -154,27 +301,10 @@ func (c *common) register(fs *pflag.FlagSet, getenv func(string) string, needs .
 	envFlag(fs, getenv, &c.LogLevel, "log-level", "SECKILL_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 }
 
-func (c *common) redisClient() (*redis.Client, error) {
-	opt, err := redis.ParseURL(c.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("parsing redis url: %w", err)
-	}
-	// Timeouts and retries: internal/redisconf. Retries are safe because
-	// every command is idempotent per request (ARCHITECTURE.md "Retry safety").
-	return redisconf.New(opt), nil
-}
+func (c *common) redisClient() (*redis.Client, error) { return app.RedisClient(c.RedisURL) }
 
-// noRetryRedisClient is a client that never resends a command: for the
-// commands a blind retry after a lost reply would spoil (the relay's
-// XREADGROUP > and XCLAIM). Their callers recover by reading state.
-func noRetryRedisClient(url string, poolSize int) (*redis.Client, error) {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("parsing redis url: %w", err)
-	}
-	opt.PoolSize = poolSize
-	opt.MaxRetries = -1 // redisconf keeps it: the timeouts and command budget still apply
-	return redisconf.New(opt), nil
+func (c *common) stores() app.Stores {
+	return app.Stores{RedisURL: c.RedisURL, RedisPrefix: c.RedisPrefix, AMQPURL: c.AMQPURL, Queue: c.Queue, PGURL: c.PGURL}
 }
 
 // printConfig writes the effective configuration with secrets masked.
@@ -197,39 +327,7 @@ func mask(name, v string) string {
 		}
 		return "****"
 	}
-	if u, err := url.Parse(v); err == nil && u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return strings.Replace(u.String(), "xxxxx", "****", 1)
-		}
-	}
-	return v
-}
-
-// writeAddrFile writes the address a server listens on, for scripts and
-// tests that start it on port 0.
-func writeAddrFile(path, addr string) error {
-	if path == "" {
-		return nil
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(addr+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// loadLimiter reads token bucket rules from a YAML file and builds the limiter.
-func loadLimiter(file string, maxKeys int, sweep time.Duration) (*limit.Limiter, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("reading limits: %w", err)
-	}
-	rules, err := limit.ParseRules(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	return limit.New(rules, limit.Options{MaxKeysPerRule: maxKeys, IdleAfter: sweep})
+	return app.MaskURL(v)
 }
 
 // splitList splits a comma-separated setting, dropping empty entries.

@@ -29,10 +29,11 @@ func TestConfigPrecedence(t *testing.T) {
 	envFlag(fs, getenv, &e, "e", "ENV_E", "default", "")
 	envFlag(fs, getenv, &list, "list", "ENV_L", "", "")
 	envDuration(fs, getenv, &d, "d", "ENV_D", time.Second, "")
+	fs.String("config", file, "")
 	if err := fs.Parse([]string{"--a", "from-flag"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := applyConfigFile(fs, file, getenv); err != nil {
+	if err := resolveSettings(fs, getenv); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]string{"a": a, "b": b, "c": c, "e": e, "list": list, "d": d.String()}
@@ -40,6 +41,12 @@ func TestConfigPrecedence(t *testing.T) {
 	for k := range want {
 		if got[k] != want[k] {
 			t.Errorf("%s = %q, want %q", k, got[k], want[k])
+		}
+	}
+	sources := map[string]string{"a": "", "b": "$ENV_B", "c": file, "e": "default"}
+	for k, want := range sources {
+		if got := sourceOf(fs, k); got != want {
+			t.Errorf("source of %s = %q, want %q", k, got, want)
 		}
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")

@@ -13,9 +13,11 @@ import (
 
 	"github.com/go-zookeeper/zk"
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"seckill/dynconfig"
 	"seckill/internal/zkconn"
+	"seckill/limit"
 )
 
 // Exit statuses of `seckill config`.
@@ -152,6 +154,12 @@ func readConfigFile(file string, stderr io.Writer) (dynconfig.Config, error) {
 	if err != nil {
 		return dynconfig.Config{}, err
 	}
+	return parseConfig(file, data, stderr)
+}
+
+// parseConfig parses and validates data read from file, printing every
+// problem.
+func parseConfig(file string, data []byte, stderr io.Writer) (dynconfig.Config, error) {
 	cfg, err := dynconfig.Parse(data)
 	if err != nil {
 		ps := dynconfig.ProblemsOf(err)
@@ -176,13 +184,46 @@ func formatProblem(p dynconfig.Problem) string {
 	return line + place + " " + p.Msg
 }
 
+// limitsOnlyDefaults completes a limits file (only "rules", as
+// configs/limits.yaml and the edge's --limits) into a whole configuration
+// so its rules are checked exactly as a pushed version's. Appended at the
+// end, it leaves the file's line numbers as they are.
+const limitsOnlyDefaults = "\ndifficulty: 16\nmax_in_flight: 512\nbreaker: {consecutive_failures: 5, open_for: 1s, half_open_probes: 3}\n"
+
+// isLimitsFile says whether data is a mapping whose only key is "rules".
+func isLimitsFile(data []byte) bool {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return false
+	}
+	m := doc.Content[0]
+	return len(m.Content) == 2 && m.Content[0].Value == "rules"
+}
+
 func configValidateCmd(stdout, stderr io.Writer) *cobra.Command {
 	return &cobra.Command{
-		Use:     "validate FILE",
-		Short:   "Check a configuration file; print every problem with its place (exit 2 on problems)",
-		Example: `  seckill config validate configs/edge-dynamic.yaml`,
-		Args:    cobra.ExactArgs(1),
+		Use:   "validate FILE",
+		Short: "Check a configuration file; print every problem with its place (exit 2 on problems)",
+		Long: `Check a configuration file for "config push" (configs/edge-dynamic.yaml), or a
+limits file holding only "rules" (configs/limits.yaml, the edge's --limits),
+and print every problem with its line, not only the first. Exit status 2 when
+there is any.`,
+		Example: `  seckill config validate configs/edge-dynamic.yaml
+  seckill config validate configs/limits.yaml`,
+		Args: exactArgs("FILE"),
 		RunE: func(c *cobra.Command, args []string) error {
+			if data, err := os.ReadFile(args[0]); err == nil && isLimitsFile(data) {
+				cfg, err := parseConfig(args[0], append(data, limitsOnlyDefaults...), stderr)
+				if err != nil {
+					return err
+				}
+				if _, err := limit.ParseRules(data); err != nil {
+					fmt.Fprintf(stderr, "%s: %v\n", args[0], err)
+					return exitCode(exitInvalid)
+				}
+				fmt.Fprintf(stdout, "%s: valid limits file (%d rules; for the edge's --limits, or the rules of a config push)\n", args[0], len(cfg.Rules))
+				return nil
+			}
 			cfg, err := readConfigFile(args[0], stderr)
 			if err != nil {
 				return err
@@ -220,7 +261,7 @@ that read and the write is still detected. On a conflict nothing is
 written, push says who won and exits with status 3.`,
 		Example: `  seckill config push configs/edge-dynamic.yaml
   seckill config push new.yaml --expect-version 7 --by alice`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("FILE"),
 		RunE: func(c *cobra.Command, args []string) error {
 			cfg, err := readConfigFile(args[0], stderr)
 			if err != nil {
@@ -370,7 +411,7 @@ func configRollbackCmd(o *configOpts, stdout, stderr io.Writer) *cobra.Command {
 		Short: "Push an old version (from the history) again, as a new version",
 		Example: `  seckill config rollback 6
   seckill config rollback 6 --expect-version 9`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("VERSION"),
 		RunE: func(c *cobra.Command, args []string) error {
 			v, err := strconv.ParseInt(args[0], 10, 32)
 			if err != nil || v < 1 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -48,10 +49,20 @@ func labRunCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comm
 		Long: `Play one scenario (configs/lab/*.yaml) against a running edge and print the
 verdict: PASS when accepted (202s seen) == reserved == orders, stock_left ==
 units - orders, nothing oversold, no account won twice, and the
---reconcile-cmd (if any) exited 0. Exits 1 on FAIL.`,
+--reconcile-cmd (if any) exited 0. Exits 1 on FAIL.
+
+The report (report.html with charts, report.json for "lab compare") goes to
+--report, by default a new folder lab-reports/<scenario>-<UTC time> under
+the current directory; the last line printed names it.
+
+Before anything else the lab checks that the edge believes its
+X-Forwarded-For (two fresh addresses must get two fresh per-IP buckets) and
+stops, naming the fix, when it does not: "make up LAB=1", or
+--trusted-proxies 127.0.0.1/32 on seckill edge and seckill dev.`,
 		Example: `  seckill lab run configs/lab/small.yaml --edge http://127.0.0.1:8080 --admin http://127.0.0.1:8081 --admin-token s3cret
-  seckill lab run configs/lab/flash-100k.yaml --admin-token s3cret --report out/flash --reconcile-cmd 'seckill reconcile --items {id}'`,
-		Args: cobra.ExactArgs(1),
+  seckill lab run configs/lab/flash-100k.yaml --admin-token s3cret --report out/flash --reconcile-cmd 'seckill reconcile --items {id}'
+  make up LAB=1 && source .seckill/env && seckill lab run configs/lab/small.yaml`,
+		Args: exactArgs("SCENARIO.yaml"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sc, err := lab.Load(args[0])
 			if err != nil {
@@ -76,11 +87,14 @@ units - orders, nothing oversold, no account won twice, and the
 				return err
 			}
 			rep.WriteTable(stdout)
-			if reportDir != "" {
+			if reportDir == "" {
+				reportDir = defaultReportDir(args[0], time.Now())
+			}
+			if reportDir != "none" {
 				if err := rep.WriteFiles(reportDir); err != nil {
 					return err
 				}
-				fmt.Fprintf(stdout, "report: %s/report.json, %s/report.html\n", reportDir, reportDir)
+				fmt.Fprintf(stdout, "report: %s (report.html, report.json)\n", reportDir)
 			}
 			if !rep.Passed() {
 				return exitCode(1)
@@ -92,11 +106,18 @@ units - orders, nothing oversold, no account won twice, and the
 	envFlag(fs, getenv, &cfg.EdgeURL, "edge", "SECKILL_LAB_EDGE", "http://127.0.0.1:8080", "URL of the edge's public API")
 	envFlag(fs, getenv, &cfg.AdminURL, "admin", "SECKILL_LAB_ADMIN", "http://127.0.0.1:8081", "URL of the edge's admin API")
 	envFlag(fs, getenv, &cfg.AdminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "admin API token")
-	envFlag(fs, getenv, &reportDir, "report", "SECKILL_LAB_REPORT", "", "write report.json and report.html into this folder")
+	envFlag(fs, getenv, &reportDir, "report", "SECKILL_LAB_REPORT", "", "write report.json and report.html into this folder (default lab-reports/<scenario>-<UTC time>; none: no files)")
 	envFlag(fs, getenv, &cfg.ReconcileCmd, "reconcile-cmd", "SECKILL_LAB_RECONCILE_CMD", "", "run this through sh -c at the end ({id}: the item id); its exit status is part of the verdict")
 	fs.StringSliceVar(&defenceOff, "defence-off", nil, "switch this defence off for the sale, overriding the scenario (repeatable: challenge, path_binding, single_use, bloom, buckets, breaker, shedding)")
 	fs.BoolVar(&quiet, "quiet", false, "no setup messages and no progress line on stderr")
 	return cmd
+}
+
+// defaultReportDir is lab-reports/<scenario name>-<UTC time>, e.g.
+// lab-reports/small-20261130T161502Z.
+func defaultReportDir(scenario string, now time.Time) string {
+	name := strings.TrimSuffix(filepath.Base(scenario), filepath.Ext(scenario))
+	return filepath.Join("lab-reports", name+"-"+now.UTC().Format("20060102T150405Z"))
 }
 
 func labCompareCmd(stdout io.Writer) *cobra.Command {
@@ -104,7 +125,7 @@ func labCompareCmd(stdout io.Writer) *cobra.Command {
 		Use:     "compare A/report.json B/report.json",
 		Short:   "Print two lab reports side by side",
 		Example: `  seckill lab compare /tmp/ps-on/report.json /tmp/ps-off/report.json`,
-		Args:    cobra.ExactArgs(2),
+		Args:    exactArgs("A/report.json", "B/report.json"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, err := lab.ReadReport(args[0])
 			if err != nil {

@@ -46,12 +46,21 @@ outbox; its relay moves the outbox to RabbitMQ with publisher confirms; the
 worker stores orders in PostgreSQL and only then acknowledges them.
 
 Every setting is a flag or an environment variable (SECKILL_...); flags win.`,
-		Example: `  seckill backend --listen 127.0.0.1:8090
+		Example: `  seckill dev                              # everything in one process, with a demo sale (make run)
+  seckill dev --help                       # its flags; every command has --help
+  seckill backend --listen 127.0.0.1:8090  # the real stack, part by part (make up starts them all)
   seckill worker
-  seckill reconcile --settle 5s`,
+  seckill edge --config configs/edge.yaml
+  seckill reconcile --settle 5s
+  seckill lab run configs/lab/small.yaml   # honest users and bots against a running edge`,
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// The environment and config files are applied, strictly, before any
+	// command runs (config.go).
+	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error { return resolveSettings(c.Flags(), getenv) }
+	root.SetFlagErrorFunc(flagError)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -66,6 +75,7 @@ Every setting is a flag or an environment variable (SECKILL_...); flags win.`,
 		benchCmd(getenv, stdout, stderr),
 		configCmd(getenv, stdout, stderr),
 		labCmd(getenv, stdout, stderr),
+		solveCmd(os.Stdin, stdout),
 	)
 	return root.ExecuteContext(ctx)
 }

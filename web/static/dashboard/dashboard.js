@@ -49,7 +49,7 @@ $('token-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, $('admin-token').value.trim());
   $('admin-token').value = '';
-  if (await checkToken()) { say('Token accepted.', 'success'); $('create-name').focus(); }
+  if (await checkToken()) { say('Token accepted.', 'success'); $('create-name').focus(); pollSales(true); }
 });
 
 $('forget-token').addEventListener('click', () => {
@@ -106,6 +106,7 @@ $('create-form').addEventListener('submit', async (ev) => {
     say(`Sale #${res.id} created.`, 'success');
     $('create-form').dataset.createdId = String(res.id);
     watch(res.id);
+    pollSales(true);
   } catch (e) {
     say(adminMessage(e), 'error');
     if (e.code === 'unauthenticated') checkToken();
@@ -157,6 +158,45 @@ async function pollStats() {
   } finally {
     statsBusy = false;
   }
+}
+
+// ---------------------------------------------------------- sales
+
+const STATE_LABEL = { upcoming: 'coming', live: 'live', sold_out: 'sold out', ended: 'ended' };
+let salesAt = 0;
+
+// pollSales lists every sale (GET /admin/items) every 5 s, with a Watch
+// button each: no id to guess.
+async function pollSales(force = false) {
+  if ($('admin').hidden || (!force && performance.now() - salesAt < 5000)) return;
+  salesAt = performance.now();
+  let data;
+  try {
+    data = await admin('GET', '/admin/items');
+  } catch (e) {
+    if (e.code === 'unauthenticated') checkToken();
+    return;
+  }
+  const items = [...data.items].sort((a, b) => b.id - a.id);
+  $('sales-empty').hidden = items.length > 0;
+  $('sales-table').tBodies[0].replaceChildren(...items.map((it) => {
+    const tr = document.createElement('tr');
+    tr.dataset.itemId = String(it.id);
+    const cell = (text, cls) => { const td = document.createElement('td'); td.textContent = text; if (cls) td.className = cls; return td; };
+    const btn = document.createElement('button');
+    btn.type = 'button';
+    btn.className = 'secondary';
+    btn.id = `watch-${it.id}`;
+    btn.textContent = 'Watch';
+    btn.setAttribute('aria-label', `Watch sale ${it.id}, ${it.name}`);
+    btn.addEventListener('click', () => { watch(it.id); $('live-title').scrollIntoView({ block: 'nearest' }); });
+    const td = document.createElement('td');
+    td.append(btn);
+    tr.append(cell(String(it.id), 'num'), cell(it.name), cell(STATE_LABEL[it.state] || it.state),
+      cell(`${it.stock_left} / ${it.stock}`, 'num'), cell(new Date(it.starts_at).toLocaleString()), cell(it.challenge), td);
+    return tr;
+  }));
+  $('sales-table').dataset.count = String(items.length);
 }
 
 // ---------------------------------------------------------- rates
@@ -272,7 +312,7 @@ function drawTable(counters) {
 async function loop() {
   for (;;) {
     const t = performance.now();
-    await Promise.all([pollStats(), pollMetrics()]);
+    await Promise.all([pollStats(), pollMetrics(), pollSales()]);
     await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (performance.now() - t))));
   }
 }

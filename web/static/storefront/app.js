@@ -4,6 +4,7 @@
 import { api, ApiError, sleep, parseTime } from './api.js';
 import { messageFor, waitMessage } from './messages.js';
 import { ServerClock, formatRemaining } from './clock.js';
+import { powProgress } from './progress.js';
 
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
@@ -26,6 +27,13 @@ function h(tag, attrs = {}, ...children) {
 }
 
 let waitTimer = null;
+// flash: a message said for the page being navigated to (survives one
+// navigation); any other message is cleared when the page changes.
+let flash = false;
+function go(hash, text, kind = 'info', code = '') {
+  say(text, kind, code);
+  if (location.hash !== hash) { flash = true; location.hash = hash; }
+}
 // say shows a message in the aria-live status region. kind: info, error,
 // wait, success. code: the API code behind it (data-code, for tests).
 function say(text, kind = 'info', code = '') {
@@ -98,8 +106,7 @@ function renderNav() {
 async function logout() {
   try { await api('POST', '/api/logout'); } catch { /* the cookie goes anyway */ }
   user.name = '';
-  say('You are logged out.', 'info');
-  location.hash = '#/';
+  go('#/', 'You are logged out.', 'info');
 }
 
 function money(cents) {
@@ -138,6 +145,7 @@ function route() {
   else run = notFoundView;
   main.replaceChildren();
   delete main.dataset.state;
+  if (flash) flash = false; else say('');
   run(signal).catch((e) => {
     if (e && e.name === 'AbortError') return;
     console.error(e);
@@ -181,10 +189,39 @@ async function listView(signal) {
 }
 
 function field(id, label, attrs = {}, hint = '') {
+  const err = h('p', { class: 'field-error', id: `${id}-error`, 'data-testid': `${id}-error`, hidden: true });
+  const describedBy = [hint ? `${id}-hint` : '', `${id}-error`].filter(Boolean).join(' ');
   return h('div', {},
     h('label', { for: id, text: label }),
-    h('input', { id, name: id, ...attrs, 'aria-describedby': hint ? `${id}-hint` : undefined }),
-    hint ? h('p', { class: 'hint', id: `${id}-hint`, text: hint }) : null);
+    h('input', { id, name: id, ...attrs, 'aria-describedby': describedBy }),
+    hint ? h('p', { class: 'hint', id: `${id}-hint`, text: hint }) : null,
+    err);
+}
+
+// fieldError shows (or, with '', clears) the error under one input.
+function fieldError(id, text) {
+  const input = document.getElementById(id);
+  const err = document.getElementById(`${id}-error`);
+  if (!input || !err) return;
+  err.textContent = text;
+  err.hidden = !text;
+  if (text) input.setAttribute('aria-invalid', 'true'); else input.removeAttribute('aria-invalid');
+}
+
+const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
+const utf8Length = (s) => new TextEncoder().encode(s).length;
+
+// registerProblems checks the form as the server will, in words.
+function registerProblems(username, password) {
+  const p = {};
+  if (!username) p['register-username'] = 'Choose a username.';
+  else if (username.length < 3) p['register-username'] = 'Your username is too short: use at least 3 characters.';
+  else if (username.length > 32) p['register-username'] = 'Your username is too long: use at most 32 characters.';
+  else if (!USERNAME_RE.test(username)) p['register-username'] = 'Use only letters, digits, “_”, “.” and “-” in your username.';
+  if (!password) p['register-password'] = 'Choose a password.';
+  else if (password.length < 8) p['register-password'] = `Your password is too short: use at least 8 characters (${password.length} so far).`;
+  else if (utf8Length(password) > 72) p['register-password'] = 'Your password is too long: use at most 72 characters (fewer with accents or emoji).';
+  return p;
 }
 
 async function registerView() {
@@ -193,26 +230,38 @@ async function registerView() {
     field('register-username', 'Username', { autocomplete: 'username', required: true, minlength: 3, maxlength: 32, pattern: '[A-Za-z0-9_.\\-]{3,32}' },
       '3 to 32 letters, digits, “_”, “.” or “-”.'),
     field('register-password', 'Password', { type: 'password', autocomplete: 'new-password', required: true, minlength: 8 },
-      'At least 8 characters.'),
+      '8 to 72 characters.'),
     h('div', {}, h('button', { type: 'submit', id: 'register-submit' }, 'Create account')));
   main.append(h('h1', { text: 'Create an account' }), form,
     h('p', {}, 'Already registered? ', h('a', { href: '#/login' }, 'Log in')));
   focusHeading();
+  const show = (problems) => {
+    for (const id of ['register-username', 'register-password']) fieldError(id, problems[id] || '');
+    const first = Object.keys(problems)[0];
+    if (first) document.getElementById(first).focus();
+  };
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const username = form.elements['register-username'].value.trim();
     const password = form.elements['register-password'].value;
+    const problems = registerProblems(username, password);
+    show(problems);
+    if (Object.keys(problems).length) { say(''); return; }
     const btn = form.querySelector('button');
     btn.disabled = true;
     say('Creating your account…');
     try {
       await retrying(() => api('POST', '/api/register', { username, password }));
       sessionStorage.setItem('seckill_prefill', username);
-      say('Account created. You can log in now.', 'success');
-      location.hash = '#/login';
+      go('#/login', 'Account created. You can log in now.', 'success');
     } catch (e) {
-      say(messageFor(e), 'error', e.code || '');
       btn.disabled = false;
+      // The server's verdict goes by the field it is about.
+      const detail = (e.detail || '').toLowerCase();
+      if (e.code === 'username_taken') { say(''); show({ 'register-username': 'That username is already taken. Please choose another one.' }); return; }
+      if (e.code === 'invalid' && detail.includes('password')) { say(''); show({ 'register-password': 'Use a password of 8 to 72 characters.' }); return; }
+      if (e.code === 'invalid' && detail.includes('username')) { say(''); show({ 'register-username': 'Use 3 to 32 letters, digits, “_”, “.” or “-”.' }); return; }
+      say(messageFor(e), 'error', e.code || '');
     }
   });
 }
@@ -238,10 +287,9 @@ async function loginView() {
       await retrying(() => api('POST', '/api/login', { username, password }));
       sessionStorage.removeItem('seckill_prefill');
       user.name = username;
-      say(`Welcome, ${username}!`, 'success');
       const back = sessionStorage.getItem('seckill_back');
       sessionStorage.removeItem('seckill_back');
-      location.hash = back || '#/';
+      go(back || '#/', `Welcome, ${username}!`, 'success');
     } catch (e) {
       say(messageFor(e), 'error', e.code || '');
       btn.disabled = false;
@@ -256,6 +304,8 @@ async function itemView(id, signal) {
   let item = null;
   let shown = ''; // state last rendered
   let busy = false;
+  let bought = false; // this user holds an order (queued or confirmed)
+  let maxLeft = Infinity; // after our own purchase: stock left is at most this
 
   const title = h('h1', { id: 'item-name', text: 'Loading…' });
   const badge = h('span', { class: 'badge', id: 'item-state', 'data-testid': 'item-state' });
@@ -284,7 +334,6 @@ async function itemView(id, signal) {
       buyBtn, loginHint),
     challengeBox, orderEl);
   focusHeading();
-  say('');
 
   async function load() {
     const data = await retrying(() => timed(`/api/items/${id}`, signal), signal);
@@ -306,8 +355,9 @@ async function itemView(id, signal) {
     main.dataset.state = st;
     badge.dataset.state = st;
     badge.textContent = STATE_LABEL[st] || st;
-    stock.textContent = `${Math.max(0, item.stock_left)} of ${item.stock} left`;
-    stock.dataset.left = String(item.stock_left);
+    const left = Math.max(0, Math.min(item.stock_left, maxLeft));
+    stock.textContent = `${left} of ${item.stock} left`;
+    stock.dataset.left = String(left);
     if (st === 'upcoming') {
       const left = parseTime(item.starts_at) - now;
       countdownLabel.textContent = 'Starts in';
@@ -330,15 +380,47 @@ async function itemView(id, signal) {
         say('The sale is live!', 'success');
         load().catch(() => {}); // resync the clock and the stock
       }
-      if (st === 'sold_out' && !busy) say(messageFor({ code: 'sold_out' }), 'error', 'sold_out');
+      if (st === 'sold_out' && !busy && !bought) say(messageFor({ code: 'sold_out' }), 'error', 'sold_out');
     }
-    buyBtn.disabled = busy || st !== 'live';
-    loginHint.hidden = !!user.name || st !== 'live';
+    buyBtn.disabled = busy || bought || st !== 'live';
+    buyBtn.hidden = bought;
+    loginHint.hidden = !!user.name || st !== 'live' || bought;
   }
 
   const ticker = setInterval(tick, 200);
   signal.addEventListener('abort', () => clearInterval(ticker));
-  await load();
+  try {
+    await load();
+  } catch (e) {
+    if (e.code !== 'unknown_item') throw e;
+    clearInterval(ticker);
+    main.dataset.state = 'unknown';
+    title.textContent = 'Item not found';
+    document.title = 'Item not found — Flash sale';
+    main.replaceChildren(h('p', {}, h('a', { href: '#/' }, '← All sales')), title,
+      h('p', { id: 'unknown-item', 'data-testid': 'unknown-item' }, `There is no item ${id} in this shop (or no longer). `, h('a', { href: '#/' }, 'See the sales on now.')));
+    return;
+  }
+  // Ask for this user's order at once: after a reload the page shows the
+  // order it holds (and no Buy button) instead of forgetting it.
+  if (user.name) {
+    (async () => {
+      const st = await retrying(() => api('GET', `/api/items/${id}/order`, undefined, { signal }), signal);
+      if (st && (st.status === 'queued' || st.status === 'confirmed')) {
+        bought = true;
+        tick();
+        showOrder(st);
+        if (st.status === 'queued') await followOrder();
+      }
+      main.dataset.orderChecked = 'true';
+    })().catch((e) => {
+      if (e && e.name === 'AbortError') return;
+      if (e.code === 'unauthenticated') { user.name = ''; tick(); }
+      main.dataset.orderChecked = 'true';
+    });
+  } else {
+    main.dataset.orderChecked = 'true';
+  }
   // the stock changes: refresh now and then (and resync the clock)
   (async () => {
     for (;;) {
@@ -376,24 +458,30 @@ async function itemView(id, signal) {
     tick();
     orderEl.textContent = '';
     delete orderEl.dataset.status;
+    let failed = null; // the message of the last refused answer, kept up until the next challenge shows
     try {
       for (let attempt = 0; attempt < 5; attempt++) {
-        say('Requesting a challenge…');
+        if (!failed) say('Requesting a challenge…');
         const ch = await step(() => api('POST', `/api/items/${id}/challenge`, undefined, { signal }));
-        const answer = await solve(ch);
+        const answer = await solve(ch, failed);
+        failed = null;
         if (answer === null) continue; // "another image"
         say('Checking your answer…');
         let p;
         try {
           p = await step(() => api('POST', `/api/items/${id}/path`, { challenge_id: ch.challenge_id, answer }, { signal }));
         } catch (e) {
-          if (e.code === 'challenge_failed') { say(messageFor(e), 'error', e.code); await sleep(1200, signal); continue; }
-          throw e;
-        } finally {
+          // The old image and answer go at once; the message stays until
+          // the new challenge replaces them.
           challengeBox.hidden = true;
           challengeBox.replaceChildren();
+          if (e.code === 'challenge_failed') { failed = e; say(messageFor(e), 'error', e.code); continue; }
+          throw e;
         }
+        challengeBox.hidden = true;
+        challengeBox.replaceChildren();
         say('Placing your order…');
+        const before = item.stock_left;
         try {
           // a 429/503 leaves the path usable: the same path is retried
           await step(() => api('POST', `/api/items/${id}/buy/${p.path}`, undefined, { signal }));
@@ -401,14 +489,25 @@ async function itemView(id, signal) {
           if (e.code === 'bad_path') { say(messageFor(e), 'error', e.code); await sleep(1200, signal); continue; }
           throw e;
         }
+        bought = true;
+        maxLeft = Math.max(0, Math.min(before, maxLeft) - 1); // our unit, before the next catalogue refresh shows it
+        tick();
         say('Order accepted: waiting for confirmation…', 'info', 'queued');
+        orderEl.dataset.status = 'queued';
+        orderEl.textContent = 'Order queued: waiting for confirmation…';
         await followOrder();
+        load().catch(() => {});
         return;
       }
       say('Too many failed attempts. Please try again.', 'error', 'gave_up');
     } catch (e) {
       if (e.name === 'AbortError') throw e;
       say(messageFor(e), 'error', e.code || '');
+      if (e.code === 'already_bought') {
+        // bought earlier (another tab, before a reload): show that order
+        bought = true;
+        followOrder().catch(() => {});
+      }
       if (e.code === 'sold_out') item.stock_left = 0;
       if (e.code === 'unauthenticated') { user.name = ''; loginHint.hidden = false; }
       if (e.code === 'sold_out' || e.code === 'not_live') load().catch(() => {});
@@ -422,16 +521,17 @@ async function itemView(id, signal) {
 
   // solve shows the challenge and resolves with the answer (null: the
   // shopper wants another captcha).
-  function solve(ch) {
+  function solve(ch, failed) {
     challengeBox.replaceChildren();
     challengeBox.dataset.challengeId = ch.challenge_id;
     challengeBox.dataset.kind = ch.kind;
+    delete challengeBox.dataset.answer;
     challengeBox.hidden = false;
-    if (ch.kind === 'captcha') return solveCaptcha(ch);
+    if (ch.kind === 'captcha') return solveCaptcha(ch, failed);
     return solvePoW(ch);
   }
 
-  function solveCaptcha(ch) {
+  function solveCaptcha(ch, failed) {
     return new Promise((resolve, reject) => {
       const input = h('input', { id: 'captcha-answer', name: 'captcha-answer', inputmode: 'numeric', autocomplete: 'off', required: true, 'aria-describedby': 'captcha-hint' });
       const form = h('form', { id: 'captcha-form', class: 'captcha' },
@@ -449,17 +549,22 @@ async function itemView(id, signal) {
       });
       signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')), { once: true });
       challengeBox.append(h('h2', { text: 'Prove you are human' }), form);
-      say('Solve the challenge to continue.', 'info', 'challenge');
+      if (failed) say(messageFor(failed), 'error', failed.code);
+      else say('Solve the challenge to continue.', 'info', 'challenge');
       input.focus();
     });
   }
 
+  // solvePoW runs the puzzle in a Web Worker; the bar never reaches the end
+  // before the answer is found (progress.js).
   function solvePoW(ch) {
     const difficulty = ch.difficulty || 0;
     if (difficulty <= 0) return Promise.resolve('0');
     const expected = 2 ** difficulty;
-    const progress = h('progress', { id: 'pow-progress', 'data-testid': 'pow-progress', max: String(expected), value: '0', 'aria-labelledby': 'pow-text' });
-    const text = h('p', { id: 'pow-text', text: `Solving a puzzle in your browser: 0 of about ${expected.toLocaleString()} hashes tried (2^${difficulty})` });
+    const STEPS = 1000;
+    const progress = h('progress', { id: 'pow-progress', 'data-testid': 'pow-progress', max: String(STEPS), value: '0', 'aria-labelledby': 'pow-text' });
+    const typical = `a puzzle of this size takes about ${expected.toLocaleString()} on average; some take longer`;
+    const text = h('p', { id: 'pow-text', text: `Solving a puzzle in your browser: 0 hashes tried (${typical}).` });
     challengeBox.append(h('h2', { text: 'Checking your browser' }), text, progress);
     say('Solving the puzzle…', 'info', 'pow');
     return new Promise((resolve, reject) => {
@@ -468,19 +573,29 @@ async function itemView(id, signal) {
       signal.addEventListener('abort', () => { stop(); reject(new DOMException('aborted', 'AbortError')); }, { once: true });
       worker.onmessage = (ev) => {
         const { tried, answer } = ev.data;
-        progress.value = Math.min(tried, expected);
         progress.dataset.tried = String(tried);
-        text.textContent = `Solving a puzzle in your browser: ${tried.toLocaleString()} of about ${expected.toLocaleString()} hashes tried (2^${difficulty})`;
         if (answer !== undefined) {
           stop();
-          progress.value = expected;
+          progress.value = STEPS;
+          text.textContent = `Puzzle solved after ${tried.toLocaleString()} hashes.`;
           challengeBox.dataset.answer = answer;
           resolve(answer);
+          return;
         }
+        progress.value = powProgress(tried, expected, STEPS);
+        text.textContent = `Solving a puzzle in your browser: ${tried.toLocaleString()} hashes tried (${typical}).`;
       };
       worker.onerror = (ev) => { stop(); reject(new Error(`puzzle worker failed: ${ev.message}`)); };
       worker.postMessage({ seed: ch.seed, difficulty });
     });
+  }
+
+  // showOrder shows the user's order (queued, confirmed or failed).
+  function showOrder(st) {
+    orderEl.dataset.status = st.status;
+    if (st.status === 'confirmed') orderEl.textContent = `You bought this item: order confirmed — order number ${st.order_id}.`;
+    else if (st.status === 'queued') orderEl.textContent = 'You bought this item: order queued, waiting for confirmation…';
+    else if (st.status === 'failed') orderEl.textContent = 'Your order could not be completed.';
   }
 
   // followOrder polls the order with exponential backoff (0.5 s doubling
@@ -500,17 +615,20 @@ async function itemView(id, signal) {
         throw e;
       }
       delay = Math.min(delay * 2, 8000);
-      orderEl.dataset.status = st.status;
       if (st.status === 'confirmed') {
-        orderEl.textContent = `Order confirmed — order number ${st.order_id}.`;
+        showOrder(st);
         say(`Order confirmed! Your order number is ${st.order_id}.`, 'success', 'confirmed');
+        load().catch(() => {});
         return;
       }
       if (st.status === 'failed') {
-        orderEl.textContent = 'Your order could not be completed.';
+        bought = false;
+        tick();
+        showOrder(st);
         say('Sorry, your order failed: the unit was released. You were not charged.', 'error', 'failed');
         return;
       }
+      orderEl.dataset.status = st.status;
       if (st.status === 'none' && ++nones > 5) {
         orderEl.textContent = '';
         say('We could not find your order. Please check again later.', 'error', 'none');
