@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"seckill"
 	"seckill/backendclient"
+	"seckill/internal/atomicfile"
 	"seckill/internal/backoff"
 	"seckill/internal/breaker"
 )
@@ -586,7 +586,7 @@ func (b *Balancer) saveCache(list []cachedNode) {
 	}
 	raw, err := json.MarshalIndent(backendCache{Format: 1, SavedAt: time.Now().UTC(), Backends: list}, "", "  ")
 	if err == nil {
-		err = writeAtomic(b.o.cachePath, raw)
+		err = atomicfile.Write(b.o.cachePath, raw)
 	}
 	if err != nil {
 		b.log.Warn("writing the cached backend list", "path", b.o.cachePath, "err", err)
@@ -619,32 +619,4 @@ func loadCache(path string, key []byte) ([]string, error) {
 		urls = append(urls, u)
 	}
 	return urls, nil
-}
-
-// writeAtomic writes a file whole or not at all (temporary file, fsync,
-// rename).
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
 }

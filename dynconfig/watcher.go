@@ -10,13 +10,13 @@ import (
 	"log/slog"
 	"os"
 	"path"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"seckill/internal/atomicfile"
 	"seckill/internal/zkconn"
 )
 
@@ -440,34 +440,7 @@ func (w *Watcher) saveLocked(data []byte) error {
 	if w.diskPath == "" {
 		return nil
 	}
-	dir := filepath.Dir(w.diskPath)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(w.diskPath)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, w.diskPath)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	return atomicfile.Write(w.diskPath, data)
 }
 
 func (w *Watcher) statusJSON() []byte {

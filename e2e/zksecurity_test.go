@@ -93,6 +93,10 @@ func TestZooKeeperLockedDown(t *testing.T) {
 		t.Fatalf("signed push: %v\n%s", err, out)
 	}
 	testenv.Eventually(t, 5*time.Second, "version 1 in force on the edge", func() bool { v, e := status(); return v == 1 && e == "" })
+	if out, err := run(base, "config", "show"); err != nil || !strings.Contains(out, "version 1, pushed at") || !strings.Contains(out, ", signed by key ") ||
+		!strings.Contains(out, "e2e-edge") {
+		t.Fatalf("config show (anyone may read): %v\n%s", err, out)
+	}
 
 	resp, err := client.Get(ep.admin + "/metrics")
 	if err != nil {

@@ -352,6 +352,11 @@ func printConfigRecord(w io.Writer, rec dynconfig.Record, cfg dynconfig.Config) 
 	if rec.RollbackOf != 0 {
 		fmt.Fprintf(w, " (rollback to version %d)", rec.RollbackOf)
 	}
+	if rec.Signature == "" {
+		fmt.Fprint(w, ", UNSIGNED (the edges refuse it)")
+	} else {
+		fmt.Fprintf(w, ", signed by key %s", rec.KeyID)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "difficulty %d (+%d under load), max_in_flight %d, breaker %d failures / open %v / %d probes\n",
 		cfg.Difficulty, cfg.DifficultyUnderLoad, cfg.MaxInFlight, cfg.Breaker.ConsecutiveFailures, cfg.Breaker.OpenFor, cfg.Breaker.HalfOpenProbes)
