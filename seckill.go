@@ -27,13 +27,15 @@ type Item struct {
 
 // OrderMessage is what a successful reservation appends to the outbox and
 // what travels through RabbitMQ to the worker. It is the whole order: the
-// worker needs nothing else to store it.
+// worker needs nothing else to store it. Its encodings belong to the
+// adapters: the outbox stream's fields to stock, the JSON on RabbitMQ to
+// queue (message.go).
 type OrderMessage struct {
-	OrderRef   string    `json:"order_ref"`
-	UserID     int64     `json:"user_id"`
-	ItemID     int64     `json:"item_id"`
-	RequestID  string    `json:"request_id,omitempty"`
-	ReservedAt time.Time `json:"reserved_at"`
+	OrderRef   string
+	UserID     int64
+	ItemID     int64
+	RequestID  string
+	ReservedAt time.Time
 }
 
 // Validate reports whether a message decoded from outside is usable.
@@ -95,25 +97,31 @@ type Code string
 // Error codes.
 const (
 	EInvalid         Code = "invalid"
-	ETooLarge        = "too_large"
-	EUnknownItem     = "unknown_item"
-	ENotFound        = "not_found"
-	ENotLive         = "not_live"
-	ESoldOut         = "sold_out"
-	EAlreadyBought   = "already_bought"
-	EConflict        = "conflict"
-	EUsernameTaken   = "username_taken"
-	EUnauthorized    = "unauthenticated"
-	EForbidden       = "forbidden"
-	EMethod          = "method_not_allowed"
-	EUnavailable     = "backend_unavailable"
-	EOverloaded      = "overloaded"
-	ERateLimited     = "rate_limited"
-	EInternal        = "internal"
-	EChallengeFailed = "challenge_failed"
-	EBadPath         = "bad_path"
-	EBadCredentials  = "bad_credentials"
-	EDependency      = "dependency_unavailable" // a store the server needs (Redis) is down or did not answer in time
+	ETooLarge             = "too_large"
+	EUnknownItem          = "unknown_item"
+	ENotFound             = "not_found"
+	ENotLive              = "not_live"
+	ESoldOut              = "sold_out"
+	EAlreadyBought        = "already_bought"
+	EConflict             = "conflict"
+	EUsernameTaken        = "username_taken"
+	EUnauthorized         = "unauthenticated"
+	EForbidden            = "forbidden"
+	EMethod               = "method_not_allowed"
+	EUnavailable          = "backend_unavailable"
+	EOverloaded           = "overloaded"
+	ERateLimited          = "rate_limited"
+	EInternal             = "internal"
+	EChallengeFailed      = "challenge_failed"
+	EBadPath              = "bad_path"
+	EBadCredentials       = "bad_credentials"
+	EDependency           = "dependency_unavailable" // a store the server needs (Redis) is down or did not answer in time
+)
+
+// Codes of the edge's browser checks (issue 13 M1).
+const (
+	ECrossOrigin Code = "cross_origin"           // a browser request from another site (CSRF)
+	EMediaType   Code = "unsupported_media_type" // a browser request whose body is not application/json
 )
 
 // Error is an error with a machine-readable code.

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"seckill"
+	"seckill/queue"
 )
 
 // Ceiling is one raw figure of one server.
@@ -206,7 +206,7 @@ func amqpCeiling(ctx context.Context, cfg Config, queueType string) (Ceiling, er
 		}
 	}()
 
-	body, _ := json.Marshal(seckill.OrderMessage{
+	body := queue.EncodeOrder(seckill.OrderMessage{
 		OrderRef: "oabcdefghijklmnopqrstuvwxyz234567", UserID: 123456, ItemID: 1, RequestID: "oabcdefghijklmnopqrstuvwxyz234567", ReservedAt: time.Now(),
 	})
 	b := newBudget(cfg)

@@ -59,7 +59,7 @@ func (r *PipelineResult) OK() bool { return len(r.Failures) == 0 }
 // timedHandler is the worker seen from the consumer, noting how many orders
 // each successful batch committed and when.
 type timedHandler struct {
-	h      queue.Handler
+	h      seckill.OrderHandler
 	stored atomic.Int64 // messages of batches stored without error (redeliveries count again)
 	last   atomic.Int64 // unix ns when the last such batch was committed
 }

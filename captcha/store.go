@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"seckill"
+	"seckill/internal/rkeys"
 )
 
 // Kinds of challenge.
@@ -78,7 +79,7 @@ func NewStore(rdb redis.UniversalClient, prefix string, opt Options) *Store {
 	return &Store{rdb: rdb, prefix: prefix, ttl: opt.TTL, rand: opt.Rand}
 }
 
-func (s *Store) key(id string) string { return s.prefix + "ch:" + id }
+func (s *Store) key(id string) string { return rkeys.Space(s.prefix).Challenge(id) }
 
 func (s *Store) randomString(n int) (string, error) {
 	b := make([]byte, n)

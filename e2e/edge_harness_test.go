@@ -18,8 +18,8 @@ import (
 	"seckill/backend"
 	"seckill/backendclient"
 	"seckill/captcha"
-	"seckill/clientip"
 	"seckill/edge"
+	"seckill/internal/app"
 	"seckill/limit"
 )
 
@@ -123,42 +123,52 @@ func newEdgeEnvWith(t *testing.T, rules []limit.Rule, cfg edge.Config, deps func
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = lim.Close() })
-	ips, err := clientip.New([]string{"127.0.0.1/32"})
+	// The edge role as `seckill edge` builds it (internal/app), on the
+	// test's Redis prefix, in front of the restartable backend through a
+	// counting client; the test's rules, edge settings and dependencies
+	// go in through the role's test hooks.
+	var ch *captcha.Store
+	ecfg := app.DefaultEdge
+	ecfg.Stores = s.stores(s.amqpURL)
+	ecfg.PublicListen, ecfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	ecfg.AdminToken, ecfg.SessionSecret = edgeAdminToken, "test-secret-0123456789abcdef0123"
+	ecfg.TrustedProxies = []string{"127.0.0.1/32"}
+	ecfg.Backend = backendclient.New("http://"+be.addr, "", &http.Client{Transport: calls, Timeout: 5 * time.Second})
+	ecfg.Log = quietLog(t)
+	ecfg.Hooks = &app.EdgeHooks{
+		Tune: func(c *edge.Config, d *edge.Deps) {
+			secret, token := c.SessionSecret, c.AdminToken
+			*c = cfg
+			c.SessionSecret, c.AdminToken = secret, token
+			d.Limiter = lim
+			d.Storefront, d.Dashboard = nil, nil
+			if deps != nil {
+				deps(d)
+			}
+			ch, _ = d.Challenges.(*captcha.Store)
+		},
+		WrapPublic: wrap,
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	ae, err := app.StartEdge(ctx, ecfg)
 	if err != nil {
+		stop()
 		t.Fatal(err)
 	}
-	rdb := s.st.Client()
-	ch := captcha.NewStore(rdb, s.prefix, captcha.Options{})
-	cfg.SessionSecret = []byte("test-secret-0123456789abcdef0123")
-	cfg.AdminToken = "admin-token"
-	d := edge.Deps{
-		Backend:    backendclient.New("http://"+be.addr, "", &http.Client{Transport: calls, Timeout: 5 * time.Second}),
-		Redis:      rdb,
-		Prefix:     s.prefix,
-		Limiter:    lim,
-		Challenges: ch,
-		Buyers:     s.st,
-		IPs:        ips,
-		Log:        quietLog(t),
-	}
-	if deps != nil {
-		deps(&d)
-	}
-	e := edge.New(cfg, d)
-	ctx, cancel := context.WithCancel(context.Background())
-	go e.Listen(ctx)
-	t.Cleanup(cancel)
-	env := &edgeEnv{t: t, s: s, be: be, calls: calls, edge: e, ch: ch, token: cfg.AdminToken, secret: cfg.SessionSecret}
-	pub := e.Public()
-	if wrap != nil {
-		pub = wrap(pub)
-	}
-	env.pub = httptest.NewServer(pub)
-	env.adm = httptest.NewServer(e.Admin())
-	t.Cleanup(env.pub.Close)
-	t.Cleanup(env.adm.Close)
+	t.Cleanup(func() {
+		stop()
+		if err := ae.Wait(); err != nil {
+			t.Errorf("edge: %v", err)
+		}
+	})
+	env := &edgeEnv{t: t, s: s, be: be, calls: calls, edge: ae.Edge(), ch: ch, token: ecfg.AdminToken, secret: []byte(ecfg.SessionSecret),
+		pub: &httptest.Server{URL: "http://" + ae.PublicAddr()}, adm: &httptest.Server{URL: "http://" + ae.AdminAddr()}}
 	return env
 }
+
+// edgeAdminToken is the admin token of the test edges (outside `seckill
+// dev`, at least 32 bytes).
+const edgeAdminToken = "e2e-edge-admin-token-0123456789abcdef"
 
 type answer struct {
 	status int

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"seckill/internal/faultproxy"
+	"seckill/internal/rkeys"
 	"seckill/internal/testenv"
 )
 
@@ -45,14 +46,14 @@ func (s *stack) redisProxy() (*faultproxy.Proxy, string) {
 func (s *stack) strandDirect(item, user int64, consumer string) string {
 	s.t.Helper()
 	ctx := context.Background()
-	base := fmt.Sprintf("%sitem:{%d}:", s.prefix, item)
+	k := rkeys.Space(s.prefix).Item(item)
 	ref := fmt.Sprintf("stranded%016x%d", time.Now().UnixNano(), user)
 	req := fmt.Sprint("req-", user)
 	pipe := s.st.Client().TxPipeline()
-	pipe.Decr(ctx, base+"stock")
-	pipe.HSet(ctx, base+"buyers", fmt.Sprint(user), ref+"|"+req)
-	pipe.XAdd(ctx, &redis.XAddArgs{Stream: base + "outbox", Values: []any{"ref", ref, "user", user, "item", item, "req", req}})
-	read := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "relay", Consumer: consumer, Streams: []string{base + "outbox", ">"}, Count: 100, Block: -1})
+	pipe.Decr(ctx, k.Stock)
+	pipe.HSet(ctx, k.Buyers, fmt.Sprint(user), ref+"|"+req)
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Outbox, Values: []any{"ref", ref, "user", user, "item", item, "req", req}})
+	read := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "relay", Consumer: consumer, Streams: []string{k.Outbox, ">"}, Count: 100, Block: -1})
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"seckill"
 	"seckill/backend"
 	"seckill/internal/testenv"
 	"seckill/postgres"
@@ -99,16 +100,16 @@ func (r *privateRedis) restoreAOF(from string) {
 // claimRecorder is the relay's outbox, recording every order the relay
 // read: those left Redis.
 type claimRecorder struct {
-	queue.Outbox
+	seckill.Outbox
 	mu   sync.Mutex
 	refs map[string]bool
 }
 
-func (o *claimRecorder) Claim(ctx context.Context, max int) ([]queue.OutboxEntry, error) {
+func (o *claimRecorder) Claim(ctx context.Context, max int) ([]seckill.OutboxEntry, error) {
 	es, err := o.Outbox.Claim(ctx, max)
 	o.mu.Lock()
 	for _, e := range es {
-		o.refs[e.OrderRef] = true
+		o.refs[e.Order.OrderRef] = true
 	}
 	o.mu.Unlock()
 	return es, err

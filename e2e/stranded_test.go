@@ -16,6 +16,7 @@ import (
 
 	"seckill"
 	"seckill/internal/faultproxy"
+	"seckill/internal/rkeys"
 	"seckill/internal/testenv"
 	"seckill/queue"
 	"seckill/stock"
@@ -247,7 +248,7 @@ func TestReconcileBacklogIsNotStranded(t *testing.T) {
 	// One entry pending under a relay that died after reading it.
 	rdb := s.st.Client()
 	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "relay", Consumer: "relay-dead",
-		Streams: []string{s.prefix + fmt.Sprintf("item:{%d}:outbox", item.ID), ">"}, Count: 1, Block: -1}).Err(); err != nil {
+		Streams: []string{rkeys.Space(s.prefix).Item(item.ID).Outbox, ">"}, Count: 1, Block: -1}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1200 * time.Millisecond)

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"seckill"
+	"seckill/internal/rkeys"
 )
 
 // Defences are the protections of one sale that an admin may turn off for
@@ -54,7 +55,7 @@ type defenceSwitches struct {
 	byItem map[int64]Defences
 }
 
-func (s *defenceSwitches) key() string { return s.prefix + "edge:defences" }
+func (s *defenceSwitches) key() string { return rkeys.Space(s.prefix).EdgeDefences() }
 
 // get returns the switches of an item (all on when never changed).
 func (s *defenceSwitches) get(item int64) Defences {

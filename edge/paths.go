@@ -7,12 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"seckill"
+	"seckill/internal/rkeys"
 )
 
 // Paths issues and checks hidden purchase paths. A path is 128 random bits,
@@ -39,7 +39,7 @@ func NewPaths(rdb redis.UniversalClient, prefix string, ttl time.Duration) *Path
 }
 
 func (p *Paths) key(userID, itemID int64) string {
-	return p.prefix + "path:{" + strconv.FormatInt(itemID, 10) + "}:" + strconv.FormatInt(userID, 10)
+	return rkeys.Space(p.prefix).Path(itemID, userID)
 }
 
 // Issue makes a new path for user and item, replacing any earlier one.
@@ -56,7 +56,7 @@ func (p *Paths) Issue(ctx context.Context, userID, itemID int64) (string, time.T
 }
 
 func (p *Paths) sharedKey(itemID int64, path string) string {
-	return p.prefix + "path:{" + strconv.FormatInt(itemID, 10) + "}:shared:" + path
+	return rkeys.Space(p.prefix).SharedPath(itemID, path)
 }
 
 // IssueShared makes a path valid for any user of the item: what the edge
@@ -114,7 +114,7 @@ func (p *Paths) Check(ctx context.Context, userID, itemID int64, path string) er
 }
 
 func (p *Paths) attemptKey(userID, itemID int64) string {
-	return p.key(userID, itemID) + ":attempt"
+	return rkeys.Space(p.prefix).PathAttempt(itemID, userID)
 }
 
 // checkAttemptScript is Check for a purchase, in one round trip: when the

@@ -6,18 +6,19 @@
 // outbox only after the handler stored it (or recorded it as failed after
 // DeliveryLimit attempts); a crash leaves it pending in the outbox, and the
 // next start takes it back.
+//
+// Orders pass as values: the outbox hands typed entries, the handler takes
+// typed orders; nothing is encoded or decoded on the way.
 package inproc
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"seckill"
 	"seckill/internal/backoff"
-	"seckill/queue"
 )
 
 // Config tunes the pipeline.
@@ -34,15 +35,15 @@ type Stats struct {
 
 // Pipeline drains an outbox into a handler.
 type Pipeline struct {
-	ob    queue.Outbox
-	h     queue.Handler
+	ob    seckill.Outbox
+	h     seckill.OrderHandler
 	cfg   Config
 	log   *slog.Logger
 	stats struct{ stored, failed, malformed, retries atomic.Uint64 }
 }
 
 // New returns a pipeline.
-func New(ob queue.Outbox, h queue.Handler, cfg Config) *Pipeline {
+func New(ob seckill.Outbox, h seckill.OrderHandler, cfg Config) *Pipeline {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 500
 	}
@@ -91,13 +92,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 // handle stores one claim. It returns only when every entry is stored or
 // failed, or ctx ended (then the rest stay pending in the outbox).
-func (p *Pipeline) handle(ctx context.Context, entries []queue.OutboxEntry) error {
-	done := make([]queue.OutboxEntry, 0, len(entries))
+func (p *Pipeline) handle(ctx context.Context, entries []seckill.OutboxEntry) error {
+	done := make([]seckill.OutboxEntry, 0, len(entries))
 	var msgs []seckill.OrderMessage
-	var pending []queue.OutboxEntry
+	var pending []seckill.OutboxEntry
 	for _, e := range entries {
-		var m seckill.OrderMessage
-		if err := json.Unmarshal(e.Body, &m); err != nil || m.Validate() != nil {
+		m := e.Order
+		if e.Err != nil || m.Validate() != nil {
 			p.stats.malformed.Add(1)
 			if err := p.fail(ctx, m, "malformed"); err != nil {
 				return err
@@ -114,7 +115,7 @@ func (p *Pipeline) handle(ctx context.Context, entries []queue.OutboxEntry) erro
 			break
 		}
 		var retryMsgs []seckill.OrderMessage
-		var retryEntries []queue.OutboxEntry
+		var retryEntries []seckill.OutboxEntry
 		for i, err := range errs {
 			switch {
 			case err == nil:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"seckill"
 	"seckill/inproc"
+	"seckill/internal/rkeys"
 	"seckill/stock"
 )
 
@@ -128,4 +131,49 @@ func TestRestartTakesBackPendingEntries(t *testing.T) {
 		defer h.mu.Unlock()
 		return len(h.stored) == 50
 	})
+}
+
+// An outbox entry whose fields make no order is recorded as failed
+// (malformed) and leaves the outbox; the others are stored.
+func TestMalformedEntryFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, h := setup(t, 10)
+	for u := int64(1); u <= 3; u++ {
+		if _, err := st.Reserve(ctx, 1, u, "q", fmt.Sprint("ref-", u)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Client().XAdd(ctx, &redis.XAddArgs{Stream: rkeys.Space("t:").Item(1).Outbox, Values: []string{"ref", "ref-bad", "user", "x", "item", "1"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := inproc.New(st.Outbox("dev", time.Minute), h, inproc.Config{})
+	stop := run(t, p)
+	defer stop()
+	waitFor(t, "the outbox to drain", func() bool {
+		n, _ := st.Client().XLen(ctx, rkeys.Space("t:").Item(1).Outbox).Result()
+		return n == 0
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.stored) != 3 || len(h.failed) != 1 || h.failed[""] != "malformed" {
+		t.Fatalf("stored %v, failed %v", h.stored, h.failed)
+	}
+	if s := p.Stats(); s.Stored != 3 || s.Malformed != 1 || s.Failed != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// The in-process pipeline passes values: it links no queue package and
+// no broker client.
+func TestLinksNoQueue(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "seckill/inproc").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == "seckill/queue" || strings.HasPrefix(dep, "github.com/rabbitmq/") {
+			t.Errorf("seckill/inproc links %s", dep)
+		}
+	}
 }

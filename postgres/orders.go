@@ -93,9 +93,14 @@ func (db *DB) OrderFor(ctx context.Context, userID, itemID int64) (seckill.Order
 
 // CountOrders returns the number of stored orders of itemID.
 func (db *DB) CountOrders(ctx context.Context, itemID int64) (int64, error) {
+	return db.count(ctx, "orders", "SELECT count(*) FROM orders WHERE item_id = $1", itemID)
+}
+
+// count runs a count query of one argument.
+func (db *DB) count(ctx context.Context, what, query string, arg int64) (int64, error) {
 	var n int64
-	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM orders WHERE item_id = $1", itemID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("counting orders: %w", unavailable(err))
+	if err := db.pool.QueryRow(ctx, query, arg).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting %s: %w", what, unavailable(err))
 	}
 	return n, nil
 }
@@ -170,9 +175,5 @@ func (db *DB) FailedFor(ctx context.Context, userID, itemID int64) (orderRef str
 
 // CountFailed returns the number of failed orders of itemID.
 func (db *DB) CountFailed(ctx context.Context, itemID int64) (int64, error) {
-	var n int64
-	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM failed_orders WHERE item_id = $1", itemID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("counting failed orders: %w", unavailable(err))
-	}
-	return n, nil
+	return db.count(ctx, "failed orders", "SELECT count(*) FROM failed_orders WHERE item_id = $1", itemID)
 }

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -13,17 +12,6 @@ import (
 
 	"seckill"
 )
-
-// Handler stores order messages; it must be idempotent per order_ref.
-type Handler interface {
-	// Store stores a batch; it returns one error per message (nil = stored
-	// or already stored: ack; non-nil = nack with requeue, the broker
-	// counts deliveries and dead-letters after DeliveryLimit).
-	Store(ctx context.Context, msgs []seckill.OrderMessage) []error
-	// Failed records a dead-lettered message (called from the dead-letter
-	// queue consumer); nil -> ack, an error -> requeue after a pause.
-	Failed(ctx context.Context, m seckill.OrderMessage, reason string) error
-}
 
 // ConsumerConfig configures a Consumer.
 type ConsumerConfig struct {
@@ -51,14 +39,18 @@ type ConsumerStats struct {
 // Consumer consumes the order queue in batches and the dead-letter queue.
 type Consumer struct {
 	cfg ConsumerConfig
-	h   Handler
+	h   seckill.OrderHandler
 	log *slog.Logger
 
 	stored, nacked, republished, dead, malformed, failErrors, reconnects atomic.Uint64
 }
 
-// NewConsumer returns a consumer handing cfg.Topology's messages to h.
-func NewConsumer(cfg ConsumerConfig, h Handler) *Consumer {
+// NewConsumer returns a consumer handing cfg.Topology's messages to h. An
+// order h.Store accepts (nil) is acked; one it refuses is nacked with
+// requeue, and the broker dead-letters it after the delivery limit. h.Failed
+// records a dead-lettered order: nil acks it, an error requeues it after a
+// pause.
+func NewConsumer(cfg ConsumerConfig, h seckill.OrderHandler) *Consumer {
 	if cfg.Prefetch <= 0 {
 		cfg.Prefetch = 500
 	}
@@ -342,10 +334,7 @@ func (c *Consumer) storeBatch(ctx context.Context, ch *amqp.Channel, rp *republi
 			if err == nil {
 				continue
 			}
-			body, jerr := json.Marshal(d.msgs[i])
-			if jerr != nil { // cannot happen for a decoded message
-				return fmt.Errorf("encoding order %s: %w", d.msgs[i].OrderRef, jerr)
-			}
+			body := EncodeOrder(d.msgs[i])
 			c.log.Warn("storing order of a batch failed; republishing it alone", "order_ref", d.msgs[i].OrderRef, "message_id", d.id, "err", err)
 			pubs = append(pubs, singlePublishing(d.msgs[i].OrderRef, body, d.id))
 		}
@@ -462,7 +451,7 @@ func (p *republisher) close() {
 	}
 }
 
-// deadOrder is one order of a dead-lettered message, for Handler.Failed.
+// deadOrder is one order of a dead-lettered message, for OrderHandler.Failed.
 type deadOrder struct {
 	m      seckill.OrderMessage
 	reason string
@@ -505,7 +494,7 @@ func (c *Consumer) deadOrders(d amqp.Delivery) []deadOrder {
 	return out
 }
 
-// consumeDead hands dead-lettered messages to Handler.Failed, one at a
+// consumeDead hands dead-lettered messages to OrderHandler.Failed, one at a
 // time; a batch message order by order, retrying an order whose Failed
 // fails (an order done is not done again unless the consumer stops first).
 func (c *Consumer) consumeDead(ctx context.Context, dead <-chan amqp.Delivery) {

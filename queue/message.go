@@ -4,16 +4,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"seckill"
 )
 
-// Message formats on the order queue.
+// Message formats on the order queue. This file is the only place that
+// knows them: the outbox hands the relay typed orders, and the consumer
+// hands the worker typed orders.
 //
 // A single-order message (ContentType SingleContentType or empty) has the
-// JSON of one seckill.OrderMessage as its body. A batch message
+// JSON of one order (wireOrder) as its body. A batch message
 // (ContentType BatchContentType) carries many orders:
 //
 //	{"orders":[<OrderMessage JSON>, ...]}
@@ -31,13 +34,44 @@ const (
 	batchSuffix = `]}`
 )
 
+// wireOrder is an order on the wire: the JSON of seckill.OrderMessage.
+type wireOrder struct {
+	OrderRef   string    `json:"order_ref"`
+	UserID     int64     `json:"user_id"`
+	ItemID     int64     `json:"item_id"`
+	RequestID  string    `json:"request_id,omitempty"`
+	ReservedAt time.Time `json:"reserved_at"`
+}
+
+func (w wireOrder) order() seckill.OrderMessage { return seckill.OrderMessage(w) }
+
+// EncodeOrder returns the single-order body of m (also one element of a
+// batch body).
+func EncodeOrder(m seckill.OrderMessage) []byte {
+	b, _ := json.Marshal(wireOrder(m)) // cannot fail: strings, ints and a time
+	return b
+}
+
+// encodeEntry returns the JSON of an outbox entry's order, or, for an
+// entry whose fields do not make an order, of its fields as they are (the
+// consumer dead-letters it, where it is counted).
+func encodeEntry(e seckill.OutboxEntry) []byte {
+	if e.Err != nil {
+		b, _ := json.Marshal(e.Fields)
+		return b
+	}
+	return EncodeOrder(e.Order)
+}
+
 // isBatch reports whether d carries a batch body.
 func isBatch(d amqp.Delivery) bool { return d.ContentType == BatchContentType }
 
 // decodeSingle decodes and validates a single-order body.
 func decodeSingle(body []byte) (seckill.OrderMessage, error) {
-	var m seckill.OrderMessage
-	if err := json.Unmarshal(body, &m); err != nil {
+	var w wireOrder
+	err := json.Unmarshal(body, &w)
+	m := w.order()
+	if err != nil {
 		return m, fmt.Errorf("decoding order message: %w", err)
 	}
 	if err := m.Validate(); err != nil {
@@ -61,18 +95,20 @@ var errEmptyBatch = errors.New("batch message holds no orders")
 func decodeBatch(body []byte) ([]seckill.OrderMessage, []badOrder, error) {
 	// Fast path: one pass over a body of valid orders.
 	var fast struct {
-		Orders []seckill.OrderMessage `json:"orders"`
+		Orders []wireOrder `json:"orders"`
 	}
 	if err := json.Unmarshal(body, &fast); err == nil && len(fast.Orders) > 0 {
+		msgs := make([]seckill.OrderMessage, len(fast.Orders))
 		ok := true
-		for _, m := range fast.Orders {
-			if m.Validate() != nil {
+		for i, w := range fast.Orders {
+			msgs[i] = w.order()
+			if msgs[i].Validate() != nil {
 				ok = false
 				break
 			}
 		}
 		if ok {
-			return fast.Orders, nil, nil
+			return msgs, nil, nil
 		}
 	}
 	// Slow path: order by order, to tell the valid ones from the others.

@@ -2,7 +2,7 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,7 +24,7 @@ import (
 // fakeOutbox hands out each entry once (like XREADGROUP >) and records Done.
 type fakeOutbox struct {
 	mu      sync.Mutex
-	entries []OutboxEntry
+	entries []seckill.OutboxEntry
 	next    int
 	done    map[string]int
 	doneN   atomic.Int64
@@ -41,13 +41,13 @@ func newFakeOutbox(n int, prefix string) *fakeOutbox {
 	ob := &fakeOutbox{done: make(map[string]int)}
 	for i := range n {
 		ref := fmt.Sprintf("%s-%d", prefix, i)
-		body, _ := json.Marshal(seckill.OrderMessage{OrderRef: ref, UserID: int64(i + 1), ItemID: 1, ReservedAt: time.Now()})
-		ob.entries = append(ob.entries, OutboxEntry{Stream: "s", ID: fmt.Sprintf("%d-0", i), Body: body, OrderRef: ref})
+		m := seckill.OrderMessage{OrderRef: ref, UserID: int64(i + 1), ItemID: 1, ReservedAt: time.Now()}
+		ob.entries = append(ob.entries, seckill.OutboxEntry{Stream: "s", ID: fmt.Sprintf("%d-0", i), Order: m})
 	}
 	return ob
 }
 
-func (o *fakeOutbox) Claim(ctx context.Context, max int) ([]OutboxEntry, error) {
+func (o *fakeOutbox) Claim(ctx context.Context, max int) ([]seckill.OutboxEntry, error) {
 	o.claims.Add(1)
 	if o.gate != nil {
 		select {
@@ -65,12 +65,12 @@ func (o *fakeOutbox) Claim(ctx context.Context, max int) ([]OutboxEntry, error) 
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	end := min(o.next+max, len(o.entries))
-	out := append([]OutboxEntry(nil), o.entries[o.next:end]...)
+	out := append([]seckill.OutboxEntry(nil), o.entries[o.next:end]...)
 	o.next = end
 	return out, nil
 }
 
-func (o *fakeOutbox) Done(ctx context.Context, entries []OutboxEntry) error {
+func (o *fakeOutbox) Done(ctx context.Context, entries []seckill.OutboxEntry) error {
 	if o.doneFail.Add(-1) >= 0 {
 		return fmt.Errorf("injected Done failure")
 	}
@@ -261,8 +261,8 @@ func TestRelayAndConsumer20000(t *testing.T) {
 		t.Fatalf("stored %d distinct refs, want %d", len(h.stored), n)
 	}
 	for _, e := range ob.entries {
-		if h.stored[e.OrderRef] != 1 {
-			t.Fatalf("ref %s stored %d times", e.OrderRef, h.stored[e.OrderRef])
+		if h.stored[e.Order.OrderRef] != 1 {
+			t.Fatalf("ref %s stored %d times", e.Order.OrderRef, h.stored[e.Order.OrderRef])
 		}
 	}
 	rs, cs := relay.Stats(), cons.Stats()
@@ -281,7 +281,7 @@ func TestPoisonMessageDeadLetteredOnce(t *testing.T) {
 	topo := topology(t, url, limit)
 	const n = 300
 	ob := newFakeOutbox(n, "p")
-	poison := ob.entries[n/2].OrderRef
+	poison := ob.entries[n/2].Order.OrderRef
 	h := newFakeHandler()
 	h.failRef = poison
 
@@ -328,8 +328,8 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 	withChannel(t, url, func(ch *amqp.Channel) error { return topo.Declare(ch) })
 	start(t, cons.Run)
 
-	good, _ := json.Marshal(seckill.OrderMessage{OrderRef: "good", UserID: 1, ItemID: 1})
-	invalid, _ := json.Marshal(seckill.OrderMessage{OrderRef: "invalid", UserID: 0, ItemID: 1})
+	good := EncodeOrder(seckill.OrderMessage{OrderRef: "good", UserID: 1, ItemID: 1})
+	invalid := EncodeOrder(seckill.OrderMessage{OrderRef: "invalid", UserID: 0, ItemID: 1})
 	withChannel(t, url, func(ch *amqp.Channel) error {
 		for _, m := range []struct {
 			id   string
@@ -394,8 +394,8 @@ func TestUnroutableIsRetriedUntilQueueExists(t *testing.T) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, e := range ob.entries {
-		if h.delivered[e.OrderRef] != 1 {
-			t.Fatalf("ref %s delivered %d times, want 1", e.OrderRef, h.delivered[e.OrderRef])
+		if h.delivered[e.Order.OrderRef] != 1 {
+			t.Fatalf("ref %s delivered %d times, want 1", e.Order.OrderRef, h.delivered[e.Order.OrderRef])
 		}
 	}
 }
@@ -459,8 +459,8 @@ func TestBrokerRestart(t *testing.T) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, e := range ob.entries {
-		if h.stored[e.OrderRef] != 1 {
-			t.Fatalf("ref %s stored %d times", e.OrderRef, h.stored[e.OrderRef])
+		if h.stored[e.Order.OrderRef] != 1 {
+			t.Fatalf("ref %s stored %d times", e.Order.OrderRef, h.stored[e.Order.OrderRef])
 		}
 	}
 	dups := 0
@@ -531,7 +531,7 @@ func TestConsumerFinishesBatchOnCancel(t *testing.T) {
 			return err
 		}
 		for i := range 10 {
-			body, _ := json.Marshal(seckill.OrderMessage{OrderRef: fmt.Sprintf("g%d", i), UserID: 1, ItemID: 1})
+			body := EncodeOrder(seckill.OrderMessage{OrderRef: fmt.Sprintf("g%d", i), UserID: 1, ItemID: 1})
 			if err := ch.Publish("", topo.Name(), true, false, amqp.Publishing{Body: body, DeliveryMode: amqp.Persistent}); err != nil {
 				return err
 			}
@@ -561,11 +561,21 @@ func TestConsumerFinishesBatchOnCancel(t *testing.T) {
 		t.Fatal("Run did not return after the batch finished")
 	}
 	st := cons.Stats()
-	ready, _, err := QueueDepth(context.Background(), url, topo)
-	if err != nil {
-		t.Fatal(err)
+	// The batch in hand was stored and acked; anything not in it is back in
+	// the queue. The broker requeues a closed channel's unacked deliveries
+	// asynchronously, so their return is waited for (bounded).
+	var ready int
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		ready, _, err = QueueDepth(context.Background(), url, topo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(st.Stored)+ready >= 10 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	// The batch in hand was stored and acked; anything not in it is back in the queue.
 	if int(st.Stored)+ready != 10 || st.Stored == 0 {
 		t.Fatalf("stored %d + ready %d, want 10 (stats %+v)", st.Stored, ready, st)
 	}
@@ -589,15 +599,16 @@ func TestDoneFailuresAreRetriedNotRepublished(t *testing.T) {
 
 // ---- batch messages ----
 
-func orderJSON(ref string, user int64) []byte {
-	b, _ := json.Marshal(seckill.OrderMessage{OrderRef: ref, UserID: user, ItemID: 1, ReservedAt: time.Now().UTC()})
-	return b
+func order(ref string, user int64) seckill.OrderMessage {
+	return seckill.OrderMessage{OrderRef: ref, UserID: user, ItemID: 1, ReservedAt: time.Now().UTC()}
 }
 
+func orderJSON(ref string, user int64) []byte { return EncodeOrder(order(ref, user)) }
+
 func batchBody(refs ...string) []byte {
-	var g []OutboxEntry
+	var g []seckill.OutboxEntry
 	for i, ref := range refs {
-		g = append(g, OutboxEntry{Body: orderJSON(ref, int64(i+1)), OrderRef: ref})
+		g = append(g, seckill.OutboxEntry{Order: order(ref, int64(i+1))})
 	}
 	return encodeBatch(g)
 }
@@ -642,18 +653,16 @@ func TestEncodeDecodeBatch(t *testing.T) {
 	}
 
 	r := NewRelay(RelayConfig{MaxPerMessage: 2}, nil)
-	es := []OutboxEntry{
-		{OrderRef: "1", Body: orderJSON("1", 1)}, {OrderRef: "2", Body: orderJSON("2", 2)},
-		{OrderRef: "x", Body: []byte("{broken")}, {OrderRef: "3", Body: orderJSON("3", 3)},
-		{OrderRef: "4", Body: orderJSON("4", 4)}, {OrderRef: "5", Body: orderJSON("5", 5)},
-	}
+	entry := func(ref string, user int64) seckill.OutboxEntry { return seckill.OutboxEntry{Order: order(ref, user)} }
+	broken := seckill.OutboxEntry{Err: errors.New("no user"), Fields: map[string]string{"ref": "x", "item": "1"}}
+	es := []seckill.OutboxEntry{entry("1", 1), entry("2", 2), broken, entry("3", 3), entry("4", 4), entry("5", 5)}
 	gs := r.group(es)
 	var sizes []int
 	for _, g := range gs {
 		sizes = append(sizes, len(g))
 	}
 	// The broken entry goes alone; the others fill groups of 2 in order.
-	if fmt.Sprint(sizes) != "[1 2 2 1]" || gs[0][0].OrderRef != "x" || gs[1][1].OrderRef != "2" || gs[3][0].OrderRef != "5" {
+	if fmt.Sprint(sizes) != "[1 2 2 1]" || gs[0][0].Fields["ref"] != "x" || gs[1][1].Order.OrderRef != "2" || gs[3][0].Order.OrderRef != "5" {
 		t.Fatalf("groups %v", sizes)
 	}
 	p1, id1 := r.publishing(gs[1])
@@ -661,7 +670,7 @@ func TestEncodeDecodeBatch(t *testing.T) {
 	if id1 == id2 || p1.MessageId != id1 || p1.ContentType != BatchContentType || p2.MessageId != id2 {
 		t.Fatalf("message ids %q %q, content type %q", id1, id2, p1.ContentType)
 	}
-	if px, _ := r.publishing(gs[0]); px.ContentType != SingleContentType || string(px.Body) != "{broken" {
+	if px, _ := r.publishing(gs[0]); px.ContentType != SingleContentType || string(px.Body) != `{"item":"1","ref":"x"}` {
 		t.Fatalf("broken entry published as %q %q", px.ContentType, px.Body)
 	}
 }

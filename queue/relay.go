@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,25 +13,12 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"seckill"
 )
 
-// OutboxEntry is one order waiting in the outbox.
-type OutboxEntry struct {
-	Stream, ID string
-	Body       []byte
-	OrderRef   string
-}
-
-func (e OutboxEntry) key() string { return e.Stream + "\x00" + e.ID }
-
-// Outbox is what the relay drains (implemented with Redis streams).
-type Outbox interface {
-	// Claim returns up to max entries not yet confirmed. It may return an
-	// entry again (after a crash); it returns quickly, possibly empty.
-	Claim(ctx context.Context, max int) ([]OutboxEntry, error)
-	// Done removes entries the broker confirmed.
-	Done(ctx context.Context, entries []OutboxEntry) error
-}
+// entryKey names an outbox entry in the relay's owned set.
+func entryKey(e seckill.OutboxEntry) string { return e.Stream + "\x00" + e.ID }
 
 // RelayConfig configures a Relay.
 type RelayConfig struct {
@@ -48,7 +34,7 @@ type RelayConfig struct {
 	// MaxPerMessage is the most orders carried by one RabbitMQ message
 	// (a batch body, see BatchContentType). Default 256.
 	MaxPerMessage int
-	// HoldRefresh is how often the relay tells a Holder outbox which
+	// HoldRefresh is how often the relay tells an OutboxHolder which
 	// entries it still holds. Default 2s.
 	HoldRefresh time.Duration
 	Logger      *slog.Logger
@@ -72,7 +58,7 @@ type RelayStats struct {
 // Relay moves outbox entries to RabbitMQ with publisher confirms.
 type Relay struct {
 	cfg RelayConfig
-	ob  Outbox
+	ob  seckill.Outbox
 	log *slog.Logger
 
 	published, messages, confirmed, returned, nacked, reconnects, doneErrors, claimErrors atomic.Uint64
@@ -82,21 +68,21 @@ type Relay struct {
 	idSeq    atomic.Uint64 // message id sequence
 
 	// owned holds the keys of every entry the relay is responsible for
-	// (and when it last told the outbox it holds it, see Holder):
+	// (and when it last told the outbox it holds it, see seckill.OutboxHolder):
 	// in flight, waiting for a retry or waiting for Done. Its size is the
 	// in-flight bound; it also filters entries Claim hands out twice.
 	mu    sync.Mutex
 	owned map[string]held
-	retry []OutboxEntry // returned or nacked, to republish
-	due   time.Time     // when retry may be republished
-	rback backoff       // backoff of retries
-	wake  chan struct{} // signals the publisher: room freed or retry added
+	retry []seckill.OutboxEntry // returned or nacked, to republish
+	due   time.Time             // when retry may be republished
+	rback backoff               // backoff of retries
+	wake  chan struct{}         // signals the publisher: room freed or retry added
 
 	lastReturnLog atomic.Int64
 }
 
 // NewRelay returns a relay draining ob into cfg.Topology's queue.
-func NewRelay(cfg RelayConfig, ob Outbox) *Relay {
+func NewRelay(cfg RelayConfig, ob seckill.Outbox) *Relay {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 1024
 	}
@@ -142,33 +128,17 @@ func (r *Relay) Stats() RelayStats {
 // Connected reports whether the relay holds an open channel to RabbitMQ.
 func (r *Relay) Connected() bool { return r.connected.Load() }
 
-// Keeper is an Outbox with duties of its own while a relay drains it (a
-// heartbeat, gauges). Relay.Run runs Keep alongside and waits for it.
-type Keeper interface {
-	Keep(ctx context.Context)
-}
-
-// Holder is an Outbox that wants to hear which entries the relay still
-// holds (in flight, waiting for a republish or for Done). Every
-// RelayConfig.HoldRefresh the relay calls Hold with the entries it holds,
-// so an entry the relay does not hold is told apart
-// from one it does (the Redis outbox resets their idle time: an entry idle
-// for long under a live relay is stranded, not waiting for a broker).
-type Holder interface {
-	Hold(ctx context.Context, entries []OutboxEntry) error
-}
-
 // held is an entry the relay is responsible for.
 type held struct {
 	stream, id string
-	at         time.Time // taken, or last reported to Holder.Hold
+	at         time.Time // taken, or last reported to OutboxHolder.Hold
 }
 
 // Run relays until ctx is done, reconnecting with backoff. On return every
 // entry it held and could not confirm is left in the outbox (not Done), so
 // a later Claim hands it out again.
 func (r *Relay) Run(ctx context.Context) error {
-	if k, ok := r.ob.(Keeper); ok {
+	if k, ok := r.ob.(seckill.OutboxKeeper); ok {
 		kctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
@@ -177,7 +147,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}()
 		defer func() { stop(); <-done }()
 	}
-	if h, ok := r.ob.(Holder); ok {
+	if h, ok := r.ob.(seckill.OutboxHolder); ok {
 		hctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
@@ -244,7 +214,7 @@ func (r *Relay) connect() (*amqp.Connection, *amqp.Channel, error) {
 
 // inflight is one published message and the entries it carries.
 type inflight struct {
-	entries []OutboxEntry
+	entries []seckill.OutboxEntry
 	id      string // MessageId, unique per publish
 	dc      *amqp.DeferredConfirmation
 }
@@ -369,15 +339,15 @@ func (r *Relay) publisher(ctx context.Context, ch *amqp.Channel, pending chan<- 
 }
 
 // group splits entries into the groups published as one message each: at
-// most MaxPerMessage entries per group. An entry whose body is not valid
-// JSON goes alone, in the single-order format, so that it cannot spoil a
-// batch body: the consumer dead-letters it by itself.
-func (r *Relay) group(entries []OutboxEntry) [][]OutboxEntry {
-	var out [][]OutboxEntry
-	var cur []OutboxEntry
+// most MaxPerMessage entries per group. An entry whose fields do not make
+// an order goes alone, so that it cannot spoil a batch body: the consumer
+// dead-letters it by itself.
+func (r *Relay) group(entries []seckill.OutboxEntry) [][]seckill.OutboxEntry {
+	var out [][]seckill.OutboxEntry
+	var cur []seckill.OutboxEntry
 	for _, e := range entries {
-		if !json.Valid(e.Body) {
-			out = append(out, []OutboxEntry{e})
+		if e.Err != nil {
+			out = append(out, []seckill.OutboxEntry{e})
 			continue
 		}
 		if len(cur) == r.cfg.MaxPerMessage {
@@ -385,7 +355,7 @@ func (r *Relay) group(entries []OutboxEntry) [][]OutboxEntry {
 			cur = nil
 		}
 		if cur == nil {
-			cur = make([]OutboxEntry, 0, min(r.cfg.MaxPerMessage, len(entries)))
+			cur = make([]seckill.OutboxEntry, 0, min(r.cfg.MaxPerMessage, len(entries)))
 		}
 		cur = append(cur, e)
 	}
@@ -396,19 +366,19 @@ func (r *Relay) group(entries []OutboxEntry) [][]OutboxEntry {
 }
 
 // publishing builds the message of a group: a batch body
-// {"orders":[...]} of the entries' bodies (each already the JSON of one
-// order), or a single-order body for a lone entry that is not valid JSON.
-// Its MessageId is fresh for every publish: returns are matched by it.
-func (r *Relay) publishing(g []OutboxEntry) (amqp.Publishing, string) {
-	id := g[0].OrderRef + "/" + strconv.Itoa(len(g)) + "/" + r.idPrefix + "-" + strconv.FormatUint(r.idSeq.Add(1), 36)
+// {"orders":[...]} of the entries' orders, or a single-order body of the
+// fields of a lone entry that holds no order. Its MessageId is fresh for
+// every publish: returns are matched by it.
+func (r *Relay) publishing(g []seckill.OutboxEntry) (amqp.Publishing, string) {
+	id := g[0].Order.OrderRef + "/" + strconv.Itoa(len(g)) + "/" + r.idPrefix + "-" + strconv.FormatUint(r.idSeq.Add(1), 36)
 	pub := amqp.Publishing{
 		DeliveryMode: amqp.Persistent,
 		MessageId:    id,
 		Timestamp:    time.Now(),
 	}
-	if len(g) == 1 && !json.Valid(g[0].Body) {
+	if len(g) == 1 && g[0].Err != nil {
 		pub.ContentType = SingleContentType
-		pub.Body = g[0].Body
+		pub.Body = encodeEntry(g[0])
 		return pub, id
 	}
 	pub.ContentType = BatchContentType
@@ -416,26 +386,22 @@ func (r *Relay) publishing(g []OutboxEntry) (amqp.Publishing, string) {
 	return pub, id
 }
 
-// encodeBatch joins the entries' JSON bodies into a batch body.
-func encodeBatch(g []OutboxEntry) []byte {
-	n := len(batchPrefix) + len(batchSuffix) + len(g)
-	for _, e := range g {
-		n += len(e.Body)
-	}
-	b := make([]byte, 0, n)
+// encodeBatch encodes the entries' orders into a batch body.
+func encodeBatch(g []seckill.OutboxEntry) []byte {
+	b := make([]byte, 0, len(batchPrefix)+len(batchSuffix)+len(g)*160)
 	b = append(b, batchPrefix...)
 	for i, e := range g {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, e.Body...)
+		b = append(b, encodeEntry(e)...)
 	}
 	return append(b, batchSuffix...)
 }
 
 // holdLoop tells h, every HoldRefresh, which entries the relay holds (those
 // not reported for half a period).
-func (r *Relay) holdLoop(ctx context.Context, h Holder) {
+func (r *Relay) holdLoop(ctx context.Context, h seckill.OutboxHolder) {
 	t := time.NewTicker(r.cfg.HoldRefresh)
 	defer t.Stop()
 	for {
@@ -447,11 +413,11 @@ func (r *Relay) holdLoop(ctx context.Context, h Holder) {
 		// Held for half a period or more: so no held entry goes unreported
 		// much longer than one period, even when a tick comes late.
 		now := time.Now()
-		var es []OutboxEntry
+		var es []seckill.OutboxEntry
 		r.mu.Lock()
 		for _, o := range r.owned {
 			if now.Sub(o.at) >= r.cfg.HoldRefresh/2 {
-				es = append(es, OutboxEntry{Stream: o.stream, ID: o.id})
+				es = append(es, seckill.OutboxEntry{Stream: o.stream, ID: o.id})
 			}
 		}
 		r.mu.Unlock()
@@ -467,9 +433,9 @@ func (r *Relay) holdLoop(ctx context.Context, h Holder) {
 		}
 		r.mu.Lock()
 		for _, e := range es {
-			if o, ok := r.owned[e.key()]; ok {
+			if o, ok := r.owned[entryKey(e)]; ok {
 				o.at = now
-				r.owned[e.key()] = o
+				r.owned[entryKey(e)] = o
 			}
 		}
 		r.mu.Unlock()
@@ -484,12 +450,12 @@ func (r *Relay) room() int {
 }
 
 // own records claimed entries as held, dropping any already held.
-func (r *Relay) own(entries []OutboxEntry) []OutboxEntry {
+func (r *Relay) own(entries []seckill.OutboxEntry) []seckill.OutboxEntry {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := entries[:0:0]
 	for _, e := range entries {
-		k := e.key()
+		k := entryKey(e)
 		if _, dup := r.owned[k]; dup {
 			continue
 		}
@@ -499,10 +465,10 @@ func (r *Relay) own(entries []OutboxEntry) []OutboxEntry {
 	return out
 }
 
-func (r *Relay) release(entries []OutboxEntry) {
+func (r *Relay) release(entries []seckill.OutboxEntry) {
 	r.mu.Lock()
 	for _, e := range entries {
-		delete(r.owned, e.key())
+		delete(r.owned, entryKey(e))
 	}
 	r.mu.Unlock()
 	r.signal()
@@ -517,7 +483,7 @@ func (r *Relay) signal() {
 
 // takeRetry returns the entries to republish now, or how long to wait
 // for them (0 when there are none: claim new entries instead).
-func (r *Relay) takeRetry() ([]OutboxEntry, time.Duration) {
+func (r *Relay) takeRetry() ([]seckill.OutboxEntry, time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.retry) == 0 {
@@ -534,7 +500,7 @@ func (r *Relay) takeRetry() ([]OutboxEntry, time.Duration) {
 
 // addRetry queues entries for republishing; with delay, after a backoff
 // that grows with each failed round.
-func (r *Relay) addRetry(entries []OutboxEntry, delay bool) {
+func (r *Relay) addRetry(entries []seckill.OutboxEntry, delay bool) {
 	if len(entries) == 0 {
 		return
 	}
@@ -576,7 +542,7 @@ func (r *Relay) confirmer(ctx context.Context, pending <-chan inflight, returns 
 			}
 		}
 	}
-	var done, failed []OutboxEntry
+	var done, failed []seckill.OutboxEntry
 	flush := func() {
 		if len(failed) > 0 {
 			r.addRetry(failed, true)
@@ -633,7 +599,7 @@ func (r *Relay) confirmer(ctx context.Context, pending <-chan inflight, returns 
 // done calls Outbox.Done until it succeeds. Confirmed entries are never
 // republished by this relay; if Done keeps failing until shutdown they stay
 // in the outbox and are published again later (a duplicate, not a loss).
-func (r *Relay) done(ctx context.Context, entries []OutboxEntry) {
+func (r *Relay) done(ctx context.Context, entries []seckill.OutboxEntry) {
 	defer r.release(entries)
 	bo := backoff{min: 20 * time.Millisecond, max: 2 * time.Second}
 	for attempt := 0; ; attempt++ {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"seckill"
 	"seckill/internal/testenv"
 )
 
@@ -18,7 +19,7 @@ type erringOutbox struct {
 	errs atomic.Int64
 }
 
-func (o *erringOutbox) Claim(ctx context.Context, max int) ([]OutboxEntry, error) {
+func (o *erringOutbox) Claim(ctx context.Context, max int) ([]seckill.OutboxEntry, error) {
 	es, _ := o.fakeOutbox.Claim(ctx, max)
 	if len(es) == 0 {
 		return nil, nil
@@ -48,8 +49,8 @@ func TestRelayPublishesEntriesClaimedWithError(t *testing.T) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, e := range ob.entries {
-		if h.stored[e.OrderRef] != 1 {
-			t.Fatalf("ref %s stored %d times", e.OrderRef, h.stored[e.OrderRef])
+		if h.stored[e.Order.OrderRef] != 1 {
+			t.Fatalf("ref %s stored %d times", e.Order.OrderRef, h.stored[e.Order.OrderRef])
 		}
 	}
 	rs := relay.Stats()

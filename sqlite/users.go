@@ -12,14 +12,8 @@ import (
 	"seckill"
 )
 
-// User is an account. An empty PasswordHash means the account cannot log in
-// with a password.
-type User struct {
-	ID           int64
-	Username     string
-	PasswordHash string
-	CreatedAt    time.Time
-}
+// User is an account (the same type in every store).
+type User = seckill.User
 
 // CreateUser stores a new user and returns its id. The caller validates the
 // name; a name already taken gives an error with code seckill.EUsernameTaken.

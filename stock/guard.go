@@ -398,10 +398,6 @@ func (g *Guard) step(ctx context.Context, r *recovery) bool {
 // unguarded Store reserved there).
 func ReserveScriptHash() string { return reserveScript.Hash() }
 
-// verifiedKey holds the run_id of the Redis server process whose items a
-// Guard last re-seeded.
-func (s *Store) verifiedKey() string { return s.prefix + "redis:verified_run_id" }
-
 // ServerRunID returns the run_id of the Redis server answering (INFO
 // server): random for every start of a server process.
 func (s *Store) ServerRunID(ctx context.Context) (string, error) {
@@ -428,7 +424,7 @@ func runIDOf(info string) string {
 // VerifiedRunID returns the run_id recorded by the last re-seed ("" when
 // none).
 func (s *Store) VerifiedRunID(ctx context.Context) (string, error) {
-	v, err := s.rdb.Get(ctx, s.verifiedKey()).Result()
+	v, err := s.rdb.Get(ctx, s.ks.VerifiedRunID()).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
@@ -445,7 +441,7 @@ func (s *Store) outboxLen(ctx context.Context, items []seckill.Item) (int64, err
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.IntCmd, len(items))
 	for i, it := range items {
-		cmds[i] = pipe.XLen(ctx, s.keys(it.ID).outbox)
+		cmds[i] = pipe.XLen(ctx, s.ks.Item(it.ID).Outbox)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return 0, fmt.Errorf("reading outbox lengths: %w", err)
@@ -504,19 +500,19 @@ const reseedChunk = 2000
 // error returned. Safe to run twice and from several backends at once.
 func (s *Store) Reseed(ctx context.Context, runID string, items []ReseedItem) error {
 	for _, r := range items {
-		k := s.keys(r.Item.ID)
-		if err := s.rdb.XGroupCreateMkStream(ctx, k.outbox, relayGroup, "0").Err(); err != nil && !isBusyGroup(err) {
+		k := s.ks.Item(r.Item.ID)
+		if err := s.rdb.XGroupCreateMkStream(ctx, k.Outbox, relayGroup, "0").Err(); err != nil && !isBusyGroup(err) {
 			return fmt.Errorf("creating outbox of item %d: %w", r.Item.ID, err)
 		}
-		if err := s.rdb.SAdd(ctx, s.outboxesKey(), k.outbox).Err(); err != nil {
+		if err := s.rdb.SAdd(ctx, s.ks.Outboxes(), k.Outbox).Err(); err != nil {
 			return fmt.Errorf("registering outbox of item %d: %w", r.Item.ID, err)
 		}
 	}
 	pipe := s.rdb.TxPipeline()
 	info := pipe.Info(ctx, "server")
 	for _, r := range items {
-		k := s.keys(r.Item.ID)
-		keys := []string{k.meta, k.stock, k.buyers}
+		k := s.ks.Item(r.Item.ID)
+		keys := []string{k.Meta, k.Stock, k.Buyers}
 		head := []any{r.Item.Stock, r.Item.StartsAt.UnixMilli(), r.Item.EndsAt.UnixMilli()}
 		args := make([]any, 0, 2*reseedChunk)
 		n := 0
@@ -531,7 +527,7 @@ func (s *Store) Reseed(ctx context.Context, runID string, items []ReseedItem) er
 		reseedScript.Eval(ctx, pipe, keys, append(append(head[:3:3], "1"), args...)...)
 	}
 	pipe.ScriptLoad(ctx, reserveSrc)
-	pipe.Set(ctx, s.verifiedKey(), runID, 0)
+	pipe.Set(ctx, s.ks.VerifiedRunID(), runID, 0)
 	_, err := pipe.Exec(ctx)
 	if err != nil && errors.Is(err, redis.Nil) {
 		err = nil

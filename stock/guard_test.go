@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"seckill"
+	"seckill/internal/rkeys"
 	"seckill/internal/testenv"
 	"seckill/stock"
 )
@@ -202,7 +203,7 @@ func TestGuardRunIDChangeReseeds(t *testing.T) {
 	}
 	before := g.Status().Freezes
 	// The relay's part: the outbox went to RabbitMQ.
-	if err := rdb.XTrimMaxLen(ctx, prefix+"item:{7}:outbox", 0).Err(); err != nil {
+	if err := rdb.XTrimMaxLen(ctx, rkeys.Space(prefix).Item(7).Outbox, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// Make Redis stale: users 3 and 4 (and 5, 6, sold by a Redis state
@@ -212,17 +213,17 @@ func TestGuardRunIDChangeReseeds(t *testing.T) {
 		d.sold[7][u] = fmt.Sprint("ref", u)
 	}
 	d.mu.Unlock()
-	buyers := prefix + "item:{7}:buyers"
+	buyers := rkeys.Space(prefix).Item(7).Buyers
 	if err := rdb.HDel(ctx, buyers, "3", "4").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.IncrBy(ctx, prefix+"item:{7}:stock", 2).Err(); err != nil {
+	if err := rdb.IncrBy(ctx, rkeys.Space(prefix).Item(7).Stock, 2).Err(); err != nil {
 		t.Fatal(err)
 	}
 	queueReady.Store(3) // orders still waiting in RabbitMQ
 	// A restart changes the run_id; a restored snapshot carries an older
 	// verified value. Either way they differ.
-	if err := rdb.Set(ctx, prefix+"redis:verified_run_id", "0123456789abcdef", 0).Err(); err != nil {
+	if err := rdb.Set(ctx, rkeys.Space(prefix).VerifiedRunID(), "0123456789abcdef", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 5*time.Second, "the guard to freeze", g.Frozen)
@@ -378,11 +379,11 @@ func TestGuardsRecoverConcurrently(t *testing.T) {
 	// knows only 40 of them, and sold 10 more that PostgreSQL does not
 	// hold yet (in its outbox, taken by the relay below).
 	for u := int64(41); u <= 100; u++ {
-		if err := rdb.HDel(ctx, prefix+"item:{9}:buyers", fmt.Sprint(u)).Err(); err != nil {
+		if err := rdb.HDel(ctx, rkeys.Space(prefix).Item(9).Buyers, fmt.Sprint(u)).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := rdb.IncrBy(ctx, prefix+"item:{9}:stock", 60).Err(); err != nil {
+	if err := rdb.IncrBy(ctx, rkeys.Space(prefix).Item(9).Stock, 60).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for u := int64(1001); u <= 1010; u++ {
@@ -390,7 +391,7 @@ func TestGuardsRecoverConcurrently(t *testing.T) {
 			t.Fatalf("user %d: %s", u, c)
 		}
 	}
-	if err := rdb.XTrimMaxLen(ctx, prefix+"item:{9}:outbox", 0).Err(); err != nil {
+	if err := rdb.XTrimMaxLen(ctx, rkeys.Space(prefix).Item(9).Outbox, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	var before []uint64
@@ -398,7 +399,7 @@ func TestGuardsRecoverConcurrently(t *testing.T) {
 		before = append(before, g.Status().Freezes)
 	}
 	queueReady.Store(1)
-	if err := rdb.Set(ctx, prefix+"redis:verified_run_id", "older-server", 0).Err(); err != nil {
+	if err := rdb.Set(ctx, rkeys.Space(prefix).VerifiedRunID(), "older-server", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for i, g := range guards {

@@ -27,9 +27,9 @@ func (s *Store) Lefts(ctx context.Context, itemIDs []int64) ([]Left, error) {
 	metas := make([]*redis.IntCmd, len(itemIDs))
 	lefts := make([]*redis.StringCmd, len(itemIDs))
 	for i, id := range itemIDs {
-		k := s.keys(id)
-		metas[i] = pipe.HLen(ctx, k.meta)
-		lefts[i] = pipe.Get(ctx, k.stock)
+		k := s.ks.Item(id)
+		metas[i] = pipe.HLen(ctx, k.Meta)
+		lefts[i] = pipe.Get(ctx, k.Stock)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("reading the stock of %d items: %w", len(itemIDs), unavailable(err))

@@ -11,6 +11,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"seckill/internal/rkeys"
 	"seckill/stock"
 )
 
@@ -145,7 +146,7 @@ func TestMiniredisOutboxTakeBackAndRepair(t *testing.T) {
 		}
 	}
 	rdb := s.Client()
-	res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "relay", Consumer: "a", Streams: []string{"mini:item:{1}:outbox", ">"}, Count: 2, Block: -1}).Result()
+	res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "relay", Consumer: "a", Streams: []string{rkeys.Space("mini:").Item(1).Outbox, ">"}, Count: 2, Block: -1}).Result()
 	if err != nil || len(res[0].Messages) != 2 {
 		t.Fatalf("strand: %v %v", res, err)
 	}

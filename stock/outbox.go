@@ -2,7 +2,6 @@ package stock
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -14,11 +13,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"seckill"
-	"seckill/queue"
 )
 
 // Outbox reads the outbox streams of every item for one relay. It is the
-// Redis side of queue.Outbox: entries stay in their stream, pending in the
+// Redis side of seckill.Outbox: entries stay in their stream, pending in the
 // relay's consumer group, until Done removes them after RabbitMQ confirmed
 // them.
 //
@@ -30,7 +28,7 @@ import (
 //     than ClaimIdle (XPENDING IDLE + XCLAIM): an entry whose read reply was
 //     lost sits pending under this name with nobody holding it. Entries the
 //     relay still holds in flight come back too; the relay filters them
-//     (queue.Relay's owned set), and the XCLAIM resets their idle time, which
+//     (the relay's owned set), and the XCLAIM resets their idle time, which
 //     tells other relays and reconcile that their owner is alive;
 //   - entries pending longer than StealAfter under another name (a relay
 //     that never came back) are claimed too.
@@ -106,7 +104,11 @@ func (s *Store) RelayOutbox(consumer string, opt OutboxOptions) *Outbox {
 	return &Outbox{s: s, reads: reads, consumer: consumer, opt: opt, recovered: map[string]bool{}}
 }
 
-var _ queue.Outbox = (*Outbox)(nil)
+var (
+	_ seckill.Outbox       = (*Outbox)(nil)
+	_ seckill.OutboxHolder = (*Outbox)(nil)
+	_ seckill.OutboxKeeper = (*Outbox)(nil)
+)
 
 // Consumer is the relay's name in the consumer group.
 func (o *Outbox) Consumer() string { return o.consumer }
@@ -125,7 +127,7 @@ func (o *Outbox) refreshStreams(ctx context.Context) ([]string, error) {
 	if time.Since(o.streamsAt) < time.Second && o.streams != nil {
 		return o.streams, nil
 	}
-	streams, err := o.s.rdb.SMembers(ctx, o.s.outboxesKey()).Result()
+	streams, err := o.s.rdb.SMembers(ctx, o.s.ks.Outboxes()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("listing outboxes: %w", err)
 	}
@@ -139,7 +141,7 @@ func (o *Outbox) refreshStreams(ctx context.Context) ([]string, error) {
 // relays, then new ones. It never blocks. With an error it still returns
 // every entry it read: they are pending under this relay's name, and the
 // caller must publish them.
-func (o *Outbox) Claim(ctx context.Context, max int) ([]queue.OutboxEntry, error) {
+func (o *Outbox) Claim(ctx context.Context, max int) ([]seckill.OutboxEntry, error) {
 	out, err := o.claim(ctx, max)
 	if err != nil {
 		o.claimErrors.Add(1)
@@ -147,7 +149,7 @@ func (o *Outbox) Claim(ctx context.Context, max int) ([]queue.OutboxEntry, error
 	return out, err
 }
 
-func (o *Outbox) claim(ctx context.Context, max int) ([]queue.OutboxEntry, error) {
+func (o *Outbox) claim(ctx context.Context, max int) ([]seckill.OutboxEntry, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	streams, err := o.refreshStreams(ctx)
@@ -157,7 +159,7 @@ func (o *Outbox) claim(ctx context.Context, max int) ([]queue.OutboxEntry, error
 	// A stream that answers with an error reply (a key of the wrong type,
 	// say) must not stop the others: its error is kept and the next
 	// stream read. A connection error stops the call.
-	var out []queue.OutboxEntry
+	var out []seckill.OutboxEntry
 	var errs []error
 	for _, st := range streams {
 		if o.recovered[st] || len(out) >= max {
@@ -231,7 +233,7 @@ func (o *Outbox) claim(ctx context.Context, max int) ([]queue.OutboxEntry, error
 	return out, errors.Join(errs...)
 }
 
-func (o *Outbox) read(ctx context.Context, stream, from string, n int) ([]queue.OutboxEntry, error) {
+func (o *Outbox) read(ctx context.Context, stream, from string, n int) ([]seckill.OutboxEntry, error) {
 	// Reading from "0" (this consumer's own pending list) is idempotent.
 	res, err := o.s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: relayGroup, Consumer: o.consumer, Streams: []string{stream, from}, Count: int64(n), Block: -1,
@@ -246,7 +248,7 @@ func (o *Outbox) read(ctx context.Context, stream, from string, n int) ([]queue.
 	if err != nil {
 		return nil, fmt.Errorf("reading pending outbox %s: %w", stream, err)
 	}
-	var out []queue.OutboxEntry
+	var out []seckill.OutboxEntry
 	var gone []string
 	for _, s := range res {
 		for _, m := range s.Messages {
@@ -265,7 +267,7 @@ func (o *Outbox) read(ctx context.Context, stream, from string, n int) ([]queue.
 
 // takeBack claims this relay's own entries idle longer than ClaimIdle and
 // other relays' entries idle longer than StealAfter.
-func (o *Outbox) takeBack(ctx context.Context, stream string, n int) ([]queue.OutboxEntry, error) {
+func (o *Outbox) takeBack(ctx context.Context, stream string, n int) ([]seckill.OutboxEntry, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -313,7 +315,7 @@ func (o *Outbox) idle(ctx context.Context, stream, consumer string, d time.Durat
 }
 
 // xclaim claims entries for this relay if still idle at least minIdle.
-func (o *Outbox) xclaim(ctx context.Context, stream string, ids []string, minIdle time.Duration) ([]queue.OutboxEntry, error) {
+func (o *Outbox) xclaim(ctx context.Context, stream string, ids []string, minIdle time.Duration) ([]seckill.OutboxEntry, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -343,7 +345,7 @@ func (o *Outbox) xclaim(ctx context.Context, stream string, ids []string, minIdl
 // relay does not hold goes idle: it is taken back after ClaimIdle, and
 // reconcile calls it stranded after --stranded-after. An entry no longer
 // pending (confirmed and removed meanwhile) is not touched.
-func (o *Outbox) Hold(ctx context.Context, entries []queue.OutboxEntry) error {
+func (o *Outbox) Hold(ctx context.Context, entries []seckill.OutboxEntry) error {
 	by := map[string][]string{}
 	for _, e := range entries {
 		by[e.Stream] = append(by[e.Stream], e.ID)
@@ -361,7 +363,7 @@ func (o *Outbox) Hold(ctx context.Context, entries []queue.OutboxEntry) error {
 // Keep runs the relay's own duties until ctx is done: the heartbeat
 // (<prefix>relay:alive:<consumer>, rewritten every second) and the ages of
 // the oldest waiting entries (see Ages). On return it deletes the heartbeat.
-// queue.Relay.Run runs it.
+// The relay (queue.Relay.Run) runs it.
 func (o *Outbox) Keep(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -445,7 +447,7 @@ func isReply(err error) bool {
 func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
 
 // Done removes confirmed entries from their streams.
-func (o *Outbox) Done(ctx context.Context, entries []queue.OutboxEntry) error {
+func (o *Outbox) Done(ctx context.Context, entries []seckill.OutboxEntry) error {
 	by := map[string][]string{}
 	for _, e := range entries {
 		by[e.Stream] = append(by[e.Stream], e.ID)
@@ -478,20 +480,21 @@ func Message(id string, v map[string]any) (seckill.OrderMessage, error) {
 	}, nil
 }
 
-func toEntries(stream string, msgs []redis.XMessage) []queue.OutboxEntry {
-	out := make([]queue.OutboxEntry, 0, len(msgs))
+// toEntries turns stream entries into typed outbox entries. An entry
+// whose fields do not make an order is kept, with its fields and the
+// error: it must be published all the same (and dead-lettered there).
+func toEntries(stream string, msgs []redis.XMessage) []seckill.OutboxEntry {
+	out := make([]seckill.OutboxEntry, 0, len(msgs))
 	for _, m := range msgs {
-		var body []byte
 		msg, err := Message(m.ID, m.Values)
-		if err == nil {
-			body, err = json.Marshal(msg)
-		}
+		e := seckill.OutboxEntry{Stream: stream, ID: m.ID, Order: msg, Err: err}
 		if err != nil {
-			// Never drop an entry: publish what it holds; the worker
-			// dead-letters a body it cannot decode, where it is counted.
-			body, _ = json.Marshal(m.Values)
+			e.Fields = make(map[string]string, len(m.Values))
+			for k, v := range m.Values {
+				e.Fields[k] = fmt.Sprint(v)
+			}
 		}
-		out = append(out, queue.OutboxEntry{Stream: stream, ID: m.ID, Body: body, OrderRef: msg.OrderRef})
+		out = append(out, e)
 	}
 	return out
 }

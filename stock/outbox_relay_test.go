@@ -9,8 +9,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"seckill"
+	"seckill/internal/rkeys"
 	"seckill/internal/testenv"
-	"seckill/queue"
 	"seckill/stock"
 )
 
@@ -28,7 +29,7 @@ func reserveN(t *testing.T, s *stock.Store, id int64, n int) {
 	}
 }
 
-func outboxKey(prefix string, id int64) string { return fmt.Sprintf("%sitem:{%d}:outbox", prefix, id) }
+func outboxKey(prefix string, id int64) string { return rkeys.Space(prefix).Item(id).Outbox }
 
 // strand reads every new entry of an item's outbox under consumer with ">"
 // and forgets the reply: exactly what a lost reply (or a retried read)
@@ -44,10 +45,10 @@ func strand(t *testing.T, rdb *redis.Client, prefix string, id int64, consumer s
 	return len(res[0].Messages)
 }
 
-func refs(es []queue.OutboxEntry) []string {
+func refs(es []seckill.OutboxEntry) []string {
 	var out []string
 	for _, e := range es {
-		out = append(out, e.OrderRef)
+		out = append(out, e.Order.OrderRef)
 	}
 	sort.Strings(out)
 	return out
@@ -103,15 +104,15 @@ func TestOutboxClaimPartialResultsWithError(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	s := stock.New(rdb, prefix)
 	reserveN(t, s, 1, 5)
-	bogus := prefix + "item:{9}:outbox"
+	bogus := outboxKey(prefix, 9)
 	if err := rdb.Set(ctx, bogus, "not a stream", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.SAdd(ctx, prefix+"outboxes", bogus).Err(); err != nil {
+	if err := rdb.SAdd(ctx, rkeys.Space(prefix).Outboxes(), bogus).Err(); err != nil {
 		t.Fatal(err)
 	}
 	ob := s.RelayOutbox("relay-a", stock.OutboxOptions{})
-	var all []queue.OutboxEntry
+	var all []seckill.OutboxEntry
 	for i := 0; i < 3; i++ {
 		got, err := ob.Claim(ctx, 100)
 		if err == nil {
@@ -148,7 +149,7 @@ func TestOutboxHeartbeatAndAges(t *testing.T) {
 		live, err := s.LiveRelays(ctx)
 		return err == nil && live["relay-k"].StealAfterMs == 7000
 	})
-	if ttl := rdb.PTTL(ctx, prefix+"relay:alive:relay-k").Val(); ttl <= 0 || ttl > 3*time.Second {
+	if ttl := rdb.PTTL(ctx, rkeys.Space(prefix).RelayAlive("relay-k")).Val(); ttl <= 0 || ttl > 3*time.Second {
 		t.Fatalf("heartbeat ttl %v", ttl)
 	}
 	testenv.Eventually(t, 5*time.Second, "ages", func() bool { return ob.Ages().OldestPending > 0 })
@@ -210,5 +211,70 @@ func TestRequeueStranded(t *testing.T) {
 	msgs := rdb.XRange(ctx, outboxKey(prefix, 1), id, id).Val()
 	if len(msgs) != 1 || msgs[0].Values["ref"] != "ref-1-1" || msgs[0].Values["user"] != "1" {
 		t.Fatalf("requeued entry %+v", msgs)
+	}
+}
+
+// The outbox hands out typed orders, read from the stream's fields as the
+// reservation script writes them (the format of entries already in a
+// stream), and keeps an entry whose fields make no order, with its fields.
+func TestOutboxTypedEntries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	s := stock.New(rdb, prefix)
+	if err := s.LoadItem(ctx, liveItem(5, 10), nil); err != nil {
+		t.Fatal(err)
+	}
+	// An entry written by hand in the stream's field layout (an id of
+	// long ago), one reserved now, and one whose fields make no order.
+	good, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: outboxKey(prefix, 5), ID: "1700000000123-0",
+		Values: []string{"ref", "ref-old", "user", "9", "item", "5", "req", "req-old"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().Add(-time.Second)
+	if _, err := s.Reserve(ctx, 5, 77, "req-77", "ref-77"); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: outboxKey(prefix, 5),
+		Values: []string{"ref", "ref-bad", "user", "nine", "item", "5"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob := s.Outbox("typed", time.Minute)
+	es, err := ob.Claim(ctx, 10)
+	if err != nil || len(es) != 3 {
+		t.Fatalf("claim: %d entries, %v", len(es), err)
+	}
+	byID := map[string]seckill.OutboxEntry{}
+	for _, e := range es {
+		if e.Stream != outboxKey(prefix, 5) {
+			t.Fatalf("entry %s of stream %q", e.ID, e.Stream)
+		}
+		byID[e.ID] = e
+	}
+	old := byID[good]
+	want := seckill.OrderMessage{OrderRef: "ref-old", UserID: 9, ItemID: 5, RequestID: "req-old", ReservedAt: time.UnixMilli(1700000000123).UTC()}
+	if old.Err != nil || old.Order != want || old.Fields != nil {
+		t.Fatalf("hand-written entry: %+v, want order %+v", old, want)
+	}
+	b := byID[bad]
+	if b.Err == nil || fmt.Sprint(b.Fields) != "map[item:5 ref:ref-bad user:nine]" {
+		t.Fatalf("malformed entry: %+v", b)
+	}
+	for id, e := range byID {
+		if id == good || id == bad {
+			continue
+		}
+		m := e.Order
+		if e.Err != nil || m.OrderRef != "ref-77" || m.UserID != 77 || m.ItemID != 5 || m.RequestID != "req-77" || m.ReservedAt.Before(before) || m.ReservedAt.After(time.Now().Add(time.Second)) {
+			t.Fatalf("reserved entry: %+v", e)
+		}
+	}
+	if err := ob.Done(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := rdb.XLen(ctx, outboxKey(prefix, 5)).Result(); n != 0 {
+		t.Fatalf("outbox holds %d entries after Done, want 0", n)
 	}
 }

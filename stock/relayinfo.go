@@ -13,9 +13,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The relay side of the outbox that reconcile and the admin stats read:
-//
-//	<prefix>relay:alive:<relay id>  string  heartbeat of a live relay (JSON RelayBeat), TTL a few seconds
+// The relay side of the outbox that reconcile and the admin stats read: the
+// heartbeat of a live relay (internal/rkeys RelayAlive, JSON RelayBeat, TTL
+// a few seconds) and the state of outbox entries.
 //
 // An entry of an outbox stream is in one of two states:
 //
@@ -36,8 +36,6 @@ type RelayBeat struct {
 	StealAfterMs int64     `json:"steal_after_ms"`
 }
 
-func (s *Store) relayAliveKey(id string) string { return s.prefix + "relay:alive:" + id }
-
 // Heartbeat writes the heartbeat of relay id with the given time to live.
 // SET with PX: a blind retry is harmless.
 func (s *Store) Heartbeat(ctx context.Context, b RelayBeat, ttl time.Duration) error {
@@ -51,7 +49,7 @@ func (s *Store) Heartbeat(ctx context.Context, b RelayBeat, ttl time.Duration) e
 		b.Host, _ = os.Hostname()
 	}
 	v, _ := json.Marshal(b)
-	if err := s.rdb.Set(ctx, s.relayAliveKey(b.ID), v, ttl).Err(); err != nil {
+	if err := s.rdb.Set(ctx, s.ks.RelayAlive(b.ID), v, ttl).Err(); err != nil {
 		return fmt.Errorf("writing relay heartbeat: %w", err)
 	}
 	return nil
@@ -59,12 +57,12 @@ func (s *Store) Heartbeat(ctx context.Context, b RelayBeat, ttl time.Duration) e
 
 // StopHeartbeat deletes relay id's heartbeat (a graceful stop).
 func (s *Store) StopHeartbeat(ctx context.Context, id string) error {
-	return s.rdb.Del(ctx, s.relayAliveKey(id)).Err()
+	return s.rdb.Del(ctx, s.ks.RelayAlive(id)).Err()
 }
 
 // LiveRelays returns the heartbeats present: relay id -> beat.
 func (s *Store) LiveRelays(ctx context.Context) (map[string]RelayBeat, error) {
-	match := s.relayAliveKey("*")
+	match := s.ks.RelayAlive("*")
 	var keys []string
 	scan := func(ctx context.Context, c redis.UniversalClient) error {
 		iter := c.Scan(ctx, 0, match, 1000).Iterator()
@@ -91,7 +89,7 @@ func (s *Store) LiveRelays(ctx context.Context) (map[string]RelayBeat, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading relay heartbeat: %w", err)
 		}
-		id := strings.TrimPrefix(k, s.relayAliveKey(""))
+		id := strings.TrimPrefix(k, s.ks.RelayAlive(""))
 		var b RelayBeat
 		_ = json.Unmarshal(v, &b) // an unreadable beat still says "alive"
 		b.ID = id
@@ -120,7 +118,7 @@ type OutboxState struct {
 // OutboxState reads the pending list of the relay group of an item's
 // outbox, and its unread entries. Read only.
 func (s *Store) OutboxState(ctx context.Context, itemID int64) (OutboxState, error) {
-	stream := s.keys(itemID).outbox
+	stream := s.ks.Item(itemID).Outbox
 	var st OutboxState
 	now, err := s.rdb.Time(ctx).Result()
 	if err != nil {
@@ -210,7 +208,7 @@ func (a OutboxAges) Oldest() time.Duration { return max(a.OldestPending, a.Oldes
 // OutboxAges reads the ages of the oldest pending and unread entries of an
 // item's outbox. Read only: XPENDING (summary), XINFO GROUPS, XRANGE, TIME.
 func (s *Store) OutboxAges(ctx context.Context, itemID int64) (OutboxAges, error) {
-	pend, unread, now, err := s.oldestIDs(ctx, s.keys(itemID).outbox)
+	pend, unread, now, err := s.oldestIDs(ctx, s.ks.Item(itemID).Outbox)
 	if err != nil {
 		return OutboxAges{}, fmt.Errorf("reading outbox ages of item %d: %w", itemID, unavailable(err))
 	}
@@ -294,7 +292,7 @@ return id
 // blind retry after a lost reply is safe: the second run finds the old entry
 // no longer pending and does nothing.
 func (s *Store) RequeueStranded(ctx context.Context, itemID int64, id string, minIdle time.Duration) (string, error) {
-	res, err := requeueStrandedScript.Run(ctx, s.rdb, []string{s.keys(itemID).outbox},
+	res, err := requeueStrandedScript.Run(ctx, s.rdb, []string{s.ks.Item(itemID).Outbox},
 		id, minIdle.Milliseconds(), relayGroup).Text()
 	if err != nil {
 		return "", fmt.Errorf("requeueing stranded outbox entry %s of item %d: %w", id, itemID, err)

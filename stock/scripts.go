@@ -2,13 +2,9 @@ package stock
 
 import "github.com/redis/go-redis/v9"
 
-// All keys of one item share the hash tag {<id>} so every script stays valid
-// in Redis Cluster:
-//
-//	<prefix>item:{42}:meta    hash   total, starts_ms, ends_ms, released
-//	<prefix>item:{42}:stock   string units left
-//	<prefix>item:{42}:buyers  hash   user id -> "<order ref>|<request id>"
-//	<prefix>item:{42}:outbox  stream accepted orders not yet confirmed by RabbitMQ
+// The scripts take an item's keys (internal/rkeys: <prefix>item:{42}:meta,
+// :stock, :buyers, :outbox), which share the hash tag {<id>} so every script
+// stays valid in Redis Cluster.
 //
 // A script never writes before every check has passed: Redis has no rollback.
 

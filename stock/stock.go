@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"seckill"
+	"seckill/internal/rkeys"
 )
 
 // Outcome is the answer of a reservation.
@@ -35,30 +36,19 @@ type Reservation struct {
 
 // Store runs the stock scripts on one Redis (or Redis Cluster).
 type Store struct {
-	rdb    redis.UniversalClient
-	prefix string
-	guard  *Guard // nil: unguarded, Reserve loads its script when missing
+	rdb   redis.UniversalClient
+	ks    rkeys.Space // every key (internal/rkeys)
+	guard *Guard      // nil: unguarded, Reserve loads its script when missing
 }
 
 // New returns a Store whose keys all start with prefix (for example
 // "seckill:"); tests use a prefix of their own.
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, prefix: prefix}
+	return &Store{rdb: rdb, ks: rkeys.Space(prefix)}
 }
 
 // Client returns the Redis client.
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
-
-type itemKeys struct{ meta, stock, buyers, outbox string }
-
-func (s *Store) keys(itemID int64) itemKeys {
-	base := s.prefix + "item:{" + strconv.FormatInt(itemID, 10) + "}:"
-	return itemKeys{meta: base + "meta", stock: base + "stock", buyers: base + "buyers", outbox: base + "outbox"}
-}
-
-// outboxesKey is the set of every outbox stream, read by the relay. It is
-// outside any item's hash slot, so it is written by its own command.
-func (s *Store) outboxesKey() string { return s.prefix + "outboxes" }
 
 // relayGroup is the consumer group of the relay on every outbox stream.
 const relayGroup = "relay"
@@ -68,27 +58,27 @@ const relayGroup = "relay"
 // stored in PostgreSQL (user id -> order ref); they are used only when Redis
 // holds no counter for the item (a new item, or a Redis that lost its data).
 func (s *Store) LoadItem(ctx context.Context, it seckill.Item, sold map[int64]string) error {
-	k := s.keys(it.ID)
-	exists, err := s.rdb.Exists(ctx, k.stock).Result()
+	k := s.ks.Item(it.ID)
+	exists, err := s.rdb.Exists(ctx, k.Stock).Result()
 	if err != nil {
 		return fmt.Errorf("loading item %d: %w", it.ID, unavailable(err))
 	}
 	if exists == 0 && len(sold) > 0 {
 		pipe := s.rdb.Pipeline()
 		for user, ref := range sold {
-			pipe.HSetNX(ctx, k.buyers, strconv.FormatInt(user, 10), ref+"|")
+			pipe.HSetNX(ctx, k.Buyers, strconv.FormatInt(user, 10), ref+"|")
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("loading buyers of item %d: %w", it.ID, unavailable(err))
 		}
 	}
-	if err := s.rdb.XGroupCreateMkStream(ctx, k.outbox, relayGroup, "0").Err(); err != nil && !isBusyGroup(err) {
+	if err := s.rdb.XGroupCreateMkStream(ctx, k.Outbox, relayGroup, "0").Err(); err != nil && !isBusyGroup(err) {
 		return fmt.Errorf("creating outbox of item %d: %w", it.ID, unavailable(err))
 	}
-	if err := s.rdb.SAdd(ctx, s.outboxesKey(), k.outbox).Err(); err != nil {
+	if err := s.rdb.SAdd(ctx, s.ks.Outboxes(), k.Outbox).Err(); err != nil {
 		return fmt.Errorf("registering outbox of item %d: %w", it.ID, unavailable(err))
 	}
-	err = loadScript.Run(ctx, s.rdb, []string{k.meta, k.stock, k.buyers},
+	err = loadScript.Run(ctx, s.rdb, []string{k.Meta, k.Stock, k.Buyers},
 		it.Stock, it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli()).Err()
 	if err != nil {
 		return fmt.Errorf("loading item %d: %w", it.ID, unavailable(err))
@@ -105,8 +95,8 @@ func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, or
 	if strings.ContainsRune(requestID, '|') {
 		return Reservation{}, seckill.Errorf(seckill.EInvalid, "request id must not contain '|'")
 	}
-	k := s.keys(itemID)
-	keys := []string{k.meta, k.stock, k.buyers, k.outbox}
+	k := s.ks.Item(itemID)
+	keys := []string{k.Meta, k.Stock, k.Buyers, k.Outbox}
 	var res []string
 	var err error
 	if g := s.guard; g != nil {
@@ -138,8 +128,8 @@ func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, or
 // Release gives the unit of a failed order back to stock. It returns false
 // when the buyer record no longer names that order (already released).
 func (s *Store) Release(ctx context.Context, itemID, userID int64, orderRef string) (bool, error) {
-	k := s.keys(itemID)
-	n, err := releaseScript.Run(ctx, s.rdb, []string{k.meta, k.stock, k.buyers}, userID, orderRef).Int()
+	k := s.ks.Item(itemID)
+	n, err := releaseScript.Run(ctx, s.rdb, []string{k.Meta, k.Stock, k.Buyers}, userID, orderRef).Int()
 	if err != nil {
 		return false, fmt.Errorf("releasing order %s: %w", orderRef, unavailable(err))
 	}
@@ -148,7 +138,7 @@ func (s *Store) Release(ctx context.Context, itemID, userID int64, orderRef stri
 
 // Buyer returns the order ref of the unit a user holds, if any.
 func (s *Store) Buyer(ctx context.Context, itemID, userID int64) (string, bool, error) {
-	v, err := s.rdb.HGet(ctx, s.keys(itemID).buyers, strconv.FormatInt(userID, 10)).Result()
+	v, err := s.rdb.HGet(ctx, s.ks.Item(itemID).Buyers, strconv.FormatInt(userID, 10)).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}
@@ -161,7 +151,7 @@ func (s *Store) Buyer(ctx context.Context, itemID, userID int64) (string, bool, 
 
 // Buyers returns every holder of a unit of the item: user id -> order ref.
 func (s *Store) Buyers(ctx context.Context, itemID int64) (map[int64]string, error) {
-	m, err := s.rdb.HGetAll(ctx, s.keys(itemID).buyers).Result()
+	m, err := s.rdb.HGetAll(ctx, s.ks.Item(itemID).Buyers).Result()
 	if err != nil {
 		return nil, fmt.Errorf("reading buyers of item %d: %w", itemID, unavailable(err))
 	}
@@ -191,12 +181,12 @@ type Counters struct {
 // share the item's hash slot), so StockTotal = StockLeft + Reserved holds
 // in what it returns even during a sale.
 func (s *Store) Counters(ctx context.Context, itemID int64) (Counters, error) {
-	k := s.keys(itemID)
+	k := s.ks.Item(itemID)
 	pipe := s.rdb.TxPipeline()
-	meta := pipe.HMGet(ctx, k.meta, "total", "released")
-	left := pipe.Get(ctx, k.stock)
-	buyers := pipe.HLen(ctx, k.buyers)
-	outbox := pipe.XLen(ctx, k.outbox)
+	meta := pipe.HMGet(ctx, k.Meta, "total", "released")
+	left := pipe.Get(ctx, k.Stock)
+	buyers := pipe.HLen(ctx, k.Buyers)
+	outbox := pipe.XLen(ctx, k.Outbox)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Counters{}, fmt.Errorf("reading counters of item %d: %w", itemID, unavailable(err))
 	}
@@ -222,7 +212,7 @@ func toInt(v any) int64 {
 // OutboxRefs returns the order refs waiting in an item's outbox, for
 // reconcile.
 func (s *Store) OutboxRefs(ctx context.Context, itemID int64) (map[string]bool, error) {
-	msgs, err := s.rdb.XRange(ctx, s.keys(itemID).outbox, "-", "+").Result()
+	msgs, err := s.rdb.XRange(ctx, s.ks.Item(itemID).Outbox, "-", "+").Result()
 	if err != nil {
 		return nil, fmt.Errorf("reading outbox of item %d: %w", itemID, unavailable(err))
 	}
@@ -240,8 +230,8 @@ func (s *Store) OutboxRefs(ctx context.Context, itemID int64) (map[string]bool, 
 // The worker stores an order ref at most once, so this never makes a second
 // order.
 func (s *Store) Requeue(ctx context.Context, m seckill.OrderMessage) error {
-	k := s.keys(m.ItemID)
-	err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: k.outbox, Values: []any{
+	k := s.ks.Item(m.ItemID)
+	err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: k.Outbox, Values: []any{
 		"ref", m.OrderRef, "user", m.UserID, "item", m.ItemID, "req", m.RequestID,
 	}}).Err()
 	if err != nil {

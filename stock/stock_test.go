@@ -2,7 +2,6 @@ package stock_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -302,9 +301,8 @@ func TestOutboxClaimDoneAndRecovery(t *testing.T) {
 	if len(stolen) != 40 {
 		t.Fatalf("stolen %d, want 40", len(stolen))
 	}
-	var m seckill.OrderMessage
-	if err := json.Unmarshal(stolen[0].Body, &m); err != nil || m.Validate() != nil || m.ReservedAt.IsZero() {
-		t.Fatalf("entry body %s: %v", stolen[0].Body, err)
+	if m := stolen[0].Order; stolen[0].Err != nil || m.Validate() != nil || m.ReservedAt.IsZero() || m.ItemID != 1 && m.ItemID != 2 {
+		t.Fatalf("entry %+v", stolen[0])
 	}
 	if err := thief.Done(ctx, stolen); err != nil {
 		t.Fatal(err)

@@ -1,5 +1,6 @@
 // Package worker stores the orders the queue consumer hands it: it is the
-// queue.Handler of the order pipeline.
+// seckill.OrderHandler of the order pipeline (behind the queue consumer or
+// inproc).
 package worker
 
 import (
@@ -28,7 +29,7 @@ type Releaser interface {
 	Release(ctx context.Context, itemID, userID int64, orderRef string) (bool, error)
 }
 
-// Worker implements queue.Handler on a Store and an optional Releaser.
+// Worker implements seckill.OrderHandler on a Store and an optional Releaser.
 type Worker struct {
 	st  Store
 	rel Releaser

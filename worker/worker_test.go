@@ -12,10 +12,9 @@ import (
 	"time"
 
 	"seckill"
-	"seckill/queue"
 )
 
-var _ queue.Handler = (*Worker)(nil)
+var _ seckill.OrderHandler = (*Worker)(nil)
 
 type fakeStore struct {
 	mu       sync.Mutex

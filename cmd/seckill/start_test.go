@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -298,4 +299,19 @@ func TestDevSessionSecretFlag(t *testing.T) {
 		t.Fatalf("a session under the same secret: %d", code)
 	}
 	wantAll(t, "hint without --data", d.out.String(), "new each start (--data keeps it)")
+}
+
+// goleak is for the tests of internal/app only: the binary never links it.
+func TestGoleakNotLinked(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-deps", "seckill/cmd/seckill").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "go.uber.org/goleak") {
+		t.Fatal("cmd/seckill links go.uber.org/goleak")
+	}
+	if !strings.Contains(string(out), "seckill/internal/app") {
+		t.Fatal("cmd/seckill does not link internal/app: go list gave no useful answer")
+	}
 }

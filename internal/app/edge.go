@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,11 +67,31 @@ type EdgeConfig struct {
 	LimitSweep          time.Duration
 	ClockOffset         time.Duration // test only (the fault matrix's clock-skew row)
 	SecureCookie        bool
-	Log                 *slog.Logger
+	// Issue 13 controls (edge.Config documents each).
+	TrustedOrigins        []string
+	PreviousSessionSecret string
+	SessionKeyOverlap     time.Duration // 0 = SessionTTL
+	RevocationSync        time.Duration
+	AccountsInFlight      int
+	CaptchaRate           int
+	Log                   *slog.Logger
 
 	// Backend, when set, replaces the backends above (tests, and `seckill
 	// dev`'s in-process backend).
 	Backend edge.Backend
+	// Hooks reach into the edge the role builds: tests only (nil in every
+	// subcommand).
+	Hooks *EdgeHooks
+}
+
+// EdgeHooks let a test change what the edge role builds. What Tune sets
+// is not validated.
+type EdgeHooks struct {
+	// Tune is called with the edge's configuration and dependencies just
+	// before the edge is built.
+	Tune func(*edge.Config, *edge.Deps)
+	// WrapPublic wraps the public listener's handler.
+	WrapPublic func(http.Handler) http.Handler
 }
 
 // DefaultEdge holds the built-in defaults of the edge's own settings.
@@ -80,6 +101,8 @@ var DefaultEdge = EdgeConfig{
 	Difficulty: 16, DifficultyUnderLoad: 4, MaxInFlight: 512, BreakerFailures: 5, BreakerOpen: time.Second,
 	SessionTTL: 24 * time.Hour, ChallengeTTL: 120 * time.Second, PathTTL: 60 * time.Second, CatalogTTL: time.Second,
 	LimitMaxKeys: edge.DefaultMaxKeysPerRule, LimitSweep: 10 * time.Second,
+	SecureCookie: true, RevocationSync: edge.DefaultRevocationSync, AccountsInFlight: edge.DefaultAccountsInFlight,
+	CaptchaRate: edge.DefaultCaptchaRate,
 }
 
 // rules reads the token-bucket rules: the file, or the built-in ones.
@@ -188,6 +211,16 @@ func (c EdgeConfig) validate(ps *Problems, dev bool) {
 	ps.nonNegative("drain-wait", c.DrainWait)
 	ps.positive("limit-max-keys", c.LimitMaxKeys)
 	ps.atLeast("limit-sweep", c.LimitSweep, 10*time.Millisecond)
+	if err := edge.ValidateTrustedOrigins(c.TrustedOrigins); err != nil {
+		ps.add("trusted-origins", "%v", err)
+	}
+	if !dev {
+		ps.secret("session-secret-previous", c.PreviousSessionSecret)
+	}
+	ps.nonNegative("session-key-overlap", c.SessionKeyOverlap)
+	ps.atLeast("revocation-sync", c.RevocationSync, 10*time.Millisecond)
+	ps.positive("accounts-in-flight", c.AccountsInFlight)
+	ps.positive("captcha-rate", c.CaptchaRate)
 }
 
 // Edge is a running edge role.
@@ -280,12 +313,16 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		reg.MustRegister(bal.Collector())
 		be = bal
 	}
-	e := edge.New(edge.Config{
-		SessionSecret: secret, SessionTTL: cfg.SessionTTL, SecureCookie: cfg.SecureCookie, AdminToken: cfg.AdminToken,
-		Difficulty: cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
+	ec := edge.Config{
+		SessionSecret: secret, SessionTTL: cfg.SessionTTL, InsecureCookie: !cfg.SecureCookie, AdminToken: cfg.AdminToken,
+		PreviousSessionSecret: []byte(cfg.PreviousSessionSecret), SessionKeyOverlap: cfg.SessionKeyOverlap,
+		TrustedOrigins: cfg.TrustedOrigins, RevocationSync: cfg.RevocationSync, AccountsInFlight: cfg.AccountsInFlight,
+		CaptchaRate: float64(cfg.CaptchaRate),
+		Difficulty:  cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
 		Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(cfg.BreakerFailures), OpenFor: cfg.BreakerOpen},
 		CatalogTTL: cfg.CatalogTTL, PathTTL: cfg.PathTTL, ClockOffset: cfg.ClockOffset,
-	}, edge.Deps{
+	}
+	deps := edge.Deps{
 		Backend:    be,
 		Redis:      rdb,
 		Prefix:     cfg.RedisPrefix,
@@ -297,7 +334,11 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		Registry:   reg,
 		Storefront: web.Storefront(),
 		Dashboard:  web.Dashboard(),
-	})
+	}
+	if cfg.Hooks != nil && cfg.Hooks.Tune != nil {
+		cfg.Hooks.Tune(&ec, &deps)
+	}
+	e := edge.New(ec, deps)
 	// Background work of the edge (pub/sub, configuration watcher) runs on
 	// bg: until the listeners closed.
 	if len(cfg.ZK) > 0 {
@@ -366,7 +407,11 @@ func serveEdge(gr *group, e *edge.Edge, cfg EdgeConfig, log *slog.Logger) (*Edge
 	}
 	log.Info("listening", "public", "http://"+ed.public+"/", "admin", "http://"+ed.admin+"/admin/", "instance", e.Instance())
 	gr.Go("edge listen", func() error { e.Listen(gr.bg); return nil })
-	pub, adm := httpapi.NewServer(e.Public()), httpapi.NewServer(e.Admin())
+	public := e.Public()
+	if cfg.Hooks != nil && cfg.Hooks.WrapPublic != nil {
+		public = cfg.Hooks.WrapPublic(public)
+	}
+	pub, adm := httpapi.NewServer(public), httpapi.NewServer(e.Admin())
 	pub.ReadTimeout = 30 * time.Second
 	gr.onShutdown(func() {
 		log.Info("shutting down: readiness off, draining")

@@ -1,0 +1,68 @@
+package rkeys_test
+
+import (
+	"testing"
+
+	"seckill/internal/rkeys"
+)
+
+// TestKeysPinned pins every key byte for byte: a Redis already in service
+// holds these names (counters, outboxes, paths), and a script's keys must
+// share one hash slot ({<item>}) in Redis Cluster.
+func TestKeysPinned(t *testing.T) {
+	s := rkeys.Space("seckill:")
+	it := s.Item(42)
+	for _, c := range []struct{ got, want string }{
+		{it.Meta, "seckill:item:{42}:meta"},
+		{it.Stock, "seckill:item:{42}:stock"},
+		{it.Buyers, "seckill:item:{42}:buyers"},
+		{it.Outbox, "seckill:item:{42}:outbox"},
+		{s.Outboxes(), "seckill:outboxes"},
+		{s.VerifiedRunID(), "seckill:redis:verified_run_id"},
+		{s.RelayAlive("relay-1"), "seckill:relay:alive:relay-1"},
+		{s.RelayAlive("*"), "seckill:relay:alive:*"},
+		{s.Path(42, 7), "seckill:path:{42}:7"},
+		{s.PathAttempt(42, 7), "seckill:path:{42}:7:attempt"},
+		{s.SharedPath(42, "0123abcd"), "seckill:path:{42}:shared:0123abcd"},
+		{s.EdgeDefences(), "seckill:edge:defences"},
+		{s.EdgeEvents(), "seckill:edge:events"},
+		{s.Challenge("c1"), "seckill:ch:c1"},
+		{rkeys.Space("").Item(-1).Stock, "item:{-1}:stock"},
+		{rkeys.Space("t_x:").Path(1, 2), "t_x:path:{1}:2"},
+	} {
+		if c.got != c.want {
+			t.Errorf("key %q, want %q", c.got, c.want)
+		}
+	}
+}
+
+// The keys a script takes together hash to one slot: the part between the
+// first { and the next } is the item id.
+func TestHashTags(t *testing.T) {
+	s := rkeys.Space("seckill:")
+	it := s.Item(9)
+	for _, k := range []string{it.Meta, it.Stock, it.Buyers, it.Outbox, s.Path(9, 3), s.PathAttempt(9, 3), s.SharedPath(9, "ab")} {
+		if tag := hashTag(k); tag != "9" {
+			t.Errorf("%s: hash tag %q, want 9", k, tag)
+		}
+	}
+}
+
+// hashTag is Redis Cluster's rule (CLUSTER KEYSLOT): the text between the
+// first '{' and the first '}' after it, when not empty.
+func hashTag(k string) string {
+	for i := 0; i < len(k); i++ {
+		if k[i] == '{' {
+			for j := i + 1; j < len(k); j++ {
+				if k[j] == '}' {
+					if j == i+1 {
+						return k
+					}
+					return k[i+1 : j]
+				}
+			}
+			return k
+		}
+	}
+	return k
+}
