@@ -24,7 +24,8 @@ import (
 // type needs a CORS preflight this API never grants. Bodyless requests
 // (logout) need no type. Safe methods (GET, HEAD, OPTIONS) are not checked.
 type originGuard struct {
-	cop *http.CrossOriginProtection
+	cop    *http.CrossOriginProtection
+	reject func(error) error // counts a refusal (Edge.reject)
 }
 
 func newOriginGuard(trusted []string) (*originGuard, error) {
@@ -40,6 +41,9 @@ func newOriginGuard(trusted []string) (*originGuard, error) {
 func (g *originGuard) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if err := g.check(c.Request()); err != nil {
+			if g.reject != nil {
+				return g.reject(err)
+			}
 			return err
 		}
 		return next(c)

@@ -167,10 +167,13 @@ type Edge struct {
 	origins      *originGuard
 	revoker      *revoker
 	acctGuard    *Guard
-	loginFails   *loginFailures
-	captchaLim   *rate.Limiter
-	adminFails   *adminFailures
-	audit        *auditLog
+	// acctBusyUntil (unix ns): the backend's password hashing is full;
+	// logins and registrations are refused at the edge until then.
+	acctBusyUntil atomic.Int64
+	loginFails    *loginFailures
+	captchaLim    *rate.Limiter
+	adminFails    *adminFailures
+	audit         *auditLog
 }
 
 // New builds an edge.

@@ -94,7 +94,8 @@ type revoker struct {
 	ttl      time.Duration
 	log      *slog.Logger
 	mu       sync.Mutex
-	version  int64 // last version loaded; -1: never
+	version  int64     // last version loaded; -1: never
+	pruned   time.Time // last prune of the in-memory set
 	// tried: the first load was attempted (done or failed). The edge is
 	// not ready before: it would accept tokens revoked before it started.
 	tried atomic.Bool
@@ -183,7 +184,7 @@ func (v *revoker) sync(ctx context.Context, force bool) error {
 	v.mu.Unlock()
 	now := v.sessions.now()
 	if same && !force {
-		v.sessions.rev.prune(now, v.ttl)
+		v.prune(now)
 		return nil
 	}
 	live := &redis.ZRangeBy{Min: "(" + strconv.FormatInt(now.Unix(), 10), Max: "+inf"}
@@ -223,17 +224,39 @@ func (v *revoker) sync(ctx context.Context, force bool) error {
 	if len(stale) > 0 {
 		_ = v.rdb.HDel(ctx, v.notBeforeKey(), stale...).Err()
 	}
-	v.sessions.rev.prune(now, v.ttl)
+	v.prune(now)
 	v.mu.Lock()
 	v.version = ver
 	v.mu.Unlock()
 	return nil
 }
 
+// prune drops expired revocations from memory, at most every 30 s (it
+// walks the whole set under the lock every check reads).
+func (v *revoker) prune(now time.Time) {
+	v.mu.Lock()
+	due := now.Sub(v.pruned) >= 30*time.Second
+	if due {
+		v.pruned = now
+	}
+	v.mu.Unlock()
+	if due {
+		v.sessions.rev.prune(now, v.ttl)
+	}
+}
+
+func (v *revoker) syncWithin(ctx context.Context, force bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return v.sync(ctx, force)
+}
+
 // run loads the record at once, then checks its version every interval
 // until ctx ends.
 func (v *revoker) run(ctx context.Context, every time.Duration) {
-	err := v.sync(ctx, true)
+	// Bounded: with Redis away at start the edge gets ready after 2 s
+	// with what it has (nothing), and keeps trying.
+	err := v.syncWithin(ctx, true)
 	v.tried.Store(true)
 	failing := err != nil
 	if err != nil && ctx.Err() == nil {
@@ -249,7 +272,7 @@ func (v *revoker) run(ctx context.Context, every time.Duration) {
 		}
 		// After a failure (Redis away, so maybe our subscription too),
 		// reload everything once it answers again.
-		err := v.sync(ctx, failing)
+		err := v.syncWithin(ctx, failing)
 		if err != nil && ctx.Err() == nil && !failing {
 			v.log.Warn("checking revoked sessions (this edge keeps its copy)", "err", err)
 		}

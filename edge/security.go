@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -37,6 +38,7 @@ func (e *Edge) setupSecurity(cfg Config, d Deps) {
 		e.log.Error("ignoring the trusted origins", "err", err) // cmd/seckill refuses them first
 		og, _ = newOriginGuard(nil)
 	}
+	og.reject = e.reject
 	e.origins = og
 	if len(cfg.PreviousSessionSecret) > 0 {
 		overlap := cfg.SessionKeyOverlap
@@ -79,12 +81,28 @@ func (e *Edge) setupSecurity(cfg Config, d Deps) {
 	e.audit = &auditLog{rdb: d.Redis, key: d.Prefix + "edge:audit", log: e.log}
 }
 
+// accountsBackoff is how long the edge stops forwarding logins and
+// registrations after the backend said its password hashing is full: the
+// refused ones then cost the backend nothing (two HTTP hops and a JSON
+// decode each), and about one call per window still probes it.
+const accountsBackoff = 50 * time.Millisecond
+
+var errAccountsBusy = seckill.Errorf(seckill.EOverloaded, "too many logins and registrations in progress; retry shortly")
+
 // accountCall runs a register or login call under the accounts' own slot
 // pool: a login flood sheds itself, never the purchases' slots.
 func accountCall[T any](ctx context.Context, e *Edge, f func(ctx context.Context) (T, error)) (T, error) {
+	var zero T
+	if time.Now().UnixNano() < e.acctBusyUntil.Load() {
+		return zero, &httpapi.RetryError{Err: errAccountsBusy, After: time.Second}
+	}
 	v, err := Do(ctx, e.acctGuard, CallRead, f)
 	if seckill.ErrorCode(err) == seckill.EOverloaded {
-		return v, &httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded, "too many logins and registrations in progress; retry shortly"), After: time.Second}
+		var re *httpapi.RetryError
+		if !errors.As(err, &re) { // the backend's answer, not our own pool's
+			e.acctBusyUntil.Store(time.Now().Add(accountsBackoff).UnixNano())
+		}
+		return v, &httpapi.RetryError{Err: errAccountsBusy, After: time.Second}
 	}
 	return v, err
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,46 @@ func TestSessionRevocationInMemory(t *testing.T) {
 	d, _ := s.Sign(1, "a")
 	if _, err := s.Verify(d); err != nil {
 		t.Fatalf("token issued after the not-before: %v", err)
+	}
+}
+
+type overloadedBackend struct {
+	Backend
+	calls int
+}
+
+func (b *overloadedBackend) Login(context.Context, string, string) (int64, error) {
+	b.calls++
+	return 0, seckill.Errorf(seckill.EOverloaded, "hashing full")
+}
+
+// After the backend said its password hashing is full, the edge refuses
+// logins itself for accountsBackoff: refused logins then cost the backend
+// nothing.
+func TestAccountsBackoffAfterBackendOverload(t *testing.T) {
+	t.Parallel()
+	lim, err := limit.New(nil, limit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lim.Close()
+	be := &overloadedBackend{}
+	e := New(Config{SessionSecret: []byte("k")}, Deps{Limiter: lim, Backend: be})
+	login := func() error {
+		_, err := accountCall(context.Background(), e, func(ctx context.Context) (int64, error) { return be.Login(ctx, "a", "b") })
+		return err
+	}
+	for range 5 {
+		if err := login(); seckill.ErrorCode(err) != seckill.EOverloaded {
+			t.Fatalf("%v, want overloaded", err)
+		}
+	}
+	if be.calls != 1 {
+		t.Fatalf("%d backend calls within the backoff, want 1", be.calls)
+	}
+	time.Sleep(accountsBackoff + 10*time.Millisecond)
+	_ = login()
+	if be.calls != 2 {
+		t.Fatalf("%d backend calls after the backoff, want 2", be.calls)
 	}
 }

@@ -12,7 +12,7 @@ if [[ ! -x $ROOT/bin/seckill ]]; then
 else
 	echo "run.sh: building bin/seckill..." >&2
 fi
-(cd "$ROOT" && go build -o bin/seckill ./cmd/seckill)
+(cd "$ROOT" && go build -ldflags "-X main.buildVersion=$(git describe --always --dirty 2>/dev/null)" -o bin/seckill ./cmd/seckill)
 if [[ -t 0 ]]; then
 	set -m
 	"$ROOT/bin/seckill" dev "$@"

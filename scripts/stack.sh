@@ -147,7 +147,7 @@ up() {
 	if [[ ! -x $BIN ]]; then
 		echo "stack.sh: building $BIN for the first time: downloading modules and compiling (1 to 3 minutes)..."
 	fi
-	(cd "$ROOT" && go build -o "$BIN" ./cmd/seckill)
+	(cd "$ROOT" && go build -ldflags "-X main.buildVersion=$(git describe --always --dirty 2>/dev/null)" -o "$BIN" ./cmd/seckill)
 	local p running=""
 	for p in "${PARTS[@]}"; do
 		if alive "$STACK/$p.pid"; then running+="${running:+, }$p pid $(cat "$STACK/$p.pid")"; fi

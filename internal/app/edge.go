@@ -105,11 +105,13 @@ var DefaultEdge = EdgeConfig{
 	CaptchaRate: edge.DefaultCaptchaRate,
 }
 
+const builtInLimits = "the built-in limits"
+
 // rules reads the token-bucket rules: the file, or the built-in ones.
 func (c EdgeConfig) rules() ([]limit.Rule, string, error) {
 	if c.LimitsFile == "" {
 		r, err := limit.ParseRules(configs.Limits)
-		return r, "built-in limits", err
+		return r, builtInLimits, err
 	}
 	raw, err := os.ReadFile(c.LimitsFile)
 	if err != nil {
@@ -149,7 +151,11 @@ func validateProtection(ps *Problems, rules []limit.Rule, rulesFrom string, diff
 	for _, p := range dynconfig.ProblemsOf(dc.Validate()) {
 		switch {
 		case strings.HasPrefix(p.Place, "rules"):
-			ps.add("limits", "%s: %s: %s", rulesFrom, p.Place, p.Msg)
+			if rulesFrom == builtInLimits {
+				ps.add("limits", "%s: %s: %s", rulesFrom, p.Place, p.Msg)
+			} else {
+				ps.add("limits", "%s: %s", p.Place, p.Msg) // the value names the file
+			}
 		case strings.HasPrefix(p.Place, "trusted_proxies"):
 			ps.add("trusted-proxies", "%s", p.Msg)
 		default:
