@@ -88,7 +88,8 @@ func WriteError(c echo.Context, log *slog.Logger, err error) error {
 	if c.Request().Method == http.MethodHead {
 		return c.NoContent(status)
 	}
-	return c.Blob(status, "application/problem+json", body)
+	// A trailing newline, as c.JSON writes: curl output ends its line.
+	return c.Blob(status, "application/problem+json", append(body, '\n'))
 }
 
 func echoCode(he *echo.HTTPError) (seckill.Code, string) {

@@ -144,6 +144,9 @@ up() {
 	mkdir -p "$STACK"
 	chmod 755 "$STACK"
 	"$SERVICES" install servers # only the servers, only when missing
+	if [[ ! -x $BIN ]]; then
+		echo "stack.sh: building $BIN for the first time: downloading modules and compiling (1 to 3 minutes)..."
+	fi
 	(cd "$ROOT" && go build -o "$BIN" ./cmd/seckill)
 	local p running=""
 	for p in "${PARTS[@]}"; do
