@@ -67,6 +67,7 @@ func (c DevConfig) edge() EdgeConfig {
 	e.AdminToken, e.SessionSecret = c.AdminToken, c.SessionSecret
 	e.LimitsFile, e.TrustedProxies = c.LimitsFile, c.TrustedProxies
 	e.Difficulty, e.DifficultyUnderLoad = c.Difficulty, 2
+	e.SecureCookie = false // plain HTTP by design: a Secure cookie would not come back
 	e.Log = c.Log
 	e.Backend = inprocBackend{} // set at start
 	return e
