@@ -155,7 +155,7 @@ func labBaselineCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra
 		Short: "Measure what the machine and servers can do at all, and a lab report as a share of it",
 		Long: `Measure a bare echo handler served in process and loaded by a Go loop (the
 most an HTTP service can do here), and, with --redis-url, --amqp-url and
---pg-url, the raw ceilings of package bench (Redis check-and-DECR script,
+--pg-url, the raw ceilings of package bench/storebench (Redis check-and-DECR script,
 RabbitMQ confirmed publishes, PostgreSQL batched inserts). With --report,
 each figure of that lab run is printed as a ratio of its ceiling.`,
 		Example: `  seckill lab baseline --report /tmp/lab-small/report.json
