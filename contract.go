@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"seckill/username"
 )
 
 // The contract between the edge and the purchase backend: what one asks
@@ -124,9 +126,10 @@ const (
 
 var usernameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{3,32}$`)
 
-// ValidateUsername checks a username: 3 to 32 of A-Z a-z 0-9 _ . -
+// ValidateUsername checks a username: 3 to 32 of A-Z a-z 0-9 _ . - after
+// NFKC (username.Normalize: a full-width "ａｌｉｃｅ" is "alice").
 func ValidateUsername(name string) error {
-	if !usernameRE.MatchString(name) {
+	if !usernameRE.MatchString(username.Normalize(name)) {
 		return Errorf(EInvalid, "username must be 3 to 32 characters of A-Z, a-z, 0-9, '_', '.', '-'")
 	}
 	return nil

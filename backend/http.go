@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
@@ -24,7 +25,13 @@ const BodyLimit = 16 << 10
 
 // HTTPConfig configures the backend API.
 type HTTPConfig struct {
-	// AdminToken, when set, is required as a Bearer token on /v1/admin/*.
+	// Token is the internal credential: when set, every route except
+	// /healthz, /readyz and /metrics requires it as a Bearer token
+	// (compared in constant time). Empty means no check, which only tests
+	// may want: seckill backend refuses to start without one, and seckill
+	// dev gives its edge and backend a generated one.
+	Token string
+	// AdminToken is the old name of Token, used when Token is empty.
 	AdminToken string
 	Registry   *prometheus.Registry
 	Logger     *slog.Logger
@@ -64,8 +71,20 @@ func NewHandler(svc *Service, cfg HTTPConfig) *Handler {
 		Namespace: "seckill_backend", Name: "reservations_total",
 		Help: "Reservation attempts by outcome.",
 	}, []string{"outcome"})
-	reg.MustRegister(h.outcomes)
-	e.Use(httpapi.NewMetrics(reg, "seckill_backend").Middleware(), httpapi.APIHeaders())
+	authFailures := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "seckill_backend", Name: "auth_failures_total",
+		Help: "Requests refused for a missing or wrong internal credential.",
+	})
+	reg.MustRegister(h.outcomes, authFailures)
+	token := cfg.Token
+	if token == "" {
+		token = cfg.AdminToken
+	}
+	if token == "" {
+		log.Warn("backend API without an internal credential: anyone who reaches it can reserve, read orders and create users")
+	}
+	e.Use(httpapi.NewMetrics(reg, "seckill_backend").Middleware(), httpapi.APIHeaders(),
+		requireToken(token, authFailures, log))
 
 	e.POST("/v1/reservations", h.reserve)
 	e.GET("/v1/items", h.items)
@@ -75,7 +94,7 @@ func NewHandler(svc *Service, cfg HTTPConfig) *Handler {
 	e.POST("/v1/users", h.register)
 	e.POST("/v1/users/login", h.login)
 
-	admin := e.Group("/v1/admin", requireToken(cfg.AdminToken))
+	admin := e.Group("/v1/admin")
 	admin.POST("/users", h.ensureUsers)
 	admin.POST("/items", h.createItem)
 	admin.GET("/items/:id/stats", h.stats)
@@ -94,15 +113,34 @@ func (h *Handler) Drain() {
 	h.readyC.Invalidate()
 }
 
-func requireToken(token string) echo.MiddlewareFunc {
+// openPaths answer without the internal credential: the health contract
+// (docs/API.md#health: a verdict, no details) and the metrics, which
+// operators' probes and scrapers read.
+var openPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+
+// requireToken refuses, with 401 unauthenticated, every request but those of
+// openPaths that does not carry "Authorization: Bearer <token>". Both sides
+// are hashed first, so the comparison takes the same time whatever the
+// length or content of what was sent. An empty token checks nothing.
+func requireToken(token string, failures prometheus.Counter, log *slog.Logger) echo.MiddlewareFunc {
+	want := sha256.Sum256([]byte(token))
+	var lastLog atomic.Int64
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if token == "" {
+			if token == "" || openPaths[c.Request().URL.Path] {
 				return next(c)
 			}
 			got, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-				return seckill.Errorf(seckill.EUnauthorized, "admin token required")
+			sum := sha256.Sum256([]byte(got))
+			if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 || !ok {
+				failures.Inc()
+				// At most one line a second: a flood must not flood the log.
+				if now := time.Now().Unix(); lastLog.Swap(now) != now {
+					log.Warn("backend request without the internal credential refused",
+						"remote", c.Request().RemoteAddr, "path", c.Request().URL.Path, "credential_sent", ok)
+				}
+				c.Response().Header().Set("WWW-Authenticate", `Bearer realm="seckill-backend"`)
+				return seckill.Errorf(seckill.EUnauthorized, "the internal credential is required (Authorization: Bearer, the token the backend was started with)")
 			}
 			return next(c)
 		}

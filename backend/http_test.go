@@ -45,11 +45,11 @@ func newEnv(t *testing.T) *env {
 // (a store that stalls) fails the test instead of hanging it.
 var testClient = &http.Client{Timeout: 30 * time.Second}
 
-func (e *env) do(t *testing.T, method, path, body string, admin bool) (int, map[string]any, http.Header) {
+func (e *env) do(t *testing.T, method, path, body string, auth bool) (int, map[string]any, http.Header) {
 	t.Helper()
 	req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	if admin {
+	if auth { // the internal credential
 		req.Header.Set("Authorization", "Bearer adm")
 	}
 	resp, err := testClient.Do(req)
@@ -89,23 +89,23 @@ func TestBadInputGets4xxWithCode(t *testing.T) {
 		status                   int
 		code                     string
 	}{
-		{"unknown item", "POST", "/v1/reservations", `{"item_id":999999,"user_id":1}`, false, 404, "unknown_item"},
-		{"malformed json", "POST", "/v1/reservations", `{"item_id":`, false, 400, "invalid"},
-		{"not an object", "POST", "/v1/reservations", `[1,2]`, false, 400, "invalid"},
-		{"empty body", "POST", "/v1/reservations", ``, false, 400, "invalid"},
-		{"trailing data", "POST", "/v1/reservations", `{"item_id":1,"user_id":1} {}`, false, 400, "invalid"},
-		{"wrong type", "POST", "/v1/reservations", `{"item_id":"one","user_id":1}`, false, 400, "invalid"},
-		{"negative user", "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":-4}`, id), false, 400, "invalid"},
-		{"zero item", "POST", "/v1/reservations", `{"item_id":0,"user_id":4}`, false, 400, "invalid"},
-		{"huge number", "POST", "/v1/reservations", `{"item_id":1e400,"user_id":4}`, false, 400, "invalid"},
-		{"oversized body", "POST", "/v1/reservations", big, false, 413, "too_large"},
-		{"request id with bar", "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":4,"request_id":"a|b"}`, id), false, 400, "invalid"},
-		{"wrong method", "DELETE", "/v1/reservations", ``, false, 405, "method_not_allowed"},
-		{"no route", "GET", "/v1/nothing", ``, false, 404, "not_found"},
-		{"bad item id", "GET", "/v1/items/abc", ``, false, 400, "invalid"},
-		{"negative item id", "GET", "/v1/items/-3", ``, false, 400, "invalid"},
-		{"unknown item read", "GET", "/v1/items/424242", ``, false, 404, "unknown_item"},
-		{"status bad user", "GET", fmt.Sprintf("/v1/items/%d/orders/x", id), ``, false, 400, "invalid"},
+		{"unknown item", "POST", "/v1/reservations", `{"item_id":999999,"user_id":1}`, true, 404, "unknown_item"},
+		{"malformed json", "POST", "/v1/reservations", `{"item_id":`, true, 400, "invalid"},
+		{"not an object", "POST", "/v1/reservations", `[1,2]`, true, 400, "invalid"},
+		{"empty body", "POST", "/v1/reservations", ``, true, 400, "invalid"},
+		{"trailing data", "POST", "/v1/reservations", `{"item_id":1,"user_id":1} {}`, true, 400, "invalid"},
+		{"wrong type", "POST", "/v1/reservations", `{"item_id":"one","user_id":1}`, true, 400, "invalid"},
+		{"negative user", "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":-4}`, id), true, 400, "invalid"},
+		{"zero item", "POST", "/v1/reservations", `{"item_id":0,"user_id":4}`, true, 400, "invalid"},
+		{"huge number", "POST", "/v1/reservations", `{"item_id":1e400,"user_id":4}`, true, 400, "invalid"},
+		{"oversized body", "POST", "/v1/reservations", big, true, 413, "too_large"},
+		{"request id with bar", "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":4,"request_id":"a|b"}`, id), true, 400, "invalid"},
+		{"wrong method", "DELETE", "/v1/reservations", ``, true, 405, "method_not_allowed"},
+		{"no route", "GET", "/v1/nothing", ``, true, 404, "not_found"},
+		{"bad item id", "GET", "/v1/items/abc", ``, true, 400, "invalid"},
+		{"negative item id", "GET", "/v1/items/-3", ``, true, 400, "invalid"},
+		{"unknown item read", "GET", "/v1/items/424242", ``, true, 404, "unknown_item"},
+		{"status bad user", "GET", fmt.Sprintf("/v1/items/%d/orders/x", id), ``, true, 400, "invalid"},
 		{"admin without token", "POST", "/v1/admin/items", `{}`, false, 401, "unauthenticated"},
 		{"negative stock", "POST", "/v1/admin/items", `{"name":"a","stock":-1,"starts_at":"2026-01-01T00:00:00Z","ends_at":"2026-01-02T00:00:00Z"}`, true, 400, "invalid"},
 		{"negative price", "POST", "/v1/admin/items", `{"name":"a","price_cents":-1,"stock":1,"starts_at":"2026-01-01T00:00:00Z","ends_at":"2026-01-02T00:00:00Z"}`, true, 400, "invalid"},
@@ -139,16 +139,16 @@ func TestWindowEnforcedByServer(t *testing.T) {
 	early := e.item(t, now.Add(time.Hour), now.Add(2*time.Hour), 5)
 	late := e.item(t, now.Add(-2*time.Hour), now.Add(-time.Hour), 5)
 	for _, id := range []int64{early, late} {
-		code, m, _ := e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":1}`, id), false)
+		code, m, _ := e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":1}`, id), true)
 		if code != 409 || m["code"] != "not_live" {
 			t.Fatalf("item %d: %d %v, want 409 not_live", id, code, m)
 		}
 	}
-	_, m, _ := e.do(t, "GET", fmt.Sprintf("/v1/items/%d", early), "", false)
+	_, m, _ := e.do(t, "GET", fmt.Sprintf("/v1/items/%d", early), "", true)
 	if m["item"].(map[string]any)["state"] != "upcoming" {
 		t.Fatalf("early item state %v", m["item"])
 	}
-	_, m, _ = e.do(t, "GET", fmt.Sprintf("/v1/items/%d", late), "", false)
+	_, m, _ = e.do(t, "GET", fmt.Sprintf("/v1/items/%d", late), "", true)
 	if m["item"].(map[string]any)["state"] != "ended" {
 		t.Fatalf("late item state %v", m["item"])
 	}
@@ -166,7 +166,7 @@ func TestReserveStatusAndStats(t *testing.T) {
 	}
 	ann, bob := users["ann"], users["bob"]
 	statusOf := func(user int64) map[string]any {
-		code, m, _ := e.do(t, "GET", fmt.Sprintf("/v1/items/%d/orders/%d", id, user), "", false)
+		code, m, _ := e.do(t, "GET", fmt.Sprintf("/v1/items/%d/orders/%d", id, user), "", true)
 		if code != 200 {
 			t.Fatalf("status: %d %v", code, m)
 		}
@@ -175,20 +175,20 @@ func TestReserveStatusAndStats(t *testing.T) {
 	if s := statusOf(ann); s["status"] != "none" {
 		t.Fatalf("before: %v", s)
 	}
-	code, m, _ := e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":%d,"request_id":"r1"}`, id, ann), false)
+	code, m, _ := e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":%d,"request_id":"r1"}`, id, ann), true)
 	if code != 202 || m["status"] != "queued" || m["order_ref"] == "" {
 		t.Fatalf("reserve: %d %v", code, m)
 	}
 	ref := m["order_ref"].(string)
-	code, m2, _ := e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":%d,"request_id":"r1"}`, id, ann), false)
+	code, m2, _ := e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":%d,"request_id":"r1"}`, id, ann), true)
 	if code != 202 || m2["order_ref"] != ref {
 		t.Fatalf("same request again: %d %v, want 202 with %s", code, m2, ref)
 	}
-	code, m, hdr := e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":%d,"request_id":"r2"}`, id, ann), false)
+	code, m, hdr := e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":%d,"request_id":"r2"}`, id, ann), true)
 	if code != 409 || m["code"] != "already_bought" || hdr.Get("X-Order-Ref") != ref {
 		t.Fatalf("second request: %d %v", code, m)
 	}
-	code, m, _ = e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":%d}`, id, bob), false)
+	code, m, _ = e.do(t, "POST", "/v1/reservations", fmt.Sprintf(`{"item_id":%d,"user_id":%d}`, id, bob), true)
 	if code != 410 || m["code"] != "sold_out" {
 		t.Fatalf("bob: %d %v", code, m)
 	}
@@ -212,7 +212,7 @@ func TestReserveStatusAndStats(t *testing.T) {
 			t.Fatalf("stats %s = %v, want %v (%v)", k, m[k], v, m)
 		}
 	}
-	_, m, _ = e.do(t, "GET", "/v1/items", "", false)
+	_, m, _ = e.do(t, "GET", "/v1/items", "", true)
 	if items := m["items"].([]any); len(items) != 1 || items[0].(map[string]any)["state"] != "sold_out" {
 		t.Fatalf("items: %v", m)
 	}
@@ -236,7 +236,7 @@ func TestFrozenReservations(t *testing.T) {
 	}
 	items, _ := e.db.Items(context.Background())
 	body := fmt.Sprintf(`{"item_id":%d,"user_id":%d,"request_id":"r1"}`, items[0].ID, users["frozen1"])
-	code, m, h := e.do(t, "POST", "/v1/reservations", body, false)
+	code, m, h := e.do(t, "POST", "/v1/reservations", body, true)
 	if code != 503 || m["code"] != string(seckill.EUnavailable) || h.Get("Retry-After") != "1" {
 		t.Fatalf("reserve while frozen: %d %v Retry-After %q", code, m, h.Get("Retry-After"))
 	}

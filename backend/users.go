@@ -11,6 +11,7 @@ import (
 
 	"seckill"
 	"seckill/httpapi"
+	"seckill/username"
 )
 
 // hashGate bounds password hashing (bcrypt, about 50-80 ms of one core
@@ -83,8 +84,12 @@ type Users interface {
 }
 
 // Register creates a user with a password.
-func (s *Service) Register(ctx context.Context, username, password string) (int64, error) {
-	if err := seckill.ValidateUsername(username); err != nil {
+//
+// The name is stored in NFKC (username.Normalize); one with the key of an
+// existing account ("Alice" beside "alice") is 409 username_taken.
+func (s *Service) Register(ctx context.Context, name, password string) (int64, error) {
+	name = username.Normalize(name)
+	if err := seckill.ValidateUsername(name); err != nil {
 		return 0, err
 	}
 	if err := seckill.ValidatePassword(password); err != nil {
@@ -101,7 +106,7 @@ func (s *Service) Register(ctx context.Context, username, password string) (int6
 	if err != nil {
 		return 0, err
 	}
-	return s.users.CreateUser(ctx, username, string(hash))
+	return s.users.CreateUser(ctx, name, string(hash))
 }
 
 var (
@@ -111,15 +116,18 @@ var (
 
 // Login checks a username and password and returns the user id. A wrong
 // name and a wrong password take the same time and give the same error.
-func (s *Service) Login(ctx context.Context, username, password string) (int64, error) {
+//
+// The name is normalised as at registration: "ALICE" logs in as alice.
+func (s *Service) Login(ctx context.Context, name, password string) (int64, error) {
+	name = username.Normalize(name)
 	bad := seckill.Errorf(seckill.EBadCredentials, "wrong username or password")
 	if s.users == nil {
 		return 0, errors.New("logging in: no user store")
 	}
-	if len(password) > seckill.MaxPassword || seckill.ValidateUsername(username) != nil {
+	if len(password) > seckill.MaxPassword || seckill.ValidateUsername(name) != nil {
 		return 0, bad
 	}
-	id, hash, err := s.users.Credentials(ctx, username)
+	id, hash, err := s.users.Credentials(ctx, name)
 	if err != nil && seckill.ErrorCode(err) != seckill.ENotFound {
 		return 0, err
 	}
@@ -156,5 +164,18 @@ func (s *Service) EnsureUsers(ctx context.Context, usernames []string) (map[stri
 	if s.users == nil {
 		return nil, errors.New("ensuring users: no user store")
 	}
-	return s.users.EnsureUsers(ctx, usernames)
+	// Stored in NFKC, answered under the names asked for.
+	norm := make([]string, len(usernames))
+	for i, n := range usernames {
+		norm[i] = username.Normalize(n)
+	}
+	ids, err := s.users.EnsureUsers(ctx, norm)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, len(usernames))
+	for i, n := range usernames {
+		out[n] = ids[norm[i]]
+	}
+	return out, nil
 }

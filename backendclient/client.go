@@ -95,6 +95,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if json.Unmarshal(raw, &p) != nil || p.Code == "" {
 			return &seckill.UnavailableError{Err: fmt.Errorf("%s %s: status %d without a problem body", method, path, resp.StatusCode)}
 		}
+		if p.Code == seckill.EUnauthorized {
+			// The backend refused our internal credential: a configuration
+			// fault of this deployment, not an answer for the shopper.
+			return &seckill.UnavailableError{Err: fmt.Errorf("%s %s: the backend refused the internal credential (--backend-token)", method, path)}
+		}
 		e := &seckill.Error{Code: p.Code, Message: p.Detail}
 		if ref := resp.Header.Get("X-Order-Ref"); ref != "" {
 			return &seckill.HeldError{Err: e, OrderRef: ref}

@@ -6,15 +6,41 @@ import (
 	"strings"
 )
 
-var ops = [...]byte{'+', '-', '*'}
+// The expression space. A captcha is "X + a * b = ?", "X - a * b = ?" or
+// "a * b + X = ?", X a four-digit number, a and b digits from 2 to 9: the
+// answer (3984 to 10080) is typed by a person in a few seconds, and no
+// answer is likelier than 1 in 9000 (TestAnswerDistribution enumerates the
+// whole space). The old space, three digits and two operators, had 228
+// answers, and answering 6 passed 3 % of captchas.
+//
+// exprChoices is the number of values of each random choice the generator
+// draws, uniformly and independently: X, the form, a, b.
+var exprChoices = [...]int{9000, 3, 8, 8}
 
-// NewMathExpression returns an expression of three one-digit operands and
-// two operators among +, - and * (usual precedence), written like
-// "7 + 3 * 2 = ?", and its integer answer (here 13; it may be negative).
+// NewMathExpression returns a captcha expression, written like
+// "4719 - 8 * 6 = ?", and its integer answer (here 4671).
 func NewMathExpression(rng *rand.Rand) (text string, answer int) {
-	a, b, c := 1+rng.IntN(9), 1+rng.IntN(9), 1+rng.IntN(9)
-	o1, o2 := ops[rng.IntN(len(ops))], ops[rng.IntN(len(ops))]
-	text = strconv.Itoa(a) + " " + string(o1) + " " + strconv.Itoa(b) + " " + string(o2) + " " + strconv.Itoa(c) + " = ?"
+	var c [len(exprChoices)]int
+	for i, n := range exprChoices {
+		c[i] = rng.IntN(n)
+	}
+	return expressionOf(c)
+}
+
+// expressionOf is the expression of one draw of the choices (each c[i] in
+// [0, exprChoices[i])). Tests enumerate every draw through it.
+func expressionOf(c [len(exprChoices)]int) (text string, answer int) {
+	x, a, b := 1000+c[0], 2+c[2], 2+c[3]
+	prod := strconv.Itoa(a) + " * " + strconv.Itoa(b)
+	switch c[1] {
+	case 0:
+		text = strconv.Itoa(x) + " + " + prod
+	case 1:
+		text = strconv.Itoa(x) + " - " + prod
+	default:
+		text = prod + " + " + strconv.Itoa(x)
+	}
+	text += " = ?"
 	answer, ok := evalExpression(text)
 	if !ok {
 		panic("captcha: generated an expression it cannot evaluate: " + text)

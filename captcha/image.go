@@ -23,8 +23,8 @@ import (
 
 // Size of a captcha image.
 const (
-	ImageWidth  = 160
-	ImageHeight = 50
+	ImageWidth  = 240
+	ImageHeight = 60
 )
 
 // fontSize is the nominal glyph size in pixels, varied per glyph.
@@ -35,6 +35,7 @@ type style struct {
 	maxRotation  float64 // radians, per glyph
 	maxYJitter   float64 // pixels, per glyph
 	glyphOverlap float64 // fraction of an advance glyphs may overlap
+	tracking     float64 // pixels added between glyphs
 	noiseLines   int     // curves across the text, in glyph-like colours
 	lineRadius   float64 // their half width is lineRadius..2*lineRadius
 	noiseDots    int     // specks
@@ -44,15 +45,20 @@ type style struct {
 }
 
 // distorted is the style of RenderPNG.
+//
+// Bounded for legibility (a four-digit number must stay readable): glyphs
+// barely touch, turn at most 17 degrees and the warp moves a pixel at most
+// 2 to 2.5 pixels. testdata/samples holds renderings for people to judge.
 var distorted = style{
-	maxRotation:  0.35,
-	maxYJitter:   5,
-	glyphOverlap: 0.12,
+	maxRotation:  0.3,
+	maxYJitter:   4,
+	glyphOverlap: 0.04,
+	tracking:     2.5,
 	noiseLines:   3,
 	lineRadius:   0.3,
-	noiseDots:    80,
-	warpAmpX:     2.5,
-	warpAmpY:     3,
+	noiseDots:    100,
+	warpAmpX:     2,
+	warpAmpY:     2.5,
 }
 
 // plain is undistorted text, the control of the OCR measurement.
@@ -152,7 +158,7 @@ func render(text string, rng *rand.Rand, st style) (*image.RGBA, error) {
 	total := 0.0
 	for i, g := range gs {
 		if i < len(gs)-1 {
-			total += g.advance * (1 - st.glyphOverlap/2)
+			total += g.advance*(1-st.glyphOverlap/2) + st.tracking
 		} else {
 			total += g.advance
 		}
@@ -177,7 +183,7 @@ func render(text string, rng *rand.Rand, st style) (*image.RGBA, error) {
 		cy := float64(ImageHeight)/2 + (2*rng.Float64()-1)*st.maxYJitter
 		at := image.Pt(int(math.Round(cx))-b.Dx()/2, int(math.Round(cy))-b.Dy()/2)
 		draw.DrawMask(img, image.Rectangle{at, at.Add(b.Size())}, image.NewUniform(g.col), image.Point{}, g.mask, b.Min, draw.Over)
-		x += g.advance * squeeze * (1 - st.glyphOverlap*rng.Float64())
+		x += (g.advance*(1-st.glyphOverlap*rng.Float64()) + st.tracking) * squeeze
 	}
 	for range st.noiseLines {
 		curve(img, rng, glyphLikeColour(rng, gs), st.lineRadius*(1+rng.Float64()))

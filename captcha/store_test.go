@@ -113,26 +113,34 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-func TestVerifyNegativeCaptchaAnswer(t *testing.T) {
+// TestVerifyCaptchaAnswerForm: the answer is the integer a person types
+// (four or five digits since the answer space widened: never negative),
+// spaces around it ignored; its negation or a neighbour is wrong.
+func TestVerifyCaptchaAnswerForm(t *testing.T) {
 	t.Parallel()
 	s := newStore(t, time.Minute)
 	ctx := context.Background()
-	// Issue until an expression has a negative answer (about 1 in 4 do).
-	for range 200 {
+	for i := range 20 {
 		c, err := s.Issue(ctx, KindCaptcha, 1, 1, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		a := right(t, s, c)
-		if !strings.HasPrefix(a, "-") {
-			continue
+		n, err := strconv.Atoi(a)
+		if err != nil || n < 1000-81 || n > 9999+81 {
+			t.Fatalf("answer %q out of the space", a)
 		}
-		if err := s.Verify(ctx, c.ID, 1, 1, " "+a+" "); err != nil {
-			t.Fatalf("answer %q: %v", a, err)
+		switch i % 3 {
+		case 0:
+			if err := s.Verify(ctx, c.ID, 1, 1, " "+a+" "); err != nil {
+				t.Fatalf("answer %q: %v", a, err)
+			}
+		case 1:
+			wantFailed(t, s.Verify(ctx, c.ID, 1, 1, "-"+a), "wrong answer")
+		default:
+			wantFailed(t, s.Verify(ctx, c.ID, 1, 1, strconv.Itoa(n+1)), "wrong answer")
 		}
-		return
 	}
-	t.Fatal("no negative answer in 200 captchas")
 }
 
 func TestVerifyUnknown(t *testing.T) {

@@ -150,6 +150,7 @@ func StartStack(ctx context.Context, srv *Servers, toxi *Toxiproxy, bin, dir, na
 	}
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "TMPDIR=" + dir,
 		"SECKILL_ADMIN_TOKEN=" + s.AdminToken, "SECKILL_SESSION_SECRET=" + randomSecret(),
+		"SECKILL_BACKEND_TOKEN=" + randomSecret(),
 		"SECKILL_LOG_LEVEL=info"}
 	common := []string{"--redis-url", s.Redis.URL(), "--redis-prefix", s.Prefix}
 	relayID := "chaos-relay-" + name

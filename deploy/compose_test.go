@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -137,7 +138,19 @@ func load(t *testing.T) *composeFile {
 
 var varRE = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
 
-// interpolate substitutes variables as docker-compose does when none is set.
+// composeSecrets are the values the tests give the variables the file
+// requires (${VAR:?...}): its secrets, which have no default.
+var composeSecrets = map[string]string{
+	"SECKILL_ADMIN_TOKEN":    "test-admin-token-0123456789abcdef0123456789abcdef",
+	"SECKILL_SESSION_SECRET": "test-session-secret-0123456789abcdef0123456789ab",
+	"SECKILL_BACKEND_TOKEN":  "test-backend-token-0123456789abcdef0123456789abc",
+	"SECKILL_REDIS_PASSWORD": "testredispassword0123456789abcdef0123",
+	"SECKILL_AMQP_PASSWORD":  "testamqppassword0123456789abcdef01234",
+	"SECKILL_PG_PASSWORD":    "testpgpassword0123456789abcdef0123456",
+}
+
+// interpolate substitutes variables as docker-compose does when none is set
+// but the secrets, which have the values of composeSecrets.
 func interpolate(s string) (string, error) {
 	var err error
 	out := varRE.ReplaceAllStringFunc(s, func(m string) string {
@@ -149,7 +162,10 @@ func interpolate(s string) (string, error) {
 		case op == ":-" || op == "-":
 			return sub[3]
 		case strings.HasSuffix(op, "?"):
-			err = fmt.Errorf("%s: a required variable makes the file unusable without it; give it a default", m)
+			if v, ok := composeSecrets[sub[1]]; ok {
+				return v
+			}
+			err = fmt.Errorf("%s: a required variable that is not a secret of composeSecrets; give it a default", m)
 		}
 		return ""
 	})
@@ -405,6 +421,9 @@ func TestComposeConfig(t *testing.T) {
 		if k, _, _ := strings.Cut(kv, "="); !named[k] {
 			env = append(env, kv)
 		}
+	}
+	for k, v := range composeSecrets {
+		env = append(env, k+"="+v)
 	}
 	// An empty env file: a developer's .env must not change what is checked.
 	envFile := filepath.Join(t.TempDir(), "empty.env")
@@ -699,6 +718,92 @@ func TestComposeCredentials(t *testing.T) {
 					t.Errorf("service %s: %s: the password is not POSTGRES_PASSWORD of %s", name, k, srv.name)
 				}
 			}
+		}
+	}
+}
+
+// TestComposeRequiresSecrets (issue 13, M4 and infrastructure credentials):
+// no secret has a default (a placeholder such as change-me would be used as
+// is); docker-compose refuses the file without each one, naming it; every
+// server asks for a credential (Redis: an ACL user, the default user off;
+// RabbitMQ: not guest; PostgreSQL: a password, not trust).
+func TestComposeRequiresSecrets(t *testing.T) {
+	raw, err := os.ReadFile(composePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretName := regexp.MustCompile(`TOKEN|SECRET|PASSWORD|_PASS$|REDISCLI_AUTH`)
+	for _, m := range varRE.FindAllStringSubmatch(string(raw), -1) {
+		name := m[1] // ${NAME...} only: $NAME is in comments here
+		if secretName.MatchString(name) && m[2] != ":?" {
+			t.Errorf("%s: a secret must be required (${%s:?...}), never defaulted", m[0], name)
+		}
+		if m[2] == ":?" && composeSecrets[name] == "" {
+			t.Errorf("%s: required but not in composeSecrets", m[0])
+		}
+	}
+	cf := load(t)
+	for _, name := range sortedNames(cf) {
+		for k, v := range cf.Services[name].env {
+			if secretName.MatchString(k) && !slices.Contains(slices.Collect(maps.Values(composeSecrets)), v) {
+				t.Errorf("service %s: %s is not one of the required secrets", name, k)
+			}
+		}
+	}
+	redis := cf.Services["redis"]
+	script := strings.Join(redis.cmd, " ")
+	for _, want := range []string{"user default off", "user seckill on >%s", "--aclfile /tmp/users.acl", `"$REDIS_PASSWORD"`} {
+		if !strings.Contains(script, want) {
+			t.Errorf("redis command lacks %q: %s", want, script)
+		}
+	}
+	if redis.env["REDIS_PASSWORD"] != composeSecrets["SECKILL_REDIS_PASSWORD"] {
+		t.Errorf("redis: REDIS_PASSWORD is %q", redis.env["REDIS_PASSWORD"])
+	}
+	if u := cf.Services["rabbitmq"].env["RABBITMQ_DEFAULT_USER"]; u == "" || u == "guest" {
+		t.Errorf("rabbitmq: RABBITMQ_DEFAULT_USER %q", u)
+	}
+	pg := cf.Services["postgres"].env
+	if pg["POSTGRES_HOST_AUTH_METHOD"] == "trust" || pg["POSTGRES_PASSWORD"] == "" {
+		t.Errorf("postgres: trust or no password: %v", pg)
+	}
+	for _, name := range sortedNames(cf) {
+		for k, v := range cf.Services[name].env {
+			u, err := url.Parse(v)
+			if err != nil || u.Scheme == "" || cf.Services[u.Hostname()] == nil || u.Scheme == "http" {
+				continue
+			}
+			if p, ok := u.User.Password(); !ok || p == "" {
+				t.Errorf("service %s: %s reaches %s without a password", name, k, u.Hostname())
+			}
+		}
+	}
+
+	dc, err := exec.LookPath("docker-compose")
+	if err != nil {
+		t.Skip("docker-compose is not installed")
+	}
+	envFile := filepath.Join(t.TempDir(), "empty.env")
+	if err := os.WriteFile(envFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for missing := range composeSecrets {
+		var env []string
+		for _, kv := range os.Environ() {
+			if k, _, _ := strings.Cut(kv, "="); composeSecrets[k] == "" {
+				env = append(env, kv)
+			}
+		}
+		for k, v := range composeSecrets {
+			if k != missing {
+				env = append(env, k+"="+v)
+			}
+		}
+		cmd := exec.Command(dc, "--env-file", envFile, "-f", composePath, "config")
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), missing) || !strings.Contains(string(out), "compose-secrets.sh") {
+			t.Errorf("docker-compose config without %s: %v\n%s", missing, err, out)
 		}
 	}
 }

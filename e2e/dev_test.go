@@ -26,7 +26,7 @@ type devProc struct {
 func startDev(t *testing.T, args ...string) devProc {
 	t.Helper()
 	addrFile := filepath.Join(t.TempDir(), "addr")
-	env := append(os.Environ(), "SECKILL_ADMIN_TOKEN=dev-token", "SECKILL_LOG_LEVEL=warn")
+	env := append(os.Environ(), "SECKILL_ADMIN_TOKEN=dev-token", "SECKILL_BACKEND_TOKEN="+testBackendToken, "SECKILL_LOG_LEVEL=warn")
 	p := startProc(t, env, append([]string{"dev", "--public-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--addr-file", addrFile, "--limits", "../configs/limits.yaml"}, args...)...)
 	d := devProc{proc: p}
@@ -106,7 +106,7 @@ func TestDevFlashSale(t *testing.T) {
 		names[i] = fmt.Sprintf("dev%05d", i)
 	}
 	var users struct{ Users map[string]int64 }
-	if code := postJSON(t, d.backend+"/v1/admin/users", "", map[string]any{"usernames": names}, &users); code != 200 || len(users.Users) != 5000 {
+	if code := postJSON(t, d.backend+"/v1/admin/users", testBackendToken, map[string]any{"usernames": names}, &users); code != 200 || len(users.Users) != 5000 {
 		t.Fatalf("users: %d %d", code, len(users.Users))
 	}
 	var mu sync.Mutex
@@ -165,7 +165,7 @@ func TestDevFlashSale(t *testing.T) {
 			Status   string `json:"status"`
 			OrderRef string `json:"order_ref"`
 		}
-		getJSON(t, fmt.Sprintf("%s/v1/items/%d/orders/%d", d.backend, created.ID, user), "", &s)
+		getJSON(t, fmt.Sprintf("%s/v1/items/%d/orders/%d", d.backend, created.ID, user), testBackendToken, &s)
 		if s.Status != "confirmed" || s.OrderRef != ref {
 			t.Fatalf("user %d: %+v, want confirmed %s", user, s, ref)
 		}

@@ -71,7 +71,7 @@ func TestBackendsDiscoveredKilledMidSale(t *testing.T) {
 	const fails = 5
 	hosts := &perHost{next: &http.Transport{MaxIdleConnsPerHost: 256}, n: map[string]int{}}
 	ctx := context.Background()
-	bal, err := discovery.NewBalancer(ctx, []string{zkAddr}, root, discovery.WithLogger(quietLog(t)),
+	bal, err := discovery.NewBalancer(ctx, []string{zkAddr}, root, discovery.WithLogger(quietLog(t)), discovery.WithAdminToken(testBackendToken),
 		discovery.WithHTTPClient(&http.Client{Transport: hosts, Timeout: 10 * time.Second}),
 		discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: fails, OpenFor: time.Minute}))
 	if err != nil {

@@ -123,8 +123,9 @@ func TestAPIAnswerHeaders(t *testing.T) {
 		{"GET", dev.public + "/healthz", "no-store", 200},
 		{"GET", dev.admin + "/admin/items/1/stats", "no-store", 401},
 		{"GET", dev.admin + "/metrics", "no-store", 200},
-		{"GET", dev.backend + "/v1/items", "no-store", 200},
-		{"GET", dev.backend + "/v1/nowhere", "no-store", 404},
+		{"GET", dev.backend + "/v1/items", "no-store", 401}, // no internal credential
+		{"GET", dev.backend + "/v1/nowhere", "no-store", 401},
+		{"GET", dev.backend + "/readyz", "no-store", 200},
 		{"GET", dev.public + "/", "no-cache", 200},
 		{"GET", dev.public + "/no-such-page", "no-cache", 404},
 	} {

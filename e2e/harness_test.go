@@ -74,7 +74,7 @@ func newStack(t *testing.T) *stack {
 	s := &stack{t: t, pgURL: testenv.Postgres(t), redisURL: testenv.RedisURL(t), amqpURL: testenv.AMQPURL(t), queue: testenv.Name(t)}
 	_, s.prefix = testenv.Redis(t) // deletes the test's keys at the end
 	ctx, stop := context.WithCancel(context.Background())
-	b, err := app.StartBackend(ctx, app.BackendConfig{Stores: s.stores(s.amqpURL), Listen: "127.0.0.1:0", Log: quietLog(t)})
+	b, err := app.StartBackend(ctx, app.BackendConfig{Stores: s.stores(s.amqpURL), Listen: "127.0.0.1:0", Token: testBackendToken, Log: quietLog(t)})
 	if err != nil {
 		stop()
 		t.Fatal(err)
@@ -165,7 +165,13 @@ type reserveAnswer struct {
 
 func reserve(baseURL string, item, user int64, requestID string) (reserveAnswer, error) {
 	body, _ := json.Marshal(map[string]any{"item_id": item, "user_id": user, "request_id": requestID})
-	resp, err := client.Post(baseURL+"/v1/reservations", "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest("POST", baseURL+"/v1/reservations", bytes.NewReader(body))
+	if err != nil {
+		return reserveAnswer{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testBackendToken)
+	resp, err := client.Do(req)
 	if err != nil {
 		return reserveAnswer{}, err
 	}
@@ -248,8 +254,13 @@ type proc struct {
 	done chan struct{}
 }
 
+// testBackendToken is the internal credential of the backends and edges the
+// tests start as processes (and of seckill dev); the in-process handlers
+// have none and ignore it.
+const testBackendToken = "e2e-backend-token-0123456789abcdef0123456789"
+
 func (s *stack) env(amqpURL string) []string {
-	return append(os.Environ(),
+	return append(os.Environ(), "SECKILL_BACKEND_TOKEN="+testBackendToken,
 		"SECKILL_REDIS_URL="+s.redisURL, "SECKILL_REDIS_PREFIX="+s.prefix, "SECKILL_AMQP_URL="+amqpURL,
 		"SECKILL_PG_URL="+s.pgURL, "SECKILL_QUEUE="+s.queue, "SECKILL_LOG_LEVEL=warn")
 }

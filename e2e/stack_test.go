@@ -150,6 +150,7 @@ func TestStackUpPurchaseDown(t *testing.T) {
 	if order.OrderRef != buy.OrderRef {
 		t.Fatalf("order %s, bought %s", order.OrderRef, buy.OrderRef)
 	}
+	checkStackCredentials(t, stackDir, stack("status"))
 
 	// A second up restarts the parts and says which pids it stopped.
 	oldEdge := readPid("edge")

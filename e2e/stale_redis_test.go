@@ -134,7 +134,13 @@ type saleAnswer struct {
 func reserveFull(baseURL string, item, user int64, requestID string) (saleAnswer, error) {
 	body, _ := json.Marshal(map[string]any{"item_id": item, "user_id": user, "request_id": requestID})
 	sent := time.Now()
-	resp, err := client.Post(baseURL+"/v1/reservations", "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest("POST", baseURL+"/v1/reservations", bytes.NewReader(body))
+	if err != nil {
+		return saleAnswer{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testBackendToken)
+	resp, err := client.Do(req)
 	if err != nil {
 		return saleAnswer{}, err
 	}

@@ -274,7 +274,7 @@ type guardSettings struct {
 // setGuard installs a new guard when its settings changed. Calls in flight
 // finish under the guard they started with.
 func (e *Edge) setGuard(maxInFlight int, b BreakerConfig) {
-	b.defaults()
+	b = b.WithDefaults()
 	if maxInFlight <= 0 {
 		maxInFlight = 512
 	}

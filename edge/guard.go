@@ -9,29 +9,12 @@ import (
 
 	"seckill"
 	"seckill/httpapi"
+	"seckill/internal/breaker"
 )
 
-// BreakerConfig tunes the circuit breaker around the backend.
-type BreakerConfig struct {
-	// ConsecutiveFailures opens the breaker (default 5).
-	ConsecutiveFailures uint32 `yaml:"consecutive_failures" json:"consecutive_failures"`
-	// OpenFor is how long it stays open before half-open probes (default 1s).
-	OpenFor time.Duration `yaml:"open_for" json:"open_for"`
-	// HalfOpenProbes is how many requests may probe while half-open (default 3).
-	HalfOpenProbes uint32 `yaml:"half_open_probes" json:"half_open_probes"`
-}
-
-func (b *BreakerConfig) defaults() {
-	if b.ConsecutiveFailures == 0 {
-		b.ConsecutiveFailures = 5
-	}
-	if b.OpenFor <= 0 {
-		b.OpenFor = time.Second
-	}
-	if b.HalfOpenProbes == 0 {
-		b.HalfOpenProbes = 3
-	}
-}
+// BreakerConfig tunes the circuit breaker around the backend (the one
+// configuration of every breaker: internal/breaker).
+type BreakerConfig = breaker.Config
 
 // callClass names a kind of backend call. Each class has its own breaker,
 // so reads that fail on a store purchases do not need (PostgreSQL behind a
@@ -82,19 +65,10 @@ func newGuard(maxInFlight int, cfg BreakerConfig, breaking bool, onState func(na
 	if maxInFlight <= 0 {
 		maxInFlight = 512
 	}
-	cfg.defaults()
+	cfg = cfg.WithDefaults()
 	g := &Guard{slots: make(chan struct{}, maxInFlight), openFor: cfg.OpenFor, breaking: breaking}
 	for c := range callClasses {
-		g.cbs[c] = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
-			Name:         "backend-" + c.String(),
-			MaxRequests:  cfg.HalfOpenProbes,
-			Timeout:      cfg.OpenFor,
-			ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
-			IsSuccessful: func(err error) bool { return !BackendFailure(err) },
-			// A caller that went away says nothing about the backend.
-			IsExcluded:    func(err error) bool { return errors.Is(err, context.Canceled) },
-			OnStateChange: onState,
-		})
+		g.cbs[c] = breaker.New("backend-"+c.String(), cfg, BackendFailure, onState)
 	}
 	return g
 }

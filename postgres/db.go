@@ -35,7 +35,8 @@ var migrations embed.FS
 // DB is a pool of connections to the seckill database. It is safe for
 // concurrent use.
 type DB struct {
-	pool *pgxpool.Pool
+	pool       *pgxpool.Pool
+	collisions []UsernameCollision // found at Open by fillUsernameKeys
 }
 
 // Open connects to the database at url, checks that it answers and applies
@@ -59,6 +60,10 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		return nil, err
 	}
 	if err := db.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := db.fillUsernameKeys(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}

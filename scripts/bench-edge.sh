@@ -162,7 +162,7 @@ psql "$SECKILL_TEST_PG" -qc "create database seckill" >/dev/null
 
 # Secrets through the environment (not visible in ps): every command reads them.
 SECKILL_ADMIN_TOKEN=$(random_hex 16)
-SECKILL_BACKEND_TOKEN=$(random_hex 16)
+SECKILL_BACKEND_TOKEN=$(random_hex 32)
 SECKILL_SESSION_SECRET=$(random_hex 32)
 export SECKILL_ADMIN_TOKEN SECKILL_BACKEND_TOKEN SECKILL_SESSION_SECRET
 export SECKILL_REDIS_URL=$SECKILL_TEST_REDIS SECKILL_AMQP_URL=$SECKILL_TEST_AMQP SECKILL_PG_URL=$pg_url

@@ -11,6 +11,8 @@
 #   services.sh stop DIR                stop exactly what `start DIR` started
 #                                        (data stays: a later `start DIR`
 #                                        restarts on it, same ports)
+#   services.sh admin-psql DIR ARGS...  psql as the administrator (postgres),
+#                                        over the socket of `start DIR`
 #   services.sh rabbitmq-start DIR      one private broker, writes DIR/amqp_url
 #   services.sh rabbitmq-stop DIR       (a restart with the same DIR keeps the
 #                                        ports, node name and durable data)
@@ -21,6 +23,15 @@
 #   services.sh zookeeper-start DIR     one private ZooKeeper, writes DIR/zk_addr
 #   services.sh zookeeper-stop DIR      (a restart with the same DIR keeps the
 #                                        port and the data)
+#
+# With DIR/credentials (mode 0600, written by scripts/stack.sh before the first
+# `start DIR`: REDIS_PASSWORD=, AMQP_PASSWORD=, PG_PASSWORD=, generated), the
+# servers require them: Redis an ACL user `seckill` (the default user off),
+# RabbitMQ a user `seckill` (guest deleted), PostgreSQL the role `seckill`
+# with a password over TCP (scram-sha-256; the socket, in a folder only the
+# postgres user can enter, stays the administrator's way in). DIR/env then
+# holds URLs with those credentials (mode 0600). Without the file (the tests'
+# servers, scripts/testenv.sh), nothing asks for a credential.
 #
 # Each RabbitMQ broker runs with its own epmd on a private port (ERL_EPMD_PORT),
 # started and stopped by this script, so it never depends on nor disturbs an
@@ -246,6 +257,15 @@ redis_start() {
 	echo "$aof" >"$d/aof"
 	local args=(--port "$port" --bind 127.0.0.1 --save '' --daemonize yes
 		--dir "$d" --logfile "$d/redis.log" --pidfile "$d/redis.pid")
+	local userinfo=""
+	if [[ -n ${REDIS_PASSWORD:-} ]]; then
+		# An ACL file (not the command line, which ps shows): the default
+		# user is off, seckill may use every key and channel and every
+		# command but the administrative ones (CONFIG, SHUTDOWN, ACL, ...).
+		(umask 077 && printf 'user default off\nuser seckill on >%s ~* &* +@all -@admin\n' "$REDIS_PASSWORD" >"$d/users.acl")
+		args+=(--aclfile "$d/users.acl")
+		userinfo="seckill:$REDIS_PASSWORD@"
+	fi
 	if [[ $aof == no ]]; then
 		args+=(--appendonly no)
 	else
@@ -256,9 +276,11 @@ redis_start() {
 		{ tail_log "$d/redis.log"; die "redis-server failed to start (port $port)"; }
 	local i
 	for ((i = 0; i < 300; i++)); do
-		if [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]] &&
-			[[ -s $d/redis.pid ]]; then
-			echo "redis://127.0.0.1:$port/0" >"$d/redis_url"
+		# PONG, or NOAUTH when only the ACL user may talk: either way it serves.
+		local pong
+		pong=$(redis-cli -h 127.0.0.1 -p "$port" ping 2>&1 || true)
+		if [[ $pong == PONG || $pong == *NOAUTH* ]] && [[ -s $d/redis.pid ]]; then
+			(umask 077 && echo "redis://${userinfo}127.0.0.1:$port/0" >"$d/redis_url")
 			log "Redis ready on 127.0.0.1:$port (pid $(read_pid "$d/redis.pid"))"
 			return 0
 		fi
@@ -297,6 +319,14 @@ pg_start() {
 			{ tail_log "$d/pg/initdb.log"; die "initdb failed"; }
 	fi
 	echo "$port" >"$d/pg/port"
+	if [[ -n ${PG_PASSWORD:-} ]]; then
+		# Password over TCP; the socket (its folder only the postgres user
+		# and root can enter) stays open to the administrator.
+		printf '%s\n' "local all all trust" "host all all 127.0.0.1/32 scram-sha-256" \
+			"host all all ::1/128 scram-sha-256" >"$d/pg/data/pg_hba.conf"
+		if is_root; then chown postgres:postgres "$d/pg/data/pg_hba.conf"; fi
+		chmod 700 "$d/pg"
+	fi
 	if ! (cd "$d/pg" && as_user postgres "$PG_BIN/pg_ctl" -D "$d/pg/data" -w -t 60 \
 		-l "$d/pg/log" -o "-p $port -k $d/pg -c listen_addresses=127.0.0.1 -c max_connections=300" \
 		start </dev/null >"$d/pg/pg_ctl.log" 2>&1); then
@@ -308,12 +338,30 @@ pg_start() {
 	for ((i = 0; i < 300; i++)); do
 		if as_user postgres "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres 2>/dev/null; then
 			log "PostgreSQL ready on 127.0.0.1:$port (pid $(read_pid "$d/pg/postgres.pid"))"
+			if [[ -n ${PG_PASSWORD:-} ]]; then pg_role "$d" "$port"; fi
 			return 0
 		fi
 		sleep 0.1
 	done
 	tail_log "$d/pg/log"
 	die "PostgreSQL is not accepting connections on 127.0.0.1:$port after 30 s"
+}
+
+# pg_role DIR PORT: the login role seckill (may create databases, no
+# superuser) with PG_PASSWORD, over the socket; the password goes on stdin.
+pg_role() {
+	local d=$1 port=$2
+	[[ $PG_PASSWORD =~ ^[A-Za-z0-9]+$ ]] || die "PG_PASSWORD must be letters and digits"
+	local sql="DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'seckill') THEN
+    CREATE ROLE seckill LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  ELSE
+    ALTER ROLE seckill LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  END IF;
+END \$\$;"
+	printf '%s\n' "$sql" | (cd "$d/pg" && as_user postgres "$PG_BIN/psql" -h "$d/pg" -p "$port" -U postgres \
+		-d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null 2>>"$d/pg/log") ||
+		{ tail_log "$d/pg/log"; die "creating the PostgreSQL role seckill failed"; }
 }
 
 pg_stop() {
@@ -523,7 +571,22 @@ EOF
 		(exec 3<>"/dev/tcp/127.0.0.1/$RMQ_PORT") 2>/dev/null && break
 		sleep 0.1
 	done
-	echo "amqp://guest:guest@127.0.0.1:$RMQ_PORT/" >"$d/amqp_url"
+	if [[ -n ${AMQP_PASSWORD:-} ]]; then
+		# The user seckill (password on stdin, not the command line), all
+		# rights on the default vhost; guest deleted.
+		local verb=add_user
+		if rmqctl "$d" list_users --silent 2>/dev/null | grep -q '^seckill[[:space:]]'; then verb=change_password; fi
+		printf '%s' "$AMQP_PASSWORD" | rmqctl "$d" "$verb" seckill >>"$d/log/users.out" 2>&1 ||
+			die "RabbitMQ: $verb seckill failed (log $d/log/users.out)"
+		rmqctl "$d" set_permissions -p / seckill '.*' '.*' '.*' >>"$d/log/users.out" 2>&1 ||
+			die "RabbitMQ: set_permissions seckill failed"
+		if rmqctl "$d" list_users --silent 2>/dev/null | grep -q '^guest[[:space:]]'; then
+			rmqctl "$d" delete_user guest >>"$d/log/users.out" 2>&1 || die "RabbitMQ: delete_user guest failed"
+		fi
+		(umask 077 && echo "amqp://seckill:$AMQP_PASSWORD@127.0.0.1:$RMQ_PORT/" >"$d/amqp_url")
+	else
+		echo "amqp://guest:guest@127.0.0.1:$RMQ_PORT/" >"$d/amqp_url"
+	fi
 	log "RabbitMQ ready on 127.0.0.1:$RMQ_PORT (node $RMQ_NODE, pid $spid)"
 }
 
@@ -560,6 +623,13 @@ cmd_start() {
 	if [[ -f $d/env ]]; then die "$d/env exists: stop that run first (services.sh stop $d)"; fi
 	command -v redis-server >/dev/null 2>&1 && [[ -x $PG_BIN/postgres && -f $JAVA_DIR/zookeeper.jar && -x $RMQ_SBIN/rabbitmq-server ]] ||
 		die "servers missing: run 'services.sh install' first"
+	local pg_user=postgres
+	if [[ -f $d/credentials ]]; then
+		# shellcheck disable=SC1091
+		source "$d/credentials"
+		export REDIS_PASSWORD AMQP_PASSWORD PG_PASSWORD
+		pg_user="seckill:$PG_PASSWORD"
+	fi
 	# On any failure stop what was already started.
 	trap 'echo "services.sh: start failed, stopping what was started" >&2; cmd_stop "'"$d"'" || true' EXIT
 	redis_start "$d/redis"
@@ -570,10 +640,11 @@ cmd_start() {
 	local pg_port zk_port
 	pg_port=$(<"$d/pg/port")
 	zk_port=$(<"$d/zk/port")
+	(umask 077 && : >"$d/env")
 	cat >"$d/env" <<EOF
 export SECKILL_TEST_REDIS=$(<"$d/redis/redis_url")
 export SECKILL_TEST_AMQP=$(<"$d/rabbitmq/amqp_url")
-export SECKILL_TEST_PG='postgres://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable'
+export SECKILL_TEST_PG='postgres://$pg_user@127.0.0.1:$pg_port/postgres?sslmode=disable'
 export SECKILL_TEST_ZK=127.0.0.1:$zk_port
 export SECKILL_TEST_SERVICES=$SELF
 EOF
@@ -594,7 +665,7 @@ cmd_stop() {
 }
 
 usage() {
-	sed -n '2,20p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,25p' "$SELF" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -608,6 +679,12 @@ main() {
 		cmd_start "${1:?missing DIR}"
 		;;
 	stop) cmd_stop "${1:?missing DIR}" ;;
+	admin-psql)
+		local d
+		d=$(abs_dir "${1:?missing DIR}")
+		shift
+		(cd "$d/pg" && as_user postgres "$PG_BIN/psql" -h "$d/pg" -p "$(<"$d/pg/port")" -U postgres "$@")
+		;;
 	rabbitmq-start) rmq_start "${1:?missing DIR}" ;;
 	rabbitmq-stop) [[ ! -d ${1:?missing DIR} ]] || rmq_stop "$(abs_dir "$1")" ;;
 	redis-start) redis_start "${1:?missing DIR}" ;;

@@ -10,13 +10,18 @@
 #                    it stops); the servers and their data stay.
 #   stack.sh down    stop exactly what `up` started; all data is kept
 #   stack.sh clean   down, then delete $SECKILL_STACK_DIR: all server data
-#                    (orders included), logs, settings (admin token, secret)
+#                    (orders included), logs, settings (tokens, secret,
+#                    server passwords)
 #   stack.sh run     up, follow the logs until Ctrl-C, then down
 #   stack.sh status  show what runs and where
 #
 # Everything lives in $SECKILL_STACK_DIR (default .seckill/ in the repo):
 # server data, logs, pids, and `env` with the SECKILL_* settings to reuse,
-# e.g. `source .seckill/env && bin/seckill reconcile`.
+# e.g. `source .seckill/env && bin/seckill reconcile`. Both it and
+# servers/credentials are readable by their owner only: Redis, RabbitMQ and
+# PostgreSQL each get their own user and generated password at the first
+# `up` (scripts/services.sh), the URLs in `env` carry them, and `status`
+# masks them (docs/SECURITY.md).
 # Redis runs with appendonly yes and appendfsync always unless REDIS_AOF says
 # everysec or no (at the first `up`; later ones keep the setting).
 # The edge serves the public API on $SECKILL_PUBLIC_LISTEN (default
@@ -40,6 +45,8 @@ ADMIN="${SECKILL_ADMIN_LISTEN:-127.0.0.1:8081}"
 METRICS="${SECKILL_WORKER_METRICS_LISTEN:-127.0.0.1:9091}"
 
 die() { echo "stack.sh: error: $*" >&2; exit 1; }
+
+random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -167,6 +174,12 @@ up() {
 	if [[ ! -f $STACK/servers/env ]]; then
 		mkdir -p "$STACK/servers"
 		chmod 755 "$STACK/servers"
+		if [[ ! -f $STACK/servers/credentials ]]; then
+			# Each server its own user and password, made once: Redis
+			# (ACL user), RabbitMQ (no guest), PostgreSQL (scram over TCP).
+			(umask 077 && printf 'REDIS_PASSWORD=%s\nAMQP_PASSWORD=%s\nPG_PASSWORD=%s\n' \
+				"$(random_hex 24)" "$(random_hex 24)" "$(random_hex 24)" >"$STACK/servers/credentials")
+		fi
 		"$SERVICES" start "$STACK/servers"
 	fi
 	# shellcheck disable=SC1091
@@ -176,15 +189,44 @@ up() {
 	if ! psql "$pg_admin" -Atqc "select 1 from pg_database where datname='seckill'" | grep -q 1; then
 		psql "$pg_admin" -qc "create database seckill" >/dev/null
 	fi
-	local token=${SECKILL_ADMIN_TOKEN:-} secret=""
+	if [[ $(psql "$pg_admin" -Atqc "select pg_get_userbyid(datdba) from pg_database where datname='seckill'") == postgres ]]; then
+		# Made by a stack.sh from before the credentials: hand the database
+		# and its tables to the role seckill.
+		"$SERVICES" admin-psql "$STACK/servers" -d seckill -qAt -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+ALTER DATABASE seckill OWNER TO seckill;
+DO $$ DECLARE r record; BEGIN
+  FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+    EXECUTE format('ALTER TABLE public.%I OWNER TO seckill', r.tablename);
+  END LOOP;
+END $$;
+SQL
+	fi
+	local token=${SECKILL_ADMIN_TOKEN:-} secret="" internal=${SECKILL_BACKEND_TOKEN:-}
 	if [[ -f $STACK/env ]]; then
-		# keep the token and secret across restarts: sessions stay valid
+		# keep the tokens and secret across restarts: sessions stay valid
 		[[ -n $token ]] || token=$(sed -n 's/^export SECKILL_ADMIN_TOKEN=//p' "$STACK/env")
 		secret=$(sed -n 's/^export SECKILL_SESSION_SECRET=//p' "$STACK/env")
+		[[ -n $internal ]] || internal=$(sed -n 's/^export SECKILL_BACKEND_TOKEN=//p' "$STACK/env")
 	fi
-	[[ -n $token ]] || token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-	[[ -n $secret ]] || secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-	cat >"$STACK/env" <<ENV
+	# 32 random bytes each (64 hex digits): the parts refuse shorter secrets.
+	[[ -n $token ]] || token=$(random_hex 32)
+	[[ -n $secret ]] || secret=$(random_hex 32)
+	[[ -n $internal ]] || internal=$(random_hex 32)
+	# ZooKeeper (docs/security-zookeeper.md): one credential per role and
+	# the key that signs limits versions, kept across restarts.
+	local zk_pusher="" zk_backend="" zk_edge="" role
+	if [[ -f $STACK/env ]]; then
+		zk_pusher=$(sed -n 's/^export SECKILL_ZK_PUSHER=//p' "$STACK/env")
+		zk_backend=$(sed -n 's/^export SECKILL_ZK_BACKEND=//p' "$STACK/env")
+		zk_edge=$(sed -n 's/^export SECKILL_ZK_EDGE=//p' "$STACK/env")
+	fi
+	for role in pusher backend edge; do
+		local var=zk_$role
+		[[ -n ${!var} ]] || printf -v "$var" '%s:%s' "$role" "$(random_hex 32)"
+	done
+	[[ -f $STACK/limits.key ]] || "$BIN" config keygen --out "$STACK/limits" >/dev/null
+	(umask 077 && : >"$STACK/env.tmp")
+	cat >"$STACK/env.tmp" <<ENV
 export SECKILL_REDIS_URL=$SECKILL_TEST_REDIS
 export SECKILL_AMQP_URL=$SECKILL_TEST_AMQP
 export SECKILL_PG_URL='$pg_url'
@@ -196,13 +238,23 @@ export SECKILL_ADMIN_LISTEN=$ADMIN
 export SECKILL_WORKER_METRICS_LISTEN=$METRICS
 export SECKILL_ADMIN_TOKEN=$token
 export SECKILL_SESSION_SECRET=$secret
+export SECKILL_BACKEND_TOKEN=$internal
 export SECKILL_LIMITS=$ROOT/configs/limits.yaml
+export SECKILL_ZK_PUSHER=$zk_pusher
+export SECKILL_ZK_BACKEND=$zk_backend
+export SECKILL_ZK_EDGE=$zk_edge
+export SECKILL_CONFIG_SIGNING_KEY=$STACK/limits.key
+export SECKILL_CONFIG_PUBLIC_KEYS=$(cat "$STACK/limits.pub")
 ENV
 	# LAB=1 (make up LAB=1): the edge believes X-Forwarded-For from loopback,
 	# as the lab needs to play many users from one machine.
 	if [[ ${LAB:-} == 1 ]]; then
-		echo "export SECKILL_TRUSTED_PROXIES=127.0.0.1/32,::1/128" >>"$STACK/env"
+		echo "export SECKILL_TRUSTED_PROXIES=127.0.0.1/32,::1/128" >>"$STACK/env.tmp"
 	fi
+	mv "$STACK/env.tmp" "$STACK/env"
+	# The tree and its ACLs before backends and edges register (idempotent).
+	# shellcheck disable=SC1091
+	(source "$STACK/env" && "$BIN" config init >/dev/null) || fail "seckill config init failed (ZooKeeper at $SECKILL_TEST_ZK)"
 	start_proc backend backend --config "$ROOT/configs/backend.yaml" --listen "$LISTEN" --instance-file "$STACK/backend.instance"
 	start_proc worker worker --config "$ROOT/configs/worker.yaml"
 	wait_ready backend "http://$LISTEN/readyz" "$LISTEN"
@@ -252,7 +304,7 @@ status() {
 	for p in "${PARTS[@]}"; do
 		if alive "$STACK/$p.pid"; then echo "$p: running (pid $(cat "$STACK/$p.pid"), log $STACK/$p.log)"; else echo "$p: stopped"; fi
 	done
-	[[ -f $STACK/env ]] && { echo "settings ($STACK/env):"; sed -e 's/^export /  /' -e 's/\(SESSION_SECRET=\).*/\1****/' "$STACK/env"; }
+	[[ -f $STACK/env ]] && { echo "settings ($STACK/env):"; sed -e 's/^export /  /' -e 's/\(SECRET=\|TOKEN=\|PASSWORD=\).*/\1****/' -e 's|\(://[^:/@]*:\)[^@]*@|\1****@|' "$STACK/env"; }
 	echo "storefront:  http://$PUBLIC/   public API: http://$PUBLIC/api/items (docs/API.md)"
 	echo "admin API:   http://$ADMIN/admin/   dashboard: http://$ADMIN/dashboard/ (token: SECKILL_ADMIN_TOKEN in $STACK/env)"
 	echo "backend API: http://$LISTEN/v1/items           (docs/BACKEND_API.md)"
@@ -281,5 +333,5 @@ run)
 	TAIL=$!
 	wait "$TAIL"
 	;;
-*) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -52,6 +52,8 @@ type DB struct {
 	keepDB *sql.DB
 
 	insertOrder *sql.Stmt // on w
+
+	collisions []UsernameCollision // found at Open by fillUsernameKeys
 }
 
 // Open opens the database dsn, a file path (created if missing) or
@@ -126,6 +128,10 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := db.fillUsernameKeys(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -64,10 +64,10 @@ keeps users logged in. The limits are built in (configs/limits.yaml) unless
   storefront and public API  http://%s/   (API: docs/API.md)
   admin dashboard and API    http://%s/dashboard/   token: %s
                              (%s)
-  backend API (internal)     http://%s/v1/items
+  backend API (internal)     http://%s/v1/items   token: %s
   stores                     %s
 Press Ctrl-C to stop.
-`, time.Since(began).Milliseconds(), d.PublicAddr(), d.AdminAddr(), d.AdminToken(), tokenHint, d.BackendAddr(), d.Describe())
+`, time.Since(began).Milliseconds(), d.PublicAddr(), d.AdminAddr(), d.AdminToken(), tokenHint, d.BackendAddr(), d.BackendToken(), d.Describe())
 			return d.Wait()
 		},
 	}
@@ -77,6 +77,7 @@ Press Ctrl-C to stop.
 	envFlag(fs, getenv, &cfg.AdminListen, "admin-listen", "SECKILL_ADMIN_LISTEN", d.AdminListen, "address of the admin API")
 	envFlag(fs, getenv, &cfg.BackendListen, "backend-listen", "SECKILL_BACKEND_LISTEN", d.BackendListen, "address of the internal backend API")
 	envFlag(fs, getenv, &cfg.AddrFile, "addr-file", "SECKILL_DEV_ADDR_FILE", "", "write 'public=ADDR admin=ADDR backend=ADDR' to this file once listening")
+	envFlag(fs, getenv, &cfg.BackendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "internal credential of the backend API (generated at each start when empty; printed at start)")
 	envFlag(fs, getenv, &cfg.AdminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "admin API token (generated when empty, and kept beside --data; printed at start)")
 	envFlag(fs, getenv, &cfg.SessionSecret, "session-secret", "SECKILL_SESSION_SECRET", "", "HMAC key of session tokens (generated when empty, and kept beside --data so restarts keep users logged in)")
 	envFlag(fs, getenv, &cfg.DataFile, "data", "SECKILL_DATA", "", "SQLite file for users, items and orders (in memory when empty); generated secrets go to FILE.secrets")

@@ -84,14 +84,14 @@ var strong = strings.Repeat("5e", 16)
 // them).
 func TestEdgeRefusesWhatAPushWouldRefuse(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"SECKILL_ADMIN_TOKEN": strong}
+	env := map[string]string{"SECKILL_ADMIN_TOKEN": strong, "SECKILL_BACKEND_TOKEN": strong}
 	got := runErr(t, env, "edge", "--difficulty", "40", "--max-in-flight", "0", "--breaker-open", "1ms", "--trusted-proxies", "10.0.0.0/8,nope")
 	wantAll(t, "edge", got, "4 bad settings",
 		"--difficulty=40: 40 must be between 0 and 32 bits",
 		"--max-in-flight=0: 0 must be between 1 and 1048576",
 		"--breaker-open=1ms: 1ms must be between 100ms and 10m0s",
 		`--trusted-proxies=10.0.0.0/8,nope: not an IP or CIDR: "nope"`)
-	got = runErr(t, map[string]string{"SECKILL_ADMIN_TOKEN": strong, "SECKILL_DIFFICULTY": "30", "SECKILL_DIFFICULTY_UNDER_LOAD": "4"}, "edge")
+	got = runErr(t, map[string]string{"SECKILL_ADMIN_TOKEN": strong, "SECKILL_BACKEND_TOKEN": strong, "SECKILL_DIFFICULTY": "30", "SECKILL_DIFFICULTY_UNDER_LOAD": "4"}, "edge")
 	wantAll(t, "edge under load", got, "--difficulty-under-load=4 (from $SECKILL_DIFFICULTY_UNDER_LOAD): difficulty + difficulty_under_load = 34 exceeds 32 bits")
 	limits := filepath.Join(t.TempDir(), "limits.yaml")
 	if err := os.WriteFile(limits, []byte("rules:\n  - {name: a, class: buy, key: user, rate: 1, burst: 1, shadow: true}\n"), 0o644); err != nil {
@@ -120,7 +120,13 @@ func TestWeakSecretsRefused(t *testing.T) {
 	got = runErr(t, nil, "edge")
 	wantAll(t, "edge without token", got, "--admin-token (not set; nor $SECKILL_ADMIN_TOKEN): an admin token is required")
 	got = runErr(t, map[string]string{"SECKILL_BACKEND_TOKEN": "change-me-backend"}, "backend")
-	wantAll(t, "backend", got, `--admin-token=**** (from $SECKILL_BACKEND_TOKEN): is the placeholder "change-me-backend"`)
+	wantAll(t, "backend", got, `--backend-token=**** (from $SECKILL_BACKEND_TOKEN): is the placeholder "change-me-backend"`)
+	// The internal credential is required (issue 13 M3), by the backend
+	// and by the edge, which sends it.
+	got = runErr(t, nil, "backend")
+	wantAll(t, "backend without token", got, "--backend-token (not set; nor $SECKILL_BACKEND_TOKEN): the internal credential is required")
+	got = runErr(t, map[string]string{"SECKILL_ADMIN_TOKEN": strong, "SECKILL_SESSION_SECRET": strong}, "edge")
+	wantAll(t, "edge without backend token", got, "--backend-token (not set; nor $SECKILL_BACKEND_TOKEN): the backends' internal credential is required")
 	// Strong secrets pass: the only problem left is the Redis URL.
 	got = runErr(t, map[string]string{"SECKILL_ADMIN_TOKEN": strong, "SECKILL_SESSION_SECRET": strong, "SECKILL_BACKEND_TOKEN": strong}, "edge", "--redis-url", "nope")
 	if strings.Contains(got, "secret") || strings.Contains(got, "token") || !strings.Contains(got, "--redis-url=nope") {

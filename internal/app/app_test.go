@@ -123,7 +123,8 @@ func TestRealRolesShutdownLeaveNoGoroutine(t *testing.T) {
 		}
 	}()
 
-	be, err := StartBackend(ctx, BackendConfig{Stores: st, Listen: "127.0.0.1:0", RunRelay: true,
+	internal := strings.Repeat("b2", 16)
+	be, err := StartBackend(ctx, BackendConfig{Stores: st, Listen: "127.0.0.1:0", RunRelay: true, Token: internal,
 		Relay: RelayOptions{ID: "relay-leak", StealAfter: 30 * time.Second, ClaimIdle: 5 * time.Second},
 		ZK:    zk, ZKRoot: root, RedisGuard: true, GuardSettle: 100 * time.Millisecond, Log: quiet()})
 	if err != nil {
@@ -140,7 +141,7 @@ func TestRealRolesShutdownLeaveNoGoroutine(t *testing.T) {
 	ecfg := DefaultEdge
 	ecfg.Stores = st
 	ecfg.PublicListen, ecfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
-	ecfg.AdminToken = strings.Repeat("a1", 16)
+	ecfg.AdminToken, ecfg.BackendToken = strings.Repeat("a1", 16), internal
 	ecfg.ZK, ecfg.ZKRoot, ecfg.EdgeID = zk, root, "leak"
 	ecfg.ConfigCache, ecfg.BackendsCache = dir+"/limits.json", dir+"/backends.json"
 	ecfg.Difficulty, ecfg.Log = 1, quiet()

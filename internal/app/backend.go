@@ -27,13 +27,14 @@ type BackendConfig struct {
 	Listen       string // listen
 	AddrFile     string // addr-file
 	InstanceFile string // instance-file
-	// Token is the internal credential (SECKILL_BACKEND_TOKEN): the Bearer
-	// token of the backend's protected routes.
+	// Token is the internal credential (SECKILL_BACKEND_TOKEN), required:
+	// the Bearer token of every route but /healthz, /readyz and /metrics.
 	Token       string
 	RunRelay    bool // relay: run the outbox relay in this process
 	Relay       RelayOptions
 	ZK          []string // zk: servers to register with (none: no registration)
 	ZKRoot      string   // zk-root
+	ZKAuth      string   // zk-auth: the backends' ZooKeeper credential, user:password ("" = an open tree)
 	Advertise   string   // advertise: URL or host:port edges reach this backend at
 	RedisGuard  bool     // redis-guard
 	GuardSettle time.Duration
@@ -46,13 +47,18 @@ func (c BackendConfig) Validate() error {
 	var ps Problems
 	c.Stores.validate(&ps, true, true, true)
 	ps.listen("listen", c.Listen, false)
-	ps.secret("admin-token", c.Token)
+	if c.Token == "" {
+		ps.add("backend-token", "the internal credential is required: every backend route but the health probes needs it, "+
+			"and the edges send it; the same on every edge and backend (%s)", HowToMakeSecret)
+	}
+	ps.secret("backend-token", c.Token)
 	if c.RunRelay {
 		c.Relay.validate(&ps, "relay-claim-idle")
 	}
 	if len(c.ZK) > 0 && !strings.HasPrefix(c.ZKRoot, "/") {
 		ps.add("zk-root", "%q must start with /", c.ZKRoot)
 	}
+	ps.zkAuth(c.ZKAuth)
 	ps.nonNegative("redis-guard-settle", c.GuardSettle)
 	ps.nonNegative("drain-wait", c.DrainWait)
 	return ps.err()
@@ -124,7 +130,7 @@ func startBackend(ctx context.Context, gr *group, cfg BackendConfig, log *slog.L
 	log.Info("items loaded into redis", "items", n)
 
 	reg := newRegistry()
-	h := backend.NewHandler(svc, backend.HTTPConfig{AdminToken: cfg.Token, Registry: reg, Logger: log})
+	h := backend.NewHandler(svc, backend.HTTPConfig{Token: cfg.Token, Registry: reg, Logger: log})
 	var relay *relayParts
 	if cfg.RunRelay {
 		if relay, err = newRelay(gr, cfg.Stores, cfg.Relay, rdb, log); err != nil {
@@ -189,7 +195,14 @@ func startBackend(ctx context.Context, gr *group, cfg BackendConfig, log *slog.L
 		// Registered in the background: the backend serves at once, and
 		// keeps trying while ZooKeeper is away (no deadline, no exit: a
 		// crash loop under a supervisor helps nobody).
-		r, err := discovery.StartRegistration(cfg.ZK, cfg.ZKRoot, url, log)
+		// The registration carries a MAC under the internal token (edges
+		// route only to registrations they verify); with a credential its
+		// node is writable by this backend alone.
+		zopts := []discovery.Option{discovery.WithAdminToken(cfg.Token)}
+		if cred := zkCredential(cfg.ZKAuth, "SECKILL_ZK_BACKEND", log); cred != nil {
+			zopts = append(zopts, discovery.WithCredential(cred))
+		}
+		r, err := discovery.StartRegistration(cfg.ZK, cfg.ZKRoot, url, log, zopts...)
 		if err != nil {
 			return nil, fmt.Errorf("registering in zookeeper: %w", err)
 		}

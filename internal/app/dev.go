@@ -43,6 +43,7 @@ type DevConfig struct {
 	DataFile                  string // SQLite file ("" = in memory)
 	LimitsFile                string // "" = the built-in limits
 	RedisURL, AMQPURL, PGURL  string // "" = the stand-in
+	BackendToken              string // internal credential of the backend API ("" = generated at each start)
 	TrustedProxies            []string
 	NoDemo                    bool
 	DemoStock                 int
@@ -137,6 +138,9 @@ func devSecretsFor(c *DevConfig) (kept string, err error) {
 	}
 	if c.AdminToken == "" {
 		c.AdminToken = s.AdminToken
+	}
+	if c.BackendToken == "" {
+		c.BackendToken = randomHex(32)
 	}
 	if c.SessionSecret == "" {
 		c.SessionSecret = s.SessionSecret
@@ -272,7 +276,7 @@ func startDev(ctx context.Context, gr *group, cfg DevConfig, log *slog.Logger) (
 		return nil, err
 	}
 	d.backendAddr = bl.Addr().String()
-	bsrv := httpapi.NewServer(backend.NewHandler(svc, backend.HTTPConfig{Logger: log.With("component", "backend")}))
+	bsrv := httpapi.NewServer(backend.NewHandler(svc, backend.HTTPConfig{Token: cfg.BackendToken, Logger: log.With("component", "backend")}))
 	gr.onShutdown(func() { shutdownServers(log, bsrv) })
 	gr.serve("backend api", bsrv, bl)
 
@@ -304,6 +308,10 @@ func startDev(ctx context.Context, gr *group, cfg DevConfig, log *slog.Logger) (
 
 // BackendAddr is the address of the backend API.
 func (d *Dev) BackendAddr() string { return d.backendAddr }
+
+// BackendToken is the internal credential of the backend API (given or
+// generated).
+func (d *Dev) BackendToken() string { return d.cfg.BackendToken }
 
 // AdminToken is the admin token in force (given, kept or generated).
 func (d *Dev) AdminToken() string { return d.cfg.AdminToken }

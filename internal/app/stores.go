@@ -80,11 +80,25 @@ func NoRetryRedisClient(rawURL string, poolSize int) (*redis.Client, error) {
 
 // MaskURL hides the password of a URL.
 func MaskURL(v string) string {
-	if u, err := url.Parse(v); err == nil && u.User != nil {
+	u, err := url.Parse(v)
+	if err != nil {
+		return v
+	}
+	masked := false
+	if u.User != nil {
 		if _, has := u.User.Password(); has {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return strings.Replace(u.String(), "xxxxx", "****", 1)
+			masked = true
 		}
 	}
-	return v
+	// A password may also travel as a parameter (pgx: ?password=...).
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+		masked = true
+	}
+	if !masked {
+		return v
+	}
+	return strings.ReplaceAll(u.String(), "xxxxx", "****")
 }
