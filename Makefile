@@ -6,7 +6,7 @@ test:
 	scripts/testenv.sh $(ARGS)
 
 build:
-	go build -o bin/seckill ./cmd/seckill
+	go build -ldflags "-X main.buildVersion=$$(git describe --always --dirty 2>/dev/null)" -o bin/seckill ./cmd/seckill
 
 vet:
 	go vet ./...

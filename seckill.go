@@ -97,25 +97,31 @@ type Code string
 // Error codes.
 const (
 	EInvalid         Code = "invalid"
-	ETooLarge        = "too_large"
-	EUnknownItem     = "unknown_item"
-	ENotFound        = "not_found"
-	ENotLive         = "not_live"
-	ESoldOut         = "sold_out"
-	EAlreadyBought   = "already_bought"
-	EConflict        = "conflict"
-	EUsernameTaken   = "username_taken"
-	EUnauthorized    = "unauthenticated"
-	EForbidden       = "forbidden"
-	EMethod          = "method_not_allowed"
-	EUnavailable     = "backend_unavailable"
-	EOverloaded      = "overloaded"
-	ERateLimited     = "rate_limited"
-	EInternal        = "internal"
-	EChallengeFailed = "challenge_failed"
-	EBadPath         = "bad_path"
-	EBadCredentials  = "bad_credentials"
-	EDependency      = "dependency_unavailable" // a store the server needs (Redis) is down or did not answer in time
+	ETooLarge             = "too_large"
+	EUnknownItem          = "unknown_item"
+	ENotFound             = "not_found"
+	ENotLive              = "not_live"
+	ESoldOut              = "sold_out"
+	EAlreadyBought        = "already_bought"
+	EConflict             = "conflict"
+	EUsernameTaken        = "username_taken"
+	EUnauthorized         = "unauthenticated"
+	EForbidden            = "forbidden"
+	EMethod               = "method_not_allowed"
+	EUnavailable          = "backend_unavailable"
+	EOverloaded           = "overloaded"
+	ERateLimited          = "rate_limited"
+	EInternal             = "internal"
+	EChallengeFailed      = "challenge_failed"
+	EBadPath              = "bad_path"
+	EBadCredentials       = "bad_credentials"
+	EDependency           = "dependency_unavailable" // a store the server needs (Redis) is down or did not answer in time
+)
+
+// Codes of the edge's browser checks (issue 13 M1).
+const (
+	ECrossOrigin Code = "cross_origin"           // a browser request from another site (CSRF)
+	EMediaType   Code = "unsupported_media_type" // a browser request whose body is not application/json
 )
 
 // Error is an error with a machine-readable code.

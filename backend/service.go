@@ -48,6 +48,7 @@ type Service struct {
 	now   func() time.Time
 	guard RedisGuard
 	cat   catalogCache // Items: the last item list, ended items' views
+	hash  hashGate     // bounds bcrypt work (users.go)
 }
 
 // RedisGuard reports whether reservations are frozen while a restarted

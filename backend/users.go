@@ -3,13 +3,78 @@ package backend
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
 	"seckill"
+	"seckill/httpapi"
 	"seckill/username"
 )
+
+// hashGate bounds password hashing (bcrypt, about 50-80 ms of one core
+// each): at most max(1, cores/2) at once, a short queue of twice that
+// waiting at most hashWait, and beyond it 503 overloaded with Retry-After
+// at once. A login flood then takes half the cores at most and never
+// starves reservations (issue 13 M5).
+type hashGate struct {
+	once  sync.Once
+	slots chan struct{}
+	queue chan struct{}
+}
+
+const hashWait = time.Second
+
+func (g *hashGate) init(slots, queue int) {
+	g.once.Do(func() {
+		if slots <= 0 {
+			slots = max(1, runtime.NumCPU()/2)
+		}
+		if queue < 0 {
+			queue = 2 * slots
+		}
+		g.slots, g.queue = make(chan struct{}, slots), make(chan struct{}, queue)
+	})
+}
+
+var errHashBusy = &httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded, "too many password checks in progress; retry shortly"), After: time.Second}
+
+// do runs f holding a hashing slot.
+func (g *hashGate) do(ctx context.Context, f func()) error {
+	g.init(0, -1)
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		select {
+		case g.queue <- struct{}{}:
+		default:
+			return errHashBusy
+		}
+		t := time.NewTimer(hashWait)
+		select {
+		case g.slots <- struct{}{}:
+			<-g.queue
+			t.Stop()
+		case <-ctx.Done():
+			<-g.queue
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+			<-g.queue
+			return errHashBusy
+		}
+	}
+	defer func() { <-g.slots }()
+	f()
+	return nil
+}
+
+// SetPasswordHashing bounds password hashing to slots at once and queue
+// waiting (before the first login or registration; default max(1,
+// cores/2) and twice that).
+func (s *Service) SetPasswordHashing(slots, queue int) { s.hash.init(slots, queue) }
 
 // Users is the account store (package postgres).
 type Users interface {
@@ -33,7 +98,11 @@ func (s *Service) Register(ctx context.Context, name, password string) (int64, e
 	if s.users == nil {
 		return 0, errors.New("registering: no user store")
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	var hash []byte
+	var err error
+	if herr := s.hash.do(ctx, func() { hash, err = bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost) }); herr != nil {
+		return 0, herr
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -62,12 +131,19 @@ func (s *Service) Login(ctx context.Context, name, password string) (int64, erro
 	if err != nil && seckill.ErrorCode(err) != seckill.ENotFound {
 		return 0, err
 	}
-	if err != nil || hash == "" {
-		dummyOnce.Do(func() { dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost) })
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
-		return 0, bad
+	ok := false
+	herr := s.hash.do(ctx, func() {
+		if err != nil || hash == "" {
+			dummyOnce.Do(func() { dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost) })
+			_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+			return
+		}
+		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
+	})
+	if herr != nil {
+		return 0, herr
 	}
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+	if !ok {
 		return 0, bad
 	}
 	return id, nil

@@ -78,6 +78,13 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			Code string `json:"code"`
 		}
 		_ = json.Unmarshal(raw, &p)
+		if resp.StatusCode == http.StatusServiceUnavailable && p.Code == seckill.EOverloaded {
+			// The backend shed the call before doing it (its password
+			// hashing bound): it answered, so this is no failure of it,
+			// and no breaker counts it. The caller's 503 says
+			// Retry-After: 1, as the backend's did.
+			return seckill.Errorf(seckill.EOverloaded, "the backend is busy; retry shortly")
+		}
 		return &seckill.UnavailableError{Err: fmt.Errorf("%s %s: status %d %s", method, path, resp.StatusCode, p.Code)}
 	}
 	if resp.StatusCode >= 400 {

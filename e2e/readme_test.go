@@ -138,4 +138,27 @@ func TestReadmeWalkthrough(t *testing.T) {
 			t.Errorf("run %d: the confirmed order has no number", run)
 		}
 	}
+
+	// F2 + F3: the README's lab command against make up LAB=1 plays, and
+	// writes its report into a new timestamped folder it names.
+	if err := os.Symlink(filepath.Join(filepath.Dir(bin), "..", "configs"), filepath.Join(work, "configs")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, "bash", "-e", "-c", "source .seckill/env; bin/seckill lab run configs/lab/small.yaml --quiet --edge http://"+public+" --admin http://"+admin)
+	cmd.Dir = work
+	raw, err := cmd.CombinedOutput()
+	out = string(raw)
+	if err != nil {
+		t.Fatalf("lab run against make up LAB=1: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`(?m)^report: (lab-reports/small-\d{8}T\d{6}Z) \(report\.html, report\.json\)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("the lab names no report folder:\n%s", out)
+	}
+	for _, f := range []string{"report.html", "report.json"} {
+		if st, err := os.Stat(filepath.Join(work, m[1], f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s/%s: %v", m[1], f, err)
+		}
+	}
+	t.Logf("lab against make up LAB=1: %s", m[1])
 }

@@ -1,10 +1,8 @@
 package edge
 
 import (
-	"crypto/subtle"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -12,19 +10,9 @@ import (
 	"seckill/httpapi"
 )
 
-func (e *Edge) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		got, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-		if e.cfg.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(e.cfg.AdminToken)) != 1 {
-			return seckill.Errorf(seckill.EUnauthorized, "admin token required")
-		}
-		return next(c)
-	}
-}
-
 func (e *Edge) createItem(c echo.Context) error {
 	var req seckill.CreateItemRequest
-	if err := httpapi.BindJSON(c, 16<<10, &req); err != nil {
+	if err := httpapi.BindJSONStrict(c, 16<<10, &req); err != nil {
 		return err
 	}
 	it := req.Item()
@@ -86,7 +74,7 @@ func (e *Edge) putDefences(c echo.Context) error {
 		return unavailable(err)
 	}
 	d := e.defences.get(id)
-	if err := httpapi.BindJSON(c, 4<<10, &d); err != nil {
+	if err := httpapi.BindJSONStrict(c, 4<<10, &d); err != nil {
 		return err
 	}
 	if err := e.defences.set(ctx, id, d); err != nil {
@@ -108,7 +96,7 @@ func (e *Edge) createSessions(c echo.Context) error {
 	var req struct {
 		Usernames []string `json:"usernames"`
 	}
-	if err := httpapi.BindJSON(c, 1<<20, &req); err != nil {
+	if err := httpapi.BindJSONStrict(c, 1<<20, &req); err != nil {
 		return err
 	}
 	if len(req.Usernames) == 0 || len(req.Usernames) > MaxSessions {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
 
 	"seckill"
 	"seckill/captcha"
@@ -77,8 +78,32 @@ const DefaultMaxKeysPerRule = 1 << 17
 type Config struct {
 	SessionSecret []byte
 	SessionTTL    time.Duration
-	SecureCookie  bool
-	AdminToken    string
+	// PreviousSessionSecret, when set, is the secret before a rotation:
+	// its tokens stay valid for SessionKeyOverlap (default SessionTTL)
+	// after the edge starts; new tokens are signed with SessionSecret.
+	PreviousSessionSecret []byte
+	SessionKeyOverlap     time.Duration
+	// InsecureCookie leaves the session cookie without the Secure flag
+	// (plain-HTTP development: `seckill dev`); by default it is Secure.
+	InsecureCookie bool
+	// TrustedOrigins are origins (scheme://host[:port]) besides the
+	// edge's own whose browser pages may send state-changing requests.
+	TrustedOrigins []string
+	// RevocationSync is how often the edge checks Redis for revocations
+	// its subscription may have missed (default 2 s).
+	RevocationSync time.Duration
+	// AccountsInFlight bounds register and login calls in flight to the
+	// backend, apart from purchases (default 32; over it 503 overloaded).
+	AccountsInFlight int
+	// LoginFailures is how many failed logins one account may have per
+	// LoginFailureWindow before its logins get 429 (default 10 per 15 min).
+	LoginFailures      int
+	LoginFailureWindow time.Duration
+	// CaptchaRate and CaptchaBurst bound captcha images drawn per second
+	// by this edge (default 100/s, burst 200): each costs about 5 ms of CPU.
+	CaptchaRate  float64
+	CaptchaBurst int
+	AdminToken   string
 	// Difficulty is the proof-of-work difficulty in leading zero bits;
 	// DifficultyUnderLoad is added while the backend is busy (more than half
 	// of MaxInFlight in use, or the breaker not closed).
@@ -139,6 +164,16 @@ type Edge struct {
 	readyC       *httpapi.ReadyCache
 	public       *echo.Echo
 	admin        *echo.Echo
+	origins      *originGuard
+	revoker      *revoker
+	acctGuard    *Guard
+	// acctBusyUntil (unix ns): the backend's password hashing is full;
+	// logins and registrations are refused at the edge until then.
+	acctBusyUntil atomic.Int64
+	loginFails    *loginFailures
+	captchaLim    *rate.Limiter
+	adminFails    *adminFailures
+	audit         *auditLog
 }
 
 // New builds an edge.
@@ -162,13 +197,14 @@ func New(cfg Config, d Deps) *Edge {
 	}
 	e := &Edge{
 		cfg: cfg, be: d.Backend, rdb: d.Redis, prefix: d.Prefix, lim: d.Limiter, ch: d.Challenges, log: log,
-		sessions: NewSessions(cfg.SessionSecret, cfg.SessionTTL, cfg.SecureCookie),
+		sessions: NewSessions(cfg.SessionSecret, cfg.SessionTTL, !cfg.InsecureCookie),
 		paths:    NewPaths(d.Redis, d.Prefix, cfg.PathTTL),
 		catalog:  NewCatalog(d.Backend, cfg.CatalogTTL),
 		dedup:    NewDedup(d.Buyers, 0),
 		defences: &defenceSwitches{rdb: d.Redis, prefix: d.Prefix},
 		instance: httpapi.NewInstanceID(),
 	}
+	e.setupSecurity(cfg, d)
 	e.readyC = httpapi.NewReadyCache(func(context.Context) bool { return e.isReady() })
 	if off := cfg.ClockOffset; off != 0 {
 		e.catalog.now = func() time.Time { return time.Now().Add(off) }
@@ -347,6 +383,11 @@ func (e *Edge) Listen(ctx context.Context) {
 	if err := e.defences.load(ctx); err != nil {
 		e.log.Warn("loading defence switches", "err", err)
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() { e.revoker.run(rctx, e.cfg.RevocationSync) })
 	ch := sub.Channel()
 	for {
 		select {
@@ -372,6 +413,8 @@ func (e *Edge) apply(payload string) {
 		if err := e.defences.load(context.Background()); err != nil {
 			e.log.Warn("loading defence switches", "err", err)
 		}
+	case "revoke", "notbefore":
+		e.revoker.event(kind, arg)
 	case "items":
 		if id, err := strconv.ParseInt(arg, 10, 64); err == nil {
 			e.catalog.Learn(id)

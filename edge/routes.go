@@ -35,10 +35,11 @@ const (
 // publicRoutes lists every public route.
 func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec := newEcho(e.log)
-	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders())
+	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders(), e.origins.middleware)
 	ec.POST("/api/register", e.register)
 	ec.POST("/api/login", e.login)
 	ec.POST("/api/logout", e.logout)
+	ec.POST("/api/logout/everywhere", e.logoutEverywhere)
 	ec.GET("/api/items", e.items)
 	ec.GET("/api/items/:id", e.item)
 	ec.POST("/api/items/:id/challenge", e.challenge)
@@ -56,7 +57,7 @@ func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec := newEcho(e.log)
 	ec.Use(httpapi.NewMetrics(reg, "seckill_edge_admin").Middleware(), httpapi.APIHeaders())
-	adm := ec.Group("/admin", e.requireAdmin)
+	adm := ec.Group("/admin", e.requireAdmin, e.auditWrites)
 	adm.POST("/items", e.createItem)
 	adm.GET("/items", e.adminItems)
 	adm.GET("/items/:id/stats", e.stats)
@@ -64,17 +65,22 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	adm.GET("/items/:id/defences", e.getDefences)
 	httpapi.RegisterPprof(adm) // /admin/debug/pprof/...
 	adm.PUT("/items/:id/defences", e.putDefences)
+	adm.POST("/users/:id/revoke", e.revokeUser)
+	adm.GET("/audit", e.auditList)
 	ec.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	ec.GET("/healthz", httpapi.Healthz("edge", e.instance))
 	ec.GET("/readyz", e.readyDetails)
 	return ec
 }
 
-// isReady is the edge's verdict: not draining, and a catalogue copy in
-// service (before it, every item would look unknown). Redis and the
+// isReady is the edge's verdict: not draining, a catalogue copy in
+// service (before it, every item would look unknown), and the first load
+// of session revocations tried (before it, a revoked token would pass). Redis and the
 // backends are reported on the admin /readyz, not needed: the edge keeps
 // answering what it can from what it holds, and answers 503 for the rest.
-func (e *Edge) isReady() bool { return !e.draining.Load() && e.catalog.Loaded() }
+func (e *Edge) isReady() bool {
+	return !e.draining.Load() && e.catalog.Loaded() && e.revoker.tried.Load()
+}
 
 // readyDetails is the admin /readyz: the verdict and why.
 func (e *Edge) readyDetails(c echo.Context) error {
@@ -196,7 +202,7 @@ func (e *Edge) register(c echo.Context) error {
 	if len(req.Password) < seckill.MinPassword || len(req.Password) > seckill.MaxPassword {
 		return seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", seckill.MinPassword, seckill.MaxPassword)
 	}
-	id, err := Do(c.Request().Context(), e.guard(), CallRead, func(ctx context.Context) (int64, error) {
+	id, err := accountCall(c.Request().Context(), e, func(ctx context.Context) (int64, error) {
 		return e.be.Register(ctx, req.Username, req.Password)
 	})
 	if err != nil {
@@ -213,22 +219,30 @@ func (e *Edge) login(c echo.Context) error {
 	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
 		return err
 	}
-	id, err := Do(c.Request().Context(), e.guard(), CallRead, func(ctx context.Context) (int64, error) {
+	ctx := c.Request().Context()
+	// Failures are counted per account; a name no account can have is
+	// refused by the backend without an account to protect.
+	counted := seckill.ValidateUsername(req.Username) == nil
+	if counted {
+		if err := e.loginFails.check(ctx, req.Username); err != nil {
+			return e.reject(err)
+		}
+	}
+	id, err := accountCall(ctx, e, func(ctx context.Context) (int64, error) {
 		return e.be.Login(ctx, req.Username, req.Password)
 	})
+	if counted && seckill.ErrorCode(err) == seckill.EBadCredentials {
+		e.loginFails.failed(ctx, req.Username)
+	}
 	if err != nil {
 		return e.reject(err)
+	}
+	if counted {
+		e.loginFails.succeeded(ctx, req.Username)
 	}
 	tok, exp := e.sessions.Sign(id, req.Username)
 	c.SetCookie(e.sessions.Cookie(tok, exp))
 	return c.JSON(http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC(), "user_id": id})
-}
-
-func (e *Edge) logout(c echo.Context) error {
-	ck := e.sessions.Cookie("", time.Unix(0, 0))
-	ck.MaxAge = -1
-	c.SetCookie(ck)
-	return c.NoContent(http.StatusNoContent)
 }
 
 func (e *Edge) items(c echo.Context) error {
@@ -302,6 +316,11 @@ func (e *Edge) challenge(c echo.Context) error {
 		kind, diff = captcha.KindPoW, 0
 	default:
 		kind = captcha.KindPoW
+	}
+	if kind == captcha.KindCaptcha {
+		if err := e.allowCaptcha(); err != nil {
+			return err
+		}
 	}
 	ch, err := e.ch.Issue(ctx, kind, ses.UserID, id, diff)
 	if err != nil {

@@ -2,8 +2,10 @@ package edge
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -18,22 +20,52 @@ type Session struct {
 	UserID   int64  `json:"u"`
 	Username string `json:"n"`
 	Expires  int64  `json:"e"` // unix seconds
+	// ID names this token among the user's (random, 96 bits): logout
+	// revokes it. Empty in tokens made before revocation existed.
+	ID string `json:"j,omitempty"`
+	// IssuedAt is when the token was signed (unix ms): "log out
+	// everywhere" refuses every token issued before a user's not-before.
+	IssuedAt int64 `json:"i,omitempty"`
 }
 
-// Sessions signs and verifies session tokens: base64url(JSON) "." base64url(HMAC-SHA256).
-// Tokens are stateless, so any edge with the same secret accepts them.
-type Sessions struct {
+// sessionKey is one HMAC key: the signing key, or a previous one accepted
+// until a time (secret rotation with an overlap window).
+type sessionKey struct {
+	id     string
 	secret []byte
+	until  time.Time // zero: no end (the signing key)
+}
+
+// Sessions signs and verifies session tokens:
+//
+//	kid "." base64url(JSON) "." base64url(HMAC-SHA256(kid "." payload))
+//
+// Tokens are stateless, so any edge with the same secret accepts them; the
+// key id (derived from the secret) names the key that signed a token, so a
+// secret can be rotated: the previous one stays accepted for an overlap
+// window. Revoked tokens and users' not-before times come from an
+// in-memory set (revocations) kept in step by Redis pub/sub: checking a
+// token never calls Redis.
+type Sessions struct {
+	keys   []sessionKey // keys[0] signs
 	ttl    time.Duration
 	now    func() time.Time
 	secure bool
+	rev    *revocations
 
 	// verified remembers tokens whose signature checked out (exact token
 	// string -> session), so a client sending the same token again and
-	// again (a bot, a poller) costs no HMAC and no JSON decode. Expiry is
-	// still checked on every use. Bounded: cleared when full.
+	// again (a bot, a poller) costs no HMAC and no JSON decode. Expiry, the
+	// key's window and revocation are still checked on every use. Bounded:
+	// cleared when full.
 	mu       sync.RWMutex
-	verified map[string]Session
+	verified map[string]cachedSession
+	byID     map[string]string // token id -> token, to purge a revoked one
+}
+
+type cachedSession struct {
+	ses      Session
+	keyUntil int64 // unix ms; 0: no end
 }
 
 const maxVerified = 100_000
@@ -41,12 +73,31 @@ const maxVerified = 100_000
 // CookieName is the session cookie.
 const CookieName = "seckill_session"
 
-// NewSessions returns a signer. The secret should be at least 32 random bytes.
+// NewSessions returns a signer. The secret should be at least 32 random
+// bytes. secureCookie marks the cookie Secure (HTTPS only).
 func NewSessions(secret []byte, ttl time.Duration, secureCookie bool) *Sessions {
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
 	}
-	return &Sessions{secret: secret, ttl: ttl, now: time.Now, secure: secureCookie, verified: map[string]Session{}}
+	return &Sessions{keys: []sessionKey{{id: KeyID(secret), secret: secret}}, ttl: ttl, now: time.Now,
+		secure: secureCookie, rev: newRevocations(), verified: map[string]cachedSession{}, byID: map[string]string{}}
+}
+
+// KeyID names a session secret without revealing it: 8 hex digits of a
+// hash of it, the same on every edge.
+func KeyID(secret []byte) string {
+	h := sha256.Sum256(append([]byte("seckill session key id\x00"), secret...))
+	return hex.EncodeToString(h[:4])
+}
+
+// AcceptPrevious makes tokens signed with a previous secret valid until
+// the given time (the rotation's overlap window); new tokens are signed
+// with the current secret only.
+func (s *Sessions) AcceptPrevious(secret []byte, until time.Time) {
+	if len(secret) == 0 || KeyID(secret) == s.keys[0].id {
+		return
+	}
+	s.keys = append(s.keys, sessionKey{id: KeyID(secret), secret: secret, until: until})
 }
 
 var b64 = base64.RawURLEncoding.Strict() // strict: no two spellings of one token
@@ -59,78 +110,145 @@ func (s *Sessions) Sign(userID int64, username string) (string, time.Time) {
 // SignUntil returns a token that expires at exp.
 func (s *Sessions) SignUntil(userID int64, username string, exp time.Time) (string, time.Time) {
 	exp = exp.Truncate(time.Second)
-	payload, _ := json.Marshal(Session{UserID: userID, Username: username, Expires: exp.Unix()})
-	p := b64.EncodeToString(payload)
-	return p + "." + b64.EncodeToString(s.mac(p)), exp
+	var id [12]byte
+	_, _ = rand.Read(id[:])
+	payload, _ := json.Marshal(Session{UserID: userID, Username: username, Expires: exp.Unix(),
+		ID: b64.EncodeToString(id[:]), IssuedAt: s.now().UnixMilli()})
+	k := s.keys[0]
+	signed := k.id + "." + b64.EncodeToString(payload)
+	return signed + "." + b64.EncodeToString(mac(k.secret, signed)), exp
 }
 
-func (s *Sessions) mac(p string) []byte {
-	m := hmac.New(sha256.New, s.secret)
+func mac(secret []byte, p string) []byte {
+	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(p))
 	return m.Sum(nil)
 }
 
-var errBadSession = seckill.Errorf(seckill.EUnauthorized, "session is missing, invalid or expired")
+var errBadSession = seckill.Errorf(seckill.EUnauthorized, "session is missing, invalid, expired or logged out")
 
-// Verify checks a token: signature, then expiry.
+// Verify checks a token: signature and key, then expiry, then revocation.
 func (s *Sessions) Verify(token string) (Session, error) {
 	bad := errBadSession
 	if len(token) > 1024 {
 		return Session{}, bad
 	}
 	s.mu.RLock()
-	ses, ok := s.verified[token]
+	cs, ok := s.verified[token]
 	s.mu.RUnlock()
-	if ok {
-		if s.now().Unix() >= ses.Expires {
-			return Session{}, bad
+	if !ok {
+		var err error
+		if cs, err = s.verify(token); err != nil {
+			return Session{}, err
 		}
-		return ses, nil
+		s.mu.Lock()
+		if len(s.verified) >= maxVerified {
+			clear(s.verified)
+			clear(s.byID)
+		}
+		s.verified[token] = cs
+		if cs.ses.ID != "" {
+			s.byID[cs.ses.ID] = token
+		}
+		s.mu.Unlock()
 	}
-	ses, err := s.verify(token)
-	if err != nil {
-		return Session{}, err
+	now := s.now()
+	if now.Unix() >= cs.ses.Expires || (cs.keyUntil != 0 && now.UnixMilli() >= cs.keyUntil) || s.rev.revoked(cs.ses) {
+		return Session{}, bad
 	}
-	s.mu.Lock()
-	if len(s.verified) >= maxVerified {
-		clear(s.verified)
-	}
-	s.verified[token] = ses
-	s.mu.Unlock()
-	return ses, nil
+	return cs.ses, nil
 }
 
-func (s *Sessions) verify(token string) (Session, error) {
+func (s *Sessions) verify(token string) (cachedSession, error) {
 	bad := errBadSession
-	p, sig, ok := strings.Cut(token, ".")
+	var p, sig string
+	var keys []sessionKey
+	a, rest, ok := strings.Cut(token, ".")
 	if !ok {
-		return Session{}, bad
+		return cachedSession{}, bad
+	}
+	if b, c, three := strings.Cut(rest, "."); three {
+		for _, k := range s.keys {
+			if k.id == a {
+				keys = []sessionKey{k}
+			}
+		}
+		p, sig = b, c
+	} else { // a token from before key ids: any key in force may have signed it
+		keys, p, sig = s.keys, a, rest
 	}
 	got, err := b64.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, s.mac(p)) {
-		return Session{}, bad
+	if len(keys) == 0 || err != nil {
+		return cachedSession{}, bad
+	}
+	signed := token[:len(token)-len(sig)-1]
+	var key *sessionKey
+	for i := range keys {
+		if hmac.Equal(got, mac(keys[i].secret, signed)) {
+			key = &keys[i]
+			break
+		}
+	}
+	if key == nil {
+		return cachedSession{}, bad
 	}
 	raw, err := b64.DecodeString(p)
 	if err != nil {
-		return Session{}, bad
+		return cachedSession{}, bad
 	}
 	var ses Session
 	if json.Unmarshal(raw, &ses) != nil || ses.UserID <= 0 || s.now().Unix() >= ses.Expires {
-		return Session{}, bad
+		return cachedSession{}, bad
 	}
-	return ses, nil
+	cs := cachedSession{ses: ses}
+	if !key.until.IsZero() {
+		cs.keyUntil = key.until.UnixMilli()
+	}
+	return cs, nil
+}
+
+// purgeUser drops every cached token of a user (log out everywhere).
+func (s *Sessions) purgeUser(userID int64) {
+	s.mu.Lock()
+	for tok, cs := range s.verified {
+		if cs.ses.UserID == userID {
+			delete(s.verified, tok)
+			delete(s.byID, cs.ses.ID)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// purgeID drops the cached token with a token id (revoked).
+func (s *Sessions) purgeID(id string) {
+	s.mu.Lock()
+	if tok, ok := s.byID[id]; ok {
+		delete(s.verified, tok)
+		delete(s.byID, id)
+	}
+	s.mu.Unlock()
+}
+
+// tokenFromRequest returns the raw token of a request: "Authorization:
+// Bearer" or the cookie; never the query string.
+func tokenFromRequest(r *http.Request) (string, bool) {
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(tok), true
+	}
+	if c, err := r.Cookie(CookieName); err == nil {
+		return c.Value, true
+	}
+	return "", false
 }
 
 // FromRequest reads the session from "Authorization: Bearer" or the
 // cookie; never from the query string.
 func (s *Sessions) FromRequest(r *http.Request) (Session, error) {
-	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return s.Verify(strings.TrimSpace(tok))
+	tok, ok := tokenFromRequest(r)
+	if !ok {
+		return Session{}, seckill.Errorf(seckill.EUnauthorized, "no session: log in first")
 	}
-	if c, err := r.Cookie(CookieName); err == nil {
-		return s.Verify(c.Value)
-	}
-	return Session{}, seckill.Errorf(seckill.EUnauthorized, "no session: log in first")
+	return s.Verify(tok)
 }
 
 // Cookie returns the session cookie for a token.

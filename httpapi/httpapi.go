@@ -7,11 +7,8 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"reflect"
 	"strconv"
 	"time"
 
@@ -91,7 +88,8 @@ func WriteError(c echo.Context, log *slog.Logger, err error) error {
 	if c.Request().Method == http.MethodHead {
 		return c.NoContent(status)
 	}
-	return c.Blob(status, "application/problem+json", body)
+	// A trailing newline, as c.JSON writes: curl output ends its line.
+	return c.Blob(status, "application/problem+json", append(body, '\n'))
 }
 
 func echoCode(he *echo.HTTPError) (seckill.Code, string) {
@@ -109,81 +107,6 @@ func echoCode(he *echo.HTTPError) (seckill.Code, string) {
 		return seckill.EInvalid, msg
 	}
 	return seckill.EInternal, msg
-}
-
-// BindJSON decodes a JSON body of at most limit bytes into v. An oversized
-// body is too_large, anything that is not one JSON object of the right
-// shape is invalid; never a 5xx.
-func BindJSON(c echo.Context, limit int64, v any) error {
-	r := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return seckill.Errorf(seckill.ETooLarge, "request body over %d bytes", limit)
-		}
-		if errors.Is(err, io.EOF) {
-			return seckill.Errorf(seckill.EInvalid, "request body is empty")
-		}
-		return seckill.Errorf(seckill.EInvalid, "%s", jsonDetail(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return seckill.Errorf(seckill.ETooLarge, "request body over %d bytes", limit)
-		}
-		return seckill.Errorf(seckill.EInvalid, "trailing data after the JSON object")
-	}
-	return nil
-}
-
-// jsonDetail says what is wrong with a JSON body in the client's terms:
-// JSON field names and JSON types, never the decoder's own message, which
-// names Go types ("Go struct field reserveRequest.item_id of type int64").
-func jsonDetail(err error) string {
-	var te *json.UnmarshalTypeError
-	var se *json.SyntaxError
-	var pe *time.ParseError
-	switch {
-	case errors.As(err, &te):
-		if te.Field == "" {
-			return "the body must be a JSON object"
-		}
-		return fmt.Sprintf("field %q must be %s", te.Field, jsonKind(te.Type))
-	case errors.As(err, &se):
-		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
-	case errors.As(err, &pe):
-		return "a time is not in RFC 3339 form (2006-01-02T15:04:05Z)"
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "malformed JSON: the body ends too early"
-	}
-	return "malformed JSON: a value has the wrong type or form"
-}
-
-// jsonKind names the JSON type a Go type is decoded from.
-func jsonKind(t reflect.Type) string {
-	for t != nil && t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == nil {
-		return "of another type"
-	}
-	switch t.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "an integer in range"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "true or false"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	case reflect.Map, reflect.Struct:
-		return "an object"
-	}
-	return "of another type"
 }
 
 // ParamID parses a positive integer path parameter.

@@ -82,6 +82,10 @@ func TestWriteErrorRetryAfter(t *testing.T) {
 	if !strings.Contains(rec.Body.String(), `"code":"overloaded"`) {
 		t.Fatal(rec.Body.String())
 	}
+	// issue 14 F23: a problem ends its line, as every JSON answer does
+	if !strings.HasSuffix(rec.Body.String(), "}\n") {
+		t.Fatalf("the problem does not end with a newline: %q", rec.Body.String())
+	}
 	rec = httptest.NewRecorder()
 	c = e.NewContext(httptest.NewRequest(http.MethodGet, "/", nil), rec)
 	_ = WriteError(c, nil, errors.New("secret database detail"))

@@ -60,7 +60,8 @@ func CodeLabel(code seckill.Code) string {
 		seckill.ENotLive, seckill.ESoldOut, seckill.EAlreadyBought, seckill.EConflict,
 		seckill.EUsernameTaken, seckill.EUnauthorized, seckill.EForbidden, seckill.EMethod,
 		seckill.EUnavailable, seckill.EOverloaded, seckill.ERateLimited, seckill.EInternal,
-		seckill.EChallengeFailed, seckill.EBadPath, seckill.EBadCredentials, seckill.EDependency:
+		seckill.EChallengeFailed, seckill.EBadPath, seckill.EBadCredentials, seckill.EDependency,
+		seckill.ECrossOrigin, seckill.EMediaType:
 		return string(code)
 	}
 	return "other"

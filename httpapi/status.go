@@ -17,8 +17,10 @@ func Status(code seckill.Code) int {
 		return http.StatusRequestEntityTooLarge
 	case seckill.EUnauthorized, seckill.EBadCredentials:
 		return http.StatusUnauthorized
-	case seckill.EForbidden, seckill.EBadPath:
+	case seckill.EForbidden, seckill.EBadPath, seckill.ECrossOrigin:
 		return http.StatusForbidden
+	case seckill.EMediaType:
+		return http.StatusUnsupportedMediaType
 	case seckill.EUnknownItem, seckill.ENotFound:
 		return http.StatusNotFound
 	case seckill.EMethod:

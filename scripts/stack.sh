@@ -151,7 +151,10 @@ up() {
 	mkdir -p "$STACK"
 	chmod 755 "$STACK"
 	"$SERVICES" install servers # only the servers, only when missing
-	(cd "$ROOT" && go build -o "$BIN" ./cmd/seckill)
+	if [[ ! -x $BIN ]]; then
+		echo "stack.sh: building $BIN for the first time: downloading modules and compiling (1 to 3 minutes)..."
+	fi
+	(cd "$ROOT" && go build -ldflags "-X main.buildVersion=$(git describe --always --dirty 2>/dev/null)" -o "$BIN" ./cmd/seckill)
 	local p running=""
 	for p in "${PARTS[@]}"; do
 		if alive "$STACK/$p.pid"; then running+="${running:+, }$p pid $(cat "$STACK/$p.pid")"; fi

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -31,6 +33,9 @@ type configOpts struct {
 }
 
 func (o *configOpts) store(ctx context.Context) (*dynconfig.Store, func(), error) {
+	if err := zkReachable(ctx, o.ZK); err != nil {
+		return nil, nil, err
+	}
 	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	conn, _, err := dynconfig.Dial(cctx, o.ZK, 10*time.Second)
@@ -38,6 +43,29 @@ func (o *configOpts) store(ctx context.Context) (*dynconfig.Store, func(), error
 		return nil, nil, err
 	}
 	return dynconfig.NewStore(conn, o.Root), conn.Close, nil
+}
+
+// zkReachable fails at once when no ZooKeeper address accepts a TCP
+// connection (nothing listens: a stack that is down, a stale
+// .seckill/env), instead of waiting out --zk-timeout for a session.
+func zkReachable(ctx context.Context, addrs string) error {
+	var errs []error
+	for _, a := range splitList(addrs) {
+		if !strings.Contains(a, ":") {
+			a += ":2181"
+		}
+		d := net.Dialer{Timeout: 2 * time.Second}
+		c, err := d.DialContext(ctx, "tcp", a)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return errors.New("--zk (SECKILL_ZK) is empty: name the ZooKeeper servers, e.g. 127.0.0.1:2181")
+	}
+	return fmt.Errorf("no ZooKeeper answers at %s (--zk, SECKILL_ZK): %w; is it running? (after `make down`, `make up` starts the stack again)", addrs, errors.Join(errs...))
 }
 
 func configCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {

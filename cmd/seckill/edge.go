@@ -15,6 +15,7 @@ func edgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comman
 		c                       common
 		cfg                     = app.DefaultEdge
 		backendURL, zk, trusted string
+		origins                 string
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -38,6 +39,7 @@ The admin token, the session secret and the backend token must be at least
 			cfg.Stores = c.stores()
 			cfg.BackendURLs, cfg.BackendURLsSet = splitList(backendURL), given(fs, "backend-url")
 			cfg.ZK, cfg.TrustedProxies = splitList(zk), splitList(trusted)
+			cfg.TrustedOrigins = splitList(origins)
 			if err := cfg.Validate(); err != nil {
 				return explain(fs, err)
 			}
@@ -79,6 +81,12 @@ The admin token, the session secret and the backend token must be at least
 	envDuration(fs, getenv, &cfg.LimitSweep, "limit-sweep", "SECKILL_LIMIT_SWEEP", d.LimitSweep, "how often buckets that refilled are evicted")
 	fs.DurationVar(&cfg.ClockOffset, "clock-offset", 0, "test only: shift the clock the edge judges sale windows by (make chaos's clock-skew row)")
 	_ = fs.MarkHidden("clock-offset")
-	envBool(fs, getenv, &cfg.SecureCookie, "secure-cookie", "SECKILL_SECURE_COOKIE", false, "mark the session cookie Secure (behind TLS)")
+	envBool(fs, getenv, &cfg.SecureCookie, "secure-cookie", "SECKILL_SECURE_COOKIE", d.SecureCookie, "mark the session cookie Secure (sent over HTTPS only; browsers also send it to http://localhost); --secure-cookie=false for plain HTTP elsewhere")
+	envFlag(fs, getenv, &origins, "trusted-origins", "SECKILL_TRUSTED_ORIGINS", "", "comma-separated origins (https://shop.example) besides the edge's own whose pages may POST to the public API")
+	envFlag(fs, getenv, &cfg.PreviousSessionSecret, "session-secret-previous", "SECKILL_SESSION_SECRET_PREVIOUS", "", "the session secret before a rotation: its tokens stay valid for --session-key-overlap")
+	envDuration(fs, getenv, &cfg.SessionKeyOverlap, "session-key-overlap", "SECKILL_SESSION_KEY_OVERLAP", 0, "how long after start tokens of --session-secret-previous stay valid (0: --session-ttl)")
+	envDuration(fs, getenv, &cfg.RevocationSync, "revocation-sync", "SECKILL_REVOCATION_SYNC", d.RevocationSync, "how often the edge checks Redis for session revocations its subscription missed")
+	envInt(fs, getenv, &cfg.AccountsInFlight, "accounts-in-flight", "SECKILL_ACCOUNTS_IN_FLIGHT", d.AccountsInFlight, "bound on login and register calls in flight (apart from purchases); over it 503 overloaded")
+	envInt(fs, getenv, &cfg.CaptchaRate, "captcha-rate", "SECKILL_CAPTCHA_RATE", d.CaptchaRate, "captcha images this edge draws per second at most (about 5 ms of CPU each); over it 503 overloaded")
 	return cmd
 }

@@ -98,7 +98,7 @@ func TestEdgeRefusesWhatAPushWouldRefuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = runErr(t, env, "edge", "--limits", limits)
-	wantAll(t, "edge --limits", got, "--limits="+limits+": "+limits+": rules: every rule is shadow: nothing would be enforced")
+	wantAll(t, "edge --limits", got, "--limits="+limits+": rules: every rule is shadow: nothing would be enforced")
 	got = runErr(t, nil, "dev", "--difficulty", "33")
 	wantAll(t, "dev", got, "--difficulty=33: 33 must be between 0 and 32 bits")
 }
@@ -239,6 +239,9 @@ func httpDo(t *testing.T, method, url, token string, body any, out any) int {
 // to set one's own. The limits are built in (F10).
 func TestDevKeepsSecretsWithData(t *testing.T) {
 	t.Parallel()
+	if _, err := os.Stat("configs/limits.yaml"); err == nil {
+		t.Fatal("configs/limits.yaml is reachable from the working folder: this test would not show dev runs without it (F10)")
+	}
 	data := filepath.Join(t.TempDir(), "shop.db")
 	d := startDev(t, nil, "--data", data, "--demo-start", "0s")
 	raw, err := os.ReadFile(app.SecretsFile(data))

@@ -28,11 +28,19 @@ func flagError(cmd *cobra.Command, err error) error {
 	return fmt.Errorf("%w (see '%s --help' for the flags it takes)", badFlagValue(cmd, err), cmd.CommandPath())
 }
 
-// version is the module version and VCS revision the binary was built from.
+// buildVersion is set by the build scripts (make build, make run, make up):
+// -ldflags "-X main.buildVersion=$(git describe --always --dirty)".
+var buildVersion string
+
+// version is what --version prints: buildVersion, else the module version
+// and VCS revision Go stamped, and the Go version.
 func version() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
+	}
+	if buildVersion != "" {
+		return buildVersion + " " + bi.GoVersion
 	}
 	v := bi.Main.Version
 	if v == "" || v == "(devel)" {

@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"seckill/captcha"
 	"seckill/lab"
 )
 
@@ -202,3 +207,101 @@ func TestLabReportDefault(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestConfigShowStackDown (issue 14 F23): with a stale SECKILL_ZK (after
+// make down) config show fails at once, saying what to do, instead of
+// waiting out its ZooKeeper timeout (an hour here: a wait would hang the
+// test).
+func TestConfigShowStackDown(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, _, err = runCmd(t, "config", "show", "--zk", addr, "--zk-timeout", "1h")
+	if err == nil || !strings.Contains(err.Error(), "no ZooKeeper answers at "+addr) || !strings.Contains(err.Error(), "make up") {
+		t.Fatalf("config show against a stopped ZooKeeper: %v", err)
+	}
+}
+
+// TestSolve (issue 14 F5): seckill solve turns a challenge answer into the
+// path request's body, and says why when there is nothing to solve.
+func TestSolve(t *testing.T) {
+	t.Parallel()
+	solve := func(in string) (string, error) {
+		var out bytes.Buffer
+		cmd := solveCmd(strings.NewReader(in), &out)
+		cmd.SetArgs(nil)
+		cmd.SilenceErrors, cmd.SilenceUsage = true, true
+		err := cmd.Execute()
+		return out.String(), err
+	}
+	out, err := solve(`{"challenge_id":"c1","kind":"pow","expires_at":"2026-11-30T16:00:00Z","seed":"abc","difficulty":12}`)
+	var body struct {
+		ChallengeID string `json:"challenge_id"`
+		Answer      string `json:"answer"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &body) != nil || body.ChallengeID != "c1" || !captcha.CheckPoW("abc", body.Answer, 12) {
+		t.Fatalf("solve: %q %v", out, err)
+	}
+	if out, err := solve(`{"challenge_id":"c2","kind":"pow","seed":"abc","difficulty":0}`); err != nil || out != `{"challenge_id":"c2","answer":"0"}`+"\n" {
+		t.Errorf("difficulty 0: %q %v", out, err)
+	}
+	for in, want := range map[string]string{
+		`{"type":"x","status":409,"code":"not_live","detail":"the sale has not started"}`: "no challenge to solve: the request was refused with 409 not_live: the sale has not started",
+		`{"challenge_id":"c3","kind":"captcha","image":"data:"}`:                          "this challenge is a captcha",
+		`not json`: "reading the challenge from standard input",
+	} {
+		if _, err := solve(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("solve(%s): %v, want %q", in, err, want)
+		}
+	}
+}
+
+// TestStackPidsOnePerLine (issue 14 F23): stack.sh pids prints one pid a
+// line, also from pid files that end without a newline (it used to glue
+// two together).
+func TestStackPidsOnePerLine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for name, pid := range map[string]string{"edge.pid": "101", "backend.pid": "102", "servers/redis/redis.pid": "103", "servers/pg/postmaster.pid": "104\n/data\n"} {
+		f := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte(pid), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("bash", "../../scripts/stack.sh", "pids")
+	cmd.Env = append(os.Environ(), "SECKILL_STACK_DIR="+dir)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Fields(string(out))
+	sort.Strings(got)
+	if strings.Join(got, ",") != "101,102,103,104" || strings.Count(string(out), "\n") != 4 {
+		t.Errorf("stack.sh pids printed %q", out)
+	}
+}
+
+// TestDevPortTakenCreatesNothing (issue 14 F23): seckill dev on a taken
+// port fails naming it, and neither creates nor logs the demo sale first.
+func TestDevPortTakenCreatesNothing(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, stderr, err := runCmd(t, "dev", "--public-listen", ln.Addr().String(), "--admin-listen", "127.0.0.1:0", "--backend-listen", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("dev on a taken port: %v", err)
+	}
+	if strings.Contains(stderr, "item created") {
+		t.Errorf("the demo sale was created before the bind error:\n%s", stderr)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,4 +151,48 @@ func TestRealRolesShutdownLeaveNoGoroutine(t *testing.T) {
 	}
 	waits["edge"] = e.Wait
 	buyOne(t, e.PublicAddr(), e.AdminAddr(), ecfg.AdminToken)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// An admin listener off loopback is allowed, with a warning (issue 13 M4);
+// on loopback there is none.
+func TestAdminListenerOffLoopbackWarns(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		warn bool
+	}{{"127.0.0.1:0", false}, {"0.0.0.0:0", true}} {
+		var buf syncBuffer
+		ctx, stop := context.WithCancel(context.Background())
+		cfg := DefaultDev
+		cfg.PublicListen, cfg.AdminListen, cfg.NoDemo = "127.0.0.1:0", tc.addr, true
+		cfg.Log = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		d, err := StartDev(ctx, cfg)
+		if err != nil {
+			stop()
+			t.Fatal(err)
+		}
+		stop()
+		if err := d.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(buf.String(), "the admin listener is not on loopback"); got != tc.warn {
+			t.Errorf("admin listener %s: warned %v, want %v:\n%s", tc.addr, got, tc.warn, buf.String())
+		}
+	}
 }

@@ -68,6 +68,7 @@ func (c DevConfig) edge() EdgeConfig {
 	e.AdminToken, e.SessionSecret = c.AdminToken, c.SessionSecret
 	e.LimitsFile, e.TrustedProxies = c.LimitsFile, c.TrustedProxies
 	e.Difficulty, e.DifficultyUnderLoad = c.Difficulty, 2
+	e.SecureCookie = false // plain HTTP by design: a Secure cookie would not come back
 	e.Log = c.Log
 	e.Backend = inprocBackend{} // set at start
 	return e
@@ -269,12 +270,6 @@ func startDev(ctx context.Context, gr *group, cfg DevConfig, log *slog.Logger) (
 		gr.Go("consumer", func() error { return c.Run(gr.bg) })
 	}
 
-	if !cfg.NoDemo {
-		if err := seedDemo(ctx, svc, cfg.DemoStock, cfg.DemoStart); err != nil {
-			return nil, fmt.Errorf("creating the demo sale: %w", err)
-		}
-	}
-
 	// The backend API, for tools and tests (the edge does not use it).
 	bl, err := listen("backend-listen", cfg.BackendListen)
 	if err != nil {
@@ -293,6 +288,18 @@ func startDev(ctx context.Context, gr *group, cfg DevConfig, log *slog.Logger) (
 		return nil, err
 	}
 	d.Edge = e
+	// The demo sale comes once every listener is bound: a port in use
+	// fails the start before anything is created (or logged as created).
+	if !cfg.NoDemo {
+		id, err := seedDemo(ctx, svc, cfg.DemoStock, cfg.DemoStart)
+		if err != nil {
+			return nil, fmt.Errorf("creating the demo sale: %w", err)
+		}
+		if id > 0 {
+			e.edge.Catalog().Learn(id)
+			e.edge.Catalog().Invalidate()
+		}
+	}
 	if err := WriteAddrFile(cfg.AddrFile, fmt.Sprintf("public=%s admin=%s backend=%s", e.public, e.admin, d.backendAddr)); err != nil {
 		return nil, err
 	}
@@ -336,19 +343,20 @@ func (d *Dev) Describe() string {
 	return strings.Join(parts, "; ")
 }
 
-// seedDemo creates the demo sale unless an item exists already.
-func seedDemo(ctx context.Context, svc *backend.Service, units int, in time.Duration) error {
+// seedDemo creates the demo sale unless an item exists already and
+// returns its id (0 when none was created).
+func seedDemo(ctx context.Context, svc *backend.Service, units int, in time.Duration) (int64, error) {
 	items, err := svc.Items(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if len(items) > 0 {
-		return nil
+		return 0, nil
 	}
 	now := time.Now()
-	_, err = svc.CreateItem(ctx, seckill.Item{
+	it, err := svc.CreateItem(ctx, seckill.Item{
 		Name: "Demo sale: mechanical keyboard", PriceCents: 4999, Stock: int64(units),
 		StartsAt: now.Add(in), EndsAt: now.Add(in + time.Hour), Challenge: "pow",
 	})
-	return err
+	return it.ID, err
 }

@@ -63,7 +63,14 @@ type EdgeConfig struct {
 	LimitSweep          time.Duration
 	ClockOffset         time.Duration // test only (the fault matrix's clock-skew row)
 	SecureCookie        bool
-	Log                 *slog.Logger
+	// Issue 13 controls (edge.Config documents each).
+	TrustedOrigins        []string
+	PreviousSessionSecret string
+	SessionKeyOverlap     time.Duration // 0 = SessionTTL
+	RevocationSync        time.Duration
+	AccountsInFlight      int
+	CaptchaRate           int
+	Log                   *slog.Logger
 
 	// Backend, when set, replaces the backends above (tests, and `seckill
 	// dev`'s in-process backend).
@@ -90,13 +97,17 @@ var DefaultEdge = EdgeConfig{
 	Difficulty: 16, DifficultyUnderLoad: 4, MaxInFlight: 512, BreakerFailures: 5, BreakerOpen: time.Second,
 	SessionTTL: 24 * time.Hour, ChallengeTTL: 120 * time.Second, PathTTL: 60 * time.Second, CatalogTTL: time.Second,
 	LimitMaxKeys: edge.DefaultMaxKeysPerRule, LimitSweep: 10 * time.Second,
+	SecureCookie: true, RevocationSync: edge.DefaultRevocationSync, AccountsInFlight: edge.DefaultAccountsInFlight,
+	CaptchaRate: edge.DefaultCaptchaRate,
 }
+
+const builtInLimits = "the built-in limits"
 
 // rules reads the token-bucket rules: the file, or the built-in ones.
 func (c EdgeConfig) rules() ([]limit.Rule, string, error) {
 	if c.LimitsFile == "" {
 		r, err := limit.ParseRules(configs.Limits)
-		return r, "built-in limits", err
+		return r, builtInLimits, err
 	}
 	raw, err := os.ReadFile(c.LimitsFile)
 	if err != nil {
@@ -136,7 +147,11 @@ func validateProtection(ps *Problems, rules []limit.Rule, rulesFrom string, diff
 	for _, p := range dynconfig.ProblemsOf(dc.Validate()) {
 		switch {
 		case strings.HasPrefix(p.Place, "rules"):
-			ps.add("limits", "%s: %s: %s", rulesFrom, p.Place, p.Msg)
+			if rulesFrom == builtInLimits {
+				ps.add("limits", "%s: %s: %s", rulesFrom, p.Place, p.Msg)
+			} else {
+				ps.add("limits", "%s: %s", p.Place, p.Msg) // the value names the file
+			}
 		case strings.HasPrefix(p.Place, "trusted_proxies"):
 			ps.add("trusted-proxies", "%s", p.Msg)
 		default:
@@ -197,6 +212,16 @@ func (c EdgeConfig) validate(ps *Problems, dev bool) {
 	ps.nonNegative("drain-wait", c.DrainWait)
 	ps.positive("limit-max-keys", c.LimitMaxKeys)
 	ps.atLeast("limit-sweep", c.LimitSweep, 10*time.Millisecond)
+	if err := edge.ValidateTrustedOrigins(c.TrustedOrigins); err != nil {
+		ps.add("trusted-origins", "%v", err)
+	}
+	if !dev {
+		ps.secret("session-secret-previous", c.PreviousSessionSecret)
+	}
+	ps.nonNegative("session-key-overlap", c.SessionKeyOverlap)
+	ps.atLeast("revocation-sync", c.RevocationSync, 10*time.Millisecond)
+	ps.positive("accounts-in-flight", c.AccountsInFlight)
+	ps.positive("captcha-rate", c.CaptchaRate)
 }
 
 // Edge is a running edge role.
@@ -285,8 +310,11 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		be = bal
 	}
 	ec := edge.Config{
-		SessionSecret: secret, SessionTTL: cfg.SessionTTL, SecureCookie: cfg.SecureCookie, AdminToken: cfg.AdminToken,
-		Difficulty: cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
+		SessionSecret: secret, SessionTTL: cfg.SessionTTL, InsecureCookie: !cfg.SecureCookie, AdminToken: cfg.AdminToken,
+		PreviousSessionSecret: []byte(cfg.PreviousSessionSecret), SessionKeyOverlap: cfg.SessionKeyOverlap,
+		TrustedOrigins: cfg.TrustedOrigins, RevocationSync: cfg.RevocationSync, AccountsInFlight: cfg.AccountsInFlight,
+		CaptchaRate: float64(cfg.CaptchaRate),
+		Difficulty:  cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
 		Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(cfg.BreakerFailures), OpenFor: cfg.BreakerOpen},
 		CatalogTTL: cfg.CatalogTTL, PathTTL: cfg.PathTTL, ClockOffset: cfg.ClockOffset,
 	}

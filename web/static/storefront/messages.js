@@ -18,6 +18,8 @@ export const MESSAGES = {
   overloaded: 'The shop is very busy right now.',
   backend_unavailable: 'The shop is temporarily unavailable.',
   dependency_unavailable: 'The shop is temporarily unavailable.',
+  cross_origin: 'This request came from another site and was refused. Open the shop directly and try again.',
+  unsupported_media_type: 'The shop did not accept the format of this request.',
   internal: 'Something went wrong on our side. Please try again.',
   network: 'Cannot reach the shop. Check your connection and try again.',
 };
