@@ -29,6 +29,8 @@ func TestImportGraph(t *testing.T) {
 	}{
 		{".", []string{"net/http", redis, amqp, pgx}},
 		{"./edge", []string{amqp, pgx}},
+		{"./lab", []string{pgx, amqp, redis}},
+		{"./bench", []string{pgx, amqp, redis}},
 		{"./apiclient", []string{pgx, amqp, redis}},
 		{"./backendclient", []string{pgx, amqp, redis}},
 		{"./cmd/seckill", []string{browser}},

@@ -2,25 +2,25 @@
 // nothing else: it is what an outside client sees. The fault matrix
 // (chaos/) and other tools drive sales through it.
 //
-// It imports no other seckill package: the proof-of-work solver is a copy
-// of the few lines of captcha.SolvePoW (that package pulls in go-redis).
+// It links no store client: the proof-of-work solver is package
+// captcha/pow (standard library only).
 package apiclient
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"seckill/captcha/pow"
 )
 
 // Client talks to one edge. Base is swappable at run time (an edge restarted
@@ -282,35 +282,7 @@ func Solve(ch Challenge) string {
 	if ch.Kind != "pow" {
 		return "0"
 	}
-	return SolvePoW(ch.Seed, ch.Difficulty)
-}
-
-// SolvePoW returns the smallest decimal answer such that SHA-256(seed + ":"
-// + answer) has at least difficulty leading zero bits (docs/API.md). A copy
-// of captcha.SolvePoW, kept here so this package needs no Redis client.
-func SolvePoW(seed string, difficulty int) string {
-	buf := make([]byte, 0, len(seed)+21)
-	buf = append(buf, seed...)
-	buf = append(buf, ':')
-	base := len(buf)
-	for n := uint64(0); ; n++ {
-		buf = strconv.AppendUint(buf[:base], n, 10)
-		sum := sha256.Sum256(buf)
-		if leadingZeroBits(sum[:]) >= difficulty {
-			return string(buf[base:])
-		}
-	}
-}
-
-func leadingZeroBits(sum []byte) int {
-	n := 0
-	for _, b := range sum {
-		if b != 0 {
-			return n + bits.LeadingZeros8(b)
-		}
-		n += 8
-	}
-	return n
+	return pow.Solve(ch.Seed, ch.Difficulty)
 }
 
 // WithHTTP returns a client of the same edge (its current URLs) that sends

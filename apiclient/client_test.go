@@ -5,22 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"seckill/captcha"
 )
-
-func TestSolvePoWMatchesTheServer(t *testing.T) {
-	for d := 0; d <= 12; d += 4 {
-		seed := "seed-" + string(rune('a'+d))
-		ans := SolvePoW(seed, d)
-		if !captcha.CheckPoW(seed, ans, d) {
-			t.Fatalf("difficulty %d: answer %q refused by captcha.CheckPoW", d, ans)
-		}
-		if ans != captcha.SolvePoW(seed, d) {
-			t.Fatalf("difficulty %d: %q, captcha.SolvePoW says %q", d, ans, captcha.SolvePoW(seed, d))
-		}
-	}
-}
 
 func TestRefusalCarriesCodeRetryAfterAndOrderRef(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -237,7 +237,7 @@ func TestFrozenReservations(t *testing.T) {
 	items, _ := e.db.Items(context.Background())
 	body := fmt.Sprintf(`{"item_id":%d,"user_id":%d,"request_id":"r1"}`, items[0].ID, users["frozen1"])
 	code, m, h := e.do(t, "POST", "/v1/reservations", body, true)
-	if code != 503 || m["code"] != seckill.EUnavailable || h.Get("Retry-After") != "1" {
+	if code != 503 || m["code"] != string(seckill.EUnavailable) || h.Get("Retry-After") != "1" {
 		t.Fatalf("reserve while frozen: %d %v Retry-After %q", code, m, h.Get("Retry-After"))
 	}
 	c, _ := e.st.Counters(context.Background(), items[0].ID)

@@ -90,7 +90,7 @@ func newOutageEnv(t *testing.T) *outageEnv {
 func TestDependencyOutageIsNever500(t *testing.T) {
 	type want struct {
 		status int
-		code   string // for a 503
+		code   seckill.Code // for a 503
 	}
 	var (
 		ok      = func(s int) want { return want{status: s} }
@@ -199,7 +199,7 @@ func TestDependencyOutageIsNever500(t *testing.T) {
 					t.Errorf("%s (%s %s): %d %v, want %d %s", r.name, r.method, r.path, code, m, w.status, w.code)
 					continue
 				}
-				if code == 503 && (m["code"] != w.code || h.Get("Retry-After") != "1" || m["retry_after"] != float64(1)) {
+				if code == 503 && (m["code"] != string(w.code) || h.Get("Retry-After") != "1" || m["retry_after"] != float64(1)) {
 					t.Errorf("%s: 503 %v Retry-After %q, want code %s and Retry-After 1", r.name, m, h.Get("Retry-After"), w.code)
 				}
 				if took > 10*time.Second {
@@ -266,7 +266,7 @@ func TestBugIsStill500(t *testing.T) {
 	be := &env{srv: bugged}
 	for _, p := range []string{"/v1/items", fmt.Sprintf("/v1/items/%d", id), fmt.Sprintf("/v1/admin/items/%d/stats", id)} {
 		code, m, h := be.do(t, "GET", p, "", true)
-		if code != 500 || m["code"] != seckill.EInternal || h.Get("Retry-After") != "" || strings.Contains(fmt.Sprint(m), "scan") {
+		if code != 500 || m["code"] != string(seckill.EInternal) || h.Get("Retry-After") != "" || strings.Contains(fmt.Sprint(m), "scan") {
 			t.Errorf("GET %s with a bugged store: %d %v Retry-After %q, want 500 internal, no cause shown", p, code, m, h.Get("Retry-After"))
 		}
 	}
@@ -275,7 +275,7 @@ func TestBugIsStill500(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, m, h := e.do(t, "GET", fmt.Sprintf("/v1/admin/items/%d/stats", id), "", true)
-	if code != 500 || m["code"] != seckill.EInternal || h.Get("Retry-After") != "" {
+	if code != 500 || m["code"] != string(seckill.EInternal) || h.Get("Retry-After") != "" {
 		t.Errorf("stats with a table missing: %d %v, want 500 internal", code, m)
 	}
 }

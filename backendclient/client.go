@@ -75,7 +75,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if resp.StatusCode >= 500 {
 		var p struct {
-			Code string `json:"code"`
+			Code seckill.Code `json:"code"`
 		}
 		_ = json.Unmarshal(raw, &p)
 		if resp.StatusCode == http.StatusServiceUnavailable && p.Code == seckill.EOverloaded {

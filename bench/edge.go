@@ -260,7 +260,7 @@ func RunEdge(ctx context.Context, cfg EdgeConfig) (*EdgeResult, error) {
 				}
 			}
 		}
-		cfg.progress("%s: %s req/s, p50 %v, p99 %v, answers %v", sc.Name, human(sc.ReqPerSec), sc.P50, sc.P99, answersString(sc.Answers))
+		cfg.progress("%s: %s req/s, p50 %v, p99 %v, answers %v", sc.Name, Human(sc.ReqPerSec), sc.P50, sc.P99, answersString(sc.Answers))
 		res.Scenarios = append(res.Scenarios, sc)
 		if i < len(scenarios)-1 && cfg.Pause > 0 {
 			time.Sleep(cfg.Pause)
@@ -347,7 +347,7 @@ func answersString(m map[string]int64) string {
 	}
 	var parts []string
 	for code, n := range m {
-		parts = append(parts, fmt.Sprintf("%s×%s", code, human(float64(n))))
+		parts = append(parts, fmt.Sprintf("%s×%s", code, Human(float64(n))))
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
@@ -495,7 +495,7 @@ func PrintEdge(w io.Writer, r *EdgeResult) {
 	for _, s := range r.Scenarios {
 		req := s.Method + " " + urlPath(elideURL(s.URL))
 		if s.Sessions > 0 {
-			req += fmt.Sprintf(" (%s sessions)", human(float64(s.Sessions)))
+			req += fmt.Sprintf(" (%s sessions)", Human(float64(s.Sessions)))
 		}
 		target := ""
 		if s.Expected != 200 || strings.HasPrefix(s.Name, "cached") {
@@ -509,7 +509,7 @@ func PrintEdge(w io.Writer, r *EdgeResult) {
 			answers += " **" + strings.Join(s.Problems, "; ") + "**"
 		}
 		fmt.Fprintf(w, "| %s | `%s` | %d | %s | %s | %.2f | %.2f | %s | %s | %s | %s |\n",
-			s.Name, req, s.Expected, s.Probe, human(s.ReqPerSec), s.RatioToHello, s.RatioSameMode,
+			s.Name, req, s.Expected, s.Probe, Human(s.ReqPerSec), s.RatioToHello, s.RatioSameMode,
 			fmtDur(s.P50), fmtDur(s.P99), answers, target)
 	}
 	fmt.Fprintln(w, "\nCommands (scripts below; session tokens elided):")

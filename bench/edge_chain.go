@@ -47,7 +47,7 @@ func latencyStats(d []time.Duration) LatencyStats {
 	for _, x := range s {
 		sum += x
 	}
-	st := LatencyStats{N: len(s), P50: percentile(s, 0.50), P90: percentile(s, 0.90), P99: percentile(s, 0.99)}
+	st := LatencyStats{N: len(s), P50: Percentile(s, 0.50), P90: Percentile(s, 0.90), P99: Percentile(s, 0.99)}
 	if len(s) > 0 {
 		st.Mean, st.Min, st.Max = sum/time.Duration(len(s)), s[0], s[len(s)-1]
 	}

@@ -4,17 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"seckill/captcha/pow"
 )
 
 // edgeClient talks to the edge's public and admin APIs (docs/API.md) and
@@ -261,7 +261,7 @@ func (c *edgeClient) preparePath(ctx context.Context, itemID int64, token string
 		return "", fmt.Errorf("challenge kind %q: only pow can be solved here (create the item with challenge none or pow)", ch.Kind)
 	}
 	r, err = c.doRetry(ctx, http.MethodPost, base+"/path", token,
-		map[string]any{"challenge_id": ch.ID, "answer": solvePoW(ch.Seed, ch.Difficulty)})
+		map[string]any{"challenge_id": ch.ID, "answer": pow.Solve(ch.Seed, ch.Difficulty)})
 	if err != nil {
 		return "", err
 	}
@@ -296,29 +296,6 @@ func (c *edgeClient) purchase(ctx context.Context, itemID int64, token string) e
 		return fmt.Errorf("POST %s: %s (want 202)", c.buyURL(itemID, "PATH"), r)
 	}
 	return nil
-}
-
-// solvePoW finds an answer whose SHA-256 of seed:answer has difficulty
-// leading zero bits (docs/API.md, challenge kind pow).
-func solvePoW(seed string, difficulty int) string {
-	if difficulty <= 0 {
-		return "0"
-	}
-	for n := 0; ; n++ {
-		a := strconv.Itoa(n)
-		sum := sha256.Sum256([]byte(seed + ":" + a))
-		z := 0
-		for _, b := range sum {
-			if b != 0 {
-				z += bits.LeadingZeros8(b)
-				break
-			}
-			z += 8
-		}
-		if z >= difficulty {
-			return a
-		}
-	}
 }
 
 // randomHex returns n random bytes in hex.

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"time"
 
+	"seckill/captcha/pow"
+
 	"github.com/redis/go-redis/v9"
 
 	"seckill"
@@ -91,7 +93,7 @@ func (s *Store) randomString(n int) (string, error) {
 
 // Issue creates a challenge of kind KindCaptcha or KindPoW for userID and
 // itemID. difficulty is the number of leading zero bits a proof of work
-// needs (0 to MaxDifficulty; 0 accepts any decimal answer: items that ask
+// needs (0 to pow.MaxDifficulty; 0 accepts any decimal answer: items that ask
 // for no challenge keep the same flow); it is ignored for captchas.
 func (s *Store) Issue(ctx context.Context, kind string, userID, itemID int64, difficulty int) (Challenge, error) {
 	if userID <= 0 || itemID <= 0 {
@@ -118,8 +120,8 @@ func (s *Store) Issue(ctx context.Context, kind string, userID, itemID int64, di
 		c.Image = img
 		fields = append(fields, "answer", strconv.Itoa(answer))
 	case KindPoW:
-		if difficulty < 0 || difficulty > MaxDifficulty {
-			return Challenge{}, seckill.Errorf(seckill.EInvalid, "difficulty must be between 0 and %d", MaxDifficulty)
+		if difficulty < 0 || difficulty > pow.MaxDifficulty {
+			return Challenge{}, seckill.Errorf(seckill.EInvalid, "difficulty must be between 0 and %d", pow.MaxDifficulty)
 		}
 		seed, err := s.randomString(16)
 		if err != nil {
@@ -238,10 +240,10 @@ func (s *Store) Verify(ctx context.Context, id string, userID, itemID int64, ans
 			return fmt.Errorf("captcha: stored proof of work is corrupt (difficulty %q)", diff)
 		}
 		a := strings.TrimSpace(answer)
-		if !isDigits(a, MaxPoWAnswerLen) {
+		if !isDigits(a, pow.MaxAnswerLen) {
 			return failed("malformed answer: expected up to 20 decimal digits")
 		}
-		if !CheckPoW(seed, a, d) {
+		if !pow.Check(seed, a, d) {
 			return failed("wrong answer")
 		}
 		return nil
@@ -255,7 +257,7 @@ func (s *Store) Verify(ctx context.Context, id string, userID, itemID int64, ans
 // answer through it because they cannot read the image. Never expose it on
 // a production route. It fails with challenge_failed for an unknown,
 // expired or used challenge and with invalid for a proof of work (solve
-// those with SolvePoW).
+// those with pow.Solve).
 func (s *Store) AnswerForTest(ctx context.Context, id string) (string, error) {
 	if !validID(id) {
 		return "", failed("unknown or expired challenge")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"seckill"
+	"seckill/captcha/pow"
 	"seckill/internal/testenv"
 )
 
@@ -34,7 +35,7 @@ func wantFailed(t *testing.T, err error, detail string) {
 func right(t *testing.T, s *Store, c Challenge) string {
 	t.Helper()
 	if c.Kind == KindPoW {
-		return SolvePoW(c.Seed, c.Difficulty)
+		return pow.Solve(c.Seed, c.Difficulty)
 	}
 	a, err := s.AnswerForTest(context.Background(), c.ID)
 	if err != nil {
@@ -47,7 +48,7 @@ func wrong(t *testing.T, s *Store, c Challenge) string {
 	t.Helper()
 	if c.Kind == KindPoW {
 		for n := 0; ; n++ {
-			if a := strconv.Itoa(n); !CheckPoW(c.Seed, a, c.Difficulty) {
+			if a := strconv.Itoa(n); !pow.Check(c.Seed, a, c.Difficulty) {
 				return a
 			}
 		}
@@ -241,7 +242,7 @@ func TestIssue(t *testing.T) {
 	}{
 		{"none", 1, 2, 8},
 		{KindPoW, 1, 2, -1},
-		{KindPoW, 1, 2, MaxDifficulty + 1},
+		{KindPoW, 1, 2, pow.MaxDifficulty + 1},
 		{KindPoW, 0, 2, 8},
 		{KindCaptcha, 1, -1, 0},
 	} {
@@ -303,7 +304,7 @@ func FuzzVerifyAnswer(f *testing.F) {
 			}
 		}
 		_, _ = evalExpression(s)
-		_ = CheckPoW("seed", strings.TrimSpace(s), 4)
+		_ = pow.Check("seed", strings.TrimSpace(s), 4)
 	})
 }
 
@@ -339,7 +340,7 @@ func BenchmarkVerify(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ids[k], answers[k] = c.ID, SolvePoW(c.Seed, c.Difficulty)
+		ids[k], answers[k] = c.ID, pow.Solve(c.Seed, c.Difficulty)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +18,9 @@ import (
 
 	"seckill"
 	"seckill/backendclient"
+	"seckill/internal/atomicfile"
+	"seckill/internal/backoff"
+	"seckill/internal/breaker"
 )
 
 // ErrNoBackend is wrapped in the *seckill.UnavailableError returned when
@@ -77,18 +79,20 @@ type Balancer struct {
 	rr      atomic.Uint64
 
 	// ZooKeeper (nil for NewStatic).
-	conn    *zk.Conn
-	dir     string
-	nodes   map[string]cachedNode // node name -> its content, read once per node
-	saved   string                // the list last written to the cache
-	zkFull  bool                  // ZooKeeper has listed at least one backend
-	poke    chan struct{}
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
-	reads   atomic.Int64
-	updates atomic.Int64
-	expired atomic.Int64
+	conn     *zk.Conn
+	dir      string
+	nodes    map[string]cachedNode // node name -> its content, read once per node
+	saved    string                // the list last written to the cache
+	zkFull   bool                  // ZooKeeper has listed at least one backend
+	poke     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+	key      []byte // RegistrationKey of the internal token
+	rejected atomic.Int64
+	reads    atomic.Int64
+	updates  atomic.Int64
+	expired  atomic.Int64
 }
 
 // NewStatic returns a balancer over a fixed list of backend URLs.
@@ -131,7 +135,7 @@ func startFollowing(zkAddrs []string, root string, o options, first chan<- error
 	b := newBalancer(o)
 	start := slices.Clone(o.initial)
 	if o.cachePath != "" {
-		cached, err := loadCache(o.cachePath)
+		cached, err := loadCache(o.cachePath, b.key)
 		switch {
 		case err == nil:
 			start = append(start, cached...)
@@ -155,7 +159,7 @@ func startFollowing(zkAddrs []string, root string, o options, first chan<- error
 }
 
 func newBalancer(o options) *Balancer {
-	return &Balancer{o: o, log: o.log.With("component", "discovery"), byURL: map[string]*member{}}
+	return &Balancer{o: o, log: o.log.With("component", "discovery"), byURL: map[string]*member{}, key: RegistrationKey(o.token)}
 }
 
 // Close stops following ZooKeeper (the last list stays in use).
@@ -189,7 +193,7 @@ func (b *Balancer) Backends() []BackendState {
 // SetBreaker changes the breaker settings (a pushed configuration): every
 // backend gets fresh breakers with them, closed.
 func (b *Balancer) SetBreaker(cfg BreakerConfig) {
-	cfg.defaults()
+	cfg = cfg.WithDefaults()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if cfg == b.o.breaker {
@@ -249,20 +253,11 @@ func (b *Balancer) newMember(url string) *member {
 	onState := b.o.onState
 	log := b.log
 	for c := range classes {
-		m.cbs[c] = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
-			Name:         url,
-			MaxRequests:  cfg.HalfOpenProbes,
-			Timeout:      cfg.OpenFor,
-			ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
-			IsSuccessful: func(err error) bool { return !backendFailure(err) },
-			// A caller that went away says nothing about the backend.
-			IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-			OnStateChange: func(name string, from, to gobreaker.State) {
-				log.Warn("backend circuit breaker", "url", name, "class", c.String(), "from", from.String(), "to", to.String())
-				if onState != nil && c == ClassReserve {
-					onState(name, from, to)
-				}
-			},
+		m.cbs[c] = breaker.New(url, cfg, backendFailure, func(name string, from, to gobreaker.State) {
+			log.Warn("backend circuit breaker", "url", name, "class", c.String(), "from", from.String(), "to", to.String())
+			if onState != nil && c == ClassReserve {
+				onState(name, from, to)
+			}
 		})
 	}
 	return m
@@ -435,11 +430,11 @@ func (b *Balancer) follow(events <-chan zk.Event) {
 // the last list stays in use.
 func (b *Balancer) watch(first chan<- error) {
 	defer close(b.done)
-	failures := 0
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		ch, err := b.read()
 		if err == nil {
-			failures = 0
+			bo.Reset()
 			if first != nil {
 				first <- nil
 				first = nil
@@ -459,12 +454,11 @@ func (b *Balancer) watch(first chan<- error) {
 		}
 		b.log.Warn("reading the backends from zookeeper", "err", err)
 		select {
-		case <-time.After(backoff(failures)):
+		case <-time.After(bo.Next()):
 		case <-b.poke:
 		case <-b.stop:
 			return
 		}
-		failures++
 	}
 }
 
@@ -501,8 +495,9 @@ func (b *Balancer) read() (<-chan zk.Event, error) {
 				return nil, err
 			}
 			cn = cachedNode{Name: name, Data: json.RawMessage(raw)}
-			if u, err := nodeURL(raw); err != nil {
-				b.log.Warn("ignoring a backend node without a url", "node", name, "err", err)
+			if u, err := nodeURL(raw, b.key); err != nil {
+				b.rejected.Add(1)
+				b.log.Warn("ignoring a backend registration", "node", name, "err", err)
 				cn.Data = nil
 			} else {
 				cn.url = u
@@ -545,7 +540,8 @@ func (b *Balancer) setFromZK(urls []string) {
 	b.set(urls)
 }
 
-func nodeURL(raw []byte) (string, error) {
+// nodeURL returns the URL of a registration whose MAC is valid under key.
+func nodeURL(raw []byte, key []byte) (string, error) {
 	var n Node
 	if err := json.Unmarshal(raw, &n); err != nil {
 		return "", err
@@ -553,8 +549,15 @@ func nodeURL(raw []byte) (string, error) {
 	if n.URL == "" {
 		return "", errors.New("no url")
 	}
+	if err := n.Verify(key); err != nil {
+		return "", err
+	}
 	return n.URL, nil
 }
+
+// Rejected returns how many registrations were ignored (no URL, or no
+// valid MAC) since the start.
+func (b *Balancer) Rejected() int64 { return b.rejected.Load() }
 
 // cachedNode is one backend in the cached list: its node's name and its
 // content exactly as registered, so that a registration signed later (a
@@ -583,7 +586,7 @@ func (b *Balancer) saveCache(list []cachedNode) {
 	}
 	raw, err := json.MarshalIndent(backendCache{Format: 1, SavedAt: time.Now().UTC(), Backends: list}, "", "  ")
 	if err == nil {
-		err = writeAtomic(b.o.cachePath, raw)
+		err = atomicfile.Write(b.o.cachePath, raw)
 	}
 	if err != nil {
 		b.log.Warn("writing the cached backend list", "path", b.o.cachePath, "err", err)
@@ -592,8 +595,10 @@ func (b *Balancer) saveCache(list []cachedNode) {
 	b.saved = string(key)
 }
 
-// loadCache reads the URLs of the cached list.
-func loadCache(path string) ([]string, error) {
+// loadCache reads the URLs of the cached list. Each entry's MAC is checked
+// again (the file is no more trusted than ZooKeeper); there is no expiry:
+// liveness comes from ZooKeeper and the breakers.
+func loadCache(path string, key []byte) ([]string, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -607,39 +612,11 @@ func loadCache(path string) ([]string, error) {
 	}
 	var urls []string
 	for _, n := range c.Backends {
-		u, err := nodeURL(n.Data)
+		u, err := nodeURL(n.Data, key)
 		if err != nil {
 			return nil, fmt.Errorf("%s: node %s: %w", path, n.Name, err)
 		}
 		urls = append(urls, u)
 	}
 	return urls, nil
-}
-
-// writeAtomic writes a file whole or not at all (temporary file, fsync,
-// rename).
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
 }

@@ -18,16 +18,20 @@
 package discovery
 
 import (
-	"fmt"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"path"
-	"strings"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/sony/gobreaker/v2"
+
+	"seckill/internal/breaker"
+	"seckill/internal/zkconn"
 )
 
 // DefaultRoot is the ZooKeeper folder of a seckill deployment.
@@ -36,36 +40,59 @@ const DefaultRoot = "/seckill"
 // DefaultSessionTimeout is the ZooKeeper session timeout asked for: how
 // long a backend that died without a goodbye stays registered. The server
 // bounds it to [2, 20] ticks (4s to 40s with the default tickTime).
-const DefaultSessionTimeout = 10 * time.Second
+const DefaultSessionTimeout = zkconn.DefaultSessionTimeout
 
 // Node is the content of a backend's node.
 type Node struct {
 	URL       string    `json:"url"`
 	StartedAt time.Time `json:"started_at"`
+	// MAC proves the registration was made by a holder of the internal
+	// key (the backend token): base64 of HMAC-SHA256 under
+	// RegistrationKey(token) over the URL and start time. Edges route only
+	// to registrations whose MAC is valid.
+	MAC string `json:"mac,omitempty"`
 }
 
-// BreakerConfig tunes the circuit breaker each backend gets (the same
-// fields and defaults as edge.BreakerConfig).
-type BreakerConfig struct {
-	// ConsecutiveFailures opens the breaker (default 5).
-	ConsecutiveFailures uint32
-	// OpenFor is how long it stays open before half-open probes (default 1s).
-	OpenFor time.Duration
-	// HalfOpenProbes is how many requests may probe while half-open (default 3).
-	HalfOpenProbes uint32
+// registrationLabel derives the registrations' MAC key from the backend
+// token, so the token itself never signs anything else.
+const registrationLabel = "seckill registration v1"
+
+// RegistrationKey is the MAC key of registrations: HMAC-SHA256(token,
+// "seckill registration v1").
+func RegistrationKey(token string) []byte {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte(registrationLabel))
+	return m.Sum(nil)
 }
 
-func (b *BreakerConfig) defaults() {
-	if b.ConsecutiveFailures == 0 {
-		b.ConsecutiveFailures = 5
-	}
-	if b.OpenFor <= 0 {
-		b.OpenFor = time.Second
-	}
-	if b.HalfOpenProbes == 0 {
-		b.HalfOpenProbes = 3
-	}
+func (n Node) sum(key []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(registrationLabel))
+	m.Write([]byte{0})
+	m.Write([]byte(n.URL))
+	m.Write([]byte{0})
+	m.Write([]byte(n.StartedAt.UTC().Format(time.RFC3339Nano)))
+	return m.Sum(nil)
 }
+
+// Sign sets n's MAC under key.
+func (n *Node) Sign(key []byte) { n.MAC = base64.StdEncoding.EncodeToString(n.sum(key)) }
+
+// Verify checks n's MAC under key.
+func (n Node) Verify(key []byte) error {
+	if n.MAC == "" {
+		return errors.New("registration has no MAC")
+	}
+	got, err := base64.StdEncoding.DecodeString(n.MAC)
+	if err != nil || !hmac.Equal(got, n.sum(key)) {
+		return errors.New("registration MAC is not valid under the internal key (another --backend-token, or forged)")
+	}
+	return nil
+}
+
+// BreakerConfig tunes the circuit breaker each backend gets (the one
+// configuration of every breaker: internal/breaker).
+type BreakerConfig = breaker.Config
 
 type options struct {
 	sessionTimeout time.Duration
@@ -77,6 +104,7 @@ type options struct {
 	onState        func(url string, from, to gobreaker.State)
 	initial        []string
 	cachePath      string
+	cred           *zkconn.Credential
 }
 
 // Option tunes Register, NewBalancer and NewStatic.
@@ -95,8 +123,17 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 // WithBreaker sets the per-backend circuit breaker.
 func WithBreaker(b BreakerConfig) Option { return func(o *options) { o.breaker = b } }
 
-// WithAdminToken sets the Bearer token the backend clients send.
+// WithAdminToken sets the internal key: the Bearer token the backend
+// clients send, from which the registrations' MAC key is derived
+// (RegistrationKey): Register signs with it, a balancer routes only to
+// registrations it verifies.
 func WithAdminToken(token string) Option { return func(o *options) { o.token = token } }
+
+// WithCredential authenticates the ZooKeeper session (the backend's or the
+// edge's digest identity). A registration made with one is writable only
+// by its backend, and folders are never created (the pusher lays them
+// out: `seckill config init`); without one the tree is open.
+func WithCredential(c *zkconn.Credential) Option { return func(o *options) { o.cred = c } }
 
 // WithHTTPClient sets the HTTP client shared by the backend clients.
 func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = hc } }
@@ -125,7 +162,7 @@ func newOptions(opts []Option) options {
 	if o.log == nil {
 		o.log = slog.Default()
 	}
-	o.breaker.defaults()
+	o.breaker = o.breaker.WithDefaults()
 	return o
 }
 
@@ -138,43 +175,5 @@ func backendsPath(root string) string {
 }
 
 func connect(addrs []string, o options, log *slog.Logger) (*zk.Conn, <-chan zk.Event, error) {
-	var servers []string
-	for _, a := range addrs {
-		for _, s := range strings.Split(a, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				servers = append(servers, s)
-			}
-		}
-	}
-	dial := o.dialer
-	if dial == nil {
-		dial = net.DialTimeout
-	}
-	return zk.Connect(servers, o.sessionTimeout, zk.WithLogger(zkLogger{log}), zk.WithLogInfo(false), zk.WithDialer(dial))
-}
-
-// ensureDir creates p and its parents as persistent nodes.
-func ensureDir(conn *zk.Conn, p string) error {
-	parts := strings.Split(strings.Trim(p, "/"), "/")
-	cur := ""
-	for _, part := range parts {
-		cur += "/" + part
-		_, err := conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll))
-		if err != nil && err != zk.ErrNodeExists {
-			return err
-		}
-	}
-	return nil
-}
-
-type zkLogger struct{ log *slog.Logger }
-
-func (l zkLogger) Printf(format string, a ...any) {
-	l.log.Debug("zookeeper client", "msg", strings.TrimSpace(fmt.Sprintf(format, a...)))
-}
-
-// backoff returns the wait before attempt n (0, 1, ...): 100ms doubling to 2s.
-func backoff(n int) time.Duration {
-	d := 100 * time.Millisecond << min(n, 5)
-	return min(d, 2*time.Second)
+	return zkconn.Connect(addrs, zkconn.Options{SessionTimeout: o.sessionTimeout, Dialer: o.dialer, Log: log, Credential: o.cred})
 }

@@ -476,7 +476,7 @@ func TestCachedListServesWhenZooKeeperIsDown(t *testing.T) {
 	}
 	waitURLs(t, bal, 5*time.Second, a.url())
 	testenv.Eventually(t, 5*time.Second, "the cache file", func() bool {
-		urls, err := loadCache(cache)
+		urls, err := loadCache(cache, RegistrationKey(""))
 		return err == nil && slices.Equal(urls, []string{a.url()})
 	})
 	bal.Close()

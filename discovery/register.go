@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"seckill/internal/backoff"
+	"seckill/internal/zkconn"
 )
 
 // Registration keeps one backend registered under <root>/backends/ until
@@ -18,6 +22,7 @@ import (
 type Registration struct {
 	conn *zk.Conn
 	dir  string
+	auth bool // authenticated: own ACL, folders left to the pusher
 	url  string
 	data []byte
 	log  *slog.Logger
@@ -69,7 +74,9 @@ func startRegistration(zkAddrs []string, root, url string, log *slog.Logger, fir
 		o.log = log
 	}
 	log = o.log.With("component", "discovery", "url", url)
-	data, err := json.Marshal(Node{URL: url, StartedAt: time.Now().UTC()})
+	node := Node{URL: url, StartedAt: time.Now().UTC()}
+	node.Sign(RegistrationKey(o.token))
+	data, err := json.Marshal(node)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +85,7 @@ func startRegistration(zkAddrs []string, root, url string, log *slog.Logger, fir
 		return nil, err
 	}
 	r := &Registration{
-		conn: conn, dir: backendsPath(root), url: url, data: data, log: log,
+		conn: conn, dir: backendsPath(root), url: url, data: data, log: log, auth: o.cred != nil,
 		poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go r.follow(events)
@@ -137,11 +144,20 @@ func (r *Registration) follow(events <-chan zk.Event) {
 
 func (r *Registration) run(first chan<- error) {
 	defer close(r.done)
-	failures := 0
+	if r.auth {
+		// Not before the session carries the credential (zkconn holds the
+		// first session event back until then).
+		select {
+		case <-r.poke:
+		case <-r.stop:
+			return
+		}
+	}
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		ch, err := r.once()
 		if err == nil {
-			failures = 0
+			bo.Reset()
 			if first != nil {
 				first <- nil
 				first = nil
@@ -161,12 +177,11 @@ func (r *Registration) run(first chan<- error) {
 		}
 		r.log.Warn("registering in zookeeper", "err", err)
 		select {
-		case <-time.After(backoff(failures)):
+		case <-time.After(bo.Next()):
 		case <-r.poke:
 		case <-r.stop:
 			return
 		}
-		failures++
 	}
 }
 
@@ -182,12 +197,17 @@ func (r *Registration) once() (<-chan zk.Event, error) {
 		}
 		r.log.Warn("registration gone (session expired?): registering again", "node", p)
 	}
-	if err := ensureDir(r.conn, r.dir); err != nil {
-		return nil, err
+	if !r.auth {
+		if err := zkconn.EnsurePath(r.conn, r.dir, zk.WorldACL(zk.PermAll)); err != nil {
+			return nil, err
+		}
 	}
 	// The protected create finds its own node again when the answer was
 	// lost with the connection, so a retry never leaves a twin behind.
-	p, err := r.conn.CreateProtectedEphemeralSequential(r.dir+"/backend-", r.data, zk.WorldACL(zk.PermAll))
+	p, err := r.conn.CreateProtectedEphemeralSequential(r.dir+"/backend-", r.data, zkconn.OwnNode(r.auth))
+	if errors.Is(err, zk.ErrNoNode) && r.auth {
+		return nil, fmt.Errorf("%s is missing: run `seckill config init` (or push) with the backends' credential", r.dir)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"seckill/internal/breaker"
+
 	"seckill/limit"
 )
 
@@ -42,6 +44,11 @@ type Breaker struct {
 	ConsecutiveFailures uint32   `yaml:"consecutive_failures" json:"consecutive_failures"`
 	OpenFor             Duration `yaml:"open_for" json:"open_for"`
 	HalfOpenProbes      uint32   `yaml:"half_open_probes" json:"half_open_probes"`
+}
+
+// Config returns the breaker's settings as every breaker takes them.
+func (b Breaker) Config() breaker.Config {
+	return breaker.Config{ConsecutiveFailures: b.ConsecutiveFailures, OpenFor: b.OpenFor.D(), HalfOpenProbes: b.HalfOpenProbes}
 }
 
 // Duration is a time.Duration written as a Go duration string ("2s").

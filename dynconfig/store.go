@@ -3,6 +3,7 @@ package dynconfig
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,10 +13,11 @@ import (
 	"path"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"seckill/internal/zkconn"
 )
 
 // DefaultRoot is the default root path in ZooKeeper.
@@ -44,6 +46,12 @@ type Record struct {
 	// RollbackOf is the version a rollback copied, 0 otherwise.
 	RollbackOf int32           `json:"rollback_of,omitempty"`
 	Config     json.RawMessage `json:"config"`
+	// KeyID names the public key that checks Signature (KeyID).
+	KeyID string `json:"key_id,omitempty"`
+	// Signature is the pusher's Ed25519 signature (base64) over the
+	// version and content (sign.go). Edges refuse a version without a
+	// valid one.
+	Signature string `json:"signature,omitempty"`
 }
 
 // DecodeRecord reads a record strictly (unknown fields are errors) and
@@ -98,6 +106,25 @@ type Store struct {
 	Keep int    // pushes kept under config/history (DefaultHistory)
 	By   string // pushed_by of pushes (default user@host)
 	Now  func() time.Time
+	// Signer signs every version pushed; Push and Rollback refuse to run
+	// without it (the edges refuse unsigned versions).
+	Signer ed25519.PrivateKey
+	// Roles, when set, are the deployment's ZooKeeper identities: the
+	// connection must be authenticated as Roles.Pusher, nodes are created
+	// with the pusher's ACL, and Init (run by every push) sets the tree's
+	// ACLs. Nil: an open tree (world-writable nodes, as before H3).
+	Roles *zkconn.Roles
+	// Trusted are public keys, besides the Signer's own, whose versions a
+	// rollback may push again (the old key during a rotation).
+	Trusted []ed25519.PublicKey
+}
+
+func (s *Store) trusted() []ed25519.PublicKey {
+	keys := append([]ed25519.PublicKey{}, s.Trusted...)
+	if s.Signer != nil {
+		keys = append(keys, s.Signer.Public().(ed25519.PublicKey))
+	}
+	return keys
 }
 
 // NewStore returns a store under root (DefaultRoot when empty) using conn.
@@ -135,10 +162,16 @@ func (s *Store) historyPath(v int32) string {
 // Dial connects to ZooKeeper (comma-separated addresses) and waits until a
 // session is established or ctx ends.
 func Dial(ctx context.Context, addrs string, sessionTimeout time.Duration) (*zk.Conn, <-chan zk.Event, error) {
+	return DialAs(ctx, addrs, sessionTimeout, nil)
+}
+
+// DialAs is Dial authenticated as cred (nil: unauthenticated): it returns
+// once the session has the credential.
+func DialAs(ctx context.Context, addrs string, sessionTimeout time.Duration, cred *zkconn.Credential) (*zk.Conn, <-chan zk.Event, error) {
 	if sessionTimeout <= 0 {
 		sessionTimeout = 10 * time.Second
 	}
-	conn, events, err := connect(addrs, sessionTimeout, nil)
+	conn, events, err := zkconn.Connect([]string{addrs}, zkconn.Options{SessionTimeout: sessionTimeout, Credential: cred})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -168,33 +201,6 @@ func Dial(ctx context.Context, addrs string, sessionTimeout time.Duration) (*zk.
 	}
 }
 
-func connect(addrs string, sessionTimeout time.Duration, dialer zk.Dialer) (*zk.Conn, <-chan zk.Event, error) {
-	a := splitAddrs(addrs)
-	if len(a) == 0 {
-		return nil, nil, fmt.Errorf("no ZooKeeper address in %q", addrs)
-	}
-	if dialer != nil {
-		return zk.Connect(a, sessionTimeout, zk.WithLogger(quietLogger{}), zk.WithLogInfo(false), zk.WithDialer(dialer))
-	}
-	return zk.Connect(a, sessionTimeout, zk.WithLogger(quietLogger{}), zk.WithLogInfo(false))
-}
-
-func splitAddrs(addrs string) []string {
-	var out []string
-	for _, a := range strings.Split(addrs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// quietLogger drops go-zookeeper's chatter (reconnect attempts every few
-// milliseconds while ZooKeeper is away).
-type quietLogger struct{}
-
-func (quietLogger) Printf(string, ...any) {}
-
 // do runs a ZooKeeper call, giving up when ctx ends (requests wait while the
 // connection is down).
 func do[T any](ctx context.Context, f func() (T, error)) (T, error) {
@@ -216,18 +222,132 @@ func do[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	}
 }
 
-// ensurePath creates p and its parents (persistent, empty) when absent.
-func ensurePath(ctx context.Context, conn *zk.Conn, p string) error {
-	parts := strings.Split(strings.Trim(p, "/"), "/")
-	cur := ""
-	for _, part := range parts {
-		cur += "/" + part
-		_, err := do(ctx, func() (string, error) { return conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll)) })
-		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
-			return fmt.Errorf("creating %s: %w", cur, err)
+// ensurePath creates p and its parents (persistent, empty) with acl when
+// absent.
+func ensurePath(ctx context.Context, conn *zk.Conn, p string, acl []zk.ACL) error {
+	_, err := do(ctx, func() (struct{}, error) { return struct{}{}, zkconn.EnsurePath(conn, p, acl) })
+	return err
+}
+
+// nodeACL is the ACL of the nodes the pusher creates.
+func (s *Store) nodeACL() []zk.ACL {
+	if s.Roles == nil {
+		return zk.WorldACL(zk.PermAll)
+	}
+	return s.Roles.PusherACL()
+}
+
+// InitReport says what Init changed.
+type InitReport struct {
+	Created []string // folders created
+	Secured []string // nodes whose ACL was set
+	Removed []string // world-writable registrations deleted (they register again)
+	Skipped []string // folders left alone (no credential given for their role)
+}
+
+// Init lays out the tree under the root with its ACLs (zkconn.Roles):
+// it creates the folders missing, sets the ACL of every folder and of the
+// limits and history nodes, and deletes the registrations and edge status
+// nodes anyone may write (left from an open tree, or planted): real
+// backends and edges register again at once, under the new ACL. The
+// connection must be authenticated as the pusher, and an existing node
+// must let it change the ACL (a world-open node does).
+func (s *Store) Init(ctx context.Context) (InitReport, error) {
+	var rep InitReport
+	if s.Roles == nil {
+		return rep, errors.New("dynconfig: Init needs the roles' credentials")
+	}
+	if parent := path.Dir(s.root); parent != "/" {
+		if err := ensurePath(ctx, s.conn, parent, s.Roles.PusherACL()); err != nil {
+			return rep, err
 		}
 	}
+	for _, f := range s.Roles.Folders(s.root) {
+		dir := path.Base(f.Path)
+		if (dir == zkconn.BackendsDir && len(s.Roles.Backends) == 0) || (dir == zkconn.EdgesDir && len(s.Roles.Edges) == 0) {
+			rep.Skipped = append(rep.Skipped, f.Path)
+			continue
+		}
+		created, err := do(ctx, func() (bool, error) {
+			_, err := s.conn.Create(f.Path, nil, 0, f.ACL)
+			if errors.Is(err, zk.ErrNodeExists) {
+				return false, nil
+			}
+			return err == nil, err
+		})
+		if err != nil {
+			return rep, fmt.Errorf("creating %s: %w", f.Path, err)
+		}
+		if created {
+			rep.Created = append(rep.Created, f.Path)
+		} else if err := s.setACL(ctx, f.Path, f.ACL); err != nil {
+			return rep, err
+		} else {
+			rep.Secured = append(rep.Secured, f.Path)
+		}
+		if dir == zkconn.BackendsDir || dir == zkconn.EdgesDir {
+			removed, err := s.removeOpen(ctx, f.Path)
+			rep.Removed = append(rep.Removed, removed...)
+			if err != nil {
+				return rep, err
+			}
+		}
+	}
+	nodes := []string{s.LimitsPath()}
+	names, err := s.historyNames(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for _, n := range names {
+		nodes = append(nodes, path.Join(s.root, historyNode, n))
+	}
+	for _, p := range nodes {
+		err := s.setACL(ctx, p, s.Roles.PusherACL())
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return rep, err
+		}
+		rep.Secured = append(rep.Secured, p)
+	}
+	return rep, nil
+}
+
+func (s *Store) setACL(ctx context.Context, p string, acl []zk.ACL) error {
+	_, err := do(ctx, func() (*zk.Stat, error) { return s.conn.SetACL(p, acl, -1) })
+	if err != nil {
+		return fmt.Errorf("setting the ACL of %s: %w", p, err)
+	}
 	return nil
+}
+
+// removeOpen deletes the children of dir that anyone may write.
+func (s *Store) removeOpen(ctx context.Context, dir string) ([]string, error) {
+	kids, err := do(ctx, func() ([]string, error) { k, _, err := s.conn.Children(dir); return k, err })
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", dir, err)
+	}
+	var removed []string
+	for _, k := range kids {
+		p := path.Join(dir, k)
+		acl, err := do(ctx, func() ([]zk.ACL, error) { a, _, err := s.conn.GetACL(p); return a, err })
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return removed, fmt.Errorf("reading the ACL of %s: %w", p, err)
+		}
+		if !zkconn.WorldWritable(acl) {
+			continue
+		}
+		_, err = do(ctx, func() (struct{}, error) { return struct{}{}, s.conn.Delete(p, -1) })
+		if err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return removed, fmt.Errorf("deleting the world-writable %s: %w", p, err)
+		}
+		removed = append(removed, p)
+	}
+	return removed, nil
 }
 
 // Get returns the record in force and its configuration; the error wraps
@@ -283,6 +403,9 @@ func (s *Store) Push(ctx context.Context, cfg Config, expected int32) (int32, er
 }
 
 func (s *Store) push(ctx context.Context, cfg Config, expected, rollbackOf int32) (int32, error) {
+	if s.Signer == nil {
+		return 0, errors.New("dynconfig: refusing to push unsigned: the edges accept only signed versions (a signing key: `seckill config keygen`, then --signing-key)")
+	}
 	if err := cfg.Validate(); err != nil {
 		return 0, fmt.Errorf("dynconfig: refusing to push an invalid configuration:\n%w", err)
 	}
@@ -295,14 +418,21 @@ func (s *Store) push(ctx context.Context, cfg Config, expected, rollbackOf int32
 	}
 	v := expected + 1
 	rec := Record{Version: v, PushedAt: s.Now().UTC().Truncate(time.Millisecond), PushedBy: s.By, RollbackOf: rollbackOf, Config: raw}
+	if err := Sign(&rec, s.Signer); err != nil {
+		return 0, fmt.Errorf("dynconfig: signing version %d: %w", v, err)
+	}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return 0, err
 	}
-	if err := ensurePath(ctx, s.conn, path.Join(s.root, historyNode)); err != nil {
+	acl := s.nodeACL()
+	if s.Roles != nil {
+		if _, err := s.Init(ctx); err != nil {
+			return 0, fmt.Errorf("dynconfig: setting the ACLs: %w", err)
+		}
+	} else if err := ensurePath(ctx, s.conn, path.Join(s.root, historyNode), acl); err != nil {
 		return 0, err
 	}
-	acl := zk.WorldACL(zk.PermAll)
 	var main any
 	if expected == 0 {
 		main = &zk.CreateRequest{Path: s.LimitsPath(), Data: data, Acl: acl}
@@ -407,9 +537,14 @@ func (s *Store) Rollback(ctx context.Context, version, expected int32) (int32, e
 	if err != nil {
 		return 0, err
 	}
-	_, cfg, err := DecodeRecord(data)
+	rec, cfg, err := DecodeRecord(data)
 	if err != nil {
 		return 0, fmt.Errorf("dynconfig: version %d: %w", version, err)
+	}
+	// Signing it again must not launder a history entry somebody wrote
+	// around the CLI.
+	if err := Verify(rec, s.trusted()); err != nil {
+		return 0, fmt.Errorf("dynconfig: refusing to roll back to version %d: %w (its signer's public key may be given with --config-public-keys)", version, err)
 	}
 	return s.push(ctx, cfg, expected, version)
 }

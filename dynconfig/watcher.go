@@ -3,18 +3,21 @@ package dynconfig
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"seckill/internal/atomicfile"
+	"seckill/internal/zkconn"
 )
 
 // Reload results (label result of seckill_config_reloads_total).
@@ -58,6 +61,20 @@ func WithDialer(d zk.Dialer) WatcherOption {
 	return func(w *Watcher) { w.dialer = d }
 }
 
+// WithCredential authenticates the watcher's session (the edge's digest
+// identity): its status node is then writable by it alone, and it never
+// creates folders (the pusher lays them out: `seckill config init`).
+func WithCredential(c *zkconn.Credential) WatcherOption {
+	return func(w *Watcher) { w.cred = c }
+}
+
+// WithPublicKeys sets the public keys a version's signature is checked
+// with (any of them may have signed it: a rotation lists old and new).
+// Without a key every version is refused.
+func WithPublicKeys(keys ...ed25519.PublicKey) WatcherOption {
+	return func(w *Watcher) { w.keys = append(w.keys, keys...) }
+}
+
 // Watcher keeps one edge's configuration in step with ZooKeeper.
 type Watcher struct {
 	addrs          string
@@ -70,6 +87,8 @@ type Watcher struct {
 	sessionTimeout time.Duration
 	startTimeout   time.Duration
 	dialer         zk.Dialer
+	cred           *zkconn.Credential
+	keys           []ed25519.PublicKey
 	start          time.Time
 
 	mu         sync.Mutex // serialises reloads and guards the fields below
@@ -168,6 +187,10 @@ func (w *Watcher) edgePath() string   { return path.Join(w.root, edgesNode, w.ed
 // newer than the configuration in force. It returns the version in force.
 // Run calls it when ZooKeeper is unreachable at start.
 func (w *Watcher) LoadLast() (int32, error) {
+	return w.loadLast("ZooKeeper unreachable: applied the last good configuration from disk")
+}
+
+func (w *Watcher) loadLast(msg string) (int32, error) {
 	if w.diskPath == "" {
 		return w.Status().Version, errors.New("dynconfig: no disk path")
 	}
@@ -176,6 +199,9 @@ func (w *Watcher) LoadLast() (int32, error) {
 		return w.Status().Version, fmt.Errorf("dynconfig: reading the last good copy: %w", err)
 	}
 	rec, cfg, err := DecodeRecord(data)
+	if err == nil {
+		err = Verify(rec, w.keys)
+	}
 	if err != nil {
 		return w.Status().Version, fmt.Errorf("dynconfig: the last good copy %s: %w", w.diskPath, err)
 	}
@@ -191,14 +217,14 @@ func (w *Watcher) LoadLast() (int32, error) {
 	w.version, w.source, w.inForce = rec.Version, SourceDisk, rec.Config
 	w.lastGood, w.lastReload, w.lastErr = time.Now(), time.Now(), ""
 	w.mVersion.Set(float64(rec.Version))
-	w.log.Warn("ZooKeeper unreachable: applied the last good configuration from disk", "version", rec.Version, "path", w.diskPath)
+	w.log.Warn(msg, "version", rec.Version, "path", w.diskPath)
 	return rec.Version, nil
 }
 
 // Run follows the configuration until ctx ends. It never returns an error
 // while ZooKeeper is away: the configuration in force stays in force.
 func (w *Watcher) Run(ctx context.Context) error {
-	conn, events, err := connect(w.addrs, w.sessionTimeout, w.dialer)
+	conn, events, err := zkconn.Connect([]string{w.addrs}, zkconn.Options{SessionTimeout: w.sessionTimeout, Dialer: w.dialer, Credential: w.cred})
 	if err != nil {
 		// Only a malformed address list fails here.
 		if _, lerr := w.LoadLast(); lerr != nil {
@@ -233,7 +259,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.mConnected.Set(0)
 	}()
 
-	// At start: wait a little for ZooKeeper, else use the copy on disk.
+	// At start: the last good copy first, so that a version in ZooKeeper
+	// older than it (a replay) is refused right after a restart too; newer
+	// versions in ZooKeeper follow as soon as it answers.
+	if w.diskPath != "" {
+		if _, err := os.Stat(w.diskPath); err == nil {
+			if v, err := w.loadLast("starting from the last good configuration on disk; newer versions in ZooKeeper follow"); err != nil {
+				w.log.Error("ignoring the copy on disk", "version", v, "err", err)
+			}
+		}
+	}
+	// Then wait a little for ZooKeeper, else say so.
 	timer := time.NewTimer(w.startTimeout)
 	select {
 	case <-ctx.Done():
@@ -344,6 +380,10 @@ func (w *Watcher) handle(data []byte, st *zk.Stat) {
 	if err == nil && rec.Version != offered {
 		err = fmt.Errorf("record says version %d but the node is at version %d: written around `seckill config push`", rec.Version, offered)
 	}
+	if err == nil {
+		// Unsigned or badly signed: not from the pusher.
+		err = Verify(rec, w.keys)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
@@ -352,7 +392,9 @@ func (w *Watcher) handle(data []byte, st *zk.Stat) {
 			w.source = SourceZooKeeper // the disk copy was that version
 		}
 		return // a re-read of the version in force
-	case offered < w.version:
+	case offered <= w.version:
+		// Not newer than the version in force (a replayed older version,
+		// or another content under the same number): never applied.
 		w.mReloads.WithLabelValues(ResultStale).Inc()
 		w.log.Warn("ignoring a configuration older than the one in force", "offered", offered, "in_force", w.version)
 		return
@@ -398,34 +440,7 @@ func (w *Watcher) saveLocked(data []byte) error {
 	if w.diskPath == "" {
 		return nil
 	}
-	dir := filepath.Dir(w.diskPath)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(w.diskPath)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, w.diskPath)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	return atomicfile.Write(w.diskPath, data)
 }
 
 func (w *Watcher) statusJSON() []byte {
@@ -456,15 +471,20 @@ func (w *Watcher) writeRegistration(ctx context.Context, conn *zk.Conn) {
 func (w *Watcher) register(ctx context.Context, conn *zk.Conn) (<-chan zk.Event, error) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := ensurePath(rctx, conn, path.Join(w.root, edgesNode)); err != nil {
-		return nil, err
+	if w.cred == nil {
+		if err := ensurePath(rctx, conn, path.Join(w.root, edgesNode), zk.WorldACL(zk.PermAll)); err != nil {
+			return nil, err
+		}
 	}
 	p := w.edgePath()
 	return do(rctx, func() (<-chan zk.Event, error) {
 		w.mu.Lock()
 		data := w.statusJSON()
 		w.mu.Unlock()
-		_, err := conn.Create(p, data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		_, err := conn.Create(p, data, zk.FlagEphemeral, zkconn.OwnNode(w.cred != nil))
+		if errors.Is(err, zk.ErrNoNode) && w.cred != nil {
+			return nil, fmt.Errorf("registering %s: the folder is missing: run `seckill config init` (or push) with the edges' credential", p)
+		}
 		if errors.Is(err, zk.ErrNodeExists) {
 			_, err = conn.Set(p, data, -1)
 		}

@@ -2,6 +2,7 @@ package dynconfig
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,22 @@ func cfgN(n int) Config {
 	c := goodConfig()
 	c.Rules = []limit.Rule{{Name: "buy-per-user", Class: "buy", Key: "user", Rate: 1, Burst: n}}
 	return c
+}
+
+// testKey signs the tests' pushes; testPub checks them.
+var testKey, testPub = func() (ed25519.PrivateKey, ed25519.PublicKey) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		panic(err)
+	}
+	return priv, pub
+}()
+
+// newStore is NewStore signing with testKey.
+func newStore(conn *zk.Conn, root string) *Store {
+	st := NewStore(conn, root)
+	st.Signer = testKey
+	return st
 }
 
 func dial(t *testing.T, addr string) *zk.Conn {
@@ -111,7 +128,7 @@ func value(m prometheus.Metric) float64 {
 func startEdge(t *testing.T, addr, root, id, disk string, opts ...WatcherOption) *edge {
 	t.Helper()
 	e := &edge{reg: prometheus.NewRegistry(), disk: disk, done: make(chan struct{})}
-	opts = append([]WatcherOption{WithRegisterer(e.reg)}, opts...)
+	opts = append([]WatcherOption{WithRegisterer(e.reg), WithPublicKeys(testPub)}, opts...)
 	w, err := NewWatcher(addr, root, disk, id, func(c Config) error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -168,7 +185,7 @@ func TestTwoEdgesFollowPushes(t *testing.T) {
 	addr := testenv.ZooKeeper(t)
 	conn := dial(t, addr)
 	root := newRoot(t, conn)
-	st := NewStore(conn, root)
+	st := newStore(conn, root)
 	st.By = "alice"
 	dir := t.TempDir()
 	a := startEdge(t, addr, root, "edge-a", filepath.Join(dir, "a.json"))
@@ -256,7 +273,7 @@ func TestHistoryKeepsLastN(t *testing.T) {
 	addr := testenv.ZooKeeper(t)
 	conn := dial(t, addr)
 	root := newRoot(t, conn)
-	st := NewStore(conn, root)
+	st := newStore(conn, root)
 	st.Keep = 3
 	for v := int32(1); v <= 5; v++ {
 		push(t, st, cfgN(int(v)), v-1)
@@ -281,7 +298,7 @@ func TestInvalidPushes(t *testing.T) {
 	addr := testenv.ZooKeeper(t)
 	conn := dial(t, addr)
 	root := newRoot(t, conn)
-	st := NewStore(conn, root)
+	st := newStore(conn, root)
 	dir := t.TempDir()
 	a := startEdge(t, addr, root, "edge-a", filepath.Join(dir, "a.json"))
 	b := startEdge(t, addr, root, "edge-b", filepath.Join(dir, "b.json"))
@@ -360,7 +377,7 @@ func TestConcurrentPushes(t *testing.T) {
 	conn := dial(t, addr)
 	root := newRoot(t, conn)
 	// Each pusher has its own connection, as two operators would.
-	stores := []*Store{NewStore(dial(t, addr), root), NewStore(dial(t, addr), root)}
+	stores := []*Store{newStore(dial(t, addr), root), newStore(dial(t, addr), root)}
 	stores[0].By, stores[1].By = "alice", "bob"
 	for round := int32(0); round < 10; round++ {
 		var wg sync.WaitGroup
@@ -444,7 +461,7 @@ func TestSessionExpiry(t *testing.T) {
 	addr := testenv.ZooKeeper(t)
 	conn := dial(t, addr)
 	root := newRoot(t, conn)
-	st := NewStore(conn, root)
+	st := newStore(conn, root)
 	cut := &cutter{}
 	a := startEdge(t, addr, root, "edge-a", filepath.Join(t.TempDir(), "a.json"),
 		WithDialer(cut.dial), WithSessionTimeout(4*time.Second))
@@ -517,7 +534,7 @@ func TestZooKeeperDown(t *testing.T) {
 	zkp, addr := startPrivateZK(t)
 	conn := dial(t, addr)
 	root := "/" + testenv.Name(t)
-	st := NewStore(conn, root)
+	st := newStore(conn, root)
 	dir := t.TempDir()
 	a := startEdge(t, addr, root, "edge-a", filepath.Join(dir, "a.json"))
 	b := startEdge(t, addr, root, "edge-b", filepath.Join(dir, "b.json"))
@@ -587,11 +604,15 @@ func TestStaleIgnored(t *testing.T) {
 	addr := testenv.ZooKeeper(t)
 	conn := dial(t, addr)
 	root := newRoot(t, conn)
-	st := NewStore(conn, root)
+	st := newStore(conn, root)
 	dir := t.TempDir()
 	// A disk copy of version 5 (pushed to another ensemble, say).
 	raw, _ := json.Marshal(cfgN(5))
-	rec, _ := json.Marshal(Record{Version: 5, Config: raw})
+	r := Record{Version: 5, Config: raw}
+	if err := Sign(&r, testKey); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(r)
 	if err := os.WriteFile(filepath.Join(dir, "a.json"), rec, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -602,7 +623,7 @@ func TestStaleIgnored(t *testing.T) {
 		defer e.mu.Unlock()
 		e.got = append(e.got, c)
 		return nil
-	}, nil)
+	}, nil, WithPublicKeys(testPub))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"seckill/captcha"
+	"seckill/captcha/pow"
 )
 
 type devProc struct {
@@ -216,7 +216,7 @@ func TestDevScriptedPurchase(t *testing.T) {
 	}
 	var p struct{ Path string }
 	if code := postJSON(t, fmt.Sprintf("%s/api/items/%d/path", d.public, id), login.Token,
-		map[string]string{"challenge_id": ch.ChallengeID, "answer": captcha.SolvePoW(ch.Seed, ch.Difficulty)}, &p); code != 200 {
+		map[string]string{"challenge_id": ch.ChallengeID, "answer": pow.Solve(ch.Seed, ch.Difficulty)}, &p); code != 200 {
 		t.Fatalf("path: %d", code)
 	}
 	var buy struct {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -16,6 +17,15 @@ import (
 	"seckill/limit"
 )
 
+// configKey signs the pushes of these tests; edges trust configPub.
+var configKey, configPub = func() (ed25519.PrivateKey, ed25519.PublicKey) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		panic(err)
+	}
+	return priv, pub
+}()
+
 // watch runs a dynconfig watcher that reconfigures e.
 func watch(t *testing.T, e *edge.Edge, zkAddr, root, id string) *dynconfig.Watcher {
 	t.Helper()
@@ -23,7 +33,7 @@ func watch(t *testing.T, e *edge.Edge, zkAddr, root, id string) *dynconfig.Watch
 		return e.Reconfigure(edge.Dynamic{Rules: c.Rules, Difficulty: c.Difficulty, DifficultyUnderLoad: c.DifficultyUnderLoad,
 			MaxInFlight: c.MaxInFlight, TrustedProxies: c.TrustedProxies,
 			Breaker: edge.BreakerConfig{ConsecutiveFailures: c.Breaker.ConsecutiveFailures, OpenFor: c.Breaker.OpenFor.D(), HalfOpenProbes: c.Breaker.HalfOpenProbes}})
-	}, quietLog(t))
+	}, quietLog(t), dynconfig.WithPublicKeys(configPub))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +96,9 @@ func TestPushedLimitsReachBothEdges(t *testing.T) {
 	}
 	defer conn.Close()
 	pushed := time.Now()
-	v, err := dynconfig.NewStore(conn, root).Push(context.Background(), cfg, 0)
+	st := dynconfig.NewStore(conn, root)
+	st.Signer = configKey
+	v, err := st.Push(context.Background(), cfg, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

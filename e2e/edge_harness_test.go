@@ -18,6 +18,7 @@ import (
 	"seckill/backend"
 	"seckill/backendclient"
 	"seckill/captcha"
+	"seckill/captcha/pow"
 	"seckill/edge"
 	"seckill/internal/app"
 	"seckill/limit"
@@ -291,7 +292,7 @@ func (sh shopper) solve(ch answer) string {
 	if d, ok := ch.body["difficulty"].(float64); ok {
 		diff = int(d)
 	}
-	return captcha.SolvePoW(ch.str("seed"), diff)
+	return pow.Solve(ch.str("seed"), diff)
 }
 
 func (sh shopper) path(item int64, challengeID, ans string) answer {

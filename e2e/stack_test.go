@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"seckill/captcha"
+	"seckill/captcha/pow"
 	"seckill/internal/testenv"
 )
 
@@ -129,7 +129,7 @@ func TestStackUpPurchaseDown(t *testing.T) {
 	})
 	var p struct{ Path string }
 	if code := postJSON(t, fmt.Sprintf("%s/api/items/%d/path", pub, created.ID), tok,
-		map[string]string{"challenge_id": ch.ChallengeID, "answer": captcha.SolvePoW(ch.Seed, ch.Difficulty)}, &p); code != 200 {
+		map[string]string{"challenge_id": ch.ChallengeID, "answer": pow.Solve(ch.Seed, ch.Difficulty)}, &p); code != 200 {
 		t.Fatalf("path: %d", code)
 	}
 	var buy struct {

@@ -14,17 +14,17 @@ import (
 	"seckill/httpapi"
 )
 
-// CatalogSource is where the catalogue comes from (the backend).
-type CatalogSource interface {
+// catalogSource is where the catalogue comes from (the backend).
+type catalogSource interface {
 	Items(ctx context.Context) ([]seckill.ItemView, error)
 }
 
 // Catalog is the edge's copy of the item list. Reads never wait for a
 // refresh while a copy exists (stale-while-revalidate): a copy older than
 // the TTL is served as it is while one refresh runs in the background (in
-// Follow); a failed refresh leaves the last copy in service. The bounds:
-// one refresh at a time, each cut after RefreshTimeout; a copy older than
-// MaxStale is reported stale on the admin /readyz. Only the very first load
+// follow); a failed refresh leaves the last copy in service. The bounds:
+// one refresh at a time, each cut after refreshTimeout; a copy older than
+// maxStale is reported stale on the admin /readyz. Only the very first load
 // is waited for (a request before it would see every item as unknown), and
 // a request for an id the Bloom filter knows but the copy lacks (an item
 // created since) waits for one refresh when the copy is due for one.
@@ -33,7 +33,7 @@ type CatalogSource interface {
 // that never existed is answered 404 without touching Redis or the backend,
 // and the sold-out markers.
 type Catalog struct {
-	src  CatalogSource
+	src  catalogSource
 	ttl  time.Duration
 	sf   singleflight.Group
 	now  func() time.Time
@@ -44,17 +44,16 @@ type Catalog struct {
 	known   *bloom.BloomFilter
 	soldOut sync.Map // item id -> true
 	refresh atomic.Int64
-	failed  atomic.Int64
 	// changes counts Learn and Invalidate calls: a copy fetched while one
 	// happened may predate the change, so it is installed due again.
 	changes atomic.Int64
 }
 
-// RefreshTimeout bounds one catalogue refresh.
-const RefreshTimeout = 5 * time.Second
+// refreshTimeout bounds one catalogue refresh.
+const refreshTimeout = 5 * time.Second
 
-// MaxStale is the age past which the copy is reported stale.
-const MaxStale = time.Minute
+// maxStale is the age past which the copy is reported stale.
+const maxStale = time.Minute
 
 type catalogSnap struct {
 	at    time.Time
@@ -63,8 +62,8 @@ type catalogSnap struct {
 	stale bool
 }
 
-// NewCatalog returns a catalogue that refreshes after ttl.
-func NewCatalog(src CatalogSource, ttl time.Duration) *Catalog {
+// newCatalog returns a catalogue that refreshes after ttl.
+func newCatalog(src catalogSource, ttl time.Duration) *Catalog {
 	if ttl <= 0 {
 		ttl = time.Second
 	}
@@ -75,11 +74,8 @@ func NewCatalog(src CatalogSource, ttl time.Duration) *Catalog {
 // Refreshes returns how many times the catalogue was fetched from the backend.
 func (c *Catalog) Refreshes() int64 { return c.refresh.Load() }
 
-// FailedRefreshes returns how many refreshes failed.
-func (c *Catalog) FailedRefreshes() int64 { return c.failed.Load() }
-
-// Loaded reports whether a first copy is in service.
-func (c *Catalog) Loaded() bool { return c.snap.Load() != nil }
+// loaded reports whether a first copy is in service.
+func (c *Catalog) loaded() bool { return c.snap.Load() != nil }
 
 // Age returns the age of the copy in service (0 before the first).
 func (c *Catalog) Age() time.Duration {
@@ -99,15 +95,15 @@ func (c *Catalog) get(ctx context.Context) (*catalogSnap, error) {
 	s := c.snap.Load()
 	if s != nil {
 		if c.due(s) {
-			c.Kick()
+			c.requestRefresh()
 		}
 		return s, nil
 	}
 	return c.load(ctx)
 }
 
-// Kick asks Follow for a refresh now (never waits).
-func (c *Catalog) Kick() {
+// requestRefresh asks follow for a refresh now (never waits).
+func (c *Catalog) requestRefresh() {
 	select {
 	case c.kick <- struct{}{}:
 	default:
@@ -119,12 +115,11 @@ func (c *Catalog) Kick() {
 func (c *Catalog) load(ctx context.Context) (*catalogSnap, error) {
 	ch := c.sf.DoChan("items", func() (any, error) {
 		// The refresh must not die with the first caller's request.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RefreshTimeout)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 		defer cancel()
 		changes := c.changes.Load()
 		list, err := c.src.Items(rctx)
 		if err != nil {
-			c.failed.Add(1)
 			return nil, err
 		}
 		c.refresh.Add(1)
@@ -162,8 +157,8 @@ func (c *Catalog) install(list []seckill.ItemView, stale bool) *catalogSnap {
 
 func idKey(id int64) []byte { return strconv.AppendInt(nil, id, 10) }
 
-// Known reports whether an item id may exist (Bloom filter: no false negatives).
-func (c *Catalog) Known(id int64) bool {
+// knows reports whether an item id may exist (Bloom filter: no false negatives).
+func (c *Catalog) knows(id int64) bool {
 	c.knownMu.RLock()
 	defer c.knownMu.RUnlock()
 	return c.known.Test(idKey(id))
@@ -177,12 +172,12 @@ func (c *Catalog) Learn(id int64) {
 	c.knownMu.Unlock()
 }
 
-// Follow keeps the catalogue fresh in the background until ctx ends: one
+// follow keeps the catalogue fresh in the background until ctx ends: one
 // refresh now, then one every TTL, and one whenever a reader found the
-// copy due (Kick). Items created anywhere (another edge, the backend
+// copy due (requestRefresh). Items created anywhere (another edge, the backend
 // directly) become known within a TTL, while requests for unknown ids are
 // still answered from the Bloom filter without any I/O.
-func (c *Catalog) Follow(ctx context.Context) {
+func (c *Catalog) follow(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	retry := 50 * time.Millisecond
@@ -197,7 +192,7 @@ func (c *Catalog) Follow(ctx context.Context) {
 			_, _ = c.load(ctx)
 		}
 		next := c.ttl
-		if !c.Loaded() {
+		if !c.loaded() {
 			// No copy yet: the edge is not ready; try again soon.
 			next, retry = min(retry, c.ttl), min(2*retry, c.ttl)
 		}
@@ -219,7 +214,7 @@ func (c *Catalog) Invalidate() {
 		cp.stale = true
 		c.snap.Store(&cp)
 	}
-	c.Kick()
+	c.requestRefresh()
 }
 
 // Items returns every item, with the live state recomputed for now.
@@ -246,7 +241,7 @@ func (c *Catalog) Item(ctx context.Context, id int64) (seckill.ItemView, error) 
 	if err != nil {
 		return seckill.ItemView{}, err
 	}
-	if !c.Known(id) {
+	if !c.knows(id) {
 		return seckill.ItemView{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", id)
 	}
 	it, ok := s.byID[id]
@@ -285,8 +280,8 @@ func (c *Catalog) fresh(it seckill.ItemView) seckill.ItemView {
 	return it
 }
 
-// MarkSoldOut records that an item has no unit left.
-func (c *Catalog) MarkSoldOut(id int64) { c.soldOut.Store(id, true) }
+// markSoldOut records that an item has no unit left.
+func (c *Catalog) markSoldOut(id int64) { c.soldOut.Store(id, true) }
 
 // SoldOut reports whether an item is marked sold out.
 func (c *Catalog) SoldOut(id int64) bool {

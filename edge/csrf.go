@@ -24,8 +24,7 @@ import (
 // type needs a CORS preflight this API never grants. Bodyless requests
 // (logout) need no type. Safe methods (GET, HEAD, OPTIONS) are not checked.
 type originGuard struct {
-	cop    *http.CrossOriginProtection
-	reject func(error) error // counts a refusal (Edge.reject)
+	cop *http.CrossOriginProtection
 }
 
 func newOriginGuard(trusted []string) (*originGuard, error) {
@@ -41,10 +40,7 @@ func newOriginGuard(trusted []string) (*originGuard, error) {
 func (g *originGuard) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if err := g.check(c.Request()); err != nil {
-			if g.reject != nil {
-				return g.reject(err)
-			}
-			return err
+			return err // counted by Edge.countRefusals
 		}
 		return next(c)
 	}

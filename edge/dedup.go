@@ -15,7 +15,7 @@ type BuyerRecord interface {
 	Buyer(ctx context.Context, itemID, userID int64) (string, bool, error)
 }
 
-// Dedup remembers (user, item) pairs already accepted in a Bloom filter, so
+// dedup remembers (user, item) pairs already accepted in a Bloom filter, so
 // a repeat buyer is answered 409 without reaching the backend. A Bloom
 // positive is always confirmed against the exact record before refusing:
 // a false positive costs one Redis read, never an honest buyer's purchase.
@@ -29,7 +29,7 @@ type BuyerRecord interface {
 // Confirmed holders are remembered for a few seconds (bounded), so a bot
 // clicking "buy" again and again costs no Redis read at all. The memory is
 // short so that a unit given back (a failed order) is buyable again soon.
-type Dedup struct {
+type dedup struct {
 	mu     sync.RWMutex
 	filter *bloom.BloomFilter
 	exact  BuyerRecord
@@ -54,12 +54,12 @@ const (
 	heldMax = 100_000
 )
 
-// NewDedup returns a filter sized for n pairs at a 0.1% false-positive rate.
-func NewDedup(exact BuyerRecord, n uint) *Dedup {
+// newDedup returns a filter sized for n pairs at a 0.1% false-positive rate.
+func newDedup(exact BuyerRecord, n uint) *dedup {
 	if n == 0 {
 		n = 2_000_000
 	}
-	return &Dedup{filter: bloom.NewWithEstimates(n, 0.001), exact: exact, held: map[pairID]heldEntry{}, now: time.Now}
+	return &dedup{filter: bloom.NewWithEstimates(n, 0.001), exact: exact, held: map[pairID]heldEntry{}, now: time.Now}
 }
 
 func pairKey(userID, itemID int64) []byte {
@@ -68,19 +68,19 @@ func pairKey(userID, itemID int64) []byte {
 	return strconv.AppendInt(b, itemID, 10)
 }
 
-// Add records an accepted pair.
-func (d *Dedup) Add(userID, itemID int64) {
+// add records an accepted pair.
+func (d *dedup) add(userID, itemID int64) {
 	d.mu.Lock()
 	d.filter.Add(pairKey(userID, itemID))
 	d.mu.Unlock()
 }
 
-// Held reports whether the user surely holds a unit of the item, and its
+// holds reports whether the user surely holds a unit of the item, and its
 // order ref. The filter answers "no" for most honest buyers without any I/O.
 // It never fails: a positive the exact record cannot confirm (Redis down)
 // answers "not held" and lets the backend decide. The error result is
 // always nil; it stays for callers that check it.
-func (d *Dedup) Held(ctx context.Context, userID, itemID int64) (string, bool, error) {
+func (d *dedup) holds(ctx context.Context, userID, itemID int64) (string, bool, error) {
 	d.mu.RLock()
 	maybe := d.filter.Test(pairKey(userID, itemID))
 	d.mu.RUnlock()
@@ -115,6 +115,6 @@ func (d *Dedup) Held(ctx context.Context, userID, itemID int64) (string, bool, e
 	return ref, true, nil
 }
 
-// Unconfirmed is how many Bloom positives were let through because the
+// unconfirmedCount is how many Bloom positives were let through because the
 // exact record could not be read.
-func (d *Dedup) Unconfirmed() int64 { return d.unconfirmed.Load() }
+func (d *dedup) unconfirmedCount() int64 { return d.unconfirmed.Load() }

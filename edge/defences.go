@@ -29,8 +29,8 @@ type Defences struct {
 	Shedding    bool `json:"shedding"`     // off: no bound on backend calls in flight
 }
 
-// AllOn is the default: every defence on.
-var AllOn = Defences{Challenge: true, PathBinding: true, SingleUse: true, Bloom: true, Buckets: true, Breaker: true, Shedding: true}
+// allOn is the default: every defence on.
+var allOn = Defences{Challenge: true, PathBinding: true, SingleUse: true, Bloom: true, Buckets: true, Breaker: true, Shedding: true}
 
 // Off lists the defences that are off, sorted.
 func (d Defences) Off() []string {
@@ -64,7 +64,7 @@ func (s *defenceSwitches) get(item int64) Defences {
 	if d, ok := s.byItem[item]; ok {
 		return d
 	}
-	return AllOn
+	return allOn
 }
 
 // load reads every item's switches from Redis.
@@ -79,7 +79,7 @@ func (s *defenceSwitches) load(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		d := AllOn
+		d := allOn
 		if json.Unmarshal([]byte(v), &d) == nil {
 			by[id] = d
 		}

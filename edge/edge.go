@@ -148,9 +148,9 @@ type Edge struct {
 	ipsP     atomic.Pointer[clientip.Resolver]
 	log      *slog.Logger
 	sessions *Sessions
-	paths    *Paths
+	paths    *paths
 	catalog  *Catalog
-	dedup    *Dedup
+	dedup    *dedup
 	guardP   atomic.Pointer[Guard]
 	guardCfg atomic.Pointer[guardSettings]
 	diffBase atomic.Int64
@@ -198,9 +198,9 @@ func New(cfg Config, d Deps) *Edge {
 	e := &Edge{
 		cfg: cfg, be: d.Backend, rdb: d.Redis, prefix: d.Prefix, lim: d.Limiter, ch: d.Challenges, log: log,
 		sessions: NewSessions(cfg.SessionSecret, cfg.SessionTTL, !cfg.InsecureCookie),
-		paths:    NewPaths(d.Redis, d.Prefix, cfg.PathTTL),
-		catalog:  NewCatalog(d.Backend, cfg.CatalogTTL),
-		dedup:    NewDedup(d.Buyers, 0),
+		paths:    newPaths(d.Redis, d.Prefix, cfg.PathTTL),
+		catalog:  newCatalog(d.Backend, cfg.CatalogTTL),
+		dedup:    newDedup(d.Buyers, 0),
 		defences: &defenceSwitches{rdb: d.Redis, prefix: d.Prefix},
 		instance: httpapi.NewInstanceID(),
 	}
@@ -247,7 +247,7 @@ func (e *Edge) Sessions() *Sessions { return e.sessions }
 // breakerState is the state of the purchases' breaker: the edge's own, or
 // the worst of the balancer's when it keeps them.
 func (e *Edge) breakerState() gobreaker.State {
-	if bo, ok := e.be.(BreakerOwner); ok && !e.guard().Breaking() {
+	if bo, ok := e.be.(BreakerOwner); ok && !e.guard().isBreaking() {
 		return bo.PurchaseBreakerState()
 	}
 	return e.guard().State()
@@ -274,7 +274,7 @@ type guardSettings struct {
 // setGuard installs a new guard when its settings changed. Calls in flight
 // finish under the guard they started with.
 func (e *Edge) setGuard(maxInFlight int, b BreakerConfig) {
-	b.defaults()
+	b = b.WithDefaults()
 	if maxInFlight <= 0 {
 		maxInFlight = 512
 	}
@@ -379,7 +379,7 @@ func (e *Edge) Listen(ctx context.Context) {
 		e.log.Warn("subscribing to edge events (the catalogue refresh covers what is missed)", "err", err)
 	}
 	cancel()
-	go e.catalog.Follow(ctx)
+	go e.catalog.follow(ctx)
 	if err := e.defences.load(ctx); err != nil {
 		e.log.Warn("loading defence switches", "err", err)
 	}
@@ -407,7 +407,7 @@ func (e *Edge) apply(payload string) {
 	switch kind {
 	case "soldout":
 		if id, err := strconv.ParseInt(arg, 10, 64); err == nil {
-			e.catalog.MarkSoldOut(id)
+			e.catalog.markSoldOut(id)
 		}
 	case "defences":
 		if err := e.defences.load(context.Background()); err != nil {
@@ -425,7 +425,7 @@ func (e *Edge) apply(payload string) {
 
 func (e *Edge) markSoldOut(ctx context.Context, id int64) {
 	if !e.catalog.SoldOut(id) {
-		e.catalog.MarkSoldOut(id)
+		e.catalog.markSoldOut(id)
 		e.publish(ctx, "soldout "+strconv.FormatInt(id, 10))
 	}
 }

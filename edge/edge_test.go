@@ -111,7 +111,7 @@ func TestCatalogOneRefreshForACrowd(t *testing.T) {
 	now := time.Now()
 	src := &countingSource{delay: 50 * time.Millisecond, items: []seckill.ItemView{{
 		Item: seckill.Item{ID: 3, Stock: 10, StartsAt: now.Add(time.Minute), EndsAt: now.Add(time.Hour)}, StockLeft: 10}}}
-	c := NewCatalog(src, time.Hour)
+	c := newCatalog(src, time.Hour)
 	c.Learn(3)
 	var wg sync.WaitGroup
 	for range 1000 {
@@ -148,14 +148,14 @@ func TestGuardShedsOverTheBound(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{})
 	go func() {
-		_, _ = Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) {
+		_, _ = do(context.Background(), g, callRead, func(ctx context.Context) (int, error) {
 			close(started)
 			<-release
 			return 1, nil
 		})
 	}()
 	<-started
-	_, err := Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) {
+	_, err := do(context.Background(), g, callRead, func(ctx context.Context) (int, error) {
 		t.Fatal("the second call ran")
 		return 0, nil
 	})
@@ -172,7 +172,7 @@ func TestGuardBreakerOpensAndRecovers(t *testing.T) {
 	var calls int
 	fail := func(ctx context.Context) (int, error) { calls++; return 0, down }
 	for range 5 {
-		if _, err := Do(context.Background(), g, CallRead, fail); seckill.ErrorCode(err) != seckill.EUnavailable {
+		if _, err := do(context.Background(), g, callRead, fail); seckill.ErrorCode(err) != seckill.EUnavailable {
 			t.Fatalf("want backend_unavailable, got %v", err)
 		}
 	}
@@ -181,12 +181,12 @@ func TestGuardBreakerOpensAndRecovers(t *testing.T) {
 	}
 	// Business answers are not failures.
 	time.Sleep(150 * time.Millisecond)
-	if _, err := Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) {
+	if _, err := do(context.Background(), g, callRead, func(ctx context.Context) (int, error) {
 		return 0, seckill.Errorf(seckill.ESoldOut, "x")
 	}); seckill.ErrorCode(err) != seckill.ESoldOut {
 		t.Fatalf("half-open probe: %v", err)
 	}
-	if v, err := Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) { return 7, nil }); err != nil || v != 7 {
+	if v, err := do(context.Background(), g, callRead, func(ctx context.Context) (int, error) { return 7, nil }); err != nil || v != 7 {
 		t.Fatalf("after recovery: %v %v", v, err)
 	}
 }
@@ -205,16 +205,16 @@ func (b *countingBuyers) Buyer(ctx context.Context, itemID, userID int64) (strin
 func TestDedupRemembersConfirmedHoldersBriefly(t *testing.T) {
 	t.Parallel()
 	rec := &countingBuyers{held: map[[2]int64]string{{9, 1}: "r1"}}
-	d := NewDedup(rec, 1000)
+	d := newDedup(rec, 1000)
 	now := time.Now()
 	d.now = func() time.Time { return now }
 	ctx := context.Background()
-	if _, held, _ := d.Held(ctx, 1, 9); held || rec.calls != 0 {
+	if _, held, _ := d.holds(ctx, 1, 9); held || rec.calls != 0 {
 		t.Fatalf("before Add: held=%v calls=%d (the filter must answer alone)", held, rec.calls)
 	}
-	d.Add(1, 9)
+	d.add(1, 9)
 	for range 5 {
-		if ref, held, _ := d.Held(ctx, 1, 9); !held || ref != "r1" {
+		if ref, held, _ := d.holds(ctx, 1, 9); !held || ref != "r1" {
 			t.Fatalf("held=%v ref=%q", held, ref)
 		}
 	}
@@ -224,7 +224,7 @@ func TestDedupRemembersConfirmedHoldersBriefly(t *testing.T) {
 	// After the TTL the exact record decides again: a released unit is buyable.
 	delete(rec.held, [2]int64{9, 1})
 	now = now.Add(heldTTL + time.Second)
-	if _, held, _ := d.Held(ctx, 1, 9); held || rec.calls != 2 {
+	if _, held, _ := d.holds(ctx, 1, 9); held || rec.calls != 2 {
 		t.Fatalf("after TTL: held=%v calls=%d", held, rec.calls)
 	}
 }
@@ -312,7 +312,7 @@ func TestGuardIgnoresHangUps(t *testing.T) {
 	for range 5 {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		_, err := Do(ctx, g, CallReserve, func(ctx context.Context) (int, error) {
+		_, err := do(ctx, g, callReserve, func(ctx context.Context) (int, error) {
 			return 0, &seckill.UnavailableError{Err: ctx.Err()}
 		})
 		if err == nil {
@@ -322,7 +322,7 @@ func TestGuardIgnoresHangUps(t *testing.T) {
 	if st := g.State(); st != gobreaker.StateClosed {
 		t.Fatalf("breaker %v after hang-ups, want closed", st)
 	}
-	if v, err := Do(context.Background(), g, CallReserve, func(ctx context.Context) (int, error) { return 7, nil }); err != nil || v != 7 {
+	if v, err := do(context.Background(), g, callReserve, func(ctx context.Context) (int, error) { return 7, nil }); err != nil || v != 7 {
 		t.Fatalf("after hang-ups: %v %v", v, err)
 	}
 }
@@ -334,12 +334,12 @@ func TestGuardClassesApart(t *testing.T) {
 	g := NewGuard(10, BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Minute}, nil)
 	down := &seckill.UnavailableError{Err: errors.New("postgres down")}
 	for range 5 {
-		_, _ = Do(context.Background(), g, CallRead, func(ctx context.Context) (int, error) { return 0, down })
+		_, _ = do(context.Background(), g, callRead, func(ctx context.Context) (int, error) { return 0, down })
 	}
-	if g.ClassState(CallRead) != gobreaker.StateOpen || g.State() != gobreaker.StateClosed {
-		t.Fatalf("read breaker %v, reserve breaker %v; want open, closed", g.ClassState(CallRead), g.State())
+	if g.classState(callRead) != gobreaker.StateOpen || g.State() != gobreaker.StateClosed {
+		t.Fatalf("read breaker %v, reserve breaker %v; want open, closed", g.classState(callRead), g.State())
 	}
-	if v, err := Do(context.Background(), g, CallReserve, func(ctx context.Context) (int, error) { return 1, nil }); err != nil || v != 1 {
+	if v, err := do(context.Background(), g, callReserve, func(ctx context.Context) (int, error) { return 1, nil }); err != nil || v != 1 {
 		t.Fatalf("purchase refused while reads fail: %v", err)
 	}
 }
@@ -351,7 +351,7 @@ func TestGuardWithoutBreakers(t *testing.T) {
 	g := newGuard(10, BreakerConfig{ConsecutiveFailures: 1}, false, nil)
 	var calls int
 	for range 5 {
-		_, err := Do(context.Background(), g, CallReserve, func(ctx context.Context) (int, error) {
+		_, err := do(context.Background(), g, callReserve, func(ctx context.Context) (int, error) {
 			calls++
 			return 0, &seckill.UnavailableError{Err: errors.New("no backend")}
 		})
@@ -389,10 +389,10 @@ func TestCatalogNeverWaitsForARefresh(t *testing.T) {
 	now := time.Now()
 	src := &blockingSource{release: make(chan struct{}), items: []seckill.ItemView{{
 		Item: seckill.Item{ID: 3, Stock: 10, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}, StockLeft: 10}}}
-	c := NewCatalog(src, 10*time.Millisecond)
+	c := newCatalog(src, 10*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	followed := make(chan struct{})
-	go func() { c.Follow(ctx); close(followed) }()
+	go func() { c.follow(ctx); close(followed) }()
 	defer func() { cancel(); close(src.release); <-followed }()
 	if _, err := c.Item(context.Background(), 3); err != nil {
 		t.Fatal(err)
@@ -414,7 +414,7 @@ func TestCatalogNeverWaitsForARefresh(t *testing.T) {
 	if n := src.calls.Load(); n != 2 {
 		t.Fatalf("%d calls to the source, want 2 (one refresh at a time)", n)
 	}
-	if !c.Loaded() || c.Refreshes() != 1 {
-		t.Fatalf("loaded %v, refreshes %d", c.Loaded(), c.Refreshes())
+	if !c.loaded() || c.Refreshes() != 1 {
+		t.Fatalf("loaded %v, refreshes %d", c.loaded(), c.Refreshes())
 	}
 }

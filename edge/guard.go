@@ -9,45 +9,28 @@ import (
 
 	"seckill"
 	"seckill/httpapi"
+	"seckill/internal/breaker"
 )
 
-// BreakerConfig tunes the circuit breaker around the backend.
-type BreakerConfig struct {
-	// ConsecutiveFailures opens the breaker (default 5).
-	ConsecutiveFailures uint32 `yaml:"consecutive_failures" json:"consecutive_failures"`
-	// OpenFor is how long it stays open before half-open probes (default 1s).
-	OpenFor time.Duration `yaml:"open_for" json:"open_for"`
-	// HalfOpenProbes is how many requests may probe while half-open (default 3).
-	HalfOpenProbes uint32 `yaml:"half_open_probes" json:"half_open_probes"`
-}
+// BreakerConfig tunes the circuit breaker around the backend (the one
+// configuration of every breaker: internal/breaker).
+type BreakerConfig = breaker.Config
 
-func (b *BreakerConfig) defaults() {
-	if b.ConsecutiveFailures == 0 {
-		b.ConsecutiveFailures = 5
-	}
-	if b.OpenFor <= 0 {
-		b.OpenFor = time.Second
-	}
-	if b.HalfOpenProbes == 0 {
-		b.HalfOpenProbes = 3
-	}
-}
-
-// CallClass names a kind of backend call. Each class has its own breaker,
+// callClass names a kind of backend call. Each class has its own breaker,
 // so reads that fail on a store purchases do not need (PostgreSQL behind a
 // status poll) never refuse a purchase.
-type CallClass int
+type callClass int
 
 const (
-	// CallReserve is a purchase (needs only Redis in the backend).
-	CallReserve CallClass = iota
-	// CallRead is everything else: order status, accounts.
-	CallRead
+	// callReserve is a purchase (needs only Redis in the backend).
+	callReserve callClass = iota
+	// callRead is everything else: order status, accounts.
+	callRead
 	callClasses
 )
 
-func (c CallClass) String() string {
-	if c == CallReserve {
+func (c callClass) String() string {
+	if c == callReserve {
 		return "reserve"
 	}
 	return "read"
@@ -82,19 +65,10 @@ func newGuard(maxInFlight int, cfg BreakerConfig, breaking bool, onState func(na
 	if maxInFlight <= 0 {
 		maxInFlight = 512
 	}
-	cfg.defaults()
+	cfg = cfg.WithDefaults()
 	g := &Guard{slots: make(chan struct{}, maxInFlight), openFor: cfg.OpenFor, breaking: breaking}
 	for c := range callClasses {
-		g.cbs[c] = gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
-			Name:         "backend-" + c.String(),
-			MaxRequests:  cfg.HalfOpenProbes,
-			Timeout:      cfg.OpenFor,
-			ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.ConsecutiveFailures },
-			IsSuccessful: func(err error) bool { return !BackendFailure(err) },
-			// A caller that went away says nothing about the backend.
-			IsExcluded:    func(err error) bool { return errors.Is(err, context.Canceled) },
-			OnStateChange: onState,
-		})
+		g.cbs[c] = breaker.New("backend-"+c.String(), cfg, BackendFailure, onState)
 	}
 	return g
 }
@@ -115,27 +89,27 @@ func (g *Guard) InFlight() (int, int) { return len(g.slots), cap(g.slots) }
 
 // State returns the state of the purchases' breaker (closed when the guard
 // does not break).
-func (g *Guard) State() gobreaker.State { return g.ClassState(CallReserve) }
+func (g *Guard) State() gobreaker.State { return g.classState(callReserve) }
 
-// ClassState returns the state of one class's breaker.
-func (g *Guard) ClassState(c CallClass) gobreaker.State {
+// classState returns the state of one class's breaker.
+func (g *Guard) classState(c callClass) gobreaker.State {
 	if !g.breaking {
 		return gobreaker.StateClosed
 	}
 	return g.cbs[c].State()
 }
 
-// Breaking reports whether the guard has breakers of its own.
-func (g *Guard) Breaking() bool { return g.breaking }
+// isBreaking reports whether the guard has breakers of its own.
+func (g *Guard) isBreaking() bool { return g.breaking }
 
-// Do runs f against the backend under the guard.
-func Do[T any](ctx context.Context, g *Guard, class CallClass, f func(ctx context.Context) (T, error)) (T, error) {
-	return DoWith(ctx, g, class, AllOn, f)
+// do runs f against the backend under the guard.
+func do[T any](ctx context.Context, g *Guard, class callClass, f func(ctx context.Context) (T, error)) (T, error) {
+	return doWith(ctx, g, class, allOn, f)
 }
 
-// DoWith runs f under the guard, skipping load shedding or the breaker
+// doWith runs f under the guard, skipping load shedding or the breaker
 // when the sale's defences say so (teaching switches).
-func DoWith[T any](ctx context.Context, g *Guard, class CallClass, d Defences, f func(ctx context.Context) (T, error)) (T, error) {
+func doWith[T any](ctx context.Context, g *Guard, class callClass, d Defences, f func(ctx context.Context) (T, error)) (T, error) {
 	var zero T
 	if d.Shedding {
 		select {
@@ -159,14 +133,6 @@ func DoWith[T any](ctx context.Context, g *Guard, class CallClass, d Defences, f
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: g.openFor}
 	}
-	if BackendFailure(err) || errors.Is(err, context.Canceled) {
-		return zero, &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend did not answer; retry shortly"), After: time.Second}
-	}
-	if err != nil {
-		if t, ok := v.(T); ok {
-			return t, err
-		}
-		return zero, err
-	}
-	return v.(T), nil
+	t, _ := v.(T)
+	return t, unavailable(err)
 }

@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, e *Edge) *metrics {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "seckill_edge", Name: "dedup_unconfirmed_total",
 		Help: "Repeat-buyer Bloom positives let through to the backend because Redis could not confirm them.",
-	}, func() float64 { return float64(e.dedup.Unconfirmed()) }))
+	}, func() float64 { return float64(e.dedup.unconfirmedCount()) }))
 	if bc, ok := e.lim.(BucketCounter); ok {
 		reg.MustRegister(&bucketCollector{bc: bc, desc: prometheus.NewDesc("seckill_edge_limiter_buckets",
 			"Live token buckets by rule.", []string{"rule"}, nil)})

@@ -180,7 +180,7 @@ func (env *outageEnv) buy(t *testing.T, user int64, path string) reply {
 // want is an expected answer: a status and, for errors, a code.
 type want struct {
 	status int
-	code   string
+	code   seckill.Code
 }
 
 const (
@@ -343,7 +343,7 @@ func TestRoutesUnderRedisFaults(t *testing.T) {
 				switch {
 				case r.status == 500:
 					t.Errorf("%s: 500 %v", name, r.body)
-				case r.status != w.status || (w.code != "" && r.code != w.code):
+				case r.status != w.status || (w.code != "" && r.code != string(w.code)):
 					t.Errorf("%s: %d %s, want %d %s (%v)", name, r.status, r.code, w.status, w.code, r.body)
 				case r.status == 503 && r.retryAfter == "":
 					t.Errorf("%s: 503 without Retry-After", name)

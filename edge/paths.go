@@ -15,35 +15,35 @@ import (
 	"seckill/internal/rkeys"
 )
 
-// Paths issues and checks hidden purchase paths. A path is 128 random bits,
+// paths issues and checks hidden purchase paths. A path is 128 random bits,
 // bound to one user and one item, lives in Redis (so any edge can check it)
 // and expires. It is consumed by the first buy that gets a final answer.
 //
 // Every call is safe to retry after a lost reply (ARCHITECTURE.md "Retry
 // safety"): Issue sets a value it chose before the first try, Check and
-// CheckShared only read, and Consume deletes only the path it names, so
+// checkShared only read, and consume deletes only the path it names, so
 // running it twice leaves what running it once leaves. A Redis failure is a
 // seckill.Unavailable error (dependency_unavailable, 503).
-type Paths struct {
+type paths struct {
 	rdb    redis.UniversalClient
 	prefix string
 	ttl    time.Duration
 }
 
-// NewPaths returns a path store.
-func NewPaths(rdb redis.UniversalClient, prefix string, ttl time.Duration) *Paths {
+// newPaths returns a path store.
+func newPaths(rdb redis.UniversalClient, prefix string, ttl time.Duration) *paths {
 	if ttl <= 0 {
 		ttl = 60 * time.Second
 	}
-	return &Paths{rdb: rdb, prefix: prefix, ttl: ttl}
+	return &paths{rdb: rdb, prefix: prefix, ttl: ttl}
 }
 
-func (p *Paths) key(userID, itemID int64) string {
+func (p *paths) key(userID, itemID int64) string {
 	return rkeys.Space(p.prefix).Path(itemID, userID)
 }
 
-// Issue makes a new path for user and item, replacing any earlier one.
-func (p *Paths) Issue(ctx context.Context, userID, itemID int64) (string, time.Time, error) {
+// issue makes a new path for user and item, replacing any earlier one.
+func (p *paths) issue(ctx context.Context, userID, itemID int64) (string, time.Time, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", time.Time{}, err
@@ -55,14 +55,14 @@ func (p *Paths) Issue(ctx context.Context, userID, itemID int64) (string, time.T
 	return path, time.Now().Add(p.ttl), nil
 }
 
-func (p *Paths) sharedKey(itemID int64, path string) string {
+func (p *paths) sharedKey(itemID int64, path string) string {
 	return rkeys.Space(p.prefix).SharedPath(itemID, path)
 }
 
-// IssueShared makes a path valid for any user of the item: what the edge
+// issueShared makes a path valid for any user of the item: what the edge
 // hands out when the path-binding defence is switched off (teaching).
-func (p *Paths) IssueShared(ctx context.Context, userID, itemID int64) (string, time.Time, error) {
-	path, exp, err := p.Issue(ctx, userID, itemID)
+func (p *paths) issueShared(ctx context.Context, userID, itemID int64) (string, time.Time, error) {
+	path, exp, err := p.issue(ctx, userID, itemID)
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -72,8 +72,8 @@ func (p *Paths) IssueShared(ctx context.Context, userID, itemID int64) (string, 
 	return path, exp, nil
 }
 
-// CheckShared reports whether path was issued for the item to anyone.
-func (p *Paths) CheckShared(ctx context.Context, itemID int64, path string) error {
+// checkShared reports whether path was issued for the item to anyone.
+func (p *paths) checkShared(ctx context.Context, itemID int64, path string) error {
 	if len(path) == 32 {
 		n, err := p.rdb.Exists(ctx, p.sharedKey(itemID, path)).Result()
 		if err != nil {
@@ -86,16 +86,16 @@ func (p *Paths) CheckShared(ctx context.Context, itemID int64, path string) erro
 	return seckill.Errorf(seckill.EBadPath, "this purchase path is not for this item, used or expired")
 }
 
-// ConsumeShared removes a shared path.
-func (p *Paths) ConsumeShared(ctx context.Context, itemID int64, path string) error {
+// consumeShared removes a shared path.
+func (p *paths) consumeShared(ctx context.Context, itemID int64, path string) error {
 	if err := p.rdb.Del(ctx, p.sharedKey(itemID, path)).Err(); err != nil {
 		return pathsUnavailable(fmt.Errorf("consuming path: %w", err))
 	}
 	return nil
 }
 
-// Check reports whether path is the live path of user and item.
-func (p *Paths) Check(ctx context.Context, userID, itemID int64, path string) error {
+// check reports whether path is the live path of user and item.
+func (p *paths) check(ctx context.Context, userID, itemID int64, path string) error {
 	bad := seckill.Errorf(seckill.EBadPath, "this purchase path is not yours, not for this item, used or expired")
 	if len(path) != 32 {
 		return bad
@@ -113,7 +113,7 @@ func (p *Paths) Check(ctx context.Context, userID, itemID int64, path string) er
 	return nil
 }
 
-func (p *Paths) attemptKey(userID, itemID int64) string {
+func (p *paths) attemptKey(userID, itemID int64) string {
 	return rkeys.Space(p.prefix).PathAttempt(itemID, userID)
 }
 
@@ -129,11 +129,11 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl) end
 return 1`)
 
-// CheckAttempt is Check for a buy: it also marks the path as used by a
+// checkAttempt is check for a buy: it also marks the path as used by a
 // purchase attempt, so that after the item sells out a retry of that
 // attempt (whose answer was lost: the reservation may have run) still
 // reaches the backend (Attempted).
-func (p *Paths) CheckAttempt(ctx context.Context, userID, itemID int64, path string) error {
+func (p *paths) checkAttempt(ctx context.Context, userID, itemID int64, path string) error {
 	bad := seckill.Errorf(seckill.EBadPath, "this purchase path is not yours, not for this item, used or expired")
 	if len(path) != 32 {
 		return bad
@@ -148,10 +148,10 @@ func (p *Paths) CheckAttempt(ctx context.Context, userID, itemID int64, path str
 	return nil
 }
 
-// Attempted reports whether path is still the live path of user and item
+// attempted reports whether path is still the live path of user and item
 // and a purchase was attempted with it (CheckAttempt) without a final
 // answer (the final answer consumes the path).
-func (p *Paths) Attempted(ctx context.Context, userID, itemID int64, path string) (bool, error) {
+func (p *paths) attempted(ctx context.Context, userID, itemID int64, path string) (bool, error) {
 	if len(path) != 32 {
 		return false, nil
 	}
@@ -172,9 +172,9 @@ var consumeScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
-// Consume removes the path if it is still the live one. After it returns
+// consume removes the path if it is still the live one. After it returns
 // nil the path is gone, whether this call or an earlier one removed it.
-func (p *Paths) Consume(ctx context.Context, userID, itemID int64, path string) error {
+func (p *paths) consume(ctx context.Context, userID, itemID int64, path string) error {
 	if err := consumeScript.Run(ctx, p.rdb, []string{p.key(userID, itemID)}, path).Err(); err != nil {
 		return pathsUnavailable(fmt.Errorf("consuming path: %w", err))
 	}

@@ -15,7 +15,7 @@ import (
 // consumed exactly once without an error.
 func TestPathsReplyLost(t *testing.T) {
 	f := testenv.RedisBehindProxy(t)
-	p := NewPaths(f.Client, f.Prefix, time.Minute)
+	p := newPaths(f.Client, f.Prefix, time.Minute)
 	ctx := context.Background()
 	const user, item = 5, 77
 
@@ -23,17 +23,17 @@ func TestPathsReplyLost(t *testing.T) {
 	path, err := testenv.LoseReply(t, f, func(ctx context.Context) bool {
 		return f.Direct.Exists(ctx, p.key(user, item)).Val() == 1
 	}, func() (string, error) {
-		path, _, err := p.Issue(ctx, user, item)
+		path, _, err := p.issue(ctx, user, item)
 		return path, err
 	})
 	if err != nil {
 		t.Fatalf("issue after a lost reply: %v", err)
 	}
-	if err := p.Check(ctx, user, item, path); err != nil {
+	if err := p.check(ctx, user, item, path); err != nil {
 		t.Fatalf("the path Issue returned is not the live one: %v", err)
 	}
 	// Warm the consume script so the attempt below is one EVALSHA.
-	if err := p.Consume(ctx, user, item, "warm"); err != nil {
+	if err := p.consume(ctx, user, item, "warm"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -41,23 +41,23 @@ func TestPathsReplyLost(t *testing.T) {
 	// Consume reports success and the path is gone, once.
 	_, err = testenv.LoseReply(t, f, func(ctx context.Context) bool {
 		return f.Direct.Exists(ctx, p.key(user, item)).Val() == 0
-	}, func() (struct{}, error) { return struct{}{}, p.Consume(ctx, user, item, path) })
+	}, func() (struct{}, error) { return struct{}{}, p.consume(ctx, user, item, path) })
 	if err != nil {
 		t.Fatalf("consume after a lost reply: %v", err)
 	}
-	if code := seckill.ErrorCode(p.Check(ctx, user, item, path)); code != seckill.EBadPath {
+	if code := seckill.ErrorCode(p.check(ctx, user, item, path)); code != seckill.EBadPath {
 		t.Fatalf("consumed path still checks: %s", code)
 	}
 
 	// A consume retried after a newer path was issued leaves the newer one.
-	newer, _, err := p.Issue(ctx, user, item)
+	newer, _, err := p.issue(ctx, user, item)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Consume(ctx, user, item, path); err != nil {
+	if err := p.consume(ctx, user, item, path); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Check(ctx, user, item, newer); err != nil {
+	if err := p.check(ctx, user, item, newer); err != nil {
 		t.Fatalf("a stale consume removed the newer path: %v", err)
 	}
 }
@@ -66,9 +66,9 @@ func TestPathsReplyLost(t *testing.T) {
 // with dependency_unavailable (503), bounded in time.
 func TestPathsRedisDown(t *testing.T) {
 	f := testenv.RedisBehindProxy(t)
-	p := NewPaths(f.Client, f.Prefix, time.Minute)
+	p := newPaths(f.Client, f.Prefix, time.Minute)
 	ctx := context.Background()
-	path, _, err := p.Issue(ctx, 5, 77)
+	path, _, err := p.issue(ctx, 5, 77)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,12 +83,12 @@ func TestPathsRedisDown(t *testing.T) {
 				defer f.Proxy.DropReplies(false)
 			}
 			calls := map[string]func() error{
-				"issue":          func() error { _, _, err := p.Issue(ctx, 5, 77); return err },
-				"issue shared":   func() error { _, _, err := p.IssueShared(ctx, 5, 77); return err },
-				"check":          func() error { return p.Check(ctx, 5, 77, path) },
-				"check shared":   func() error { return p.CheckShared(ctx, 77, path) },
-				"consume":        func() error { return p.Consume(ctx, 5, 77, path) },
-				"consume shared": func() error { return p.ConsumeShared(ctx, 77, path) },
+				"issue":          func() error { _, _, err := p.issue(ctx, 5, 77); return err },
+				"issue shared":   func() error { _, _, err := p.issueShared(ctx, 5, 77); return err },
+				"check":          func() error { return p.check(ctx, 5, 77, path) },
+				"check shared":   func() error { return p.checkShared(ctx, 77, path) },
+				"consume":        func() error { return p.consume(ctx, 5, 77, path) },
+				"consume shared": func() error { return p.consumeShared(ctx, 77, path) },
 			}
 			for name, call := range calls {
 				start := time.Now()
@@ -120,16 +120,16 @@ func TestDedupKeepsAnsweringWhenRedisIsDown(t *testing.T) {
 	if err := f.Direct.HSet(ctx, f.Prefix+"buyers", "1", "o-1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	d := NewDedup(buyers, 1000)
-	d.Add(1, 7)
+	d := newDedup(buyers, 1000)
+	d.add(1, 7)
 	f.Proxy.Refuse(true)
 	f.Proxy.CutAll()
-	ref, held, err := d.Held(ctx, 1, 7)
-	if err != nil || held || ref != "" || d.Unconfirmed() != 1 {
-		t.Fatalf("Redis down: %q %v %v, %d unconfirmed; want not held, no error, 1", ref, held, err, d.Unconfirmed())
+	ref, held, err := d.holds(ctx, 1, 7)
+	if err != nil || held || ref != "" || d.unconfirmedCount() != 1 {
+		t.Fatalf("Redis down: %q %v %v, %d unconfirmed; want not held, no error, 1", ref, held, err, d.unconfirmedCount())
 	}
 	f.Proxy.Refuse(false)
-	if ref, held, err := d.Held(ctx, 1, 7); err != nil || !held || ref != "o-1" {
+	if ref, held, err := d.holds(ctx, 1, 7); err != nil || !held || ref != "o-1" {
 		t.Fatalf("Redis back: %q %v %v", ref, held, err)
 	}
 }

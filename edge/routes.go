@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -23,19 +24,19 @@ import (
 
 // Route classes of the token buckets.
 const (
-	ClassRegister  = "register"
-	ClassLogin     = "login"
-	ClassCatalog   = "catalog"
-	ClassChallenge = "challenge"
-	ClassPath      = "path"
-	ClassBuy       = "buy"
-	ClassStatus    = "status"
+	classRegister  = "register"
+	classLogin     = "login"
+	classCatalog   = "catalog"
+	classChallenge = "challenge"
+	classPath      = "path"
+	classBuy       = "buy"
+	classStatus    = "status"
 )
 
 // publicRoutes lists every public route.
 func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec := newEcho(e.log)
-	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders(), e.origins.middleware)
+	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders(), e.countRefusals, e.origins.middleware)
 	ec.POST("/api/register", e.register)
 	ec.POST("/api/login", e.login)
 	ec.POST("/api/logout", e.logout)
@@ -79,7 +80,7 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 // backends are reported on the admin /readyz, not needed: the edge keeps
 // answering what it can from what it holds, and answers 503 for the rest.
 func (e *Edge) isReady() bool {
-	return !e.draining.Load() && e.catalog.Loaded() && e.revoker.tried.Load()
+	return !e.draining.Load() && e.catalog.loaded() && e.revoker.tried.Load()
 }
 
 // readyDetails is the admin /readyz: the verdict and why.
@@ -90,11 +91,11 @@ func (e *Edge) readyDetails(c echo.Context) error {
 	if e.isReady() {
 		r.Status = "ready"
 	}
-	cat := httpapi.Check{Name: "catalog", OK: e.catalog.Loaded(), Needed: true}
+	cat := httpapi.Check{Name: "catalog", OK: e.catalog.loaded(), Needed: true}
 	switch age := e.catalog.Age(); {
 	case !cat.OK:
 		cat.Detail = "not loaded yet"
-	case age > MaxStale:
+	case age > maxStale:
 		cat.Detail = fmt.Sprintf("stale: copy %v old (refreshes failing)", age.Round(time.Second))
 	default:
 		cat.Detail = fmt.Sprintf("copy %v old", age.Round(time.Millisecond))
@@ -110,10 +111,17 @@ func (e *Edge) readyDetails(c echo.Context) error {
 	return httpapi.WriteReadiness(c, r)
 }
 
-// reject counts a refusal by its code and returns it.
-func (e *Edge) reject(err error) error {
-	e.m.rejections.WithLabelValues(httpapi.CodeLabel(seckill.ErrorCode(err))).Inc()
-	return err
+// countRefusals counts every refusal of the public API by its code
+// (seckill_edge_rejections_total{reason}): the edge's own and the
+// backend's, on every route, in this one place.
+func (e *Edge) countRefusals(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		if err != nil && strings.HasPrefix(c.Path(), "/api/") {
+			e.m.rejections.WithLabelValues(httpapi.CodeLabel(seckill.ErrorCode(err))).Inc()
+		}
+		return err
+	}
 }
 
 // gate runs the cheap checks every protected route shares, in order:
@@ -131,7 +139,7 @@ func (e *Edge) gate(c echo.Context, class string, itemID int64, needSession bool
 	if itemID > 0 && !e.defences.get(itemID).Buckets {
 		// Teaching switch: no token bucket for this sale.
 		if needSession && serr != nil {
-			return Session{}, e.reject(serr)
+			return Session{}, serr
 		}
 		return ses, nil
 	}
@@ -142,13 +150,13 @@ func (e *Edge) gate(c echo.Context, class string, itemID int64, needSession bool
 		e.logShadow(rule, class, k)
 	}
 	if !d.Allowed {
-		return Session{}, e.reject(&httpapi.RetryError{
+		return Session{}, &httpapi.RetryError{
 			Err:   seckill.Errorf(seckill.ERateLimited, "too many requests (%s); retry after the delay", d.Rule),
 			After: d.RetryAfter,
-		})
+		}
 	}
 	if needSession && serr != nil {
-		return Session{}, e.reject(serr)
+		return Session{}, serr
 	}
 	return ses, nil
 }
@@ -167,18 +175,18 @@ func itemParam(c echo.Context) int64 {
 func (e *Edge) liveItem(ctx context.Context, id int64) (seckill.ItemView, error) {
 	it, err := e.catalog.Item(ctx, id)
 	if err != nil {
-		return it, e.reject(unavailable(err)) // no copy of the catalogue yet: 503, never 500
+		return it, unavailable(err) // no copy of the catalogue yet: 503, never 500
 	}
-	return it, e.checkLive(it)
+	return it, checkLive(it)
 }
 
 // checkLive refuses an item whose sale is not open or is sold out.
-func (e *Edge) checkLive(it seckill.ItemView) error {
+func checkLive(it seckill.ItemView) error {
 	switch it.State {
-	case "upcoming", "ended":
-		return e.reject(seckill.Errorf(seckill.ENotLive, "the sale is %s", it.State))
-	case "sold_out":
-		return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
+	case seckill.StateUpcoming, seckill.StateEnded:
+		return seckill.Errorf(seckill.ENotLive, "the sale is %s", it.State)
+	case seckill.StateSoldOut:
+		return seckill.Errorf(seckill.ESoldOut, "sold out")
 	}
 	return nil
 }
@@ -189,7 +197,7 @@ type credentials struct {
 }
 
 func (e *Edge) register(c echo.Context) error {
-	if _, err := e.gate(c, ClassRegister, 0, false); err != nil {
+	if _, err := e.gate(c, classRegister, 0, false); err != nil {
 		return err
 	}
 	var req credentials
@@ -212,7 +220,7 @@ func (e *Edge) register(c echo.Context) error {
 }
 
 func (e *Edge) login(c echo.Context) error {
-	if _, err := e.gate(c, ClassLogin, 0, false); err != nil {
+	if _, err := e.gate(c, classLogin, 0, false); err != nil {
 		return err
 	}
 	var req credentials
@@ -225,7 +233,7 @@ func (e *Edge) login(c echo.Context) error {
 	counted := seckill.ValidateUsername(req.Username) == nil
 	if counted {
 		if err := e.loginFails.check(ctx, req.Username); err != nil {
-			return e.reject(err)
+			return err
 		}
 	}
 	id, err := accountCall(ctx, e, func(ctx context.Context) (int64, error) {
@@ -235,7 +243,7 @@ func (e *Edge) login(c echo.Context) error {
 		e.loginFails.failed(ctx, req.Username)
 	}
 	if err != nil {
-		return e.reject(err)
+		return err
 	}
 	if counted {
 		e.loginFails.succeeded(ctx, req.Username)
@@ -246,7 +254,7 @@ func (e *Edge) login(c echo.Context) error {
 }
 
 func (e *Edge) items(c echo.Context) error {
-	if _, err := e.gate(c, ClassCatalog, 0, false); err != nil {
+	if _, err := e.gate(c, classCatalog, 0, false); err != nil {
 		return err
 	}
 	items, err := e.catalog.Items(c.Request().Context())
@@ -258,27 +266,29 @@ func (e *Edge) items(c echo.Context) error {
 
 func (e *Edge) item(c echo.Context) error {
 	id := itemParam(c)
-	if _, err := e.gate(c, ClassCatalog, id, false); err != nil {
+	if _, err := e.gate(c, classCatalog, id, false); err != nil {
 		return err
 	}
 	it, err := e.catalog.Item(c.Request().Context(), id)
 	if err != nil {
-		return e.reject(unavailable(err))
+		return unavailable(err)
 	}
 	return c.JSON(http.StatusOK, map[string]any{"now": time.Now().UTC(), "item": it})
 }
 
-// unavailable turns a failed backend call into 503 backend_unavailable.
+// unavailable is the one map of a failure of the backend (no business
+// answer: a *seckill.UnavailableError, a deadline, or the caller's own
+// cancellation) to 503 backend_unavailable with Retry-After. Business
+// answers and the edge's own errors pass unchanged.
 func unavailable(err error) error {
-	var ue *seckill.UnavailableError
-	if errors.As(err, &ue) {
-		return &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend is unavailable; retry shortly"), After: time.Second}
+	if BackendFailure(err) || errors.Is(err, context.Canceled) {
+		return &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend did not answer; retry shortly"), After: time.Second}
 	}
 	return err
 }
 
-// ChallengeResponse is the answer of POST /api/items/{id}/challenge.
-type ChallengeResponse struct {
+// challengeResponse is the answer of POST /api/items/{id}/challenge.
+type challengeResponse struct {
 	ChallengeID string    `json:"challenge_id"`
 	Kind        string    `json:"kind"`
 	ExpiresAt   time.Time `json:"expires_at"`
@@ -292,7 +302,7 @@ type ChallengeResponse struct {
 
 func (e *Edge) challenge(c echo.Context) error {
 	id := itemParam(c)
-	ses, err := e.gate(c, ClassChallenge, id, true)
+	ses, err := e.gate(c, classChallenge, id, true)
 	if err != nil {
 		return err
 	}
@@ -302,10 +312,10 @@ func (e *Edge) challenge(c echo.Context) error {
 		return err
 	}
 	if e.defences.get(id).Bloom {
-		if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
+		if ref, held, err := e.dedup.holds(ctx, ses.UserID, id); err != nil {
 			return err
 		} else if held {
-			return e.reject(seckill.Held(ref, "you already hold a unit of this item"))
+			return seckill.Held(ref, "you already hold a unit of this item")
 		}
 	}
 	kind, diff := it.Challenge, e.difficulty()
@@ -326,7 +336,7 @@ func (e *Edge) challenge(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	resp := ChallengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed}
+	resp := challengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed}
 	if ch.Kind == captcha.KindPoW {
 		resp.Difficulty = &ch.Difficulty
 	}
@@ -338,7 +348,7 @@ func (e *Edge) challenge(c echo.Context) error {
 
 func (e *Edge) path(c echo.Context) error {
 	id := itemParam(c)
-	ses, err := e.gate(c, ClassPath, id, true)
+	ses, err := e.gate(c, classPath, id, true)
 	if err != nil {
 		return err
 	}
@@ -356,12 +366,12 @@ func (e *Edge) path(c echo.Context) error {
 	def := e.defences.get(id)
 	if def.Challenge {
 		if err := e.ch.Verify(ctx, req.ChallengeID, ses.UserID, id, answerString(req.Answer)); err != nil {
-			return e.reject(err)
+			return err
 		}
 	}
-	issue := e.paths.Issue
+	issue := e.paths.issue
 	if !def.PathBinding {
-		issue = e.paths.IssueShared
+		issue = e.paths.issueShared
 	}
 	p, exp, err := issue(ctx, ses.UserID, id)
 	if err != nil {
@@ -383,117 +393,21 @@ func answerString(raw json.RawMessage) string {
 	return ""
 }
 
-func (e *Edge) buy(c echo.Context) error {
-	id := itemParam(c)
-	ses, err := e.gate(c, ClassBuy, id, true)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request().Context()
-	p := c.Param("path")
-	def := e.defences.get(id)
-	it, err := e.catalog.Item(ctx, id)
-	if err != nil {
-		return e.reject(unavailable(err)) // no copy of the catalogue yet: 503, never 500
-	}
-	if it.State == "sold_out" {
-		// Sold out: 410 from the marker, unless this path's earlier
-		// purchase attempt got no final answer (a 503 or a timeout: the
-		// reservation may have run in Redis, its reply lost). Such a retry
-		// goes to the backend, which answers a repeated request id with its
-		// first answer (202, the same order ref) or 410. Answering 410 here
-		// would tell a buyer who holds a unit that they have none (the
-		// fault matrix's redis-kill row found it). A path never used for a
-		// buy is not forwarded, so the crowd holding paths at the sell-out
-		// costs one Redis read each and no backend call. With the path
-		// binding or single-use defence switched off (teaching) a path is
-		// not one attempt's name, so nothing is forwarded.
-		if !def.PathBinding || !def.SingleUse {
-			return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
-		}
-		attempted, err := e.paths.Attempted(ctx, ses.UserID, id, p)
-		if err != nil || !attempted {
-			return e.reject(seckill.Errorf(seckill.ESoldOut, "sold out"))
-		}
-	} else {
-		if err := e.checkLive(it); err != nil {
-			return err
-		}
-		if err := e.paths.CheckAttempt(ctx, ses.UserID, id, p); err != nil {
-			if def.PathBinding || e.paths.CheckShared(ctx, id, p) != nil {
-				return e.reject(err)
-			}
-		}
-	}
-	consume := func() {
-		if def.SingleUse {
-			// Not cancelled with the request: a client hanging up right
-			// after its answer must not leave the path usable.
-			cctx := context.WithoutCancel(ctx)
-			_ = e.paths.Consume(cctx, ses.UserID, id, p)
-			if !def.PathBinding {
-				_ = e.paths.ConsumeShared(cctx, id, p)
-			}
-		}
-	}
-	if def.Bloom {
-		if ref, held, err := e.dedup.Held(ctx, ses.UserID, id); err != nil {
-			return err
-		} else if held {
-			consume()
-			return e.reject(seckill.Held(ref, "you already hold a unit of this item"))
-		}
-	}
-	// The path names this purchase attempt: a retry with the same path
-	// (after a 503 whose answer was lost) is the same request. A shared path
-	// (binding off) is shared by many users, so it gets their user id too.
-	reqID := p
-	if !def.PathBinding {
-		reqID = p[:16] + strconv.FormatInt(ses.UserID, 36)
-	}
-	res, err := DoWith(ctx, e.guard(), CallReserve, def, func(ctx context.Context) (seckill.Reservation, error) {
-		return e.be.Reserve(ctx, id, ses.UserID, reqID)
-	})
-	switch code := seckill.ErrorCode(err); {
-	case err == nil:
-		e.dedup.Add(ses.UserID, id)
-		consume()
-		if res.StockLeft <= 0 {
-			e.markSoldOut(ctx, id)
-		}
-		e.m.accepted.Inc()
-		return c.JSON(http.StatusAccepted, map[string]any{"status": "queued", "order_ref": res.OrderRef})
-	case code == seckill.EAlreadyBought:
-		e.dedup.Add(ses.UserID, id)
-		consume()
-		return e.reject(err) // a *seckill.HeldError: X-Order-Ref names the order
-	case code == seckill.ESoldOut:
-		consume()
-		e.markSoldOut(ctx, id)
-		return e.reject(err)
-	case code == seckill.ENotLive || code == seckill.EUnknownItem:
-		consume()
-		return e.reject(err)
-	default: // 429/503: the path stays usable until it expires
-		return e.reject(err)
-	}
-}
-
 func (e *Edge) order(c echo.Context) error {
 	id := itemParam(c)
-	ses, err := e.gate(c, ClassStatus, id, true)
+	ses, err := e.gate(c, classStatus, id, true)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
 	if _, err := e.catalog.Item(ctx, id); err != nil {
-		return e.reject(unavailable(err))
+		return unavailable(err)
 	}
-	st, err := Do(ctx, e.guard(), CallRead, func(ctx context.Context) (seckill.OrderState, error) {
+	st, err := do(ctx, e.guard(), callRead, func(ctx context.Context) (seckill.OrderState, error) {
 		return e.be.Status(ctx, id, ses.UserID)
 	})
 	if err != nil {
-		return e.reject(err)
+		return err
 	}
 	out := map[string]any{"status": st.Status, "order_ref": st.OrderRef, "order_id": st.OrderID}
 	if st.Degraded {

@@ -38,7 +38,6 @@ func (e *Edge) setupSecurity(cfg Config, d Deps) {
 		e.log.Error("ignoring the trusted origins", "err", err) // cmd/seckill refuses them first
 		og, _ = newOriginGuard(nil)
 	}
-	og.reject = e.reject
 	e.origins = og
 	if len(cfg.PreviousSessionSecret) > 0 {
 		overlap := cfg.SessionKeyOverlap
@@ -96,7 +95,7 @@ func accountCall[T any](ctx context.Context, e *Edge, f func(ctx context.Context
 	if time.Now().UnixNano() < e.acctBusyUntil.Load() {
 		return zero, &httpapi.RetryError{Err: errAccountsBusy, After: time.Second}
 	}
-	v, err := Do(ctx, e.acctGuard, CallRead, f)
+	v, err := do(ctx, e.acctGuard, callRead, f)
 	if seckill.ErrorCode(err) == seckill.EOverloaded {
 		var re *httpapi.RetryError
 		if !errors.As(err, &re) { // the backend's answer, not our own pool's
@@ -169,8 +168,8 @@ func (e *Edge) allowCaptcha() error {
 	if e.captchaLim.Allow() {
 		return nil
 	}
-	return e.reject(&httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded,
-		"too many captchas being drawn on this edge; retry shortly"), After: time.Second})
+	return &httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded,
+		"too many captchas being drawn on this edge; retry shortly"), After: time.Second}
 }
 
 // logout revokes the session it carries (on every edge within a second)
@@ -193,7 +192,7 @@ func (e *Edge) logout(c echo.Context) error {
 func (e *Edge) logoutEverywhere(c echo.Context) error {
 	ses, err := e.sessions.FromRequest(c.Request())
 	if err != nil {
-		return e.reject(err)
+		return err
 	}
 	ck := e.sessions.Cookie("", time.Unix(0, 0))
 	ck.MaxAge = -1

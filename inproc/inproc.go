@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"seckill"
+	"seckill/internal/backoff"
 )
 
 // Config tunes the pipeline.
@@ -141,7 +142,7 @@ func (p *Pipeline) handle(ctx context.Context, entries []seckill.OutboxEntry) er
 }
 
 func (p *Pipeline) fail(ctx context.Context, m seckill.OrderMessage, reason string) error {
-	backoff := 10 * time.Millisecond
+	bo := backoff.Backoff{Min: 10 * time.Millisecond, Max: time.Second}
 	for {
 		err := p.h.Failed(ctx, m, reason)
 		if err == nil {
@@ -149,11 +150,8 @@ func (p *Pipeline) fail(ctx context.Context, m seckill.OrderMessage, reason stri
 			return nil
 		}
 		p.log.Warn("recording failed order", "order_ref", m.OrderRef, "err", err)
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, time.Second)
 	}
 }

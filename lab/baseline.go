@@ -18,10 +18,10 @@ import (
 type BaselineConfig struct {
 	Duration    time.Duration // of each measure (default 3s)
 	Concurrency int           // goroutines of the echo load loop (default 64)
-	// RedisURL, AMQPURL, PGURL: when all are set, the server ceilings of
-	// package bench are measured too (PGURL is an admin URL: a database is
-	// created next to it and dropped).
-	RedisURL, AMQPURL, PGURL string
+	// Ceilings, when set, measures the servers' raw ceilings
+	// (storebench.RunCeilings, wired by cmd/seckill: lab itself links no
+	// store client).
+	Ceilings func(ctx context.Context, d time.Duration, progress io.Writer) (*bench.Ceilings, error)
 	// Report, when set, gives the lab figures shown as ratios.
 	Report   *Report
 	Progress io.Writer
@@ -91,9 +91,8 @@ func RunBaseline(ctx context.Context, cfg BaselineConfig) (*Baseline, error) {
 	out := &Baseline{}
 	fmt.Fprintf(cfg.Progress, "baseline: bare echo handler, %d goroutines, %s\n", cfg.Concurrency, cfg.Duration)
 	out.EchoRPS = EchoRPS(ctx, cfg.Duration, cfg.Concurrency)
-	if cfg.RedisURL != "" && cfg.AMQPURL != "" && cfg.PGURL != "" {
-		c, err := bench.RunCeilings(ctx, bench.Config{RedisURL: cfg.RedisURL, AMQPURL: cfg.AMQPURL, PGURL: cfg.PGURL,
-			Duration: cfg.Duration, Progress: cfg.Progress})
+	if cfg.Ceilings != nil {
+		c, err := cfg.Ceilings(ctx, cfg.Duration, cfg.Progress)
 		if err != nil {
 			return nil, fmt.Errorf("ceilings: %w", err)
 		}

@@ -7,9 +7,9 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
+	"seckill/captcha/pow"
 
-	"seckill/captcha"
+	"golang.org/x/time/rate"
 )
 
 // bot is one bot: its profile and its accounts (the first is its own; a
@@ -88,7 +88,7 @@ func (r *runner) solvedPath(ctx context.Context, b *bot, a *actor) (path string,
 	}
 	ans := "0"
 	if ch.str("kind") == "pow" {
-		ans = captcha.SolvePoW(ch.str("seed"), int(ch.num("difficulty")))
+		ans = pow.Solve(ch.str("seed"), int(ch.num("difficulty")))
 	}
 	if !b.wait(ctx) {
 		return "", time.Time{}, false
@@ -139,7 +139,7 @@ func (r *runner) playBot(ctx context.Context, b *bot) {
 			if ch.status == 200 {
 				id, ans = ch.str("challenge_id"), "0"
 				if ch.str("kind") == "pow" {
-					ans = captcha.SolvePoW(ch.str("seed"), int(ch.num("difficulty")))
+					ans = pow.Solve(ch.str("seed"), int(ch.num("difficulty")))
 				}
 			}
 		}

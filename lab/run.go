@@ -16,7 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"seckill/captcha"
+	"seckill/captcha/pow"
 )
 
 // Config says where the edge is and what to do besides playing.
@@ -336,7 +336,7 @@ func (r *runner) playHonest(ctx context.Context, a *actor) string {
 		var ans string
 		switch ch.str("kind") {
 		case "pow":
-			ans = captcha.SolvePoW(ch.str("seed"), int(ch.num("difficulty")))
+			ans = pow.Solve(ch.str("seed"), int(ch.num("difficulty")))
 		default:
 			return "captcha_unsolved"
 		}

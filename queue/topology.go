@@ -12,10 +12,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	ibackoff "seckill/internal/backoff"
 )
 
 // DefaultQueue is the name of the order queue when Topology.Queue is empty.
@@ -148,26 +149,19 @@ func QueueDepth(ctx context.Context, url string, t Topology) (ready int, consume
 	}
 }
 
-// backoff is a capped exponential backoff with jitter.
+// backoff is the shared capped exponential backoff (internal/backoff)
+// with ±20% jitter, between min and max.
 type backoff struct {
-	min, max, cur time.Duration
+	min, max time.Duration
+	b        ibackoff.Backoff
 }
 
 func (b *backoff) next() time.Duration {
-	if b.cur < b.min {
-		b.cur = b.min
-	} else {
-		b.cur *= 2
-		if b.cur > b.max {
-			b.cur = b.max
-		}
-	}
-	// +-20% jitter
-	j := time.Duration(float64(b.cur) * (0.8 + 0.4*jitter()))
-	return j
+	b.b.Min, b.b.Max, b.b.Jitter = b.min, b.max, 0.2
+	return b.b.Next()
 }
 
-func (b *backoff) reset() { b.cur = 0 }
+func (b *backoff) reset() { b.b.Reset() }
 
 // sleep waits d or until ctx is done; it reports whether ctx is still live.
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -187,5 +181,3 @@ func loggerOr(l *slog.Logger) *slog.Logger {
 	}
 	return l
 }
-
-func jitter() float64 { return rand.Float64() }

@@ -212,6 +212,19 @@ SQL
 	[[ -n $token ]] || token=$(random_hex 32)
 	[[ -n $secret ]] || secret=$(random_hex 32)
 	[[ -n $internal ]] || internal=$(random_hex 32)
+	# ZooKeeper (docs/security-zookeeper.md): one credential per role and
+	# the key that signs limits versions, kept across restarts.
+	local zk_pusher="" zk_backend="" zk_edge="" role
+	if [[ -f $STACK/env ]]; then
+		zk_pusher=$(sed -n 's/^export SECKILL_ZK_PUSHER=//p' "$STACK/env")
+		zk_backend=$(sed -n 's/^export SECKILL_ZK_BACKEND=//p' "$STACK/env")
+		zk_edge=$(sed -n 's/^export SECKILL_ZK_EDGE=//p' "$STACK/env")
+	fi
+	for role in pusher backend edge; do
+		local var=zk_$role
+		[[ -n ${!var} ]] || printf -v "$var" '%s:%s' "$role" "$(random_hex 32)"
+	done
+	[[ -f $STACK/limits.key ]] || "$BIN" config keygen --out "$STACK/limits" >/dev/null
 	(umask 077 && : >"$STACK/env.tmp")
 	cat >"$STACK/env.tmp" <<ENV
 export SECKILL_REDIS_URL=$SECKILL_TEST_REDIS
@@ -227,6 +240,11 @@ export SECKILL_ADMIN_TOKEN=$token
 export SECKILL_SESSION_SECRET=$secret
 export SECKILL_BACKEND_TOKEN=$internal
 export SECKILL_LIMITS=$ROOT/configs/limits.yaml
+export SECKILL_ZK_PUSHER=$zk_pusher
+export SECKILL_ZK_BACKEND=$zk_backend
+export SECKILL_ZK_EDGE=$zk_edge
+export SECKILL_CONFIG_SIGNING_KEY=$STACK/limits.key
+export SECKILL_CONFIG_PUBLIC_KEYS=$(cat "$STACK/limits.pub")
 ENV
 	# LAB=1 (make up LAB=1): the edge believes X-Forwarded-For from loopback,
 	# as the lab needs to play many users from one machine.
@@ -234,6 +252,9 @@ ENV
 		echo "export SECKILL_TRUSTED_PROXIES=127.0.0.1/32,::1/128" >>"$STACK/env.tmp"
 	fi
 	mv "$STACK/env.tmp" "$STACK/env"
+	# The tree and its ACLs before backends and edges register (idempotent).
+	# shellcheck disable=SC1091
+	(source "$STACK/env" && "$BIN" config init >/dev/null) || fail "seckill config init failed (ZooKeeper at $SECKILL_TEST_ZK)"
 	start_proc backend backend --config "$ROOT/configs/backend.yaml" --listen "$LISTEN" --instance-file "$STACK/backend.instance"
 	start_proc worker worker --config "$ROOT/configs/worker.yaml"
 	wait_ready backend "http://$LISTEN/readyz" "$LISTEN"

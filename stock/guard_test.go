@@ -147,14 +147,14 @@ func TestGuardNoscriptFence(t *testing.T) {
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if c := reserveCode(t, s, 1, 2); c != seckill.EUnavailable {
+	if c := reserveCode(t, s, 1, 2); c != string(seckill.EUnavailable) {
 		t.Fatalf("reservation after the script cache was emptied: %s, want %s", c, seckill.EUnavailable)
 	}
 	if !g.Frozen() {
 		t.Fatal("NOSCRIPT did not freeze the store")
 	}
 	// Frozen: refused without even asking Redis, and no EVAL loaded it.
-	if c := reserveCode(t, s, 1, 3); c != seckill.EUnavailable {
+	if c := reserveCode(t, s, 1, 3); c != string(seckill.EUnavailable) {
 		t.Fatalf("reservation while frozen: %s", c)
 	}
 	if ex, _ := rdb.ScriptExists(ctx, "0").Result(); len(ex) != 1 {
@@ -228,7 +228,7 @@ func TestGuardRunIDChangeReseeds(t *testing.T) {
 	}
 	testenv.Eventually(t, 5*time.Second, "the guard to freeze", g.Frozen)
 	for u := int64(3); u <= 8; u++ {
-		if c := reserveCode(t, s, 7, u); c != seckill.EUnavailable {
+		if c := reserveCode(t, s, 7, u); c != string(seckill.EUnavailable) {
 			t.Fatalf("user %d while frozen: %s", u, c)
 		}
 	}
@@ -331,7 +331,7 @@ func TestGuardDetectsRealRestart(t *testing.T) {
 	queueReady.Store(1)
 	restart()
 	testenv.Eventually(t, 10*time.Second, "the watch to see the restart", g.Frozen)
-	if c := reserveCode(t, s, 5, 4); c != seckill.EUnavailable {
+	if c := reserveCode(t, s, 5, 4); c != string(seckill.EUnavailable) {
 		t.Fatalf("reservation while frozen: %s", c)
 	}
 	queueReady.Store(0)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"seckill"
+	"seckill/internal/backoff"
 )
 
 // Store is the order storage (implemented by package postgres). Every
@@ -90,19 +91,17 @@ func isDataError(err error) bool { return seckill.ErrorCode(err) == seckill.EInv
 
 // retry runs f until it succeeds, fails with a data error, or ctx ends.
 func (w *Worker) retry(ctx context.Context, what string, f func() error) error {
-	backoff := 50 * time.Millisecond
+	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		err := f()
 		if err == nil || isDataError(err) || ctx.Err() != nil {
 			return err
 		}
-		w.log.Warn(what+" failed; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
+		wait := bo.Next()
+		w.log.Warn(what+" failed; retrying", "err", err, "in", wait)
+		if !backoff.Sleep(ctx, wait) {
 			return err
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 

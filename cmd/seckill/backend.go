@@ -62,6 +62,7 @@ relay stops after its outstanding confirms.`,
 	envFlag(fs, getenv, &zk, "zk", "SECKILL_ZK", "", "ZooKeeper servers (host:port,...) to register this backend with, so edges find it (none when empty)")
 	envFlag(fs, getenv, &cfg.Advertise, "advertise", "SECKILL_BACKEND_ADVERTISE", "", "URL or host:port edges reach this backend at (default the address listened on)")
 	envFlag(fs, getenv, &cfg.ZKRoot, "zk-root", "SECKILL_ZK_ROOT", "/seckill", "ZooKeeper folder of this deployment; backends register under ROOT/backends")
+	envFlag(fs, getenv, &cfg.ZKAuth, "zk-auth", "SECKILL_ZK_BACKEND", "", "the backends' ZooKeeper digest credential, user:password (docs/security-zookeeper.md)")
 	envBool(fs, getenv, &cfg.RedisGuard, "redis-guard", "SECKILL_REDIS_GUARD", true, "freeze reservations whenever the Redis server restarted (run_id or NOSCRIPT) until items are re-seeded from PostgreSQL (docs/RELIABILITY.md, Stale Redis)")
 	envDuration(fs, getenv, &cfg.GuardSettle, "redis-guard-settle", "SECKILL_REDIS_GUARD_SETTLE", time.Second, "during that recovery, how long the stored order count must stay unchanged (outboxes and queue empty) before re-seeding")
 	envDuration(fs, getenv, &cfg.DrainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listener closes")

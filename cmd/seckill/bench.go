@@ -12,12 +12,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"seckill/bench"
+	"seckill/bench/storebench"
 )
 
 func benchCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
 	var (
 		c          common
-		cfg        bench.Config
+		cfg        storebench.Config
 		pgConns    []int
 		jsonFile   string
 		cpuProfile string
@@ -89,7 +90,7 @@ RabbitMQ queues, and removes them at the end.`,
 		fs.IntSliceVar(&pgConns, "pg-conns", []int{1, 4}, "PostgreSQL connections inserting in parallel, one ceiling each")
 	}
 
-	runPipeline := func(cmd *cobra.Command, rep *bench.Report) error {
+	runPipeline := func(cmd *cobra.Command, rep *storebench.Report) error {
 		var prof io.Writer
 		if cpuProfile != "" {
 			f, err := os.Create(cpuProfile)
@@ -99,15 +100,15 @@ RabbitMQ queues, and removes them at the end.`,
 			defer f.Close()
 			prof = f
 		}
-		p, err := bench.Pipeline(cmd.Context(), cfg, prof)
+		p, err := storebench.Pipeline(cmd.Context(), cfg, prof)
 		if err != nil {
 			return err
 		}
 		rep.Pipeline = p
-		bench.PrintPipeline(stdout, p)
+		storebench.PrintPipeline(stdout, p)
 		return nil
 	}
-	finish := func(rep *bench.Report) error {
+	finish := func(rep *storebench.Report) error {
 		if jsonFile != "" {
 			b, err := json.MarshalIndent(rep, "", "  ")
 			if err != nil {
@@ -122,8 +123,8 @@ RabbitMQ queues, and removes them at the end.`,
 		}
 		return nil
 	}
-	newReport := func(cmd *cobra.Command) *bench.Report {
-		return &bench.Report{Command: commandLine(cmd), Started: time.Now(), Target: bench.DefaultTarget}
+	newReport := func(cmd *cobra.Command) *storebench.Report {
+		return &storebench.Report{Command: commandLine(cmd), Started: time.Now(), Target: storebench.DefaultTarget}
 	}
 
 	pipeline := &cobra.Command{
@@ -154,7 +155,7 @@ RabbitMQ queues, and removes them at the end.`,
 			setup(cmd)
 			rep := newReport(cmd)
 			fmt.Fprintf(stdout, "command: %s\n", rep.Command)
-			cl, err := bench.RunCeilings(cmd.Context(), cfg)
+			cl, err := storebench.RunCeilings(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -175,7 +176,7 @@ RabbitMQ queues, and removes them at the end.`,
 			setup(cmd)
 			rep := newReport(cmd)
 			fmt.Fprintf(stdout, "command: %s\n", rep.Command)
-			cl, err := bench.RunCeilings(cmd.Context(), cfg)
+			cl, err := storebench.RunCeilings(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -185,7 +186,7 @@ RabbitMQ queues, and removes them at the end.`,
 				return err
 			}
 			fmt.Fprintln(stdout)
-			bench.PrintMarkdown(stdout, rep)
+			storebench.PrintMarkdown(stdout, rep)
 			return finish(rep)
 		},
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"seckill/dynconfig"
+	"seckill/internal/zkconn"
 	"seckill/limit"
 )
 
@@ -30,19 +32,68 @@ type configOpts struct {
 	ZK      string
 	Root    string
 	Timeout time.Duration
+	// ZooKeeper digest credentials (user:password): the pusher's own, and
+	// the backends' and edges' (comma lists) whose rights the pusher's
+	// ACLs grant (only their digests reach ZooKeeper).
+	ZKAuth, BackendAuth, EdgeAuth string
+	SigningKey                    string // file of the Ed25519 private key
+	PublicKeys                    string // other trusted public keys (rollback to an old key's version)
+}
+
+// roles returns the deployment's identities (nil without --zk-auth).
+func (o *configOpts) roles() (*zkconn.Roles, error) {
+	if o.ZKAuth == "" {
+		return nil, nil
+	}
+	p, err := zkconn.ParseCredential(o.ZKAuth)
+	if err != nil {
+		return nil, fmt.Errorf("--zk-auth ($SECKILL_ZK_PUSHER): %w", err)
+	}
+	r := &zkconn.Roles{Pusher: p}
+	if r.Backends, err = zkconn.ParseCredentials(o.BackendAuth); err != nil {
+		return nil, fmt.Errorf("--zk-backend-auth ($SECKILL_ZK_BACKEND): %w", err)
+	}
+	if r.Edges, err = zkconn.ParseCredentials(o.EdgeAuth); err != nil {
+		return nil, fmt.Errorf("--zk-edge-auth ($SECKILL_ZK_EDGE): %w", err)
+	}
+	return r, nil
 }
 
 func (o *configOpts) store(ctx context.Context) (*dynconfig.Store, func(), error) {
 	if err := zkReachable(ctx, o.ZK); err != nil {
 		return nil, nil, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	conn, _, err := dynconfig.Dial(cctx, o.ZK, 10*time.Second)
+	roles, err := o.roles()
 	if err != nil {
 		return nil, nil, err
 	}
-	return dynconfig.NewStore(conn, o.Root), conn.Close, nil
+	var signer ed25519.PrivateKey
+	if o.SigningKey != "" {
+		raw, err := os.ReadFile(o.SigningKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--signing-key ($SECKILL_CONFIG_SIGNING_KEY): %w", err)
+		}
+		if signer, err = dynconfig.ParsePrivateKey(string(raw)); err != nil {
+			return nil, nil, fmt.Errorf("--signing-key %s: %w", o.SigningKey, err)
+		}
+	}
+	var cred *zkconn.Credential
+	if roles != nil {
+		cred = &roles.Pusher
+	}
+	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	conn, _, err := dynconfig.DialAs(cctx, o.ZK, 10*time.Second, cred)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := dynconfig.NewStore(conn, o.Root)
+	st.Roles, st.Signer = roles, signer
+	if st.Trusted, err = dynconfig.ParsePublicKeys(o.PublicKeys); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("--config-public-keys ($SECKILL_CONFIG_PUBLIC_KEYS): %w", err)
+	}
+	return st, conn.Close, nil
 }
 
 // zkReachable fails at once when no ZooKeeper address accepts a TCP
@@ -76,13 +127,17 @@ func configCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comm
 		Long: `The edges' protective settings (token-bucket rules, proof-of-work
 difficulty, the bound on backend calls in flight, the circuit breaker and
 the trusted proxies) live in ZooKeeper, in the node ROOT/config/limits, as
-JSON {version, pushed_at, pushed_by, config}. Files are YAML (see
-configs/edge-dynamic.yaml).
+JSON {version, pushed_at, pushed_by, config, key_id, signature}. Files are
+YAML (see configs/edge-dynamic.yaml).
 
-Every edge watches the node: it validates each new version, swaps it in,
-keeps a last good copy on disk and reports the version in force in its
-ephemeral node ROOT/edges/<id>. An invalid version is rejected by the
-edges, which keep the previous one.
+Every edge watches the node: it validates each new version, checks its
+Ed25519 signature (--signing-key here, --config-public-keys on the edges:
+seckill config keygen), swaps it in, keeps a last good copy on disk and
+reports the version in force in its ephemeral node ROOT/edges/<id>. An
+invalid, unsigned, badly signed or not newer version is refused by the
+edges, which keep the previous one. With --zk-auth (and the backends' and
+edges' credentials) every push also sets the tree's ACLs (seckill config
+init; docs/security-zookeeper.md).
 
 push is a compare-and-set: it writes version N+1 only if N is still the
 version in force, so two operators cannot overwrite each other silently.
@@ -91,7 +146,8 @@ The last 20 pushes are kept in ROOT/config/history for rollback.
 Exit status: 0 success, 1 failure (ZooKeeper unreachable...), 2 invalid
 configuration, 3 conflict (somebody else pushed first).`,
 		Example: `  seckill config validate configs/edge-dynamic.yaml
-  seckill config push configs/edge-dynamic.yaml
+  seckill config keygen --out limits
+  seckill config push --signing-key limits.key configs/edge-dynamic.yaml
   seckill config push configs/edge-dynamic.yaml --expect-version 7
   seckill config show
   seckill config history
@@ -102,6 +158,11 @@ configuration, 3 conflict (somebody else pushed first).`,
 	envFlag(fs, getenv, &o.ZK, "zk", "SECKILL_ZK", "127.0.0.1:2181", "ZooKeeper addresses, comma-separated")
 	envFlag(fs, getenv, &o.Root, "zk-root", "SECKILL_ZK_ROOT", dynconfig.DefaultRoot, "root path in ZooKeeper")
 	envDuration(fs, getenv, &o.Timeout, "zk-timeout", "SECKILL_ZK_TIMEOUT", 10*time.Second, "how long to wait for ZooKeeper")
+	envFlag(fs, getenv, &o.ZKAuth, "zk-auth", "SECKILL_ZK_PUSHER", "", "the pusher's ZooKeeper digest credential, user:password; with it every push also sets the tree's ACLs (docs/security-zookeeper.md)")
+	envFlag(fs, getenv, &o.BackendAuth, "zk-backend-auth", "SECKILL_ZK_BACKEND", "", "the backends' ZooKeeper credential(s), user:password[,...]: the ACLs let them register")
+	envFlag(fs, getenv, &o.EdgeAuth, "zk-edge-auth", "SECKILL_ZK_EDGE", "", "the edges' ZooKeeper credential(s), user:password[,...]: the ACLs let them write their status")
+	envFlag(fs, getenv, &o.PublicKeys, "config-public-keys", "SECKILL_CONFIG_PUBLIC_KEYS", "", "public keys (base64, comma-separated) whose versions rollback may push again, besides the signing key's own (the old key during a rotation)")
+	envFlag(fs, getenv, &o.SigningKey, "signing-key", "SECKILL_CONFIG_SIGNING_KEY", "", "file of the Ed25519 private key that signs pushes and rollbacks (seckill config keygen)")
 
 	cmd.AddCommand(
 		configValidateCmd(stdout, stderr),
@@ -109,6 +170,8 @@ configuration, 3 conflict (somebody else pushed first).`,
 		configShowCmd(o, stdout),
 		configHistoryCmd(o, stdout),
 		configRollbackCmd(o, stdout, stderr),
+		configInitCmd(o, stdout),
+		configKeygenCmd(stdout),
 	)
 	return cmd
 }
@@ -317,6 +380,11 @@ func printConfigRecord(w io.Writer, rec dynconfig.Record, cfg dynconfig.Config) 
 	if rec.RollbackOf != 0 {
 		fmt.Fprintf(w, " (rollback to version %d)", rec.RollbackOf)
 	}
+	if rec.Signature == "" {
+		fmt.Fprint(w, ", UNSIGNED (the edges refuse it)")
+	} else {
+		fmt.Fprintf(w, ", signed by key %s", rec.KeyID)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "difficulty %d (+%d under load), max_in_flight %d, breaker %d failures / open %v / %d probes\n",
 		cfg.Difficulty, cfg.DifficultyUnderLoad, cfg.MaxInFlight, cfg.Breaker.ConsecutiveFailures, cfg.Breaker.OpenFor, cfg.Breaker.HalfOpenProbes)
@@ -405,4 +473,95 @@ func configRollbackCmd(o *configOpts, stdout, stderr io.Writer) *cobra.Command {
 	}
 	cmd.Flags().IntVar(&expect, "expect-version", -1, "the version you expect in force; default: the one read just before the write")
 	return cmd
+}
+
+func configInitCmd(o *configOpts, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "init",
+		Short: "Lay out the ZooKeeper tree with its ACLs (every push does it too)",
+		Long: `init creates ROOT, ROOT/config, ROOT/config/history, ROOT/backends and
+ROOT/edges when missing and sets their ACLs: the pusher (--zk-auth) may do
+everything, the backends (--zk-backend-auth) may create and delete
+registrations, the edges (--zk-edge-auth) their status nodes, anyone may
+read. It also sets the ACL of the limits and history nodes, and deletes
+the registrations and status nodes anyone may write (from an open tree, or
+planted): real backends and edges register again at once. Run it before
+starting backends and edges with credentials; it is idempotent.`,
+		Example: `  SECKILL_ZK_PUSHER=pusher:$(cat pusher.pw) SECKILL_ZK_BACKEND=backend:$(cat backend.pw) \
+  SECKILL_ZK_EDGE=edge:$(cat edge.pw) seckill config init`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if o.ZKAuth == "" {
+				return errors.New("init needs the pusher's credential: --zk-auth or $SECKILL_ZK_PUSHER (user:password)")
+			}
+			st, done, err := o.store(c.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := context.WithTimeout(c.Context(), o.Timeout)
+			defer cancel()
+			rep, err := st.Init(ctx)
+			for _, p := range rep.Created {
+				fmt.Fprintf(stdout, "created %s\n", p)
+			}
+			for _, p := range rep.Secured {
+				fmt.Fprintf(stdout, "set the ACL of %s\n", p)
+			}
+			for _, p := range rep.Removed {
+				fmt.Fprintf(stdout, "deleted world-writable %s\n", p)
+			}
+			for _, p := range rep.Skipped {
+				fmt.Fprintf(stdout, "left %s alone: no credential for its role (--zk-backend-auth / --zk-edge-auth)\n", p)
+			}
+			return err
+		},
+	}
+}
+
+func configKeygenCmd(stdout io.Writer) *cobra.Command {
+	out := "seckill-limits"
+	cmd := &cobra.Command{
+		Use:   "keygen",
+		Short: "Make an Ed25519 key pair for signing configuration versions",
+		Long: `keygen writes OUT.key (the private key, mode 0600: only the pusher keeps
+it, passed as --signing-key) and OUT.pub (the public key: every edge gets
+it in --config-public-keys). It never overwrites a file.
+
+Rotation: make a new pair; add the new public key to every edge's
+--config-public-keys (a comma list: old,new) and restart them; push with
+the new private key; then remove the old public key from the edges.`,
+		Example: `  seckill config keygen --out /etc/seckill/limits
+  seckill edge --zk zk1:2181 --config-public-keys "$(cat /etc/seckill/limits.pub)"`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			pub, priv, err := dynconfig.GenerateKey()
+			if err != nil {
+				return err
+			}
+			if err := writeNew(out+".key", priv+"\n", 0o600); err != nil {
+				return err
+			}
+			if err := writeNew(out+".pub", pub+"\n", 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "private key: %s.key (the pusher's --signing-key)\npublic key:  %s.pub (the edges' --config-public-keys): %s\n", out, out, pub)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", out, "path prefix of the two files (OUT.key, OUT.pub)")
+	return cmd
+}
+
+// writeNew writes a file that must not exist yet.
+func writeNew(path, content string, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("writing the key: %w", err)
+	}
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

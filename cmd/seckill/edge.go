@@ -57,6 +57,8 @@ The admin token, the session secret and the backend token must be at least
 	envFlag(fs, getenv, &backendURL, "backend-url", "SECKILL_BACKEND_URL", "http://127.0.0.1:8090", "base URL(s) of the backend API, comma-separated (with --zk: also used until ZooKeeper answers, when set)")
 	envFlag(fs, getenv, &zk, "zk", "SECKILL_ZK", "", "ZooKeeper servers (comma-separated): find the backends there instead of --backend-url")
 	envFlag(fs, getenv, &cfg.ZKRoot, "zk-root", "SECKILL_ZK_ROOT", d.ZKRoot, "root of seckill's nodes in ZooKeeper")
+	envFlag(fs, getenv, &cfg.ZKAuth, "zk-auth", "SECKILL_ZK_EDGE", "", "the edges' ZooKeeper digest credential, user:password (docs/security-zookeeper.md)")
+	envFlag(fs, getenv, &cfg.ConfigPublicKeys, "config-public-keys", "SECKILL_CONFIG_PUBLIC_KEYS", "", "Ed25519 public keys (base64, comma-separated: old,new while rotating) that pushed configurations must be signed with (seckill config keygen)")
 	envBool(fs, getenv, &cfg.BackendsFromZK, "backends-from-zk", "SECKILL_BACKENDS_FROM_ZK", d.BackendsFromZK, "with --zk: find the backends in ZooKeeper (else use --backend-url)")
 	host, _ := os.Hostname()
 	envFlag(fs, getenv, &cfg.EdgeID, "edge-id", "SECKILL_EDGE_ID", fmt.Sprintf("%s-%d", host, os.Getpid()), "name of this edge in ZooKeeper (/seckill/edges/ID)")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"seckill/bench"
+	"seckill/bench/storebench"
 	"seckill/lab"
 )
 
@@ -143,15 +146,16 @@ func labCompareCmd(stdout io.Writer) *cobra.Command {
 
 func labBaselineCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
 	var (
-		cfg        lab.BaselineConfig
-		reportFile string
+		cfg                      lab.BaselineConfig
+		reportFile               string
+		redisURL, amqpURL, pgURL string
 	)
 	cmd := &cobra.Command{
 		Use:   "baseline",
 		Short: "Measure what the machine and servers can do at all, and a lab report as a share of it",
 		Long: `Measure a bare echo handler served in process and loaded by a Go loop (the
 most an HTTP service can do here), and, with --redis-url, --amqp-url and
---pg-url, the raw ceilings of package bench (Redis check-and-DECR script,
+--pg-url, the raw ceilings of package bench/storebench (Redis check-and-DECR script,
 RabbitMQ confirmed publishes, PostgreSQL batched inserts). With --report,
 each figure of that lab run is printed as a ratio of its ceiling.`,
 		Example: `  seckill lab baseline --report /tmp/lab-small/report.json
@@ -166,6 +170,11 @@ each figure of that lab run is printed as a ratio of its ceiling.`,
 				cfg.Report = rep
 			}
 			cfg.Progress = stderr
+			if redisURL != "" && amqpURL != "" && pgURL != "" {
+				cfg.Ceilings = func(ctx context.Context, d time.Duration, progress io.Writer) (*bench.Ceilings, error) {
+					return storebench.RunCeilings(ctx, storebench.Config{RedisURL: redisURL, AMQPURL: amqpURL, PGURL: pgURL, Duration: d, Progress: progress})
+				}
+			}
 			b, err := lab.RunBaseline(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -178,9 +187,9 @@ each figure of that lab run is printed as a ratio of its ceiling.`,
 	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "length of each measure")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "goroutines of the echo load loop")
 	fs.StringVar(&reportFile, "report", "", "a lab report.json whose figures are shown as ratios")
-	envFlag(fs, getenv, &cfg.RedisURL, "redis-url", "SECKILL_REDIS_URL", "", "Redis for the script ceiling")
-	envFlag(fs, getenv, &cfg.AMQPURL, "amqp-url", "SECKILL_AMQP_URL", "", "RabbitMQ for the publish ceiling")
-	envFlag(fs, getenv, &cfg.PGURL, "pg-url", "SECKILL_PG_URL", "", "PostgreSQL admin URL for the insert ceiling (a database is created and dropped)")
+	envFlag(fs, getenv, &redisURL, "redis-url", "SECKILL_REDIS_URL", "", "Redis for the script ceiling")
+	envFlag(fs, getenv, &amqpURL, "amqp-url", "SECKILL_AMQP_URL", "", "RabbitMQ for the publish ceiling")
+	envFlag(fs, getenv, &pgURL, "pg-url", "SECKILL_PG_URL", "", "PostgreSQL admin URL for the insert ceiling (a database is created and dropped)")
 	return cmd
 }
 

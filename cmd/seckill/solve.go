@@ -7,9 +7,9 @@ import (
 	"io"
 	"os"
 
-	"github.com/spf13/cobra"
+	"seckill/captcha/pow"
 
-	"seckill/captcha"
+	"github.com/spf13/cobra"
 )
 
 // solveCmd solves a proof-of-work challenge for scripts and the README's
@@ -69,13 +69,13 @@ A captcha cannot be solved here (a person reads the image); an error answer
 			if ch.Difficulty != nil {
 				d = *ch.Difficulty
 			}
-			if d < 0 || d > captcha.MaxDifficulty {
-				return fmt.Errorf("difficulty %d is out of range 0..%d", d, captcha.MaxDifficulty)
+			if d < 0 || d > pow.MaxDifficulty {
+				return fmt.Errorf("difficulty %d is out of range 0..%d", d, pow.MaxDifficulty)
 			}
 			out, err := json.Marshal(struct {
 				ChallengeID string `json:"challenge_id"`
 				Answer      string `json:"answer"`
-			}{ch.ChallengeID, captcha.SolvePoW(ch.Seed, d)})
+			}{ch.ChallengeID, pow.Solve(ch.Seed, d)})
 			if err != nil {
 				return err
 			}

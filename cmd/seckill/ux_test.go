@@ -17,7 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"seckill/captcha"
+	"seckill/captcha/pow"
 	"seckill/lab"
 )
 
@@ -243,7 +243,7 @@ func TestSolve(t *testing.T) {
 		ChallengeID string `json:"challenge_id"`
 		Answer      string `json:"answer"`
 	}
-	if err != nil || json.Unmarshal([]byte(out), &body) != nil || body.ChallengeID != "c1" || !captcha.CheckPoW("abc", body.Answer, 12) {
+	if err != nil || json.Unmarshal([]byte(out), &body) != nil || body.ChallengeID != "c1" || !pow.Check("abc", body.Answer, 12) {
 		t.Fatalf("solve: %q %v", out, err)
 	}
 	if out, err := solve(`{"challenge_id":"c2","kind":"pow","seed":"abc","difficulty":0}`); err != nil || out != `{"challenge_id":"c2","answer":"0"}`+"\n" {

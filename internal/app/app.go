@@ -31,6 +31,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
+
+	"seckill/internal/zkconn"
 )
 
 // Problem is one bad setting: its name (the flag's name; the config file's
@@ -321,4 +323,31 @@ func orDefault(log *slog.Logger) *slog.Logger {
 		return slog.Default()
 	}
 	return log
+}
+
+// zkAuth checks a ZooKeeper digest credential (user:password; "" = none).
+func (ps *Problems) zkAuth(v string) {
+	if v == "" {
+		return
+	}
+	if _, err := zkconn.ParseCredential(v); err != nil {
+		ps.add("zk-auth", "%v", err)
+	}
+}
+
+// zkCredential returns a role's validated ZooKeeper credential; "" means
+// none (said once in log, when not nil): the nodes this process creates
+// are world-writable (docs/security-zookeeper.md).
+func zkCredential(v, env string, log *slog.Logger) *zkconn.Credential {
+	if v == "" {
+		if log != nil {
+			log.Warn("ZooKeeper without a credential: the nodes this process creates are world-writable (set --zk-auth / $" + env + "; docs/security-zookeeper.md)")
+		}
+		return nil
+	}
+	c, err := zkconn.ParseCredential(v)
+	if err != nil {
+		return nil // Validate said so
+	}
+	return &c
 }

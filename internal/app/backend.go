@@ -34,6 +34,7 @@ type BackendConfig struct {
 	Relay       RelayOptions
 	ZK          []string // zk: servers to register with (none: no registration)
 	ZKRoot      string   // zk-root
+	ZKAuth      string   // zk-auth: the backends' ZooKeeper credential, user:password ("" = an open tree)
 	Advertise   string   // advertise: URL or host:port edges reach this backend at
 	RedisGuard  bool     // redis-guard
 	GuardSettle time.Duration
@@ -57,6 +58,7 @@ func (c BackendConfig) Validate() error {
 	if len(c.ZK) > 0 && !strings.HasPrefix(c.ZKRoot, "/") {
 		ps.add("zk-root", "%q must start with /", c.ZKRoot)
 	}
+	ps.zkAuth(c.ZKAuth)
 	ps.nonNegative("redis-guard-settle", c.GuardSettle)
 	ps.nonNegative("drain-wait", c.DrainWait)
 	return ps.err()
@@ -193,7 +195,14 @@ func startBackend(ctx context.Context, gr *group, cfg BackendConfig, log *slog.L
 		// Registered in the background: the backend serves at once, and
 		// keeps trying while ZooKeeper is away (no deadline, no exit: a
 		// crash loop under a supervisor helps nobody).
-		r, err := discovery.StartRegistration(cfg.ZK, cfg.ZKRoot, url, log)
+		// The registration carries a MAC under the internal token (edges
+		// route only to registrations they verify); with a credential its
+		// node is writable by this backend alone.
+		zopts := []discovery.Option{discovery.WithAdminToken(cfg.Token)}
+		if cred := zkCredential(cfg.ZKAuth, "SECKILL_ZK_BACKEND", log); cred != nil {
+			zopts = append(zopts, discovery.WithCredential(cred))
+		}
+		r, err := discovery.StartRegistration(cfg.ZK, cfg.ZKRoot, url, log, zopts...)
 		if err != nil {
 			return nil, fmt.Errorf("registering in zookeeper: %w", err)
 		}

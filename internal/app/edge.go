@@ -39,12 +39,16 @@ type EdgeConfig struct {
 	ZK             []string // zk: ZooKeeper servers (none: no ZooKeeper)
 	ZKRoot         string
 	BackendsFromZK bool
-	EdgeID         string
-	ConfigCache    string // "" = in the temp folder, named by EdgeID
-	BackendsCache  string // "" = in the temp folder, named by EdgeID
-	BackendToken   string // the backend's internal credential
-	AdminToken     string // required
-	SessionSecret  string // "" = random per process
+	ZKAuth         string // zk-auth: the edges' ZooKeeper credential, user:password ("" = an open tree)
+	// ConfigPublicKeys (config-public-keys): the Ed25519 public keys a
+	// pushed configuration must be signed with, comma-separated base64.
+	ConfigPublicKeys string
+	EdgeID           string
+	ConfigCache      string // "" = in the temp folder, named by EdgeID
+	BackendsCache    string // "" = in the temp folder, named by EdgeID
+	BackendToken     string // the backend's internal credential
+	AdminToken       string // required
+	SessionSecret    string // "" = random per process
 	// LimitsFile holds the token-bucket rules; "" = the built-in ones
 	// (configs/limits.yaml, embedded).
 	LimitsFile          string
@@ -188,6 +192,10 @@ func (c EdgeConfig) validate(ps *Problems, dev bool) {
 	if len(c.ZK) > 0 && !strings.HasPrefix(c.ZKRoot, "/") {
 		ps.add("zk-root", "%q must start with /", c.ZKRoot)
 	}
+	ps.zkAuth(c.ZKAuth)
+	if _, err := dynconfig.ParsePublicKeys(c.ConfigPublicKeys); err != nil {
+		ps.add("config-public-keys", "%v", err)
+	}
 	if c.AdminToken == "" {
 		ps.add("admin-token", "an admin token is required (%s)", HowToMakeSecret)
 	} else if !dev {
@@ -286,6 +294,11 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		// guard adds none in series.
 		balOpts := []discovery.Option{discovery.WithAdminToken(cfg.BackendToken), discovery.WithLogger(log),
 			discovery.WithBreaker(discovery.BreakerConfig{ConsecutiveFailures: uint32(cfg.BreakerFailures), OpenFor: cfg.BreakerOpen})}
+		if len(cfg.ZK) > 0 {
+			if cred := zkCredential(cfg.ZKAuth, "SECKILL_ZK_EDGE", log); cred != nil {
+				balOpts = append(balOpts, discovery.WithCredential(cred))
+			}
+		}
 		if len(cfg.ZK) > 0 && cfg.BackendsFromZK {
 			// Backends found in ZooKeeper. The edge never waits for
 			// ZooKeeper: until it answers, the last list seen (kept on
@@ -346,18 +359,25 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		if cache == "" {
 			cache = filepath.Join(os.TempDir(), "seckill-edge-"+cfg.EdgeID+"-limits.json")
 		}
+		keys, _ := dynconfig.ParsePublicKeys(cfg.ConfigPublicKeys) // validated
+		if len(keys) == 0 {
+			log.Error("no --config-public-keys: every pushed configuration will be refused (only signed versions are applied); the file and flags stay in force")
+		}
+		var wopts []dynconfig.WatcherOption
+		if cred := zkCredential(cfg.ZKAuth, "SECKILL_ZK_EDGE", nil); cred != nil {
+			wopts = append(wopts, dynconfig.WithCredential(cred))
+		}
+		wopts = append(wopts, dynconfig.WithRegisterer(reg), dynconfig.WithPublicKeys(keys...))
 		w, err := dynconfig.NewWatcher(strings.Join(cfg.ZK, ","), cfg.ZKRoot, cache, cfg.EdgeID, func(c dynconfig.Config) error {
 			if bal != nil {
-				bal.SetBreaker(discovery.BreakerConfig{ConsecutiveFailures: c.Breaker.ConsecutiveFailures,
-					OpenFor: c.Breaker.OpenFor.D(), HalfOpenProbes: c.Breaker.HalfOpenProbes})
+				bal.SetBreaker(c.Breaker.Config())
 			}
 			return e.Reconfigure(edge.Dynamic{
 				Rules: c.Rules, Difficulty: c.Difficulty, DifficultyUnderLoad: c.DifficultyUnderLoad,
 				MaxInFlight: c.MaxInFlight, TrustedProxies: c.TrustedProxies,
-				Breaker: edge.BreakerConfig{ConsecutiveFailures: c.Breaker.ConsecutiveFailures,
-					OpenFor: c.Breaker.OpenFor.D(), HalfOpenProbes: c.Breaker.HalfOpenProbes},
+				Breaker: c.Breaker.Config(),
 			})
-		}, log.With("component", "dynconfig"), dynconfig.WithRegisterer(reg))
+		}, log.With("component", "dynconfig"), wopts...)
 		if err != nil {
 			return nil, err
 		}

@@ -1,4 +1,10 @@
-package captcha
+// Package pow is the proof of work of docs/API.md: find a decimal answer
+// such that SHA-256(seed + ":" + answer) has difficulty leading zero bits.
+// Solve is what a client does (the storefront in JavaScript, lab, bench,
+// the fault matrix and the tests in Go); Check is what the server does
+// (package captcha, which keeps the challenges in Redis). This package
+// links nothing but the standard library.
+package pow
 
 import (
 	"crypto/sha256"
@@ -6,11 +12,11 @@ import (
 	"strconv"
 )
 
-// MaxPoWAnswerLen is the longest answer CheckPoW accepts (a uint64 has at
+// MaxAnswerLen is the longest answer Check accepts (a uint64 has at
 // most 20 decimal digits).
-const MaxPoWAnswerLen = 20
+const MaxAnswerLen = 20
 
-// MaxDifficulty is the largest proof-of-work difficulty Issue accepts. At
+// MaxDifficulty is the largest difficulty a challenge may ask for. At
 // 32 bits a client needs about 4e9 hashes on average: more is useless.
 const MaxDifficulty = 32
 
@@ -26,12 +32,12 @@ func LeadingZeroBits(sum []byte) int {
 	return n
 }
 
-// SolvePoW returns the smallest non-negative decimal integer answer such
+// Solve returns the smallest non-negative decimal integer answer such
 // that SHA-256(seed + ":" + answer) has at least difficulty leading zero
 // bits. It is what a client does (in JavaScript in a browser); the server
 // only uses it in tests and tools. A difficulty above 256 never ends.
-func SolvePoW(seed string, difficulty int) string {
-	buf := make([]byte, 0, len(seed)+1+MaxPoWAnswerLen)
+func Solve(seed string, difficulty int) string {
+	buf := make([]byte, 0, len(seed)+1+MaxAnswerLen)
 	buf = append(buf, seed...)
 	buf = append(buf, ':')
 	base := len(buf)
@@ -44,12 +50,12 @@ func SolvePoW(seed string, difficulty int) string {
 	}
 }
 
-// CheckPoW reports whether answer solves the proof of work (seed,
+// Check reports whether answer solves the proof of work (seed,
 // difficulty). The answer must be a decimal string of 1 to 20 ASCII digits,
 // with nothing around it; a negative difficulty or one above 256 never
 // passes.
-func CheckPoW(seed, answer string, difficulty int) bool {
-	if difficulty < 0 || difficulty > 256 || !isDigits(answer, MaxPoWAnswerLen) {
+func Check(seed, answer string, difficulty int) bool {
+	if difficulty < 0 || difficulty > 256 || !isDigits(answer, MaxAnswerLen) {
 		return false
 	}
 	h := sha256.New()

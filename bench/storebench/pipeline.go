@@ -1,4 +1,4 @@
-package bench
+package storebench
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"seckill"
 	"seckill/backend"
+	"seckill/bench"
 	"seckill/postgres"
 	"seckill/queue"
 	"seckill/stock"
@@ -400,12 +401,12 @@ func Pipeline(ctx context.Context, cfg Config, cpuProfile io.Writer) (*PipelineR
 	res.AcceptWindow = last.Sub(first)
 	res.EndToEnd = lastStored.Sub(first)
 	res.Drain = lastStored.Sub(last)
-	res.AcceptRate = rate(res.Accepted, res.AcceptWindow)
-	res.EndToEndRate = rate(res.Accepted, res.EndToEnd)
+	res.AcceptRate = bench.Rate(res.Accepted, res.AcceptWindow)
+	res.EndToEndRate = bench.Rate(res.Accepted, res.EndToEnd)
 	sorted := slices.Clone(lat)
 	slices.Sort(sorted)
-	res.ReserveP50 = percentile(sorted, 0.50)
-	res.ReserveP99 = percentile(sorted, 0.99)
+	res.ReserveP50 = bench.Percentile(sorted, 0.50)
+	res.ReserveP99 = bench.Percentile(sorted, 0.99)
 	res.ReserveMax = sorted[len(sorted)-1]
 
 	// Checks: exact counts, refs, stock, doubles.
@@ -465,14 +466,6 @@ func Pipeline(ctx context.Context, cfg Config, cpuProfile io.Writer) (*PipelineR
 	return res, nil
 }
 
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted)-1) * p)
-	return sorted[i]
-}
-
 // waitConsumers waits until the queue has want consumers.
 func waitConsumers(ctx context.Context, amqpURL string, top queue.Topology, want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -518,8 +511,8 @@ func deleteTopology(amqpURL string, top queue.Topology) error {
 func PrintPipeline(w io.Writer, r *PipelineResult) {
 	fmt.Fprintf(w, "pipeline: %d units, concurrency %d, %d relay(s), %d worker(s)\n", r.Units, r.Concurrency, r.Relays, r.Workers)
 	fmt.Fprintf(w, "  accepted            %d (refused %v)\n", r.Accepted, r.Refused)
-	fmt.Fprintf(w, "  acceptance rate     %s orders/s (window %v)\n", human(r.AcceptRate), r.AcceptWindow.Round(time.Millisecond))
-	fmt.Fprintf(w, "  end-to-end rate     %s orders/s (first acceptance -> last stored %v)\n", human(r.EndToEndRate), r.EndToEnd.Round(time.Millisecond))
+	fmt.Fprintf(w, "  acceptance rate     %s orders/s (window %v)\n", bench.Human(r.AcceptRate), r.AcceptWindow.Round(time.Millisecond))
+	fmt.Fprintf(w, "  end-to-end rate     %s orders/s (first acceptance -> last stored %v)\n", bench.Human(r.EndToEndRate), r.EndToEnd.Round(time.Millisecond))
 	fmt.Fprintf(w, "  drain               %v (last acceptance -> last stored)\n", r.Drain.Round(time.Millisecond))
 	fmt.Fprintf(w, "  Reserve latency     p50 %v  p99 %v  max %v\n", r.ReserveP50.Round(time.Microsecond), r.ReserveP99.Round(time.Microsecond), r.ReserveMax.Round(time.Microsecond))
 	fmt.Fprintf(w, "  max backlog         outbox %d, confirmed-not-stored %d (sampled every 50ms)\n", r.MaxOutboxBacklog, r.MaxQueueBacklog)

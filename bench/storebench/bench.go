@@ -1,4 +1,4 @@
-// Package bench measures the purchase pipeline of seckill end to end
+// Package storebench measures the purchase pipeline of seckill end to end
 // (Redis reservation, outbox relay to RabbitMQ, worker into PostgreSQL) and
 // the raw ceilings of the three servers it runs on, in the same run and on
 // the same servers, so the pipeline figures can be read as a fraction of
@@ -6,7 +6,11 @@
 //
 // Every run works in its own PostgreSQL database, Redis key prefix and
 // RabbitMQ queues, and removes them when it ends.
-package bench
+//
+// It is the part of `seckill bench` that links the store clients (go-redis,
+// amqp091-go, pgx); package bench, the edge benchmarks that lab also uses,
+// links none.
+package storebench
 
 import (
 	"context"
@@ -16,7 +20,6 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -174,30 +177,4 @@ func deleteKeys(rdb redis.UniversalClient, prefix string) error {
 		keys = keys[n:]
 	}
 	return nil
-}
-
-// rate is n per d, per second.
-func rate(n int64, d time.Duration) float64 {
-	if d <= 0 {
-		return 0
-	}
-	return float64(n) / d.Seconds()
-}
-
-// human formats a rate with thousands separators.
-func human(f float64) string {
-	s := fmt.Sprintf("%.0f", f)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
 }

@@ -1,17 +1,19 @@
-package bench
+package storebench
 
 import (
 	"fmt"
 	"io"
 	"strings"
 	"time"
+
+	"seckill/bench"
 )
 
 // Report is what `seckill bench all` measures.
 type Report struct {
 	Command  string          `json:"command"`
 	Started  time.Time       `json:"started"`
-	Ceilings *Ceilings       `json:"ceilings,omitempty"`
+	Ceilings *bench.Ceilings `json:"ceilings,omitempty"`
 	Pipeline *PipelineResult `json:"pipeline,omitempty"`
 	Target   Target          `json:"target"`
 }
@@ -52,31 +54,31 @@ func PrintMarkdown(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", name, value, ceilName, ceilValue, r)
 	}
 	if c != nil {
-		all := append([]Ceiling{c.Redis, c.AMQPQuorum, c.AMQPClassic}, c.PG...)
+		all := append([]bench.Ceiling{c.Redis, c.AMQPQuorum, c.AMQPClassic}, c.PG...)
 		for _, x := range all {
-			row("ceiling: "+x.Name, human(x.Rate)+" "+x.Unit, "", "", "")
+			row("ceiling: "+x.Name, bench.Human(x.Rate)+" "+x.Unit, "", "", "")
 		}
 	}
 	if p != nil {
-		var redis, quorum, classic, pg1, pgN Ceiling
+		var redis, quorum, classic, pg1, pgN bench.Ceiling
 		if c != nil {
 			redis, quorum, classic = c.Redis, c.AMQPQuorum, c.AMQPClassic
 			pg1, pgN = c.PGFor(1), c.PGFor(p.Workers)
 		}
-		cv := func(x Ceiling) string {
+		cv := func(x bench.Ceiling) string {
 			if x.Unit == "" {
 				return "-"
 			}
-			return human(x.Rate) + " " + x.Unit
+			return bench.Human(x.Rate) + " " + x.Unit
 		}
-		row("accepted orders/s (units / acceptance window)", human(p.AcceptRate), redis.Name, cv(redis), ratio(p.AcceptRate, redis.Rate))
-		row("end-to-end orders/s (first accepted -> last stored)", human(p.EndToEndRate), quorum.Name, cv(quorum), ratio(p.EndToEndRate, quorum.Rate))
-		row("end-to-end orders/s", human(p.EndToEndRate), classic.Name, cv(classic), ratio(p.EndToEndRate, classic.Rate))
-		row("end-to-end orders/s", human(p.EndToEndRate), pg1.Name, cv(pg1), ratio(p.EndToEndRate, pg1.Rate))
+		row("accepted orders/s (units / acceptance window)", bench.Human(p.AcceptRate), redis.Name, cv(redis), ratio(p.AcceptRate, redis.Rate))
+		row("end-to-end orders/s (first accepted -> last stored)", bench.Human(p.EndToEndRate), quorum.Name, cv(quorum), ratio(p.EndToEndRate, quorum.Rate))
+		row("end-to-end orders/s", bench.Human(p.EndToEndRate), classic.Name, cv(classic), ratio(p.EndToEndRate, classic.Rate))
+		row("end-to-end orders/s", bench.Human(p.EndToEndRate), pg1.Name, cv(pg1), ratio(p.EndToEndRate, pg1.Rate))
 		if pgN.Name != pg1.Name {
-			row("end-to-end orders/s", human(p.EndToEndRate), pgN.Name, cv(pgN), ratio(p.EndToEndRate, pgN.Rate))
+			row("end-to-end orders/s", bench.Human(p.EndToEndRate), pgN.Name, cv(pgN), ratio(p.EndToEndRate, pgN.Rate))
 		}
-		row("end-to-end orders/s vs target", human(p.EndToEndRate), "target", human(r.Target.EndToEndRate), ratio(p.EndToEndRate, r.Target.EndToEndRate))
+		row("end-to-end orders/s vs target", bench.Human(p.EndToEndRate), "target", bench.Human(r.Target.EndToEndRate), ratio(p.EndToEndRate, r.Target.EndToEndRate))
 		row("drain (last accepted -> last stored)", p.Drain.Round(time.Millisecond).String(), "target", r.Target.Drain.String(),
 			ratio(p.Drain.Seconds(), r.Target.Drain.Seconds()))
 		row("Reserve latency p50", p.ReserveP50.Round(time.Microsecond).String(), "", "", "")
@@ -87,6 +89,6 @@ func PrintMarkdown(w io.Writer, r *Report) {
 		if r.Target.Met(p) {
 			met = "met"
 		}
-		fmt.Fprintf(w, "\nTarget (>= %s orders/s end to end, drain <= %v): %s\n", human(r.Target.EndToEndRate), r.Target.Drain, met)
+		fmt.Fprintf(w, "\nTarget (>= %s orders/s end to end, drain <= %v): %s\n", bench.Human(r.Target.EndToEndRate), r.Target.Drain, met)
 	}
 }

@@ -1,4 +1,4 @@
-package captcha
+package pow
 
 import (
 	"crypto/sha256"
@@ -33,9 +33,9 @@ func TestLeadingZeroBits(t *testing.T) {
 func TestPoW(t *testing.T) {
 	t.Parallel()
 	const seed, d = "c2VlZA", 12
-	a := SolvePoW(seed, d)
-	if !CheckPoW(seed, a, d) {
-		t.Fatalf("SolvePoW answer %q does not pass CheckPoW", a)
+	a := Solve(seed, d)
+	if !Check(seed, a, d) {
+		t.Fatalf("Solve answer %q does not pass Check", a)
 	}
 	sum := sha256.Sum256([]byte(seed + ":" + a))
 	if LeadingZeroBits(sum[:]) < d {
@@ -47,8 +47,8 @@ func TestPoW(t *testing.T) {
 		if s == a {
 			break
 		}
-		if CheckPoW(seed, s, d) {
-			t.Fatalf("%s passes but SolvePoW returned %s", s, a)
+		if Check(seed, s, d) {
+			t.Fatalf("%s passes but Solve returned %s", s, a)
 		}
 	}
 	for _, tc := range []struct {
@@ -71,8 +71,8 @@ func TestPoW(t *testing.T) {
 		{"negative difficulty", seed, a, -1, false},
 		{"difficulty above 256", seed, a, 257, false},
 	} {
-		if got := CheckPoW(tc.seed, tc.answer, tc.difficulty); got != tc.want {
-			t.Errorf("%s: CheckPoW(%q, %q, %d) = %v, want %v", tc.name, tc.seed, tc.answer, tc.difficulty, got, tc.want)
+		if got := Check(tc.seed, tc.answer, tc.difficulty); got != tc.want {
+			t.Errorf("%s: Check(%q, %q, %d) = %v, want %v", tc.name, tc.seed, tc.answer, tc.difficulty, got, tc.want)
 		}
 	}
 }
@@ -88,20 +88,20 @@ func itoa(n int) string {
 	return string(b)
 }
 
-func FuzzCheckPoW(f *testing.F) {
+func FuzzCheck(f *testing.F) {
 	f.Add("seed", "0", 4)
 	f.Add("", "", 0)
 	f.Add("s", strings.Repeat("1", 25), 300)
 	f.Add("s", "-5", -3)
 	f.Fuzz(func(t *testing.T, seed, answer string, difficulty int) {
-		ok := CheckPoW(seed, answer, difficulty)
-		if ok && (len(answer) == 0 || len(answer) > MaxPoWAnswerLen || strings.Trim(answer, "0123456789") != "") {
-			t.Fatalf("CheckPoW accepted %q", answer)
+		ok := Check(seed, answer, difficulty)
+		if ok && (len(answer) == 0 || len(answer) > MaxAnswerLen || strings.Trim(answer, "0123456789") != "") {
+			t.Fatalf("Check accepted %q", answer)
 		}
 		if ok && difficulty > 0 {
 			sum := sha256.Sum256([]byte(seed + ":" + answer))
 			if LeadingZeroBits(sum[:]) < difficulty {
-				t.Fatalf("CheckPoW(%q, %q, %d) passed with %d bits", seed, answer, difficulty, LeadingZeroBits(sum[:]))
+				t.Fatalf("Check(%q, %q, %d) passed with %d bits", seed, answer, difficulty, LeadingZeroBits(sum[:]))
 			}
 		}
 	})
