@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -12,6 +11,7 @@ import (
 
 	"seckill"
 	"seckill/httpapi"
+	"seckill/username"
 )
 
 // Defaults of the security settings in Config.
@@ -118,8 +118,10 @@ type loginFailures struct {
 	window time.Duration
 }
 
-func (l *loginFailures) key(username string) string {
-	return l.prefix + "edge:loginfail:" + strings.ToLower(username)
+// key counts failures per account, not per spelling: every name with the
+// same username.Key ("ALICE", "aIice") logs in to one account.
+func (l *loginFailures) key(name string) string {
+	return l.prefix + "edge:loginfail:" + username.Key(name)
 }
 
 // check refuses a login for an account over its failure budget.
