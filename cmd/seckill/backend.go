@@ -52,12 +52,11 @@ relay stops after its outstanding confirms.`,
 	envFlag(fs, getenv, &cfg.AddrFile, "addr-file", "SECKILL_BACKEND_ADDR_FILE", "", "write the address actually listened on to this file (for --listen with port 0)")
 	envFlag(fs, getenv, &cfg.InstanceFile, "instance-file", "SECKILL_BACKEND_INSTANCE_FILE", "", "write this process's instance (the one /healthz names) to this file once listening")
 	envFlag(fs, getenv, &cfg.Token, "backend-token", "SECKILL_BACKEND_TOKEN", "", "internal credential (required): the Bearer token every route but /healthz, /readyz and /metrics requires; the edges send it; at least 32 bytes: openssl rand -hex 32")
-	fs.StringVar(&cfg.Token, "admin-token", cfg.Token, "the same as --backend-token (its old name)")
-	_ = fs.MarkHidden("admin-token")
 	envBool(fs, getenv, &cfg.RunRelay, "relay", "SECKILL_RELAY", true, "run the outbox relay in this process")
 	relayFlags(fs, getenv, &cfg.Relay, "relay-claim-idle")
-	fs.DurationVar(&cfg.Relay.ClaimIdle, "claim-idle", cfg.Relay.ClaimIdle, "the same as --relay-claim-idle (the name seckill relay uses)")
-	_ = fs.MarkHidden("claim-idle")
+	// Old names: --admin-token (before every route required the
+	// credential) and --claim-idle (the name seckill relay uses).
+	aliasFlags(fs, map[string]string{"admin-token": "backend-token", "claim-idle": "relay-claim-idle"})
 	envFlag(fs, getenv, &cfg.Relay.RedisURL, "relay-redis-url", "SECKILL_RELAY_REDIS_URL", "", "Redis URL of the relay's own traffic (default --redis-url; the same Redis, reached another way)")
 	envFlag(fs, getenv, &zk, "zk", "SECKILL_ZK", "", "ZooKeeper servers (host:port,...) to register this backend with, so edges find it (none when empty)")
 	envFlag(fs, getenv, &cfg.Advertise, "advertise", "SECKILL_BACKEND_ADVERTISE", "", "URL or host:port edges reach this backend at (default the address listened on)")

@@ -43,6 +43,21 @@ func envFlag(fs *pflag.FlagSet, _ func(string) string, p *string, name, env, def
 	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
 }
 
+// aliasFlags keeps old flag names working: given on the command line, an
+// old name sets the flag under its current name and marks it as given, so
+// neither the environment nor a config file overrides it. (A second flag
+// bound to the same variable would not be marked, and $ENV of the current
+// name would silently win over the old name on the line.)
+func aliasFlags(fs *pflag.FlagSet, old map[string]string) {
+	prev := fs.GetNormalizeFunc()
+	fs.SetNormalizeFunc(func(f *pflag.FlagSet, name string) pflag.NormalizedName {
+		if n, ok := old[name]; ok {
+			name = n
+		}
+		return prev(f, name)
+	})
+}
+
 func envDuration(fs *pflag.FlagSet, _ func(string) string, p *time.Duration, name, env string, def time.Duration, usage string) {
 	fs.DurationVar(p, name, def, usage+" ($"+env+")")
 	_ = fs.SetAnnotation(name, envAnnotation, []string{env})

@@ -98,3 +98,30 @@ func TestHelpHasExamples(t *testing.T) {
 		}
 	}
 }
+
+// TestOldFlagNameBeatsEnvironment: a flag given on the line under its old
+// name wins over the environment variable of its current name (a backend
+// started with --admin-token X beside SECKILL_BACKEND_TOKEN=Y used Y, and
+// its registrations carried a MAC no edge with X accepted).
+func TestOldFlagNameBeatsEnvironment(t *testing.T) {
+	t.Parallel()
+	getenv := func(k string) string {
+		if k == "ENV_TOKEN" {
+			return "from-env"
+		}
+		return ""
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	var token string
+	envFlag(fs, getenv, &token, "backend-token", "ENV_TOKEN", "", "")
+	aliasFlags(fs, map[string]string{"admin-token": "backend-token"})
+	if err := fs.Parse([]string{"--admin-token", "from-line"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := resolveSettings(fs, getenv); err != nil {
+		t.Fatal(err)
+	}
+	if token != "from-line" {
+		t.Fatalf("token %q, want the value given on the line under the old name", token)
+	}
+}
