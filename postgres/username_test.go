@@ -6,47 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"seckill"
 	"seckill/internal/testenv"
 	"seckill/postgres"
 )
-
-// TestUsernamesNormalised (issue 13): on a real PostgreSQL, a name with the
-// key of an existing one (case, a capital I for l, full width) is taken;
-// looking up or ensuring any of them reaches the one account.
-func TestUsernamesNormalised(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db, err := postgres.Open(ctx, testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	id, err := db.CreateUser(ctx, "alice", "h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []string{"alice", "Alice", "ALICE", "aIice", "al1ce", "ａｌｉｃｅ"} {
-		if _, err := db.CreateUser(ctx, n, "h2"); seckill.ErrorCode(err) != seckill.EUsernameTaken {
-			t.Errorf("CreateUser(%q) beside alice: %v, want username_taken", n, err)
-		}
-		u, err := db.UserByName(ctx, n)
-		if err != nil || u.ID != id || u.Username != "alice" {
-			t.Errorf("UserByName(%q) = %+v, %v; want alice (%d)", n, u, err, id)
-		}
-	}
-	ids, err := db.EnsureUsers(ctx, []string{"aIice", "bob", "BOB", "B0B", "carol"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ids["aIice"] != id || ids["bob"] != ids["BOB"] || ids["bob"] != ids["B0B"] || ids["bob"] == 0 || ids["carol"] == 0 || ids["carol"] == ids["bob"] {
-		t.Fatalf("EnsureUsers: %v (alice is %d)", ids, id)
-	}
-	var n int
-	if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil || n != 3 {
-		t.Fatalf("%d users, %v; want 3 (alice, one bob, carol)", n, err)
-	}
-}
 
 // TestUsernameKeyMigration: accounts made before the key existed (here:
 // their keys wiped, as right after migration 0002) get their keys at the

@@ -8,41 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"seckill"
 	"seckill/sqlite"
 )
-
-// TestUsernamesNormalised: the SQLite store keeps the username key as
-// package postgres does (see its test of the same name).
-func TestUsernamesNormalised(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "u.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	id, err := db.CreateUser(ctx, "alice", "h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []string{"alice", "Alice", "ALICE", "aIice", "al1ce", "ａｌｉｃｅ"} {
-		if _, err := db.CreateUser(ctx, n, "h2"); seckill.ErrorCode(err) != seckill.EUsernameTaken {
-			t.Errorf("CreateUser(%q) beside alice: %v, want username_taken", n, err)
-		}
-		u, err := db.UserByName(ctx, n)
-		if err != nil || u.ID != id || u.Username != "alice" {
-			t.Errorf("UserByName(%q) = %+v, %v; want alice (%d)", n, u, err, id)
-		}
-	}
-	ids, err := db.EnsureUsers(ctx, []string{"aIice", "bob", "BOB", "B0B", "carol"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ids["aIice"] != id || ids["bob"] != ids["BOB"] || ids["bob"] != ids["B0B"] || ids["bob"] == 0 || ids["carol"] == 0 || ids["carol"] == ids["bob"] {
-		t.Fatalf("EnsureUsers: %v (alice is %d)", ids, id)
-	}
-}
 
 // TestUsernameKeyMigration: see the test of the same name in package
 // postgres.

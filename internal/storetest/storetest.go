@@ -69,6 +69,7 @@ func Run(t *testing.T, e Engine) {
 		{"Failed", failed},
 		{"ConcurrentInsertOrders", concurrentInsertOrders},
 		{"Canceled", canceled},
+		{"UsernamesNormalised", usernamesNormalised},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -680,4 +681,35 @@ func BenchmarkInsertOrders(b *testing.B, db Store) {
 		}
 	}
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "orders/s")
+}
+
+// usernamesNormalised (issue 13): a name with the key of an existing one
+// (case, a capital I for l, a digit for a letter, full width) is taken;
+// looking up or ensuring any of them reaches the one account.
+func usernamesNormalised(t *testing.T, e Engine) {
+	ctx := context.Background()
+	db := e.Open(t)
+	id, err := db.CreateUser(ctx, "alice", "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"alice", "Alice", "ALICE", "aIice", "al1ce", "\uff41\uff4c\uff49\uff43\uff45"} {
+		if _, err := db.CreateUser(ctx, n, "h2"); seckill.ErrorCode(err) != seckill.EUsernameTaken {
+			t.Errorf("CreateUser(%q) beside alice: %v, want username_taken", n, err)
+		}
+		u, err := db.UserByName(ctx, n)
+		if err != nil || u.ID != id || u.Username != "alice" {
+			t.Errorf("UserByName(%q) = %+v, %v; want alice (%d)", n, u, err, id)
+		}
+	}
+	ids, err := db.EnsureUsers(ctx, []string{"aIice", "bob", "BOB", "B0B", "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids["aIice"] != id || ids["bob"] != ids["BOB"] || ids["bob"] != ids["B0B"] || ids["bob"] == 0 || ids["carol"] == 0 || ids["carol"] == ids["bob"] {
+		t.Fatalf("EnsureUsers: %v (alice is %d)", ids, id)
+	}
+	if n := e.Count(t, db, "SELECT count(*) FROM users"); n != 3 {
+		t.Fatalf("%d users; want 3 (alice, one bob, carol)", n)
+	}
 }
