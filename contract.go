@@ -2,6 +2,7 @@ package seckill
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"strings"
 	"time"
@@ -168,6 +169,20 @@ type UnavailableError struct{ Err error }
 
 func (e *UnavailableError) Error() string { return "backend unavailable: " + e.Err.Error() }
 func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// BackendFailure reports whether err is the backend's failure: it gave no
+// business answer (UnavailableError) or did not answer in time. A business
+// answer and the caller's own cancellation (a client that hung up) are
+// never the backend's failure. Every breaker in front of backends (the
+// edge's guard, the balancer's per-backend breakers) counts with this one
+// rule, and a safe call is retried on another backend only for it.
+func BackendFailure(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ue *UnavailableError
+	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
+}
 
 type breakerOffKey struct{}
 

@@ -253,7 +253,7 @@ func (b *Balancer) newMember(url string) *member {
 	onState := b.o.onState
 	log := b.log
 	for c := range classes {
-		m.cbs[c] = breaker.New(url, cfg, backendFailure, func(name string, from, to gobreaker.State) {
+		m.cbs[c] = breaker.New(url, cfg, seckill.BackendFailure, func(name string, from, to gobreaker.State) {
 			log.Warn("backend circuit breaker", "url", name, "class", c.String(), "from", from.String(), "to", to.String())
 			if onState != nil && c == ClassReserve {
 				onState(name, from, to)
@@ -261,16 +261,6 @@ func (b *Balancer) newMember(url string) *member {
 		})
 	}
 	return m
-}
-
-// backendFailure: the error is the backend's (it counts against it and a
-// safe call may go to another).
-func backendFailure(err error) bool {
-	if errors.Is(err, context.Canceled) {
-		return false
-	}
-	var ue *seckill.UnavailableError
-	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // call runs f on one backend picked round-robin among those whose breaker
@@ -309,7 +299,7 @@ func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f fu
 			continue // nothing was sent: try the next one
 		}
 		t, _ := v.(T)
-		if err == nil || !backendFailure(err) {
+		if err == nil || !seckill.BackendFailure(err) {
 			return t, err
 		}
 		sent++

@@ -68,20 +68,9 @@ func newGuard(maxInFlight int, cfg BreakerConfig, breaking bool, onState func(na
 	cfg = cfg.WithDefaults()
 	g := &Guard{slots: make(chan struct{}, maxInFlight), openFor: cfg.OpenFor, breaking: breaking}
 	for c := range callClasses {
-		g.cbs[c] = breaker.New("backend-"+c.String(), cfg, BackendFailure, onState)
+		g.cbs[c] = breaker.New("backend-"+c.String(), cfg, seckill.BackendFailure, onState)
 	}
 	return g
-}
-
-// BackendFailure reports whether err is the backend's failure (it did not
-// give a business answer), as opposed to a business answer or the
-// client's own cancellation.
-func BackendFailure(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return false
-	}
-	var ue *seckill.UnavailableError
-	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // InFlight returns the backend calls in flight and the bound.

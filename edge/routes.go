@@ -281,7 +281,7 @@ func (e *Edge) item(c echo.Context) error {
 // cancellation) to 503 backend_unavailable with Retry-After. Business
 // answers and the edge's own errors pass unchanged.
 func unavailable(err error) error {
-	if BackendFailure(err) || errors.Is(err, context.Canceled) {
+	if seckill.BackendFailure(err) || errors.Is(err, context.Canceled) {
 		return &httpapi.RetryError{Err: seckill.Errorf(seckill.EUnavailable, "the backend did not answer; retry shortly"), After: time.Second}
 	}
 	return err
