@@ -73,22 +73,43 @@ func AsError(err error) *Error {
 	return nil
 }
 
-func (c *Client) do(ctx context.Context, admin bool, method, path, bearer string, in, out any, want ...int) error {
+// Answer is one answer, read in full (at most 1 MiB of body). Began is
+// when the request was sent and Latency how long the answer took to arrive
+// and be read; both are set on a transport failure too.
+type Answer struct {
+	Status  int
+	Header  http.Header
+	Body    []byte
+	Began   time.Time
+	Latency time.Duration
+}
+
+// Send sends method path to the public API with an optional Bearer token,
+// JSON body (a []byte is sent as is, still as application/json) and extra
+// headers (e.g. X-Forwarded-For), and returns the
+// answer whatever its status; err is a transport failure.
+func (c *Client) Send(ctx context.Context, method, path, bearer string, in any, hdr http.Header) (Answer, error) {
+	return c.send(ctx, false, method, path, bearer, in, hdr)
+}
+
+func (c *Client) send(ctx context.Context, admin bool, method, path, bearer string, in any, hdr http.Header) (Answer, error) {
 	base := *c.public.Load()
 	if admin {
 		base = *c.admin.Load()
 	}
 	var body io.Reader
-	if in != nil {
+	if raw, ok := in.([]byte); ok { // sent as is (e.g. a malformed body)
+		body = bytes.NewReader(raw)
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("encoding request: %w", err)
+			return Answer{}, fmt.Errorf("encoding request: %w", err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
-		return err
+		return Answer{}, err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -96,19 +117,34 @@ func (c *Client) do(ctx context.Context, admin bool, method, path, bearer string
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	a := Answer{Began: time.Now()}
 	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		a.Latency = time.Since(a.Began)
+		return a, err
+	}
+	a.Body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	a.Latency = time.Since(a.Began)
+	if err != nil {
+		return a, fmt.Errorf("reading %s %s: %w", method, path, err)
+	}
+	a.Status, a.Header = resp.StatusCode, resp.Header
+	return a, nil
+}
+
+func (c *Client) do(ctx context.Context, admin bool, method, path, bearer string, in, out any, want ...int) error {
+	a, err := c.send(ctx, admin, method, path, bearer, in, nil)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("reading %s %s: %w", method, path, err)
-	}
 	for _, w := range want {
-		if resp.StatusCode == w {
-			if out != nil && len(raw) > 0 {
-				if err := json.Unmarshal(raw, out); err != nil {
+		if a.Status == w {
+			if out != nil && len(a.Body) > 0 {
+				if err := json.Unmarshal(a.Body, out); err != nil {
 					return fmt.Errorf("decoding %s %s: %w", method, path, err)
 				}
 			}
@@ -119,9 +155,9 @@ func (c *Client) do(ctx context.Context, admin bool, method, path, bearer string
 		Code   string `json:"code"`
 		Detail string `json:"detail"`
 	}
-	_ = json.Unmarshal(raw, &p)
-	e := &Error{Status: resp.StatusCode, Code: p.Code, Detail: p.Detail, OrderRef: resp.Header.Get("X-Order-Ref")}
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+	_ = json.Unmarshal(a.Body, &p)
+	e := &Error{Status: a.Status, Code: p.Code, Detail: p.Detail, OrderRef: a.Header.Get("X-Order-Ref")}
+	if s, err := strconv.Atoi(a.Header.Get("Retry-After")); err == nil {
 		e.RetryAfter = time.Duration(s) * time.Second
 	}
 	return e
@@ -160,12 +196,14 @@ func (c *Client) CreateItem(ctx context.Context, spec ItemSpec) (int64, error) {
 
 // Stats are an item's counters (admin).
 type Stats struct {
-	StockTotal    int64 `json:"stock_total"`
-	StockLeft     int64 `json:"stock_left"`
-	Reserved      int64 `json:"reserved"`
-	Orders        int64 `json:"orders"`
-	OutboxPending int64 `json:"outbox_pending"`
-	Failed        int64 `json:"failed"`
+	StockTotal    int64    `json:"stock_total"`
+	StockLeft     int64    `json:"stock_left"`
+	Reserved      int64    `json:"reserved"`
+	Orders        int64    `json:"orders"`
+	OutboxPending int64    `json:"outbox_pending"`
+	Failed        int64    `json:"failed"`
+	ItemID        int64    `json:"item_id"`
+	DefencesOff   []string `json:"defences_off"`
 }
 
 // Stats returns an item's counters (admin).
@@ -173,6 +211,12 @@ func (c *Client) Stats(ctx context.Context, item int64) (Stats, error) {
 	var s Stats
 	err := c.do(ctx, true, http.MethodGet, "/admin/items/"+strconv.FormatInt(item, 10)+"/stats", c.AdminToken, nil, &s, http.StatusOK)
 	return s, err
+}
+
+// SetDefences switches an item's defences on or off (admin; PUT
+// /admin/items/{id}/defences, e.g. {"pow": false}).
+func (c *Client) SetDefences(ctx context.Context, item int64, defences map[string]bool) error {
+	return c.do(ctx, true, http.MethodPut, "/admin/items/"+strconv.FormatInt(item, 10)+"/defences", c.AdminToken, defences, nil, http.StatusOK, http.StatusNoContent)
 }
 
 // Sessions returns a session token per username, creating missing users

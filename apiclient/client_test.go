@@ -2,6 +2,7 @@ package apiclient
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -44,5 +45,42 @@ func TestRefusalCarriesCodeRetryAfterAndOrderRef(t *testing.T) {
 	srv.Close()
 	if _, err := c.Buy(ctx, "tok", 7, "p3"); err == nil || AsError(err) != nil {
 		t.Fatalf("a closed server must be a transport error, got %v", err)
+	}
+}
+
+func TestSendPassesHeadersAndRawBodyAndReturnsAnyStatus(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if got := r.Header.Get("X-Forwarded-For"); got != "10.1.2.3" {
+			t.Errorf("X-Forwarded-For %q", got)
+		}
+		if got := r.Header.Get("Authorization"); got != "Bearer tok" {
+			t.Errorf("authorization %q", got)
+		}
+		if got := r.Header.Get("Content-Type"); got != "application/json" {
+			t.Errorf("content type %q", got)
+		}
+		if string(b) != "not json" {
+			t.Errorf("body %q", b)
+		}
+		w.Header().Set("RateLimit-Policy", `"buy";q=1`)
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"code":"rate_limited"}`))
+	}))
+	defer srv.Close()
+	c := New(srv.URL, srv.URL, "", nil)
+	a, err := c.Send(context.Background(), http.MethodPost, "/api/items/1/path", "tok", []byte("not json"), http.Header{"X-Forwarded-For": {"10.1.2.3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Status != 429 || string(a.Body) != `{"code":"rate_limited"}` || a.Header.Get("RateLimit-Policy") != `"buy";q=1` {
+		t.Fatalf("answer %d %q %v", a.Status, a.Body, a.Header)
+	}
+	if a.Began.IsZero() || a.Latency <= 0 {
+		t.Fatalf("began %v latency %v", a.Began, a.Latency)
+	}
+	a, err = New("http://127.0.0.1:1", "", "", nil).Send(context.Background(), http.MethodGet, "/", "", nil, nil)
+	if err == nil || a.Began.IsZero() {
+		t.Fatalf("refused connection: err %v, began %v", err, a.Began)
 	}
 }

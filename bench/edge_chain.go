@@ -137,6 +137,9 @@ func RunChain(ctx context.Context, cfg ChainConfig) (*ChainResult, error) {
 			return 0, err
 		}
 		req.Header.Set("Content-Type", "application/json")
+		if cl.backendToken != "" { // the backend's internal credential
+			req.Header.Set("Authorization", "Bearer "+cl.backendToken)
+		}
 		return timed(cl.hc, req, http.StatusAccepted)
 	}
 

@@ -14,13 +14,15 @@ import (
 	"strings"
 	"time"
 
-	"seckill/captcha/pow"
+	"seckill/apiclient"
 )
 
-// edgeClient talks to the edge's public and admin APIs (docs/API.md) and
-// to the backend API (docs/BACKEND_API.md) over one keep-alive client.
+// edgeClient talks to the edge's public and admin APIs (docs/API.md)
+// through apiclient, and to the backend API (docs/BACKEND_API.md), over one
+// keep-alive client. do stays for the raw probes of the wrk scenarios.
 type edgeClient struct {
 	hc           *http.Client
+	api          *apiclient.Client
 	public       string // base URL of the public API
 	admin        string // base URL of the admin API
 	adminToken   string
@@ -31,8 +33,9 @@ type edgeClient struct {
 func newEdgeClient(public, admin, adminToken string) *edgeClient {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 64, 64
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	return &edgeClient{
-		hc:     &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		hc: hc, api: apiclient.New(public, admin, adminToken, hc),
 		public: strings.TrimRight(public, "/"), admin: strings.TrimRight(admin, "/"), adminToken: adminToken,
 	}
 }
@@ -116,14 +119,12 @@ func (c *edgeClient) call(ctx context.Context, method, url, token string, body a
 // is a pow challenge of difficulty 0, so any answer passes).
 func (c *edgeClient) createItem(ctx context.Context, name string, stock int64, challenge string) (int64, error) {
 	now := time.Now().UTC()
-	var out struct {
-		ID int64 `json:"id"`
+	id, err := c.api.CreateItem(ctx, apiclient.ItemSpec{Name: name, PriceCents: 100, Stock: stock,
+		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(24 * time.Hour), Challenge: challenge})
+	if err != nil {
+		return 0, fmt.Errorf("POST /admin/items: %w", err)
 	}
-	err := c.call(ctx, http.MethodPost, c.admin+"/admin/items", c.adminToken, map[string]any{
-		"name": name, "price_cents": 100, "stock": stock,
-		"starts_at": now.Add(-time.Minute), "ends_at": now.Add(24 * time.Hour), "challenge": challenge,
-	}, http.StatusCreated, &out)
-	return out.ID, err
+	return id, nil
 }
 
 // challengeKind returns the challenge kind to create buyable items with:
@@ -135,58 +136,58 @@ func (c *edgeClient) challengeKind(ctx context.Context, want string, progress fu
 		return want, nil
 	}
 	now := time.Now().UTC()
-	var out struct {
-		ID int64 `json:"id"`
-	}
-	if err := c.call(ctx, http.MethodPost, c.admin+"/admin/items", c.adminToken, map[string]any{
-		"name": "bench challenge probe " + randomHex(4), "price_cents": 100, "stock": 1,
-		"starts_at": now.Add(-time.Minute), "ends_at": now.Add(time.Hour), "challenge": want,
-	}, http.StatusCreated, &out); err != nil {
-		return "", err
+	id, err := c.api.CreateItem(ctx, apiclient.ItemSpec{Name: "bench challenge probe " + randomHex(4), PriceCents: 100, Stock: 1,
+		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour), Challenge: want})
+	if err != nil {
+		return "", fmt.Errorf("POST /admin/items: %w", err)
 	}
 	toks, err := c.sessions(ctx, []string{"bench-probe-" + randomHex(4)})
 	if err != nil {
 		return "", err
 	}
-	r, err := c.do(ctx, http.MethodPost, c.public+"/api/items/"+strconv.FormatInt(out.ID, 10)+"/challenge", toks[0], nil)
-	if err != nil {
-		return "", err
-	}
-	if r.Status == http.StatusOK {
+	_, err = c.api.Challenge(ctx, toks[0], id)
+	if err == nil {
 		return want, nil
 	}
-	var p struct {
-		Detail string `json:"detail"`
+	e := apiclient.AsError(err)
+	if e == nil {
+		return "", err
 	}
-	_ = json.Unmarshal(r.Body, &p)
 	progress("WARNING: this edge refuses the challenge of an item created with challenge \"none\": %s (%s); "+
-		"docs/API.md promises a pow challenge of difficulty 0. Using challenge \"pow\" items instead (solved untimed).", r, p.Detail)
+		"docs/API.md promises a pow challenge of difficulty 0. Using challenge \"pow\" items instead (solved untimed).", statusCode(e), e.Detail)
 	return "pow", nil
+}
+
+// statusCode shows a refusal as "status code" (as reply.String does).
+func statusCode(e *apiclient.Error) string {
+	if e.Code != "" {
+		return fmt.Sprintf("%d %s", e.Status, e.Code)
+	}
+	return strconv.Itoa(e.Status)
 }
 
 // sessions returns a session token for each name (POST /admin/sessions,
 // 10,000 names per call at most), in the order of names.
 func (c *edgeClient) sessions(ctx context.Context, names []string) ([]string, error) {
-	toks := make([]string, 0, len(names))
-	for len(names) > 0 {
-		n := min(len(names), 10000)
-		var out struct {
-			Tokens map[string]string `json:"tokens"`
-		}
-		if err := c.call(ctx, http.MethodPost, c.admin+"/admin/sessions", c.adminToken,
-			map[string]any{"usernames": names[:n]}, http.StatusOK, &out); err != nil {
-			return nil, err
-		}
-		for _, name := range names[:n] {
-			t, ok := out.Tokens[name]
-			if !ok {
-				return nil, fmt.Errorf("POST /admin/sessions: no token for %q", name)
-			}
-			toks = append(toks, t)
-		}
-		names = names[n:]
+	m, err := c.api.Sessions(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("POST /admin/sessions: %w", err)
 	}
-	return toks, nil
+	return inOrder(names, m, "POST /admin/sessions: no token for %q")
+}
+
+// inOrder returns m's value of each name, in the order of names; a missing
+// name is an error (format missing, with the name).
+func inOrder[V any](names []string, m map[string]V, missing string) ([]V, error) {
+	out := make([]V, 0, len(names))
+	for _, name := range names {
+		v, ok := m[name]
+		if !ok {
+			return nil, fmt.Errorf(missing, name)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // backendUsers returns the user id of each name (POST /v1/admin/users on
@@ -202,37 +203,37 @@ func (c *edgeClient) backendUsers(ctx context.Context, names []string) ([]int64,
 			map[string]any{"usernames": names[:n]}, http.StatusOK, &out); err != nil {
 			return nil, err
 		}
-		for _, name := range names[:n] {
-			id, ok := out.Users[name]
-			if !ok {
-				return nil, fmt.Errorf("POST /v1/admin/users: no id for %q", name)
-			}
-			ids = append(ids, id)
+		got, err := inOrder(names[:n], out.Users, "POST /v1/admin/users: no id for %q")
+		if err != nil {
+			return nil, err
 		}
+		ids = append(ids, got...)
 		names = names[n:]
 	}
 	return ids, nil
 }
 
 // retryAfter is the wait a 429 or 503 asks for (at least 100 ms).
-func retryAfter(r reply) time.Duration {
-	if s, err := strconv.Atoi(r.Header.Get("Retry-After")); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
+func retryAfter(e *apiclient.Error) time.Duration {
+	if e.RetryAfter > 0 {
+		return e.RetryAfter
 	}
 	return 100 * time.Millisecond
 }
 
-// doRetry is do that waits and retries on 429 and 503 (a few times).
-func (c *edgeClient) doRetry(ctx context.Context, method, url, token string, body any) (reply, error) {
+// retry runs f again while it is refused with 429 or 503 (a few times),
+// waiting what the refusal asks for.
+func retry[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	for attempt := 0; ; attempt++ {
-		r, err := c.do(ctx, method, url, token, body)
-		if err != nil || (r.Status != http.StatusTooManyRequests && r.Status != http.StatusServiceUnavailable) || attempt == 5 {
-			return r, err
+		v, err := f()
+		e := apiclient.AsError(err)
+		if e == nil || (e.Status != http.StatusTooManyRequests && e.Status != http.StatusServiceUnavailable) || attempt == 5 {
+			return v, err
 		}
 		select {
 		case <-ctx.Done():
-			return r, ctx.Err()
-		case <-time.After(retryAfter(r)):
+			return v, ctx.Err()
+		case <-time.After(retryAfter(e)):
 		}
 	}
 }
@@ -240,41 +241,20 @@ func (c *edgeClient) doRetry(ctx context.Context, method, url, token string, bod
 // preparePath runs challenge -> solve -> path for one user and item and
 // returns the hidden purchase path.
 func (c *edgeClient) preparePath(ctx context.Context, itemID int64, token string) (string, error) {
-	base := c.public + "/api/items/" + strconv.FormatInt(itemID, 10)
-	r, err := c.doRetry(ctx, http.MethodPost, base+"/challenge", token, nil)
+	base := "/api/items/" + strconv.FormatInt(itemID, 10)
+	ch, err := retry(ctx, func() (apiclient.Challenge, error) { return c.api.Challenge(ctx, token, itemID) })
 	if err != nil {
-		return "", err
-	}
-	if r.Status != http.StatusOK {
-		return "", fmt.Errorf("POST %s/challenge: %s", base, r)
-	}
-	var ch struct {
-		ID         string `json:"challenge_id"`
-		Kind       string `json:"kind"`
-		Seed       string `json:"seed"`
-		Difficulty int    `json:"difficulty"`
-	}
-	if err := json.Unmarshal(r.Body, &ch); err != nil {
-		return "", err
+		return "", fmt.Errorf("POST %s/challenge: %w", base, err)
 	}
 	if ch.Kind != "pow" {
 		return "", fmt.Errorf("challenge kind %q: only pow can be solved here (create the item with challenge none or pow)", ch.Kind)
 	}
-	r, err = c.doRetry(ctx, http.MethodPost, base+"/path", token,
-		map[string]any{"challenge_id": ch.ID, "answer": pow.Solve(ch.Seed, ch.Difficulty)})
+	answer := apiclient.Solve(ch)
+	p, err := retry(ctx, func() (string, error) { return c.api.Path(ctx, token, itemID, ch.ID, answer) })
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("POST %s/path: %w", base, err)
 	}
-	if r.Status != http.StatusOK {
-		return "", fmt.Errorf("POST %s/path: %s", base, r)
-	}
-	var p struct {
-		Path string `json:"path"`
-	}
-	if err := json.Unmarshal(r.Body, &p); err != nil {
-		return "", err
-	}
-	return p.Path, nil
+	return p, nil
 }
 
 // buyURL is the purchase URL of an item and path.
@@ -288,12 +268,8 @@ func (c *edgeClient) purchase(ctx context.Context, itemID int64, token string) e
 	if err != nil {
 		return err
 	}
-	r, err := c.doRetry(ctx, http.MethodPost, c.buyURL(itemID, p), token, nil)
-	if err != nil {
-		return err
-	}
-	if r.Status != http.StatusAccepted {
-		return fmt.Errorf("POST %s: %s (want 202)", c.buyURL(itemID, "PATH"), r)
+	if _, err := retry(ctx, func() (string, error) { return c.api.Buy(ctx, token, itemID, p) }); err != nil {
+		return fmt.Errorf("POST %s: %w (want 202)", c.buyURL(itemID, "PATH"), err)
 	}
 	return nil
 }

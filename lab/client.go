@@ -1,18 +1,17 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"seckill/apiclient"
 )
 
 // Record is the outcome of one request.
@@ -84,12 +83,11 @@ func (a reply) retryAfter() time.Duration {
 	return min(max(d, 100*time.Millisecond), 10*time.Second)
 }
 
-// client sends requests to the edge and records each outcome.
+// client sends requests to the edge (through apiclient) and records each
+// outcome of the public API.
 type client struct {
-	pub, adm string
-	token    string // admin token
-	http     *http.Client
-	rec      *recorder
+	api *apiclient.Client
+	rec *recorder
 }
 
 func newHTTPClient(conns int, timeout time.Duration) *http.Client {
@@ -116,41 +114,22 @@ func (c *client) do(ctx context.Context, a *actor, route, method, path string, b
 }
 
 func (c *client) doIP(ctx context.Context, a *actor, ip, route, method, path string, body any) reply {
-	var r io.Reader
-	if body != nil {
-		raw, _ := json.Marshal(body)
-		r = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.pub+path, r)
-	if err != nil {
-		return reply{err: err}
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
+	var hdr http.Header
 	if ip != "" {
-		req.Header.Set("X-Forwarded-For", ip)
+		hdr = http.Header{"X-Forwarded-For": {ip}}
 	}
-	began := time.Now()
-	resp, err := c.http.Do(req)
-	rec := Record{Actor: a.kind, Route: route, At: began.Sub(c.rec.start)}
+	ans, err := c.api.Send(ctx, method, path, a.token, body, hdr)
+	rec := Record{Actor: a.kind, Route: route, At: ans.Began.Sub(c.rec.start), Latency: ans.Latency}
 	if err != nil {
-		rec.Latency = time.Since(began)
-		if ctx.Err() != nil { // the lab stopped: not an outcome of the edge
+		if ans.Began.IsZero() || ctx.Err() != nil { // not sent, or the lab stopped: not an outcome of the edge
 			return reply{err: err}
 		}
 		rec.Code = "error:" + errKind(err)
 		c.rec.add(rec)
 		return reply{err: err}
 	}
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	rec.Latency = time.Since(began)
-	rep := reply{status: resp.StatusCode, header: resp.Header, body: map[string]any{}}
-	_ = json.Unmarshal(raw, &rep.body)
+	rep := reply{status: ans.Status, header: ans.Header, body: map[string]any{}}
+	_ = json.Unmarshal(ans.Body, &rep.body)
 	rec.Status, rec.Code = rep.status, rep.code()
 	if rep.status == http.StatusTooManyRequests {
 		rec.Rule = ruleOf(rep)
@@ -191,55 +170,8 @@ func errKind(err error) string {
 	}
 }
 
-// admin calls the admin API (not recorded).
-func (c *client) admin(ctx context.Context, method, path string, body, out any) (int, error) {
-	var r io.Reader
-	if body != nil {
-		raw, _ := json.Marshal(body)
-		r = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.adm+path, r)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, err)
-		}
-	}
-	return resp.StatusCode, nil
-}
-
 // Stats is GET /admin/items/{id}/stats.
-type Stats struct {
-	StockTotal    int64    `json:"stock_total"`
-	StockLeft     int64    `json:"stock_left"`
-	Reserved      int64    `json:"reserved"`
-	Orders        int64    `json:"orders"`
-	OutboxPending int64    `json:"outbox_pending"`
-	Failed        int64    `json:"failed"`
-	ItemID        int64    `json:"item_id"`
-	DefencesOff   []string `json:"defences_off"`
-}
-
-func (c *client) stats(ctx context.Context, item int64) (Stats, error) {
-	var s Stats
-	_, err := c.admin(ctx, "GET", fmt.Sprintf("/admin/items/%d/stats", item), nil, &s)
-	return s, err
-}
+type Stats = apiclient.Stats
 
 // sleep waits d or until ctx ends; false when ctx ended.
 func sleep(ctx context.Context, d time.Duration) bool {

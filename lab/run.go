@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"seckill/apiclient"
 	"seckill/captcha/pow"
 )
 
@@ -88,7 +89,7 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 	var idb [3]byte
 	_, _ = rand.Read(idb[:])
 	r := &runner{sc: sc, cfg: cfg, runID: hex.EncodeToString(idb[:]), wins: map[string]int{}, outcomes: map[string]int{}}
-	r.c = &client{pub: strings.TrimRight(cfg.EdgeURL, "/"), adm: strings.TrimRight(cfg.AdminURL, "/"), token: cfg.AdminToken, http: hc, rec: &recorder{}}
+	r.c = &client{api: apiclient.New(cfg.EdgeURL, cfg.AdminURL, cfg.AdminToken, hc), rec: &recorder{}}
 	if sc.XFF {
 		// Before anything else: an edge that ignores the forwarded
 		// addresses would make every number of the run meaningless.
@@ -107,24 +108,22 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 	// The sale.
 	created := time.Now()
 	startsAt := created.Add(sc.StartIn)
-	var out struct {
-		ID int64 `json:"id"`
-	}
-	if _, err := r.c.admin(ctx, "POST", "/admin/items", map[string]any{
-		"name": "lab " + sc.Name + " " + r.runID, "price_cents": sc.PriceCents, "stock": sc.Units, "challenge": sc.Challenge,
-		"starts_at": startsAt.UTC().Format(time.RFC3339Nano), "ends_at": startsAt.Add(sc.SaleLength).UTC().Format(time.RFC3339Nano),
-	}, &out); err != nil {
+	id, err := r.c.api.CreateItem(ctx, apiclient.ItemSpec{
+		Name: "lab " + sc.Name + " " + r.runID, PriceCents: int64(sc.PriceCents), Stock: int64(sc.Units), Challenge: sc.Challenge,
+		StartsAt: startsAt.UTC(), EndsAt: startsAt.Add(sc.SaleLength).UTC(),
+	})
+	if err != nil {
 		return nil, fmt.Errorf("creating the sale: %w", err)
 	}
-	r.item = out.ID
+	r.item = id
 	r.itemURL = fmt.Sprintf("/api/items/%d", r.item)
 	r.logf("item %d: %d units, challenge %s, starts in %s", r.item, sc.Units, sc.Challenge, sc.StartIn)
 	if off := sc.DefencesOff(); len(off) > 0 {
-		body := map[string]any{}
+		body := map[string]bool{}
 		for _, k := range off {
 			body[k] = false
 		}
-		if _, err := r.c.admin(ctx, "PUT", fmt.Sprintf("/admin/items/%d/defences", r.item), body, nil); err != nil {
+		if err := r.c.api.SetDefences(ctx, r.item, body); err != nil {
 			return nil, fmt.Errorf("switching defences off: %w", err)
 		}
 		r.logf("defences switched OFF for item %d: %v", r.item, off)
@@ -271,18 +270,9 @@ func arrivals(h HonestSpec, n int) []time.Duration {
 
 // sessions gets tokens through POST /admin/sessions, 10,000 at a time.
 func (r *runner) sessions(ctx context.Context, names []string) (map[string]string, error) {
-	out := make(map[string]string, len(names))
-	for i := 0; i < len(names); i += 10000 {
-		batch := names[i:min(i+10000, len(names))]
-		var resp struct {
-			Tokens map[string]string `json:"tokens"`
-		}
-		if _, err := r.c.admin(ctx, "POST", "/admin/sessions", map[string]any{"usernames": batch}, &resp); err != nil {
-			return nil, fmt.Errorf("sessions: %w", err)
-		}
-		for k, v := range resp.Tokens {
-			out[k] = v
-		}
+	out, err := r.c.api.Sessions(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	for _, n := range names {
 		if out[n] == "" {
@@ -398,7 +388,7 @@ type Sample struct {
 }
 
 func (r *runner) sample(ctx context.Context, start time.Time) (Stats, error) {
-	st, err := r.c.stats(ctx, r.item)
+	st, err := r.c.api.Stats(ctx, r.item)
 	if err != nil {
 		return st, err
 	}

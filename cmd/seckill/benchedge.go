@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"seckill/bench"
 	"seckill/httpapi"
@@ -67,10 +68,8 @@ measured in the same run on the same machine.`,
 
 func benchEdgeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
 	var cfg bench.EdgeConfig
-	cmd := &cobra.Command{
-		Use:   "edge",
-		Short: "wrk on the edge's rejection paths and cached reads, against a bare echo handler in the same run",
-		Long: `Measure the edge's cheap paths with wrk (--latency), each as a ratio to the
+	cmd := benchCommand("edge", "wrk on the edge's rejection paths and cached reads, against a bare echo handler in the same run",
+		`Measure the edge's cheap paths with wrk (--latency), each as a ratio to the
 bare echo handler of 'seckill bench hello' measured in the same run.
 
 Setup, through the admin API: a live item with 5,000,000 units and a sold-out
@@ -93,28 +92,18 @@ buy scenarios rotate through --users sessions (a Lua request() picking
 preformatted requests), so the per-user buy bucket of the limits does not
 refuse them; run the edge with generous per-ip and global limits
 (configs/bench-limits.yaml), or loopback wrk measures 429s instead.`,
-		Example: `  seckill bench edge --public http://127.0.0.1:8080 --admin http://127.0.0.1:8081 \
+		`  seckill bench edge --public http://127.0.0.1:8080 --admin http://127.0.0.1:8081 \
     --admin-token "$SECKILL_ADMIN_TOKEN" --hello http://127.0.0.1:18000 --json edge.json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.Public == "" || cfg.Admin == "" || cfg.Hello == "" || cfg.AdminToken == "" {
-				return errors.New("--public, --admin, --hello and --admin-token are required")
+		func(cmd *cobra.Command) error {
+			if err := needAll("--public, --admin, --hello and --admin-token are required", cfg.Public, cfg.Admin, cfg.Hello, cfg.AdminToken); err != nil {
+				return err
 			}
 			cfg.Progress = stderr
 			r, err := bench.RunEdge(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			r.Command = commandLine(cmd)
-			fmt.Fprintln(stdout)
-			bench.PrintEdge(stdout, r)
-			return writeJSON(cmd, r)
-		},
-	}
+			return report(cmd, stdout, r, err, func(r *bench.EdgeResult) { r.Command = commandLine(cmd) }, bench.PrintEdge)
+		})
 	fs := cmd.Flags()
-	fs.StringVar(&cfg.Public, "public", "", "base URL of the edge's public API")
-	fs.StringVar(&cfg.Admin, "admin", "", "base URL of the edge's admin API")
-	envFlag(fs, getenv, &cfg.AdminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "Bearer token of the admin API")
+	edgeFlags(fs, getenv, &cfg.Public, &cfg.Admin, &cfg.AdminToken)
 	fs.StringVar(&cfg.Hello, "hello", "", "base URL of the bare handler of seckill bench hello (the baseline)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "wrk -d of each scenario")
 	fs.IntVar(&cfg.Connections, "connections", 64, "wrk -c")
@@ -129,10 +118,8 @@ refuse them; run the edge with generous per-ip and global limits
 
 func benchChainCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
 	var cfg bench.ChainConfig
-	cmd := &cobra.Command{
-		Use:   "chain",
-		Short: "Latency the edge's full protection chain adds to a purchase, at the median",
-		Long: `Time purchases through the edge against reservations sent straight to the
+	cmd := benchCommand("chain", "Latency the edge's full protection chain adds to a purchase, at the median",
+		`Time purchases through the edge against reservations sent straight to the
 backend, one request at a time over one keep-alive client.
 
 For -n users, challenge -> solve -> path are prepared untimed (in batches of
@@ -141,28 +128,18 @@ timed through the edge; for -n other users (ids from POST /v1/admin/users)
 POST /v1/reservations {item_id, user_id, request_id} is timed on the
 backend. The two alternate. Reports medians, p90 and p99 of both and the
 difference of the medians: what the chain adds.`,
-		Example: `  seckill bench chain --public http://127.0.0.1:8080 --admin http://127.0.0.1:8081 \
+		`  seckill bench chain --public http://127.0.0.1:8080 --admin http://127.0.0.1:8081 \
     --admin-token "$SECKILL_ADMIN_TOKEN" --backend http://127.0.0.1:8090 -n 2000`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.Public == "" || cfg.Admin == "" || cfg.Backend == "" || cfg.AdminToken == "" {
-				return errors.New("--public, --admin, --backend and --admin-token are required")
+		func(cmd *cobra.Command) error {
+			if err := needAll("--public, --admin, --backend and --admin-token are required", cfg.Public, cfg.Admin, cfg.Backend, cfg.AdminToken); err != nil {
+				return err
 			}
 			cfg.Progress = stderr
 			r, err := bench.RunChain(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			r.Command = commandLine(cmd)
-			fmt.Fprintln(stdout)
-			bench.PrintChain(stdout, r)
-			return writeJSON(cmd, r)
-		},
-	}
+			return report(cmd, stdout, r, err, func(r *bench.ChainResult) { r.Command = commandLine(cmd) }, bench.PrintChain)
+		})
 	fs := cmd.Flags()
-	fs.StringVar(&cfg.Public, "public", "", "base URL of the edge's public API")
-	fs.StringVar(&cfg.Admin, "admin", "", "base URL of the edge's admin API")
-	envFlag(fs, getenv, &cfg.AdminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "Bearer token of the admin API")
+	edgeFlags(fs, getenv, &cfg.Public, &cfg.Admin, &cfg.AdminToken)
 	envFlag(fs, getenv, &cfg.Backend, "backend", "SECKILL_BACKEND_URL", "", "base URL of the backend API")
 	envFlag(fs, getenv, &cfg.BackendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token of the backend's /v1/admin/*")
 	fs.IntVarP(&cfg.N, "n", "n", 2000, "timed purchases on each side")
@@ -170,6 +147,42 @@ difference of the medians: what the chain adds.`,
 	fs.IntVar(&cfg.Warmup, "warmup", 100, "untimed purchases on each side first (negative: none)")
 	fs.StringVar(&cfg.Challenge, "challenge", "none", "challenge of the item created (none, pow); none falls back to pow if the edge refuses it")
 	return cmd
+}
+
+// report finishes a bench subcommand: on success it stamps the result
+// (setCommand), prints it after a blank line and writes the --json file.
+func report[R any](cmd *cobra.Command, stdout io.Writer, r R, err error, setCommand func(R), print func(io.Writer, R)) error {
+	if err != nil {
+		return err
+	}
+	setCommand(r)
+	fmt.Fprintln(stdout)
+	print(stdout, r)
+	return writeJSON(cmd, r)
+}
+
+// benchCommand is a bench subcommand without arguments running run.
+func benchCommand(use, short, long, example string, run func(cmd *cobra.Command) error) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Long: long, Example: example, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd) }}
+}
+
+// needAll is errors.New(msg) when any of vals is empty.
+func needAll(msg string, vals ...string) error {
+	for _, v := range vals {
+		if v == "" {
+			return errors.New(msg)
+		}
+	}
+	return nil
+}
+
+// edgeFlags adds the flags naming the edge under test: --public, --admin
+// and --admin-token ($SECKILL_ADMIN_TOKEN).
+func edgeFlags(fs *pflag.FlagSet, getenv func(string) string, public, admin, adminToken *string) {
+	fs.StringVar(public, "public", "", "base URL of the edge's public API")
+	fs.StringVar(admin, "admin", "", "base URL of the edge's admin API")
+	envFlag(fs, getenv, adminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "Bearer token of the admin API")
 }
 
 // writeJSON writes v to the file of the inherited --json flag, if set.
