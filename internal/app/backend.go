@@ -90,16 +90,10 @@ func StartBackend(ctx context.Context, cfg BackendConfig) (*Backend, error) {
 }
 
 func startBackend(ctx context.Context, gr *group, cfg BackendConfig, log *slog.Logger) (*Backend, error) {
-	db, err := postgres.Open(ctx, cfg.PGURL)
+	db, rdb, err := cfg.Stores.openDBAndRedis(ctx, gr)
 	if err != nil {
 		return nil, err
 	}
-	gr.onClose(db.Close)
-	rdb, err := RedisClient(cfg.RedisURL)
-	if err != nil {
-		return nil, err
-	}
-	gr.onClose(func() { _ = rdb.Close() })
 	st := stock.New(rdb, cfg.RedisPrefix)
 	svc := backend.New(db, st, log)
 	var guard *stock.Guard

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"seckill/internal/redisconf"
+	"seckill/postgres"
 )
 
 // Stores are the servers a role talks to; each role uses the ones it
@@ -51,6 +53,22 @@ func (s Stores) validate(ps *Problems, redisOn, amqpOn, pgOn bool) {
 			ps.add("pg-url", "%q is not a PostgreSQL URL such as postgres://user@127.0.0.1:5432/seckill?sslmode=disable", MaskURL(s.PGURL))
 		}
 	}
+}
+
+// openDBAndRedis opens the PostgreSQL store and the Redis client of a role
+// that needs both (backend, worker); gr closes each at shutdown.
+func (s Stores) openDBAndRedis(ctx context.Context, gr *group) (*postgres.DB, *redis.Client, error) {
+	db, err := postgres.Open(ctx, s.PGURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	gr.onClose(db.Close)
+	rdb, err := RedisClient(s.RedisURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	gr.onClose(func() { _ = rdb.Close() })
+	return db, rdb, nil
 }
 
 // RedisClient is a client with the production timeouts and retry policy

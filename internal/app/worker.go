@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"seckill/httpapi"
-	"seckill/postgres"
 	"seckill/queue"
 	"seckill/stock"
 	"seckill/worker"
@@ -68,16 +67,10 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 }
 
 func startWorker(ctx context.Context, gr *group, cfg WorkerConfig, log *slog.Logger) (*Worker, error) {
-	db, err := postgres.Open(ctx, cfg.PGURL)
+	db, rdb, err := cfg.Stores.openDBAndRedis(ctx, gr)
 	if err != nil {
 		return nil, err
 	}
-	gr.onClose(db.Close)
-	rdb, err := RedisClient(cfg.RedisURL)
-	if err != nil {
-		return nil, err
-	}
-	gr.onClose(func() { _ = rdb.Close() })
 	cons := queue.NewConsumer(queue.ConsumerConfig{
 		URL: cfg.AMQPURL, Topology: queue.Topology{Queue: cfg.Queue, DeliveryLimit: cfg.DeliveryLimit},
 		Prefetch: cfg.Prefetch, BatchSize: cfg.Batch, FlushInterval: cfg.Flush, Logger: log,
