@@ -74,11 +74,12 @@ type CreateItemRequest struct {
 	StartsAt   time.Time `json:"starts_at"`
 	EndsAt     time.Time `json:"ends_at"`
 	Challenge  string    `json:"challenge"`
+	SaleRules
 }
 
 // Item returns the item the request asks for.
 func (r CreateItemRequest) Item() Item {
-	return Item{Name: r.Name, PriceCents: r.PriceCents, Stock: r.Stock, StartsAt: r.StartsAt, EndsAt: r.EndsAt, Challenge: r.Challenge}
+	return Item{Name: r.Name, PriceCents: r.PriceCents, Stock: r.Stock, StartsAt: r.StartsAt, EndsAt: r.EndsAt, Challenge: r.Challenge, SaleRules: r.SaleRules}
 }
 
 // Challenge kinds an item may ask for.
@@ -115,7 +116,7 @@ func ValidateItem(it *Item) error {
 	case it.Challenge != ChallengeCaptcha && it.Challenge != ChallengePoW && it.Challenge != ChallengeNone:
 		return Errorf(EInvalid, "challenge must be captcha, pow or none")
 	}
-	return nil
+	return validateRules(it)
 }
 
 // Limits on what a user may choose, and on one admin call.

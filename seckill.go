@@ -23,6 +23,9 @@ type Item struct {
 	// "pow" or "none". The backend stores it and does not interpret it.
 	Challenge string    `json:"challenge"`
 	CreatedAt time.Time `json:"created_at"`
+	// SaleRules: eligibility and allocation (rules.go); its JSON fields
+	// are the item's own.
+	SaleRules
 }
 
 // OrderMessage is what a successful reservation appends to the outbox and

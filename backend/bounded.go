@@ -80,10 +80,10 @@ func (b bounded) Ping(ctx context.Context) error {
 	return b.db.Ping(ctx)
 }
 
-func (b bounded) CreateUser(ctx context.Context, username, passwordHash string) (int64, error) {
+func (b bounded) CreateUser(ctx context.Context, username, passwordHash, network string) (int64, error) {
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
-	return b.users.CreateUser(ctx, username, passwordHash)
+	return b.users.CreateUser(ctx, username, passwordHash, network)
 }
 
 func (b bounded) Credentials(ctx context.Context, username string) (int64, string, error) {

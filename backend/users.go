@@ -78,7 +78,7 @@ func (s *Service) SetPasswordHashing(slots, queue int) { s.hash.init(slots, queu
 
 // Users is the account store (package postgres).
 type Users interface {
-	CreateUser(ctx context.Context, username, passwordHash string) (int64, error)
+	CreateUser(ctx context.Context, username, passwordHash, network string) (int64, error)
 	Credentials(ctx context.Context, username string) (int64, string, error)
 	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
 }
@@ -106,7 +106,7 @@ func (s *Service) Register(ctx context.Context, name, password string) (int64, e
 	if err != nil {
 		return 0, err
 	}
-	return s.users.CreateUser(ctx, name, string(hash))
+	return s.users.CreateUser(ctx, name, string(hash), "")
 }
 
 var (

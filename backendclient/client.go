@@ -151,7 +151,7 @@ func (c *Client) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item,
 	var out struct {
 		Item seckill.Item `json:"item"`
 	}
-	req := seckill.CreateItemRequest{Name: it.Name, PriceCents: it.PriceCents, Stock: it.Stock, StartsAt: it.StartsAt, EndsAt: it.EndsAt, Challenge: it.Challenge}
+	req := seckill.CreateItemRequest{Name: it.Name, PriceCents: it.PriceCents, Stock: it.Stock, StartsAt: it.StartsAt, EndsAt: it.EndsAt, Challenge: it.Challenge, SaleRules: it.SaleRules}
 	err := c.do(ctx, http.MethodPost, "/v1/admin/items", req, &out)
 	return out.Item, err
 }

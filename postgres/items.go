@@ -10,12 +10,21 @@ import (
 	"seckill"
 )
 
-const itemColumns = "id, name, price_cents, stock, starts_at, ends_at, challenge, created_at"
+const itemColumns = "id, name, price_cents, stock, starts_at, ends_at, challenge, created_at, rules::text"
 
 func scanItem(row pgx.Row) (seckill.Item, error) {
-	var it seckill.Item
-	err := row.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &it.StartsAt, &it.EndsAt, &it.Challenge, &it.CreatedAt)
-	return it, err
+	var (
+		it    seckill.Item
+		rules string
+	)
+	err := row.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &it.StartsAt, &it.EndsAt, &it.Challenge, &it.CreatedAt, &rules)
+	if err != nil {
+		return seckill.Item{}, err
+	}
+	if it.SaleRules, err = seckill.UnmarshalRules(rules); err != nil {
+		return seckill.Item{}, fmt.Errorf("item %d: %w", it.ID, err)
+	}
+	return it, nil
 }
 
 // CreateItem stores it (its ID and CreatedAt are ignored) and returns it as
@@ -23,11 +32,15 @@ func scanItem(row pgx.Row) (seckill.Item, error) {
 // gives an error with code seckill.EInvalid: the table's checks are the
 // last line of defence behind the admin API's own validation.
 func (db *DB) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error) {
+	rules, err := seckill.MarshalRules(it.SaleRules)
+	if err != nil {
+		return seckill.Item{}, fmt.Errorf("creating item: %w", err)
+	}
 	stored, err := scanItem(db.pool.QueryRow(ctx, `
-		INSERT INTO items (name, price_cents, stock, starts_at, ends_at, challenge)
-		VALUES ($1, $2, $3, $4, $5, $6)
+		INSERT INTO items (name, price_cents, stock, starts_at, ends_at, challenge, rules)
+		VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
 		RETURNING `+itemColumns,
-		it.Name, it.PriceCents, it.Stock, it.StartsAt, it.EndsAt, it.Challenge))
+		it.Name, it.PriceCents, it.Stock, it.StartsAt, it.EndsAt, it.Challenge, rules))
 	if err != nil {
 		return seckill.Item{}, fmt.Errorf("creating item: %w", unavailable(invalidData(err)))
 	}

@@ -83,7 +83,7 @@ func TestPasswords(t *testing.T) {
 	if err != nil {
 		t.Fatalf("HashPassword: %v", err)
 	}
-	if _, err := db.CreateUser(ctx, "alice", hash); err != nil {
+	if _, err := db.CreateUser(ctx, "alice", hash, ""); err != nil {
 		t.Fatalf("CreateUser: %v", err)
 	}
 	u, err := db.UserByName(ctx, "alice")

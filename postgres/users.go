@@ -21,11 +21,13 @@ type User = seckill.User
 // name; a name already taken, or one with the same key (username.Key:
 // "Alice" when "alice" exists), gives an error with code
 // seckill.EUsernameTaken.
-func (db *DB) CreateUser(ctx context.Context, name, passwordHash string) (int64, error) {
+//
+// network is the registration network kept on the account (User.Network).
+func (db *DB) CreateUser(ctx context.Context, name, passwordHash, network string) (int64, error) {
 	var id int64
 	err := db.pool.QueryRow(ctx,
-		"INSERT INTO users (username, username_key, password_hash) VALUES ($1, $2, $3) RETURNING id",
-		name, username.Key(name), passwordHash).Scan(&id)
+		"INSERT INTO users (username, username_key, password_hash, network) VALUES ($1, $2, $3, $4) RETURNING id",
+		name, username.Key(name), passwordHash, network).Scan(&id)
 	if isCode(err, uniqueViolation) {
 		return 0, seckill.Errorf(seckill.EUsernameTaken, "username %q is taken", name)
 	}
@@ -40,8 +42,8 @@ func (db *DB) CreateUser(ctx context.Context, name, passwordHash string) (int64,
 func (db *DB) UserByName(ctx context.Context, name string) (User, error) {
 	var u User
 	err := db.pool.QueryRow(ctx,
-		"SELECT id, username, password_hash, created_at FROM users WHERE username_key = $1",
-		username.Key(name)).Scan(&u.ID, &u.Username, &u.PasswordHash, &u.CreatedAt)
+		"SELECT id, username, password_hash, created_at, network FROM users WHERE username_key = $1",
+		username.Key(name)).Scan(&u.ID, &u.Username, &u.PasswordHash, &u.CreatedAt, &u.Network)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, seckill.Errorf(seckill.ENotFound, "no user %q", name)
 	}

@@ -10,7 +10,7 @@ import (
 	"seckill"
 )
 
-const itemColumns = "id, name, price_cents, stock, starts_at, ends_at, challenge, created_at"
+const itemColumns = "id, name, price_cents, stock, starts_at, ends_at, challenge, created_at, rules"
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -18,10 +18,14 @@ func scanItem(row scanner) (seckill.Item, error) {
 	var (
 		it                      seckill.Item
 		starts, ends, createdAt int64
+		rules                   string
 	)
-	err := row.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &starts, &ends, &it.Challenge, &createdAt)
+	err := row.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &starts, &ends, &it.Challenge, &createdAt, &rules)
 	if err != nil {
 		return seckill.Item{}, err
+	}
+	if it.SaleRules, err = seckill.UnmarshalRules(rules); err != nil {
+		return seckill.Item{}, fmt.Errorf("item %d: %w", it.ID, err)
 	}
 	it.StartsAt, it.EndsAt, it.CreatedAt = fromMicros(starts), fromMicros(ends), fromMicros(createdAt)
 	return it, nil
@@ -35,11 +39,15 @@ func (db *DB) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, er
 	if err := checkText(it.Name, it.Challenge); err != nil {
 		return seckill.Item{}, fmt.Errorf("creating item: %w", err)
 	}
+	rules, err := seckill.MarshalRules(it.SaleRules)
+	if err != nil {
+		return seckill.Item{}, fmt.Errorf("creating item: %w", err)
+	}
 	stored, err := scanItem(db.w.QueryRowContext(ctx, `
-		INSERT INTO items (name, price_cents, stock, starts_at, ends_at, challenge, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
+		INSERT INTO items (name, price_cents, stock, starts_at, ends_at, challenge, created_at, rules)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		RETURNING `+itemColumns,
-		it.Name, it.PriceCents, it.Stock, micros(it.StartsAt), micros(it.EndsAt), it.Challenge, micros(time.Now())))
+		it.Name, it.PriceCents, it.Stock, micros(it.StartsAt), micros(it.EndsAt), it.Challenge, micros(time.Now()), rules))
 	if err != nil {
 		return seckill.Item{}, fmt.Errorf("creating item: %w", unavailable(invalidData(err)))
 	}

@@ -119,7 +119,7 @@ func TestPragmas(t *testing.T) {
 	}
 
 	m1, m2 := openDSN(t, ":memory:"), openDSN(t, "")
-	if _, err := m1.CreateUser(ctx, "alice", ""); err != nil {
+	if _, err := m1.CreateUser(ctx, "alice", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m1.UserByName(ctx, "alice"); err != nil {

@@ -29,7 +29,7 @@ func TestUnavailableWhileLocked(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	t0 := time.Now()
-	_, err = db.CreateUser(wctx, "locked_out", "")
+	_, err = db.CreateUser(wctx, "locked_out", "", "")
 	t.Logf("write against a locked file after %v: %v", time.Since(t0).Round(time.Millisecond), err)
 	wantCode(t, err, seckill.EDependency)
 	if code := seckill.ErrorCode(unavailable(errors.New("scanning: bad column"))); code != seckill.EInternal {

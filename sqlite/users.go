@@ -21,14 +21,16 @@ type User = seckill.User
 // name; a name already taken gives an error with code seckill.EUsernameTaken.
 //
 // A name with the key of an existing one (username.Key) is taken too.
-func (db *DB) CreateUser(ctx context.Context, name, passwordHash string) (int64, error) {
-	if err := checkText(name, passwordHash); err != nil {
+//
+// network is the registration network kept on the account (User.Network).
+func (db *DB) CreateUser(ctx context.Context, name, passwordHash, network string) (int64, error) {
+	if err := checkText(name, passwordHash, network); err != nil {
 		return 0, fmt.Errorf("creating user: %w", err)
 	}
 	var id int64
 	err := db.w.QueryRowContext(ctx,
-		"INSERT INTO users (username, username_key, password_hash, created_at) VALUES (?, ?, ?, ?) RETURNING id",
-		name, username.Key(name), passwordHash, micros(time.Now())).Scan(&id)
+		"INSERT INTO users (username, username_key, password_hash, created_at, network) VALUES (?, ?, ?, ?, ?) RETURNING id",
+		name, username.Key(name), passwordHash, micros(time.Now()), network).Scan(&id)
 	if isUnique(err) {
 		return 0, seckill.Errorf(seckill.EUsernameTaken, "username %q is taken", name)
 	}
@@ -46,8 +48,8 @@ func (db *DB) UserByName(ctx context.Context, name string) (User, error) {
 		created int64
 	)
 	err := db.r.QueryRowContext(ctx,
-		"SELECT id, username, password_hash, created_at FROM users WHERE username_key = ?",
-		username.Key(name)).Scan(&u.ID, &u.Username, &u.PasswordHash, &created)
+		"SELECT id, username, password_hash, created_at, network FROM users WHERE username_key = ?",
+		username.Key(name)).Scan(&u.ID, &u.Username, &u.PasswordHash, &created, &u.Network)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, seckill.Errorf(seckill.ENotFound, "no user %q", name)
 	}

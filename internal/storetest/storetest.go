@@ -70,6 +70,7 @@ func Run(t *testing.T, e Engine) {
 		{"ConcurrentInsertOrders", concurrentInsertOrders},
 		{"Canceled", canceled},
 		{"UsernamesNormalised", usernamesNormalised},
+		{"RulesAndNetwork", rulesAndNetwork},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -129,7 +130,7 @@ func migrationsIdempotent(t *testing.T, e Engine) {
 	if want != e.Migrations || want < 1 {
 		t.Fatalf("%d migrations recorded, want %d", want, e.Migrations)
 	}
-	if _, err := first.CreateUser(ctx, "alice", ""); err != nil {
+	if _, err := first.CreateUser(ctx, "alice", "", ""); err != nil {
 		t.Fatalf("CreateUser: %v", err)
 	}
 	first.Close()
@@ -179,11 +180,11 @@ func users(t *testing.T, e Engine) {
 	ctx := context.Background()
 	db := e.Open(t)
 	before := time.Now().Truncate(time.Microsecond)
-	id, err := db.CreateUser(ctx, "alice", "$2a$10$hash")
+	id, err := db.CreateUser(ctx, "alice", "$2a$10$hash", "")
 	if err != nil {
 		t.Fatalf("CreateUser: %v", err)
 	}
-	_, err = db.CreateUser(ctx, "alice", "")
+	_, err = db.CreateUser(ctx, "alice", "", "")
 	wantCode(t, err, seckill.EUsernameTaken)
 
 	u, err := db.UserByName(ctx, "alice")
@@ -208,7 +209,7 @@ func users(t *testing.T, e Engine) {
 
 	// PostgreSQL refuses invalid UTF-8 with an uncoded error; so must
 	// every store.
-	if _, err := db.CreateUser(ctx, "bad\xff", ""); err == nil || seckill.ErrorCode(err) != seckill.EInternal {
+	if _, err := db.CreateUser(ctx, "bad\xff", "", ""); err == nil || seckill.ErrorCode(err) != seckill.EInternal {
 		t.Errorf("CreateUser(invalid UTF-8) = %v, want an internal error", err)
 	}
 }
@@ -689,12 +690,12 @@ func BenchmarkInsertOrders(b *testing.B, db Store) {
 func usernamesNormalised(t *testing.T, e Engine) {
 	ctx := context.Background()
 	db := e.Open(t)
-	id, err := db.CreateUser(ctx, "alice", "h")
+	id, err := db.CreateUser(ctx, "alice", "h", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"alice", "Alice", "ALICE", "aIice", "al1ce", "\uff41\uff4c\uff49\uff43\uff45"} {
-		if _, err := db.CreateUser(ctx, n, "h2"); seckill.ErrorCode(err) != seckill.EUsernameTaken {
+		if _, err := db.CreateUser(ctx, n, "h2", ""); seckill.ErrorCode(err) != seckill.EUsernameTaken {
 			t.Errorf("CreateUser(%q) beside alice: %v, want username_taken", n, err)
 		}
 		u, err := db.UserByName(ctx, n)
@@ -711,5 +712,53 @@ func usernamesNormalised(t *testing.T, e Engine) {
 	}
 	if n := e.Count(t, db, "SELECT count(*) FROM users"); n != 3 {
 		t.Fatalf("%d users; want 3 (alice, one bob, carol)", n)
+	}
+}
+
+// rulesAndNetwork: an item's sale rules and an account's registration
+// network come back as stored (migration 0003).
+func rulesAndNetwork(t *testing.T, e Engine) {
+	ctx := context.Background()
+	db := e.Open(t)
+	if _, err := db.CreateUser(ctx, "carol", "h", "203.0.113.0/24"); err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	if _, err := db.EnsureUsers(ctx, []string{"dave"}); err != nil {
+		t.Fatalf("EnsureUsers: %v", err)
+	}
+	for name, want := range map[string]string{"carol": "203.0.113.0/24", "dave": ""} {
+		u, err := db.UserByName(ctx, name)
+		if err != nil || u.Network != want {
+			t.Errorf("UserByName(%s) = %+v, %v; want network %q", name, u, err, want)
+		}
+	}
+
+	base := time.Now().Truncate(time.Second).UTC()
+	rules := seckill.SaleRules{
+		MinAccountAge: seckill.Duration(72 * time.Hour), MaxPerNetwork: 3,
+		Allocation:    seckill.AllocationDraw,
+		EntriesOpenAt: base, EntriesCloseAt: base.Add(time.Hour), DrawAt: base.Add(2 * time.Hour),
+		ClaimWindow: seckill.Duration(10 * time.Minute), Waitlist: 5,
+	}
+	it, err := db.CreateItem(ctx, seckill.Item{Name: "ruled", Stock: 1, StartsAt: base, EndsAt: base.Add(3 * time.Hour), Challenge: "pow", SaleRules: rules})
+	if err != nil {
+		t.Fatalf("CreateItem: %v", err)
+	}
+	got, err := db.Item(ctx, it.ID)
+	if err != nil {
+		t.Fatalf("Item: %v", err)
+	}
+	g := got.SaleRules
+	if g.MinAccountAge != rules.MinAccountAge || g.MaxPerNetwork != 3 || g.Allocation != seckill.AllocationDraw ||
+		!g.EntriesOpenAt.Equal(base) || !g.EntriesCloseAt.Equal(rules.EntriesCloseAt) || !g.DrawAt.Equal(rules.DrawAt) ||
+		g.ClaimWindow != rules.ClaimWindow || g.Waitlist != 5 {
+		t.Errorf("Item rules = %+v, want %+v", g, rules)
+	}
+	plain, err := db.CreateItem(ctx, seckill.Item{Name: "plain", Stock: 1, StartsAt: base, EndsAt: base.Add(time.Hour), Challenge: "pow"})
+	if err != nil {
+		t.Fatalf("CreateItem: %v", err)
+	}
+	if got, _ := db.Item(ctx, plain.ID); got.SaleRules != (seckill.SaleRules{}) || got.AllocationMode() != seckill.AllocationRace {
+		t.Errorf("item without rules reads back %+v", got.SaleRules)
 	}
 }
