@@ -48,6 +48,24 @@ type ItemView struct {
 	State     ItemState `json:"state"`
 }
 
+// Account is what the edge knows of a buyer without asking anybody: the
+// user id and the facts a sale's eligibility rules (rules.go) need, from
+// the signed session token. The backend's login returns it; the edge
+// passes it with every reservation.
+type Account struct {
+	ID int64 `json:"user_id"`
+	// CreatedAt is when the account was made; zero when unknown (a session
+	// token signed before tokens carried it). A sale with eligibility
+	// rules refuses an unknown account.
+	CreatedAt time.Time `json:"created_at,omitzero"`
+	// Network is the registration network (User.Network); "" for
+	// accounts made in bulk, which count as a network of their own.
+	Network string `json:"network,omitempty"`
+}
+
+// Known reports whether the account's facts are known.
+func (a Account) Known() bool { return !a.CreatedAt.IsZero() }
+
 // Reservation is the answer to a successful purchase attempt.
 type Reservation struct {
 	Status    OrderStatus `json:"status"`

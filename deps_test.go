@@ -12,7 +12,7 @@ import (
 // through the contract of package seckill and never links the backend's
 // queue or database drivers; lab is a black-box client of the public API
 // and links no store at all; the shipped binary links no test-only
-// browser driver.
+// browser driver and no test-only store hook (internal/testhook).
 func TestImportGraph(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("no go command")
@@ -22,6 +22,7 @@ func TestImportGraph(t *testing.T) {
 		pgx     = "github.com/jackc/pgx"
 		redis   = "github.com/redis/go-redis"
 		browser = "github.com/chromedp"
+		hook    = "seckill/internal/testhook"
 	)
 	for _, c := range []struct {
 		pkg       string
@@ -33,7 +34,7 @@ func TestImportGraph(t *testing.T) {
 		{"./bench", []string{pgx, amqp, redis}},
 		{"./apiclient", []string{pgx, amqp, redis}},
 		{"./backendclient", []string{pgx, amqp, redis}},
-		{"./cmd/seckill", []string{browser}},
+		{"./cmd/seckill", []string{browser, hook}},
 	} {
 		out, err := exec.Command("go", "list", "-deps", c.pkg).CombinedOutput()
 		if err != nil {

@@ -127,6 +127,10 @@ const (
 	EMediaType   Code = "unsupported_media_type" // a browser request whose body is not application/json
 )
 
+// ENotEligible: the account may not take part in this sale (its
+// eligibility rules: min_account_age, max_per_network; issue 15).
+const ENotEligible Code = "not_eligible"
+
 // Error is an error with a machine-readable code.
 type Error struct {
 	Code    Code

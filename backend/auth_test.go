@@ -112,7 +112,7 @@ func TestClientSendsCredential(t *testing.T) {
 	now := time.Now()
 	id := e.item(t, now.Add(-time.Minute), now.Add(time.Hour), 5)
 	good := backendclient.New(e.srv.URL, "adm", nil)
-	if _, err := good.Reserve(t.Context(), id, 7, "c1"); err != nil {
+	if _, err := good.Reserve(t.Context(), id, seckill.Account{ID: 7}, "c1"); err != nil {
 		t.Fatalf("reserve with the right token: %v", err)
 	}
 	if _, err := good.Status(t.Context(), id, 7); err != nil {
@@ -120,7 +120,7 @@ func TestClientSendsCredential(t *testing.T) {
 	}
 	for _, token := range []string{"", "wrong"} {
 		bad := backendclient.New(e.srv.URL, token, nil)
-		_, err := bad.Reserve(t.Context(), id, 8, "c2")
+		_, err := bad.Reserve(t.Context(), id, seckill.Account{ID: 8}, "c2")
 		var ue *seckill.UnavailableError
 		if !errors.As(err, &ue) {
 			t.Fatalf("reserve with token %q: %v (%T), want UnavailableError", token, err, err)

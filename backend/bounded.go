@@ -74,6 +74,12 @@ func (b bounded) OrderRefs(ctx context.Context, itemID int64) (map[int64]string,
 	return b.db.OrderRefs(ctx, itemID)
 }
 
+func (b bounded) OrderNetworks(ctx context.Context, itemID int64) (map[int64]string, error) {
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return b.db.OrderNetworks(ctx, itemID)
+}
+
 func (b bounded) Ping(ctx context.Context) error {
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
@@ -90,6 +96,12 @@ func (b bounded) Credentials(ctx context.Context, username string) (int64, strin
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	return b.users.Credentials(ctx, username)
+}
+
+func (b bounded) UserByName(ctx context.Context, username string) (seckill.User, error) {
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return b.users.UserByName(ctx, username)
 }
 
 func (b bounded) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {

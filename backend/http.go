@@ -152,6 +152,10 @@ type reserveRequest struct {
 	ItemID    int64  `json:"item_id"`
 	UserID    int64  `json:"user_id"`
 	RequestID string `json:"request_id"`
+	// The account's facts from the edge's signed session (eligibility):
+	// absent when unknown.
+	AccountCreatedAt time.Time `json:"account_created_at,omitzero"`
+	Network          string    `json:"network,omitempty"`
 }
 
 func (h *Handler) reserve(c echo.Context) error {
@@ -160,7 +164,8 @@ func (h *Handler) reserve(c echo.Context) error {
 		h.outcomes.WithLabelValues(string(seckill.EInvalid)).Inc()
 		return err
 	}
-	res, err := h.svc.Reserve(c.Request().Context(), req.ItemID, req.UserID, req.RequestID)
+	acct := seckill.Account{ID: req.UserID, CreatedAt: req.AccountCreatedAt, Network: req.Network}
+	res, err := h.svc.Reserve(c.Request().Context(), req.ItemID, acct, req.RequestID)
 	if err != nil {
 		h.outcomes.WithLabelValues(httpapi.CodeLabel(seckill.ErrorCode(err))).Inc()
 		var re *httpapi.RetryError
@@ -280,11 +285,12 @@ func (h *Handler) login(c echo.Context) error {
 	if err := httpapi.BindJSON(c, BodyLimit, &req); err != nil {
 		return err
 	}
-	id, err := h.svc.Login(c.Request().Context(), req.Username, req.Password)
+	a, err := h.svc.Login(c.Request().Context(), req.Username, req.Password)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"user_id": id, "username": req.Username})
+	return c.JSON(http.StatusOK, map[string]any{"user_id": a.ID, "username": req.Username,
+		"created_at": a.CreatedAt, "network": a.Network})
 }
 
 func (h *Handler) ensureUsers(c echo.Context) error {

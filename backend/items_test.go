@@ -51,7 +51,7 @@ func TestItemsRefreshLiveServeEndedFromCopy(t *testing.T) {
 	if l := left(); l[live] != 5 || l[ended] != 5 {
 		t.Fatalf("first list %v", l)
 	}
-	if _, err := svc.Reserve(ctx, live, 1, "r1"); err != nil {
+	if _, err := svc.Reserve(ctx, live, seckill.Account{ID: 1}, "r1"); err != nil {
 		t.Fatal(err)
 	}
 	// Behind the ended item's back (no sale can change it any more).

@@ -28,13 +28,14 @@ type Catalog interface {
 	CountOrders(ctx context.Context, itemID int64) (int64, error)
 	CountFailed(ctx context.Context, itemID int64) (int64, error)
 	OrderRefs(ctx context.Context, itemID int64) (map[int64]string, error)
+	OrderNetworks(ctx context.Context, itemID int64) (map[int64]string, error)
 	Ping(ctx context.Context) error
 }
 
 // Stock is the live counter store (package stock).
 type Stock interface {
-	LoadItem(ctx context.Context, it seckill.Item, sold map[int64]string) error
-	Reserve(ctx context.Context, itemID, userID int64, requestID, orderRef string) (stock.Reservation, error)
+	LoadItem(ctx context.Context, it seckill.Item, sold, nets map[int64]string) error
+	Reserve(ctx context.Context, itemID int64, acct seckill.Account, requestID, orderRef string) (stock.Reservation, error)
 	Buyer(ctx context.Context, itemID, userID int64) (string, bool, error)
 	Counters(ctx context.Context, itemID int64) (stock.Counters, error)
 }
@@ -101,7 +102,7 @@ func (s *Service) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item
 	if err != nil {
 		return seckill.Item{}, fmt.Errorf("creating item: %w", err)
 	}
-	if err := s.st.LoadItem(ctx, it, nil); err != nil {
+	if err := s.st.LoadItem(ctx, it, nil, nil); err != nil {
 		return seckill.Item{}, err
 	}
 	s.log.Info("item created", "item", it.ID, "stock", it.Stock, "starts_at", it.StartsAt, "ends_at", it.EndsAt)
@@ -130,7 +131,7 @@ func (s *Service) load(ctx context.Context, it seckill.Item) error {
 	if err != nil {
 		return err
 	}
-	var sold map[int64]string
+	var sold, nets map[int64]string
 	if !c.Loaded {
 		if sold, err = s.db.OrderRefs(ctx, it.ID); err != nil {
 			return fmt.Errorf("reading orders of item %d: %w", it.ID, err)
@@ -138,21 +139,33 @@ func (s *Service) load(ctx context.Context, it seckill.Item) error {
 		if len(sold) > 0 {
 			s.log.Warn("redis holds no counters for an item with stored orders; resuming from PostgreSQL",
 				"item", it.ID, "orders", len(sold))
+			if it.MaxPerNetwork > 0 {
+				// The per-network counts are counted again from the buyers.
+				if nets, err = s.db.OrderNetworks(ctx, it.ID); err != nil {
+					return fmt.Errorf("reading buyers' networks of item %d: %w", it.ID, err)
+				}
+			}
 		}
 	}
-	return s.st.LoadItem(ctx, it, sold)
+	return s.st.LoadItem(ctx, it, sold, nets)
 }
 
-// Reserve takes one unit of an item for a user. The error codes are
-// unknown_item, not_live, sold_out and already_bought (a
-// *seckill.HeldError naming the order held). An empty requestID
-// gets a fresh one (the call is then not idempotent across retries).
-func (s *Service) Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error) {
+// Reserve takes one unit of an item for an account. The error codes are
+// unknown_item, not_live, not_eligible (the item's eligibility rules, with
+// the account's creation time and network as the edge's signed session
+// says), sold_out and already_bought (a *seckill.HeldError naming the
+// order held). An empty requestID gets a fresh one (the call is then not
+// idempotent across retries).
+func (s *Service) Reserve(ctx context.Context, itemID int64, acct seckill.Account, requestID string) (seckill.Reservation, error) {
+	userID := acct.ID
 	if itemID <= 0 || userID <= 0 {
 		return seckill.Reservation{}, seckill.Errorf(seckill.EInvalid, "item_id and user_id must be positive")
 	}
 	if len(requestID) > 64 || strings.ContainsRune(requestID, '|') {
 		return seckill.Reservation{}, seckill.Errorf(seckill.EInvalid, "request_id must be at most 64 characters without '|'")
+	}
+	if len(acct.Network) > MaxNetworkLen || strings.ContainsRune(acct.Network, '|') {
+		return seckill.Reservation{}, seckill.Errorf(seckill.EInvalid, "network must be at most %d characters without '|'", MaxNetworkLen)
 	}
 	if err := s.drawGate(ctx, itemID, userID); err != nil { // a draw: winners in their claim window only (draw.go)
 		return seckill.Reservation{}, err
@@ -161,7 +174,7 @@ func (s *Service) Reserve(ctx context.Context, itemID, userID int64, requestID s
 	if requestID == "" {
 		requestID = ref
 	}
-	r, err := s.st.Reserve(ctx, itemID, userID, requestID, ref)
+	r, err := s.st.Reserve(ctx, itemID, acct, requestID, ref)
 	if err != nil {
 		return seckill.Reservation{}, err
 	}
@@ -174,7 +187,7 @@ func (s *Service) Reserve(ctx context.Context, itemID, userID int64, requestID s
 		if err := s.load(ctx, it); err != nil {
 			return seckill.Reservation{}, err
 		}
-		if r, err = s.st.Reserve(ctx, itemID, userID, requestID, ref); err != nil {
+		if r, err = s.st.Reserve(ctx, itemID, acct, requestID, ref); err != nil {
 			return seckill.Reservation{}, err
 		}
 	}
@@ -189,8 +202,28 @@ func (s *Service) Reserve(ctx context.Context, itemID, userID int64, requestID s
 		return seckill.Reservation{}, seckill.Errorf(seckill.ENotLive, "the sale of item %d is not open", itemID)
 	case stock.UnknownItem:
 		return seckill.Reservation{}, seckill.Errorf(seckill.EUnknownItem, "no item %d", itemID)
+	case stock.NotEligible:
+		return seckill.Reservation{}, notEligible(r.Reason)
 	}
 	return seckill.Reservation{}, fmt.Errorf("reserving: unknown outcome %q", r.Outcome)
+}
+
+// MaxNetworkLen bounds a network sent with a reservation (an IPv6 /48 in
+// CIDR text is at most 43 bytes).
+const MaxNetworkLen = 64
+
+// notEligible is the answer of a reservation the item's eligibility rules
+// refused, by the script's reason.
+func notEligible(reason string) error {
+	switch reason {
+	case stock.ReasonUnknownAccount:
+		return seckill.Errorf(seckill.ENotEligible, "this sale has eligibility rules and the account's creation time is unknown: log in again")
+	case stock.ReasonAccountAge:
+		return seckill.Errorf(seckill.ENotEligible, "the account is younger than this sale's min_account_age")
+	case stock.ReasonNetwork:
+		return seckill.Errorf(seckill.ENotEligible, "the network this account registered from holds this sale's max_per_network units")
+	}
+	return seckill.Errorf(seckill.ENotEligible, "the account may not take part in this sale")
 }
 
 // NewOrderRef returns a fresh order reference: 128 random bits.

@@ -80,6 +80,9 @@ func (s *Service) SetPasswordHashing(slots, queue int) { s.hash.init(slots, queu
 type Users interface {
 	CreateUser(ctx context.Context, username, passwordHash, network string) (int64, error)
 	Credentials(ctx context.Context, username string) (int64, string, error)
+	// UserByName: the account with its creation time and network, which
+	// login returns for the session to carry (eligibility).
+	UserByName(ctx context.Context, username string) (seckill.User, error)
 	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
 }
 
@@ -114,22 +117,25 @@ var (
 	dummyHash []byte
 )
 
-// Login checks a username and password and returns the user id. A wrong
-// name and a wrong password take the same time and give the same error.
+// Login checks a username and password and returns the account: its id,
+// creation time and registration network (the edge's session carries them
+// for eligibility). A wrong name and a wrong password take the same time
+// and give the same error.
 //
 // The name is normalised as at registration: "ALICE" logs in as alice.
-func (s *Service) Login(ctx context.Context, name, password string) (int64, error) {
+func (s *Service) Login(ctx context.Context, name, password string) (seckill.Account, error) {
 	name = username.Normalize(name)
 	bad := seckill.Errorf(seckill.EBadCredentials, "wrong username or password")
 	if s.users == nil {
-		return 0, errors.New("logging in: no user store")
+		return seckill.Account{}, errors.New("logging in: no user store")
 	}
 	if len(password) > seckill.MaxPassword || seckill.ValidateUsername(name) != nil {
-		return 0, bad
+		return seckill.Account{}, bad
 	}
-	id, hash, err := s.users.Credentials(ctx, name)
+	u, err := s.users.UserByName(ctx, name)
+	hash := u.PasswordHash
 	if err != nil && seckill.ErrorCode(err) != seckill.ENotFound {
-		return 0, err
+		return seckill.Account{}, err
 	}
 	ok := false
 	herr := s.hash.do(ctx, func() {
@@ -141,12 +147,12 @@ func (s *Service) Login(ctx context.Context, name, password string) (int64, erro
 		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
 	})
 	if herr != nil {
-		return 0, herr
+		return seckill.Account{}, herr
 	}
 	if !ok {
-		return 0, bad
+		return seckill.Account{}, bad
 	}
-	return id, nil
+	return seckill.Account{ID: u.ID, CreatedAt: u.CreatedAt, Network: u.Network}, nil
 }
 
 // EnsureUsers returns the ids of the named users, creating the missing ones

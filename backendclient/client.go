@@ -114,10 +114,12 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// Reserve calls POST /v1/reservations.
-func (c *Client) Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error) {
+// Reserve calls POST /v1/reservations for an account (its id, and the
+// creation time and network eligibility checks).
+func (c *Client) Reserve(ctx context.Context, itemID int64, acct seckill.Account, requestID string) (seckill.Reservation, error) {
 	var r seckill.Reservation
-	err := c.do(ctx, http.MethodPost, "/v1/reservations", reserveRequest{ItemID: itemID, UserID: userID, RequestID: requestID}, &r)
+	err := c.do(ctx, http.MethodPost, "/v1/reservations", reserveRequest{ItemID: itemID, UserID: acct.ID, RequestID: requestID,
+		AccountCreatedAt: acct.CreatedAt, Network: acct.Network}, &r)
 	return r, err
 }
 
@@ -172,13 +174,13 @@ func (c *Client) Register(ctx context.Context, username, password string) (int64
 	return out.UserID, err
 }
 
-// Login calls POST /v1/users/login.
-func (c *Client) Login(ctx context.Context, username, password string) (int64, error) {
-	var out struct {
-		UserID int64 `json:"user_id"`
-	}
+// Login calls POST /v1/users/login: the account, with its creation time
+// and network (zero and "" from a backend older than these fields: the
+// session then counts as unknown for sales with eligibility rules).
+func (c *Client) Login(ctx context.Context, username, password string) (seckill.Account, error) {
+	var out seckill.Account
 	err := c.do(ctx, http.MethodPost, "/v1/users/login", credentials{Username: username, Password: password}, &out)
-	return out.UserID, err
+	return out, err
 }
 
 // EnsureUsers calls POST /v1/admin/users.
@@ -192,9 +194,11 @@ func (c *Client) EnsureUsers(ctx context.Context, usernames []string) (map[strin
 
 // reserveRequest is the body of POST /v1/reservations.
 type reserveRequest struct {
-	ItemID    int64  `json:"item_id"`
-	UserID    int64  `json:"user_id"`
-	RequestID string `json:"request_id"`
+	ItemID           int64     `json:"item_id"`
+	UserID           int64     `json:"user_id"`
+	RequestID        string    `json:"request_id"`
+	AccountCreatedAt time.Time `json:"account_created_at,omitzero"`
+	Network          string    `json:"network,omitempty"`
 }
 
 // credentials is the body of POST /v1/users and /v1/users/login.

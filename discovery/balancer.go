@@ -317,9 +317,9 @@ func call[T any](ctx context.Context, b *Balancer, class Class, retry bool, f fu
 // Reserve calls POST /v1/reservations. Reservations are idempotent per
 // request id (every backend shares the stock in Redis), so a reservation
 // whose backend failed is tried once more on another.
-func (b *Balancer) Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error) {
+func (b *Balancer) Reserve(ctx context.Context, itemID int64, acct seckill.Account, requestID string) (seckill.Reservation, error) {
 	return call(ctx, b, ClassReserve, requestID != "", func(c *backendclient.Client) (seckill.Reservation, error) {
-		return c.Reserve(ctx, itemID, userID, requestID)
+		return c.Reserve(ctx, itemID, acct, requestID)
 	})
 }
 
@@ -350,8 +350,8 @@ func (b *Balancer) Register(ctx context.Context, username, password string) (int
 }
 
 // Login checks a user's password.
-func (b *Balancer) Login(ctx context.Context, username, password string) (int64, error) {
-	return call(ctx, b, ClassRead, true, func(c *backendclient.Client) (int64, error) { return c.Login(ctx, username, password) })
+func (b *Balancer) Login(ctx context.Context, username, password string) (seckill.Account, error) {
+	return call(ctx, b, ClassRead, true, func(c *backendclient.Client) (seckill.Account, error) { return c.Login(ctx, username, password) })
 }
 
 // EnsureUsers creates the users missing (idempotent).

@@ -222,7 +222,7 @@ func TestStaticSpreadsAndRetries(t *testing.T) {
 	bal := NewStatic([]string{a.url(), b.url()}, WithLogger(quiet()), WithBreaker(BreakerConfig{ConsecutiveFailures: 3, OpenFor: time.Minute}))
 	ctx := context.Background()
 	for i := range 100 {
-		if _, err := bal.Reserve(ctx, 1, int64(i+1), fmt.Sprint("r", i)); err != nil {
+		if _, err := bal.Reserve(ctx, 1, seckill.Account{ID: int64(i + 1)}, fmt.Sprint("r", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -233,7 +233,7 @@ func TestStaticSpreadsAndRetries(t *testing.T) {
 	// breaker of a opens after 3 failures, so a gets no more tries.
 	a.stop()
 	for i := range 100 {
-		r, err := bal.Reserve(ctx, 1, int64(i+1), fmt.Sprint("s", i))
+		r, err := bal.Reserve(ctx, 1, seckill.Account{ID: int64(i + 1)}, fmt.Sprint("s", i))
 		if err != nil || r.OrderRef != fmt.Sprint("o-s", i) {
 			t.Fatalf("reserve %d with a down: %+v %v", i, r, err)
 		}
@@ -246,7 +246,7 @@ func TestStaticSpreadsAndRetries(t *testing.T) {
 	}
 	// b down too (a's breaker open): the buyer gets UnavailableError.
 	b.stop()
-	_, err := bal.Reserve(ctx, 1, 1, "x")
+	_, err := bal.Reserve(ctx, 1, seckill.Account{ID: 1}, "x")
 	var ue *seckill.UnavailableError
 	if !errors.As(err, &ue) {
 		t.Fatalf("both down: %v", err)
@@ -282,7 +282,7 @@ func TestKillAndReturn(t *testing.T) {
 	waitURLs(t, bal, 5*time.Second, a.url(), b.url())
 
 	for i := range 200 {
-		if _, err := bal.Reserve(ctx, 1, int64(i+1), fmt.Sprint("r", i)); err != nil {
+		if _, err := bal.Reserve(ctx, 1, seckill.Account{ID: int64(i + 1)}, fmt.Sprint("r", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -301,7 +301,7 @@ func TestKillAndReturn(t *testing.T) {
 		if time.Since(killed) > 4*session {
 			t.Fatalf("a still listed %v after the kill", time.Since(killed))
 		}
-		if _, err := bal.Reserve(ctx, 1, int64(n+1), fmt.Sprint("k", n)); err != nil {
+		if _, err := bal.Reserve(ctx, 1, seckill.Account{ID: int64(n + 1)}, fmt.Sprint("k", n)); err != nil {
 			buyerErrors++
 		}
 		n++
@@ -315,7 +315,7 @@ func TestKillAndReturn(t *testing.T) {
 		t.Fatalf("%d buyer errors, %d tries at the dead backend: more than the breaker's %d", buyerErrors, triesDead, fails)
 	}
 	for i := range 100 {
-		if _, err := bal.Reserve(ctx, 1, int64(i+1), fmt.Sprint("g", i)); err != nil {
+		if _, err := bal.Reserve(ctx, 1, seckill.Account{ID: int64(i + 1)}, fmt.Sprint("g", i)); err != nil {
 			t.Fatalf("after a is gone: %v", err)
 		}
 	}
@@ -330,7 +330,7 @@ func TestKillAndReturn(t *testing.T) {
 	register(t, addr, root, a.url(), nil)
 	waitURLs(t, bal, 5*time.Second, a.url(), b.url())
 	for i := range 100 {
-		if _, err := bal.Reserve(ctx, 1, int64(i+1), fmt.Sprint("b", i)); err != nil {
+		if _, err := bal.Reserve(ctx, 1, seckill.Account{ID: int64(i + 1)}, fmt.Sprint("b", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -444,7 +444,7 @@ func TestStartWithoutZooKeeper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bal.Reserve(context.Background(), 1, 1, "r1"); err != nil {
+	if _, err := bal.Reserve(context.Background(), 1, seckill.Account{ID: 1}, "r1"); err != nil {
 		t.Fatalf("reserve with ZooKeeper down: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -494,7 +494,7 @@ func TestCachedListServesWhenZooKeeperIsDown(t *testing.T) {
 	if got := urls(later); !slices.Equal(got, []string{a.url()}) {
 		t.Fatalf("backends from the cache: %v", got)
 	}
-	if _, err := later.Reserve(context.Background(), 1, 1, "c1"); err != nil {
+	if _, err := later.Reserve(context.Background(), 1, seckill.Account{ID: 1}, "c1"); err != nil {
 		t.Fatalf("reserve from the cached list: %v", err)
 	}
 }
@@ -537,7 +537,7 @@ func TestClassesAndBreakerOff(t *testing.T) {
 		t.Fatalf("breakers %v after catalogue failures", st)
 	}
 	a.start(t)
-	if _, err := bal.Reserve(ctx, 1, 1, "r1"); err != nil {
+	if _, err := bal.Reserve(ctx, 1, seckill.Account{ID: 1}, "r1"); err != nil {
 		t.Fatalf("purchase after catalogue failures: %v", err)
 	}
 	if _, err := bal.Items(ctx); !errors.Is(err, ErrNoBackend) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"seckill"
 	"seckill/internal/testenv"
 	"seckill/internal/zkconn"
 )
@@ -79,7 +80,7 @@ func TestRogueRegistrationsIgnored(t *testing.T) {
 		t.Fatalf("rejected %d registrations, want %d", got, len(rogues))
 	}
 	for i := range 20 {
-		if _, err := bal.Reserve(ctx, 1, int64(i), ""); err != nil {
+		if _, err := bal.Reserve(ctx, 1, seckill.Account{ID: int64(i)}, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -97,7 +97,7 @@ func TestBackendsDiscoveredKilledMidSale(t *testing.T) {
 		defer wg.Done()
 		defer func() { <-sem }()
 		defer time.Sleep(80 * time.Millisecond)
-		r, err := bal.Reserve(ctx, item.ID, u, fmt.Sprint("r", u))
+		r, err := bal.Reserve(ctx, item.ID, seckill.Account{ID: u}, fmt.Sprint("r", u))
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -150,7 +150,7 @@ func TestBackendsDiscoveredKilledMidSale(t *testing.T) {
 	// A request cut by the kill may have taken a unit without its answer
 	// reaching the buyer; asking again under the same request id tells.
 	for _, u := range unanswered {
-		r, err := bal.Reserve(ctx, item.ID, u, fmt.Sprint("r", u))
+		r, err := bal.Reserve(ctx, item.ID, seckill.Account{ID: u}, fmt.Sprint("r", u))
 		if err != nil {
 			t.Fatalf("reserve again for user %d: %v", u, err)
 		}

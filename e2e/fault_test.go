@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"seckill"
 	"seckill/internal/testenv"
 )
 
@@ -30,7 +31,7 @@ func (s *stack) reserveAll(item int64, users []int64) map[int64]string {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r, err := s.svc.Reserve(context.Background(), item, u, fmt.Sprint("req-", u))
+			r, err := s.svc.Reserve(context.Background(), item, seckill.Account{ID: u}, fmt.Sprint("req-", u))
 			if err != nil {
 				s.t.Errorf("reserve user %d: %v", u, err)
 				return

@@ -23,11 +23,11 @@ func TestPoisonOrderFailsAndReleasesItsUnit(t *testing.T) {
 	s.startWorker(s.amqpURL)
 
 	const ghost = 987654321 // no such user
-	res, err := s.svc.Reserve(ctx, item.ID, ghost, "g1")
+	res, err := s.svc.Reserve(ctx, item.ID, seckill.Account{ID: ghost}, "g1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.svc.Reserve(ctx, item.ID, good, "g2"); seckill.ErrorCode(err) != seckill.ESoldOut {
+	if _, err := s.svc.Reserve(ctx, item.ID, seckill.Account{ID: good}, "g2"); seckill.ErrorCode(err) != seckill.ESoldOut {
 		t.Fatalf("second buyer before the failure: %v, want sold_out", err)
 	}
 	testenv.Eventually(t, 60*time.Second, "the ghost order to fail", func() bool {
@@ -42,7 +42,7 @@ func TestPoisonOrderFailsAndReleasesItsUnit(t *testing.T) {
 	if st != want {
 		t.Fatalf("stats after failure %+v, want %+v", st, want)
 	}
-	r2, err := s.svc.Reserve(ctx, item.ID, good, "g3")
+	r2, err := s.svc.Reserve(ctx, item.ID, seckill.Account{ID: good}, "g3")
 	if err != nil {
 		t.Fatalf("released unit not sold again: %v", err)
 	}

@@ -63,7 +63,7 @@ func (s *stack) strandOne(lr *lossyRelay, item int64, users []int64, accepted ma
 
 func (s *stack) reserveOne(item, user int64) string {
 	s.t.Helper()
-	r, err := s.svc.Reserve(context.Background(), item, user, fmt.Sprint("req-", user))
+	r, err := s.svc.Reserve(context.Background(), item, seckill.Account{ID: user}, fmt.Sprint("req-", user))
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 // checks.
 type purchase struct {
 	ctx  context.Context
+	ses  Session // who buys: the account's eligibility claims ride with the reservation
 	user int64
 	item int64
 	path string
@@ -29,8 +30,8 @@ func (e *Edge) buy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &purchase{ctx: c.Request().Context(), user: ses.UserID, item: id, path: c.Param("path"), def: e.defences.get(id)}
-	if err := e.checkSale(p); err != nil { // known item, sale window (404, 409), sold-out marker (410), hidden path (403)
+	p := &purchase{ctx: c.Request().Context(), ses: ses, user: ses.UserID, item: id, path: c.Param("path"), def: e.defences.get(id)}
+	if err := e.checkSale(p); err != nil { // known item, sale window (404, 409), sold-out marker (410), eligibility (409), hidden path (403)
 		return err
 	}
 	if err := e.checkRepeatBuyer(p); err != nil { // 409 already_bought
@@ -44,8 +45,9 @@ func (e *Edge) buy(c echo.Context) error {
 }
 
 // checkSale refuses a purchase of an item that is not on sale by the
-// catalogue copy (unknown 404, not live 409), that is sold out (410), or
-// that does not come on a valid hidden path (403).
+// catalogue copy (unknown 404, not live 409), that is sold out (410), that
+// the account may not take part in (409 not_eligible, from the session
+// alone), or that does not come on a valid hidden path (403).
 func (e *Edge) checkSale(p *purchase) error {
 	it, err := e.catalog.Item(p.ctx, p.item)
 	if err != nil {
@@ -55,6 +57,9 @@ func (e *Edge) checkSale(p *purchase) error {
 		return e.checkSoldOutRetry(p)
 	}
 	if err := checkLive(it); err != nil {
+		return err
+	}
+	if err := e.checkEligible(p.ses, it.Item); err != nil {
 		return err
 	}
 	return e.checkPath(p)
@@ -122,7 +127,7 @@ func (e *Edge) reserve(p *purchase) (seckill.Reservation, error) {
 		reqID = p.path[:16] + strconv.FormatInt(p.user, 36)
 	}
 	return doWith(p.ctx, e.guard(), callReserve, p.def, func(ctx context.Context) (seckill.Reservation, error) {
-		return e.be.Reserve(ctx, p.item, p.user, reqID)
+		return e.be.Reserve(ctx, p.item, p.ses.Account(), reqID)
 	})
 }
 
@@ -149,7 +154,7 @@ func (e *Edge) refused(p *purchase, err error) error {
 	case seckill.ESoldOut:
 		e.consumePath(p)
 		e.markSoldOut(p.ctx, p.item)
-	case seckill.ENotLive, seckill.EUnknownItem:
+	case seckill.ENotLive, seckill.EUnknownItem, seckill.ENotEligible:
 		e.consumePath(p)
 	}
 	return err

@@ -36,13 +36,16 @@ import (
 // business answer) is a *seckill.UnavailableError; already_bought is a
 // *seckill.HeldError naming the order held.
 type Backend interface {
-	Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error)
+	// Reserve takes a unit for an account: its id, and the creation time
+	// and network from its session, which the item's eligibility rules
+	// check (409 not_eligible).
+	Reserve(ctx context.Context, itemID int64, acct seckill.Account, requestID string) (seckill.Reservation, error)
 	Status(ctx context.Context, itemID, userID int64) (seckill.OrderState, error)
 	Items(ctx context.Context) ([]seckill.ItemView, error)
 	CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error)
 	Stats(ctx context.Context, id int64) (seckill.Stats, error)
 	Register(ctx context.Context, username, password string) (int64, error)
-	Login(ctx context.Context, username, password string) (int64, error)
+	Login(ctx context.Context, username, password string) (seckill.Account, error)
 	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
 	Ready(ctx context.Context) error
 }

@@ -238,7 +238,7 @@ func (e *Edge) login(c echo.Context) error {
 			return err
 		}
 	}
-	id, err := accountCall(ctx, e, func(ctx context.Context) (int64, error) {
+	acct, err := accountCall(ctx, e, func(ctx context.Context) (seckill.Account, error) {
 		return e.be.Login(ctx, req.Username, req.Password)
 	})
 	if counted && seckill.ErrorCode(err) == seckill.EBadCredentials {
@@ -250,9 +250,9 @@ func (e *Edge) login(c echo.Context) error {
 	if counted {
 		e.loginFails.succeeded(ctx, req.Username)
 	}
-	tok, exp := e.sessions.Sign(id, req.Username)
+	tok, exp := e.sessions.SignAccount(acct, req.Username) // carries created_at and network (eligibility)
 	c.SetCookie(e.sessions.Cookie(tok, exp))
-	return c.JSON(http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC(), "user_id": id})
+	return c.JSON(http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC(), "user_id": acct.ID})
 }
 
 func (e *Edge) items(c echo.Context) error {
@@ -311,6 +311,9 @@ func (e *Edge) challenge(c echo.Context) error {
 	ctx := c.Request().Context()
 	it, err := e.liveItem(ctx, id)
 	if err != nil {
+		return err
+	}
+	if err := e.checkEligible(ses, it.Item); err != nil { // 409 not_eligible, from the session alone
 		return err
 	}
 	if err := e.checkDrawClaim(ctx, it.Item, ses.UserID); err != nil { // a draw: 409 not_drawn (draw.go)

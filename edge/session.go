@@ -26,6 +26,24 @@ type Session struct {
 	// IssuedAt is when the token was signed (unix ms): "log out
 	// everywhere" refuses every token issued before a user's not-before.
 	IssuedAt int64 `json:"i,omitempty"`
+	// Created is when the account was made (unix ms) and Network its
+	// registration network, as login read them: signed with the rest, so
+	// eligibility (min_account_age, max_per_network) costs no I/O. Created
+	// is 0 in tokens made before these claims, and in admin sessions of
+	// accounts whose facts the edge was not told: such a session is
+	// "unknown" and refused by every sale with eligibility rules.
+	Created int64  `json:"c,omitempty"`
+	Network string `json:"w,omitempty"`
+}
+
+// Account is the session's account as the backend is told of it with a
+// reservation: CreatedAt zero when the token does not say.
+func (s Session) Account() seckill.Account {
+	a := seckill.Account{ID: s.UserID, Network: s.Network}
+	if s.Created > 0 {
+		a.CreatedAt = time.UnixMilli(s.Created).UTC()
+	}
+	return a
 }
 
 // sessionKey is one HMAC key: the signing key, or a previous one accepted
@@ -102,18 +120,34 @@ func (s *Sessions) AcceptPrevious(secret []byte, until time.Time) {
 
 var b64 = base64.RawURLEncoding.Strict() // strict: no two spellings of one token
 
-// Sign returns a token for a user and its expiry.
+// Sign returns a token for a user and its expiry. The token does not say
+// when the account was made: sales with eligibility rules refuse it (use
+// SignAccount).
 func (s *Sessions) Sign(userID int64, username string) (string, time.Time) {
 	return s.SignUntil(userID, username, s.now().Add(s.ttl))
 }
 
+// SignAccount returns a token for an account, carrying its creation time
+// and network (the eligibility claims), and its expiry.
+func (s *Sessions) SignAccount(a seckill.Account, username string) (string, time.Time) {
+	return s.sign(a, username, s.now().Add(s.ttl))
+}
+
 // SignUntil returns a token that expires at exp.
 func (s *Sessions) SignUntil(userID int64, username string, exp time.Time) (string, time.Time) {
+	return s.sign(seckill.Account{ID: userID}, username, exp)
+}
+
+func (s *Sessions) sign(a seckill.Account, username string, exp time.Time) (string, time.Time) {
 	exp = exp.Truncate(time.Second)
 	var id [12]byte
 	_, _ = rand.Read(id[:])
-	payload, _ := json.Marshal(Session{UserID: userID, Username: username, Expires: exp.Unix(),
-		ID: b64.EncodeToString(id[:]), IssuedAt: s.now().UnixMilli()})
+	ses := Session{UserID: a.ID, Username: username, Expires: exp.Unix(),
+		ID: b64.EncodeToString(id[:]), IssuedAt: s.now().UnixMilli(), Network: a.Network}
+	if a.Known() {
+		ses.Created = max(a.CreatedAt.UnixMilli(), 1)
+	}
+	payload, _ := json.Marshal(ses)
 	k := s.keys[0]
 	signed := k.id + "." + b64.EncodeToString(payload)
 	return signed + "." + b64.EncodeToString(mac(k.secret, signed)), exp

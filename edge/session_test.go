@@ -111,9 +111,9 @@ type overloadedBackend struct {
 	calls int
 }
 
-func (b *overloadedBackend) Login(context.Context, string, string) (int64, error) {
+func (b *overloadedBackend) Login(context.Context, string, string) (seckill.Account, error) {
 	b.calls++
-	return 0, seckill.Errorf(seckill.EOverloaded, "hashing full")
+	return seckill.Account{}, seckill.Errorf(seckill.EOverloaded, "hashing full")
 }
 
 // After the backend said its password hashing is full, the edge refuses
@@ -129,7 +129,7 @@ func TestAccountsBackoffAfterBackendOverload(t *testing.T) {
 	be := &overloadedBackend{}
 	e := New(Config{SessionSecret: []byte("k")}, Deps{Limiter: lim, Backend: be})
 	login := func() error {
-		_, err := accountCall(context.Background(), e, func(ctx context.Context) (int64, error) { return be.Login(ctx, "a", "b") })
+		_, err := accountCall(context.Background(), e, func(ctx context.Context) (seckill.Account, error) { return be.Login(ctx, "a", "b") })
 		return err
 	}
 	for range 5 {

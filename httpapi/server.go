@@ -61,7 +61,7 @@ func CodeLabel(code seckill.Code) string {
 		seckill.EUsernameTaken, seckill.EUnauthorized, seckill.EForbidden, seckill.EMethod,
 		seckill.EUnavailable, seckill.EOverloaded, seckill.ERateLimited, seckill.EInternal,
 		seckill.EChallengeFailed, seckill.EBadPath, seckill.EBadCredentials, seckill.EDependency,
-		seckill.ECrossOrigin, seckill.EMediaType:
+		seckill.ECrossOrigin, seckill.EMediaType, seckill.ENotEligible:
 		return string(code)
 	case seckill.ENotDrawn: // issue 17
 		return string(code)

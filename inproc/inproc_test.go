@@ -56,7 +56,7 @@ func setup(t *testing.T, units int64) (*stock.Store, *handler) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	st := stock.New(rdb, "t:")
 	now := time.Now()
-	if err := st.LoadItem(context.Background(), seckill.Item{ID: 1, Stock: units, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}, nil); err != nil {
+	if err := st.LoadItem(context.Background(), seckill.Item{ID: 1, Stock: units, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	return st, &handler{stored: map[string]int{}, failed: map[string]string{}}
@@ -88,7 +88,7 @@ func TestEveryOrderStoredOnce(t *testing.T) {
 	stop := run(t, inproc.New(st.Outbox("dev", time.Minute), h, inproc.Config{Batch: 100, DeliveryLimit: 3}))
 	defer stop()
 	for u := int64(1); u <= 2000; u++ {
-		if _, err := st.Reserve(ctx, 1, u, "q", fmt.Sprint("ref-", u)); err != nil {
+		if _, err := st.Reserve(ctx, 1, seckill.Account{ID: u}, "q", fmt.Sprint("ref-", u)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -116,7 +116,7 @@ func TestRestartTakesBackPendingEntries(t *testing.T) {
 	ctx := context.Background()
 	st, h := setup(t, 100)
 	for u := int64(1); u <= 50; u++ {
-		if _, err := st.Reserve(ctx, 1, u, "q", fmt.Sprint("ref-", u)); err != nil {
+		if _, err := st.Reserve(ctx, 1, seckill.Account{ID: u}, "q", fmt.Sprint("ref-", u)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,7 +140,7 @@ func TestMalformedEntryFails(t *testing.T) {
 	ctx := context.Background()
 	st, h := setup(t, 10)
 	for u := int64(1); u <= 3; u++ {
-		if _, err := st.Reserve(ctx, 1, u, "q", fmt.Sprint("ref-", u)); err != nil {
+		if _, err := st.Reserve(ctx, 1, seckill.Account{ID: u}, "q", fmt.Sprint("ref-", u)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -126,6 +126,29 @@ func (db *DB) OrderRefs(ctx context.Context, itemID int64) (map[int64]string, er
 	return refs, nil
 }
 
+// OrderNetworks returns the registration network of every buyer of itemID
+// with a stored order whose account has one (user id -> network), so a
+// Redis that lost its counters counts max_per_network again exactly.
+func (db *DB) OrderNetworks(ctx context.Context, itemID int64) (map[int64]string, error) {
+	rows, err := db.pool.Query(ctx,
+		"SELECT o.user_id, u.network FROM orders o JOIN users u ON u.id = o.user_id WHERE o.item_id = $1 AND u.network <> ''", itemID)
+	if err != nil {
+		return nil, fmt.Errorf("listing buyers' networks: %w", unavailable(err))
+	}
+	nets := make(map[int64]string)
+	var (
+		user int64
+		net  string
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&user, &net}, func() error {
+		nets[user] = net
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("listing buyers' networks: %w", unavailable(err))
+	}
+	return nets, nil
+}
+
 // DuplicateOrders returns the number of (user, item) pairs with more than
 // one order. The unique constraint makes it 0; tests and reconcile check it
 // anyway, since overselling is the one failure a flash sale must not have.

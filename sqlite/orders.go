@@ -167,6 +167,33 @@ func (db *DB) OrderRefs(ctx context.Context, itemID int64) (map[int64]string, er
 	return refs, nil
 }
 
+// OrderNetworks returns the registration network of every buyer of itemID
+// with a stored order whose account has one (user id -> network), so a
+// Redis that lost its counters counts max_per_network again exactly.
+func (db *DB) OrderNetworks(ctx context.Context, itemID int64) (map[int64]string, error) {
+	rows, err := db.r.QueryContext(ctx,
+		"SELECT o.user_id, u.network FROM orders o JOIN users u ON u.id = o.user_id WHERE o.item_id = ? AND u.network <> ''", itemID)
+	if err != nil {
+		return nil, fmt.Errorf("listing buyers' networks: %w", unavailable(err))
+	}
+	defer rows.Close()
+	nets := make(map[int64]string)
+	for rows.Next() {
+		var (
+			user int64
+			net  string
+		)
+		if err := rows.Scan(&user, &net); err != nil {
+			return nil, fmt.Errorf("listing buyers' networks: %w", unavailable(err))
+		}
+		nets[user] = net
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing buyers' networks: %w", unavailable(err))
+	}
+	return nets, nil
+}
+
 // DuplicateOrders returns the number of (user, item) pairs with more than
 // one order. The unique constraint makes it 0; tests and reconcile check it
 // anyway, since overselling is the one failure a flash sale must not have.

@@ -24,6 +24,9 @@ var ErrFrozen = seckill.Errorf(seckill.EUnavailable, "the stock store is being v
 type Durable interface {
 	Items(ctx context.Context) ([]seckill.Item, error)
 	OrderRefs(ctx context.Context, itemID int64) (map[int64]string, error)
+	// OrderNetworks: the registration network of every buyer with a
+	// stored order who has one (user id -> network), for max_per_network.
+	OrderNetworks(ctx context.Context, itemID int64) (map[int64]string, error)
 	CountOrders(ctx context.Context, itemID int64) (int64, error)
 }
 
@@ -375,12 +378,16 @@ func (g *Guard) step(ctx context.Context, r *recovery) bool {
 	re := make([]ReseedItem, 0, len(items))
 	for _, it := range items {
 		sold, err := g.cfg.Source.OrderRefs(ctx, it.ID)
+		var nets map[int64]string
+		if err == nil && it.MaxPerNetwork > 0 && len(sold) > 0 {
+			nets, err = g.cfg.Source.OrderNetworks(ctx, it.ID)
+		}
 		if err != nil {
 			r.reset()
 			g.wait("postgresql: " + err.Error())
 			return false
 		}
-		re = append(re, ReseedItem{Item: it, Sold: sold})
+		re = append(re, ReseedItem{Item: it, Sold: sold, Networks: nets})
 	}
 	if err := g.s.Reseed(ctx, run, re); err != nil {
 		r.reset()
@@ -484,10 +491,13 @@ func (s *Store) checkSameServer(ctx context.Context, runID string, info *redis.S
 	return fmt.Errorf("arming redis %s: server %s answered instead", runID, got)
 }
 
-// ReseedItem is an item and its stored orders (user id -> order ref).
+// ReseedItem is an item and its stored orders (user id -> order ref), with
+// the registration networks of their buyers (user id -> network; needed
+// only for an item with max_per_network).
 type ReseedItem struct {
-	Item seckill.Item
-	Sold map[int64]string
+	Item     seckill.Item
+	Sold     map[int64]string
+	Networks map[int64]string
 }
 
 // reseedChunk is how many buyers one reseed call carries.
@@ -512,19 +522,20 @@ func (s *Store) Reseed(ctx context.Context, runID string, items []ReseedItem) er
 	info := pipe.Info(ctx, "server")
 	for _, r := range items {
 		k := s.ks.Item(r.Item.ID)
-		keys := []string{k.Meta, k.Stock, k.Buyers}
-		head := []any{r.Item.Stock, r.Item.StartsAt.UnixMilli(), r.Item.EndsAt.UnixMilli()}
+		keys := []string{k.Meta, k.Stock, k.Buyers, k.Networks}
+		head := []any{r.Item.Stock, r.Item.StartsAt.UnixMilli(), r.Item.EndsAt.UnixMilli(),
+			r.Item.MinAccountAge.D().Milliseconds(), r.Item.MaxPerNetwork}
 		args := make([]any, 0, 2*reseedChunk)
 		n := 0
 		for user, ref := range r.Sold {
-			args = append(args, strconv.FormatInt(user, 10), ref)
+			args = append(args, strconv.FormatInt(user, 10), storedRecord(r.Item, ref, r.Networks[user]))
 			n++
 			if len(args) == 2*reseedChunk && n < len(r.Sold) {
-				reseedScript.Eval(ctx, pipe, keys, append(append(head[:3:3], "0"), args...)...)
+				reseedScript.Eval(ctx, pipe, keys, append(append(head[:5:5], "0"), args...)...)
 				args = args[:0]
 			}
 		}
-		reseedScript.Eval(ctx, pipe, keys, append(append(head[:3:3], "1"), args...)...)
+		reseedScript.Eval(ctx, pipe, keys, append(append(head[:5:5], "1"), args...)...)
 	}
 	pipe.ScriptLoad(ctx, reserveSrc)
 	pipe.Set(ctx, s.ks.VerifiedRunID(), runID, 0)

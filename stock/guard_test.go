@@ -35,6 +35,10 @@ func (d *durable) Items(context.Context) ([]seckill.Item, error) {
 	return append([]seckill.Item(nil), d.items...), nil
 }
 
+func (d *durable) OrderNetworks(context.Context, int64) (map[int64]string, error) {
+	return nil, nil
+}
+
 func (d *durable) OrderRefs(_ context.Context, item int64) (map[int64]string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -119,7 +123,7 @@ func guarded(t *testing.T, rdb *redis.Client, prefix string, d *durable, ready f
 
 func reserveCode(t *testing.T, s *stock.Store, item, user int64) string {
 	t.Helper()
-	r, err := s.Reserve(context.Background(), item, user, fmt.Sprint("q", user), fmt.Sprint("ref", user))
+	r, err := s.Reserve(context.Background(), item, seckill.Account{ID: user}, fmt.Sprint("q", user), fmt.Sprint("ref", user))
 	if err != nil {
 		return string(seckill.ErrorCode(err))
 	}
@@ -136,7 +140,7 @@ func TestGuardNoscriptFence(t *testing.T) {
 	it := liveItem(1, 10)
 	d := &durable{items: []seckill.Item{it}}
 	s, g, stop := guarded(t, rdb, prefix, d, nil)
-	if err := s.LoadItem(ctx, it, nil); err != nil {
+	if err := s.LoadItem(ctx, it, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if c := reserveCode(t, s, 1, 1); c != "queued" {
@@ -193,7 +197,7 @@ func TestGuardRunIDChangeReseeds(t *testing.T) {
 	d := &durable{items: []seckill.Item{it}, sold: map[int64]map[int64]string{7: {}}}
 	var queueReady atomic.Int64
 	s, g, _ := guarded(t, rdb, prefix, d, func(context.Context) (int, error) { return int(queueReady.Load()), nil })
-	if err := s.LoadItem(ctx, it, nil); err != nil {
+	if err := s.LoadItem(ctx, it, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for u := int64(1); u <= 4; u++ {
@@ -312,7 +316,7 @@ func TestGuardDetectsRealRestart(t *testing.T) {
 	d := &durable{items: []seckill.Item{it}, sold: map[int64]map[int64]string{5: {}}}
 	var queueReady atomic.Int64
 	s, g, _ := guarded(t, rdb, prefix, d, func(context.Context) (int, error) { return int(queueReady.Load()), nil })
-	if err := s.LoadItem(ctx, it, nil); err != nil {
+	if err := s.LoadItem(ctx, it, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for u := int64(1); u <= 3; u++ {
@@ -448,11 +452,11 @@ func TestReseedManyBuyers(t *testing.T) {
 	rdb, prefix := privateRedis(t)
 	s := stock.New(rdb, prefix)
 	it := liveItem(4, 10000)
-	if err := s.LoadItem(ctx, it, nil); err != nil {
+	if err := s.LoadItem(ctx, it, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for u := int64(1); u <= 3; u++ { // Redis buyers; 1 and 2 are stored too
-		if _, err := s.Reserve(ctx, 4, u, fmt.Sprint("q", u), fmt.Sprint("ref", u)); err != nil {
+		if _, err := s.Reserve(ctx, 4, seckill.Account{ID: u}, fmt.Sprint("q", u), fmt.Sprint("ref", u)); err != nil {
 			t.Fatal(err)
 		}
 	}

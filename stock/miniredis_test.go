@@ -11,6 +11,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"seckill"
 	"seckill/internal/rkeys"
 	"seckill/stock"
 )
@@ -29,7 +30,7 @@ func TestMiniredisReserveNeverOversells(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := miniStore(t)
-	if err := s.LoadItem(ctx, liveItem(1, 300), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(1, 300), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var queued, other atomic.Int64
@@ -42,7 +43,7 @@ func TestMiniredisReserveNeverOversells(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				r, err := s.Reserve(ctx, 1, u, fmt.Sprintf("q%d-%d", u, a), fmt.Sprintf("r%d-%d", u, a))
+				r, err := s.Reserve(ctx, 1, seckill.Account{ID: u}, fmt.Sprintf("q%d-%d", u, a), fmt.Sprintf("r%d-%d", u, a))
 				if err != nil {
 					t.Error(err)
 					return
@@ -70,19 +71,19 @@ func TestMiniredisWindowAndIdempotency(t *testing.T) {
 	ctx := context.Background()
 	s, _ := miniStore(t)
 	now := time.Now()
-	if err := s.LoadItem(ctx, liveItem(2, 5), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(2, 5), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	early := liveItem(3, 5)
 	early.StartsAt, early.EndsAt = now.Add(time.Hour), now.Add(2*time.Hour)
-	if err := s.LoadItem(ctx, early, nil); err != nil {
+	if err := s.LoadItem(ctx, early, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if r, _ := s.Reserve(ctx, 3, 1, "q", "r"); r.Outcome != stock.NotLive {
+	if r, _ := s.Reserve(ctx, 3, seckill.Account{ID: 1}, "q", "r"); r.Outcome != stock.NotLive {
 		t.Fatalf("early: %s", r.Outcome)
 	}
-	a, _ := s.Reserve(ctx, 2, 1, "same", "r1")
-	b, _ := s.Reserve(ctx, 2, 1, "same", "r2")
+	a, _ := s.Reserve(ctx, 2, seckill.Account{ID: 1}, "same", "r1")
+	b, _ := s.Reserve(ctx, 2, seckill.Account{ID: 1}, "same", "r2")
 	if a.Outcome != stock.Queued || b.Outcome != stock.Queued || b.OrderRef != "r1" {
 		t.Fatalf("retry: %+v %+v", a, b)
 	}
@@ -99,11 +100,11 @@ func TestMiniredisOutbox(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := miniStore(t)
-	if err := s.LoadItem(ctx, liveItem(1, 100), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(1, 100), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for u := int64(1); u <= 30; u++ {
-		if _, err := s.Reserve(ctx, 1, u, "q", fmt.Sprint("ref-", u)); err != nil {
+		if _, err := s.Reserve(ctx, 1, seckill.Account{ID: u}, "q", fmt.Sprint("ref-", u)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -133,7 +134,7 @@ func TestMiniredisOutboxTakeBackAndRepair(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := miniStore(t)
-	if err := s.LoadItem(ctx, liveItem(1, 100), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(1, 100), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	ob := s.RelayOutbox("a", stock.OutboxOptions{ClaimIdle: 100 * time.Millisecond, StealAfter: time.Hour})
@@ -141,7 +142,7 @@ func TestMiniredisOutboxTakeBackAndRepair(t *testing.T) {
 		t.Fatalf("first claim %d %v", len(got), err)
 	}
 	for u := int64(1); u <= 3; u++ {
-		if _, err := s.Reserve(ctx, 1, u, "q", fmt.Sprint("ref-", u)); err != nil {
+		if _, err := s.Reserve(ctx, 1, seckill.Account{ID: u}, "q", fmt.Sprint("ref-", u)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -19,11 +19,11 @@ import (
 func reserveN(t *testing.T, s *stock.Store, id int64, n int) {
 	t.Helper()
 	ctx := context.Background()
-	if err := s.LoadItem(ctx, liveItem(id, 100), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(id, 100), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for u := int64(1); u <= int64(n); u++ {
-		if _, err := s.Reserve(ctx, id, u, "q", fmt.Sprintf("ref-%d-%d", id, u)); err != nil {
+		if _, err := s.Reserve(ctx, id, seckill.Account{ID: u}, "q", fmt.Sprintf("ref-%d-%d", id, u)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -222,7 +222,7 @@ func TestOutboxTypedEntries(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := testenv.Redis(t)
 	s := stock.New(rdb, prefix)
-	if err := s.LoadItem(ctx, liveItem(5, 10), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(5, 10), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	// An entry written by hand in the stream's field layout (an id of
@@ -233,7 +233,7 @@ func TestOutboxTypedEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := time.Now().Add(-time.Second)
-	if _, err := s.Reserve(ctx, 5, 77, "req-77", "ref-77"); err != nil {
+	if _, err := s.Reserve(ctx, 5, seckill.Account{ID: 77}, "req-77", "ref-77"); err != nil {
 		t.Fatal(err)
 	}
 	bad, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: outboxKey(prefix, 5),

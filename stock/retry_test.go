@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"seckill"
 	"seckill/internal/testenv"
 	"seckill/stock"
 )
@@ -17,17 +18,17 @@ func TestReserveReplyLost(t *testing.T) {
 	f := testenv.RedisBehindProxy(t)
 	s := stock.New(f.Client, f.Prefix)
 	ctx := context.Background()
-	if err := s.LoadItem(ctx, liveItem(11, 5), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(11, 5), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := s.Reserve(ctx, 11, 1, "warm", "o-warm"); err != nil || r.Outcome != stock.Queued {
+	if r, err := s.Reserve(ctx, 11, seckill.Account{ID: 1}, "warm", "o-warm"); err != nil || r.Outcome != stock.Queued {
 		t.Fatalf("warm-up: %+v %v", r, err)
 	}
 	direct := stock.New(f.Direct, f.Prefix)
 	r, err := testenv.LoseReply(t, f, func(ctx context.Context) bool {
 		_, held, _ := direct.Buyer(ctx, 11, 2)
 		return held
-	}, func() (stock.Reservation, error) { return s.Reserve(ctx, 11, 2, "req-2", "o-2") })
+	}, func() (stock.Reservation, error) { return s.Reserve(ctx, 11, seckill.Account{ID: 2}, "req-2", "o-2") })
 	if err != nil {
 		t.Fatalf("reserve after a lost reply: %v", err)
 	}
@@ -51,11 +52,11 @@ func TestReleaseReplyLost(t *testing.T) {
 	s := stock.New(f.Client, f.Prefix)
 	direct := stock.New(f.Direct, f.Prefix)
 	ctx := context.Background()
-	if err := s.LoadItem(ctx, liveItem(12, 2), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(12, 2), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for u, ref := range map[int64]string{1: "o-1", 2: "o-2"} {
-		if _, err := s.Reserve(ctx, 12, u, ref, ref); err != nil {
+		if _, err := s.Reserve(ctx, 12, seckill.Account{ID: u}, ref, ref); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -25,6 +25,14 @@ const (
 	SoldOut       Outcome = "sold_out"
 	NotLive       Outcome = "not_live"
 	UnknownItem   Outcome = "unknown_item"
+	NotEligible   Outcome = "not_eligible"
+)
+
+// Reasons of a NotEligible outcome.
+const (
+	ReasonUnknownAccount = "unknown_account" // the sale has rules and the account's creation time is unknown
+	ReasonAccountAge     = "account_age"     // made after starts_at - min_account_age
+	ReasonNetwork        = "network"         // its network holds max_per_network units already
 )
 
 // Reservation is what Reserve answers.
@@ -32,6 +40,7 @@ type Reservation struct {
 	Outcome   Outcome
 	OrderRef  string // the order of this user for this item, when one exists
 	StockLeft int64
+	Reason    string // why NotEligible (Reason*)
 }
 
 // Store runs the stock scripts on one Redis (or Redis Cluster).
@@ -53,11 +62,14 @@ func (s *Store) Client() redis.UniversalClient { return s.rdb }
 // relayGroup is the consumer group of the relay on every outbox stream.
 const relayGroup = "relay"
 
-// LoadItem makes an item purchasable in Redis, or refreshes its window and
-// total. Live counters are never overwritten. sold lists the orders already
-// stored in PostgreSQL (user id -> order ref); they are used only when Redis
-// holds no counter for the item (a new item, or a Redis that lost its data).
-func (s *Store) LoadItem(ctx context.Context, it seckill.Item, sold map[int64]string) error {
+// LoadItem makes an item purchasable in Redis, or refreshes its window,
+// total and eligibility rules. Live counters are never overwritten. sold
+// lists the orders already stored in PostgreSQL (user id -> order ref) and
+// nets the registration networks of those buyers (user id -> network, for
+// an item with max_per_network); they are used only when Redis holds no
+// counter for the item (a new item, or a Redis that lost its data), and the
+// per-network counts are then counted again from the buyers.
+func (s *Store) LoadItem(ctx context.Context, it seckill.Item, sold, nets map[int64]string) error {
 	k := s.ks.Item(it.ID)
 	exists, err := s.rdb.Exists(ctx, k.Stock).Result()
 	if err != nil {
@@ -66,7 +78,7 @@ func (s *Store) LoadItem(ctx context.Context, it seckill.Item, sold map[int64]st
 	if exists == 0 && len(sold) > 0 {
 		pipe := s.rdb.Pipeline()
 		for user, ref := range sold {
-			pipe.HSetNX(ctx, k.Buyers, strconv.FormatInt(user, 10), ref+"|")
+			pipe.HSetNX(ctx, k.Buyers, strconv.FormatInt(user, 10), storedRecord(it, ref, nets[user]))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("loading buyers of item %d: %w", it.ID, unavailable(err))
@@ -78,8 +90,8 @@ func (s *Store) LoadItem(ctx context.Context, it seckill.Item, sold map[int64]st
 	if err := s.rdb.SAdd(ctx, s.ks.Outboxes(), k.Outbox).Err(); err != nil {
 		return fmt.Errorf("registering outbox of item %d: %w", it.ID, unavailable(err))
 	}
-	err = loadScript.Run(ctx, s.rdb, []string{k.Meta, k.Stock, k.Buyers},
-		it.Stock, it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli()).Err()
+	err = loadScript.Run(ctx, s.rdb, []string{k.Meta, k.Stock, k.Buyers, k.Networks},
+		it.Stock, it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli(), it.MinAccountAge.D().Milliseconds(), it.MaxPerNetwork).Err()
 	if err != nil {
 		return fmt.Errorf("loading item %d: %w", it.ID, unavailable(err))
 	}
@@ -88,15 +100,22 @@ func (s *Store) LoadItem(ctx context.Context, it seckill.Item, sold map[int64]st
 
 func isBusyGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "BUSYGROUP") }
 
-// Reserve takes one unit of an item for a user, or says why not. orderRef
-// names the order if one is taken; requestID makes the call idempotent: the
-// same request sent again returns the first answer and takes nothing more.
-func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, orderRef string) (Reservation, error) {
-	if strings.ContainsRune(requestID, '|') {
-		return Reservation{}, seckill.Errorf(seckill.EInvalid, "request id must not contain '|'")
+// Reserve takes one unit of an item for an account, or says why not.
+// orderRef names the order if one is taken; requestID makes the call
+// idempotent: the same request sent again returns the first answer and
+// takes nothing more. The account's creation time and network are checked
+// against the item's eligibility rules in the same script (NotEligible).
+func (s *Store) Reserve(ctx context.Context, itemID int64, acct seckill.Account, requestID, orderRef string) (Reservation, error) {
+	if strings.ContainsRune(requestID, '|') || strings.ContainsRune(acct.Network, '|') {
+		return Reservation{}, seckill.Errorf(seckill.EInvalid, "request id and network must not contain '|'")
+	}
+	userID := acct.ID
+	var created int64
+	if acct.Known() {
+		created = max(acct.CreatedAt.UnixMilli(), 1)
 	}
 	k := s.ks.Item(itemID)
-	keys := []string{k.Meta, k.Stock, k.Buyers, k.Outbox}
+	keys := []string{k.Meta, k.Stock, k.Buyers, k.Outbox, k.Networks}
 	var res []string
 	var err error
 	if g := s.guard; g != nil {
@@ -105,12 +124,12 @@ func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, or
 		}
 		// EVALSHA and never EVAL: NOSCRIPT means this Redis restarted
 		// (or lost its scripts) since it was last verified.
-		res, err = s.rdb.EvalSha(ctx, reserveScript.Hash(), keys, userID, requestID, orderRef, itemID).StringSlice()
+		res, err = s.rdb.EvalSha(ctx, reserveScript.Hash(), keys, userID, requestID, orderRef, itemID, created, acct.Network).StringSlice()
 		if err != nil {
 			return Reservation{}, fmt.Errorf("reserving item %d: %w", itemID, g.failed(err))
 		}
 	} else {
-		res, err = reserveScript.Run(ctx, s.rdb, keys, userID, requestID, orderRef, itemID).StringSlice()
+		res, err = reserveScript.Run(ctx, s.rdb, keys, userID, requestID, orderRef, itemID, created, acct.Network).StringSlice()
 		if err != nil && isUnavailable(err) {
 			err = reservationUnavailable(err)
 		}
@@ -122,6 +141,9 @@ func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, or
 		return Reservation{}, fmt.Errorf("reserving item %d: unexpected reply %q", itemID, res)
 	}
 	left, _ := strconv.ParseInt(res[2], 10, 64)
+	if Outcome(res[0]) == NotEligible {
+		return Reservation{Outcome: NotEligible, Reason: res[1], StockLeft: left}, nil
+	}
 	return Reservation{Outcome: Outcome(res[0]), OrderRef: res[1], StockLeft: left}, nil
 }
 
@@ -129,7 +151,7 @@ func (s *Store) Reserve(ctx context.Context, itemID, userID int64, requestID, or
 // when the buyer record no longer names that order (already released).
 func (s *Store) Release(ctx context.Context, itemID, userID int64, orderRef string) (bool, error) {
 	k := s.ks.Item(itemID)
-	n, err := releaseScript.Run(ctx, s.rdb, []string{k.Meta, k.Stock, k.Buyers}, userID, orderRef).Int()
+	n, err := releaseScript.Run(ctx, s.rdb, []string{k.Meta, k.Stock, k.Buyers, k.Networks}, userID, orderRef).Int()
 	if err != nil {
 		return false, fmt.Errorf("releasing order %s: %w", orderRef, unavailable(err))
 	}
@@ -163,6 +185,20 @@ func (s *Store) Buyers(ctx context.Context, itemID int64) (map[int64]string, err
 		}
 		ref, _, _ := strings.Cut(v, "|")
 		out[id] = ref
+	}
+	return out, nil
+}
+
+// Networks returns the units held per registration network of an item
+// (counted only for items with max_per_network).
+func (s *Store) Networks(ctx context.Context, itemID int64) (map[string]int64, error) {
+	m, err := s.rdb.HGetAll(ctx, s.ks.Item(itemID).Networks).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading networks of item %d: %w", itemID, unavailable(err))
+	}
+	out := make(map[string]int64, len(m))
+	for n, v := range m {
+		out[n], _ = strconv.ParseInt(v, 10, 64)
 	}
 	return out, nil
 }

@@ -27,7 +27,7 @@ func TestReserveConcurrentNeverOversells(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
-	if err := s.LoadItem(ctx, liveItem(1, 1000), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(1, 1000), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var queued, already, soldOut atomic.Int64
@@ -42,7 +42,7 @@ func TestReserveConcurrentNeverOversells(t *testing.T) {
 				defer wg.Done()
 				defer func() { <-sem }()
 				ref := fmt.Sprintf("r-%d-%d", u, a)
-				r, err := s.Reserve(ctx, 1, u, fmt.Sprintf("q-%d-%d", u, a), ref)
+				r, err := s.Reserve(ctx, 1, seckill.Account{ID: u}, fmt.Sprintf("q-%d-%d", u, a), ref)
 				if err != nil {
 					t.Error(err)
 					return
@@ -96,7 +96,7 @@ func TestReserveOneUserManyAttempts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
-	if err := s.LoadItem(ctx, liveItem(7, 50), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(7, 50), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var queued, already atomic.Int64
@@ -105,7 +105,7 @@ func TestReserveOneUserManyAttempts(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := s.Reserve(ctx, 7, 42, fmt.Sprintf("req-%d", i), fmt.Sprintf("ref-%d", i))
+			r, err := s.Reserve(ctx, 7, seckill.Account{ID: 42}, fmt.Sprintf("req-%d", i), fmt.Sprintf("ref-%d", i))
 			if err != nil {
 				t.Error(err)
 				return
@@ -132,23 +132,23 @@ func TestReserveSameRequestTwiceTakesOneUnit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
-	if err := s.LoadItem(ctx, liveItem(3, 10), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(3, 10), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	first, err := s.Reserve(ctx, 3, 5, "req-A", "ref-1")
+	first, err := s.Reserve(ctx, 3, seckill.Account{ID: 5}, "req-A", "ref-1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The retry carries the same request id (a new ref would be generated
 	// by a naive caller: the script must answer with the first one).
-	second, err := s.Reserve(ctx, 3, 5, "req-A", "ref-2")
+	second, err := s.Reserve(ctx, 3, seckill.Account{ID: 5}, "req-A", "ref-2")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first.Outcome != stock.Queued || second.Outcome != stock.Queued || second.OrderRef != "ref-1" {
 		t.Fatalf("first %+v, second %+v: want both queued with ref-1", first, second)
 	}
-	other, _ := s.Reserve(ctx, 3, 5, "req-B", "ref-3")
+	other, _ := s.Reserve(ctx, 3, seckill.Account{ID: 5}, "req-B", "ref-3")
 	if other.Outcome != stock.AlreadyBought || other.OrderRef != "ref-1" {
 		t.Fatalf("another request of the same user: %+v", other)
 	}
@@ -166,10 +166,10 @@ func TestReserveOutsideWindow(t *testing.T) {
 	early := seckill.Item{ID: 1, Stock: 5, StartsAt: now.Add(time.Hour), EndsAt: now.Add(2 * time.Hour)}
 	late := seckill.Item{ID: 2, Stock: 5, StartsAt: now.Add(-2 * time.Hour), EndsAt: now.Add(-time.Hour)}
 	for _, it := range []seckill.Item{early, late} {
-		if err := s.LoadItem(ctx, it, nil); err != nil {
+		if err := s.LoadItem(ctx, it, nil, nil); err != nil {
 			t.Fatal(err)
 		}
-		r, err := s.Reserve(ctx, it.ID, 1, "q", "r")
+		r, err := s.Reserve(ctx, it.ID, seckill.Account{ID: 1}, "q", "r")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +181,7 @@ func TestReserveOutsideWindow(t *testing.T) {
 			t.Fatalf("item %d: counters %+v changed by a refused attempt", it.ID, c)
 		}
 	}
-	r, _ := s.Reserve(ctx, 99, 1, "q", "r")
+	r, _ := s.Reserve(ctx, 99, seckill.Account{ID: 1}, "q", "r")
 	if r.Outcome != stock.UnknownItem {
 		t.Fatalf("unknown item: %s", r.Outcome)
 	}
@@ -192,16 +192,16 @@ func TestLoadItemKeepsLiveCounters(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	it := liveItem(4, 10)
-	if err := s.LoadItem(ctx, it, nil); err != nil {
+	if err := s.LoadItem(ctx, it, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for u := int64(1); u <= 3; u++ {
-		if _, err := s.Reserve(ctx, 4, u, "q", fmt.Sprint("r", u)); err != nil {
+		if _, err := s.Reserve(ctx, 4, seckill.Account{ID: u}, "q", fmt.Sprint("r", u)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// A backend restart loads the item again, with whatever PostgreSQL has.
-	if err := s.LoadItem(ctx, it, map[int64]string{1: "r1"}); err != nil {
+	if err := s.LoadItem(ctx, it, map[int64]string{1: "r1"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	c, _ := s.Counters(ctx, 4)
@@ -210,14 +210,14 @@ func TestLoadItemKeepsLiveCounters(t *testing.T) {
 	}
 	// A Redis that lost everything resumes from the database.
 	s2 := newStore(t)
-	if err := s2.LoadItem(ctx, it, map[int64]string{1: "r1", 2: "r2"}); err != nil {
+	if err := s2.LoadItem(ctx, it, map[int64]string{1: "r1", 2: "r2"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	c, _ = s2.Counters(ctx, 4)
 	if c.StockLeft != 8 || c.Reserved != 2 {
 		t.Fatalf("counters from database = %+v, want 8 left and 2 reserved", c)
 	}
-	r, _ := s2.Reserve(ctx, 4, 2, "q", "x")
+	r, _ := s2.Reserve(ctx, 4, seckill.Account{ID: 2}, "q", "x")
 	if r.Outcome != stock.AlreadyBought || r.OrderRef != "r2" {
 		t.Fatalf("stored buyer may buy again: %+v", r)
 	}
@@ -227,13 +227,13 @@ func TestReleaseIsIdempotent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
-	if err := s.LoadItem(ctx, liveItem(5, 1), nil); err != nil {
+	if err := s.LoadItem(ctx, liveItem(5, 1), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if r, _ := s.Reserve(ctx, 5, 1, "q", "ref-1"); r.Outcome != stock.Queued {
+	if r, _ := s.Reserve(ctx, 5, seckill.Account{ID: 1}, "q", "ref-1"); r.Outcome != stock.Queued {
 		t.Fatal(r)
 	}
-	if r, _ := s.Reserve(ctx, 5, 2, "q", "ref-2"); r.Outcome != stock.SoldOut {
+	if r, _ := s.Reserve(ctx, 5, seckill.Account{ID: 2}, "q", "ref-2"); r.Outcome != stock.SoldOut {
 		t.Fatalf("want sold out, got %s", r.Outcome)
 	}
 	if ok, _ := s.Release(ctx, 5, 1, "wrong-ref"); ok {
@@ -249,7 +249,7 @@ func TestReleaseIsIdempotent(t *testing.T) {
 	if c.StockLeft != 1 || c.Reserved != 0 || c.Released != 1 {
 		t.Fatalf("counters = %+v", c)
 	}
-	if r, _ := s.Reserve(ctx, 5, 2, "q", "ref-2"); r.Outcome != stock.Queued {
+	if r, _ := s.Reserve(ctx, 5, seckill.Account{ID: 2}, "q", "ref-2"); r.Outcome != stock.Queued {
 		t.Fatalf("released unit not sold again: %s", r.Outcome)
 	}
 }
@@ -259,11 +259,11 @@ func TestOutboxClaimDoneAndRecovery(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	for id := int64(1); id <= 2; id++ {
-		if err := s.LoadItem(ctx, liveItem(id, 100), nil); err != nil {
+		if err := s.LoadItem(ctx, liveItem(id, 100), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		for u := int64(1); u <= 30; u++ {
-			if _, err := s.Reserve(ctx, id, u, "q", fmt.Sprintf("ref-%d-%d", id, u)); err != nil {
+			if _, err := s.Reserve(ctx, id, seckill.Account{ID: u}, "q", fmt.Sprintf("ref-%d-%d", id, u)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -274,7 +274,7 @@ func Pipeline(ctx context.Context, cfg Config, cpuProfile io.Writer) (*PipelineR
 					return
 				}
 				t0 := time.Now()
-				r, err := svc.Reserve(ctx, item.ID, users[i], "")
+				r, err := svc.Reserve(ctx, item.ID, seckill.Account{ID: users[i]}, "")
 				t1 := time.Now()
 				lat[i] = t1.Sub(t0)
 				if err != nil {
@@ -460,7 +460,7 @@ func Pipeline(ctx context.Context, cfg Config, cpuProfile io.Writer) (*PipelineR
 	if err != nil {
 		return nil, err
 	}
-	if _, err := svc.Reserve(ctx, item.ID, extra["late-buyer"], ""); seckill.ErrorCode(err) != seckill.ESoldOut {
+	if _, err := svc.Reserve(ctx, item.ID, seckill.Account{ID: extra["late-buyer"]}, ""); seckill.ErrorCode(err) != seckill.ESoldOut {
 		fail("a buyer after the sale got %v, want sold_out", err)
 	}
 	return res, nil

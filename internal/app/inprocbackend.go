@@ -31,8 +31,8 @@ func unavailable(err error) error {
 	return err
 }
 
-func (b inprocBackend) Reserve(ctx context.Context, itemID, userID int64, requestID string) (seckill.Reservation, error) {
-	r, err := b.svc.Reserve(ctx, itemID, userID, requestID)
+func (b inprocBackend) Reserve(ctx context.Context, itemID int64, acct seckill.Account, requestID string) (seckill.Reservation, error) {
+	r, err := b.svc.Reserve(ctx, itemID, acct, requestID)
 	return r, unavailable(err)
 }
 
@@ -61,9 +61,9 @@ func (b inprocBackend) Register(ctx context.Context, username, password string) 
 	return id, unavailable(err)
 }
 
-func (b inprocBackend) Login(ctx context.Context, username, password string) (int64, error) {
-	id, err := b.svc.Login(ctx, username, password)
-	return id, unavailable(err)
+func (b inprocBackend) Login(ctx context.Context, username, password string) (seckill.Account, error) {
+	a, err := b.svc.Login(ctx, username, password)
+	return a, unavailable(err)
 }
 
 func (b inprocBackend) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {

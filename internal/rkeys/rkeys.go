@@ -4,9 +4,10 @@
 // a prefix of their own). Nothing else joins a prefix to a key name.
 //
 //	key                                       type    owner    what
-//	<p>item:{<item>}:meta                     hash    stock    total, starts_ms, ends_ms, released
+//	<p>item:{<item>}:meta                     hash    stock    total, starts_ms, ends_ms, released, min_age_ms, max_net
 //	<p>item:{<item>}:stock                    string  stock    units left
-//	<p>item:{<item>}:buyers                   hash    stock    user id -> "<order ref>|<request id>"
+//	<p>item:{<item>}:buyers                   hash    stock    user id -> "<order ref>|<request id>[|<network>]"
+//	<p>item:{<item>}:networks                 hash    stock    registration network -> units held (max_per_network)
 //	<p>item:{<item>}:outbox                   stream  stock    accepted orders not yet confirmed by RabbitMQ
 //	                                                           (fields ref, user, item, req; group "relay")
 //	<p>outboxes                               set     stock    every outbox stream, read by the relay
@@ -37,12 +38,15 @@ type Space string
 // Item holds the keys of one item, all in the item's hash slot.
 type Item struct {
 	Meta, Stock, Buyers, Outbox string
+	// Networks counts the units held per registration network (items
+	// with max_per_network).
+	Networks string
 }
 
 // Item returns the keys of an item.
 func (p Space) Item(id int64) Item {
 	base := string(p) + "item:{" + strconv.FormatInt(id, 10) + "}:"
-	return Item{Meta: base + "meta", Stock: base + "stock", Buyers: base + "buyers", Outbox: base + "outbox"}
+	return Item{Meta: base + "meta", Stock: base + "stock", Buyers: base + "buyers", Outbox: base + "outbox", Networks: base + "networks"}
 }
 
 // Outboxes is the set of every outbox stream.

@@ -17,6 +17,7 @@ func TestKeysPinned(t *testing.T) {
 		{it.Stock, "seckill:item:{42}:stock"},
 		{it.Buyers, "seckill:item:{42}:buyers"},
 		{it.Outbox, "seckill:item:{42}:outbox"},
+		{it.Networks, "seckill:item:{42}:networks"},
 		{s.Outboxes(), "seckill:outboxes"},
 		{s.VerifiedRunID(), "seckill:redis:verified_run_id"},
 		{s.RelayAlive("relay-1"), "seckill:relay:alive:relay-1"},
@@ -41,7 +42,7 @@ func TestKeysPinned(t *testing.T) {
 func TestHashTags(t *testing.T) {
 	s := rkeys.Space("seckill:")
 	it := s.Item(9)
-	for _, k := range []string{it.Meta, it.Stock, it.Buyers, it.Outbox, s.Path(9, 3), s.PathAttempt(9, 3), s.SharedPath(9, "ab")} {
+	for _, k := range []string{it.Meta, it.Stock, it.Buyers, it.Outbox, it.Networks, s.Path(9, 3), s.PathAttempt(9, 3), s.SharedPath(9, "ab")} {
 		if tag := hashTag(k); tag != "9" {
 			t.Errorf("%s: hash tag %q, want 9", k, tag)
 		}

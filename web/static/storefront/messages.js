@@ -13,6 +13,7 @@ export const MESSAGES = {
   already_bought: 'You already bought this item: one per customer.',
   not_live: 'The sale is not open right now: it has not started yet, or it is over.',
   sold_out: 'Sold out: every unit has been sold.',
+  not_eligible: 'Your account cannot take part in this sale: it is too new, or accounts from its network already hold the units allowed. If you signed in long ago, sign in again.',
   too_large: 'The request is too large.',
   rate_limited: 'Too many requests.',
   overloaded: 'The shop is very busy right now.',
