@@ -71,13 +71,17 @@ func (p *play) population(ctx context.Context) (*population, error) {
 		ips = p.addressPlan()
 	}
 	var names []string
+	var registering []*actor
+	regs := registrants(sc.Honest.Users, sc.Honest.Register)
 	for i := range sc.Honest.Users {
 		a := &actor{kind: Honest, name: fmt.Sprintf("lab%s-h%d", p.runID, i)}
 		if sc.XFF {
 			a.ip = ips[i]
 		}
 		pop.honest = append(pop.honest, a)
-		if i >= sc.Honest.Register {
+		if regs[i] {
+			registering = append(registering, a)
+		} else {
 			names = append(names, a.name)
 		}
 	}
@@ -106,7 +110,7 @@ func (p *play) population(ctx context.Context) (*population, error) {
 	if n := sc.Honest.Register; n > 0 {
 		rec := &client{api: p.api, rec: &recorder{start: time.Now()}}
 		reg := registrar{p: p, c: rec}
-		out := reg.registerAll(ctx, pop.honest[:n])
+		out := reg.registerAll(ctx, registering)
 		for _, o := range out {
 			pop.honestReg[o]++
 		}
@@ -115,6 +119,16 @@ func (p *play) population(ctx context.Context) (*population, error) {
 	p.logf("%d accounts of long standing (%d honest, %d of bots) and %d honest registrations in %s", len(names),
 		sc.Honest.Users-sc.Honest.Register, len(names)-(sc.Honest.Users-sc.Honest.Register), sc.Honest.Register, time.Since(began).Round(time.Millisecond))
 	return pop, nil
+}
+
+// registrants picks the n honest users (of users) who register through the
+// route: spread evenly over the population, so over its address groups.
+func registrants(users, n int) map[int]bool {
+	out := map[int]bool{}
+	for j := range n {
+		out[j*users/n] = true
+	}
+	return out
 }
 
 // registrar registers accounts through the public route: the registration
@@ -127,9 +141,11 @@ type registrar struct {
 	c *client
 }
 
-// regConcurrency bounds the registrations in flight (each costs the
-// backend a password hash).
-const regConcurrency = 8
+// regConcurrency bounds the registrations in flight: each costs the
+// backend two password hashes (register, login), and the backend hashes
+// one at a time on two cores with a queue of two (503 overloaded beyond,
+// and each retry spends a token of the per-address registration bucket).
+const regConcurrency = 2
 
 // registerAll registers the actors (setting their tokens) and returns each
 // one's outcome: "201", or the refusal ("429 <code>", "400 challenge_failed").

@@ -121,7 +121,8 @@ type HonestSpec struct {
 	// users not in a group get an address of their own (254 to a /24, as
 	// homes of one provider).
 	Addresses []AddressGroup `yaml:"addresses"`
-	// Register: this many honest users (the first ones) register through
+	// Register: this many honest users (spread evenly over the
+	// population, so over its address groups) register through
 	// the public route (registration challenge, per-network budgets) before
 	// the first sale, from their own (shared) addresses; the others have
 	// accounts of long standing (made through POST /admin/sessions). The
