@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +122,84 @@ func TestLabPathSharing(t *testing.T) {
 				t.Errorf("path_binding on: path_sharer won %d units", won)
 			}
 		})
+	}
+}
+
+// farmScenario: 60 honest users (6 of them register through the route,
+// 30 behind one carrier-NAT /24) arriving over 3 s, an account farm of 20
+// fresh accounts from 4 networks at the first instant and one
+// early-arrival bot, for 20 units, two seeds.
+const farmScenario = `
+name: farm-e2e
+units: 20
+challenge: pow
+start_in: 14s
+next_start_in: 3s
+xff: true
+duration: 20s
+bot_linger: 500ms
+settle: 20s
+seeds: [1, 2]
+honest:
+  users: 60
+  arrival: uniform
+  over: 3s
+  register: 6
+  addresses:
+    - {name: carrier_nat, users: 30, per_ip: 15, ips_per_network: 2}
+bots:
+  - {kind: account_farm, accounts: 20, networks: 4, per_ip: 5, register_before: 12s}
+  - {kind: early_arrival, count: 1}
+`
+
+// TestLabFarm: the farm registers its 20 accounts through the public route
+// (registration challenge, 5 to an address, 4 fresh /24s), plays them at
+// the first instant of both sales and takes far more than its share of the
+// accounts: the verdict is BOTS_WON and names it; the invariants hold over
+// both seeds.
+func TestLabFarm(t *testing.T) {
+	t.Parallel()
+	env := newEdgeEnv(t, shippedRules(t), edge.Config{Difficulty: 8, PathTTL: 2 * time.Second})
+	sc, err := lab.Parse([]byte(farmScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := lab.Run(ctx, sc, lab.Config{EdgeURL: env.pub.URL, AdminURL: env.adm.URL, AdminToken: env.token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	rep.WriteTable(&buf)
+	t.Logf("farm:\n%s", buf.String())
+	if !rep.InvariantsHeld() || len(rep.Seeds) != 2 {
+		t.Fatalf("verdict %s over %d seeds: %s", rep.Verdict, len(rep.Seeds), rep.Headline)
+	}
+	pop := rep.Population
+	if pop.FarmRegistration["201"] != 20 || len(pop.FarmRegistration) != 1 {
+		t.Errorf("farm registrations %v, want 20 × 201 (once, for both sales)", pop.FarmRegistration)
+	}
+	if pop.HonestRegistration["201"] != 6 || pop.HonestRefusedBudget != 0 || pop.HonestNotEligible != 0 {
+		t.Errorf("honest registration %v, refused %d + %d", pop.HonestRegistration, pop.HonestRefusedBudget, pop.HonestNotEligible)
+	}
+	var farm, sold int
+	for _, s := range rep.Shares {
+		sold = s.UnitsSold
+		if s.Kind == lab.AccountFarm {
+			farm = s.Units
+			if s.Accounts != 40 || !s.Beat {
+				t.Errorf("farm share test: %+v", s)
+			}
+		}
+	}
+	if sold != 40 || rep.Invariants.Final.Orders != 40 {
+		t.Errorf("sold %d (orders %d), want 40 over two sales of 20", sold, rep.Invariants.Final.Orders)
+	}
+	if rep.Verdict != lab.VerdictBotsWon || !slices.Contains(rep.BotsThatBeat(), lab.AccountFarm) || !strings.Contains(rep.Headline, "account_farm won") {
+		t.Errorf("farm won %d of %d: verdict %s: %s", farm, sold, rep.Verdict, rep.Headline)
+	}
+	if ea := rep.Actor(lab.EarlyArrival); ea.Requests == 0 || ea.UnitsWon > 2 {
+		t.Errorf("early_arrival: %d requests, %d units", ea.Requests, ea.UnitsWon)
 	}
 }

@@ -19,6 +19,9 @@ type bot struct {
 	index    int
 	accounts []*actor
 	lim      *rate.Limiter
+	// regBegan, registered (farms): when its accounts' registration began
+	// and ended; zero until then.
+	regBegan, registered time.Time
 }
 
 // makeBots makes the bots and their accounts: the same names in every sale
@@ -32,9 +35,16 @@ func (r *runner) makeBots(withFarms bool) []*bot {
 		for i := range spec.Count {
 			n++
 			if spec.Kind == AccountFarm {
-				if withFarms {
-					out = append(out, r.makeFarm(spec, i))
+				if !withFarms {
+					continue
 				}
+				key := fmt.Sprint(n)
+				f := r.p.farms[key]
+				if f == nil || spec.FreshAccounts {
+					f = r.makeFarm(spec, i)
+					r.p.farms[key] = f
+				}
+				out = append(out, f)
 				continue
 			}
 			b := &bot{spec: spec, index: i, lim: rate.NewLimiter(rate.Limit(spec.Rate), 1)}

@@ -92,6 +92,9 @@ type Population struct {
 	// the accounts refused as not eligible.
 	FarmRegistration map[string]int `json:"farm_registration,omitempty"`
 	FarmNotEligible  int            `json:"farm_not_eligible"`
+	// FarmAge: how old the farms' accounts were when the sales opened
+	// (youngest to oldest, Go duration text).
+	FarmAge [2]string `json:"farm_age,omitempty"`
 	// SharedAddresses: the honest address groups of the scenario.
 	SharedAddresses []AddressGroup `json:"shared_addresses,omitempty"`
 }
@@ -282,6 +285,9 @@ func (p *play) build(sales []*saleResult, pop *population) *Report {
 		rep.Seeds = append(rep.Seeds, sr)
 	}
 	pp.HonestNotEligible = len(honestRefused)
+	if len(p.farmAges) > 0 {
+		pp.FarmAge = [2]string{slices.Min(p.farmAges).Round(time.Second).String(), slices.Max(p.farmAges).Round(time.Second).String()}
+	}
 	if pp.HonestUsers > 0 {
 		pp.HonestRefusedShare = float64(pp.HonestRefusedBudget+pp.HonestNotEligible) / float64(pp.HonestUsers)
 	}
@@ -564,7 +570,8 @@ func (rep *Report) writePopulation(w io.Writer) {
 		p.HonestRefusedBudget+p.HonestNotEligible, p.HonestUsers, 100*p.HonestRefusedShare, p.HonestRefusedBudget, p.HonestRegistered,
 		orDash(topOutcomes(p.HonestRegistration)), p.HonestNotEligible)
 	if p.FarmRegistration != nil {
-		fmt.Fprintf(w, "farm accounts: registration %s; %d refused as not eligible\n", topOutcomes(p.FarmRegistration), p.FarmNotEligible)
+		fmt.Fprintf(w, "farm accounts: registration %s; %s to %s old when the sales opened; %d refused as not eligible (in a sale)\n",
+			topOutcomes(p.FarmRegistration), p.FarmAge[0], p.FarmAge[1], p.FarmNotEligible)
 	}
 }
 

@@ -58,6 +58,12 @@ type play struct {
 	// 100.64.0.0/10 (farms), so the per-network budgets of earlier runs on
 	// the same stack do not refuse this one's accounts.
 	honestBase, farmBase, farmNext int
+	// farms: each farm's current accounts (kept from sale to sale unless
+	// fresh_accounts).
+	farms map[string]*bot
+	// farmAges: how old the farms' youngest and oldest accounts were when
+	// each sale opened.
+	farmAges []time.Duration
 }
 
 // runner is one sale (one seed) in progress.
@@ -158,7 +164,7 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 	}
 	var idb [3]byte
 	_, _ = rand.Read(idb[:])
-	p := &play{sc: sc, cfg: cfg, runID: hex.EncodeToString(idb[:]), notes: &noteSet{},
+	p := &play{sc: sc, cfg: cfg, runID: hex.EncodeToString(idb[:]), notes: &noteSet{}, farms: map[string]*bot{},
 		api: apiclient.New(cfg.EdgeURL, cfg.AdminURL, cfg.AdminToken, hc)}
 	var base [4]byte
 	_, _ = rand.Read(base[:])
@@ -190,7 +196,7 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 		if len(sc.Seeds) > 1 {
 			p.logf("seed %d (%d of %d)", seed, i+1, len(sc.Seeds))
 		}
-		res, err := r.playSale(ctx)
+		res, err := r.playSale(ctx, i == 0)
 		if err != nil {
 			return nil, fmt.Errorf("seed %d: %w", seed, err)
 		}
@@ -200,10 +206,13 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 }
 
 // playSale creates the seed's sale and plays it.
-func (r *runner) playSale(ctx context.Context) (*saleResult, error) {
+func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) {
 	sc, cfg := r.sc, r.cfg
 	created := time.Now()
 	startsAt := created.Add(sc.StartIn)
+	if !first {
+		startsAt = created.Add(sc.NextStartIn)
+	}
 	if sc.MinAccountAge > 0 {
 		// The population's accounts must be older than min_account_age
 		// when the sale opens: wait for real time to pass.
@@ -245,7 +254,7 @@ func (r *runner) playSale(ctx context.Context) (*saleResult, error) {
 	// a farm that is not done by the start plays with what it has).
 	var fw sync.WaitGroup
 	for _, b := range bots {
-		if b.spec.Kind != AccountFarm {
+		if b.spec.Kind != AccountFarm || !b.registered.IsZero() {
 			continue
 		}
 		fw.Add(1)
@@ -327,6 +336,11 @@ func (r *runner) playSale(ctx context.Context) (*saleResult, error) {
 	stopBots()
 	bw.Wait()
 	fw.Wait()
+	for _, b := range bots {
+		if b.spec.Kind == AccountFarm && !b.registered.IsZero() {
+			r.p.farmAges = append(r.p.farmAges, start.Sub(b.registered), start.Sub(b.regBegan))
+		}
+	}
 	played := time.Since(start)
 	r.logf("played %s (honest users done after %s)", played.Round(time.Millisecond), honestDone.Round(time.Millisecond))
 

@@ -69,6 +69,9 @@ type Scenario struct {
 	Challenge  string        `yaml:"challenge"`   // pow (default) or none; captcha: honest users give up
 	StartIn    time.Duration `yaml:"start_in"`    // the sale starts this long after it is created
 	SaleLength time.Duration `yaml:"sale_length"` // ends_at - starts_at (default 1h)
+	// NextStartIn: the sales after the first start this long after they
+	// are created (default start_in).
+	NextStartIn time.Duration `yaml:"next_start_in"`
 	// Seeds: one sale per seed, played one after the other; the verdict
 	// pools them. The seed fixes every actor's arrival (default [1];
 	// seckill lab run --seeds N plays seeds 1..N).
@@ -121,7 +124,8 @@ type HonestSpec struct {
 	// users not in a group get an address of their own (254 to a /24, as
 	// homes of one provider).
 	Addresses []AddressGroup `yaml:"addresses"`
-	// Register: this many honest users (the first ones) register through
+	// Register: this many honest users (spread evenly over the
+	// population, so over its address groups) register through
 	// the public route (registration challenge, per-network budgets) before
 	// the first sale, from their own (shared) addresses; the others have
 	// accounts of long standing (made through POST /admin/sessions). The
@@ -159,10 +163,15 @@ type BotSpec struct {
 	// Networks (account_farm): /24 networks the farm's Accounts come
 	// from; PerIP accounts share one address (default 5, the shipped
 	// budget of one address). RegisterBefore: the farm starts registering
-	// this long before the sale starts (default: when the sale is created).
+	// this long before the first sale starts (default: when the sale is
+	// created). FreshAccounts: the farm registers new accounts (from new
+	// networks) before every sale; by default it registers once and plays
+	// every seed's sale with the same accounts, as a farm keeps its
+	// accounts.
 	Networks       int           `yaml:"networks"`
 	PerIP          int           `yaml:"per_ip"`
 	RegisterBefore time.Duration `yaml:"register_before"`
+	FreshAccounts  bool          `yaml:"fresh_accounts"`
 }
 
 // Load reads and checks a scenario file.
@@ -206,6 +215,9 @@ func (s *Scenario) defaults() {
 	}
 	if s.Settle == 0 {
 		s.Settle = 30 * time.Second
+	}
+	if s.NextStartIn == 0 {
+		s.NextStartIn = s.StartIn
 	}
 	if len(s.Seeds) == 0 {
 		s.Seeds = []uint64{1}

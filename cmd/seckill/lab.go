@@ -145,18 +145,18 @@ func defaultReportDir(scenario string, now time.Time) string {
 
 func labCompareCmd(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
-		Use:   "compare REPORT... (report folders or report.json files)",
+		Use:   "compare A B [C...]",
 		Short: "Print lab reports side by side (verdict, shares of units, refusals, latency)",
 		Long: `Print two or more lab reports side by side, one column each: the verdict and
 the bot kinds that beat their share, each actor kind's share of the units
 against its share of the accounts (with the p-value), the honest accounts
-refused, throughput and latency. Give report folders (as written by
+refused, throughput and latency. A, B, C...: report folders (as written by
 "lab run --report") or their report.json files.`,
 		Example: `  seckill lab compare /tmp/ps-on /tmp/ps-off
   seckill lab compare lab-reports/scalpers-race lab-reports/scalpers-race-age lab-reports/scalpers-queue`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 2 {
-				return fmt.Errorf("want at least two reports (folders or report.json files)")
+				return exactArgs("A", "B")(cmd, args)
 			}
 			return nil
 		},

@@ -112,7 +112,7 @@ func TestHelpAndUsage(t *testing.T) {
 		"config validate": "missing FILE (usage: seckill config validate FILE; see seckill config validate --help)",
 		"config rollback": "missing VERSION (usage: seckill config rollback VERSION; see seckill config rollback --help)",
 		"lab run":         "missing SCENARIO.yaml (usage: seckill lab run SCENARIO.yaml; see seckill lab run --help)",
-		"lab compare a":   "missing B/report.json (usage: seckill lab compare A/report.json B/report.json; see seckill lab compare --help)",
+		"lab compare a":   "missing B (usage: seckill lab compare A B; see seckill lab compare --help)",
 		"config push a b": `too many arguments: seckill config push takes FILE, got ["a" "b"] (see seckill config push --help)`,
 	} {
 		if _, _, err := runCmd(t, strings.Fields(args)...); err == nil || err.Error() != want {
