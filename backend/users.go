@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -19,10 +20,16 @@ import (
 // waiting at most hashWait, and beyond it 503 overloaded with Retry-After
 // at once. A login flood then takes half the cores at most and never
 // starves reservations (issue 13 M5).
+//
+// While RunHashing runs, the hashes themselves run on its pool of
+// low-priority OS threads (hashpool.go): the kernel gives reservations the
+// CPU first and bcrypt what is left. Without it (tests, a stopped pool)
+// they run on the caller's goroutine.
 type hashGate struct {
 	once  sync.Once
 	slots chan struct{}
 	queue chan struct{}
+	pool  atomic.Pointer[hashPool] // set while RunHashing runs
 }
 
 const hashWait = time.Second
@@ -41,7 +48,7 @@ func (g *hashGate) init(slots, queue int) {
 
 var errHashBusy = &httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded, "too many password checks in progress; retry shortly"), After: time.Second}
 
-// do runs f holding a hashing slot.
+// do runs f holding a hashing slot, on the pool's threads when it runs.
 func (g *hashGate) do(ctx context.Context, f func()) error {
 	g.init(0, -1)
 	select {
@@ -67,14 +74,26 @@ func (g *hashGate) do(ctx context.Context, f func()) error {
 		}
 	}
 	defer func() { <-g.slots }()
-	f()
+	if p := g.pool.Load(); p == nil || !p.run(f) {
+		f()
+	}
 	return nil
 }
 
 // SetPasswordHashing bounds password hashing to slots at once and queue
-// waiting (before the first login or registration; default max(1,
-// cores/2) and twice that).
+// waiting (before the first login or registration and before RunHashing;
+// default max(1, cores/2) and twice that).
 func (s *Service) SetPasswordHashing(slots, queue int) { s.hash.init(slots, queue) }
+
+// RunHashing runs the password hashing threads until ctx ends, then waits
+// for them (app.StartBackend runs it for the backend's life). There are as
+// many as hashing slots, each on its own OS thread at the lowest CPU
+// priority (nice 19, Linux), so a login flood slows logins down, and sheds
+// them with 503 overloaded, rather than purchases.
+func (s *Service) RunHashing(ctx context.Context) error {
+	s.hash.init(0, -1)
+	return runHashPool(ctx, &s.hash.pool, cap(s.hash.slots), s.log)
+}
 
 // Users is the account store (package postgres).
 type Users interface {
