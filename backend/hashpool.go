@@ -28,21 +28,40 @@ type hashPool struct {
 }
 
 type hashJob struct {
-	f    func()
-	done chan struct{}
+	f       func()
+	release func() // frees the caller's slot, once f has run
+	done    chan struct{}
 }
 
-// run runs f on a pool thread and waits for it to finish. It returns false,
-// without running f, when the pool has stopped.
-func (p *hashPool) run(f func()) bool {
-	j := hashJob{f: f, done: make(chan struct{})}
+// run runs f on a pool thread, then release, and waits at most wait for
+// it: past that, or when ctx ends, it returns errHashBusy or ctx's error
+// at once, and f and release still run (f must not touch what the caller
+// reads after an error). When the pool has stopped, f runs on the caller.
+func (p *hashPool) run(ctx context.Context, f func(), wait time.Duration, release func()) error {
+	j := hashJob{f: f, release: release, done: make(chan struct{})}
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	select {
 	case p.jobs <- j:
 	case <-p.stopped:
-		return false
+		defer release()
+		f()
+		return nil
+	case <-ctx.Done():
+		release()
+		return ctx.Err()
+	case <-t.C:
+		release()
+		return errHashBusy
 	}
-	<-j.done
-	return true
+	select {
+	case <-j.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return errHashBusy
+	}
 }
 
 func (p *hashPool) work(first bool, log *slog.Logger) {
@@ -54,6 +73,7 @@ func (p *hashPool) work(first bool, log *slog.Logger) {
 		select {
 		case j := <-p.jobs:
 			j.f()
+			j.release()
 			close(j.done)
 		case <-p.stopped:
 			return

@@ -30,9 +30,21 @@ type hashGate struct {
 	slots chan struct{}
 	queue chan struct{}
 	pool  atomic.Pointer[hashPool] // set while RunHashing runs
+	// runWait bounds the wait for a hash on the pool (hashRunWait).
+	runWait time.Duration
 }
 
-const hashWait = time.Second
+const (
+	// hashWait bounds the wait in the queue for a slot.
+	hashWait = time.Second
+	// hashRunWait bounds the wait for a hash on the low-priority threads,
+	// which get little CPU while purchases take it all: then the caller
+	// gets 503 overloaded (the hash finishes, unused, before its slot is
+	// free again). An answer within hashWait+hashRunWait stays well
+	// inside the edge's 10 s backend timeout, so a starved login is an
+	// overload answer, never a failed call to the backend.
+	hashRunWait = 2 * time.Second
+)
 
 func (g *hashGate) init(slots, queue int) {
 	g.once.Do(func() {
@@ -43,6 +55,7 @@ func (g *hashGate) init(slots, queue int) {
 			queue = 2 * slots
 		}
 		g.slots, g.queue = make(chan struct{}, slots), make(chan struct{}, queue)
+		g.runWait = hashRunWait
 	})
 }
 
@@ -73,10 +86,11 @@ func (g *hashGate) do(ctx context.Context, f func()) error {
 			return errHashBusy
 		}
 	}
-	defer func() { <-g.slots }()
-	if p := g.pool.Load(); p == nil || !p.run(f) {
-		f()
+	if p := g.pool.Load(); p != nil {
+		return p.run(ctx, f, g.runWait, func() { <-g.slots })
 	}
+	defer func() { <-g.slots }()
+	f()
 	return nil
 }
 
