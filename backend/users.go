@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -19,13 +20,31 @@ import (
 // waiting at most hashWait, and beyond it 503 overloaded with Retry-After
 // at once. A login flood then takes half the cores at most and never
 // starves reservations (issue 13 M5).
+//
+// While RunHashing runs, the hashes themselves run on its pool of
+// low-priority OS threads (hashpool.go): the kernel gives reservations the
+// CPU first and bcrypt what is left. Without it (tests, a stopped pool)
+// they run on the caller's goroutine.
 type hashGate struct {
 	once  sync.Once
 	slots chan struct{}
 	queue chan struct{}
+	pool  atomic.Pointer[hashPool] // set while RunHashing runs
+	// runWait bounds the wait for a hash on the pool (hashRunWait).
+	runWait time.Duration
 }
 
-const hashWait = time.Second
+const (
+	// hashWait bounds the wait in the queue for a slot.
+	hashWait = time.Second
+	// hashRunWait bounds the wait for a hash on the low-priority threads,
+	// which get little CPU while purchases take it all: then the caller
+	// gets 503 overloaded (the hash finishes, unused, before its slot is
+	// free again). An answer within hashWait+hashRunWait stays well
+	// inside the edge's 10 s backend timeout, so a starved login is an
+	// overload answer, never a failed call to the backend.
+	hashRunWait = 2 * time.Second
+)
 
 func (g *hashGate) init(slots, queue int) {
 	g.once.Do(func() {
@@ -36,12 +55,13 @@ func (g *hashGate) init(slots, queue int) {
 			queue = 2 * slots
 		}
 		g.slots, g.queue = make(chan struct{}, slots), make(chan struct{}, queue)
+		g.runWait = hashRunWait
 	})
 }
 
 var errHashBusy = &httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded, "too many password checks in progress; retry shortly"), After: time.Second}
 
-// do runs f holding a hashing slot.
+// do runs f holding a hashing slot, on the pool's threads when it runs.
 func (g *hashGate) do(ctx context.Context, f func()) error {
 	g.init(0, -1)
 	select {
@@ -66,15 +86,28 @@ func (g *hashGate) do(ctx context.Context, f func()) error {
 			return errHashBusy
 		}
 	}
+	if p := g.pool.Load(); p != nil {
+		return p.run(ctx, f, g.runWait, func() { <-g.slots })
+	}
 	defer func() { <-g.slots }()
 	f()
 	return nil
 }
 
 // SetPasswordHashing bounds password hashing to slots at once and queue
-// waiting (before the first login or registration; default max(1,
-// cores/2) and twice that).
+// waiting (before the first login or registration and before RunHashing;
+// default max(1, cores/2) and twice that).
 func (s *Service) SetPasswordHashing(slots, queue int) { s.hash.init(slots, queue) }
+
+// RunHashing runs the password hashing threads until ctx ends, then waits
+// for them (app.StartBackend runs it for the backend's life). There are as
+// many as hashing slots, each on its own OS thread at the lowest CPU
+// priority (nice 19, Linux), so a login flood slows logins down, and sheds
+// them with 503 overloaded, rather than purchases.
+func (s *Service) RunHashing(ctx context.Context) error {
+	s.hash.init(0, -1)
+	return runHashPool(ctx, &s.hash.pool, cap(s.hash.slots), s.log)
+}
 
 // Users is the account store (package postgres).
 type Users interface {

@@ -159,6 +159,8 @@ func startBackend(ctx context.Context, gr *group, cfg BackendConfig, log *slog.L
 	if relay != nil {
 		gr.Go("relay", func() error { return relay.relay.Run(gr.bg) })
 	}
+	// Password hashing on its low-priority threads (issue 13 M5).
+	gr.Go("password hashing", func() error { return svc.RunHashing(gr.bg) })
 	var zreg *discovery.Registration
 	srv := httpapi.NewServer(h)
 	gr.onShutdown(func() {
