@@ -127,6 +127,10 @@ const (
 	EMediaType   Code = "unsupported_media_type" // a browser request whose body is not application/json
 )
 
+// ENotAdmitted: a sale with a waiting room (allocation queue) hands out a
+// challenge, a path or a purchase only with a valid admission pass (issue 16).
+const ENotAdmitted Code = "not_admitted"
+
 // Error is an error with a machine-readable code.
 type Error struct {
 	Code    Code

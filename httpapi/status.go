@@ -25,7 +25,7 @@ func Status(code seckill.Code) int {
 		return http.StatusNotFound
 	case seckill.EMethod:
 		return http.StatusMethodNotAllowed
-	case seckill.ENotLive, seckill.EAlreadyBought, seckill.EConflict, seckill.EUsernameTaken:
+	case seckill.ENotLive, seckill.EAlreadyBought, seckill.EConflict, seckill.EUsernameTaken, seckill.ENotAdmitted:
 		return http.StatusConflict
 	case seckill.ESoldOut:
 		return http.StatusGone
