@@ -39,6 +39,12 @@ type SaleRules struct {
 	NewUsersPerMinute int64     `json:"new_users_per_minute,omitzero"`
 	TotalActiveUsers  int64     `json:"total_active_users,omitzero"`
 	SessionDuration   Duration  `json:"session_duration,omitzero"`
+	// QueueChallenge: joining the queue takes a solved challenge
+	// (POST /api/items/{id}/queue/challenge). AbandonAfter: a waiting
+	// ticket not polled for this long is skipped (default
+	// DefaultAbandonAfter).
+	QueueChallenge bool     `json:"queue_challenge,omitempty"`
+	AbandonAfter   Duration `json:"abandon_after,omitzero"`
 
 	// Draw (allocation draw, issue 17).
 	EntriesOpenAt  time.Time `json:"entries_open_at,omitzero"`
@@ -121,19 +127,73 @@ func CheckEligible(it Item, acct Account) error {
 	return nil
 }
 
+// Waiting-room defaults (a zero field takes them) and bounds.
+const (
+	DefaultNewUsersPerMinute = 60
+	DefaultSessionDuration   = 10 * time.Minute
+	DefaultAbandonAfter      = 5 * time.Minute
+	MaxNewUsersPerMinute     = 6_000_000
+	MinSessionDuration       = time.Second
+	MaxSessionDuration       = 24 * time.Hour
+	MinAbandonAfter          = 10 * time.Second
+	MaxAbandonAfter          = time.Hour
+)
+
+// QueueRate is new_users_per_minute with its default.
+func (r SaleRules) QueueRate() int64 {
+	if r.NewUsersPerMinute <= 0 {
+		return DefaultNewUsersPerMinute
+	}
+	return r.NewUsersPerMinute
+}
+
+// QueueSession is session_duration with its default.
+func (r SaleRules) QueueSession() time.Duration {
+	if r.SessionDuration <= 0 {
+		return DefaultSessionDuration
+	}
+	return r.SessionDuration.D()
+}
+
+// QueueAbandon is abandon_after with its default.
+func (r SaleRules) QueueAbandon() time.Duration {
+	if r.AbandonAfter <= 0 {
+		return DefaultAbandonAfter
+	}
+	return r.AbandonAfter.D()
+}
+
+// QueueOpens is when the waiting room opens: queue_opens_at, or the start
+// of the sale (no pre-queue) when it is not set.
+func (it Item) QueueOpens() time.Time {
+	if it.QueueOpensAt.IsZero() {
+		return it.StartsAt
+	}
+	return it.QueueOpensAt
+}
+
 func validateQueue(it *Item) error {
 	r := it.SaleRules
 	if r.AllocationMode() != AllocationQueue {
-		if !r.QueueOpensAt.IsZero() || r.NewUsersPerMinute != 0 || r.TotalActiveUsers != 0 || r.SessionDuration != 0 {
-			return Errorf(EInvalid, "queue_opens_at, new_users_per_minute, total_active_users and session_duration need allocation queue")
+		if !r.QueueOpensAt.IsZero() || r.NewUsersPerMinute != 0 || r.TotalActiveUsers != 0 || r.SessionDuration != 0 ||
+			r.QueueChallenge || r.AbandonAfter != 0 {
+			return Errorf(EInvalid, "queue_opens_at, new_users_per_minute, total_active_users, session_duration, queue_challenge and abandon_after need allocation queue")
 		}
 		return nil
 	}
 	switch {
 	case !r.QueueOpensAt.IsZero() && r.QueueOpensAt.After(it.StartsAt):
 		return Errorf(EInvalid, "queue_opens_at must not be after starts_at")
-	case r.NewUsersPerMinute < 0 || r.TotalActiveUsers < 0 || r.SessionDuration < 0:
-		return Errorf(EInvalid, "new_users_per_minute, total_active_users and session_duration must not be negative")
+	case r.NewUsersPerMinute < 0 || r.TotalActiveUsers < 0 || r.SessionDuration < 0 || r.AbandonAfter < 0:
+		return Errorf(EInvalid, "new_users_per_minute, total_active_users, session_duration and abandon_after must not be negative")
+	case r.NewUsersPerMinute > MaxNewUsersPerMinute:
+		return Errorf(EInvalid, "new_users_per_minute must be at most %d", MaxNewUsersPerMinute)
+	case r.TotalActiveUsers > MaxStock:
+		return Errorf(EInvalid, "total_active_users must be at most %d (0: no limit but the units left)", MaxStock)
+	case r.SessionDuration != 0 && (r.SessionDuration.D() < MinSessionDuration || r.SessionDuration.D() > MaxSessionDuration):
+		return Errorf(EInvalid, "session_duration must be between %s and %s", MinSessionDuration, MaxSessionDuration)
+	case r.AbandonAfter != 0 && (r.AbandonAfter.D() < MinAbandonAfter || r.AbandonAfter.D() > MaxAbandonAfter):
+		return Errorf(EInvalid, "abandon_after must be between %s and %s", MinAbandonAfter, MaxAbandonAfter)
 	}
 	return nil
 }

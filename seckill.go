@@ -131,6 +131,10 @@ const (
 // eligibility rules: min_account_age, max_per_network; issue 15).
 const ENotEligible Code = "not_eligible"
 
+// ENotAdmitted: a sale with a waiting room (allocation queue) hands out a
+// challenge, a path or a purchase only with a valid admission pass (issue 16).
+const ENotAdmitted Code = "not_admitted"
+
 // Error is an error with a machine-readable code.
 type Error struct {
 	Code    Code

@@ -36,6 +36,8 @@ func (e *Edge) createItem(c echo.Context) error {
 type StatsView struct {
 	seckill.Stats
 	DefencesOff []string `json:"defences_off"`
+	// Queue: the waiting room of a sale with allocation queue.
+	Queue *QueueStats `json:"queue,omitempty"`
 }
 
 func (e *Edge) stats(c echo.Context) error {
@@ -51,7 +53,11 @@ func (e *Edge) stats(c echo.Context) error {
 	if off == nil {
 		off = []string{}
 	}
-	return c.JSON(http.StatusOK, StatsView{Stats: st, DefencesOff: off})
+	q, err := e.queueStats(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, StatsView{Stats: st, DefencesOff: off, Queue: q})
 }
 
 func (e *Edge) getDefences(c echo.Context) error {

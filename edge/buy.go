@@ -30,6 +30,9 @@ func (e *Edge) buy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := e.checkAdmitted(c, id, ses.UserID); err != nil { // waiting room: 409 not_admitted (no Redis)
+		return err
+	}
 	p := &purchase{ctx: c.Request().Context(), ses: ses, user: ses.UserID, item: id, path: c.Param("path"), def: e.defences.get(id)}
 	if err := e.checkSale(p); err != nil { // known item, sale window (404, 409), sold-out marker (410), eligibility (409), hidden path (403)
 		return err

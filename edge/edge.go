@@ -117,6 +117,14 @@ type Config struct {
 	CatalogTTL          time.Duration
 	PathTTL             time.Duration
 	BodyLimit           int64
+	// QueueGrace is how long an expired admission of a waiting room keeps
+	// its slot (default 15 s: longer than a backend call), so a purchase let
+	// in just before the pass expired is still counted; every edge must use
+	// the same value. QueuePollRate is the polls per second the whole
+	// waiting room of a sale is spread to (default 2000): poll_after grows
+	// with the queue's length.
+	QueueGrace    time.Duration
+	QueuePollRate int
 	// ClockOffset shifts the clock the catalogue judges sale windows by
 	// (test only: the fault matrix's clock-skew row; 0 in production).
 	ClockOffset time.Duration
@@ -177,6 +185,8 @@ type Edge struct {
 	captchaLim    *rate.Limiter
 	adminFails    *adminFailures
 	audit         *auditLog
+	queue         *waitingRoom
+	passes        *admissionPasses
 }
 
 // New builds an edge.
@@ -205,6 +215,8 @@ func New(cfg Config, d Deps) *Edge {
 		catalog:  newCatalog(d.Backend, cfg.CatalogTTL),
 		dedup:    newDedup(d.Buyers, 0),
 		defences: &defenceSwitches{rdb: d.Redis, prefix: d.Prefix},
+		queue:    newWaitingRoom(d.Redis, d.Prefix, cfg.QueueGrace),
+		passes:   newAdmissionPasses(cfg.SessionSecret, cfg.PreviousSessionSecret),
 		instance: httpapi.NewInstanceID(),
 	}
 	e.setupSecurity(cfg, d)
@@ -433,12 +445,12 @@ func (e *Edge) markSoldOut(ctx context.Context, id int64) {
 	}
 }
 
-// difficulty is the proof-of-work difficulty right now.
+// difficulty is the proof-of-work difficulty right now: raised while the
+// backend is under pressure (Edge.pressure, the signal the waiting room's
+// admission rate follows too).
 func (e *Edge) difficulty() int {
-	g := e.guard()
-	n, max := g.InFlight()
 	base := int(e.diffBase.Load())
-	if e.breakerState() != gobreaker.StateClosed || n*2 > max {
+	if e.pressure() > 0 {
 		return base + int(e.diffLoad.Load())
 	}
 	return base

@@ -50,6 +50,9 @@ func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec.POST("/api/items/:id/buy/", e.buy)
 	ec.GET("/api/items/:id/order", e.order)
 	e.drawRoutes(ec) // entry, draw, entry list (draw.go)
+	ec.POST("/api/items/:id/queue", e.joinQueue)
+	ec.GET("/api/items/:id/queue", e.pollQueue)
+	ec.POST("/api/items/:id/queue/challenge", e.queueChallenge)
 	ec.GET("/healthz", httpapi.Healthz("edge", e.instance))
 	ec.GET("/readyz", httpapi.PublicReadyz(e.readyC))
 	return ec
@@ -319,6 +322,9 @@ func (e *Edge) challenge(c echo.Context) error {
 	if err := e.checkDrawClaim(ctx, it.Item, ses.UserID); err != nil { // a draw: 409 not_drawn (draw.go)
 		return err
 	}
+	if err := e.checkAdmitted(c, id, ses.UserID); err != nil { // waiting room: 409 not_admitted
+		return err
+	}
 	if e.defences.get(id).Bloom {
 		if ref, held, err := e.dedup.holds(ctx, ses.UserID, id); err != nil {
 			return err
@@ -369,6 +375,9 @@ func (e *Edge) path(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	if _, err := e.liveItem(ctx, id); err != nil {
+		return err
+	}
+	if err := e.checkAdmitted(c, id, ses.UserID); err != nil { // waiting room: 409 not_admitted
 		return err
 	}
 	def := e.defences.get(id)

@@ -25,7 +25,7 @@ func Status(code seckill.Code) int {
 		return http.StatusNotFound
 	case seckill.EMethod:
 		return http.StatusMethodNotAllowed
-	case seckill.ENotLive, seckill.EAlreadyBought, seckill.EConflict, seckill.EUsernameTaken, seckill.ENotEligible:
+	case seckill.ENotLive, seckill.EAlreadyBought, seckill.EConflict, seckill.EUsernameTaken, seckill.ENotEligible, seckill.ENotAdmitted:
 		return http.StatusConflict
 	case seckill.ENotDrawn: // a draw's purchase without an open claim window (issue 17)
 		return http.StatusConflict

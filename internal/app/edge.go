@@ -74,7 +74,10 @@ type EdgeConfig struct {
 	RevocationSync        time.Duration
 	AccountsInFlight      int
 	CaptchaRate           int
-	Log                   *slog.Logger
+	// Waiting room (issue 16; edge.Config documents each).
+	QueueGrace    time.Duration
+	QueuePollRate int
+	Log           *slog.Logger
 
 	// Backend, when set, replaces the backends above (tests, and `seckill
 	// dev`'s in-process backend).
@@ -103,6 +106,7 @@ var DefaultEdge = EdgeConfig{
 	LimitMaxKeys: edge.DefaultMaxKeysPerRule, LimitSweep: 10 * time.Second,
 	SecureCookie: true, RevocationSync: edge.DefaultRevocationSync, AccountsInFlight: edge.DefaultAccountsInFlight,
 	CaptchaRate: edge.DefaultCaptchaRate,
+	QueueGrace:  edge.DefaultQueueGrace, QueuePollRate: edge.DefaultQueuePollRate,
 }
 
 const builtInLimits = "the built-in limits"
@@ -230,6 +234,8 @@ func (c EdgeConfig) validate(ps *Problems, dev bool) {
 	ps.atLeast("revocation-sync", c.RevocationSync, 10*time.Millisecond)
 	ps.positive("accounts-in-flight", c.AccountsInFlight)
 	ps.positive("captcha-rate", c.CaptchaRate)
+	ps.atLeast("queue-grace", c.QueueGrace, time.Second)
+	ps.positive("queue-poll-rate", c.QueuePollRate)
 }
 
 // Edge is a running edge role.
@@ -326,8 +332,8 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		SessionSecret: secret, SessionTTL: cfg.SessionTTL, InsecureCookie: !cfg.SecureCookie, AdminToken: cfg.AdminToken,
 		PreviousSessionSecret: []byte(cfg.PreviousSessionSecret), SessionKeyOverlap: cfg.SessionKeyOverlap,
 		TrustedOrigins: cfg.TrustedOrigins, RevocationSync: cfg.RevocationSync, AccountsInFlight: cfg.AccountsInFlight,
-		CaptchaRate: float64(cfg.CaptchaRate),
-		Difficulty:  cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
+		CaptchaRate: float64(cfg.CaptchaRate), QueueGrace: cfg.QueueGrace, QueuePollRate: cfg.QueuePollRate,
+		Difficulty: cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
 		Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(cfg.BreakerFailures), OpenFor: cfg.BreakerOpen},
 		CatalogTTL: cfg.CatalogTTL, PathTTL: cfg.PathTTL, ClockOffset: cfg.ClockOffset,
 	}

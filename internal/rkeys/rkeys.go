@@ -16,6 +16,11 @@
 //	<p>path:{<item>}:<user>                   string  edge     the hidden purchase path of a user, TTL
 //	<p>path:{<item>}:<user>:attempt           string  edge     set when a buy used that path, same TTL
 //	<p>path:{<item>}:shared:<path>            string  edge     a path valid for any user (path binding off)
+//	<p>queue:{<item>}:tickets                 hash    edge     waiting room: user id -> ticket id (one per account)
+//	<p>queue:{<item>}:waiting                 zset    edge     waiting users by place (pre-queue: random in [0,1); then 1, 2, ...)
+//	<p>queue:{<item>}:active                  zset    edge     admitted users by admitted-until (unix ms)
+//	<p>queue:{<item>}:seen                    zset    edge     waiting users by last poll (unix ms): abandoned ones are skipped
+//	<p>queue:{<item>}:state                   hash    edge     seq, last (ms), credit, admitted (total)
 //	<p>edge:defences                          hash    edge     item id -> the defence switches (JSON)
 //	<p>edge:events                            pub/sub edge     sold-out, defences and catalogue events
 //	<p>ch:<challenge id>                      hash    captcha  a challenge: kind, user, item, answer or seed, difficulty
@@ -72,6 +77,18 @@ func (p Space) PathAttempt(itemID, userID int64) string { return p.Path(itemID, 
 // SharedPath holds a path valid for any user of an item.
 func (p Space) SharedPath(itemID int64, path string) string {
 	return string(p) + "path:{" + strconv.FormatInt(itemID, 10) + "}:shared:" + path
+}
+
+// Queue holds the keys of an item's waiting room, in the item's hash slot
+// (its admission script also reads the item's stock and buyers).
+type Queue struct {
+	Tickets, Waiting, Active, Seen, State string
+}
+
+// Queue returns the keys of an item's waiting room.
+func (p Space) Queue(itemID int64) Queue {
+	base := string(p) + "queue:{" + strconv.FormatInt(itemID, 10) + "}:"
+	return Queue{Tickets: base + "tickets", Waiting: base + "waiting", Active: base + "active", Seen: base + "seen", State: base + "state"}
 }
 
 // EdgeDefences is the hash of every item's defence switches.

@@ -28,6 +28,11 @@ func TestKeysPinned(t *testing.T) {
 		{s.EdgeDefences(), "seckill:edge:defences"},
 		{s.EdgeEvents(), "seckill:edge:events"},
 		{s.Challenge("c1"), "seckill:ch:c1"},
+		{s.Queue(42).Tickets, "seckill:queue:{42}:tickets"},
+		{s.Queue(42).Waiting, "seckill:queue:{42}:waiting"},
+		{s.Queue(42).Active, "seckill:queue:{42}:active"},
+		{s.Queue(42).Seen, "seckill:queue:{42}:seen"},
+		{s.Queue(42).State, "seckill:queue:{42}:state"},
 		{rkeys.Space("").Item(-1).Stock, "item:{-1}:stock"},
 		{rkeys.Space("t_x:").Path(1, 2), "t_x:path:{1}:2"},
 	} {
@@ -42,7 +47,8 @@ func TestKeysPinned(t *testing.T) {
 func TestHashTags(t *testing.T) {
 	s := rkeys.Space("seckill:")
 	it := s.Item(9)
-	for _, k := range []string{it.Meta, it.Stock, it.Buyers, it.Outbox, it.Networks, s.Path(9, 3), s.PathAttempt(9, 3), s.SharedPath(9, "ab")} {
+	for _, k := range []string{it.Meta, it.Stock, it.Buyers, it.Outbox, it.Networks, s.Path(9, 3), s.PathAttempt(9, 3), s.SharedPath(9, "ab"),
+		s.Queue(9).Tickets, s.Queue(9).Waiting, s.Queue(9).Active, s.Queue(9).Seen, s.Queue(9).State} {
 		if tag := hashTag(k); tag != "9" {
 			t.Errorf("%s: hash tag %q, want 9", k, tag)
 		}

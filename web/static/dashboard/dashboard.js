@@ -1,5 +1,6 @@
 // dashboard.js: the admin dashboard (admin listener, /dashboard/).
 import { edgeCounters, rates } from './prom.js';
+import { showQueue } from './queue.js';
 
 const $ = (id) => document.getElementById(id);
 const statusEl = $('status');
@@ -150,6 +151,7 @@ async function pollStats() {
       $(el).dataset.value = String(st[k]);
     }
     $('stats').dataset.item = String(st.item_id);
+    showQueue(st.item_id, st.queue);
     $('stats-updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
     if (statusEl.dataset.kind === 'error') say('');
   } catch (e) {

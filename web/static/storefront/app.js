@@ -5,6 +5,7 @@ import { api, ApiError, sleep, parseTime } from './api.js';
 import { messageFor, waitMessage } from './messages.js';
 import { ServerClock, formatRemaining } from './clock.js';
 import { powProgress } from './progress.js';
+import { waitingRoom } from './queue.js';
 
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
@@ -306,6 +307,8 @@ async function itemView(id, signal) {
   let busy = false;
   let bought = false; // this user holds an order (queued or confirmed)
   let maxLeft = Infinity; // after our own purchase: stock left is at most this
+  let room = null; // the waiting room of a sale with allocation queue (queue.js)
+  const queueBox = h('div', { id: 'queue', 'data-testid': 'queue', hidden: true });
 
   const title = h('h1', { id: 'item-name', text: 'Loading…' });
   const badge = h('span', { class: 'badge', id: 'item-state', 'data-testid': 'item-state' });
@@ -332,7 +335,7 @@ async function itemView(id, signal) {
         h('dt', { text: 'Starts' }), starts,
         h('dt', { text: 'Ends' }), ends),
       buyBtn, loginHint),
-    challengeBox, orderEl);
+    queueBox, challengeBox, orderEl);
   focusHeading();
 
   async function load() {
@@ -382,7 +385,7 @@ async function itemView(id, signal) {
       }
       if (st === 'sold_out' && !busy && !bought) say(messageFor({ code: 'sold_out' }), 'error', 'sold_out');
     }
-    buyBtn.disabled = busy || bought || st !== 'live';
+    buyBtn.disabled = busy || bought || st !== 'live' || (room !== null && !room.admitted());
     buyBtn.hidden = bought;
     loginHint.hidden = !!user.name || st !== 'live' || bought;
   }
@@ -400,6 +403,9 @@ async function itemView(id, signal) {
     main.replaceChildren(h('p', {}, h('a', { href: '#/' }, '← All sales')), title,
       h('p', { id: 'unknown-item', 'data-testid': 'unknown-item' }, `There is no item ${id} in this shop (or no longer). `, h('a', { href: '#/' }, 'See the sales on now.')));
     return;
+  }
+  if (item.allocation === 'queue') {
+    room = waitingRoom({ id, item, box: queueBox, clock, signal, signedIn: () => !!user.name, onChange: tick });
   }
   // Ask for this user's order at once: after a reload the page shows the
   // order it holds (and no Buy button) instead of forgetting it.
@@ -509,6 +515,7 @@ async function itemView(id, signal) {
         followOrder().catch(() => {});
       }
       if (e.code === 'sold_out') item.stock_left = 0;
+      if (e.code === 'not_admitted' && room) room.refresh();
       if (e.code === 'unauthenticated') { user.name = ''; loginHint.hidden = false; }
       if (e.code === 'sold_out' || e.code === 'not_live') load().catch(() => {});
     } finally {

@@ -12,6 +12,7 @@ export const MESSAGES = {
   username_taken: 'That username is already taken. Please choose another one.',
   already_bought: 'You already bought this item: one per customer.',
   not_live: 'The sale is not open right now: it has not started yet, or it is over.',
+  not_admitted: 'This sale has a waiting room: join the queue and wait for your turn.',
   sold_out: 'Sold out: every unit has been sold.',
   not_eligible: 'Your account cannot take part in this sale: it is too new, or accounts from its network already hold the units allowed. If you signed in long ago, sign in again.',
   too_large: 'The request is too large.',

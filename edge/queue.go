@@ -1,0 +1,274 @@
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"seckill"
+	"seckill/internal/rkeys"
+)
+
+// The waiting room (allocation queue, issue 16). Its whole state is in
+// Redis, in the item's hash slot (rkeys.Queue), and one Lua script
+// (queueScript) reads and changes it, so every edge sees one queue and
+// admission is decided atomically whichever edge a poll reaches:
+//
+//   - a ticket per account (tickets: user -> ticket id);
+//   - waiting users ordered by place (waiting): an arrival before the
+//     start draws a place uniformly at random in [0,1) (the pre-queue:
+//     arriving early buys nothing), an arrival after it takes the next
+//     integer (arrival order);
+//   - admitted users by the end of their admission (active);
+//   - waiting users by their last poll (seen): a ticket not polled for
+//     abandon_after is dropped, so it neither takes a turn nor counts in
+//     the positions behind it.
+//
+// Admission runs inside the same script, at most once per tick: a credit
+// grows with the time elapsed since the start × new_users_per_minute ×
+// the edge's load factor (Edge.pressure, the one signal shared with load
+// shedding and the proof-of-work difficulty), capped at one second's worth
+// (at least one user). The head of the queue is admitted while there is
+// credit and room: the admitted users who do not hold a unit yet must
+// stay at most total_active_users (0: no bound of its own) and at most the
+// units left (the item's stock counter, read in the same script). A unit
+// is still taken only by the backend's reservation script: the queue
+// decides who may try, never how many are sold. An admission lasts
+// session_duration; its slot is held for a grace period after that, so a
+// purchase let in by the edge just before the pass expired still finds
+// its slot counted when it reaches Redis.
+//
+// Cost: a poll is O(log n) (ZRANK, ZADD); a step adds O(k log n) for the k
+// users it admits or drops (at most 256 dropped per step) and O(a) for the
+// a admitted users it checks against the buyers (at most once per tick).
+//
+// Retry safety (ARCHITECTURE.md): a join chooses its ticket id and place
+// before the first try and keeps an existing ticket, so a join retried
+// after a lost reply answers the same ticket; a poll's writes (last poll,
+// admission by elapsed time) converge.
+type waitingRoom struct {
+	rdb    redis.UniversalClient
+	prefix string
+	grace  time.Duration
+	tick   time.Duration
+	// place draws a pre-queue place, uniform in [0,1).
+	place func() float64
+}
+
+// Defaults of the waiting room's settings of the edge (Config).
+const (
+	DefaultQueueGrace    = 15 * time.Second // longer than a backend call (backendclient's 10 s)
+	DefaultQueuePollRate = 2000             // polls per second of the whole waiting room
+	queueTick            = 50 * time.Millisecond
+)
+
+func newWaitingRoom(rdb redis.UniversalClient, prefix string, grace time.Duration) *waitingRoom {
+	if grace <= 0 {
+		grace = DefaultQueueGrace
+	}
+	return &waitingRoom{rdb: rdb, prefix: prefix, grace: grace, tick: queueTick, place: randomPlace}
+}
+
+// randomPlace is uniform in [0,1) with 53 random bits (crypto/rand).
+func randomPlace() float64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return float64(binary.BigEndian.Uint64(b[:])>>11) / (1 << 53)
+}
+
+// Ticket states (docs/API.md).
+const (
+	qWaiting  = "waiting"
+	qAdmitted = "admitted"
+	qExpired  = "expired"
+	qSoldOut  = "sold_out"
+	qBought   = "bought"
+	qNone     = "none"
+)
+
+// queueStatus is what one run of the script tells.
+type queueStatus struct {
+	State    string
+	Ticket   string
+	Position int64     // 1 = next; 0 when not waiting
+	Waiting  int64     // tickets waiting
+	Until    time.Time // end of the admission (admitted)
+	Left     int64     // units left
+	Active   int64     // admitted and unexpired
+	Admitted int64     // admissions since the queue began
+	Now      time.Time // Redis's clock
+}
+
+// queueScript is the waiting room: join or poll one user (or only look),
+// then admit by elapsed time, then tell where the user stands.
+//
+// KEYS: 1 tickets, 2 waiting, 3 active, 4 seen, 5 state, 6 item stock, 7 item buyers
+// ARGV: 1 op (join | poll | peek), 2 user, 3 new ticket id, 4 pre-queue place,
+// 5 starts_ms, 6 ends_ms, 7 new users per minute, 8 total active (0: none),
+// 9 session ms, 10 abandon ms, 11 grace ms, 12 load factor (0..1), 13 tick ms
+var queueScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local op, user = ARGV[1], ARGV[2]
+local starts, ends = tonumber(ARGV[5]), tonumber(ARGV[6])
+local rate, cap, session = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local abandon, grace, factor, tick = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local left = tonumber(redis.call('GET', KEYS[6]) or '0')
+
+local function admittedUntil(u)
+  local a = redis.call('ZSCORE', KEYS[3], u)
+  if a and tonumber(a) > now then return tonumber(a) end
+  return 0
+end
+
+local tk = false
+if op ~= 'peek' then tk = redis.call('HGET', KEYS[1], user) end
+if op == 'poll' and tk and redis.call('ZSCORE', KEYS[2], user) then
+  redis.call('ZADD', KEYS[4], now, user)
+end
+if op == 'join' and left > 0 and now < ends then
+  local place = false
+  if not tk then
+    tk = ARGV[3]
+    redis.call('HSET', KEYS[1], user, tk)
+    place = true
+  elseif not redis.call('ZSCORE', KEYS[2], user) and admittedUntil(user) == 0
+      and redis.call('HEXISTS', KEYS[7], user) == 0 then
+    place = true -- expired or dropped: a new arrival
+  end
+  if place then
+    local score = ARGV[4]
+    if now >= starts then score = redis.call('HINCRBY', KEYS[5], 'seq', 1) end
+    redis.call('ZADD', KEYS[2], score, user)
+  end
+  if redis.call('ZSCORE', KEYS[2], user) then redis.call('ZADD', KEYS[4], now, user) end
+end
+
+-- one admission step per tick, whoever's call runs it
+local st = redis.call('HMGET', KEYS[5], 'last', 'credit')
+local last, credit = tonumber(st[1]), tonumber(st[2] or '0')
+if not last or now - last >= tick then
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - abandon, 'LIMIT', 0, 256)
+  for _, u in ipairs(stale) do
+    redis.call('ZREM', KEYS[2], u)
+    redis.call('ZREM', KEYS[4], u)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - grace)
+  if now >= starts and now < ends then
+    local from = starts
+    if last and last > from then from = last end
+    credit = credit + (now - from) * rate * factor / 60000
+    local burst = math.max(1, rate / 60)
+    if credit > burst then credit = burst end
+    local n = math.floor(credit)
+    if n > 0 and redis.call('ZCARD', KEYS[2]) > 0 then
+      local holders = 0
+      for _, u in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+        if redis.call('HEXISTS', KEYS[7], u) == 1 then
+          redis.call('ZREM', KEYS[3], u) -- holds a unit: needs no slot
+        else
+          holders = holders + 1
+        end
+      end
+      local room = left - holders
+      if cap > 0 and cap - holders < room then room = cap - holders end
+      if n > room then n = room end
+      local admitted, tries = 0, 0
+      while admitted < n and tries < n + 256 do
+        local head = redis.call('ZPOPMIN', KEYS[2])
+        if #head == 0 then break end
+        tries = tries + 1
+        local seen = redis.call('ZSCORE', KEYS[4], head[1])
+        redis.call('ZREM', KEYS[4], head[1])
+        if seen and tonumber(seen) > now - abandon then
+          redis.call('ZADD', KEYS[3], now + session, head[1])
+          admitted = admitted + 1
+        end
+      end
+      credit = credit - admitted
+      if admitted > 0 then redis.call('HINCRBY', KEYS[5], 'admitted', admitted) end
+    end
+  end
+  redis.call('HSET', KEYS[5], 'last', now, 'credit', tostring(credit))
+end
+
+local state, pos, untilms = 'none', 0, 0
+if tk then
+  untilms = admittedUntil(user)
+  if untilms > 0 then
+    state = 'admitted'
+  else
+    local r = redis.call('ZRANK', KEYS[2], user)
+    if r then
+      state = 'waiting'
+      pos = r + 1
+    elseif redis.call('HEXISTS', KEYS[7], user) == 1 then
+      state = 'bought'
+    else
+      state = 'expired'
+    end
+    if left <= 0 and state ~= 'bought' then state = 'sold_out' end
+  end
+end
+local active = redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
+local total = tonumber(redis.call('HGET', KEYS[5], 'admitted') or '0')
+return {state, tk or '', pos, redis.call('ZCARD', KEYS[2]), untilms, left, active, total, now}`)
+
+// queueOp names what a run of queueScript does for its user.
+type queueOp string
+
+const (
+	opJoin queueOp = "join"
+	opPoll queueOp = "poll"
+	opPeek queueOp = "peek" // no user: the counters (dashboard)
+)
+
+// run runs the script for one user of item it. factor (0..1) scales the
+// admission rate (Edge.admissionFactor).
+func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user int64, factor float64) (queueStatus, error) {
+	qk := rkeys.Space(w.prefix).Queue(it.ID)
+	ik := rkeys.Space(w.prefix).Item(it.ID)
+	var tk [16]byte
+	_, _ = rand.Read(tk[:])
+	r := it.SaleRules
+	args := []any{
+		string(op), user, hex.EncodeToString(tk[:]), strconv.FormatFloat(w.place(), 'g', 17, 64),
+		it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli(),
+		r.QueueRate(), r.TotalActiveUsers, r.QueueSession().Milliseconds(), r.QueueAbandon().Milliseconds(),
+		w.grace.Milliseconds(), strconv.FormatFloat(factor, 'f', 3, 64), w.tick.Milliseconds(),
+	}
+	v, err := queueScript.Run(ctx, w.rdb, []string{qk.Tickets, qk.Waiting, qk.Active, qk.Seen, qk.State, ik.Stock, ik.Buyers}, args...).Slice()
+	if err != nil {
+		return queueStatus{}, seckill.Unavailable(fmt.Errorf("running the waiting room of item %d: %w", it.ID, err),
+			"the waiting room cannot be reached right now; retry shortly")
+	}
+	if len(v) != 9 {
+		return queueStatus{}, fmt.Errorf("waiting room script: %d values, want 9", len(v))
+	}
+	num := func(i int) int64 { n, _ := v[i].(int64); return n }
+	st := queueStatus{Position: num(2), Waiting: num(3), Left: num(5), Active: num(6), Admitted: num(7), Now: time.UnixMilli(num(8))}
+	st.State, _ = v[0].(string)
+	st.Ticket, _ = v[1].(string)
+	if ms := num(4); ms > 0 {
+		st.Until = time.UnixMilli(ms)
+	}
+	return st, nil
+}
+
+// ticket returns the user's ticket id ("" when none): a plain read.
+func (w *waitingRoom) ticket(ctx context.Context, itemID, user int64) (string, error) {
+	tk, err := w.rdb.HGet(ctx, rkeys.Space(w.prefix).Queue(itemID).Tickets, strconv.FormatInt(user, 10)).Result()
+	if err == redis.Nil {
+		return "", nil
+	}
+	if err != nil {
+		return "", seckill.Unavailable(fmt.Errorf("reading a ticket: %w", err), "the waiting room cannot be reached right now; retry shortly")
+	}
+	return tk, nil
+}

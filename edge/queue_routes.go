@@ -1,0 +1,303 @@
+package edge
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/sony/gobreaker/v2"
+
+	"seckill"
+	"seckill/captcha"
+	"seckill/httpapi"
+)
+
+// The waiting room's routes (docs/API.md "Waiting room"):
+//
+//	POST /api/items/{id}/queue            join (idempotent: one ticket per account)
+//	GET  /api/items/{id}/queue            where the ticket stands; the pass once admitted
+//	POST /api/items/{id}/queue/challenge  the challenge joining takes (queue_challenge)
+//
+// Joins are counted in the challenge class's token buckets and polls in
+// the status class's.
+
+// PassHeader carries an admission pass (also accepted from the cookie
+// seckill_pass_<item id>).
+const PassHeader = "X-Admission-Pass"
+
+func passCookie(itemID int64) string { return "seckill_pass_" + strconv.FormatInt(itemID, 10) }
+
+// queueAnswer is the body of both queue routes.
+type queueAnswer struct {
+	Ticket        string     `json:"ticket"`
+	State         string     `json:"state"`
+	Position      int64      `json:"position"`
+	Waiting       int64      `json:"waiting"`
+	EtaSeconds    int64      `json:"eta_seconds"`
+	PollAfter     int64      `json:"poll_after"`
+	AdmittedUntil *time.Time `json:"admitted_until,omitempty"`
+	Pass          string     `json:"pass,omitempty"`
+}
+
+// admissionFactor scales the admission rate by the backend's load: the
+// same signal (Edge.pressure) that raises the proof-of-work difficulty and
+// comes from the load-shedding guard. Calm: the configured rate; busy:
+// half; breaker open: none.
+func (e *Edge) admissionFactor() float64 {
+	switch e.pressure() {
+	case 0:
+		return 1
+	case 1:
+		return 0.5
+	}
+	return 0
+}
+
+// pressure is the one signal of backend load at this edge: 0 calm, 1 busy
+// (more than half of the in-flight bound of the load-shedding guard in
+// use, or the purchases' breaker half-open), 2 refusing (breaker open).
+// The in-flight count is the backend's latency times the purchase rate
+// (Little's law), so it rises as soon as the backend slows down. Read by
+// the proof-of-work difficulty and the waiting room's admission rate.
+func (e *Edge) pressure() int {
+	n, max := e.guard().InFlight()
+	switch st := e.breakerState(); {
+	case st == gobreaker.StateOpen:
+		return 2
+	case st != gobreaker.StateClosed || n*2 > max:
+		return 1
+	}
+	return 0
+}
+
+// queueItem is the item of a waiting-room route: known, and a queue sale
+// (409 conflict otherwise).
+func (e *Edge) queueItem(ctx context.Context, id int64) (seckill.ItemView, error) {
+	it, err := e.catalog.Item(ctx, id)
+	if err != nil {
+		return it, unavailable(err)
+	}
+	if it.AllocationMode() != seckill.AllocationQueue {
+		return it, seckill.Errorf(seckill.EConflict, "this sale has no waiting room (allocation %s)", it.AllocationMode())
+	}
+	return it, nil
+}
+
+// queueOpen refuses a join before the waiting room opens, after the sale,
+// and of a sold-out item.
+func (e *Edge) queueOpen(it seckill.ItemView) error {
+	now := e.catalog.now()
+	switch {
+	case now.Before(it.QueueOpens()):
+		return seckill.Errorf(seckill.ENotLive, "the waiting room opens at %s", it.QueueOpens().UTC().Format(time.RFC3339))
+	case it.State == seckill.StateEnded:
+		return seckill.Errorf(seckill.ENotLive, "the sale has ended")
+	case it.State == seckill.StateSoldOut:
+		return seckill.Errorf(seckill.ESoldOut, "sold out")
+	}
+	return nil
+}
+
+func (e *Edge) joinQueue(c echo.Context) error {
+	id := itemParam(c)
+	ses, err := e.gate(c, classChallenge, id, true)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	it, err := e.queueItem(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := e.queueOpen(it); err != nil {
+		return err
+	}
+	if it.QueueChallenge && e.defences.get(id).Challenge {
+		var req struct {
+			ChallengeID string          `json:"challenge_id"`
+			Answer      json.RawMessage `json:"answer"`
+		}
+		if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
+			return err
+		}
+		// A join retried after a lost answer keeps its ticket without a
+		// second challenge (the first one is burned).
+		tk, err := e.queue.ticket(ctx, id, ses.UserID)
+		if err != nil {
+			return err
+		}
+		if tk == "" {
+			if err := e.ch.Verify(ctx, req.ChallengeID, ses.UserID, id, answerString(req.Answer)); err != nil {
+				return err
+			}
+		}
+	}
+	st, err := e.queue.run(ctx, opJoin, it.Item, ses.UserID, e.admissionFactor())
+	if err != nil {
+		return err
+	}
+	if st.State == qNone { // sold out or ended by Redis's clock: no ticket made
+		return seckill.Errorf(seckill.ESoldOut, "sold out")
+	}
+	return e.answerQueue(c, it, ses.UserID, st)
+}
+
+func (e *Edge) pollQueue(c echo.Context) error {
+	id := itemParam(c)
+	ses, err := e.gate(c, classStatus, id, true)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	it, err := e.queueItem(ctx, id)
+	if err != nil {
+		return err
+	}
+	st, err := e.queue.run(ctx, opPoll, it.Item, ses.UserID, e.admissionFactor())
+	if err != nil {
+		return err
+	}
+	if st.State == qNone {
+		return seckill.Errorf(seckill.ENotFound, "no ticket for this sale: join with POST /api/items/%d/queue", id)
+	}
+	return e.answerQueue(c, it, ses.UserID, st)
+}
+
+// answerQueue writes where a ticket stands, with the pass (body and
+// cookie) once admitted.
+func (e *Edge) answerQueue(c echo.Context, it seckill.ItemView, user int64, st queueStatus) error {
+	a := queueAnswer{Ticket: st.Ticket, State: st.State, Position: st.Position, Waiting: st.Waiting}
+	a.EtaSeconds, a.PollAfter = e.queueTiming(it, st)
+	if st.State == qAdmitted {
+		until := st.Until.UTC()
+		a.AdmittedUntil = &until
+		a.Pass = e.passes.sign(user, it.ID, st.Until)
+		c.SetCookie(&http.Cookie{
+			Name: passCookie(it.ID), Value: a.Pass, Path: "/api/items/" + strconv.FormatInt(it.ID, 10) + "/",
+			Expires: st.Until, HttpOnly: true, Secure: !e.cfg.InsecureCookie, SameSite: http.SameSiteStrictMode,
+		})
+	}
+	return c.JSON(http.StatusOK, a)
+}
+
+// queueTiming estimates the wait (seconds) and says when to poll again.
+// The wait is the position over the admission rate, plus the time to the
+// start. Polls are spread so the whole waiting room sends about
+// QueuePollRate polls a second (poll_after grows with the queue length),
+// sooner near the head (half the wait), never under a second, and never
+// later than a third of abandon_after (or the ticket would be dropped).
+func (e *Edge) queueTiming(it seckill.ItemView, st queueStatus) (eta, pollAfter int64) {
+	rate := float64(it.QueueRate()) / 60 // per second
+	switch st.State {
+	case qAdmitted:
+		return 0, max(1, min(30, int64(st.Until.Sub(st.Now).Seconds())))
+	case qWaiting:
+	default:
+		return 0, 10
+	}
+	wait := float64(st.Position) / rate
+	if st.Now.Before(it.StartsAt) {
+		wait += it.StartsAt.Sub(st.Now).Seconds()
+	}
+	pollRate := float64(e.cfg.QueuePollRate)
+	if pollRate <= 0 {
+		pollRate = DefaultQueuePollRate
+	}
+	pa := min(float64(st.Waiting)/pollRate, wait/2)
+	pa = max(1, min(pa, it.QueueAbandon().Seconds()/3))
+	return int64(math.Ceil(wait)), int64(math.Ceil(pa))
+}
+
+// checkAdmitted refuses a challenge, a path or a purchase of a waiting-room
+// sale without a valid admission pass of this user for this item (409
+// not_admitted). No Redis: the pass is signed.
+func (e *Edge) checkAdmitted(c echo.Context, itemID, user int64) error {
+	it, err := e.catalog.Item(c.Request().Context(), itemID)
+	if err != nil || it.AllocationMode() != seckill.AllocationQueue {
+		return nil // the route's own catalogue check answers
+	}
+	pass := c.Request().Header.Get(PassHeader)
+	if pass == "" {
+		if ck, err := c.Cookie(passCookie(itemID)); err == nil {
+			pass = ck.Value
+		}
+	}
+	if !e.passes.verify(pass, user, itemID) {
+		return seckill.Errorf(seckill.ENotAdmitted, "this sale has a waiting room: join it (POST /api/items/%d/queue) and wait for your turn", itemID)
+	}
+	return nil
+}
+
+// queueChallenge issues the challenge that joining a waiting room takes
+// (items with queue_challenge), before and after the start.
+func (e *Edge) queueChallenge(c echo.Context) error {
+	id := itemParam(c)
+	ses, err := e.gate(c, classChallenge, id, true)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	it, err := e.queueItem(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !it.QueueChallenge {
+		return seckill.Errorf(seckill.EConflict, "joining this waiting room takes no challenge")
+	}
+	if err := e.queueOpen(it); err != nil {
+		return err
+	}
+	kind, diff := captcha.KindPoW, e.difficulty()
+	switch it.Challenge {
+	case captcha.KindCaptcha:
+		kind, diff = captcha.KindCaptcha, 0
+		if err := e.allowCaptcha(); err != nil {
+			return err
+		}
+	case seckill.ChallengeNone:
+		diff = 0
+	}
+	ch, err := e.ch.Issue(ctx, kind, ses.UserID, id, diff)
+	if err != nil {
+		return err
+	}
+	resp := challengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed}
+	if ch.Kind == captcha.KindPoW {
+		resp.Difficulty = &ch.Difficulty
+	}
+	if len(ch.Image) > 0 {
+		resp.Image = "data:image/png;base64," + base64.StdEncoding.EncodeToString(ch.Image)
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+// QueueStats is the waiting room in an item's admin stats.
+type QueueStats struct {
+	Waiting           int64   `json:"waiting"`
+	Admitted          int64   `json:"admitted"`       // admitted and unexpired now
+	AdmittedTotal     int64   `json:"admitted_total"` // since the queue began
+	UnitsLeft         int64   `json:"units_left"`
+	NewUsersPerMinute int64   `json:"new_users_per_minute"`
+	TotalActiveUsers  int64   `json:"total_active_users"`
+	LoadFactor        float64 `json:"load_factor"` // this edge's share of the rate (1 calm, 0.5 busy, 0 breaker open)
+}
+
+// queueStats reads the waiting room of a queue sale (nil otherwise).
+func (e *Edge) queueStats(ctx context.Context, id int64) (*QueueStats, error) {
+	it, err := e.catalog.Item(ctx, id)
+	if err != nil || it.AllocationMode() != seckill.AllocationQueue {
+		return nil, nil
+	}
+	f := e.admissionFactor()
+	st, err := e.queue.run(ctx, opPeek, it.Item, 0, f)
+	if err != nil {
+		return nil, err
+	}
+	return &QueueStats{Waiting: st.Waiting, Admitted: st.Active, AdmittedTotal: st.Admitted, UnitsLeft: st.Left,
+		NewUsersPerMinute: it.QueueRate(), TotalActiveUsers: it.TotalActiveUsers, LoadFactor: f}, nil
+}
