@@ -1,5 +1,6 @@
 // dashboard.js: the admin dashboard (admin listener, /dashboard/).
 import { edgeCounters, rates } from './prom.js';
+import { showDraw } from './draw.js';
 
 const $ = (id) => document.getElementById(id);
 const statusEl = $('status');
@@ -151,6 +152,7 @@ async function pollStats() {
     }
     $('stats').dataset.item = String(st.item_id);
     $('stats-updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    await showDraw(admin, id); // a draw sale's panel (draw.js)
     if (statusEl.dataset.kind === 'error') say('');
   } catch (e) {
     say(adminMessage(e), 'error');

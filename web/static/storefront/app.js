@@ -5,6 +5,7 @@ import { api, ApiError, sleep, parseTime } from './api.js';
 import { messageFor, waitMessage } from './messages.js';
 import { ServerClock, formatRemaining } from './clock.js';
 import { powProgress } from './progress.js';
+import { drawPanel } from './draw.js';
 
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
@@ -306,6 +307,7 @@ async function itemView(id, signal) {
   let busy = false;
   let bought = false; // this user holds an order (queued or confirmed)
   let maxLeft = Infinity; // after our own purchase: stock left is at most this
+  let draw = null; // the draw section of a draw item (draw.js)
 
   const title = h('h1', { id: 'item-name', text: 'Loading…' });
   const badge = h('span', { class: 'badge', id: 'item-state', 'data-testid': 'item-state' });
@@ -343,6 +345,10 @@ async function itemView(id, signal) {
     price.textContent = money(item.price_cents);
     starts.textContent = when(parseTime(item.starts_at));
     ends.textContent = when(parseTime(item.ends_at));
+    if (item.allocation === 'draw' && !draw) {
+      draw = drawPanel(item, { h, say, retrying, clock, when, user, signal });
+      challengeBox.before(draw.el);
+    }
     tick();
   }
 
@@ -382,7 +388,7 @@ async function itemView(id, signal) {
       }
       if (st === 'sold_out' && !busy && !bought) say(messageFor({ code: 'sold_out' }), 'error', 'sold_out');
     }
-    buyBtn.disabled = busy || bought || st !== 'live';
+    buyBtn.disabled = busy || bought || st !== 'live' || (draw !== null && !draw.canBuy());
     buyBtn.hidden = bought;
     loginHint.hidden = !!user.name || st !== 'live' || bought;
   }
