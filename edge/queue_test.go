@@ -33,7 +33,7 @@ func newQueueEnv(t *testing.T, units int64, starts time.Time, r seckill.SaleRule
 	r.Allocation = seckill.AllocationQueue
 	it := seckill.Item{ID: 7, Name: "q", Stock: units, StartsAt: starts, EndsAt: starts.Add(time.Hour), SaleRules: r}
 	st := stock.New(rdb, prefix)
-	if err := st.LoadItem(context.Background(), it, nil); err != nil {
+	if err := st.LoadItem(context.Background(), it, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	w := newWaitingRoom(rdb, prefix, time.Second)
@@ -278,7 +278,7 @@ return {holders, tonumber(redis.call('GET', KEYS[2]) or '0')}`)
 							break
 						}
 						if time.Now().Before(s.Until) { // the edge's pass check
-							if r, err := q.st.Reserve(ctx, q.it.ID, u, fmt.Sprintf("r%d", u), fmt.Sprintf("ref%d", u)); err == nil && r.Outcome == stock.Queued {
+							if r, err := q.st.Reserve(ctx, q.it.ID, seckill.Account{ID: u}, fmt.Sprintf("r%d", u), fmt.Sprintf("ref%d", u)); err == nil && r.Outcome == stock.Queued {
 								bought.Add(1)
 							}
 						}
@@ -309,7 +309,7 @@ func TestQueueJoinReplyLost(t *testing.T) {
 	f := testenv.RedisBehindProxy(t)
 	it := seckill.Item{ID: 9, Stock: 5, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
 		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue}}
-	if err := stock.New(f.Direct, f.Prefix).LoadItem(context.Background(), it, nil); err != nil {
+	if err := stock.New(f.Direct, f.Prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	w := newWaitingRoom(f.Client, f.Prefix, 0)

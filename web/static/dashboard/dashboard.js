@@ -1,6 +1,7 @@
 // dashboard.js: the admin dashboard (admin listener, /dashboard/).
 import { edgeCounters, rates } from './prom.js';
 import { showQueue } from './queue.js';
+import { showDraw } from './draw.js';
 
 const $ = (id) => document.getElementById(id);
 const statusEl = $('status');
@@ -153,6 +154,7 @@ async function pollStats() {
     $('stats').dataset.item = String(st.item_id);
     showQueue(st.item_id, st.queue);
     $('stats-updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    await showDraw(admin, id); // a draw sale's panel (draw.js)
     if (statusEl.dataset.kind === 'error') say('');
   } catch (e) {
     say(adminMessage(e), 'error');

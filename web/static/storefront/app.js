@@ -6,6 +6,7 @@ import { messageFor, waitMessage } from './messages.js';
 import { ServerClock, formatRemaining } from './clock.js';
 import { powProgress } from './progress.js';
 import { waitingRoom } from './queue.js';
+import { drawPanel } from './draw.js';
 
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
@@ -309,6 +310,7 @@ async function itemView(id, signal) {
   let maxLeft = Infinity; // after our own purchase: stock left is at most this
   let room = null; // the waiting room of a sale with allocation queue (queue.js)
   const queueBox = h('div', { id: 'queue', 'data-testid': 'queue', hidden: true });
+  let draw = null; // the draw section of a draw item (draw.js)
 
   const title = h('h1', { id: 'item-name', text: 'Loading…' });
   const badge = h('span', { class: 'badge', id: 'item-state', 'data-testid': 'item-state' });
@@ -346,6 +348,10 @@ async function itemView(id, signal) {
     price.textContent = money(item.price_cents);
     starts.textContent = when(parseTime(item.starts_at));
     ends.textContent = when(parseTime(item.ends_at));
+    if (item.allocation === 'draw' && !draw) {
+      draw = drawPanel(item, { h, say, retrying, clock, when, user, signal });
+      challengeBox.before(draw.el);
+    }
     tick();
   }
 
@@ -385,7 +391,7 @@ async function itemView(id, signal) {
       }
       if (st === 'sold_out' && !busy && !bought) say(messageFor({ code: 'sold_out' }), 'error', 'sold_out');
     }
-    buyBtn.disabled = busy || bought || st !== 'live' || (room !== null && !room.admitted());
+    buyBtn.disabled = busy || bought || st !== 'live' || (room !== null && !room.admitted()) || (draw !== null && !draw.canBuy());
     buyBtn.hidden = bought;
     loginHint.hidden = !!user.name || st !== 'live' || bought;
   }

@@ -11,6 +11,7 @@ export const MESSAGES = {
   method_not_allowed: 'The shop did not accept this kind of request.',
   username_taken: 'That username is already taken. Please choose another one.',
   already_bought: 'You already bought this item: one per customer.',
+  not_drawn: 'This sale is a draw: only a drawn entry can buy, within its claim window.',
   not_live: 'The sale is not open right now: it has not started yet, or it is over.',
   not_admitted: 'This sale has a waiting room: join the queue and wait for your turn.',
   sold_out: 'Sold out: every unit has been sold.',
