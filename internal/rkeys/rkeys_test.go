@@ -27,6 +27,7 @@ func TestKeysPinned(t *testing.T) {
 		{s.EdgeDefences(), "seckill:edge:defences"},
 		{s.EdgeEvents(), "seckill:edge:events"},
 		{s.Challenge("c1"), "seckill:ch:c1"},
+		{s.Budget("192.0.2.0/24", "accounts-per-ip", "192.0.2.7"), "seckill:budget:{192.0.2.0/24}:accounts-per-ip:192.0.2.7"},
 		{rkeys.Space("").Item(-1).Stock, "item:{-1}:stock"},
 		{rkeys.Space("t_x:").Path(1, 2), "t_x:path:{1}:2"},
 	} {
@@ -44,6 +45,11 @@ func TestHashTags(t *testing.T) {
 	for _, k := range []string{it.Meta, it.Stock, it.Buyers, it.Outbox, s.Path(9, 3), s.PathAttempt(9, 3), s.SharedPath(9, "ab")} {
 		if tag := hashTag(k); tag != "9" {
 			t.Errorf("%s: hash tag %q, want 9", k, tag)
+		}
+	}
+	for _, k := range []string{s.Budget("2001:db8:1::/48", "accounts-per-ip", "2001:db8:1:2::/64"), s.Budget("2001:db8:1::/48", "accounts-per-network", "2001:db8:1::/48")} {
+		if tag := hashTag(k); tag != "2001:db8:1::/48" {
+			t.Errorf("%s: hash tag %q, want the network", k, tag)
 		}
 	}
 }
