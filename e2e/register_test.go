@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -243,6 +244,25 @@ func TestRegisterChallengeRules(t *testing.T) {
 	ic := call(t, "POST", fmt.Sprintf("%s/api/items/%d/challenge", pub, item), nil, map[string]string{"Authorization": "Bearer " + tok})
 	d, _ := ic.body["difficulty"].(float64)
 	fail("an item's challenge", registerAs(t, pub, "", "itemch", ic.str("challenge_id"), pow.Solve(ic.str("seed"), int(d))))
+
+	// Pushed settings (as from ZooKeeper): a captcha instead of a proof of
+	// work, its answer read through the test hook.
+	capt := limit.DefaultRegistration
+	capt.Challenge = "captcha"
+	if err := env.edge.Reconfigure(edge.Dynamic{Rules: regRules, Difficulty: 4, MaxInFlight: 512, Registration: &capt}); err != nil {
+		t.Fatal(err)
+	}
+	cc := call(t, "POST", pub+"/api/register/challenge", nil, fromIP("192.0.2.1"))
+	if cc.status != 200 || cc.str("kind") != "captcha" || !strings.HasPrefix(cc.str("image"), "data:image/png;base64,") || cc.body["difficulty"] != nil {
+		t.Fatalf("captcha registration challenge: %d %v", cc.status, cc.body)
+	}
+	capAns, err := env.ch.AnswerForTest(context.Background(), cc.str("challenge_id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := registerAs(t, pub, "192.0.2.1", "reader", cc.str("challenge_id"), capAns); a.status != 201 {
+		t.Fatalf("captcha answered: %d %v", a.status, a.body)
+	}
 
 	for _, n := range []string{"nochal", "wrong", "thief", "again", "itemch"} {
 		if _, err := env.s.db.UserByName(context.Background(), n); err == nil {

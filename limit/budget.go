@@ -53,12 +53,14 @@ type Registration struct {
 }
 
 // DefaultRegistration is what an edge uses when neither the limits file
-// nor a pushed configuration says otherwise. Difficulty 20: a median of
-// ln 2 × 2^20 ≈ 727,000 hashes, about 0.1 s for Go's solver (7.5 M hashes
+// nor a pushed configuration says otherwise. Difficulty 19: a median of
+// ln 2 × 2^19 ≈ 363,000 hashes, about 0.05 s for Go's solver (7.5 M hashes
 // per second on one core of the project's machine) and within 2 s for the
-// storefront's Web Worker down to 370,000 hashes per second.
+// storefront's Web Worker down to 182,000 hashes per second (Chromium did
+// 250,000 to 470,000 on that machine under a load average of 22,
+// BenchmarkBrowserPoWSolve).
 var DefaultRegistration = Registration{
-	Challenge: "pow", Difficulty: 20, PerIP: 5, PerNetwork: 50, Window: Window(24 * time.Hour),
+	Challenge: "pow", Difficulty: 19, PerIP: 5, PerNetwork: 50, Window: Window(24 * time.Hour),
 }
 
 // Bounds of the registration settings.
