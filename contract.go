@@ -3,6 +3,7 @@ package seckill
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
@@ -145,6 +146,21 @@ const (
 )
 
 var usernameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{3,32}$`)
+
+// ValidateNetwork checks the registration network the edge sends with a
+// new account: "" (unknown: tools, accounts made in bulk) or an IP prefix in
+// its canonical masked form, such as "203.0.113.0/24" or "2001:db8:1::/48"
+// (clientip.Network).
+func ValidateNetwork(network string) error {
+	if network == "" {
+		return nil
+	}
+	p, err := netip.ParsePrefix(network)
+	if err != nil || len(network) > 64 || p.Masked() != p || p.String() != network {
+		return Errorf(EInvalid, "network must be an IP prefix such as 203.0.113.0/24")
+	}
+	return nil
+}
 
 // ValidateUsername checks a username: 3 to 32 of A-Z a-z 0-9 _ . - after
 // NFKC (username.Normalize: a full-width "ａｌｉｃｅ" is "alice").

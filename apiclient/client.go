@@ -138,7 +138,12 @@ func (c *Client) send(ctx context.Context, admin bool, method, path, bearer stri
 }
 
 func (c *Client) do(ctx context.Context, admin bool, method, path, bearer string, in, out any, want ...int) error {
-	a, err := c.send(ctx, admin, method, path, bearer, in, nil)
+	return c.doH(ctx, admin, method, path, bearer, in, nil, out, want...)
+}
+
+// doH is do with extra request headers (X-Forwarded-For).
+func (c *Client) doH(ctx context.Context, admin bool, method, path, bearer string, in any, hdr http.Header, out any, want ...int) error {
+	a, err := c.send(ctx, admin, method, path, bearer, in, hdr)
 	if err != nil {
 		return err
 	}
@@ -242,13 +247,66 @@ func (c *Client) Sessions(ctx context.Context, usernames []string) (map[string]s
 	return out, nil
 }
 
-// Register creates a user with a password.
+// Register creates a user with a password: it asks for a registration
+// challenge, solves it (a proof of work, with package captcha/pow) and
+// registers with the answer (docs/API.md "Registration"). An edge that
+// asks for a captcha is refused here with an error naming it (read the
+// image and use RegisterChallenge and RegisterAnswer).
 func (c *Client) Register(ctx context.Context, username, password string) (int64, error) {
+	return c.RegisterFrom(ctx, username, password, nil)
+}
+
+// RegisterFrom is Register sending hdr with both requests (for example
+// X-Forwarded-For, which an edge believes only from a trusted proxy: the
+// lab plays every user from its own address that way). The challenge is
+// bound to the network the edge sees, so both requests must come from
+// the same /24 (IPv6 /48).
+func (c *Client) RegisterFrom(ctx context.Context, username, password string, hdr http.Header) (int64, error) {
+	ch, err := c.RegisterChallenge(ctx, hdr)
+	if err != nil {
+		return 0, err
+	}
+	if ch.Kind != "pow" {
+		return 0, fmt.Errorf("registering %q: the edge asks for a %s, which this client cannot read (RegisterChallenge, RegisterAnswer)", username, ch.Kind)
+	}
+	return c.RegisterAnswer(ctx, username, password, ch.ID, SolveRegistration(ch), hdr)
+}
+
+// RegistrationChallenge is the answer of POST /api/register/challenge.
+type RegistrationChallenge struct {
+	ID         string    `json:"challenge_id"`
+	Kind       string    `json:"kind"` // pow or captcha
+	ExpiresAt  time.Time `json:"expires_at"`
+	Seed       string    `json:"seed"`       // pow
+	Difficulty int       `json:"difficulty"` // pow: leading zero bits
+	Image      string    `json:"image"`      // captcha: a data:image/png;base64 URL
+}
+
+// RegisterChallenge asks for a registration challenge (bound to the
+// network the edge sees the request from), sending hdr.
+func (c *Client) RegisterChallenge(ctx context.Context, hdr http.Header) (RegistrationChallenge, error) {
+	var ch RegistrationChallenge
+	err := c.doH(ctx, false, http.MethodPost, "/api/register/challenge", "", nil, hdr, &ch, http.StatusOK)
+	return ch, err
+}
+
+// RegisterAnswer registers with a challenge's id and answer, sending hdr;
+// it returns the new account's id. A wrong, reused, expired or foreign
+// answer is a 400 challenge_failed *Error; an exhausted account budget a
+// 429 rate_limited with RetryAfter.
+func (c *Client) RegisterAnswer(ctx context.Context, username, password, challengeID, answer string, hdr http.Header) (int64, error) {
 	var out struct {
 		UserID int64 `json:"user_id"`
 	}
-	err := c.do(ctx, false, http.MethodPost, "/api/register", "", map[string]string{"username": username, "password": password}, &out, http.StatusCreated)
+	body := map[string]string{"username": username, "password": password, "challenge_id": challengeID, "answer": answer}
+	err := c.doH(ctx, false, http.MethodPost, "/api/register", "", body, hdr, &out, http.StatusCreated)
 	return out.UserID, err
+}
+
+// SolveRegistration answers a registration challenge: a proof of work is
+// solved; a captcha cannot be (the answer is "0" and will be refused).
+func SolveRegistration(ch RegistrationChallenge) string {
+	return Solve(Challenge{ID: ch.ID, Kind: ch.Kind, Seed: ch.Seed, Difficulty: ch.Difficulty})
 }
 
 // Login returns a session token.

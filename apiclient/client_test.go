@@ -2,10 +2,14 @@ package apiclient
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+
+	"seckill/captcha/pow"
 )
 
 func TestRefusalCarriesCodeRetryAfterAndOrderRef(t *testing.T) {
@@ -82,5 +86,42 @@ func TestSendPassesHeadersAndRawBodyAndReturnsAnyStatus(t *testing.T) {
 	a, err = New("http://127.0.0.1:1", "", "", nil).Send(context.Background(), http.MethodGet, "/", "", nil, nil)
 	if err == nil || a.Began.IsZero() {
 		t.Fatalf("refused connection: err %v, began %v", err, a.Began)
+	}
+}
+
+// TestRegisterSolvesTheChallenge: Register asks for the registration
+// challenge, solves its proof of work and sends the answer, with the
+// caller's headers on both requests; a captcha is refused by name.
+func TestRegisterSolvesTheChallenge(t *testing.T) {
+	kind := "pow"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if got := r.Header.Get("X-Forwarded-For"); got != "192.0.2.7" {
+			t.Errorf("%s: X-Forwarded-For %q", r.URL.Path, got)
+		}
+		switch r.URL.Path {
+		case "/api/register/challenge":
+			_, _ = w.Write([]byte(`{"challenge_id":"c1","kind":"` + kind + `","seed":"s33d","difficulty":10,"expires_at":"2026-11-30T20:00:00Z"}`))
+		case "/api/register":
+			var b map[string]string
+			_ = json.NewDecoder(r.Body).Decode(&b)
+			if b["username"] != "ann" || b["password"] != "correct horse" || b["challenge_id"] != "c1" || !pow.Check("s33d", b["answer"], 10) {
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = w.Write([]byte(`{"code":"challenge_failed"}`))
+				return
+			}
+			w.WriteHeader(http.StatusCreated)
+			_, _ = w.Write([]byte(`{"user_id":42}`))
+		}
+	}))
+	defer srv.Close()
+	c := New(srv.URL, srv.URL, "", nil)
+	hdr := http.Header{"X-Forwarded-For": {"192.0.2.7"}}
+	id, err := c.RegisterFrom(context.Background(), "ann", "correct horse", hdr)
+	if err != nil || id != 42 {
+		t.Fatalf("RegisterFrom: %d %v", id, err)
+	}
+	kind = "captcha"
+	if _, err := c.RegisterFrom(context.Background(), "ann", "correct horse", hdr); err == nil || !strings.Contains(err.Error(), "captcha") {
+		t.Fatalf("a captcha: %v, want an error naming it", err)
 	}
 }

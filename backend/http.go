@@ -269,11 +269,15 @@ type credentials struct {
 }
 
 func (h *Handler) register(c echo.Context) error {
-	var req credentials
+	var req struct {
+		credentials
+		// Network: the /24 or /48 the edge saw the client in (docs/BACKEND_API.md).
+		Network string `json:"network"`
+	}
 	if err := httpapi.BindJSON(c, BodyLimit, &req); err != nil {
 		return err
 	}
-	id, err := h.svc.Register(c.Request().Context(), req.Username, req.Password)
+	id, err := h.svc.Register(c.Request().Context(), req.Username, req.Password, req.Network)
 	if err != nil {
 		return err
 	}

@@ -119,13 +119,18 @@ type Users interface {
 	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
 }
 
-// Register creates a user with a password.
+// Register creates a user with a password, registered from network (the
+// /24 or /48 the edge saw the client in, kept on the account as
+// User.Network; "" when unknown, as for tools).
 //
 // The name is stored in NFKC (username.Normalize); one with the key of an
 // existing account ("Alice" beside "alice") is 409 username_taken.
-func (s *Service) Register(ctx context.Context, name, password string) (int64, error) {
+func (s *Service) Register(ctx context.Context, name, password, network string) (int64, error) {
 	name = username.Normalize(name)
 	if err := seckill.ValidateUsername(name); err != nil {
+		return 0, err
+	}
+	if err := seckill.ValidateNetwork(network); err != nil {
 		return 0, err
 	}
 	if err := seckill.ValidatePassword(password); err != nil {
@@ -142,7 +147,7 @@ func (s *Service) Register(ctx context.Context, name, password string) (int64, e
 	if err != nil {
 		return 0, err
 	}
-	return s.users.CreateUser(ctx, name, string(hash), "")
+	return s.users.CreateUser(ctx, name, string(hash), network)
 }
 
 var (

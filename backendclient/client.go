@@ -165,12 +165,13 @@ func (c *Client) Stats(ctx context.Context, id int64) (seckill.Stats, error) {
 	return st, err
 }
 
-// Register calls POST /v1/users.
-func (c *Client) Register(ctx context.Context, username, password string) (int64, error) {
+// Register calls POST /v1/users; network is the /24 or /48 the client
+// registered from (kept on the account).
+func (c *Client) Register(ctx context.Context, username, password, network string) (int64, error) {
 	var out struct {
 		UserID int64 `json:"user_id"`
 	}
-	err := c.do(ctx, http.MethodPost, "/v1/users", credentials{Username: username, Password: password}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/users", credentials{Username: username, Password: password, Network: network}, &out)
 	return out.UserID, err
 }
 
@@ -205,6 +206,7 @@ type reserveRequest struct {
 type credentials struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
+	Network  string `json:"network,omitempty"` // registration only
 }
 
 // Ready calls GET /readyz.

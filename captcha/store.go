@@ -99,12 +99,27 @@ func (s *Store) Issue(ctx context.Context, kind string, userID, itemID int64, di
 	if userID <= 0 || itemID <= 0 {
 		return Challenge{}, seckill.Errorf(seckill.EInvalid, "user and item ids must be positive")
 	}
+	return s.issue(ctx, kind, []any{"kind", kind, "user", userID, "item", itemID}, difficulty)
+}
+
+// IssueBound creates a challenge bound to a string instead of a user and an
+// item: registration binds it to "register <network>" (the client's /24 or
+// /48), so only a client of that network can answer it. It is stored with
+// the binding in the user field and no item, so it never passes Verify (an
+// item's challenge) and an item's challenge never passes VerifyBound.
+func (s *Store) IssueBound(ctx context.Context, kind, binding string, difficulty int) (Challenge, error) {
+	if binding == "" || strings.TrimLeft(binding, "0123456789") == "" {
+		return Challenge{}, seckill.Errorf(seckill.EInvalid, "a challenge binding must not be empty or a number")
+	}
+	return s.issue(ctx, kind, []any{"kind", kind, "user", binding}, difficulty)
+}
+
+func (s *Store) issue(ctx context.Context, kind string, fields []any, difficulty int) (Challenge, error) {
 	id, err := s.randomString(16)
 	if err != nil {
 		return Challenge{}, err
 	}
 	c := Challenge{ID: id, Kind: kind}
-	fields := []any{"kind", kind, "user", userID, "item", itemID}
 	switch kind {
 	case KindCaptcha:
 		var seed [32]byte
@@ -188,6 +203,17 @@ func validID(id string) bool {
 // to retry, so a reply lost after it ran never turns a right answer into
 // "already used".
 func (s *Store) Verify(ctx context.Context, id string, userID, itemID int64, answer string) error {
+	return s.verify(ctx, id, strconv.FormatInt(userID, 10), strconv.FormatInt(itemID, 10), answer)
+}
+
+// VerifyBound checks answer to a challenge of IssueBound for binding, with
+// the same rules as Verify: the first answer burns it, right or wrong; an
+// answer for another binding (another network) is challenge_failed.
+func (s *Store) VerifyBound(ctx context.Context, id, binding, answer string) error {
+	return s.verify(ctx, id, binding, "", answer)
+}
+
+func (s *Store) verify(ctx context.Context, id, wantUser, wantItem, answer string) error {
 	if !validID(id) {
 		return failed("unknown or expired challenge")
 	}
@@ -212,9 +238,11 @@ func (s *Store) Verify(ctx context.Context, id string, userID, itemID int64, ans
 	str := func(i int) string { s, _ := v[i].(string); return s }
 	kind, user, item, want, seed, diff := str(0), str(1), str(2), str(3), str(4), str(5)
 	switch {
-	case user != strconv.FormatInt(userID, 10):
+	case user != wantUser && wantItem == "":
+		return failed("challenge was issued to another network or for another purpose")
+	case user != wantUser:
 		return failed("challenge was issued to another user")
-	case item != strconv.FormatInt(itemID, 10):
+	case item != wantItem:
 		return failed("challenge was issued for another item")
 	}
 	if len(answer) > maxAnswerLen {

@@ -171,3 +171,20 @@ func Key(a netip.Addr) string {
 	}
 	return netip.PrefixFrom(a, 64).Masked().String()
 }
+
+// Network returns the network a client address belongs to for the
+// per-network account budgets and the network stored on an account: the
+// /24 of an IPv4 address ("192.0.2.0/24") and the /48 of an IPv6 address
+// ("2001:db8:1::/48"), unmapped. The zero Addr maps to "invalid", like
+// Key, so unparsable peers share one network instead of escaping.
+func Network(a netip.Addr) string {
+	if !a.IsValid() {
+		return "invalid"
+	}
+	a = clean(a)
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	return netip.PrefixFrom(a, bits).Masked().String()
+}

@@ -153,3 +153,22 @@ func FuzzWalkXFF(f *testing.F) {
 		}
 	})
 }
+
+func TestNetwork(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ desc, in, want string }{
+		{"ipv4", "192.0.2.77", "192.0.2.0/24"},
+		{"ipv4 mapped", "::ffff:192.0.2.77", "192.0.2.0/24"},
+		{"ipv6", "2001:db8:1:2:3:4:5:6", "2001:db8:1::/48"},
+		{"ipv6 zone", "fe80::1%eth0", "fe80::/48"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := Network(netip.MustParseAddr(tc.in)); got != tc.want {
+				t.Errorf("Network(%s) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+	if got := Network(netip.Addr{}); got != "invalid" {
+		t.Errorf("Network(zero) = %q, want invalid", got)
+	}
+}

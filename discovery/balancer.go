@@ -345,8 +345,8 @@ func (b *Balancer) Stats(ctx context.Context, id int64) (seckill.Stats, error) {
 
 // Register creates a user (not repeated: a repeat of one that went through
 // would answer that the name is taken).
-func (b *Balancer) Register(ctx context.Context, username, password string) (int64, error) {
-	return call(ctx, b, ClassRead, false, func(c *backendclient.Client) (int64, error) { return c.Register(ctx, username, password) })
+func (b *Balancer) Register(ctx context.Context, username, password, network string) (int64, error) {
+	return call(ctx, b, ClassRead, false, func(c *backendclient.Client) (int64, error) { return c.Register(ctx, username, password, network) })
 }
 
 // Login checks a user's password.

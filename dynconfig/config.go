@@ -37,6 +37,12 @@ type Config struct {
 	MaxInFlight         int          `yaml:"max_in_flight" json:"max_in_flight"`                 // backend calls at once
 	Breaker             Breaker      `yaml:"breaker" json:"breaker"`
 	TrustedProxies      []string     `yaml:"trusted_proxies" json:"trusted_proxies"` // IPs or CIDRs
+	// Registration: the registration challenge and the per-network account
+	// budgets (optional; fields left out take limit.DefaultRegistration's
+	// values; absent, every edge keeps what its limits file says). Left
+	// out of the JSON when absent, so versions signed before it existed
+	// verify and mean what they meant.
+	Registration *limit.Registration `yaml:"registration,omitempty" json:"registration,omitempty"`
 }
 
 // Breaker tunes the circuit breaker around the backend (edge.BreakerConfig).
@@ -232,6 +238,11 @@ func (c Config) Validate() error {
 	if n := c.Breaker.HalfOpenProbes; n < 1 || n > maxBreakerN {
 		ps.add("breaker.half_open_probes", "%d must be between 1 and %d", n, maxBreakerN)
 	}
+	if c.Registration != nil {
+		for _, err := range c.Registration.Validate() {
+			ps.add("registration", "%s", err.Error())
+		}
+	}
 	if len(c.TrustedProxies) > maxProxies {
 		ps.add("trusted_proxies", "%d entries, at most %d", len(c.TrustedProxies), maxProxies)
 	}
@@ -273,6 +284,8 @@ var required = []string{"rules", "difficulty", "max_in_flight", "breaker"}
 // numbers where the document gives them.
 func Parse(data []byte) (Config, error) {
 	var c Config
+	def := limit.DefaultRegistration
+	c.Registration = &def // fields left out keep the defaults
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return c, Problems{syntaxProblem(data, err)}
@@ -303,6 +316,9 @@ func Parse(data []byte) (Config, error) {
 	keys := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		keys[root.Content[i].Value] = root.Content[i+1]
+	}
+	if keys["registration"] == nil {
+		c.Registration = nil
 	}
 	for _, k := range required {
 		if keys[k] == nil {

@@ -22,7 +22,7 @@ func TestBrowserCrossSiteRefused(t *testing.T) {
 	env := newBrowserEnv(t, browserRules(), edge.Config{Difficulty: 4})
 	b := newBrowser(t)
 	item := env.createItem(5, "pow", -time.Second, time.Hour)
-	if a := call(t, "POST", env.pub.URL+"/api/register", map[string]any{"username": "mallory", "password": "correct horse battery"}, nil); a.status != 201 {
+	if a := registerPassword(t, env.pub.URL, "mallory", "correct horse battery"); a.status != 201 {
 		t.Fatalf("register mallory: %d %v", a.status, a.body)
 	}
 	b.registerAndLogin(env.pub.URL, "victim", "correct horse battery")

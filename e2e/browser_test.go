@@ -429,7 +429,7 @@ func TestBrowserPageChanges(t *testing.T) {
 	t.Parallel()
 	env := newBrowserEnv(t, browserRules(), edge.Config{Difficulty: 4})
 	b := newBrowser(t)
-	if a := call(t, "POST", env.pub.URL+"/api/register", map[string]any{"username": "dave", "password": "correct horse battery"}, nil); a.status != 201 {
+	if a := registerPassword(t, env.pub.URL, "dave", "correct horse battery"); a.status != 201 {
 		t.Fatalf("registering dave: %d %v", a.status, a.body)
 	}
 

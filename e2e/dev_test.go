@@ -181,7 +181,16 @@ func TestDevScriptedPurchase(t *testing.T) {
 	var reg struct {
 		UserID int64 `json:"user_id"`
 	}
-	if code := postJSON(t, d.public+"/api/register", "", map[string]string{"username": "ann", "password": "correct horse"}, &reg); code != 201 {
+	var rch struct {
+		ID         string `json:"challenge_id"`
+		Kind, Seed string
+		Difficulty int
+	}
+	if code := postJSON(t, d.public+"/api/register/challenge", "", nil, &rch); code != 200 || rch.Kind != "pow" {
+		t.Fatalf("registration challenge: %d %+v", code, rch)
+	}
+	if code := postJSON(t, d.public+"/api/register", "", map[string]string{"username": "ann", "password": "correct horse",
+		"challenge_id": rch.ID, "answer": pow.Solve(rch.Seed, rch.Difficulty)}, &reg); code != 201 {
 		t.Fatalf("register: %d", code)
 	}
 	var login struct{ Token string }

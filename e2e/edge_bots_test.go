@@ -268,11 +268,11 @@ func TestEdgeBotSuite(t *testing.T) {
 		want(t, bob.do("POST", fmt.Sprintf("/api/items/%d/path", item), `not json`), 400, "invalid")
 	})
 	t.Run("register, login, cookie", func(t *testing.T) {
-		r := call(t, "POST", env.pub.URL+"/api/register", map[string]string{"username": "henry", "password": "correct horse"}, nil)
+		r := registerFrom(t, env.pub.URL, "", "henry")
 		if r.status != 201 || r.body["user_id"].(float64) <= 0 {
 			t.Fatalf("register: %d %v", r.status, r.body)
 		}
-		want(t, call(t, "POST", env.pub.URL+"/api/register", map[string]string{"username": "henry", "password": "correct horse"}, nil), 409, "username_taken")
+		want(t, registerFrom(t, env.pub.URL, "", "henry"), 409, "username_taken")
 		l := call(t, "POST", env.pub.URL+"/api/login", map[string]string{"username": "henry", "password": "correct horse"}, nil)
 		if l.status != 200 || l.str("token") == "" || l.str("expires_at") == "" {
 			t.Fatalf("login: %d %v", l.status, l.body)

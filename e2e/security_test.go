@@ -136,7 +136,7 @@ func TestLogoutRevokesOnEveryEdge(t *testing.T) {
 	// broadcast can tell it within the second.
 	pubB, ccB := extraEdge(t, env, edge.Config{Difficulty: 1, RevocationSync: time.Hour})
 	item := env.createItem(5, "none", -time.Second, time.Hour)
-	if a := call(t, "POST", env.pub.URL+"/api/register", map[string]any{"username": "ann", "password": "correct horse"}, nil); a.status != 201 {
+	if a := registerFrom(t, env.pub.URL, "", "ann"); a.status != 201 {
 		t.Fatalf("register: %d %v", a.status, a.body)
 	}
 	tok, user := login(t, env.pub.URL, "ann", "correct horse")
@@ -236,10 +236,10 @@ func TestCrossSiteRequestsRefused(t *testing.T) {
 	env := newEdgeEnv(t, nil, edge.Config{Difficulty: 1})
 	item := env.createItem(5, "none", -time.Second, time.Hour)
 	// curl, as in the README: no browser headers, no cookie.
-	if a := call(t, "POST", env.pub.URL+"/api/register", map[string]any{"username": "vic", "password": "correct horse"}, nil); a.status != 201 {
+	if a := registerFrom(t, env.pub.URL, "", "vic"); a.status != 201 {
 		t.Fatalf("curl register: %d %v", a.status, a.body)
 	}
-	if a := call(t, "POST", env.pub.URL+"/api/register", map[string]any{"username": "mallory", "password": "correct horse"}, nil); a.status != 201 {
+	if a := registerFrom(t, env.pub.URL, "", "mallory"); a.status != 201 {
 		t.Fatalf("curl register: %d %v", a.status, a.body)
 	}
 	tok, _ := login(t, env.pub.URL, "vic", "correct horse")
@@ -304,7 +304,8 @@ func TestAdminHardening(t *testing.T) {
 	if a := call(t, "POST", env.pub.URL+"/api/register", `{"username":"ann","password":"correct horse","username":"root"}`, nil); a.status != 400 || a.code() != "invalid" {
 		t.Fatalf("duplicate key on the public API: %d %v", a.status, a.body)
 	}
-	if a := call(t, "POST", env.pub.URL+"/api/register", map[string]any{"username": "ann", "password": "correct horse", "extra": 1}, nil); a.status != 201 {
+	id, ans := regChallenge(t, env.pub.URL, "")
+	if a := registerBody(t, env.pub.URL, "", map[string]any{"username": "ann", "password": "correct horse", "extra": 1}, id, ans); a.status != 201 {
 		t.Fatalf("extra field on the public API: %d %v", a.status, a.body)
 	}
 	if a := env.admin("PUT", fmt.Sprintf("/admin/items/%d/defences", item), map[string]any{"bloom": false}); a.status != 200 {
@@ -348,7 +349,7 @@ func TestFailedLoginsThrottledPerAccount(t *testing.T) {
 	t.Parallel()
 	env := newEdgeEnv(t, nil, edge.Config{Difficulty: 1, LoginFailures: 3, LoginFailureWindow: time.Minute})
 	for _, u := range []string{"ann", "bob"} {
-		if a := call(t, "POST", env.pub.URL+"/api/register", map[string]any{"username": u, "password": "correct horse"}, nil); a.status != 201 {
+		if a := registerFrom(t, env.pub.URL, "", u); a.status != 201 {
 			t.Fatal(a.status)
 		}
 	}

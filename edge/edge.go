@@ -7,6 +7,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	"seckill/httpapi"
 	"seckill/internal/rkeys"
 	"seckill/limit"
+	"seckill/limit/redislimit"
 )
 
 // Backend is what the edge asks of the purchase backend: over HTTP
@@ -44,7 +46,9 @@ type Backend interface {
 	Items(ctx context.Context) ([]seckill.ItemView, error)
 	CreateItem(ctx context.Context, it seckill.Item) (seckill.Item, error)
 	Stats(ctx context.Context, id int64) (seckill.Stats, error)
-	Register(ctx context.Context, username, password string) (int64, error)
+	// Register creates an account; network is the /24 or /48 the client
+	// registered from (clientip.Network), kept on the account.
+	Register(ctx context.Context, username, password, network string) (int64, error)
 	Login(ctx context.Context, username, password string) (seckill.Account, error)
 	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
 	Ready(ctx context.Context) error
@@ -65,6 +69,10 @@ type BreakerOwner interface {
 type Challenges interface {
 	Issue(ctx context.Context, kind string, userID, itemID int64, difficulty int) (captcha.Challenge, error)
 	Verify(ctx context.Context, id string, userID, itemID int64, answer string) error
+	// IssueBound and VerifyBound: a challenge bound to a string (the
+	// registration's network) instead of a user and an item.
+	IssueBound(ctx context.Context, kind, binding string, difficulty int) (captcha.Challenge, error)
+	VerifyBound(ctx context.Context, id, binding, answer string) error
 }
 
 // Limiter is the token-bucket limiter (limit.Limiter).
@@ -125,6 +133,9 @@ type Config struct {
 	// with the queue's length.
 	QueueGrace    time.Duration
 	QueuePollRate int
+	// Registration: the registration challenge and the per-network account
+	// budgets (zero value: limit.DefaultRegistration).
+	Registration limit.Registration
 	// ClockOffset shifts the clock the catalogue judges sale windows by
 	// (test only: the fault matrix's clock-skew row; 0 in production).
 	ClockOffset time.Duration
@@ -132,10 +143,13 @@ type Config struct {
 
 // Deps are the parts the edge is wired to (in cmd/seckill).
 type Deps struct {
-	Backend    Backend
-	Redis      redis.UniversalClient
-	Prefix     string // Redis key prefix shared with the backend
-	Limiter    Limiter
+	Backend Backend
+	Redis   redis.UniversalClient
+	Prefix  string // Redis key prefix shared with the backend
+	Limiter Limiter
+	// Budget keeps the account budgets shared by every edge; nil: in
+	// Redis (limit/redislimit) under Prefix.
+	Budget     limit.Budget
 	Challenges Challenges
 	Buyers     BuyerRecord
 	IPs        *clientip.Resolver
@@ -155,6 +169,8 @@ type Edge struct {
 	rdb      redis.UniversalClient
 	prefix   string
 	lim      Limiter
+	budget   limit.Budget
+	regP     atomic.Pointer[limit.Registration]
 	ch       Challenges
 	ipsP     atomic.Pointer[clientip.Resolver]
 	log      *slog.Logger
@@ -220,6 +236,14 @@ func New(cfg Config, d Deps) *Edge {
 		instance: httpapi.NewInstanceID(),
 	}
 	e.setupSecurity(cfg, d)
+	e.budget = d.Budget
+	if e.budget == nil {
+		e.budget = redislimit.New(d.Redis, d.Prefix)
+	}
+	if cfg.Registration == (limit.Registration{}) {
+		cfg.Registration = limit.DefaultRegistration
+	}
+	e.setRegistration(cfg.Registration)
 	e.readyC = httpapi.NewReadyCache(func(context.Context) bool { return e.isReady() })
 	if off := cfg.ClockOffset; off != 0 {
 		e.catalog.now = func() time.Time { return time.Now().Add(off) }
@@ -316,6 +340,9 @@ type Dynamic struct {
 	MaxInFlight         int
 	Breaker             BreakerConfig
 	TrustedProxies      []string
+	// Registration, when set, replaces the registration settings; nil
+	// keeps those in force (a version pushed before they existed).
+	Registration *limit.Registration
 }
 
 // RuleUpdater is a limiter whose rules can be swapped (limit.Limiter).
@@ -337,6 +364,11 @@ func (e *Edge) Reconfigure(d Dynamic) error {
 	if err := limit.ValidateRules(d.Rules); err != nil {
 		return err
 	}
+	if d.Registration != nil {
+		if errs := d.Registration.Validate(); len(errs) > 0 {
+			return fmt.Errorf("registration: %w", errors.Join(errs...))
+		}
+	}
 	if u, ok := e.lim.(RuleUpdater); ok {
 		if err := u.Update(d.Rules); err != nil {
 			return err
@@ -348,6 +380,9 @@ func (e *Edge) Reconfigure(d Dynamic) error {
 	e.diffBase.Store(int64(d.Difficulty))
 	e.diffLoad.Store(int64(d.DifficultyUnderLoad))
 	e.setGuard(d.MaxInFlight, d.Breaker)
+	if d.Registration != nil {
+		e.setRegistration(*d.Registration)
+	}
 	e.log.Info("dynamic configuration in force", "rules", len(d.Rules), "difficulty", d.Difficulty,
 		"max_in_flight", d.MaxInFlight, "trusted_proxies", len(d.TrustedProxies))
 	return nil

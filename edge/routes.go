@@ -37,7 +37,8 @@ const (
 func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec := newEcho(e.log)
 	ec.Use(httpapi.NewMetrics(reg, "seckill_edge").Middleware(), httpapi.APIHeaders(), e.countRefusals, e.origins.middleware)
-	ec.POST("/api/register", e.register)
+	ec.POST("/api/register", e.register) // register.go
+	ec.POST("/api/register/challenge", e.registerChallenge)
 	ec.POST("/api/login", e.login)
 	ec.POST("/api/logout", e.logout)
 	ec.POST("/api/logout/everywhere", e.logoutEverywhere)
@@ -199,29 +200,6 @@ func checkLive(it seckill.ItemView) error {
 type credentials struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
-}
-
-func (e *Edge) register(c echo.Context) error {
-	if _, err := e.gate(c, classRegister, 0, false); err != nil {
-		return err
-	}
-	var req credentials
-	if err := httpapi.BindJSON(c, e.cfg.BodyLimit, &req); err != nil {
-		return err
-	}
-	if err := seckill.ValidateUsername(req.Username); err != nil {
-		return err
-	}
-	if len(req.Password) < seckill.MinPassword || len(req.Password) > seckill.MaxPassword {
-		return seckill.Errorf(seckill.EInvalid, "password must be %d to %d bytes", seckill.MinPassword, seckill.MaxPassword)
-	}
-	id, err := accountCall(c.Request().Context(), e, func(ctx context.Context) (int64, error) {
-		return e.be.Register(ctx, req.Username, req.Password)
-	})
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusCreated, map[string]any{"user_id": id})
 }
 
 func (e *Edge) login(c echo.Context) error {

@@ -128,48 +128,71 @@ func ValidateRules(rules []Rule) error {
 }
 
 // ParseRules parses a YAML rule set, either a list of rules or a mapping
-// {rules: [...]}, rejects unknown fields and validates the result. An empty
-// document is an error (an empty ZooKeeper node must not silently disable
-// rate limiting); an explicit empty list is accepted.
+// {rules: [...]} (which may also hold a registration section: ParseLimits),
+// rejects unknown fields and validates the result. An empty document is an
+// error (an empty ZooKeeper node must not silently disable rate limiting);
+// an explicit empty list is accepted.
 func ParseRules(data []byte) ([]Rule, error) {
+	rules, _, err := ParseLimits(data)
+	return rules, err
+}
+
+// ParseLimits parses a limits file: what ParseRules reads, and the optional
+// registration section of the mapping form (nil when absent; fields left
+// out keep DefaultRegistration's values).
+func ParseLimits(data []byte) ([]Rule, *Registration, error) {
 	var probe yaml.Node
 	if err := yaml.Unmarshal(data, &probe); err != nil {
-		return nil, fmt.Errorf("limit: parse rules: %w", err)
+		return nil, nil, fmt.Errorf("limit: parse rules: %w", err)
 	}
 	if probe.Kind != yaml.DocumentNode || len(probe.Content) == 0 {
-		return nil, errors.New("limit: parse rules: empty document")
+		return nil, nil, errors.New("limit: parse rules: empty document")
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var rules []Rule
+	var reg *Registration
 	switch probe.Content[0].Kind {
 	case yaml.SequenceNode:
 		if err := dec.Decode(&rules); err != nil {
-			return nil, fmt.Errorf("limit: parse rules: %w", err)
+			return nil, nil, fmt.Errorf("limit: parse rules: %w", err)
 		}
 	case yaml.MappingNode:
+		def := DefaultRegistration
 		var doc struct {
-			Rules *[]Rule `yaml:"rules"`
+			Rules        *[]Rule       `yaml:"rules"`
+			Registration *Registration `yaml:"registration"`
+		}
+		doc.Registration = &def
+		for i := 0; i+1 < len(probe.Content[0].Content); i += 2 {
+			if probe.Content[0].Content[i].Value == "registration" {
+				reg = &def
+			}
 		}
 		if err := dec.Decode(&doc); err != nil {
-			return nil, fmt.Errorf("limit: parse rules: %w", err)
+			return nil, nil, fmt.Errorf("limit: parse rules: %w", err)
 		}
 		if doc.Rules == nil {
-			return nil, errors.New("limit: parse rules: mapping without a \"rules\" list")
+			return nil, nil, errors.New("limit: parse rules: mapping without a \"rules\" list")
 		}
 		rules = *doc.Rules
 	default:
-		return nil, errors.New("limit: parse rules: want a list of rules or {rules: [...]}")
+		return nil, nil, errors.New("limit: parse rules: want a list of rules or {rules: [...]}")
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err != io.EOF {
-		return nil, errors.New("limit: parse rules: more than one YAML document")
+		return nil, nil, errors.New("limit: parse rules: more than one YAML document")
 	}
 	if rules == nil {
 		rules = []Rule{}
 	}
 	if err := ValidateRules(rules); err != nil {
-		return nil, fmt.Errorf("limit: parse rules: %w", err)
+		return nil, nil, fmt.Errorf("limit: parse rules: %w", err)
 	}
-	return rules, nil
+	if reg != nil {
+		if errs := reg.Validate(); len(errs) > 0 {
+			return nil, nil, fmt.Errorf("limit: registration: %w", errors.Join(errs...))
+		}
+	}
+	return rules, reg, nil
 }

@@ -218,14 +218,25 @@ func formatProblem(p dynconfig.Problem) string {
 // end, it leaves the file's line numbers as they are.
 const limitsOnlyDefaults = "\ndifficulty: 16\nmax_in_flight: 512\nbreaker: {consecutive_failures: 5, open_for: 1s, half_open_probes: 3}\n"
 
-// isLimitsFile says whether data is a mapping whose only key is "rules".
+// isLimitsFile says whether data is a mapping whose keys are "rules" and
+// optionally "registration" (a limits file).
 func isLimitsFile(data []byte) bool {
 	var doc yaml.Node
 	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
 		return false
 	}
 	m := doc.Content[0]
-	return len(m.Content) == 2 && m.Content[0].Value == "rules"
+	rules := false
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		switch m.Content[i].Value {
+		case "rules":
+			rules = true
+		case "registration":
+		default:
+			return false
+		}
+	}
+	return rules
 }
 
 func configValidateCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -233,7 +244,8 @@ func configValidateCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "validate FILE",
 		Short: "Check a configuration file; print every problem with its place (exit 2 on problems)",
 		Long: `Check a configuration file for "config push" (configs/edge-dynamic.yaml), or a
-limits file holding only "rules" (configs/limits.yaml, the edge's --limits),
+limits file holding only "rules" and "registration" (configs/limits.yaml, the
+edge's --limits),
 and print every problem with its line, not only the first. Exit status 2 when
 there is any.`,
 		Example: `  seckill config validate configs/edge-dynamic.yaml

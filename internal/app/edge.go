@@ -113,19 +113,33 @@ const builtInLimits = "the built-in limits"
 
 // rules reads the token-bucket rules: the file, or the built-in ones.
 func (c EdgeConfig) rules() ([]limit.Rule, string, error) {
-	if c.LimitsFile == "" {
-		r, err := limit.ParseRules(configs.Limits)
-		return r, builtInLimits, err
+	r, _, from, err := c.limits()
+	return r, from, err
+}
+
+// limits reads the limits file (or the built-in one): the token-bucket
+// rules and the registration settings (limit.DefaultRegistration when the
+// file has no registration section).
+func (c EdgeConfig) limits() ([]limit.Rule, limit.Registration, string, error) {
+	from, raw := builtInLimits, configs.Limits
+	if c.LimitsFile != "" {
+		from = c.LimitsFile
+		var err error
+		if raw, err = os.ReadFile(c.LimitsFile); err != nil {
+			return nil, limit.Registration{}, from, fmt.Errorf("reading %s: %w", c.LimitsFile, err)
+		}
 	}
-	raw, err := os.ReadFile(c.LimitsFile)
+	r, reg, err := limit.ParseLimits(raw)
 	if err != nil {
-		return nil, c.LimitsFile, fmt.Errorf("reading %s: %w", c.LimitsFile, err)
+		if c.LimitsFile == "" {
+			return nil, limit.Registration{}, from, err
+		}
+		return nil, limit.Registration{}, from, fmt.Errorf("%s: %w", c.LimitsFile, err)
 	}
-	r, err := limit.ParseRules(raw)
-	if err != nil {
-		return nil, c.LimitsFile, fmt.Errorf("%s: %w", c.LimitsFile, err)
+	if reg == nil {
+		return r, limit.DefaultRegistration, from, nil
 	}
-	return r, c.LimitsFile, nil
+	return r, *reg, from, nil
 }
 
 // dynamicPlaces names the setting of each place dynconfig reports.
@@ -279,7 +293,7 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		secret = []byte(hex.EncodeToString(b))
 		log.Warn("no --session-secret: using a random one; sessions end with this process and other edges reject them")
 	}
-	rules, _, err := cfg.rules()
+	rules, registration, _, err := cfg.limits()
 	if err != nil {
 		return nil, err
 	}
@@ -336,6 +350,7 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		Difficulty: cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
 		Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(cfg.BreakerFailures), OpenFor: cfg.BreakerOpen},
 		CatalogTTL: cfg.CatalogTTL, PathTTL: cfg.PathTTL, ClockOffset: cfg.ClockOffset,
+		Registration: registration,
 	}
 	deps := edge.Deps{
 		Backend:    be,
@@ -381,7 +396,7 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 			return e.Reconfigure(edge.Dynamic{
 				Rules: c.Rules, Difficulty: c.Difficulty, DifficultyUnderLoad: c.DifficultyUnderLoad,
 				MaxInFlight: c.MaxInFlight, TrustedProxies: c.TrustedProxies,
-				Breaker: c.Breaker.Config(),
+				Breaker: c.Breaker.Config(), Registration: c.Registration,
 			})
 		}, log.With("component", "dynconfig"), wopts...)
 		if err != nil {

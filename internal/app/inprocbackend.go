@@ -56,8 +56,8 @@ func (b inprocBackend) Stats(ctx context.Context, id int64) (seckill.Stats, erro
 	return s, unavailable(err)
 }
 
-func (b inprocBackend) Register(ctx context.Context, username, password string) (int64, error) {
-	id, err := b.svc.Register(ctx, username, password)
+func (b inprocBackend) Register(ctx context.Context, username, password, network string) (int64, error) {
+	id, err := b.svc.Register(ctx, username, password, network)
 	return id, unavailable(err)
 }
 

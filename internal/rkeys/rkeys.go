@@ -24,6 +24,10 @@
 //	<p>edge:defences                          hash    edge     item id -> the defence switches (JSON)
 //	<p>edge:events                            pub/sub edge     sold-out, defences and catalogue events
 //	<p>ch:<challenge id>                      hash    captcha  a challenge: kind, user, item, answer or seed, difficulty
+//	                                                           (registration: user = "register <network>", no item)
+//	<p>budget:{<scope>}:<name>:<key>          zset    limit    a shared budget's takes in its window: attempt id -> ms
+//	                                                           (registration: scope = the /24 or /48, names
+//	                                                           accounts-per-ip and accounts-per-network), TTL the window
 //
 // The keys of one item share the hash tag {<item>}, so every script stays
 // valid in Redis Cluster: the stock scripts touch meta, stock, buyers and
@@ -99,3 +103,10 @@ func (p Space) EdgeEvents() string { return string(p) + "edge:events" }
 
 // Challenge holds one human challenge.
 func (p Space) Challenge(id string) string { return string(p) + "ch:" + id }
+
+// Budget holds the takes of one quota of a shared budget (limit.Budget);
+// the quotas of one scope share its hash slot, so one script takes them
+// all.
+func (p Space) Budget(scope, name, key string) string {
+	return string(p) + "budget:{" + scope + "}:" + name + ":" + key
+}

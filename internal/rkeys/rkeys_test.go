@@ -33,6 +33,7 @@ func TestKeysPinned(t *testing.T) {
 		{s.Queue(42).Active, "seckill:queue:{42}:active"},
 		{s.Queue(42).Seen, "seckill:queue:{42}:seen"},
 		{s.Queue(42).State, "seckill:queue:{42}:state"},
+		{s.Budget("192.0.2.0/24", "accounts-per-ip", "192.0.2.7"), "seckill:budget:{192.0.2.0/24}:accounts-per-ip:192.0.2.7"},
 		{rkeys.Space("").Item(-1).Stock, "item:{-1}:stock"},
 		{rkeys.Space("t_x:").Path(1, 2), "t_x:path:{1}:2"},
 	} {
@@ -51,6 +52,11 @@ func TestHashTags(t *testing.T) {
 		s.Queue(9).Tickets, s.Queue(9).Waiting, s.Queue(9).Active, s.Queue(9).Seen, s.Queue(9).State} {
 		if tag := hashTag(k); tag != "9" {
 			t.Errorf("%s: hash tag %q, want 9", k, tag)
+		}
+	}
+	for _, k := range []string{s.Budget("2001:db8:1::/48", "accounts-per-ip", "2001:db8:1:2::/64"), s.Budget("2001:db8:1::/48", "accounts-per-network", "2001:db8:1::/48")} {
+		if tag := hashTag(k); tag != "2001:db8:1::/48" {
+			t.Errorf("%s: hash tag %q, want the network", k, tag)
 		}
 	}
 }
