@@ -46,7 +46,9 @@ type Backend interface {
 	Stats(ctx context.Context, id int64) (seckill.Stats, error)
 	Register(ctx context.Context, username, password string) (int64, error)
 	Login(ctx context.Context, username, password string) (seckill.Account, error)
-	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
+	// EnsureUsers: the named accounts (created when missing) with their
+	// creation time and network, for the sessions of the admin API.
+	EnsureUsers(ctx context.Context, usernames []string) (map[string]seckill.Account, error)
 	Ready(ctx context.Context) error
 }
 
