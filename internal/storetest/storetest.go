@@ -29,6 +29,7 @@ type Store interface {
 	backend.Users
 	worker.Store
 	reconcile.Catalog
+	backend.DrawStore
 	UserByName(ctx context.Context, username string) (seckill.User, error)
 	Close()
 }
@@ -72,6 +73,8 @@ func Run(t *testing.T, e Engine) {
 		{"UsernamesNormalised", usernamesNormalised},
 		{"RulesAndNetwork", rulesAndNetwork},
 		{"EligibilityFacts", eligibilityFacts},
+		{"Draw", drawCase},               // draw.go
+		{"DrawCloseRace", drawCloseRace}, // draw.go
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
