@@ -109,3 +109,9 @@ func (b bounded) EnsureUsers(ctx context.Context, usernames []string) (map[strin
 	defer cancel()
 	return b.users.EnsureUsers(ctx, usernames)
 }
+
+func (b bounded) Accounts(ctx context.Context, ids []int64) (map[int64]seckill.Account, error) {
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return b.users.Accounts(ctx, ids)
+}

@@ -304,9 +304,13 @@ func (h *Handler) ensureUsers(c echo.Context) error {
 	if err := httpapi.BindJSON(c, 1<<20, &req); err != nil {
 		return err
 	}
-	ids, err := h.svc.EnsureUsers(c.Request().Context(), req.Usernames)
+	accts, err := h.svc.EnsureAccounts(c.Request().Context(), req.Usernames)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"users": ids})
+	ids := make(map[string]int64, len(accts))
+	for name, a := range accts {
+		ids[name] = a.ID
+	}
+	return c.JSON(http.StatusOK, map[string]any{"users": ids, "accounts": accts})
 }

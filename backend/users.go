@@ -116,6 +116,9 @@ type Users interface {
 	// UserByName: the account with its creation time and network, which
 	// login returns for the session to carry (eligibility).
 	UserByName(ctx context.Context, username string) (seckill.User, error)
+	// Accounts: creation time and network of users by id, for the
+	// sessions the admin API makes.
+	Accounts(ctx context.Context, ids []int64) (map[int64]seckill.Account, error)
 	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
 }
 
@@ -220,6 +223,34 @@ func (s *Service) EnsureUsers(ctx context.Context, usernames []string) (map[stri
 	out := make(map[string]int64, len(usernames))
 	for i, n := range usernames {
 		out[n] = ids[norm[i]]
+	}
+	return out, nil
+}
+
+// EnsureAccounts is EnsureUsers answering each account with its creation
+// time and registration network, which the sessions the admin API makes
+// carry (eligibility: a session that does not say when its account was made
+// is refused by sales with rules).
+func (s *Service) EnsureAccounts(ctx context.Context, usernames []string) (map[string]seckill.Account, error) {
+	ids, err := s.EnsureUsers(ctx, usernames)
+	if err != nil {
+		return nil, err
+	}
+	list := make([]int64, 0, len(ids))
+	for _, id := range ids {
+		list = append(list, id)
+	}
+	accts, err := s.users.Accounts(ctx, list)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]seckill.Account, len(ids))
+	for name, id := range ids {
+		a, ok := accts[id]
+		if !ok {
+			a = seckill.Account{ID: id}
+		}
+		out[name] = a
 	}
 	return out, nil
 }

@@ -184,13 +184,27 @@ func (c *Client) Login(ctx context.Context, username, password string) (seckill.
 	return out, err
 }
 
-// EnsureUsers calls POST /v1/admin/users.
-func (c *Client) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {
+// EnsureUsers calls POST /v1/admin/users: every named account with its
+// creation time and network (an older backend answers ids only: the
+// accounts are then unknown, CreatedAt zero).
+func (c *Client) EnsureUsers(ctx context.Context, usernames []string) (map[string]seckill.Account, error) {
 	var out struct {
-		Users map[string]int64 `json:"users"`
+		Users    map[string]int64           `json:"users"`
+		Accounts map[string]seckill.Account `json:"accounts"`
 	}
 	err := c.do(ctx, http.MethodPost, "/v1/admin/users", map[string]any{"usernames": usernames}, &out)
-	return out.Users, err
+	if err != nil {
+		return nil, err
+	}
+	accts := make(map[string]seckill.Account, len(out.Users))
+	for name, id := range out.Users {
+		a := out.Accounts[name]
+		if a.ID != id {
+			a = seckill.Account{ID: id}
+		}
+		accts[name] = a
+	}
+	return accts, nil
 }
 
 // reserveRequest is the body of POST /v1/reservations.

@@ -355,8 +355,10 @@ func (b *Balancer) Login(ctx context.Context, username, password string) (seckil
 }
 
 // EnsureUsers creates the users missing (idempotent).
-func (b *Balancer) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {
-	return call(ctx, b, ClassRead, true, func(c *backendclient.Client) (map[string]int64, error) { return c.EnsureUsers(ctx, usernames) })
+func (b *Balancer) EnsureUsers(ctx context.Context, usernames []string) (map[string]seckill.Account, error) {
+	return call(ctx, b, ClassRead, true, func(c *backendclient.Client) (map[string]seckill.Account, error) {
+		return c.EnsureUsers(ctx, usernames)
+	})
 }
 
 // Ready succeeds when one backend is ready. Readiness probes go around the

@@ -19,6 +19,7 @@ import (
 	"seckill/internal/testenv"
 	"seckill/internal/testhook"
 	"seckill/limit"
+	"seckill/reconcile"
 )
 
 // openRules lets everything through: these tests are about eligibility,
@@ -100,9 +101,10 @@ func (e *edgeEnv) createRuledItem(units int, rules map[string]any) seckill.Item 
 // TestEligibilityMinAccountAge: a sale with min_account_age 72h refuses a
 // fresh farm at the challenge and at the buy (409 not_eligible; the buy
 // before its path is even looked at), and the backend refuses it too when
-// asked directly; accounts older than 72h buy. Sessions that do not say
-// when their account was made (admin sessions, tokens signed before the
-// claims) are refused by the sale with rules and not by one without.
+// asked directly; accounts older than 72h buy, through login or admin
+// sessions. Tokens that do not say when their account was made (signed
+// before the claims) are refused by the sale with rules and not by one
+// without.
 func TestEligibilityMinAccountAge(t *testing.T) {
 	t.Parallel()
 	env := newEdgeEnv(t, openRules, edge.Config{Difficulty: 4})
@@ -113,7 +115,7 @@ func TestEligibilityMinAccountAge(t *testing.T) {
 	}
 	plain := env.createRuledItem(10, nil)
 	farm := env.accounts("farm", "203.0.113.0/24", 5, 0)
-	old := env.accounts("old", "198.51.100.0/24", 5, 100*time.Hour)
+	old := env.accounts("old", "198.51.100.0/24", 6, 100*time.Hour)
 
 	for i, a := range farm {
 		sh := a.shopper(env, i)
@@ -128,7 +130,7 @@ func TestEligibilityMinAccountAge(t *testing.T) {
 		}
 	}
 	accepted := map[int64]string{}
-	for i, a := range old {
+	for i, a := range old[:5] {
 		sh := a.shopper(env, 100+i)
 		r := sh.buy(item.ID, sh.getPath(item.ID))
 		if r.status != 202 {
@@ -137,20 +139,25 @@ func TestEligibilityMinAccountAge(t *testing.T) {
 		accepted[a.id] = r.str("order_ref")
 	}
 
-	// Sessions that do not say when the account was made.
-	admin := env.sessions("adminmade")
-	unknown := []string{admin["adminmade"]}
+	// Admin sessions carry the account's facts as the store holds them: a
+	// fresh account is refused, an old one that has not bought yet gets
+	// its challenge. A token signed without the facts (as before they
+	// existed) is refused even for an old account.
+	admin := env.sessions("adminmade", old[5].name)
+	if r := (shopper{e: env, token: admin["adminmade"], ip: "10.7.0.1"}).challenge(item.ID); r.status != 409 || r.code() != "not_eligible" {
+		t.Fatalf("admin session of a fresh account: %d %v, want 409 not_eligible", r.status, r.body)
+	}
+	if r := (shopper{e: env, token: admin[old[5].name], ip: "10.7.0.2"}).challenge(item.ID); r.status != 200 {
+		t.Fatalf("admin session of an old account: %d %v, want 200", r.status, r.body)
+	}
 	signer := edge.NewSessions(env.secret, time.Hour, false)
-	tok, _ := signer.Sign(old[0].id, old[0].name) // an old account, a token without the claims
-	unknown = append(unknown, tok)
-	for i, tok := range unknown {
-		sh := shopper{e: env, token: tok, ip: fmt.Sprintf("10.7.0.%d", i+1)}
-		if r := sh.challenge(item.ID); r.status != 409 || r.code() != "not_eligible" {
-			t.Fatalf("session %d without account facts: %d %v, want 409 not_eligible", i, r.status, r.body)
-		}
-		if r := sh.challenge(plain.ID); r.status != 200 {
-			t.Fatalf("session %d without account facts, sale without rules: %d %v", i, r.status, r.body)
-		}
+	tok, _ := signer.Sign(old[5].id, old[5].name)
+	sh := shopper{e: env, token: tok, ip: "10.7.0.3"}
+	if r := sh.challenge(item.ID); r.status != 409 || r.code() != "not_eligible" {
+		t.Fatalf("token without account facts: %d %v, want 409 not_eligible", r.status, r.body)
+	}
+	if r := sh.challenge(plain.ID); r.status != 200 {
+		t.Fatalf("token without account facts, sale without rules: %d %v", r.status, r.body)
 	}
 
 	// The backend decides again, in the reservation script: a fresh
@@ -331,5 +338,18 @@ func TestMaxPerNetworkRace(t *testing.T) {
 	c, err := env.s.st.Counters(ctx, item.ID)
 	if err != nil || c.StockLeft != 9 || c.Reserved != 11 {
 		t.Fatalf("counters after the loss: %+v %v, want 9 left, 11 reserved", c, err)
+	}
+	env.s.checkFinalWithFailed(item, accepted, 1)
+
+	// reconcile reports a network over its limit.
+	if err := env.s.st.Client().HIncrBy(ctx, k+"networks", y, 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := reconcile.Run(ctx, env.s.db, env.s.st, reconcile.Options{Items: []int64{item.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() || fmt.Sprint(rep.Items[0].OverNetwork) != "[2001:db8:7::/48: 4 units (redis)]" {
+		t.Fatalf("reconcile with a network over its limit: ok %v, over %q", rep.OK(), rep.Items[0].OverNetwork)
 	}
 }

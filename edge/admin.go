@@ -113,13 +113,13 @@ func (e *Edge) createSessions(c echo.Context) error {
 			return seckill.Errorf(seckill.EInvalid, "username %q: must be 3 to 32 characters of A-Z, a-z, 0-9, '_', '.', '-'", n)
 		}
 	}
-	ids, err := e.be.EnsureUsers(c.Request().Context(), req.Usernames)
+	accts, err := e.be.EnsureUsers(c.Request().Context(), req.Usernames)
 	if err != nil {
 		return unavailable(err)
 	}
-	tokens := make(map[string]string, len(ids))
-	for name, id := range ids {
-		tokens[name], _ = e.sessions.Sign(id, name)
+	tokens := make(map[string]string, len(accts))
+	for name, a := range accts {
+		tokens[name], _ = e.sessions.SignAccount(a, name) // with created_at and network when the backend said
 	}
 	return c.JSON(http.StatusOK, map[string]any{"tokens": tokens})
 }

@@ -212,8 +212,8 @@ func (e *Edge) checkDrawClaim(ctx context.Context, it seckill.Item, userID int64
 }
 
 // drawEligible is the item's eligibility check for an entry (issue 15:
-// 409 not_eligible).
+// 409 not_eligible): checkEligible (eligible.go). max_per_network is
+// counted when a winner's claim takes the unit (the reservation script).
 func (e *Edge) drawEligible(ses Session, it seckill.Item) error {
-	_, _ = ses, it
-	return nil
+	return e.checkEligible(ses, it)
 }

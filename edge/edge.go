@@ -50,7 +50,9 @@ type Backend interface {
 	// registered from (clientip.Network), kept on the account.
 	Register(ctx context.Context, username, password, network string) (int64, error)
 	Login(ctx context.Context, username, password string) (seckill.Account, error)
-	EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error)
+	// EnsureUsers: the named accounts (created when missing) with their
+	// creation time and network, for the sessions of the admin API.
+	EnsureUsers(ctx context.Context, usernames []string) (map[string]seckill.Account, error)
 	Ready(ctx context.Context) error
 }
 

@@ -258,3 +258,24 @@ func (db *DB) Credentials(ctx context.Context, username string) (int64, string, 
 	}
 	return u.ID, u.PasswordHash, nil
 }
+
+// Accounts returns the creation time and registration network of the users
+// ids (those that exist), for sessions made by the admin API to carry them.
+func (db *DB) Accounts(ctx context.Context, ids []int64) (map[int64]seckill.Account, error) {
+	out := make(map[int64]seckill.Account, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := db.pool.Query(ctx, "SELECT id, created_at, network FROM users WHERE id = ANY($1)", ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading accounts: %w", unavailable(err))
+	}
+	var a seckill.Account
+	if _, err := pgx.ForEachRow(rows, []any{&a.ID, &a.CreatedAt, &a.Network}, func() error {
+		out[a.ID] = a
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("reading accounts: %w", unavailable(err))
+	}
+	return out, nil
+}

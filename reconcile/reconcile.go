@@ -45,6 +45,7 @@ type Catalog interface {
 	OrderRefs(ctx context.Context, itemID int64) (map[int64]string, error)
 	CountFailed(ctx context.Context, itemID int64) (int64, error)
 	DuplicateOrders(ctx context.Context) (int64, error)
+	OrderNetworks(ctx context.Context, itemID int64) (map[int64]string, error)
 }
 
 // Stock is the live side (package stock).
@@ -56,6 +57,7 @@ type Stock interface {
 	OutboxState(ctx context.Context, itemID int64) (stock.OutboxState, error)
 	LiveRelays(ctx context.Context) (map[string]stock.RelayBeat, error)
 	RequeueStranded(ctx context.Context, itemID int64, id string, minIdle time.Duration) (string, error)
+	Networks(ctx context.Context, itemID int64) (map[string]int64, error)
 }
 
 // Options tune a run.
@@ -104,11 +106,18 @@ type ItemReport struct {
 	// entry, waiting or not.
 	Waiting         int64 `json:"waiting"`
 	OldestWaitingMs int64 `json:"oldest_waiting_ms"`
+	// MaxPerNetwork is the item's max_per_network (0: no limit);
+	// OverNetwork names every registration network holding more units
+	// than that, in PostgreSQL's orders or in Redis's per-network counts
+	// ("<network>: <units>"); must be empty.
+	MaxPerNetwork int64    `json:"max_per_network,omitempty"`
+	OverNetwork   []string `json:"over_network,omitempty"`
 }
 
 // OK reports whether the item adds up.
 func (r ItemReport) OK() bool {
-	return r.CounterDiff == 0 && len(r.Missing) == 0 && len(r.Orphans) == 0 && r.Oversold == 0 && len(r.Stranded) == 0
+	return r.CounterDiff == 0 && len(r.Missing) == 0 && len(r.Orphans) == 0 && r.Oversold == 0 && len(r.Stranded) == 0 &&
+		len(r.OverNetwork) == 0
 }
 
 // Report is the finding for every item checked.
@@ -163,9 +172,11 @@ func Run(ctx context.Context, db Catalog, st Stock, opt Options) (Report, error)
 		return Report{}, fmt.Errorf("listing items: %w", err)
 	}
 	totals := make(map[int64]int64, len(items))
+	maxNet := make(map[int64]int64, len(items))
 	ids := opt.Items
 	for _, it := range items {
 		totals[it.ID] = it.Stock
+		maxNet[it.ID] = it.MaxPerNetwork
 		if len(opt.Items) == 0 {
 			ids = append(ids, it.ID)
 		}
@@ -181,6 +192,11 @@ func Run(ctx context.Context, db Catalog, st Stock, opt Options) (Report, error)
 			total = ir.StockTotal
 		}
 		ir.Oversold = max(ir.Orders-total, 0)
+		if ir.MaxPerNetwork = maxNet[id]; ir.MaxPerNetwork > 0 {
+			if ir.OverNetwork, err = overNetwork(ctx, db, st, id, ir.MaxPerNetwork); err != nil {
+				return Report{}, err
+			}
+		}
 		rep.Items = append(rep.Items, ir)
 	}
 	// The relay side last: an entry still stranded after the settle wait.
@@ -286,6 +302,34 @@ func checkRelay(ctx context.Context, st Stock, ir *ItemReport, live map[string]s
 	return nil
 }
 
+// overNetwork lists the registration networks holding more than max units
+// of an item: by the orders PostgreSQL stored, and by Redis's per-network
+// counts (which include orders still on their way).
+func overNetwork(ctx context.Context, db Catalog, st Stock, id, max int64) ([]string, error) {
+	nets, err := db.OrderNetworks(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("reading buyers' networks of item %d: %w", id, err)
+	}
+	stored := map[string]int64{}
+	for _, n := range nets {
+		stored[n]++
+	}
+	live, err := st.Networks(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var over []string
+	for what, counts := range map[string]map[string]int64{"stored": stored, "redis": live} {
+		for n, c := range counts {
+			if c > max {
+				over = append(over, fmt.Sprintf("%s: %d units (%s)", n, c, what))
+			}
+		}
+	}
+	sort.Strings(over)
+	return over, nil
+}
+
 type snap struct {
 	ItemReport
 	missingUsers map[string]int64
@@ -366,6 +410,9 @@ func Print(w io.Writer, rep Report) {
 			it.Oversold, len(it.Stranded), it.Waiting, float64(it.OldestWaitingMs)/1000, verdict)
 		for _, ref := range it.Stranded {
 			fmt.Fprintf(w, "  item %d: order %s stranded in the relay group's pending list\n", it.ItemID, ref)
+		}
+		for _, n := range it.OverNetwork {
+			fmt.Fprintf(w, "  item %d: network %s, over max_per_network %d\n", it.ItemID, n, it.MaxPerNetwork)
 		}
 	}
 	fmt.Fprintf(w, "duplicate orders (user, item) in PostgreSQL: %d\n", rep.Duplicates)

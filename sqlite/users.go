@@ -220,3 +220,37 @@ func (db *DB) fillUsernameKeys(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Accounts returns the creation time and registration network of the users
+// ids (those that exist), for sessions made by the admin API to carry them.
+func (db *DB) Accounts(ctx context.Context, ids []int64) (map[int64]seckill.Account, error) {
+	out := make(map[int64]seckill.Account, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading accounts: %w", err)
+	}
+	rows, err := db.r.QueryContext(ctx,
+		"SELECT u.id, u.created_at, u.network FROM json_each(?) AS j JOIN users AS u ON u.id = j.value", string(list))
+	if err != nil {
+		return nil, fmt.Errorf("reading accounts: %w", unavailable(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			a       seckill.Account
+			created int64
+		)
+		if err := rows.Scan(&a.ID, &created, &a.Network); err != nil {
+			return nil, fmt.Errorf("reading accounts: %w", unavailable(err))
+		}
+		a.CreatedAt = fromMicros(created)
+		out[a.ID] = a
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading accounts: %w", unavailable(err))
+	}
+	return out, nil
+}

@@ -66,8 +66,8 @@ func (b inprocBackend) Login(ctx context.Context, username, password string) (se
 	return a, unavailable(err)
 }
 
-func (b inprocBackend) EnsureUsers(ctx context.Context, usernames []string) (map[string]int64, error) {
-	m, err := b.svc.EnsureUsers(ctx, usernames)
+func (b inprocBackend) EnsureUsers(ctx context.Context, usernames []string) (map[string]seckill.Account, error) {
+	m, err := b.svc.EnsureAccounts(ctx, usernames)
 	return m, unavailable(err)
 }
 

@@ -72,6 +72,7 @@ func Run(t *testing.T, e Engine) {
 		{"Canceled", canceled},
 		{"UsernamesNormalised", usernamesNormalised},
 		{"RulesAndNetwork", rulesAndNetwork},
+		{"EligibilityFacts", eligibilityFacts},
 		{"Draw", drawCase},               // draw.go
 		{"DrawCloseRace", drawCloseRace}, // draw.go
 	} {
@@ -763,5 +764,64 @@ func rulesAndNetwork(t *testing.T, e Engine) {
 	}
 	if got, _ := db.Item(ctx, plain.ID); got.SaleRules != (seckill.SaleRules{}) || got.AllocationMode() != seckill.AllocationRace {
 		t.Errorf("item without rules reads back %+v", got.SaleRules)
+	}
+}
+
+// eligibilityFacts: the account facts eligibility needs (issue 15):
+// Accounts answers creation time and network by id, OrderNetworks the
+// networks of an item's buyers that have one (Redis recounts
+// max_per_network from it after a loss).
+func eligibilityFacts(t *testing.T, e Engine) {
+	ctx := context.Background()
+	db := e.Open(t)
+	before := time.Now().Add(-time.Minute)
+	carol, err := db.CreateUser(ctx, "carol", "h", "203.0.113.0/24")
+	if err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	erin, err := db.CreateUser(ctx, "erin", "h", "2001:db8::/48")
+	if err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	ids, err := db.EnsureUsers(ctx, []string{"dave"})
+	if err != nil {
+		t.Fatalf("EnsureUsers: %v", err)
+	}
+	dave := ids["dave"]
+	accts, err := db.Accounts(ctx, []int64{carol, dave, erin + 1000})
+	if err != nil {
+		t.Fatalf("Accounts: %v", err)
+	}
+	if len(accts) != 2 || accts[carol].Network != "203.0.113.0/24" || accts[carol].ID != carol ||
+		accts[dave].Network != "" || accts[dave].ID != dave {
+		t.Errorf("Accounts = %+v", accts)
+	}
+	for _, a := range accts {
+		if a.CreatedAt.Before(before) || a.CreatedAt.After(time.Now().Add(time.Minute)) {
+			t.Errorf("account %d created at %v, want about now", a.ID, a.CreatedAt)
+		}
+	}
+	if a, err := db.Accounts(ctx, nil); err != nil || len(a) != 0 {
+		t.Errorf("Accounts(nil) = %v, %v", a, err)
+	}
+	item := Item(t, db)
+	at := time.Now().Truncate(time.Microsecond)
+	if _, err := db.InsertOrders(ctx, []seckill.OrderMessage{
+		{OrderRef: "e1", UserID: carol, ItemID: item.ID, ReservedAt: at},
+		{OrderRef: "e2", UserID: dave, ItemID: item.ID, ReservedAt: at},
+		{OrderRef: "e3", UserID: erin, ItemID: item.ID, ReservedAt: at},
+	}); err != nil {
+		t.Fatalf("InsertOrders: %v", err)
+	}
+	nets, err := db.OrderNetworks(ctx, item.ID)
+	if err != nil {
+		t.Fatalf("OrderNetworks: %v", err)
+	}
+	want := map[int64]string{carol: "203.0.113.0/24", erin: "2001:db8::/48"}
+	if fmt.Sprint(nets) != fmt.Sprint(want) {
+		t.Errorf("OrderNetworks = %v, want %v (buyers without a network left out)", nets, want)
+	}
+	if nets, err := db.OrderNetworks(ctx, item.ID+1000); err != nil || len(nets) != 0 {
+		t.Errorf("OrderNetworks(no item) = %v, %v", nets, err)
 	}
 }
