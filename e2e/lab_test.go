@@ -203,3 +203,48 @@ func TestLabFarm(t *testing.T) {
 		t.Errorf("early_arrival: %d requests, %d units", ea.Requests, ea.UnitsWon)
 	}
 }
+
+// TestLabFarmTooYoung: the farm scenario with min_account_age 30s. The
+// honest accounts are made when the run begins and the lab waits real time
+// until they are older than that before the first sale; the farm registers
+// 8 s before it, so its accounts are at most about 20 s old at either
+// sale: every farm account is refused (409 not_eligible) in both sales,
+// the farm wins nothing, no honest account is refused, and the verdict is
+// PASS.
+func TestLabFarmTooYoung(t *testing.T) {
+	t.Parallel()
+	env := newEdgeEnv(t, shippedRules(t), edge.Config{Difficulty: 8, PathTTL: 2 * time.Second})
+	raw := strings.Replace(farmScenario, "start_in: 14s\n", "start_in: 14s\nmin_account_age: 30s\n", 1)
+	raw = strings.Replace(raw, "register_before: 12s", "register_before: 8s", 1)
+	sc, err := lab.Parse([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	began := time.Now()
+	rep, err := lab.Run(ctx, sc, lab.Config{EdgeURL: env.pub.URL, AdminURL: env.adm.URL, AdminToken: env.token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	rep.WriteTable(&buf)
+	t.Logf("farm, min_account_age 30s (run took %s):\n%s", time.Since(began).Round(time.Second), buf.String())
+	if rep.Verdict != lab.VerdictPass || rep.MinAccountAge != "30s" {
+		t.Errorf("verdict %s: %s", rep.Verdict, rep.Headline)
+	}
+	pop := rep.Population
+	if pop.FarmRegistration["201"] != 20 || pop.FarmNotEligible != 40 {
+		t.Errorf("farm: registrations %v, refused as not eligible %d times, want 20 and 40 (20 accounts, 2 sales)", pop.FarmRegistration, pop.FarmNotEligible)
+	}
+	if pop.HonestRefusedBudget+pop.HonestNotEligible != 0 || pop.HonestRegistration["201"] != 6 {
+		t.Errorf("honest refused: %d at registration, %d not eligible", pop.HonestRefusedBudget, pop.HonestNotEligible)
+	}
+	farm := rep.Actor(lab.AccountFarm)
+	if farm.UnitsWon != 0 || farm.Outcomes["409 not_eligible"] < 40 {
+		t.Errorf("farm won %d units; outcomes %v", farm.UnitsWon, farm.Outcomes)
+	}
+	if rep.Invariants.Final.Orders != 40 || rep.Actor(lab.Honest).UnitsWon+rep.Actor(lab.EarlyArrival).UnitsWon != 40 {
+		t.Errorf("orders %d, honest won %d, early_arrival %d; want 40 to them", rep.Invariants.Final.Orders, rep.Actor(lab.Honest).UnitsWon, rep.Actor(lab.EarlyArrival).UnitsWon)
+	}
+}

@@ -595,7 +595,7 @@ func (rep *Report) writeShares(w io.Writer) {
 		if t.Beat {
 			beat = "YES"
 		}
-		fmt.Fprintf(tw, "  %s\t%d\t%.1f%%\t%d/%d\t%.1f%%\t%s\t%s\n", t.Kind, t.Accounts, 100*t.PopulationShare, t.Units, t.UnitsSold, 100*t.UnitShare, fmtP(t.PValue), beat)
+		fmt.Fprintf(tw, "  %s\t%d\t%.1f%%\t%d/%d\t%.1f%%\t%s\t%s\n", t.Kind, t.Accounts, 100*t.PopulationShare, t.Units, t.UnitsSold, 100*t.UnitShare, t.P(), beat)
 	}
 	tw.Flush()
 }
@@ -678,7 +678,7 @@ func Compare(w io.Writer, reps []*Report, names []string) {
 		row(k+" units / accounts share", func(r *Report) any {
 			for _, t := range r.Shares {
 				if t.Kind == k {
-					return fmt.Sprintf("%.1f%% / %.1f%% (p %s)", 100*t.UnitShare, 100*t.PopulationShare, fmtP(t.PValue))
+					return fmt.Sprintf("%.1f%% / %.1f%% (p %s)", 100*t.UnitShare, 100*t.PopulationShare, t.P())
 				}
 			}
 			return "-"
