@@ -127,7 +127,9 @@ func TestLabPathSharing(t *testing.T) {
 
 // farmScenario: 60 honest users (6 of them register through the route,
 // 30 behind one carrier-NAT /24) arriving over 3 s, an account farm of 20
-// fresh accounts from 4 networks at the first instant and one
+// fresh accounts from 4 networks (2 to an address: the registration
+// bucket's burst of 5 holds both of an address's challenges and
+// registrations) at the first instant and one
 // early-arrival bot, for 20 units, two seeds.
 const farmScenario = `
 name: farm-e2e
@@ -148,12 +150,12 @@ honest:
   addresses:
     - {name: carrier_nat, users: 30, per_ip: 15, ips_per_network: 2}
 bots:
-  - {kind: account_farm, accounts: 20, networks: 4, per_ip: 5, register_before: 12s}
+  - {kind: account_farm, accounts: 20, networks: 4, per_ip: 2, register_before: 12s}
   - {kind: early_arrival, count: 1}
 `
 
 // TestLabFarm: the farm registers its 20 accounts through the public route
-// (registration challenge, 5 to an address, 4 fresh /24s), plays them at
+// (registration challenge, 2 to an address, 4 fresh /24s), plays them at
 // the first instant of both sales and takes far more than its share of the
 // accounts: the verdict is BOTS_WON and names it; the invariants hold over
 // both seeds.
@@ -164,7 +166,7 @@ func TestLabFarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	rep, err := lab.Run(ctx, sc, lab.Config{EdgeURL: env.pub.URL, AdminURL: env.adm.URL, AdminToken: env.token})
 	if err != nil {
@@ -201,5 +203,50 @@ func TestLabFarm(t *testing.T) {
 	}
 	if ea := rep.Actor(lab.EarlyArrival); ea.Requests == 0 || ea.UnitsWon > 2 {
 		t.Errorf("early_arrival: %d requests, %d units", ea.Requests, ea.UnitsWon)
+	}
+}
+
+// TestLabFarmTooYoung: the farm scenario with min_account_age 60s. The
+// honest accounts are made when the run begins and the lab waits real time
+// until they are older than that before the first sale; the farm registers
+// from 8 s before it (the sale is created once the farm is done), so its
+// accounts are well under a minute old at either sale: every farm account is refused (409 not_eligible) in both sales,
+// the farm wins nothing, no honest account is refused, and the verdict is
+// PASS.
+func TestLabFarmTooYoung(t *testing.T) {
+	t.Parallel()
+	env := newEdgeEnv(t, shippedRules(t), edge.Config{Difficulty: 8, PathTTL: 2 * time.Second})
+	raw := strings.Replace(farmScenario, "start_in: 14s\n", "start_in: 14s\nmin_account_age: 60s\n", 1)
+	raw = strings.Replace(raw, "register_before: 12s", "register_before: 8s", 1)
+	sc, err := lab.Parse([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	began := time.Now()
+	rep, err := lab.Run(ctx, sc, lab.Config{EdgeURL: env.pub.URL, AdminURL: env.adm.URL, AdminToken: env.token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	rep.WriteTable(&buf)
+	t.Logf("farm, min_account_age 60s (run took %s):\n%s", time.Since(began).Round(time.Second), buf.String())
+	if rep.Verdict != lab.VerdictPass || rep.MinAccountAge != "1m0s" {
+		t.Errorf("verdict %s: %s", rep.Verdict, rep.Headline)
+	}
+	pop := rep.Population
+	if pop.FarmRegistration["201"] != 20 || pop.FarmNotEligible != 40 {
+		t.Errorf("farm: registrations %v, refused as not eligible %d times, want 20 and 40 (20 accounts, 2 sales)", pop.FarmRegistration, pop.FarmNotEligible)
+	}
+	if pop.HonestRefusedBudget+pop.HonestNotEligible != 0 || pop.HonestRegistration["201"] != 6 {
+		t.Errorf("honest refused: %d at registration, %d not eligible", pop.HonestRefusedBudget, pop.HonestNotEligible)
+	}
+	farm := rep.Actor(lab.AccountFarm)
+	if farm.UnitsWon != 0 || farm.Outcomes["409 not_eligible"] < 40 {
+		t.Errorf("farm won %d units; outcomes %v", farm.UnitsWon, farm.Outcomes)
+	}
+	if rep.Invariants.Final.Orders != 40 || rep.Actor(lab.Honest).UnitsWon+rep.Actor(lab.EarlyArrival).UnitsWon != 40 {
+		t.Errorf("orders %d, honest won %d, early_arrival %d; want 40 to them", rep.Invariants.Final.Orders, rep.Actor(lab.Honest).UnitsWon, rep.Actor(lab.EarlyArrival).UnitsWon)
 	}
 }

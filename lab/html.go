@@ -200,7 +200,7 @@ X-Forwarded-For {{if .R.XFF}}sent{{else}}not sent{{end}}. Started {{time .R.Star
 <h2>Share of units vs share of accounts</h2>
 <p>One-sided binomial test per actor kind, alpha 0.01, over {{len .R.Seeds}} seed(s) pooled: under a fair sale each unit goes to a kind with probability equal to its share of the accounts.</p>
 <table><tr><th>kind</th><th>accounts</th><th>population share</th><th>units</th><th>unit share</th><th>p-value</th><th>beat its share</th></tr>
-{{range .R.Shares}}<tr><td>{{.Kind}}</td><td>{{.Accounts}}</td><td>{{pct .PopulationShare}}</td><td>{{.Units}}/{{.UnitsSold}}</td><td>{{pct .UnitShare}}</td><td>{{printf "%.3g" .PValue}}</td><td class="{{if .Beat}}FAIL{{else}}PASS{{end}}">{{if .Beat}}YES{{else}}no{{end}}</td></tr>{{end}}</table>
+{{range .R.Shares}}<tr><td>{{.Kind}}</td><td>{{.Accounts}}</td><td>{{pct .PopulationShare}}</td><td>{{.Units}}/{{.UnitsSold}}</td><td>{{pct .UnitShare}}</td><td>{{.P}}</td><td class="{{if .Beat}}FAIL{{else}}PASS{{end}}">{{if .Beat}}YES{{else}}no{{end}}</td></tr>{{end}}</table>
 <h2>What stopped each bot kind</h2>
 <table><tr><th>bot kind</th><th>units won</th><th>rejections</th></tr>
 {{range .R.Defences}}<tr><td>{{.Kind}}</td><td>{{.UnitsWon}}</td><td>{{.}}</td></tr>{{end}}</table>

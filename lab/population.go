@@ -137,12 +137,13 @@ func registrants(users, n int) map[int]bool {
 // without the challenge route (404, 405) is asked without one. Sessions
 // come from POST /admin/sessions (see registerAll).
 type registrar struct {
-	p *play
-	c *client
+	p   *play
+	c   *client
+	sem chan struct{} // requests in flight (waits for Retry-After hold none)
 }
 
-// regConcurrency bounds the registrations in flight: each costs the
-// backend two password hashes (register, login), and the backend hashes
+// regConcurrency bounds the registration requests in flight: each
+// registration costs the backend a password hash, and the backend hashes
 // one at a time on two cores with a queue of two (503 overloaded beyond,
 // and each retry spends a token of the per-address registration bucket).
 const regConcurrency = 2
@@ -151,22 +152,24 @@ const regConcurrency = 2
 // one's outcome: "201", or the refusal ("429 <code>", "400 challenge_failed").
 func (g registrar) registerAll(ctx context.Context, actors []*actor) []string {
 	out := make([]string, len(actors))
-	sem := make(chan struct{}, regConcurrency)
+	g.sem = make(chan struct{}, regConcurrency)
+	// At most 4 registrations under way per concurrent request: the others
+	// queue in order, so the accounts of one address go one after another.
+	work := make(chan int)
 	var wg sync.WaitGroup
-	for i, a := range actors {
+	for range 4 * regConcurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				out[i] = "stopped"
-				return
+			for i := range work {
+				out[i] = g.register(ctx, actors[i])
 			}
-			defer func() { <-sem }()
-			out[i] = g.register(ctx, a)
 		}()
 	}
+	for i := range actors {
+		work <- i
+	}
+	close(work)
 	wg.Wait()
 	// Sessions of the registered accounts from POST /admin/sessions rather
 	// than POST /api/login: a login is one more password hash on a shared
@@ -197,10 +200,21 @@ func (g registrar) registerAll(ctx context.Context, actors []*actor) []string {
 // labPassword is every registered lab account's password.
 const labPassword = "lab-password-0123"
 
+// do sends one request holding a slot of the semaphore.
+func (g registrar) do(ctx context.Context, a *actor, route, path string, body any) reply {
+	select {
+	case g.sem <- struct{}{}:
+	case <-ctx.Done():
+		return reply{err: ctx.Err()}
+	}
+	defer func() { <-g.sem }()
+	return g.c.do(ctx, a, route, "POST", path, body)
+}
+
 func (g registrar) register(ctx context.Context, a *actor) string {
 	body := map[string]any{"username": a.name, "password": labPassword}
 	for attempt := 0; ; attempt++ {
-		ch := g.c.do(ctx, a, "register_challenge", "POST", "/api/register/challenge", nil)
+		ch := g.do(ctx, a, "register_challenge", "/api/register/challenge", nil)
 		switch {
 		case ch.err != nil:
 			return "error"
@@ -223,7 +237,7 @@ func (g registrar) register(ctx context.Context, a *actor) string {
 		default:
 			return outcomeOf(ch)
 		}
-		rep := g.c.do(ctx, a, "register", "POST", "/api/register", body)
+		rep := g.do(ctx, a, "register", "/api/register", body)
 		switch {
 		case rep.err != nil:
 			return "error"

@@ -30,7 +30,9 @@ type Report struct {
 	// Throughput figures: requests/s over the run and at the busiest
 	// second, purchases accepted per second (between the first and the last
 	// 202), orders stored per second (from the stock samples).
-	MeanRPS        float64          `json:"mean_rps"`
+	MeanRPS float64 `json:"mean_rps"` // over the seeds' sales
+	// Series is the requests per second since each sale's start, summed
+	// over the seeds; PeakRPS the busiest second of any one sale.
 	PeakRPS        float64          `json:"peak_rps"`
 	AcceptedPerSec float64          `json:"accepted_per_s"`
 	OrdersPerSec   float64          `json:"orders_per_s"`
@@ -355,9 +357,17 @@ func (p *play) build(sales []*saleResult, pop *population) *Report {
 		sortDurations(l)
 		buckets[i].P50Ms, buckets[i].P99Ms = pct(l, 0.5), pct(l, 0.99)
 	}
-	rep.Series = buckets
-	for _, b := range buckets {
-		rep.PeakRPS = max(rep.PeakRPS, float64(b.OK+b.Rejected+b.Limited+b.Unavailable+b.Errors))
+	rep.Series = buckets      // summed over the seeds
+	for _, s := range sales { // the busiest second of any one sale
+		per := map[int]int{}
+		for _, x := range s.recs {
+			if x.At >= 0 {
+				per[int(x.At/time.Second)]++
+			}
+		}
+		for _, n := range per {
+			rep.PeakRPS = max(rep.PeakRPS, float64(n))
+		}
 	}
 	if played > 0 {
 		rep.MeanRPS = float64(len(recs)) / played.Seconds()
@@ -595,7 +605,7 @@ func (rep *Report) writeShares(w io.Writer) {
 		if t.Beat {
 			beat = "YES"
 		}
-		fmt.Fprintf(tw, "  %s\t%d\t%.1f%%\t%d/%d\t%.1f%%\t%s\t%s\n", t.Kind, t.Accounts, 100*t.PopulationShare, t.Units, t.UnitsSold, 100*t.UnitShare, fmtP(t.PValue), beat)
+		fmt.Fprintf(tw, "  %s\t%d\t%.1f%%\t%d/%d\t%.1f%%\t%s\t%s\n", t.Kind, t.Accounts, 100*t.PopulationShare, t.Units, t.UnitsSold, 100*t.UnitShare, t.P(), beat)
 	}
 	tw.Flush()
 }
@@ -678,7 +688,7 @@ func Compare(w io.Writer, reps []*Report, names []string) {
 		row(k+" units / accounts share", func(r *Report) any {
 			for _, t := range r.Shares {
 				if t.Kind == k {
-					return fmt.Sprintf("%.1f%% / %.1f%% (p %s)", 100*t.UnitShare, 100*t.PopulationShare, fmtP(t.PValue))
+					return fmt.Sprintf("%.1f%% / %.1f%% (p %s)", 100*t.UnitShare, 100*t.PopulationShare, t.P())
 				}
 			}
 			return "-"

@@ -221,6 +221,34 @@ func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) 
 			r.logf("the sale starts at %s, when the population's accounts are %s old (min_account_age %s)", startsAt.Format(time.TimeOnly), startsAt.Sub(r.pop.madeAt).Round(time.Second), sc.MinAccountAge)
 		}
 	}
+	// Farms register their accounts ahead of the sale, from
+	// register_before the planned start; the sale is created once they are
+	// done (starting at the planned time, or 2 s after it is created if
+	// the registrations ran late), so a farm always plays with all of its
+	// accounts and their age at the start is known.
+	honest := r.pop.honest
+	bots := r.makeBots(true)
+	var fw sync.WaitGroup
+	for _, b := range bots {
+		if b.spec.Kind != AccountFarm || !b.registered.IsZero() {
+			continue
+		}
+		fw.Add(1)
+		go func() {
+			defer fw.Done()
+			if sleep(ctx, time.Until(startsAt.Add(-b.spec.RegisterBefore))) {
+				r.registerFarm(ctx, b)
+			}
+		}()
+	}
+	fw.Wait()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if late := time.Now().Add(2 * time.Second); startsAt.Before(late) {
+		r.note("the farms' registrations ran past the planned start of a sale: the sale started 2 s after they were done (raise register_before or start_in)")
+		startsAt = late
+	}
 	spec := apiclient.ItemSpec{
 		Name: fmt.Sprintf("lab %s %s seed %d", sc.Name, r.p.runID, r.seed), PriceCents: int64(sc.PriceCents), Stock: int64(sc.Units), Challenge: sc.Challenge,
 		StartsAt: startsAt.UTC(), EndsAt: startsAt.Add(sc.SaleLength).UTC(),
@@ -247,29 +275,8 @@ func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) 
 		r.logf("defences switched OFF for item %d: %v", r.item, off)
 	}
 
-	honest := r.pop.honest
-	bots := r.makeBots(true)
-
-	// Farms register their accounts ahead of the sale (in the background:
-	// a farm that is not done by the start plays with what it has).
-	var fw sync.WaitGroup
-	for _, b := range bots {
-		if b.spec.Kind != AccountFarm || !b.registered.IsZero() {
-			continue
-		}
-		fw.Add(1)
-		go func() {
-			defer fw.Done()
-			if !sleep(ctx, time.Until(startsAt.Add(-b.spec.RegisterBefore))) {
-				return
-			}
-			r.registerFarm(ctx, b)
-		}()
-	}
-
 	// Wait for the sale to start.
 	if !sleep(ctx, time.Until(startsAt)) {
-		fw.Wait()
 		return nil, ctx.Err()
 	}
 	start := startsAt
@@ -294,9 +301,6 @@ func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) 
 		bw.Add(1)
 		go func() {
 			defer bw.Done()
-			if b.spec.Kind == AccountFarm {
-				fw.Wait() // registered (the farm started before the sale)
-			}
 			if !sleep(botCtx, time.Until(start.Add(b.spec.StartIn))) {
 				return
 			}
@@ -335,10 +339,12 @@ func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) 
 	}
 	stopBots()
 	bw.Wait()
-	fw.Wait()
 	for _, b := range bots {
 		if b.spec.Kind == AccountFarm && !b.registered.IsZero() {
 			r.p.farmAges = append(r.p.farmAges, start.Sub(b.registered), start.Sub(b.regBegan))
+			if sc.MinAccountAge > 0 && start.Sub(b.regBegan) >= sc.MinAccountAge {
+				r.note("the farm's oldest accounts were %s old when seed %d's sale opened, not younger than min_account_age %s: they could take part", start.Sub(b.regBegan).Round(time.Second), r.seed, sc.MinAccountAge)
+			}
 		}
 	}
 	played := time.Since(start)

@@ -46,19 +46,27 @@ type ShareTest struct {
 	UnitsSold       int     `json:"units_sold"`       // all kinds, pooled
 	UnitShare       float64 `json:"unit_share"`       // Units / UnitsSold
 	PValue          float64 `json:"p_value"`
+	// Log10P is log10 of PValue, also where PValue underflows to 0.
+	Log10P float64 `json:"log10_p"`
 	// Beat: Units is significantly above the fair share (PValue < Alpha).
 	Beat bool `json:"beat_share"`
 }
 
 func (s ShareTest) String() string {
 	return fmt.Sprintf("%s won %d of %d units (%.1f%%) with %.1f%% of the accounts (p = %s)",
-		s.Kind, s.Units, s.UnitsSold, 100*s.UnitShare, 100*s.PopulationShare, fmtP(s.PValue))
+		s.Kind, s.Units, s.UnitsSold, 100*s.UnitShare, 100*s.PopulationShare, s.P())
+}
+
+// P formats the p-value ("0.023", "4.1e-18", "10^-612.4").
+func (s ShareTest) P() string {
+	if s.PValue == 0 && s.Log10P < 0 {
+		return fmt.Sprintf("10^%.1f", s.Log10P)
+	}
+	return fmtP(s.PValue)
 }
 
 func fmtP(p float64) string {
 	switch {
-	case p == 0:
-		return "< 1e-300"
 	case p < 1e-3:
 		return fmt.Sprintf("%.1e", p)
 	default:
@@ -83,7 +91,8 @@ func ShareTests(kinds []string, accounts, units map[string]int) []ShareTest {
 		}
 		if sold > 0 {
 			t.UnitShare = float64(t.Units) / float64(sold)
-			t.PValue = BinomialUpperTail(sold, t.Units, t.PopulationShare)
+			lp := LogBinomialUpperTail(sold, t.Units, t.PopulationShare)
+			t.PValue, t.Log10P = math.Exp(lp), lp/math.Ln10
 		}
 		t.Beat = t.PValue < Alpha
 		out = append(out, t)
@@ -96,15 +105,22 @@ func ShareTests(kinds []string, accounts, units map[string]int) []ShareTest {
 // accurate for tails far below 1e-300 down to the float64 range, and for n
 // in the millions.
 func BinomialUpperTail(n, k int, p float64) float64 {
+	return math.Exp(LogBinomialUpperTail(n, k, p))
+}
+
+// LogBinomialUpperTail is the natural log of P(X >= k) for X ~
+// Binomial(n, p) (-Inf when it is 0), finite where the tail itself
+// underflows float64 (below about 1e-308).
+func LogBinomialUpperTail(n, k int, p float64) float64 {
 	switch {
 	case k <= 0:
-		return 1
+		return 0
 	case k > n:
-		return 0
+		return math.Inf(-1)
 	case p <= 0:
-		return 0
+		return math.Inf(-1)
 	case p >= 1:
-		return 1
+		return 0
 	}
 	lp, lq := math.Log(p), math.Log1p(-p)
 	lgn, _ := math.Lgamma(float64(n) + 1)
@@ -125,7 +141,7 @@ func BinomialUpperTail(n, k int, p float64) float64 {
 			break
 		}
 	}
-	return min(1, math.Exp(peak+math.Log(sum)))
+	return min(0, peak+math.Log(sum))
 }
 
 // decide sets the verdict and the headline from the invariants and the

@@ -35,6 +35,14 @@ func TestBinomialUpperTail(t *testing.T) {
 			t.Errorf("P(X >= %d | n=%d, p=%g) = %.15e, want %.15e (relative error %.2g)", c.k, c.n, c.p, got, c.want, rel)
 		}
 	}
+	// Below float64's range the log still says how small: the farm's 821
+	// of 1,000 units with 1/11 of the accounts (exact: -659.8024475093).
+	if got := LogBinomialUpperTail(1000, 821, 1.0/11) / math.Ln10; math.Abs(got+659.8024475093) > 1e-6 {
+		t.Errorf("log10 P(X >= 821 | 1000, 1/11) = %.10f, want -659.8024475093", got)
+	}
+	if x := farmTests(821, 179)[1]; x.PValue != 0 || x.P() != "10^-659.8" || !x.Beat {
+		t.Errorf("821 of 1,000: %+v, shown as %s", x, x.P())
+	}
 	// A tail far below float64's smallest normal number still comes out
 	// as a number, not NaN, and the tail only falls as k grows.
 	prev := 2.0
