@@ -62,7 +62,7 @@ func (r *runner) makeBots() []*bot {
 
 // shortKind keeps usernames within 32 characters.
 var shortKind = map[string]string{SkipChallenge: "sc", PathGuesser: "pg", ChallengeReplayer: "cr", OneIPFlood: "f1",
-	ManyIPFlood: "fn", RepeatClicker: "rc", SoldOutHammerer: "so", SlowClient: "sl", PathSharer: "ps"}
+	ManyIPFlood: "fn", RepeatClicker: "rc", SoldOutHammerer: "so", SlowClient: "sl", PathSharer: "ps", OCRBot: "oc"}
 
 // wait takes a token of the bot's rate; false when ctx ended.
 func (b *bot) wait(ctx context.Context) bool { return b.lim.Wait(ctx) == nil }
@@ -205,6 +205,8 @@ func (r *runner) playBot(ctx context.Context, b *bot) {
 		if sleep(ctx, wait) {
 			r.buy(ctx, me, me.ip, p)
 		}
+	case OCRBot:
+		r.playOCR(ctx, b)
 	case PathSharer:
 		rx := b.accounts[1:]
 		done := make([]bool, len(rx))

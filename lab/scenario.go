@@ -5,7 +5,8 @@
 //
 // The lab only drives pow and none items: for a captcha item an honest lab
 // user cannot read the image, so it gives up honestly (outcome
-// "captcha_unsolved") and wins nothing.
+// "captcha_unsolved") and wins nothing. The ocr_bot kind reads captchas as
+// an attacker would, with tesseract (lab/ocr.go, configs/lab/ocr-captcha.yaml).
 //
 // Client addresses: honest users and most bots send X-Forwarded-For with an
 // address of their own when the scenario says xff: true. The edge believes
@@ -39,7 +40,7 @@ const (
 
 // BotKinds lists every bot kind.
 var BotKinds = []string{SkipChallenge, PathGuesser, ChallengeReplayer, OneIPFlood, ManyIPFlood,
-	RepeatClicker, SoldOutHammerer, SlowClient, PathSharer}
+	RepeatClicker, SoldOutHammerer, SlowClient, PathSharer, OCRBot}
 
 // Honest is the actor kind of honest users.
 const Honest = "honest"
