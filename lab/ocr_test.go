@@ -53,18 +53,6 @@ func TestFitCaptcha(t *testing.T) {
 	}
 }
 
-func TestDecodeDataURL(t *testing.T) {
-	t.Parallel()
-	if b, err := decodeDataURL("data:image/png;base64,iVBORw0K"); err != nil || !bytes.Equal(b, []byte("\x89PNG\r\n")) {
-		t.Fatalf("decodeDataURL = %q, %v", b, err)
-	}
-	for _, bad := range []string{"", "data:image/jpeg;base64,AAAA", "data:image/png;base64,!!"} {
-		if _, err := decodeDataURL(bad); err == nil {
-			t.Errorf("decodeDataURL(%q): no error", bad)
-		}
-	}
-}
-
 // needTesseract returns the OCR, skipping the test on a machine without
 // tesseract (CI installs it: there its absence fails the test).
 func needTesseract(t *testing.T) *OCR {
