@@ -155,6 +155,7 @@ type ocrParams struct {
 	mergeOverlap float64 // pieces overlapping this fraction of the narrower are one glyph
 	spread       int     // pixels added between glyphs
 	minMass      float64 // glyphs with less ink (pixels of full coverage) are dropped
+	thicken      bool    // grow strokes by a pixel (mends breaks)
 	deskew       bool    // turn each glyph upright
 	centre       bool    // centre each glyph vertically
 	pad          int
@@ -391,7 +392,11 @@ func preprocess(src image.Image, p ocrParams) (line *image.Gray, crops []*image.
 				}
 			}
 		}
-		cells = append(cells, centre(best, cell, p.centre))
+		c := centre(best, cell, p.centre)
+		if p.thicken {
+			c = thicken(c, cell)
+		}
+		cells = append(cells, c)
 	}
 	// Trim each cell to its columns with ink.
 	type span struct{ lo, hi int }
@@ -476,6 +481,26 @@ func rotate(c []float64, n int, a float64) []float64 {
 			}
 			fx, fy := sx-float64(x0), sy-float64(y0)
 			out[y*n+x] = (c[y0*n+x0]*(1-fx)+c[y0*n+x0+1]*fx)*(1-fy) + (c[(y0+1)*n+x0]*(1-fx)+c[(y0+1)*n+x0+1]*fx)*fy
+		}
+	}
+	return out
+}
+
+// thicken sets each pixel of an n x n cell to the maximum of its 3x3
+// neighbourhood.
+func thicken(c []float64, n int) []float64 {
+	out := make([]float64, n*n)
+	for y := range n {
+		for x := range n {
+			v := 0.0
+			for dy := -1; dy <= 1; dy++ {
+				for dx := -1; dx <= 1; dx++ {
+					if xx, yy := x+dx, y+dy; xx >= 0 && yy >= 0 && xx < n && yy < n {
+						v = max(v, c[yy*n+xx])
+					}
+				}
+			}
+			out[y*n+x] = v
 		}
 	}
 	return out

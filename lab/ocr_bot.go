@@ -35,6 +35,9 @@ func (o *OCR) Solver(counts *OCRCounts) CaptchaSolver {
 		start := time.Now()
 		r, err := o.Solve(ctx, png)
 		if err != nil {
+			if ctx.Err() != nil {
+				return "", false, nil // the run ended: not a failure of the OCR
+			}
 			return "", false, err
 		}
 		if counts != nil {

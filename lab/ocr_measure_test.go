@@ -40,13 +40,14 @@ type ocrScore struct {
 	runs               int
 	elapsed            time.Duration
 	wrong              []string
+	unread             []string // the first reads that fitted no form
 }
 
 func measureOCR(t testing.TB, o *OCR, samples []ocrSample, workers int) ocrScore {
 	t.Helper()
 	var answered, right, runs atomic.Int64
 	var mu sync.Mutex
-	var wrong []string
+	var wrong, unread []string
 	start := time.Now()
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
@@ -66,6 +67,13 @@ func measureOCR(t testing.TB, o *OCR, samples []ocrSample, workers int) ocrScore
 					return
 				}
 				runs.Add(int64(r.Runs))
+				if !r.OK {
+					mu.Lock()
+					if len(unread) < 20 {
+						unread = append(unread, s.text+" -> "+strconv.Quote(r.Text))
+					}
+					mu.Unlock()
+				}
 				if r.OK {
 					answered.Add(1)
 					if r.Answer == s.answer {
@@ -80,7 +88,7 @@ func measureOCR(t testing.TB, o *OCR, samples []ocrSample, workers int) ocrScore
 		}()
 	}
 	wg.Wait()
-	return ocrScore{n: len(samples), answered: int(answered.Load()), right: int(right.Load()), runs: int(runs.Load()), elapsed: time.Since(start), wrong: wrong}
+	return ocrScore{n: len(samples), answered: int(answered.Load()), right: int(right.Load()), runs: int(runs.Load()), elapsed: time.Since(start), wrong: wrong, unread: unread}
 }
 
 // TestOCRMeasure (OCR_N=500 go test ./lab -run OCRMeasure -v) measures
@@ -103,5 +111,8 @@ func TestOCRMeasure(t *testing.T) {
 		if i < 10 {
 			t.Log("wrong:", w)
 		}
+	}
+	for _, u := range sc.unread {
+		t.Log("not answered:", u)
 	}
 }
