@@ -101,11 +101,22 @@ stops, naming the fix, when it does not: "make up LAB=1", or
 					}
 				}
 			}
+			// Captchas are read by the lab's OCR (tesseract) when it is
+			// installed; a scenario with ocr_bot needs it.
+			var ocrCounts lab.OCRCounts
+			if o, err := lab.NewOCR(); err == nil {
+				cfg.SolveCaptcha = o.Solver(&ocrCounts)
+			} else if sc.HasBot(lab.OCRBot) {
+				return fmt.Errorf("%s has ocr_bot: %w", args[0], err)
+			}
 			rep, err := lab.Run(cmd.Context(), sc, cfg)
 			if err != nil {
 				return err
 			}
 			rep.WriteTable(stdout)
+			if ocrCounts.Read.Load() > 0 {
+				fmt.Fprintf(stdout, "ocr: %s\n", &ocrCounts)
+			}
 			if reportDir == "" {
 				reportDir = defaultReportDir(args[0], time.Now())
 			}
