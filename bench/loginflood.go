@@ -24,7 +24,11 @@ type LoginFloodConfig struct {
 	BuysPerSec   int           // purchases started per second in every run (default 50)
 	LoginsPerSec int           // logins per second during the flood (default 200)
 	Accounts     int           // accounts the logins cycle through (default 20)
-	Progress     io.Writer
+	// Control adds a flood of logins refused before any hash (a username
+	// no account can have) and a quiet run after it: what the flood costs
+	// without bcrypt, in the same run.
+	Control  bool
+	Progress io.Writer
 }
 
 // FloodRun is one phase of the measurement.
@@ -47,8 +51,12 @@ type LoginFloodResult struct {
 	QuietP99 float64    `json:"quiet_p99_ms"`
 	FloodP99 float64    `json:"flood_p99_ms"`
 	Ratio    float64    `json:"p99_ratio"`
-	Buy503   int        `json:"purchase_503s"`
-	Target   float64    `json:"target_ratio"`
+	// ControlP99 and ControlRatio: the flood of logins refused before any
+	// hash (with Control).
+	ControlP99   float64 `json:"control_p99_ms,omitempty"`
+	ControlRatio float64 `json:"control_p99_ratio,omitempty"`
+	Buy503       int     `json:"purchase_503s"`
+	Target       float64 `json:"target_ratio"`
 }
 
 // LoginFloodTarget: the flood keeps the purchases' p99 within this factor
@@ -129,7 +137,7 @@ func RunLoginFlood(ctx context.Context, cfg LoginFloodConfig) (*LoginFloodResult
 	progress("item %d; %d sessions, %d accounts", res.Item, len(toks), len(accounts))
 
 	next := 0
-	phase := func(name string, d time.Duration, logins bool) (FloodRun, []time.Duration) {
+	phase := func(name string, d time.Duration, logins, hashed bool) (FloodRun, []time.Duration) {
 		r := FloodRun{Name: name, BuyOthers: map[string]int{}, Logins: map[string]int{}, LoadStart: loadAverage()}
 		var mu sync.Mutex
 		var lat []time.Duration
@@ -145,6 +153,9 @@ func RunLoginFlood(ctx context.Context, cfg LoginFloodConfig) (*LoginFloodResult
 					<-tick.C
 					lw.Go(func() {
 						body := map[string]any{"username": accounts[i%len(accounts)], "password": "correct horse battery"}
+						if !hashed {
+							body["username"] = "no" // too short for any account: refused before hashing
+						}
 						rp, err := cl.do(ctx, http.MethodPost, cl.public+"/api/login", "", body)
 						mu.Lock()
 						defer mu.Unlock()
@@ -189,11 +200,22 @@ func RunLoginFlood(ctx context.Context, cfg LoginFloodConfig) (*LoginFloodResult
 		return r, lat
 	}
 	half := cfg.Duration / 2
-	q1, l1 := phase("quiet (before)", half, false)
-	f, _ := phase(fmt.Sprintf("%d logins/s", cfg.LoginsPerSec), cfg.Duration, true)
-	q2, l2 := phase("quiet (after)", half, false)
+	q1, l1 := phase("quiet (before)", half, false, false)
+	f, _ := phase(fmt.Sprintf("%d logins/s", cfg.LoginsPerSec), cfg.Duration, true, true)
+	q2, l2 := phase("quiet (after)", half, false, false)
 	res.Runs = []FloodRun{q1, f, q2}
-	res.QuietP99 = ms(latencyStats(append(l1, l2...)).P99)
+	quiet := append(l1, l2...)
+	if cfg.Control {
+		c, _ := phase(fmt.Sprintf("control: %d logins/s refused before hashing", cfg.LoginsPerSec), cfg.Duration, true, false)
+		q3, l3 := phase("quiet (after the control)", half, false, false)
+		res.Runs = append(res.Runs, c, q3)
+		// The control is judged against the quiet runs around it.
+		res.ControlP99 = ms(c.Buys.P99)
+		if qc := ms(latencyStats(append(slices.Clone(l2), l3...)).P99); qc > 0 {
+			res.ControlRatio = res.ControlP99 / qc
+		}
+	}
+	res.QuietP99 = ms(latencyStats(quiet).P99)
 	res.FloodP99 = ms(f.Buys.P99)
 	if res.QuietP99 > 0 {
 		res.Ratio = res.FloodP99 / res.QuietP99
@@ -238,6 +260,9 @@ func PrintLoginFlood(w io.Writer, r *LoginFloodResult) {
 	}
 	fmt.Fprintf(w, "\nPurchase p99 without logins %.2f ms (both quiet runs pooled), with them %.2f ms: ratio %.2f (target ≤ %.1f: %s). Purchase 503s: %d (target 0: %s).\n",
 		r.QuietP99, r.FloodP99, r.Ratio, r.Target, met(r.Ratio <= r.Target), r.Buy503, met(r.Buy503 == 0))
+	if r.ControlP99 > 0 {
+		fmt.Fprintf(w, "Control (logins refused before any hash, same rate): purchase p99 %.2f ms, ratio %.2f to the quiet runs around it.\n", r.ControlP99, r.ControlRatio)
+	}
 }
 
 // counts shows answer counts as "200 ×12, 503 overloaded ×40".

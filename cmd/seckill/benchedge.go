@@ -180,6 +180,7 @@ scripts/bench-loginflood.sh starts everything in separate processes.`,
 	fs.IntVar(&cfg.BuysPerSec, "buys-per-sec", 50, "purchases started per second in every run")
 	fs.IntVar(&cfg.LoginsPerSec, "logins-per-sec", 200, "logins per second during the flood")
 	fs.IntVar(&cfg.Accounts, "accounts", 20, "accounts the logins cycle through")
+	fs.BoolVar(&cfg.Control, "control", false, "then the same flood of logins refused before any hash, and a quiet run: the flood's cost without bcrypt")
 	return cmd
 }
 
