@@ -49,6 +49,7 @@ func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec.POST("/api/items/:id/buy", e.buy) // no path at all: 403 bad_path, like a wrong one
 	ec.POST("/api/items/:id/buy/", e.buy)
 	ec.GET("/api/items/:id/order", e.order)
+	e.drawRoutes(ec) // entry, draw, entry list (draw.go)
 	ec.GET("/healthz", httpapi.Healthz("edge", e.instance))
 	ec.GET("/readyz", httpapi.PublicReadyz(e.readyC))
 	return ec
@@ -68,6 +69,7 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	adm.PUT("/items/:id/defences", e.putDefences)
 	adm.POST("/users/:id/revoke", e.revokeUser)
 	adm.GET("/audit", e.auditList)
+	e.drawAdminRoutes(adm) // draw.go
 	ec.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	ec.GET("/healthz", httpapi.Healthz("edge", e.instance))
 	ec.GET("/readyz", e.readyDetails)
@@ -309,6 +311,9 @@ func (e *Edge) challenge(c echo.Context) error {
 	ctx := c.Request().Context()
 	it, err := e.liveItem(ctx, id)
 	if err != nil {
+		return err
+	}
+	if err := e.checkDrawClaim(ctx, it.Item, ses.UserID); err != nil { // a draw: 409 not_drawn (draw.go)
 		return err
 	}
 	if e.defences.get(id).Bloom {
