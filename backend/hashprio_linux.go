@@ -2,6 +2,7 @@ package backend
 
 import (
 	"fmt"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,3 +20,8 @@ func lowerThreadPriority(nice int) error {
 // onMainThread reports whether the calling thread is the process's main
 // thread (its thread id is the process id).
 func onMainThread() bool { return unix.Gettid() == unix.Getpid() }
+
+// hashProcAttr kills the hashing process when the thread that started it
+// ends (it ends only when the process has: a backend that dies takes it
+// along).
+func hashProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} }

@@ -2,7 +2,10 @@
 
 package backend
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+)
 
 // lowerThreadPriority is Linux only (nice values per thread): elsewhere
 // the hashing threads run at normal priority, bounded by the gate alone.
@@ -12,3 +15,5 @@ func lowerThreadPriority(int) error {
 
 // onMainThread is false where priorities are not lowered: any thread will do.
 func onMainThread() bool { return false }
+
+func hashProcAttr() *syscall.SysProcAttr { return nil }

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -21,24 +22,25 @@ import (
 // at once. A login flood then takes half the cores at most and never
 // starves reservations (issue 13 M5).
 //
-// While RunHashing runs, the hashes themselves run on its pool of
-// low-priority OS threads (hashpool.go): the kernel gives reservations the
-// CPU first and bcrypt what is left. Without it (tests, a stopped pool)
-// they run on the caller's goroutine.
+// While RunHashing runs, the hashes run in its child process at the lowest
+// CPU priority (hasher.go). Without it (tests, a stopped process) they run
+// on the caller's goroutine.
 type hashGate struct {
 	once  sync.Once
 	slots chan struct{}
 	queue chan struct{}
-	pool  atomic.Pointer[hashPool] // set while RunHashing runs
-	// runWait bounds the wait for a hash on the pool (hashRunWait).
+	proc  atomic.Pointer[hashProc] // set while RunHashing's process runs
+	// runWait bounds the wait for a hash in the process (hashRunWait).
 	runWait time.Duration
+	// exec runs an operation in this process (hashOp.run; tests replace it).
+	exec func(hashOp) hashResult
 }
 
 const (
 	// hashWait bounds the wait in the queue for a slot.
 	hashWait = time.Second
-	// hashRunWait bounds the wait for a hash on the low-priority threads,
-	// which get little CPU while purchases take it all: then the caller
+	// hashRunWait bounds the wait for a hash in the low-priority process,
+	// which gets little CPU while purchases take it all: then the caller
 	// gets 503 overloaded (the hash finishes, unused, before its slot is
 	// free again). An answer within hashWait+hashRunWait stays well
 	// inside the edge's 10 s backend timeout, so a starved login is an
@@ -55,14 +57,14 @@ func (g *hashGate) init(slots, queue int) {
 			queue = 2 * slots
 		}
 		g.slots, g.queue = make(chan struct{}, slots), make(chan struct{}, queue)
-		g.runWait = hashRunWait
+		g.runWait, g.exec = hashRunWait, hashOp.run
 	})
 }
 
 var errHashBusy = &httpapi.RetryError{Err: seckill.Errorf(seckill.EOverloaded, "too many password checks in progress; retry shortly"), After: time.Second}
 
-// do runs f holding a hashing slot, on the pool's threads when it runs.
-func (g *hashGate) do(ctx context.Context, f func()) error {
+// do runs op holding a hashing slot, in the hashing process when it runs.
+func (g *hashGate) do(ctx context.Context, op hashOp) (hashResult, error) {
 	g.init(0, -1)
 	select {
 	case g.slots <- struct{}{}:
@@ -70,7 +72,7 @@ func (g *hashGate) do(ctx context.Context, f func()) error {
 		select {
 		case g.queue <- struct{}{}:
 		default:
-			return errHashBusy
+			return hashResult{}, errHashBusy
 		}
 		t := time.NewTimer(hashWait)
 		select {
@@ -80,33 +82,38 @@ func (g *hashGate) do(ctx context.Context, f func()) error {
 		case <-ctx.Done():
 			<-g.queue
 			t.Stop()
-			return ctx.Err()
+			return hashResult{}, ctx.Err()
 		case <-t.C:
 			<-g.queue
-			return errHashBusy
+			return hashResult{}, errHashBusy
 		}
 	}
-	if p := g.pool.Load(); p != nil {
-		return p.run(ctx, f, g.runWait, func() { <-g.slots })
+	if p := g.proc.Load(); p != nil {
+		if res, ok, err := p.run(ctx, op, g.runWait, func() { <-g.slots }); ok {
+			return res, err
+		}
 	}
 	defer func() { <-g.slots }()
-	f()
-	return nil
+	return g.exec(op), nil
 }
 
 // SetPasswordHashing bounds password hashing to slots at once and queue
-// waiting (before the first login or registration and before RunHashing;
-// default max(1, cores/2) and twice that).
+// waiting (before the first login or registration; default max(1,
+// cores/2) and twice that).
 func (s *Service) SetPasswordHashing(slots, queue int) { s.hash.init(slots, queue) }
 
-// RunHashing runs the password hashing threads until ctx ends, then waits
-// for them (app.StartBackend runs it for the backend's life). There are as
-// many as hashing slots, each on its own OS thread at the lowest CPU
-// priority (nice 19, Linux), so a login flood slows logins down, and sheds
-// them with 503 overloaded, rather than purchases.
-func (s *Service) RunHashing(ctx context.Context) error {
+// RunHashing runs the password hashing process, argv (`seckill hasher`:
+// ServeHasher), until ctx ends, then stops it and waits for it
+// (app.StartBackend runs it for the backend's life). The process runs at
+// the lowest CPU priority (nice 19, Linux), so a login flood slows logins
+// down, and sheds them with 503 overloaded, rather than purchases. With
+// no argv, hashing runs in the backend's own goroutines.
+func (s *Service) RunHashing(ctx context.Context, argv []string) error {
 	s.hash.init(0, -1)
-	return runHashPool(ctx, &s.hash.pool, cap(s.hash.slots), s.log)
+	if len(argv) == 0 {
+		return nil
+	}
+	return runHashProcess(ctx, &s.hash.proc, argv, s.log)
 }
 
 // Users is the account store (package postgres).
@@ -142,14 +149,14 @@ func (s *Service) Register(ctx context.Context, name, password, network string) 
 	if s.users == nil {
 		return 0, errors.New("registering: no user store")
 	}
-	var hash []byte
-	var err error
-	if herr := s.hash.do(ctx, func() { hash, err = bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost) }); herr != nil {
-		return 0, herr
-	}
+	res, err := s.hash.do(ctx, hashOp{Gen: true, Password: []byte(password)})
 	if err != nil {
 		return 0, err
 	}
+	if res.Err != "" {
+		return 0, fmt.Errorf("hashing the password: %s", res.Err)
+	}
+	hash := res.Hash
 	return s.users.CreateUser(ctx, name, string(hash), network)
 }
 
@@ -178,18 +185,17 @@ func (s *Service) Login(ctx context.Context, name, password string) (seckill.Acc
 	if err != nil && seckill.ErrorCode(err) != seckill.ENotFound {
 		return seckill.Account{}, err
 	}
-	ok := false
-	herr := s.hash.do(ctx, func() {
-		if err != nil || hash == "" {
-			dummyOnce.Do(func() { dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost) })
-			_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
-			return
-		}
-		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
-	})
+	op := hashOp{Password: []byte(password), Hash: []byte(hash)}
+	if err != nil || hash == "" {
+		// No such account: the same work, against a hash of nothing.
+		dummyOnce.Do(func() { dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost) })
+		op.Hash = dummyHash
+	}
+	res, herr := s.hash.do(ctx, op)
 	if herr != nil {
 		return seckill.Account{}, herr
 	}
+	ok := res.OK && err == nil && hash != ""
 	if !ok {
 		return seckill.Account{}, bad
 	}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"seckill/backend"
 	"seckill/internal/app"
 )
 
@@ -14,6 +17,9 @@ func backendCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		c   common
 		cfg app.BackendConfig
 		zk  string
+		// hashProcess: password hashing in a child process at the
+		// lowest CPU priority (issue 13 M5).
+		hashProcess bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backend",
@@ -42,6 +48,13 @@ relay stops after its outstanding confirms.`,
 				return explain(cmd.Flags(), err)
 			}
 			cfg.Log = startLog(stderr, "backend", c.LogLevel, cmd.Flags())
+			if hashProcess {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("finding this program for the hashing process: %w", err)
+				}
+				cfg.HasherCommand = []string{exe, "hasher"}
+			}
 			return app.RunBackend(cmd.Context(), cfg)
 		},
 	}
@@ -64,6 +77,19 @@ relay stops after its outstanding confirms.`,
 	envFlag(fs, getenv, &cfg.ZKAuth, "zk-auth", "SECKILL_ZK_BACKEND", "", "the backends' ZooKeeper digest credential, user:password (docs/security-zookeeper.md)")
 	envBool(fs, getenv, &cfg.RedisGuard, "redis-guard", "SECKILL_REDIS_GUARD", true, "freeze reservations whenever the Redis server restarted (run_id or NOSCRIPT) until items are re-seeded from PostgreSQL (docs/RELIABILITY.md, Stale Redis)")
 	envDuration(fs, getenv, &cfg.GuardSettle, "redis-guard-settle", "SECKILL_REDIS_GUARD_SETTLE", time.Second, "during that recovery, how long the stored order count must stay unchanged (outboxes and queue empty) before re-seeding")
+	envBool(fs, getenv, &hashProcess, "hash-process", "SECKILL_HASH_PROCESS", true, "hash passwords in a child process (seckill hasher) at the lowest CPU priority, so a login flood slows logins rather than purchases (docs/security-edge.md)")
 	envDuration(fs, getenv, &cfg.DrainWait, "drain-wait", "SECKILL_DRAIN_WAIT", 0, "on shutdown, how long /readyz fails before the listener closes")
 	return cmd
+}
+
+// hasherCmd is the password hashing process the backend starts (hidden:
+// not for people to run).
+func hasherCmd(stdin io.Reader, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:    "hasher",
+		Short:  "Hash passwords for the backend (started by seckill backend)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE:   func(*cobra.Command, []string) error { return backend.ServeHasher(stdin, stdout) },
+	}
 }

@@ -22,7 +22,8 @@ import (
 // edge: hello (the baseline handler), edge (wrk on each protective path)
 // and chain (latency the protection chain adds to a purchase).
 func benchEdgeCmds(getenv func(string) string, stdout, stderr io.Writer) []*cobra.Command {
-	return []*cobra.Command{benchHelloCmd(stderr), benchEdgeCmd(getenv, stdout, stderr), benchChainCmd(getenv, stdout, stderr)}
+	return []*cobra.Command{benchHelloCmd(stderr), benchEdgeCmd(getenv, stdout, stderr), benchChainCmd(getenv, stdout, stderr),
+		benchLoginFloodCmd(getenv, stdout, stderr)}
 }
 
 func benchHelloCmd(stderr io.Writer) *cobra.Command {
@@ -146,6 +147,40 @@ difference of the medians: what the chain adds.`,
 	fs.IntVar(&cfg.Batch, "batch", 250, "paths prepared before each run of timed buys")
 	fs.IntVar(&cfg.Warmup, "warmup", 100, "untimed purchases on each side first (negative: none)")
 	fs.StringVar(&cfg.Challenge, "challenge", "none", "challenge of the item created (none, pow); none falls back to pow if the edge refuses it")
+	return cmd
+}
+
+func benchLoginFloodCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	var cfg bench.LoginFloodConfig
+	cmd := benchCommand("loginflood", "Purchase latency during a login flood against the same purchases without it (issue 13 M5)",
+		`Buy at a fixed rate through the edge (challenge and path untimed, the buy
+timed) for --duration/2 without logins, for --duration with --logins-per-sec
+logins (POST /api/login, right passwords, cycling through --accounts
+accounts registered on the backend: each login costs the backend a
+bcrypt), then --duration/2 without logins again. Reports every answer, the
+load average around each run, and the buys' p99 with the flood against the
+p99 of both quiet runs together (target: within 2x, and no purchase 503).
+Run it against an edge with generous login limits (configs/bench-limits.yaml);
+scripts/bench-loginflood.sh starts everything in separate processes.`,
+		`  seckill bench loginflood --public http://127.0.0.1:8080 --admin http://127.0.0.1:8081 \
+    --admin-token "$SECKILL_ADMIN_TOKEN" --backend http://127.0.0.1:8090 --duration 20s`,
+		func(cmd *cobra.Command) error {
+			if err := needAll("--public, --admin, --backend and --admin-token are required", cfg.Public, cfg.Admin, cfg.Backend, cfg.AdminToken); err != nil {
+				return err
+			}
+			cfg.Progress = stderr
+			r, err := bench.RunLoginFlood(cmd.Context(), cfg)
+			return report(cmd, stdout, r, err, func(r *bench.LoginFloodResult) { r.Command = commandLine(cmd) }, bench.PrintLoginFlood)
+		})
+	fs := cmd.Flags()
+	edgeFlags(fs, getenv, &cfg.Public, &cfg.Admin, &cfg.AdminToken)
+	envFlag(fs, getenv, &cfg.Backend, "backend", "SECKILL_BACKEND_URL", "", "base URL of the backend API")
+	envFlag(fs, getenv, &cfg.BackendToken, "backend-token", "SECKILL_BACKEND_TOKEN", "", "Bearer token of the backend API")
+	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "length of the flood (each quiet run lasts half of it)")
+	fs.IntVar(&cfg.BuysPerSec, "buys-per-sec", 50, "purchases started per second in every run")
+	fs.IntVar(&cfg.LoginsPerSec, "logins-per-sec", 200, "logins per second during the flood")
+	fs.IntVar(&cfg.Accounts, "accounts", 20, "accounts the logins cycle through")
+	fs.BoolVar(&cfg.Control, "control", false, "then the same flood of logins refused before any hash, and a quiet run: the flood's cost without bcrypt")
 	return cmd
 }
 

@@ -76,6 +76,7 @@ Every setting is a flag or an environment variable (SECKILL_...); flags win.`,
 		configCmd(getenv, stdout, stderr),
 		labCmd(getenv, stdout, stderr),
 		solveCmd(os.Stdin, stdout),
+		hasherCmd(os.Stdin, stdout),
 	)
 	return root.ExecuteContext(ctx)
 }

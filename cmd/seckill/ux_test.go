@@ -92,7 +92,7 @@ func TestHelpAndUsage(t *testing.T) {
 	if first := strings.Fields(strings.SplitN(ex, "\n", 3)[1]); len(first) < 2 || first[0] != "seckill" || first[1] != "dev" {
 		t.Errorf("the first top-level example is %q, want seckill dev", first)
 	}
-	for _, sub := range []string{"pipeline", "ceilings", "all", "edge", "chain"} {
+	for _, sub := range []string{"pipeline", "ceilings", "all", "edge", "chain", "loginflood"} {
 		out, _, _ := runCmd(t, "bench", sub, "--help")
 		if !strings.Contains(out, "Examples:\n  seckill bench "+sub) {
 			t.Errorf("seckill bench %s --help has no example of itself:\n%s", sub, out)

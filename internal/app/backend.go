@@ -39,7 +39,11 @@ type BackendConfig struct {
 	RedisGuard  bool     // redis-guard
 	GuardSettle time.Duration
 	DrainWait   time.Duration
-	Log         *slog.Logger
+	// HasherCommand runs password hashing in a child process at the
+	// lowest CPU priority (`seckill hasher`; issue 13 M5); empty: in this
+	// process, at normal priority.
+	HasherCommand []string
+	Log           *slog.Logger
 }
 
 // Validate returns every problem of the configuration.
@@ -159,8 +163,10 @@ func startBackend(ctx context.Context, gr *group, cfg BackendConfig, log *slog.L
 	if relay != nil {
 		gr.Go("relay", func() error { return relay.relay.Run(gr.bg) })
 	}
-	// Password hashing on its low-priority threads (issue 13 M5).
-	gr.Go("password hashing", func() error { return svc.RunHashing(gr.bg) })
+	// Password hashing in its low-priority process (issue 13 M5).
+	if len(cfg.HasherCommand) > 0 {
+		gr.Go("password hashing", func() error { return svc.RunHashing(gr.bg, cfg.HasherCommand) })
+	}
 	var zreg *discovery.Registration
 	srv := httpapi.NewServer(h)
 	gr.onShutdown(func() {

@@ -253,7 +253,6 @@ func startDev(ctx context.Context, gr *group, cfg DevConfig, log *slog.Logger) (
 	st := stock.New(rdb, devPrefix)
 	svc := backend.New(db, st, log.With("component", "backend"))
 	d.svc = svc
-	gr.Go("password hashing", func() error { return svc.RunHashing(gr.bg) })
 	if _, err := svc.LoadAll(ctx); err != nil {
 		return nil, err
 	}
