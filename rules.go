@@ -52,6 +52,10 @@ type SaleRules struct {
 	DrawAt         time.Time `json:"draw_at,omitzero"`
 	ClaimWindow    Duration  `json:"claim_window,omitzero"`
 	Waitlist       int64     `json:"waitlist,omitzero"`
+	// DrawCommitment is SHA-256 of the draw's secret seed (hex), made by
+	// the backend when the item is created (never by the admin), so it is
+	// published with the item from its creation on.
+	DrawCommitment string `json:"draw_commitment,omitempty"`
 }
 
 // AllocationMode is r.Allocation with the default filled in.
@@ -167,7 +171,7 @@ func validateQueue(it *Item) error {
 func validateDraw(it *Item) error {
 	r := it.SaleRules
 	if r.AllocationMode() != AllocationDraw {
-		if !r.EntriesOpenAt.IsZero() || !r.EntriesCloseAt.IsZero() || !r.DrawAt.IsZero() || r.ClaimWindow != 0 || r.Waitlist != 0 {
+		if !r.EntriesOpenAt.IsZero() || !r.EntriesCloseAt.IsZero() || !r.DrawAt.IsZero() || r.ClaimWindow != 0 || r.Waitlist != 0 || r.DrawCommitment != "" {
 			return Errorf(EInvalid, "entries_open_at, entries_close_at, draw_at, claim_window and waitlist need allocation draw")
 		}
 		return nil
@@ -181,6 +185,14 @@ func validateDraw(it *Item) error {
 		return Errorf(EInvalid, "draw_at must not be before entries_close_at")
 	case r.ClaimWindow < 0 || r.Waitlist < 0 || r.Waitlist > MaxStock:
 		return Errorf(EInvalid, "claim_window and waitlist must not be negative (waitlist at most %d)", MaxStock)
+	case r.DrawAt.Before(it.StartsAt) || !r.DrawAt.Before(it.EndsAt):
+		return Errorf(EInvalid, "draw_at must be within the sale: starts_at <= draw_at < ends_at")
+	case r.Waitlist > 0 && r.ClaimWindow == 0:
+		return Errorf(EInvalid, "a waitlist needs a claim_window (units go to the waitlist when a window ends)")
+	case r.ClaimWindow != 0 && r.ClaimWindow.D() < time.Second:
+		return Errorf(EInvalid, "claim_window must be at least 1s")
+	case r.DrawCommitment != "":
+		return Errorf(EInvalid, "draw_commitment is made by the server")
 	}
 	return nil
 }

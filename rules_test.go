@@ -58,7 +58,12 @@ func TestValidateRules(t *testing.T) {
 		{"draw without times", SaleRules{Allocation: AllocationDraw}, false},
 		{"draw closing before opening", SaleRules{Allocation: AllocationDraw, EntriesOpenAt: start, EntriesCloseAt: start, DrawAt: start}, false},
 		{"draw before close", SaleRules{Allocation: AllocationDraw, EntriesOpenAt: start, EntriesCloseAt: start.Add(time.Hour), DrawAt: start}, false},
-		{"draw", SaleRules{Allocation: AllocationDraw, EntriesOpenAt: start, EntriesCloseAt: start.Add(time.Hour), DrawAt: start.Add(time.Hour)}, true},
+		{"draw", SaleRules{Allocation: AllocationDraw, EntriesOpenAt: start.Add(-time.Hour), EntriesCloseAt: start, DrawAt: start}, true},
+		{"draw at the end", SaleRules{Allocation: AllocationDraw, EntriesOpenAt: start, EntriesCloseAt: start.Add(time.Hour), DrawAt: start.Add(time.Hour)}, false},
+		{"draw before the sale", SaleRules{Allocation: AllocationDraw, EntriesOpenAt: start.Add(-2 * time.Hour), EntriesCloseAt: start.Add(-time.Hour), DrawAt: start.Add(-time.Minute)}, false},
+		{"draw waitlist without window", SaleRules{Allocation: AllocationDraw, EntriesOpenAt: start.Add(-time.Hour), EntriesCloseAt: start, DrawAt: start, Waitlist: 2}, false},
+		{"draw with waitlist", SaleRules{Allocation: AllocationDraw, EntriesOpenAt: start.Add(-time.Hour), EntriesCloseAt: start, DrawAt: start, Waitlist: 2, ClaimWindow: Duration(time.Minute)}, true},
+		{"draw commitment from the admin", SaleRules{Allocation: AllocationDraw, EntriesOpenAt: start.Add(-time.Hour), EntriesCloseAt: start, DrawAt: start, DrawCommitment: "00"}, false},
 		{"draw field on a race", SaleRules{Waitlist: 3}, false},
 	} {
 		it := base

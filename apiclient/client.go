@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"seckill"
 	"seckill/captcha/pow"
 )
 
@@ -171,6 +172,8 @@ type ItemSpec struct {
 	StartsAt   time.Time `json:"starts_at"`
 	EndsAt     time.Time `json:"ends_at"`
 	Challenge  string    `json:"challenge"` // pow, captcha or none
+	// SaleRules: eligibility and allocation (JSON fields flat on the item).
+	seckill.SaleRules
 }
 
 // Item is an item as the public API shows it.

@@ -90,6 +90,7 @@ func NewHandler(svc *Service, cfg HTTPConfig) *Handler {
 	e.GET("/v1/items", h.items)
 	e.GET("/v1/items/:id", h.item)
 	e.GET("/v1/items/:id/orders/:user", h.status)
+	h.drawRoutes(e) // the draw (draw_http.go)
 
 	e.POST("/v1/users", h.register)
 	e.POST("/v1/users/login", h.login)

@@ -49,6 +49,7 @@ type Service struct {
 	guard RedisGuard
 	cat   catalogCache // Items: the last item list, ended items' views
 	hash  hashGate     // bounds bcrypt work (users.go)
+	draw  *draws       // allocation draw (draw.go)
 }
 
 // RedisGuard reports whether reservations are frozen while a restarted
@@ -83,7 +84,7 @@ func New(db Catalog, st Stock, log *slog.Logger) *Service {
 		b.users = u
 		users = b
 	}
-	return &Service{db: b, users: users, st: st, log: log, now: time.Now}
+	return &Service{db: b, users: users, st: st, log: log, now: time.Now, draw: newDraws(db)}
 }
 
 // CreateItem stores a new item and makes it purchasable.
@@ -91,7 +92,12 @@ func (s *Service) CreateItem(ctx context.Context, it seckill.Item) (seckill.Item
 	if err := seckill.ValidateItem(&it); err != nil {
 		return seckill.Item{}, err
 	}
-	it, err := s.db.CreateItem(ctx, it)
+	var err error
+	if it.AllocationMode() == seckill.AllocationDraw {
+		it, err = s.createDrawItem(ctx, it) // with its seed and commitment (draw.go)
+	} else {
+		it, err = s.db.CreateItem(ctx, it)
+	}
 	if err != nil {
 		return seckill.Item{}, fmt.Errorf("creating item: %w", err)
 	}
@@ -110,6 +116,7 @@ func (s *Service) LoadAll(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("listing items: %w", err)
 	}
+	s.draw.remember(items...)
 	for _, it := range items {
 		if err := s.load(ctx, it); err != nil {
 			return 0, err
@@ -146,6 +153,9 @@ func (s *Service) Reserve(ctx context.Context, itemID, userID int64, requestID s
 	}
 	if len(requestID) > 64 || strings.ContainsRune(requestID, '|') {
 		return seckill.Reservation{}, seckill.Errorf(seckill.EInvalid, "request_id must be at most 64 characters without '|'")
+	}
+	if err := s.drawGate(ctx, itemID, userID); err != nil { // a draw: winners in their claim window only (draw.go)
+		return seckill.Reservation{}, err
 	}
 	ref := NewOrderRef()
 	if requestID == "" {
@@ -278,6 +288,7 @@ func (s *Service) Items(ctx context.Context) ([]seckill.ItemView, error) {
 		s.log.Warn("listing items: postgres unavailable, serving the last list", "err", err)
 	} else {
 		s.cat.setItems(items)
+		s.draw.remember(items...)
 	}
 	now := s.now()
 	ended, endedFresh := s.cat.endedViews(now)

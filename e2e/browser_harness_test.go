@@ -100,7 +100,7 @@ func (l *requestLog) matching(re string) []loggedRequest {
 
 // browser is one headless Chromium with one tab.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	dir  string // screenshots
 	n    int
@@ -110,7 +110,7 @@ type browser struct {
 
 // screenshotDir is $SECKILL_SCREENSHOTS/<test>, else
 // $TMPDIR/seckill-screenshots/<test>.
-func screenshotDir(t *testing.T) string {
+func screenshotDir(t testing.TB) string {
 	root := os.Getenv("SECKILL_SCREENSHOTS")
 	if root == "" {
 		root = filepath.Join(os.TempDir(), "seckill-screenshots")
@@ -126,7 +126,7 @@ func screenshotDir(t *testing.T) string {
 
 // newBrowser starts Debian's Chromium; without it the test skips (fails
 // when CI=true).
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t testing.TB) *browser {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") == "true" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,8 +34,11 @@ func runLab(t *testing.T, file string, defencesOff ...string) *lab.Report {
 	var buf bytes.Buffer
 	rep.WriteTable(&buf)
 	t.Logf("%s (defences off %v):\n%s", file, defencesOff, buf.String())
-	if !rep.Passed() {
-		t.Errorf("verdict %s", rep.Verdict)
+	switch {
+	case len(defencesOff) == 0 && !rep.Passed():
+		t.Errorf("verdict %s: %s", rep.Verdict, rep.Headline)
+	case len(defencesOff) > 0 && !rep.InvariantsHeld():
+		t.Errorf("verdict %s: %s", rep.Verdict, rep.Headline)
 	}
 	return rep
 }
@@ -105,6 +109,12 @@ func TestLabPathSharing(t *testing.T) {
 			rep := runLab(t, "../configs/lab/path-sharing.yaml", defences...)
 			won := rep.Actor(lab.PathSharer).UnitsWon
 			switch {
+			// The sale is not scarce (100 units for 50 honest users and 15
+			// sharer accounts), so the sharers win units without beating
+			// their share: the verdict is labelled, and says whether the
+			// attack won by the share test.
+			case off && (rep.Verdict != lab.VerdictAttackWon && rep.Verdict != lab.VerdictAttackLost || !strings.HasPrefix(rep.Headline, "ATTACK EXPECTED TO WIN (defences off: path_binding)")):
+				t.Errorf("path_binding off: verdict %s: %s", rep.Verdict, rep.Headline)
 			case off && won == 0:
 				t.Errorf("path_binding off: path_sharer won nothing: %v", rep.Actor(lab.PathSharer).Outcomes)
 			case !off && won != 0:

@@ -52,6 +52,7 @@ func (e *Edge) publicRoutes(reg *prometheus.Registry) *echo.Echo {
 	ec.POST("/api/items/:id/queue", e.joinQueue)
 	ec.GET("/api/items/:id/queue", e.pollQueue)
 	ec.POST("/api/items/:id/queue/challenge", e.queueChallenge)
+	e.drawRoutes(ec) // entry, draw, entry list (draw.go)
 	ec.GET("/healthz", httpapi.Healthz("edge", e.instance))
 	ec.GET("/readyz", httpapi.PublicReadyz(e.readyC))
 	return ec
@@ -71,6 +72,7 @@ func (e *Edge) adminRoutes(reg *prometheus.Registry) *echo.Echo {
 	adm.PUT("/items/:id/defences", e.putDefences)
 	adm.POST("/users/:id/revoke", e.revokeUser)
 	adm.GET("/audit", e.auditList)
+	e.drawAdminRoutes(adm) // draw.go
 	ec.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	ec.GET("/healthz", httpapi.Healthz("edge", e.instance))
 	ec.GET("/readyz", e.readyDetails)
@@ -315,6 +317,9 @@ func (e *Edge) challenge(c echo.Context) error {
 		return err
 	}
 	if err := e.checkAdmitted(c, id, ses.UserID); err != nil { // waiting room: 409 not_admitted
+		return err
+	}
+	if err := e.checkDrawClaim(ctx, it.Item, ses.UserID); err != nil { // a draw: 409 not_drawn (draw.go)
 		return err
 	}
 	if e.defences.get(id).Bloom {

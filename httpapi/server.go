@@ -63,6 +63,8 @@ func CodeLabel(code seckill.Code) string {
 		seckill.EChallengeFailed, seckill.EBadPath, seckill.EBadCredentials, seckill.EDependency,
 		seckill.ECrossOrigin, seckill.EMediaType:
 		return string(code)
+	case seckill.ENotDrawn: // issue 17
+		return string(code)
 	}
 	return "other"
 }

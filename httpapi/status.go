@@ -27,6 +27,8 @@ func Status(code seckill.Code) int {
 		return http.StatusMethodNotAllowed
 	case seckill.ENotLive, seckill.EAlreadyBought, seckill.EConflict, seckill.EUsernameTaken, seckill.ENotAdmitted:
 		return http.StatusConflict
+	case seckill.ENotDrawn: // a draw's purchase without an open claim window (issue 17)
+		return http.StatusConflict
 	case seckill.ESoldOut:
 		return http.StatusGone
 	case seckill.ERateLimited:

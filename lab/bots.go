@@ -21,25 +21,36 @@ type bot struct {
 	lim      *rate.Limiter
 }
 
-func (r *runner) makeBots() []*bot {
+// makeBots makes the bots and their accounts: the same names in every sale
+// (their tokens come from the population), but for the farms, which get
+// fresh accounts and addresses for each sale (withFarms; no token until
+// registered).
+func (r *runner) makeBots(withFarms bool) []*bot {
 	var out []*bot
 	n := 0
-	for _, spec := range r.sc.Bots {
+	for _, spec := range r.p.sc.Bots {
 		for i := range spec.Count {
 			n++
+			if spec.Kind == AccountFarm {
+				if withFarms {
+					out = append(out, r.makeFarm(spec, i))
+				}
+				continue
+			}
 			b := &bot{spec: spec, index: i, lim: rate.NewLimiter(rate.Limit(spec.Rate), 1)}
 			ip := ""
-			if r.sc.XFF {
-				ip = fmt.Sprintf("100.64.%d.%d", (n>>8)&255, n&255)
+			if r.p.sc.XFF {
+				ip = fmt.Sprintf("198.18.%d.%d", (n>>8)&255, n&255)
 			}
 			if spec.Kind == OneIPFlood {
 				ip = "" // the lab's own address, or one shared address
-				if r.sc.XFF {
+				if r.p.sc.XFF {
 					ip = "198.51.100.7"
 				}
 			}
 			acct := func(suffix string) *actor {
-				return &actor{kind: spec.Kind, name: fmt.Sprintf("lab%s-%s%d-%s", r.runID, shortKind[spec.Kind], i, suffix), ip: ip}
+				name := fmt.Sprintf("lab%s-%s%d-%s", r.p.runID, shortKind[spec.Kind], i, suffix)
+				return &actor{kind: spec.Kind, name: name, ip: ip, token: r.pop.tokens[name]}
 			}
 			b.accounts = append(b.accounts, acct(""))
 			switch spec.Kind {
@@ -60,9 +71,27 @@ func (r *runner) makeBots() []*bot {
 	return out
 }
 
+// makeFarm makes farm i's accounts for this sale, with their addresses.
+func (r *runner) makeFarm(spec BotSpec, i int) *bot {
+	b := &bot{spec: spec, index: i, lim: rate.NewLimiter(rate.Inf, 1)}
+	var ips []string
+	if r.p.sc.XFF {
+		ips = r.p.farmAddresses(spec)
+	}
+	for k := range spec.Accounts {
+		a := &actor{kind: AccountFarm, name: fmt.Sprintf("lab%s-af%d-%d-%d", r.p.runID, r.seed, i, k)}
+		if ips != nil {
+			a.ip = ips[k]
+		}
+		b.accounts = append(b.accounts, a)
+	}
+	return b
+}
+
 // shortKind keeps usernames within 32 characters.
 var shortKind = map[string]string{SkipChallenge: "sc", PathGuesser: "pg", ChallengeReplayer: "cr", OneIPFlood: "f1",
-	ManyIPFlood: "fn", RepeatClicker: "rc", SoldOutHammerer: "so", SlowClient: "sl", PathSharer: "ps"}
+	ManyIPFlood: "fn", RepeatClicker: "rc", SoldOutHammerer: "so", SlowClient: "sl", PathSharer: "ps",
+	AccountFarm: "af", EarlyArrival: "ea", OCRBot: "oc"}
 
 // wait takes a token of the bot's rate; false when ctx ended.
 func (b *bot) wait(ctx context.Context) bool { return b.lim.Wait(ctx) == nil }
@@ -117,6 +146,25 @@ func (r *runner) buy(ctx context.Context, a *actor, ip, path string) reply {
 func (r *runner) playBot(ctx context.Context, b *bot) {
 	me := b.accounts[0]
 	switch b.spec.Kind {
+	case AccountFarm:
+		var wg sync.WaitGroup
+		for _, a := range b.accounts {
+			if a.token == "" { // refused at registration
+				continue
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); r.playFast(ctx, a) }()
+		}
+		wg.Wait()
+	case EarlyArrival:
+		for _, open := range r.windowOpens() {
+			if !sleep(ctx, time.Until(open)) {
+				return
+			}
+			r.playFast(ctx, me)
+		}
+	case OCRBot:
+		r.playStorefront(ctx, me, 50, r.cfg.SolveCaptcha)
 	case SkipChallenge:
 		made := []string{"", "0", "00000000000000000000000000000000", "free", "../../buy"}
 		for i := 0; b.wait(ctx); i++ {
@@ -233,6 +281,81 @@ func (r *runner) playBot(ctx context.Context, b *bot) {
 				}()
 			}
 			wg.Wait()
+		}
+	}
+}
+
+// windowOpens lists the instants an early-arrival bot acts at: the sale's
+// start (a waiting room's or a draw's opening joins this list when the lab
+// plays those modes).
+func (r *runner) windowOpens() []time.Time {
+	return []time.Time{r.startAt}
+}
+
+// playFast plays the sale as fast as a bot can: the first challenge at
+// once (again every millisecond while the sale is not live yet, for at
+// most two seconds), no pause between steps, Retry-After honoured but at
+// most a second, until it wins, the sale sells out, it is refused as not
+// eligible, or ctx ends.
+func (r *runner) playFast(ctx context.Context, a *actor) {
+	began := time.Now()
+	step := func(route, path string, body any) reply {
+		for {
+			rep := r.c.do(ctx, a, route, "POST", path, body)
+			switch {
+			case ctx.Err() != nil || rep.err != nil:
+				return rep
+			case rep.status == 409 && rep.code() == "not_live" && time.Since(began) < 2*time.Second:
+				sleep(ctx, time.Millisecond)
+			case rep.status == 429 || rep.status == 503:
+				sleep(ctx, min(rep.retryAfter(), time.Second))
+			default:
+				return rep
+			}
+		}
+	}
+	for ctx.Err() == nil && !r.soldOut.Load() {
+		ch := step("challenge", r.itemURL+"/challenge", nil)
+		switch {
+		case ch.err != nil:
+			return
+		case ch.status == 200:
+		case ch.code() == "not_eligible":
+			r.refuse(a, ch.code())
+			return
+		case ch.code() == "already_bought", ch.code() == "sold_out", ch.code() == "not_live":
+			return
+		default:
+			continue
+		}
+		ans, ok := r.answer(ctx, ch, r.cfg.SolveCaptcha)
+		if !ok {
+			return
+		}
+		p := step("path", r.itemURL+"/path", map[string]any{"challenge_id": ch.str("challenge_id"), "answer": ans})
+		switch {
+		case p.err != nil:
+			return
+		case p.status == 200:
+		case p.code() == "not_eligible":
+			r.refuse(a, p.code())
+			return
+		case p.code() == "sold_out":
+			return
+		default:
+			continue
+		}
+		b := step("buy", r.itemURL+"/buy/"+p.str("path"), nil)
+		if b.status == 202 {
+			r.win(a)
+			return
+		}
+		switch b.code() {
+		case "already_bought", "sold_out":
+			return
+		case "not_eligible":
+			r.refuse(a, b.code())
+			return
 		}
 	}
 }

@@ -182,9 +182,10 @@ var page = template.Must(template.New("report").Funcs(template.FuncMap{
 <style>
 body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px;vertical-align:top}
-.PASS{color:#2a9d4b}.FAIL{color:#d1495b}svg{display:block;margin:1em 0}
+.PASS{color:#2a9d4b}.FAIL,.BOTS_WON{color:#d1495b}.ATTACK_WON,.ATTACK_LOST{color:#b36b00}svg{display:block;margin:1em 0}
 </style></head><body>
 <h1>seckill lab: {{.R.Scenario}} — <span class="{{.R.Verdict}}">{{.R.Verdict}}</span></h1>
+<p class="{{.R.Verdict}}"><b>{{.R.Headline}}</b></p>
 <p>{{.R.Description}}</p>
 <p>Item {{.R.Item}}, {{.R.Units}} units, challenge {{.R.Challenge}}, defences off: {{if .R.DefencesOff}}{{.R.DefencesOff}}{{else}}none{{end}},
 X-Forwarded-For {{if .R.XFF}}sent{{else}}not sent{{end}}. Started {{time .R.StartedAt}}, played {{printf "%.1f" .R.Played}} s
@@ -194,6 +195,12 @@ X-Forwarded-For {{if .R.XFF}}sent{{else}}not sent{{end}}. Started {{time .R.Star
 {{range .R.Actors}}<tr><td>{{.Kind}}</td><td>{{.Actors}}</td><td>{{.Requests}}</td><td>{{.UnitsWon}}</td><td>{{pct .SuccessRate}}</td><td>{{ms .P50Ms}}</td><td>{{ms .P99Ms}}</td><td>{{outcomes .Outcomes}}{{if .Limits}}<br>429 by rule: {{outcomes .Limits}}{{end}}</td></tr>
 {{end}}</table>
 <p>Honest users: {{outcomes .R.HonestOutcomes}}</p>
+{{with .R.Population}}<p>Honest accounts refused: {{.HonestRefusedBudget}} at registration ({{.HonestRegistered}} registered through the route), {{.HonestNotEligible}} not eligible, of {{.HonestUsers}} ({{pct .HonestRefusedShare}}).
+{{if .FarmRegistration}}Farm registrations: {{outcomes .FarmRegistration}}; {{.FarmNotEligible}} farm accounts refused as not eligible.{{end}}</p>{{end}}
+<h2>Share of units vs share of accounts</h2>
+<p>One-sided binomial test per actor kind, alpha 0.01, over {{len .R.Seeds}} seed(s) pooled: under a fair sale each unit goes to a kind with probability equal to its share of the accounts.</p>
+<table><tr><th>kind</th><th>accounts</th><th>population share</th><th>units</th><th>unit share</th><th>p-value</th><th>beat its share</th></tr>
+{{range .R.Shares}}<tr><td>{{.Kind}}</td><td>{{.Accounts}}</td><td>{{pct .PopulationShare}}</td><td>{{.Units}}/{{.UnitsSold}}</td><td>{{pct .UnitShare}}</td><td>{{printf "%.3g" .PValue}}</td><td class="{{if .Beat}}FAIL{{else}}PASS{{end}}">{{if .Beat}}YES{{else}}no{{end}}</td></tr>{{end}}</table>
 <h2>What stopped each bot kind</h2>
 <table><tr><th>bot kind</th><th>units won</th><th>rejections</th></tr>
 {{range .R.Defences}}<tr><td>{{.Kind}}</td><td>{{.UnitsWon}}</td><td>{{.}}</td></tr>{{end}}</table>

@@ -43,7 +43,57 @@ type Report struct {
 	Invariants     Invariants       `json:"invariants"`
 	Reconcile      *ReconcileResult `json:"reconcile,omitempty"`
 	Notes          []string         `json:"notes,omitempty"`
-	Verdict        string           `json:"verdict"`
+	// Verdict is one of VerdictPass, VerdictFail, VerdictBotsWon,
+	// VerdictAttackWon, VerdictAttackLost; Headline says it in a sentence,
+	// naming every bot kind that beat its share.
+	Verdict  string `json:"verdict"`
+	Headline string `json:"headline"`
+	// Seeds: one sale per seed; every figure above pools them (Units and
+	// Item are those of one sale; Stock is the first seed's).
+	Seeds []SeedResult `json:"seeds"`
+	// Shares: each actor kind's share of the units against its share of
+	// the accounts, pooled over the seeds (the verdict's test).
+	Shares []ShareTest `json:"shares"`
+	// Population: who could take part, and whom the account budgets and
+	// the eligibility rules refused.
+	Population Population `json:"population"`
+	// Rules of the sale.
+	MinAccountAge string `json:"min_account_age,omitempty"`
+	MaxPerNetwork int64  `json:"max_per_network,omitempty"`
+}
+
+// SeedResult is one seed's sale.
+type SeedResult struct {
+	Seed         uint64         `json:"seed"`
+	Item         int64          `json:"item"`
+	UnitsWon     map[string]int `json:"units_won"` // per actor kind
+	Accounts     map[string]int `json:"accounts"`  // per actor kind
+	InvariantsOK bool           `json:"invariants_ok"`
+	Played       float64        `json:"played_s"`
+}
+
+// Population says who took part and who was refused, pooled over seeds
+// for the farms (fresh accounts each sale); honest accounts are counted
+// once (the same users play every seed).
+type Population struct {
+	HonestUsers int `json:"honest_users"`
+	// HonestRegistered: honest users who registered through the route;
+	// HonestRegistration their outcomes ("201", "429 ...").
+	HonestRegistered   int            `json:"honest_registered"`
+	HonestRegistration map[string]int `json:"honest_registration,omitempty"`
+	// HonestRefusedBudget: honest users refused an account at
+	// registration (a 429 of the per-network budgets, or any other
+	// refusal); HonestNotEligible: honest accounts refused by a sale's
+	// eligibility rules (409 not_eligible) in at least one seed.
+	HonestRefusedBudget int     `json:"honest_refused_registration"`
+	HonestNotEligible   int     `json:"honest_not_eligible"`
+	HonestRefusedShare  float64 `json:"honest_refused_share"`
+	// Farm: registration outcomes of the farms' accounts (all seeds) and
+	// the accounts refused as not eligible.
+	FarmRegistration map[string]int `json:"farm_registration,omitempty"`
+	FarmNotEligible  int            `json:"farm_not_eligible"`
+	// SharedAddresses: the honest address groups of the scenario.
+	SharedAddresses []AddressGroup `json:"shared_addresses,omitempty"`
 }
 
 // ActorSummary is the figures of one actor kind.
@@ -134,43 +184,109 @@ func pct(sorted []time.Duration, p float64) float64 {
 
 func sortDurations(d []time.Duration) { slices.Sort(d) }
 
-func (r *runner) build(start time.Time, played, honestDone time.Duration, inv Invariants, rc *ReconcileResult) *Report {
-	recs := r.c.rec.snapshot()
+// build pools the seeds' sales into one report and decides the verdict.
+func (p *play) build(sales []*saleResult, pop *population) *Report {
+	sc := p.sc
+	first := sales[0]
+	var recs []Record
+	var played, honestDone time.Duration
 	rep := &Report{
-		Scenario: r.sc.Name, Description: strings.TrimSpace(r.sc.Description), Item: r.item, Units: r.sc.Units, Challenge: r.sc.Challenge,
-		DefencesOff: r.sc.DefencesOff(), XFF: r.sc.XFF, StartedAt: start.UTC(),
-		Played: played.Seconds(), HonestDoneAfter: honestDone.Seconds(), Requests: len(recs),
-		Invariants: inv, Reconcile: rc,
+		Scenario: sc.Name, Description: strings.TrimSpace(sc.Description), Item: first.item, Units: sc.Units, Challenge: sc.Challenge,
+		DefencesOff: sc.DefencesOff(), XFF: sc.XFF, StartedAt: first.start.UTC(), HonestOutcomes: map[string]int{},
+		Stock: first.samples, Notes: p.notes.list(), MaxPerNetwork: sc.MaxPerNetwork,
+	}
+	if sc.MinAccountAge > 0 {
+		rep.MinAccountAge = sc.MinAccountAge.String()
 	}
 	if rep.DefencesOff == nil {
 		rep.DefencesOff = []string{}
 	}
-	r.mu.Lock()
-	rep.HonestOutcomes = maps.Clone(r.outcomes)
-	rep.Notes = slices.Clone(r.notes)
-	rep.Stock = slices.Clone(r.samples)
-	r.mu.Unlock()
-
 	// Actor kinds, honest first, bots in scenario order.
 	kinds := []string{Honest}
-	actors := map[string]int{Honest: r.sc.Honest.Users}
-	accounts := map[string]int{Honest: r.sc.Honest.Users}
-	for _, b := range r.sc.Bots {
+	for _, b := range sc.Bots {
 		if !slices.Contains(kinds, b.Kind) {
 			kinds = append(kinds, b.Kind)
 		}
-		actors[b.Kind] += b.Count
-		acc := 1
-		switch b.Kind {
-		case ChallengeReplayer:
-			acc = 2
-		case PathSharer:
-			acc = 1 + b.ShareWith
-		case OneIPFlood, ManyIPFlood:
-			acc = max(b.Accounts, 1)
-		}
-		accounts[b.Kind] += b.Count * acc
 	}
+	actors, accounts := map[string]int{}, map[string]int{}
+	inv := Invariants{Settled: true}
+	honestRefused := map[string]bool{}
+	pp := &rep.Population
+	pp.HonestUsers, pp.HonestRegistered, pp.SharedAddresses = sc.Honest.Users, sc.Honest.Register, sc.Honest.Addresses
+	if len(pop.honestReg) > 0 {
+		pp.HonestRegistration = maps.Clone(pop.honestReg)
+	}
+	for o, n := range pop.honestReg {
+		if o != "201" {
+			pp.HonestRefusedBudget += n
+		}
+	}
+	for _, s := range sales {
+		recs = append(recs, s.recs...)
+		played += s.played
+		honestDone += s.honestDone
+		for k, n := range s.actors {
+			actors[k] = max(actors[k], n)
+		}
+		for k, n := range s.accounts {
+			accounts[k] += n
+		}
+		for o, n := range s.outcomes {
+			rep.HonestOutcomes[o] += n
+		}
+		for o, n := range s.farmReg {
+			if pp.FarmRegistration == nil {
+				pp.FarmRegistration = map[string]int{}
+			}
+			pp.FarmRegistration[o] += n
+		}
+		for name := range s.refused {
+			switch s.kindOf[name] {
+			case Honest:
+				honestRefused[name] = true
+			case AccountFarm:
+				pp.FarmNotEligible++
+			}
+		}
+		sr := SeedResult{Seed: s.seed, Item: s.item, UnitsWon: map[string]int{}, Accounts: maps.Clone(s.accounts), InvariantsOK: true, Played: s.played.Seconds()}
+		for name, n := range s.wins {
+			sr.UnitsWon[s.kindOf[name]] += n
+		}
+		for _, c := range s.inv.Checks {
+			if !c.OK {
+				sr.InvariantsOK = false
+			}
+			if len(sales) > 1 {
+				c.Name = fmt.Sprintf("seed %d: %s", s.seed, c.Name)
+			}
+			inv.Checks = append(inv.Checks, c)
+		}
+		if s.rc != nil {
+			rep.Reconcile = s.rc
+			if s.rc.ExitCode != 0 {
+				sr.InvariantsOK = false
+				inv.Checks = append(inv.Checks, Check{Name: fmt.Sprintf("seed %d: reconcile", s.seed), OK: false, Detail: fmt.Sprintf("%q exited %d", s.rc.Command, s.rc.ExitCode)})
+			}
+		}
+		inv.Settled = inv.Settled && s.inv.Settled
+		inv.SettleIn = s.inv.SettleIn
+		inv.Accepted += s.inv.Accepted
+		f := s.inv.Final
+		inv.Final.StockTotal += f.StockTotal
+		inv.Final.StockLeft += f.StockLeft
+		inv.Final.Reserved += f.Reserved
+		inv.Final.Orders += f.Orders
+		inv.Final.OutboxPending += f.OutboxPending
+		inv.Final.Failed += f.Failed
+		inv.Final.ItemID = f.ItemID
+		rep.Seeds = append(rep.Seeds, sr)
+	}
+	pp.HonestNotEligible = len(honestRefused)
+	if pp.HonestUsers > 0 {
+		pp.HonestRefusedShare = float64(pp.HonestRefusedBudget+pp.HonestNotEligible) / float64(pp.HonestUsers)
+	}
+	rep.Invariants = inv
+	rep.Played, rep.HonestDoneAfter, rep.Requests = played.Seconds(), honestDone.Seconds(), len(recs)
 	sums := map[string]*ActorSummary{}
 	lat := map[string][]time.Duration{}
 	for _, k := range kinds {
@@ -201,7 +317,10 @@ func (r *runner) build(start time.Time, played, honestDone time.Duration, inv In
 		}
 		lat[x.Actor] = append(lat[x.Actor], x.Latency)
 		routeLat[x.Route] = append(routeLat[x.Route], x.Latency)
-		sec := max(int(x.At/time.Second), 0)
+		if x.At < 0 { // registration before the sale
+			continue
+		}
+		sec := int(x.At / time.Second)
 		for len(buckets) <= sec {
 			buckets = append(buckets, SecondBucket{Second: len(buckets)})
 		}
@@ -237,20 +356,26 @@ func (r *runner) build(start time.Time, played, honestDone time.Duration, inv In
 	if played > 0 {
 		rep.MeanRPS = float64(len(recs)) / played.Seconds()
 	}
-	var first, last time.Duration = -1, 0
-	accepted := 0
-	for _, x := range recs {
-		if x.Route == "buy" && x.Status == 202 {
-			accepted++
-			if first < 0 || x.At < first {
-				first = x.At
+	// Accepted per second: between the first and the last 202 of each
+	// seed, averaged over the seeds.
+	var ratesSum float64
+	for _, s := range sales {
+		var t0, t1 time.Duration = -1, 0
+		accepted := 0
+		for _, x := range s.recs {
+			if x.Route == "buy" && x.Status == 202 {
+				accepted++
+				if t0 < 0 || x.At < t0 {
+					t0 = x.At
+				}
+				t1 = max(t1, x.At+x.Latency)
 			}
-			last = max(last, x.At+x.Latency)
+		}
+		if accepted > 0 {
+			ratesSum += float64(accepted) / max(t1-t0, 100*time.Millisecond).Seconds()
 		}
 	}
-	if accepted > 0 {
-		rep.AcceptedPerSec = float64(accepted) / max(last-first, 100*time.Millisecond).Seconds()
-	}
+	rep.AcceptedPerSec = ratesSum / float64(len(sales))
 	if n := len(rep.Stock); n > 0 {
 		final := rep.Stock[n-1].Orders
 		var t0, t1 time.Duration = -1, -1
@@ -300,15 +425,18 @@ func (r *runner) build(start time.Time, played, honestDone time.Duration, inv In
 		sortDurations(l)
 		rep.Routes = append(rep.Routes, RouteLatency{Route: route, N: len(l), P50Ms: pct(l, 0.5), P90Ms: pct(l, 0.9), P99Ms: pct(l, 0.99), MaxMs: pct(l, 1)})
 	}
-	rep.Verdict = "PASS"
+	units := map[string]int{}
+	for _, a := range rep.Actors {
+		units[a.Kind] = a.UnitsWon
+	}
+	rep.Shares = ShareTests(kinds, accounts, units)
+	var broken []string
 	for _, c := range inv.Checks {
 		if !c.OK {
-			rep.Verdict = "FAIL"
+			broken = append(broken, c.Name+" ("+c.Detail+")")
 		}
 	}
-	if rc != nil && rc.ExitCode != 0 {
-		rep.Verdict = "FAIL"
-	}
+	rep.Verdict, rep.Headline = decide(len(broken) == 0, broken, rep.DefencesOff, rep.Shares)
 	return rep
 }
 
@@ -322,8 +450,13 @@ func (rep *Report) Actor(kind string) ActorSummary {
 	return ActorSummary{Kind: kind}
 }
 
-// Passed reports whether the verdict is PASS.
-func (rep *Report) Passed() bool { return rep.Verdict == "PASS" }
+// Passed reports whether the verdict is PASS: every invariant held and no
+// bot kind won significantly more than its share.
+func (rep *Report) Passed() bool { return rep.Verdict == VerdictPass }
+
+// InvariantsHeld reports whether every invariant held (the verdict is not
+// FAIL), whoever won.
+func (rep *Report) InvariantsHeld() bool { return rep.Verdict != VerdictFail && rep.Verdict != "" }
 
 // topOutcomes formats the outcomes, most frequent first.
 func topOutcomes(m map[string]int) string {
@@ -350,8 +483,19 @@ func topOutcomes(m map[string]int) string {
 
 // WriteTable prints the terminal summary.
 func (rep *Report) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "scenario %s: item %d, %d units, challenge %s, defences off %v, played %.1fs (honest done after %.1fs), %d requests\n\n",
-		rep.Scenario, rep.Item, rep.Units, rep.Challenge, rep.DefencesOff, rep.Played, rep.HonestDoneAfter, rep.Requests)
+	seeds := ""
+	if len(rep.Seeds) > 1 {
+		seeds = fmt.Sprintf(", %d seeds pooled", len(rep.Seeds))
+	}
+	rules := ""
+	if rep.MinAccountAge != "" {
+		rules += ", min_account_age " + rep.MinAccountAge
+	}
+	if rep.MaxPerNetwork > 0 {
+		rules += fmt.Sprintf(", max_per_network %d", rep.MaxPerNetwork)
+	}
+	fmt.Fprintf(w, "scenario %s: item %d, %d units, challenge %s%s, defences off %v%s, played %.1fs (honest done after %.1fs), %d requests\n\n",
+		rep.Scenario, rep.Item, rep.Units, rep.Challenge, rules, rep.DefencesOff, seeds, rep.Played, rep.HonestDoneAfter, rep.Requests)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "actor\tn\trequests\twon\tp50 ms\tp99 ms\toutcomes")
 	for _, a := range rep.Actors {
@@ -359,6 +503,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nhonest users: %s\n", topOutcomes(rep.HonestOutcomes))
+	rep.writePopulation(w)
 	fmt.Fprintf(w, "throughput: %.0f req/s mean, %.0f req/s peak second, %.0f purchases accepted/s, %.0f orders stored/s\n",
 		rep.MeanRPS, rep.PeakRPS, rep.AcceptedPerSec, rep.OrdersPerSec)
 	if len(rep.Defences) > 0 {
@@ -373,13 +518,25 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 		tw.Flush()
 	}
+	rep.writeShares(w)
 	fmt.Fprintln(w, "\ninvariants:")
+	bad := 0
 	for _, c := range rep.Invariants.Checks {
+		if !c.OK {
+			bad++
+		}
+		if len(rep.Seeds) > 1 && c.OK {
+			continue
+		}
 		mark := "ok  "
 		if !c.OK {
 			mark = "FAIL"
 		}
 		fmt.Fprintf(w, "  %s %s: %s\n", mark, c.Name, c.Detail)
+	}
+	if len(rep.Seeds) > 1 {
+		fmt.Fprintf(w, "  %d of %d checks held over %d seeds (accepted %d, orders %d, reserved %d)\n", len(rep.Invariants.Checks)-bad, len(rep.Invariants.Checks),
+			len(rep.Seeds), rep.Invariants.Accepted, rep.Invariants.Final.Orders, rep.Invariants.Final.Reserved)
 	}
 	if rc := rep.Reconcile; rc != nil {
 		fmt.Fprintf(w, "  reconcile %q: exit %d\n", rc.Command, rc.ExitCode)
@@ -387,7 +544,53 @@ func (rep *Report) WriteTable(w io.Writer) {
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
-	fmt.Fprintf(w, "\nverdict: %s\n", rep.Verdict)
+	fmt.Fprintf(w, "\nverdict: %s\n%s\n", rep.Verdict, rep.Headline)
+}
+
+// writePopulation prints who could take part and who was refused.
+func (rep *Report) writePopulation(w io.Writer) {
+	p := rep.Population
+	if p.HonestUsers == 0 && p.FarmRegistration == nil {
+		return
+	}
+	var groups []string
+	for _, g := range p.SharedAddresses {
+		groups = append(groups, fmt.Sprintf("%s: %d users, %d per address, %d addresses per /24", g.Name, g.Users, g.PerIP, g.IPsPerNetwork))
+	}
+	if len(groups) > 0 {
+		fmt.Fprintf(w, "shared addresses: %s\n", strings.Join(groups, "; "))
+	}
+	fmt.Fprintf(w, "honest accounts refused: %d of %d (%.2f%%): %d at registration (%d registered through the route: %s), %d not eligible (409 not_eligible)\n",
+		p.HonestRefusedBudget+p.HonestNotEligible, p.HonestUsers, 100*p.HonestRefusedShare, p.HonestRefusedBudget, p.HonestRegistered,
+		orDash(topOutcomes(p.HonestRegistration)), p.HonestNotEligible)
+	if p.FarmRegistration != nil {
+		fmt.Fprintf(w, "farm accounts: registration %s; %d refused as not eligible\n", topOutcomes(p.FarmRegistration), p.FarmNotEligible)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// writeShares prints the verdict's test of every actor kind.
+func (rep *Report) writeShares(w io.Writer) {
+	if len(rep.Shares) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nshare of units vs share of accounts (one-sided binomial, alpha %g, %d seeds pooled):\n", Alpha, max(len(rep.Seeds), 1))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  kind\taccounts\tpopulation share\tunits\tunit share\tp-value\tbeat its share")
+	for _, t := range rep.Shares {
+		beat := "no"
+		if t.Beat {
+			beat = "YES"
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%.1f%%\t%d/%d\t%.1f%%\t%s\t%s\n", t.Kind, t.Accounts, 100*t.PopulationShare, t.Units, t.UnitsSold, 100*t.UnitShare, fmtP(t.PValue), beat)
+	}
+	tw.Flush()
 }
 
 // WriteFiles writes report.json and report.html into dir.
@@ -426,23 +629,37 @@ func ReadReport(file string) (*Report, error) {
 	return &rep, nil
 }
 
-// Compare prints two reports side by side.
-func Compare(w io.Writer, a, b *Report, nameA, nameB string) {
+// Compare prints reports (scenarios, or one scenario with different
+// defences) side by side, one column each.
+func Compare(w io.Writer, reps []*Report, names []string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(k string, va, vb any) { fmt.Fprintf(tw, "%s\t%v\t%v\n", k, va, vb) }
-	row("", nameA, nameB)
-	row("scenario", a.Scenario, b.Scenario)
-	row("defences off", fmt.Sprint(a.DefencesOff), fmt.Sprint(b.DefencesOff))
-	row("verdict", a.Verdict, b.Verdict)
-	row("units", a.Units, b.Units)
-	row("played s", fmt.Sprintf("%.1f", a.Played), fmt.Sprintf("%.1f", b.Played))
-	row("requests", a.Requests, b.Requests)
-	row("req/s mean / peak", fmt.Sprintf("%.0f / %.0f", a.MeanRPS, a.PeakRPS), fmt.Sprintf("%.0f / %.0f", b.MeanRPS, b.PeakRPS))
-	row("accepted/s", fmt.Sprintf("%.0f", a.AcceptedPerSec), fmt.Sprintf("%.0f", b.AcceptedPerSec))
-	row("orders/s", fmt.Sprintf("%.0f", a.OrdersPerSec), fmt.Sprintf("%.0f", b.OrdersPerSec))
-	row("final orders", a.Invariants.Final.Orders, b.Invariants.Final.Orders)
+	row := func(k string, f func(r *Report) any) {
+		cells := []string{k}
+		for _, r := range reps {
+			cells = append(cells, fmt.Sprint(f(r)))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	fmt.Fprintln(tw, "\t"+strings.Join(names, "\t"))
+	row("scenario", func(r *Report) any { return r.Scenario })
+	row("verdict", func(r *Report) any { return r.Verdict })
+	row("bot kinds that beat their share", func(r *Report) any { return orDash(strings.Join(r.BotsThatBeat(), ", ")) })
+	row("seeds", func(r *Report) any { return max(len(r.Seeds), 1) })
+	row("defences off", func(r *Report) any { return fmt.Sprint(r.DefencesOff) })
+	row("min_account_age", func(r *Report) any { return orDash(r.MinAccountAge) })
+	row("max_per_network", func(r *Report) any { return r.MaxPerNetwork })
+	row("units per sale", func(r *Report) any { return r.Units })
+	row("played s", func(r *Report) any { return fmt.Sprintf("%.1f", r.Played) })
+	row("requests", func(r *Report) any { return r.Requests })
+	row("req/s mean / peak", func(r *Report) any { return fmt.Sprintf("%.0f / %.0f", r.MeanRPS, r.PeakRPS) })
+	row("accepted/s", func(r *Report) any { return fmt.Sprintf("%.0f", r.AcceptedPerSec) })
+	row("final orders", func(r *Report) any { return r.Invariants.Final.Orders })
+	row("honest refused", func(r *Report) any {
+		p := r.Population
+		return fmt.Sprintf("%d of %d (%.2f%%)", p.HonestRefusedBudget+p.HonestNotEligible, p.HonestUsers, 100*p.HonestRefusedShare)
+	})
 	var kinds []string
-	for _, r := range []*Report{a, b} {
+	for _, r := range reps {
 		for _, x := range r.Actors {
 			if !slices.Contains(kinds, x.Kind) {
 				kinds = append(kinds, x.Kind)
@@ -450,20 +667,30 @@ func Compare(w io.Writer, a, b *Report, nameA, nameB string) {
 		}
 	}
 	for _, k := range kinds {
-		xa, xb := a.Actor(k), b.Actor(k)
-		row(k+" won", xa.UnitsWon, xb.UnitsWon)
-		row(k+" requests", xa.Requests, xb.Requests)
-		row(k+" p50/p99 ms", fmt.Sprintf("%.1f/%.1f", xa.P50Ms, xa.P99Ms), fmt.Sprintf("%.1f/%.1f", xb.P50Ms, xb.P99Ms))
+		row(k+" won", func(r *Report) any { return r.Actor(k).UnitsWon })
+		row(k+" units / accounts share", func(r *Report) any {
+			for _, t := range r.Shares {
+				if t.Kind == k {
+					return fmt.Sprintf("%.1f%% / %.1f%% (p %s)", 100*t.UnitShare, 100*t.PopulationShare, fmtP(t.PValue))
+				}
+			}
+			return "-"
+		})
+		row(k+" requests", func(r *Report) any { return r.Actor(k).Requests })
+		row(k+" p50/p99 ms", func(r *Report) any { x := r.Actor(k); return fmt.Sprintf("%.1f/%.1f", x.P50Ms, x.P99Ms) })
 		if k != Honest {
-			row(k+" stopped by", firstN(rejections(xa.Outcomes), 3), firstN(rejections(xb.Outcomes), 3))
+			row(k+" stopped by", func(r *Report) any { return firstN(rejections(r.Actor(k).Outcomes), 3) })
 		}
 	}
-	for _, r := range []string{"challenge", "path", "buy", "order"} {
-		ra, rb := routeOf(a, r), routeOf(b, r)
-		if ra.N+rb.N == 0 {
+	for _, route := range []string{"challenge", "path", "buy", "order"} {
+		n := 0
+		for _, r := range reps {
+			n += routeOf(r, route).N
+		}
+		if n == 0 {
 			continue
 		}
-		row(r+" p50/p99 ms", fmt.Sprintf("%.1f/%.1f", ra.P50Ms, ra.P99Ms), fmt.Sprintf("%.1f/%.1f", rb.P50Ms, rb.P99Ms))
+		row(route+" p50/p99 ms", func(r *Report) any { x := routeOf(r, route); return fmt.Sprintf("%.1f/%.1f", x.P50Ms, x.P99Ms) })
 	}
 	tw.Flush()
 }

@@ -4,20 +4,23 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"seckill"
 	"seckill/apiclient"
-	"seckill/captcha/pow"
 )
 
 // Config says where the edge is and what to do besides playing.
@@ -34,16 +37,40 @@ type Config struct {
 	Log      io.Writer
 	// HTTP overrides the client (tests).
 	HTTP *http.Client
+	// SolveCaptcha, when set, reads a captcha image (PNG) and returns its
+	// answer; ok false when it cannot read it (the bot fetches another
+	// rather than burn this one). The ocr_bot kind and the account farm's
+	// registration use it; honest lab users never do.
+	SolveCaptcha CaptchaSolver
 }
 
-// runner is one run in progress.
+// CaptchaSolver reads one captcha PNG (e.g. the OCR of lab/ocr*.go).
+type CaptchaSolver func(ctx context.Context, png []byte) (answer string, ok bool, err error)
+
+// play is one run in progress: its seeds' sales share the population.
+type play struct {
+	sc    *Scenario
+	cfg   Config
+	api   *apiclient.Client
+	runID string
+	notes *noteSet
+	// addresses: a run-random base in 10.0.0.0/8 (honest) and
+	// 100.64.0.0/10 (farms), so the per-network budgets of earlier runs on
+	// the same stack do not refuse this one's accounts.
+	honestBase, farmBase, farmNext int
+}
+
+// runner is one sale (one seed) in progress.
 type runner struct {
 	sc      *Scenario
 	cfg     Config
+	p       *play
+	pop     *population
+	seed    uint64
 	c       *client
 	item    int64
-	runID   string
 	itemURL string
+	startAt time.Time
 
 	soldOut    atomic.Bool
 	honestLeft atomic.Int64
@@ -51,27 +78,40 @@ type runner struct {
 	mu       sync.Mutex
 	wins     map[string]int // account -> 202s on buy
 	outcomes map[string]int // honest outcomes
-	notes    []string
 	samples  []Sample
+	refused  map[string]string // account -> its first eligibility refusal code
+	farmReg  map[string]int    // farm registration outcomes
 }
 
-func (r *runner) logf(format string, a ...any) {
-	if r.cfg.Log != nil {
-		fmt.Fprintf(r.cfg.Log, "lab: "+format+"\n", a...)
+// noteSet keeps the run's notes, each once.
+type noteSet struct {
+	mu    sync.Mutex
+	notes []string
+}
+
+func (n *noteSet) add(s string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !slices.Contains(n.notes, s) {
+		n.notes = append(n.notes, s)
 	}
 }
 
-func (r *runner) note(format string, a ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := fmt.Sprintf(format, a...)
-	for _, o := range r.notes {
-		if o == n {
-			return
-		}
-	}
-	r.notes = append(r.notes, n)
+func (n *noteSet) list() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.notes)
 }
+
+func (p *play) logf(format string, a ...any) {
+	if p.cfg.Log != nil {
+		fmt.Fprintf(p.cfg.Log, "lab: "+format+"\n", a...)
+	}
+}
+
+func (r *runner) logf(format string, a ...any) { r.p.logf(format, a...) }
+
+func (r *runner) note(format string, a ...any) { r.p.notes.add(fmt.Sprintf(format, a...)) }
 
 func (r *runner) win(a *actor) {
 	r.mu.Lock()
@@ -79,8 +119,38 @@ func (r *runner) win(a *actor) {
 	r.mu.Unlock()
 }
 
-// Run plays the scenario against the edge and returns the report (its
-// Verdict says PASS or FAIL). An error means the run could not be played.
+// refuse remembers that the sale refused an account as not eligible.
+func (r *runner) refuse(a *actor, code string) {
+	r.mu.Lock()
+	if _, ok := r.refused[a.name]; !ok {
+		r.refused[a.name] = code
+	}
+	r.mu.Unlock()
+}
+
+// saleResult is what one seed's sale left.
+type saleResult struct {
+	seed       uint64
+	item       int64
+	start      time.Time
+	played     time.Duration
+	honestDone time.Duration
+	inv        Invariants
+	rc         *ReconcileResult
+	recs       []Record
+	outcomes   map[string]int
+	samples    []Sample
+	accounts   map[string]int // accounts that took part, per kind
+	actors     map[string]int // users or bots, per kind
+	wins       map[string]int // account -> 202s
+	kindOf     map[string]string
+	refused    map[string]string
+	farmReg    map[string]int
+}
+
+// Run plays the scenario against the edge, one sale per seed, and returns
+// the report: its Verdict and Headline pool the seeds (see decide). An
+// error means the run could not be played.
 func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 	hc := cfg.HTTP
 	if hc == nil {
@@ -88,8 +158,12 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 	}
 	var idb [3]byte
 	_, _ = rand.Read(idb[:])
-	r := &runner{sc: sc, cfg: cfg, runID: hex.EncodeToString(idb[:]), wins: map[string]int{}, outcomes: map[string]int{}}
-	r.c = &client{api: apiclient.New(cfg.EdgeURL, cfg.AdminURL, cfg.AdminToken, hc), rec: &recorder{}}
+	p := &play{sc: sc, cfg: cfg, runID: hex.EncodeToString(idb[:]), notes: &noteSet{},
+		api: apiclient.New(cfg.EdgeURL, cfg.AdminURL, cfg.AdminToken, hc)}
+	var base [4]byte
+	_, _ = rand.Read(base[:])
+	p.honestBase = int(base[0])<<8 | int(base[1])
+	p.farmBase = (int(base[2])<<8 | int(base[3])) % (1 << 14)
 	if sc.XFF {
 		// Before anything else: an edge that ignores the forwarded
 		// addresses would make every number of the run meaningless.
@@ -98,26 +172,61 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 			return nil, err
 		}
 		if note != "" {
-			r.note("%s", note)
+			p.notes.add(note)
 		}
 	}
 	if sc.Challenge == "captcha" {
-		r.note("the sale uses captcha: lab users cannot read the image, so honest users give up (use pow or none items)")
+		p.notes.add("the sale uses captcha: lab users cannot read the image, so honest users give up (use pow or none items); ocr_bot reads it with the lab's captcha solver")
 	}
+	pop, err := p.population(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var sales []*saleResult
+	for i, seed := range sc.Seeds {
+		r := &runner{sc: sc, cfg: cfg, p: p, pop: pop, seed: seed, wins: map[string]int{}, outcomes: map[string]int{},
+			refused: map[string]string{}, farmReg: map[string]int{}}
+		r.c = &client{api: p.api, rec: &recorder{}}
+		if len(sc.Seeds) > 1 {
+			p.logf("seed %d (%d of %d)", seed, i+1, len(sc.Seeds))
+		}
+		res, err := r.playSale(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("seed %d: %w", seed, err)
+		}
+		sales = append(sales, res)
+	}
+	return p.build(sales, pop), nil
+}
 
-	// The sale.
+// playSale creates the seed's sale and plays it.
+func (r *runner) playSale(ctx context.Context) (*saleResult, error) {
+	sc, cfg := r.sc, r.cfg
 	created := time.Now()
 	startsAt := created.Add(sc.StartIn)
-	id, err := r.c.api.CreateItem(ctx, apiclient.ItemSpec{
-		Name: "lab " + sc.Name + " " + r.runID, PriceCents: int64(sc.PriceCents), Stock: int64(sc.Units), Challenge: sc.Challenge,
+	if sc.MinAccountAge > 0 {
+		// The population's accounts must be older than min_account_age
+		// when the sale opens: wait for real time to pass.
+		if oldEnough := r.pop.madeAt.Add(sc.MinAccountAge + time.Second); startsAt.Before(oldEnough) {
+			startsAt = oldEnough
+			r.logf("the sale starts at %s, when the population's accounts are %s old (min_account_age %s)", startsAt.Format(time.TimeOnly), startsAt.Sub(r.pop.madeAt).Round(time.Second), sc.MinAccountAge)
+		}
+	}
+	spec := apiclient.ItemSpec{
+		Name: fmt.Sprintf("lab %s %s seed %d", sc.Name, r.p.runID, r.seed), PriceCents: int64(sc.PriceCents), Stock: int64(sc.Units), Challenge: sc.Challenge,
 		StartsAt: startsAt.UTC(), EndsAt: startsAt.Add(sc.SaleLength).UTC(),
-	})
+	}
+	spec.MinAccountAge = seckill.Duration(sc.MinAccountAge)
+	spec.MaxPerNetwork = sc.MaxPerNetwork
+	id, err := r.c.api.CreateItem(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("creating the sale: %w", err)
 	}
 	r.item = id
 	r.itemURL = fmt.Sprintf("/api/items/%d", r.item)
-	r.logf("item %d: %d units, challenge %s, starts in %s", r.item, sc.Units, sc.Challenge, sc.StartIn)
+	r.startAt = startsAt
+	r.c.rec.start = startsAt
+	r.logf("item %d: %d units, challenge %s, starts in %s", r.item, sc.Units, sc.Challenge, time.Until(startsAt).Round(time.Millisecond))
 	if off := sc.DefencesOff(); len(off) > 0 {
 		body := map[string]bool{}
 		for _, k := range off {
@@ -129,43 +238,33 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 		r.logf("defences switched OFF for item %d: %v", r.item, off)
 	}
 
-	// Sessions.
-	honest := make([]*actor, sc.Honest.Users)
-	var names []string
-	for i := range honest {
-		honest[i] = &actor{kind: Honest, name: fmt.Sprintf("lab%s-h%d", r.runID, i)}
-		if sc.XFF {
-			honest[i].ip = honestIP(i)
-		}
-		names = append(names, honest[i].name)
-	}
-	bots := r.makeBots()
+	honest := r.pop.honest
+	bots := r.makeBots(true)
+
+	// Farms register their accounts ahead of the sale (in the background:
+	// a farm that is not done by the start plays with what it has).
+	var fw sync.WaitGroup
 	for _, b := range bots {
-		for _, a := range b.accounts {
-			names = append(names, a.name)
+		if b.spec.Kind != AccountFarm {
+			continue
 		}
+		fw.Add(1)
+		go func() {
+			defer fw.Done()
+			if !sleep(ctx, time.Until(startsAt.Add(-b.spec.RegisterBefore))) {
+				return
+			}
+			r.registerFarm(ctx, b)
+		}()
 	}
-	tokens, err := r.sessions(ctx, names)
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range honest {
-		a.token = tokens[a.name]
-	}
-	for _, b := range bots {
-		for _, a := range b.accounts {
-			a.token = tokens[a.name]
-		}
-	}
-	r.logf("%d sessions (%d honest, %d bot accounts) in %s", len(names), len(honest), len(names)-len(honest), time.Since(created).Round(time.Millisecond))
 
 	// Wait for the sale to start.
 	if !sleep(ctx, time.Until(startsAt)) {
+		fw.Wait()
 		return nil, ctx.Err()
 	}
-	start := time.Now()
-	r.c.rec.start = start
-	runCtx, stopRun := context.WithTimeout(ctx, sc.Duration)
+	start := startsAt
+	runCtx, stopRun := context.WithDeadline(ctx, start.Add(sc.Duration))
 	defer stopRun()
 	botCtx, stopBots := context.WithCancel(runCtx)
 	defer stopBots()
@@ -186,7 +285,10 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 		bw.Add(1)
 		go func() {
 			defer bw.Done()
-			if !sleep(botCtx, b.spec.StartIn) {
+			if b.spec.Kind == AccountFarm {
+				fw.Wait() // registered (the farm started before the sale)
+			}
+			if !sleep(botCtx, time.Until(start.Add(b.spec.StartIn))) {
 				return
 			}
 			bctx := botCtx
@@ -197,15 +299,19 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 		}()
 	}
 
-	// Honest users on their arrival curve.
+	// Honest users on their arrival curve (fixed by the seed).
 	r.honestLeft.Store(int64(len(honest)))
 	var hw sync.WaitGroup
-	offsets := arrivals(sc.Honest, len(honest))
+	offsets := arrivals(r.sc.Honest, len(honest), r.seed)
 	for i, a := range honest {
 		hw.Add(1)
 		go func() {
 			defer hw.Done()
 			defer r.honestLeft.Add(-1)
+			if a.token == "" {
+				r.outcome("no_account")
+				return
+			}
 			if !sleep(runCtx, time.Until(start.Add(offsets[i]))) {
 				r.outcome("not_started")
 				return
@@ -220,6 +326,7 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 	}
 	stopBots()
 	bw.Wait()
+	fw.Wait()
 	played := time.Since(start)
 	r.logf("played %s (honest users done after %s)", played.Round(time.Millisecond), honestDone.Round(time.Millisecond))
 
@@ -234,8 +341,29 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 	if cfg.ReconcileCmd != "" {
 		rc = r.reconcile(ctx)
 	}
-	rep := r.build(start, played, honestDone, inv, rc)
-	return rep, nil
+	res := &saleResult{seed: r.seed, item: r.item, start: start, played: played, honestDone: honestDone, inv: inv, rc: rc,
+		recs: r.c.rec.snapshot(), accounts: map[string]int{}, actors: map[string]int{}, kindOf: map[string]string{}}
+	r.mu.Lock()
+	res.outcomes, res.samples, res.wins = maps.Clone(r.outcomes), slices.Clone(r.samples), maps.Clone(r.wins)
+	res.refused, res.farmReg = maps.Clone(r.refused), maps.Clone(r.farmReg)
+	r.mu.Unlock()
+	for _, a := range honest {
+		res.kindOf[a.name] = Honest
+		if a.token != "" {
+			res.accounts[Honest]++
+		}
+	}
+	res.actors[Honest] = len(honest)
+	for _, b := range bots {
+		res.actors[b.spec.Kind]++
+		for _, a := range b.accounts {
+			res.kindOf[a.name] = a.kind
+			if a.token != "" {
+				res.accounts[b.spec.Kind]++
+			}
+		}
+	}
+	return res, nil
 }
 
 func (r *runner) outcome(o string) {
@@ -244,42 +372,29 @@ func (r *runner) outcome(o string) {
 	r.mu.Unlock()
 }
 
-// honestIP is a distinct 10.0.0.0/8 address per honest user.
-func honestIP(i int) string {
-	i++
-	return fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255)
-}
-
-// arrivals returns each honest user's start offset after the sale starts.
-func arrivals(h HonestSpec, n int) []time.Duration {
+// arrivals returns each honest user's start offset after the sale starts,
+// fixed by the seed: all_at_once, linear (evenly over Over), uniform
+// (independent uniform draws over Over) or poisson (Rate users/s).
+func arrivals(h HonestSpec, n int, seed uint64) []time.Duration {
+	rng := mrand.New(mrand.NewPCG(seed, 0x686f6e657374)) // "honest"
 	out := make([]time.Duration, n)
 	switch h.Arrival {
 	case "linear":
 		for i := range out {
 			out[i] = time.Duration(float64(h.Over) * float64(i) / float64(max(n, 1)))
 		}
+	case "uniform":
+		for i := range out {
+			out[i] = time.Duration(rng.Float64() * float64(h.Over))
+		}
 	case "poisson":
 		t := 0.0
 		for i := range out {
-			t += -math.Log(1-mrand.Float64()) / h.Rate
+			t += -math.Log(1-rng.Float64()) / h.Rate
 			out[i] = time.Duration(t * float64(time.Second))
 		}
 	}
 	return out
-}
-
-// sessions gets tokens through POST /admin/sessions, 10,000 at a time.
-func (r *runner) sessions(ctx context.Context, names []string) (map[string]string, error) {
-	out, err := r.c.api.Sessions(ctx, names)
-	if err != nil {
-		return nil, fmt.Errorf("sessions: %w", err)
-	}
-	for _, n := range names {
-		if out[n] == "" {
-			return nil, fmt.Errorf("sessions: no token for %s", n)
-		}
-	}
-	return out, nil
 }
 
 // retrying sends a request until it gets a final answer: it waits
@@ -310,7 +425,14 @@ func (r *runner) retrying(ctx context.Context, a *actor, route, method, path str
 
 // playHonest does what the storefront does and returns the user's outcome.
 func (r *runner) playHonest(ctx context.Context, a *actor) string {
-	for range r.sc.Honest.MaxAttempts {
+	return r.playStorefront(ctx, a, r.sc.Honest.MaxAttempts, nil)
+}
+
+// playStorefront does what the storefront does (challenge, answer, path,
+// buy, poll), at most attempts times; solve reads captchas (nil: a captcha
+// ends the attempt as "captcha_unsolved").
+func (r *runner) playStorefront(ctx context.Context, a *actor, attempts int, solve CaptchaSolver) string {
+	for range attempts {
 		ch := r.retrying(ctx, a, "challenge", "POST", r.itemURL+"/challenge", nil)
 		switch {
 		case ch.err != nil:
@@ -320,15 +442,18 @@ func (r *runner) playHonest(ctx context.Context, a *actor) string {
 			return r.poll(ctx, a)
 		case ch.code() == "sold_out":
 			return "sold_out"
+		case ch.code() == "not_eligible":
+			r.refuse(a, ch.code())
+			return "not_eligible"
 		default:
 			continue
 		}
-		var ans string
-		switch ch.str("kind") {
-		case "pow":
-			ans = pow.Solve(ch.str("seed"), int(ch.num("difficulty")))
-		default:
-			return "captcha_unsolved"
+		ans, ok := r.answer(ctx, ch, solve)
+		if !ok {
+			if solve == nil {
+				return "captcha_unsolved"
+			}
+			continue
 		}
 		p := r.retrying(ctx, a, "path", "POST", r.itemURL+"/path", map[string]any{"challenge_id": ch.str("challenge_id"), "answer": ans})
 		switch {
@@ -337,6 +462,9 @@ func (r *runner) playHonest(ctx context.Context, a *actor) string {
 		case p.status == 200:
 		case p.code() == "sold_out":
 			return "sold_out"
+		case p.code() == "not_eligible":
+			r.refuse(a, p.code())
+			return "not_eligible"
 		default:
 			continue
 		}
@@ -351,9 +479,43 @@ func (r *runner) playHonest(ctx context.Context, a *actor) string {
 			return r.poll(ctx, a)
 		case b.code() == "sold_out":
 			return "sold_out"
+		case b.code() == "not_eligible":
+			r.refuse(a, b.code())
+			return "not_eligible"
 		}
 	}
 	return "gave_up"
+}
+
+// answer solves a challenge answer: a proof of work is solved; a captcha
+// is read by solve (ok false when there is none or it cannot read it).
+func (r *runner) answer(ctx context.Context, ch reply, solve CaptchaSolver) (string, bool) {
+	if ch.str("kind") == "pow" || ch.str("kind") == "none" {
+		return apiclient.Solve(apiclient.Challenge{Kind: "pow", Seed: ch.str("seed"), Difficulty: int(ch.num("difficulty"))}), true
+	}
+	if solve == nil {
+		return "", false
+	}
+	img, err := dataURLBytes(ch.str("image"))
+	if err != nil {
+		r.note("a captcha image could not be decoded: %v", err)
+		return "", false
+	}
+	ans, ok, err := solve(ctx, img)
+	if err != nil {
+		r.note("the captcha solver failed: %v", err)
+		return "", false
+	}
+	return ans, ok
+}
+
+// dataURLBytes decodes a data:...;base64, URL.
+func dataURLBytes(u string) ([]byte, error) {
+	_, b64, ok := strings.Cut(u, ";base64,")
+	if !ok {
+		return nil, fmt.Errorf("not a base64 data URL")
+	}
+	return base64.StdEncoding.DecodeString(b64)
 }
 
 // poll asks for the order with backoff until it is confirmed or failed.

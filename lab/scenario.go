@@ -35,11 +35,23 @@ const (
 	SoldOutHammerer   = "sold_out_hammerer"  // keeps trying once the sale is sold out
 	SlowClient        = "slow_client"        // gets a path, waits past its expiry, then buys
 	PathSharer        = "path_sharer"        // solves once, shares the path with K accounts of its own
+	// AccountFarm registers Accounts fresh accounts from Networks /24
+	// networks (PerIP accounts per address) ahead of the sale, solving the
+	// registration challenge, then plays the sale with all of them at its
+	// first instant, as fast as it can.
+	AccountFarm = "account_farm"
+	// EarlyArrival is one old account that acts in the first millisecond
+	// of every window (the sale's start; later the queue and entry
+	// windows), spinning on 409 not_live, then plays as fast as it can.
+	EarlyArrival = "early_arrival"
+	// OCRBot plays like an honest user but reads captchas with the lab's
+	// captcha solver (Config.SolveCaptcha; the OCR of lab/ocr*.go).
+	OCRBot = "ocr_bot"
 )
 
 // BotKinds lists every bot kind.
 var BotKinds = []string{SkipChallenge, PathGuesser, ChallengeReplayer, OneIPFlood, ManyIPFlood,
-	RepeatClicker, SoldOutHammerer, SlowClient, PathSharer}
+	RepeatClicker, SoldOutHammerer, SlowClient, PathSharer, AccountFarm, EarlyArrival, OCRBot}
 
 // Honest is the actor kind of honest users.
 const Honest = "honest"
@@ -57,6 +69,19 @@ type Scenario struct {
 	Challenge  string        `yaml:"challenge"`   // pow (default) or none; captcha: honest users give up
 	StartIn    time.Duration `yaml:"start_in"`    // the sale starts this long after it is created
 	SaleLength time.Duration `yaml:"sale_length"` // ends_at - starts_at (default 1h)
+	// Seeds: one sale per seed, played one after the other; the verdict
+	// pools them. The seed fixes every actor's arrival (default [1];
+	// seckill lab run --seeds N plays seeds 1..N).
+	Seeds []uint64 `yaml:"seeds"`
+	// Eligibility rules of the sale (issue 15): accounts younger than
+	// MinAccountAge when the sale opens cannot take part (409
+	// not_eligible); MaxPerNetwork caps the units per registration
+	// network. With MinAccountAge set the lab makes sure the population's
+	// accounts (all but the farm's, which registers register_before the
+	// start) are older than it when the first sale opens, by waiting: it
+	// never backdates an account.
+	MinAccountAge time.Duration `yaml:"min_account_age"`
+	MaxPerNetwork int64         `yaml:"max_per_network"`
 	// Defences maps switch names to false to turn them off for the sale
 	// (only false is sent; true keeps the default).
 	Defences map[string]bool `yaml:"defences"`
@@ -92,6 +117,25 @@ type HonestSpec struct {
 	PollMax     time.Duration `yaml:"poll_max"`
 	// MaxAttempts bounds the challenge/path/buy restarts of one user.
 	MaxAttempts int `yaml:"max_attempts"`
+	// Addresses: how honest users share addresses (carrier NAT, offices);
+	// users not in a group get an address of their own (254 to a /24, as
+	// homes of one provider).
+	Addresses []AddressGroup `yaml:"addresses"`
+	// Register: this many honest users (the first ones) register through
+	// the public route (registration challenge, per-network budgets) before
+	// the first sale, from their own (shared) addresses; the others have
+	// accounts of long standing (made through POST /admin/sessions). The
+	// report counts those the budgets refused.
+	Register int `yaml:"register"`
+}
+
+// AddressGroup is a group of honest users behind shared addresses.
+type AddressGroup struct {
+	Name  string `yaml:"name"`   // e.g. carrier_nat, office
+	Users int    `yaml:"users"`  // honest users in the group
+	PerIP int    `yaml:"per_ip"` // users behind one address (default 1)
+	// IPsPerNetwork: addresses of the group in one /24 (default 1).
+	IPsPerNetwork int `yaml:"ips_per_network"`
 }
 
 // BotSpec is one bot profile.
@@ -112,6 +156,13 @@ type BotSpec struct {
 	// that, the bot does not buy (noted in the report).
 	WaitPastExpiry time.Duration `yaml:"wait_past_expiry"`
 	MaxWait        time.Duration `yaml:"max_wait"`
+	// Networks (account_farm): /24 networks the farm's Accounts come
+	// from; PerIP accounts share one address (default 5, the shipped
+	// budget of one address). RegisterBefore: the farm starts registering
+	// this long before the sale starts (default: when the sale is created).
+	Networks       int           `yaml:"networks"`
+	PerIP          int           `yaml:"per_ip"`
+	RegisterBefore time.Duration `yaml:"register_before"`
 }
 
 // Load reads and checks a scenario file.
@@ -137,6 +188,7 @@ func Parse(raw []byte) (*Scenario, error) {
 }
 
 func (s *Scenario) defaults() {
+	h := &s.Honest
 	if s.Challenge == "" {
 		s.Challenge = "pow"
 	}
@@ -155,13 +207,20 @@ func (s *Scenario) defaults() {
 	if s.Settle == 0 {
 		s.Settle = 30 * time.Second
 	}
+	if len(s.Seeds) == 0 {
+		s.Seeds = []uint64{1}
+	}
+	for i := range h.Addresses {
+		g := &h.Addresses[i]
+		g.PerIP = max(g.PerIP, 1)
+		g.IPsPerNetwork = max(g.IPsPerNetwork, 1)
+	}
 	if s.Connections == 0 {
 		s.Connections = 512
 	}
 	if s.Timeout == 0 {
 		s.Timeout = 10 * time.Second
 	}
-	h := &s.Honest
 	if h.Arrival == "" {
 		h.Arrival = "all_at_once"
 	}
@@ -184,6 +243,17 @@ func (s *Scenario) defaults() {
 		}
 		if (b.Kind == OneIPFlood || b.Kind == ManyIPFlood) && b.Accounts == 0 {
 			b.Accounts = 5
+		}
+		if b.Kind == AccountFarm {
+			if b.Accounts == 0 {
+				b.Accounts = 100
+			}
+			if b.Networks == 0 {
+				b.Networks = 10
+			}
+			if b.PerIP == 0 {
+				b.PerIP = 5
+			}
 		}
 		if b.Kind == PathSharer && b.ShareWith == 0 {
 			b.ShareWith = 3
@@ -216,19 +286,35 @@ func (s *Scenario) Validate() error {
 	}
 	switch s.Honest.Arrival {
 	case "all_at_once":
-	case "linear":
+	case "linear", "uniform":
 		if s.Honest.Over <= 0 {
-			return fmt.Errorf("honest.arrival linear needs honest.over > 0")
+			return fmt.Errorf("honest.arrival %s needs honest.over > 0", s.Honest.Arrival)
 		}
 	case "poisson":
 		if s.Honest.Rate <= 0 {
 			return fmt.Errorf("honest.arrival poisson needs honest.rate > 0")
 		}
 	default:
-		return fmt.Errorf("honest.arrival %q: want all_at_once, linear or poisson", s.Honest.Arrival)
+		return fmt.Errorf("honest.arrival %q: want all_at_once, linear, uniform or poisson", s.Honest.Arrival)
 	}
 	if s.Honest.Users < 0 {
 		return fmt.Errorf("honest.users must be >= 0")
+	}
+	grouped := 0
+	for _, g := range s.Honest.Addresses {
+		if g.Users < 0 {
+			return fmt.Errorf("honest.addresses %s: users must be >= 0", g.Name)
+		}
+		grouped += g.Users
+	}
+	if grouped > s.Honest.Users {
+		return fmt.Errorf("honest.addresses hold %d users, more than honest.users (%d)", grouped, s.Honest.Users)
+	}
+	if s.Honest.Register < 0 || s.Honest.Register > s.Honest.Users {
+		return fmt.Errorf("honest.register must be between 0 and honest.users")
+	}
+	if s.MinAccountAge < 0 || s.MaxPerNetwork < 0 {
+		return fmt.Errorf("min_account_age and max_per_network must be >= 0")
 	}
 	for _, b := range s.Bots {
 		if !slices.Contains(BotKinds, b.Kind) {
@@ -237,6 +323,21 @@ func (s *Scenario) Validate() error {
 		if b.Count < 0 || b.Rate < 0 {
 			return fmt.Errorf("bots %s: count and rate must be >= 0", b.Kind)
 		}
+		if b.Kind == AccountFarm && (b.Accounts < 1 || b.Networks < 1 || b.PerIP < 1) {
+			return fmt.Errorf("bots account_farm: accounts, networks and per_ip must be >= 1")
+		}
+	}
+	return nil
+}
+
+// SetSeeds replaces the scenario's seeds by 1..n.
+func (s *Scenario) SetSeeds(n int) error {
+	if n < 1 {
+		return fmt.Errorf("seeds must be >= 1")
+	}
+	s.Seeds = s.Seeds[:0]
+	for i := 1; i <= n; i++ {
+		s.Seeds = append(s.Seeds, uint64(i))
 	}
 	return nil
 }

@@ -45,14 +45,25 @@ func labRunCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comm
 		reportDir  string
 		defenceOff []string
 		quiet      bool
+		seeds      int
 	)
 	cmd := &cobra.Command{
 		Use:   "run SCENARIO.yaml",
 		Short: "Play one scenario against a running edge",
-		Long: `Play one scenario (configs/lab/*.yaml) against a running edge and print the
-verdict: PASS when accepted (202s seen) == reserved == orders, stock_left ==
-units - orders, nothing oversold, no account won twice, and the
---reconcile-cmd (if any) exited 0. Exits 1 on FAIL.
+		Long: `Play one scenario (configs/lab/*.yaml) against a running edge, one sale per
+seed (--seeds N, or the scenario's seeds list), and print the verdict,
+pooled over the seeds (docs/LAB.md, "The verdict"):
+
+  FAIL         an invariant broke: accepted (202s seen) != reserved != orders,
+               stock_left != units - orders, oversold, an account won twice,
+               or the --reconcile-cmd exited non-zero (exit status 1)
+  BOTS_WON     every invariant held, but a bot kind won significantly more
+               than its share of the accounts (one-sided binomial test,
+               alpha 0.01); the headline names each one (exit status 2)
+  ATTACK_WON   a defence was switched off: "attack expected to win", and it
+               did (exit status 0)
+  ATTACK_LOST  a defence was switched off, and no bot kind beat its share
+  PASS         every invariant held and no bot kind beat its share
 
 The report (report.html with charts, report.json for "lab compare") goes to
 --report, by default a new folder lab-reports/<scenario>-<UTC time> under
@@ -73,6 +84,11 @@ stops, naming the fix, when it does not: "make up LAB=1", or
 			}
 			if err := sc.SwitchOff(defenceOff...); err != nil {
 				return err
+			}
+			if seeds > 0 {
+				if err := sc.SetSeeds(seeds); err != nil {
+					return err
+				}
 			}
 			if cfg.AdminToken == "" {
 				return fmt.Errorf("--admin-token (or SECKILL_ADMIN_TOKEN) is required")
@@ -99,13 +115,17 @@ stops, naming the fix, when it does not: "make up LAB=1", or
 				}
 				fmt.Fprintf(stdout, "report: %s (report.html, report.json)\n", reportDir)
 			}
-			if !rep.Passed() {
+			switch rep.Verdict {
+			case lab.VerdictFail:
 				return exitCode(1)
+			case lab.VerdictBotsWon:
+				return exitCode(2)
 			}
 			return nil
 		},
 	}
 	fs := cmd.Flags()
+	fs.IntVar(&seeds, "seeds", 0, "play seeds 1..N, one sale each, pooled in the verdict (default: the scenario's seeds list, or one seed)")
 	envFlag(fs, getenv, &cfg.EdgeURL, "edge", "SECKILL_LAB_EDGE", "http://127.0.0.1:8080", "URL of the edge's public API")
 	envFlag(fs, getenv, &cfg.AdminURL, "admin", "SECKILL_LAB_ADMIN", "http://127.0.0.1:8081", "URL of the edge's admin API")
 	envFlag(fs, getenv, &cfg.AdminToken, "admin-token", "SECKILL_ADMIN_TOKEN", "", "admin API token")
@@ -125,20 +145,35 @@ func defaultReportDir(scenario string, now time.Time) string {
 
 func labCompareCmd(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
-		Use:     "compare A/report.json B/report.json",
-		Short:   "Print two lab reports side by side",
-		Example: `  seckill lab compare /tmp/ps-on/report.json /tmp/ps-off/report.json`,
-		Args:    exactArgs("A/report.json", "B/report.json"),
+		Use:   "compare REPORT... (report folders or report.json files)",
+		Short: "Print lab reports side by side (verdict, shares of units, refusals, latency)",
+		Long: `Print two or more lab reports side by side, one column each: the verdict and
+the bot kinds that beat their share, each actor kind's share of the units
+against its share of the accounts (with the p-value), the honest accounts
+refused, throughput and latency. Give report folders (as written by
+"lab run --report") or their report.json files.`,
+		Example: `  seckill lab compare /tmp/ps-on /tmp/ps-off
+  seckill lab compare lab-reports/scalpers-race lab-reports/scalpers-race-age lab-reports/scalpers-queue`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				return fmt.Errorf("want at least two reports (folders or report.json files)")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := lab.ReadReport(args[0])
-			if err != nil {
-				return err
+			var reps []*lab.Report
+			for _, a := range args {
+				f := a
+				if st, err := os.Stat(a); err == nil && st.IsDir() {
+					f = filepath.Join(a, "report.json")
+				}
+				r, err := lab.ReadReport(f)
+				if err != nil {
+					return err
+				}
+				reps = append(reps, r)
 			}
-			b, err := lab.ReadReport(args[1])
-			if err != nil {
-				return err
-			}
-			lab.Compare(stdout, a, b, args[0], args[1])
+			lab.Compare(stdout, reps, args)
 			return nil
 		},
 	}

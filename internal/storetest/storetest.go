@@ -29,6 +29,7 @@ type Store interface {
 	backend.Users
 	worker.Store
 	reconcile.Catalog
+	backend.DrawStore
 	UserByName(ctx context.Context, username string) (seckill.User, error)
 	Close()
 }
@@ -71,6 +72,8 @@ func Run(t *testing.T, e Engine) {
 		{"Canceled", canceled},
 		{"UsernamesNormalised", usernamesNormalised},
 		{"RulesAndNetwork", rulesAndNetwork},
+		{"Draw", drawCase},               // draw.go
+		{"DrawCloseRace", drawCloseRace}, // draw.go
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
