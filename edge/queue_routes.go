@@ -117,6 +117,9 @@ func (e *Edge) joinQueue(c echo.Context) error {
 	if err := e.queueOpen(it); err != nil {
 		return err
 	}
+	if err := e.checkEligible(ses, it.Item); err != nil { // 409 not_eligible: no ticket for an account that may not buy
+		return err
+	}
 	if it.QueueChallenge && e.defences.get(id).Challenge {
 		var req struct {
 			ChallengeID string          `json:"challenge_id"`

@@ -325,6 +325,11 @@ func (r *runner) playFast(ctx context.Context, a *actor) {
 		}
 	}
 	for ctx.Err() == nil && !r.soldOut.Load() {
+		if r.sc.Queue != nil && !a.admitted() { // a waiting room: wait for the turn (queue.go)
+			if out := r.waitTurn(ctx, a); out != "" {
+				return
+			}
+		}
 		ch := step("challenge", r.itemURL+"/challenge", nil)
 		switch {
 		case ch.err != nil:

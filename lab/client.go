@@ -107,6 +107,10 @@ type actor struct {
 	name  string
 	token string
 	ip    string // X-Forwarded-For, "" for none
+	// pass: the admission pass of a waiting room (queue.go), sent as
+	// X-Admission-Pass while it is valid.
+	pass      string
+	passUntil time.Time
 }
 
 func (c *client) do(ctx context.Context, a *actor, route, method, path string, body any) reply {
@@ -117,6 +121,12 @@ func (c *client) doIP(ctx context.Context, a *actor, ip, route, method, path str
 	var hdr http.Header
 	if ip != "" {
 		hdr = http.Header{"X-Forwarded-For": {ip}}
+	}
+	if a.pass != "" {
+		if hdr == nil {
+			hdr = http.Header{}
+		}
+		hdr.Set("X-Admission-Pass", a.pass)
 	}
 	ans, err := c.api.Send(ctx, method, path, a.token, body, hdr)
 	rec := Record{Actor: a.kind, Route: route, At: ans.Began.Sub(c.rec.start), Latency: ans.Latency}

@@ -253,6 +253,11 @@ func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) 
 		Name: fmt.Sprintf("lab %s %s seed %d", sc.Name, r.p.runID, r.seed), PriceCents: int64(sc.PriceCents), Stock: int64(sc.Units), Challenge: sc.Challenge,
 		StartsAt: startsAt.UTC(), EndsAt: startsAt.Add(sc.SaleLength).UTC(),
 	}
+	if sc.Queue != nil { // the waiting room opens at the lab's start; the sale PreQueue later
+		spec.SaleRules = sc.Queue.rules(startsAt)
+		spec.StartsAt = startsAt.Add(sc.Queue.PreQueue).UTC()
+		spec.EndsAt = spec.StartsAt.Add(sc.SaleLength)
+	}
 	spec.MinAccountAge = seckill.Duration(sc.MinAccountAge)
 	spec.MaxPerNetwork = sc.MaxPerNetwork
 	id, err := r.c.api.CreateItem(ctx, spec)
@@ -453,6 +458,11 @@ func (r *runner) playHonest(ctx context.Context, a *actor) string {
 // ends the attempt as "captcha_unsolved").
 func (r *runner) playStorefront(ctx context.Context, a *actor, attempts int, solve CaptchaSolver) string {
 	for range attempts {
+		if r.sc.Queue != nil && !a.admitted() { // a waiting room: wait for the turn (queue.go)
+			if out := r.waitTurn(ctx, a); out != "" {
+				return out
+			}
+		}
 		ch := r.retrying(ctx, a, "challenge", "POST", r.itemURL+"/challenge", nil)
 		switch {
 		case ch.err != nil:

@@ -85,6 +85,8 @@ type Scenario struct {
 	// never backdates an account.
 	MinAccountAge time.Duration `yaml:"min_account_age"`
 	MaxPerNetwork int64         `yaml:"max_per_network"`
+	// Queue, when set, makes the sale a waiting room (lab/queue.go).
+	Queue *QueueSpec `yaml:"queue"`
 	// Defences maps switch names to false to turn them off for the sale
 	// (only false is sent; true keeps the default).
 	Defences map[string]bool `yaml:"defences"`

@@ -1,0 +1,162 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"seckill"
+	"seckill/internal/testenv"
+	"seckill/limit"
+	"seckill/stock"
+)
+
+// itemsBackend serves a fixed catalogue (the rest is noBackend's).
+type itemsBackend struct {
+	noBackend
+	items []seckill.ItemView
+}
+
+func (b itemsBackend) Items(context.Context) ([]seckill.ItemView, error) { return b.items, nil }
+
+// BenchmarkQueuePollVsCatalog: the cost of one request at the edge,
+// server side (handler through the router, session check, token buckets
+// without rules, JSON), for a cached catalogue read (GET /api/items/{id},
+// no Redis) and a waiting-room poll (GET /api/items/{id}/queue: one script
+// run on the real Redis, 100,000 tickets waiting). docs/BENCHMARKS.md.
+//
+//	scripts/testenv.sh ./edge -run '^$' -bench QueuePollVsCatalog -benchtime 5s
+func BenchmarkQueuePollVsCatalog(b *testing.B) {
+	rdb, prefix := testenv.Redis(b)
+	ctx := context.Background()
+	now := time.Now()
+	it := seckill.Item{ID: 5, Name: "q", Stock: 100, StartsAt: now.Add(time.Hour), EndsAt: now.Add(2 * time.Hour), Challenge: "none",
+		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, QueueOpensAt: now.Add(-time.Minute)}}
+	if err := stock.New(rdb, prefix).LoadItem(ctx, it, nil, nil); err != nil {
+		b.Fatal(err)
+	}
+	lim, err := limit.New(nil, limit.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer lim.Close()
+	e := New(Config{SessionSecret: []byte("bench-secret")}, Deps{
+		Backend: itemsBackend{items: []seckill.ItemView{{Item: it, StockLeft: 100, State: seckill.StateUpcoming}}},
+		Redis:   rdb, Prefix: prefix, Limiter: lim,
+	})
+	const users = 100_000
+	fill(b, e.queue, it, users)
+	tokens := make([]string, 1024)
+	for i := range tokens {
+		tokens[i], _ = e.sessions.Sign(int64(1+i*97), "u")
+	}
+	h := e.Public()
+	for _, c := range []struct{ name, path string }{
+		{"catalogue", "/api/items/5"},
+		{"queue-poll", "/api/items/5/queue"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var n atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := n.Add(1)
+					req := httptest.NewRequest(http.MethodGet, c.path, nil)
+					req.Header.Set("Authorization", "Bearer "+tokens[i%int64(len(tokens))])
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, req)
+					if rec.Code != 200 {
+						b.Fatalf("%s: %d %s", c.path, rec.Code, rec.Body)
+					}
+				}
+			})
+		})
+	}
+}
+
+// fill joins users 1..n to the waiting room of it, 16 at a time.
+func fill(tb testing.TB, w *waitingRoom, it seckill.Item, n int) {
+	tb.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for u := next.Add(1); u <= int64(n); u = next.Add(1) {
+				if _, err := w.run(context.Background(), opJoin, it, u, 1); err != nil {
+					tb.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkQueueAdmission100k: 100,000 entrants join before the start;
+// from the start, pollers keep polling random waiting tickets (as the
+// room's clients do) for 60 s and the admissions are counted against the
+// configured rate (6,000 a minute; units and active users do not bind).
+// Reports the measured rate, its error and the polls per second Redis
+// served. docs/BENCHMARKS.md.
+//
+//	scripts/testenv.sh ./edge -run '^$' -bench QueueAdmission100k -benchtime 1x
+func BenchmarkQueueAdmission100k(b *testing.B) {
+	for range b.N {
+		rdb, prefix := testenv.Redis(b)
+		const users, rate = 100_000, 6000
+		window := 60 * time.Second
+		start := time.Now().Add(5 * time.Minute) // after the joins
+		it := seckill.Item{ID: 6, Name: "q", Stock: users, StartsAt: start, EndsAt: start.Add(time.Hour),
+			SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, NewUsersPerMinute: rate, SessionDuration: seckill.Duration(time.Hour)}}
+		if err := stock.New(rdb, prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
+			b.Fatal(err)
+		}
+		w := newWaitingRoom(rdb, prefix, 0)
+		began := time.Now()
+		fill(b, w, it, users)
+		joined := time.Since(began)
+		// Start the sale now (the tickets keep their places).
+		it.StartsAt = time.Now()
+		var polls atomic.Int64
+		var first, last queueStatus
+		ctx, cancel := context.WithTimeout(context.Background(), window)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for g := range 16 {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(g), 1))
+				for ctx.Err() == nil {
+					s, err := w.run(context.Background(), opPoll, it, 1+rng.Int64N(users), 1)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					polls.Add(1)
+					mu.Lock()
+					if first.Now.IsZero() {
+						first = s
+					}
+					if s.Now.After(last.Now) {
+						last = s
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		cancel()
+		secs := last.Now.Sub(it.StartsAt).Seconds()
+		measured := float64(last.Admitted) / secs * 60
+		b.ReportMetric(measured, "admitted/min")
+		b.ReportMetric(100*(measured-rate)/rate, "error-%")
+		b.ReportMetric(float64(polls.Load())/window.Seconds(), "polls/s")
+		b.ReportMetric(joined.Seconds(), "join-s")
+		fmt.Printf("100,000 joined in %v; %d admitted in %.1f s by Redis's clock (%.0f a minute, configured %d); %d polls (%.0f/s); %d still waiting\n",
+			joined.Round(time.Millisecond), last.Admitted, secs, measured, rate, polls.Load(), float64(polls.Load())/window.Seconds(), last.Waiting)
+	}
+}

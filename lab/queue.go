@@ -1,0 +1,79 @@
+package lab
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"seckill"
+)
+
+// QueueSpec makes the scenario's sale a waiting room (allocation queue,
+// issue 16). The waiting room opens when the lab's sale "starts" (the
+// instant every arrival is counted from); the sale itself starts PreQueue
+// later, so everyone who arrives within PreQueue draws a random place.
+type QueueSpec struct {
+	PreQueue          time.Duration `yaml:"pre_queue"`
+	NewUsersPerMinute int64         `yaml:"new_users_per_minute"`
+	TotalActiveUsers  int64         `yaml:"total_active_users"`
+	SessionDuration   time.Duration `yaml:"session_duration"`
+}
+
+// rules are the sale rules of the waiting room opening at opens.
+func (q *QueueSpec) rules(opens time.Time) seckill.SaleRules {
+	return seckill.SaleRules{
+		Allocation: seckill.AllocationQueue, QueueOpensAt: opens.UTC(),
+		NewUsersPerMinute: q.NewUsersPerMinute, TotalActiveUsers: q.TotalActiveUsers,
+		SessionDuration: seckill.Duration(q.SessionDuration),
+	}
+}
+
+// admitted reports whether a holds an admission pass that is still valid.
+func (a *actor) admitted() bool { return a.pass != "" && time.Now().Before(a.passUntil) }
+
+// waitTurn joins the sale's waiting room (the same ticket when already in
+// it) and polls it until a is admitted: it returns "" with a.pass set, or
+// the outcome that ends a's play. Honest users poll at poll_after; bots no
+// slower than every 200 ms (it buys them nothing: places are drawn at
+// random before the start and admission follows them).
+func (r *runner) waitTurn(ctx context.Context, a *actor) string {
+	rep := r.retrying(ctx, a, "queue_join", http.MethodPost, r.itemURL+"/queue", nil)
+	for {
+		switch {
+		case rep.err != nil:
+			return "stopped"
+		case rep.status == http.StatusOK:
+		case rep.code() == "sold_out":
+			return "sold_out"
+		case rep.code() == "not_eligible":
+			r.refuse(a, rep.code())
+			return "not_eligible"
+		case rep.code() == "not_found": // dropped: join again
+			rep = r.retrying(ctx, a, "queue_join", http.MethodPost, r.itemURL+"/queue", nil)
+			continue
+		default:
+			return "queue_" + rep.code()
+		}
+		switch rep.str("state") {
+		case "admitted":
+			a.pass = rep.str("pass")
+			a.passUntil, _ = time.Parse(time.RFC3339Nano, rep.str("admitted_until"))
+			return ""
+		case "bought":
+			return "" // the challenge answers already_bought
+		case "sold_out":
+			return "sold_out"
+		case "expired":
+			rep = r.retrying(ctx, a, "queue_join", http.MethodPost, r.itemURL+"/queue", nil)
+			continue
+		}
+		wait := time.Duration(rep.num("poll_after") * float64(time.Second))
+		if a.kind != Honest {
+			wait = min(wait, 200*time.Millisecond)
+		}
+		if !sleep(ctx, max(wait, 50*time.Millisecond)) {
+			return "stopped"
+		}
+		rep = r.retrying(ctx, a, "queue_poll", http.MethodGet, r.itemURL+"/queue", nil)
+	}
+}
