@@ -367,12 +367,12 @@ func (s *Service) Entry(ctx context.Context, itemID, userID int64) (seckill.Entr
 	if err != nil {
 		return seckill.EntryState{}, err
 	}
-	placeState(&st, it, res, rounds, userID, s.now())
+	placeState(&st, it, res, rounds, userID)
 	return st, nil
 }
 
 // placeState fills in the state of a drawn entry.
-func placeState(st *seckill.EntryState, it seckill.Item, res *drawResult, rounds []seckill.DrawRound, userID int64, now time.Time) {
+func placeState(st *seckill.EntryState, it seckill.Item, res *drawResult, rounds []seckill.DrawRound, userID int64) {
 	p, ok := res.place[userID]
 	if !ok {
 		st.State = seckill.EntryLost
@@ -469,7 +469,7 @@ func (s *Service) gateState(ctx context.Context, it seckill.Item, userID int64) 
 		return seckill.EntryState{}, err
 	}
 	var st seckill.EntryState
-	placeState(&st, it, res, rounds, userID, s.now())
+	placeState(&st, it, res, rounds, userID)
 	return st, nil
 }
 

@@ -154,6 +154,10 @@ func (r *runner) buy(ctx context.Context, a *actor, ip, path string) reply {
 
 // playBot runs one bot until ctx ends.
 func (r *runner) playBot(ctx context.Context, b *bot) {
+	if r.draw != nil {
+		r.playDrawBot(ctx, b) // draw.go
+		return
+	}
 	me := b.accounts[0]
 	switch b.spec.Kind {
 	case AccountFarm:

@@ -77,6 +77,7 @@ type runner struct {
 	item    int64
 	itemURL string
 	startAt time.Time
+	draw    *drawTimes // allocation draw (draw.go)
 
 	soldOut    atomic.Bool
 	honestLeft atomic.Int64
@@ -260,6 +261,7 @@ func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) 
 	}
 	spec.MinAccountAge = seckill.Duration(sc.MinAccountAge)
 	spec.MaxPerNetwork = sc.MaxPerNetwork
+	r.drawSpec(&spec, startsAt) // a draw: entries open at startsAt (draw.go)
 	id, err := r.c.api.CreateItem(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("creating the sale: %w", err)
@@ -450,6 +452,9 @@ func (r *runner) retrying(ctx context.Context, a *actor, route, method, path str
 
 // playHonest does what the storefront does and returns the user's outcome.
 func (r *runner) playHonest(ctx context.Context, a *actor) string {
+	if r.draw != nil {
+		return r.playDrawHonest(ctx, a) // draw.go
+	}
 	return r.playStorefront(ctx, a, r.sc.Honest.MaxAttempts, nil)
 }
 

@@ -108,6 +108,15 @@ type Scenario struct {
 
 	Honest HonestSpec `yaml:"honest"`
 	Bots   []BotSpec  `yaml:"bots"`
+
+	// Draw (allocation: draw, issue 17; lab/draw.go): entries open at
+	// the sale's start for EntryWindow; the draw is made 1 s after they
+	// close; winners buy within ClaimWindow (0: until the sale ends);
+	// Waitlist places take unclaimed units.
+	Allocation  string        `yaml:"allocation"`
+	EntryWindow time.Duration `yaml:"entry_window"`
+	ClaimWindow time.Duration `yaml:"claim_window"`
+	Waitlist    int           `yaml:"waitlist"`
 }
 
 // HonestSpec describes the honest users.
@@ -285,6 +294,9 @@ func (s *Scenario) defaults() {
 
 // Validate reports the first problem of the scenario.
 func (s *Scenario) Validate() error {
+	if err := s.validateDraw(); err != nil { // lab/draw.go
+		return err
+	}
 	if s.Units <= 0 {
 		return fmt.Errorf("units must be > 0")
 	}

@@ -89,12 +89,17 @@ func (db *DB) Enter(ctx context.Context, itemID, userID int64, entryID []byte) (
 			openAt, closeAt, now time.Time
 			closed               bool
 		)
-		err := tx.QueryRow(ctx, `SELECT entries_open_at, entries_close_at, entries_hash IS NOT NULL, clock_timestamp()
-			FROM draws WHERE item_id = $1 FOR SHARE`, itemID).Scan(&openAt, &closeAt, &closed, &now)
+		err := tx.QueryRow(ctx, `SELECT entries_open_at, entries_close_at, entries_hash IS NOT NULL
+			FROM draws WHERE item_id = $1 FOR SHARE`, itemID).Scan(&openAt, &closeAt, &closed)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return noDraw(itemID)
 		}
 		if err != nil {
+			return err
+		}
+		// The time is read once the lock is held (a clock read in the
+		// locking statement may be taken before it waited for a closing).
+		if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&now); err != nil {
 			return err
 		}
 		// A repeat is answered whatever the time: the entry exists.
