@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"seckill/edge"
@@ -85,12 +88,22 @@ func (l *requestLog) wrap(h http.Handler) http.Handler {
 }
 
 // matching returns the logged requests whose "METHOD path" matches re.
-func (l *requestLog) matching(re string) []loggedRequest {
+func (l *requestLog) matching(re string) []loggedRequest { return l.since(0, re) }
+
+// count is the number of requests logged so far.
+func (l *requestLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.reqs)
+}
+
+// since is matching on the requests logged after the first n.
+func (l *requestLog) since(n int, re string) []loggedRequest {
 	rx := regexp.MustCompile(re)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []loggedRequest
-	for _, r := range l.reqs {
+	for _, r := range l.reqs[min(n, len(l.reqs)):] {
 		if rx.MatchString(r.method + " " + r.path) {
 			out = append(out, r)
 		}
@@ -223,6 +236,32 @@ func (b *browser) evalString(expr string) string {
 	return s
 }
 
+// evalJSON evaluates expr in the page and decodes its JSON into v.
+func (b *browser) evalJSON(expr string, v any) {
+	b.t.Helper()
+	raw := b.evalString(`JSON.stringify(` + expr + `)`)
+	if err := json.Unmarshal([]byte(raw), v); err != nil {
+		b.t.Fatalf("%s: %v (%s)", expr, err, raw)
+	}
+}
+
+// offline makes requests to urlPattern fail as if the network were down
+// (on), or lifts every such rule (off).
+func (b *browser) offline(urlPattern string, on bool) {
+	b.t.Helper()
+	var conds []*network.Conditions
+	if on {
+		conds = []*network.Conditions{{URLPattern: urlPattern, Offline: true, DownloadThroughput: -1, UploadThroughput: -1}}
+	}
+	b.do(5*time.Second, "network conditions", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, t, network.Enable, network.EnableParams{}); err != nil {
+			return err
+		}
+		_, err := cdp.Call(ctx, t, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{MatchedNetworkConditions: conds})
+		return err
+	}))
+}
+
 // text is the text of the element with this id ("" if there is none).
 func (b *browser) text(id string) string {
 	return b.evalString(fmt.Sprintf(`(document.getElementById(%q)||{}).textContent || ''`, id))
@@ -262,7 +301,9 @@ func (b *browser) typeInto(id, text string) chromedp.Action[chromedp.Void] {
 	)
 }
 
-// registerAndLogin goes through the register and login pages.
+// registerAndLogin registers through the register page, which solves the
+// edge's registration challenge (a proof of work) and logs the new account
+// in.
 func (b *browser) registerAndLogin(base, username, password string) {
 	b.t.Helper()
 	b.do(10*time.Second, "register page",
@@ -272,14 +313,10 @@ func (b *browser) registerAndLogin(base, username, password string) {
 	)
 	b.shot("register")
 	b.do(5*time.Second, "register", chromedp.Click(chromedp.ID("register-submit")))
-	b.waitJS(10*time.Second, "the login page", `location.hash === '#/login' && document.getElementById('login-username') && document.getElementById('login-username').value !== ''`)
-	if got := b.text("status"); !strings.Contains(got, "Account created") {
+	b.waitJS(90*time.Second, "signed in", `!!document.getElementById('signed-in') && location.hash === '#/'`)
+	if got := b.text("status"); got != "Account created. Welcome, "+username+"!" {
 		b.t.Errorf("after register, status %q", got)
 	}
-	b.do(5*time.Second, "login form", b.typeInto("login-password", password))
-	b.shot("login")
-	b.do(5*time.Second, "login", chromedp.Click(chromedp.ID("login-submit")))
-	b.waitJS(10*time.Second, "signed in", `!!document.getElementById('signed-in') && location.hash === '#/'`)
 	if got := b.text("signed-in"); !strings.Contains(got, username) {
 		b.t.Errorf("signed-in shows %q", got)
 	}

@@ -47,10 +47,11 @@ func TestBrowserShopper(t *testing.T) {
 	if a := call(t, "GET", env.pub.URL+"/api/no-such-route", nil, nil); a.status != 404 || a.code() != "not_found" {
 		t.Fatalf("GET /api/no-such-route: %d %v", a.status, a.body)
 	}
+	// (the registration solves a proof of work first: the sale is created
+	// after it, so it is still upcoming when the list shows)
+	b.registerAndLogin(env.pub.URL, "alice", "correct horse battery")
 	start := time.Now().Add(12 * time.Second)
 	item := env.createItem(5, "captcha", time.Until(start), time.Hour)
-
-	b.registerAndLogin(env.pub.URL, "alice", "correct horse battery")
 	b.waitJS(5*time.Second, "the sale list", fmt.Sprintf(`!!document.querySelector('#items li[data-item-id="%d"] .badge[data-state="upcoming"]')`, item))
 	b.shot("sale-list")
 
@@ -433,7 +434,7 @@ func TestBrowserPageChanges(t *testing.T) {
 		t.Fatalf("registering dave: %d %v", a.status, a.body)
 	}
 
-	registers := len(env.reqs.matching(`^POST /api/register$`))
+	registers := len(env.reqs.matching(`^POST /api/register(/challenge)?$`))
 
 	// F14: an unknown item.
 	b.do(10*time.Second, "an unknown item", chromedp.Navigate(env.pub.URL+"/#/items/9999"))
@@ -467,14 +468,14 @@ func TestBrowserPageChanges(t *testing.T) {
 	if b.evalString(`document.getElementById('status').hidden`) != "true" {
 		t.Errorf("the banner shows %q for a field error", b.text("status"))
 	}
-	if regs := env.reqs.matching(`^POST /api/register$`); len(regs) != registers {
-		t.Errorf("a form the page knows is wrong was sent: %+v", regs)
+	if regs := env.reqs.matching(`^POST /api/register(/challenge)?$`); len(regs) != registers {
+		t.Errorf("a form the page knows is wrong was sent (or cost a challenge): %+v", regs)
 	}
 	b.shot("register-password-error")
 	b.do(5*time.Second, "a taken username",
 		b.typeInto("register-username", "dave"), b.typeInto("register-password", "a long enough password"),
 		chromedp.Click(chromedp.ID("register-submit")))
-	b.waitJS(5*time.Second, "the username error", `!document.getElementById('register-username-error').hidden`)
+	b.waitJS(90*time.Second, "the username error", `!document.getElementById('register-username-error').hidden`) // after the registration challenge
 	if got := b.text("register-username-error"); got != "That username is already taken. Please choose another one." {
 		t.Errorf("username error %q", got)
 	}

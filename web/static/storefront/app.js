@@ -1,5 +1,5 @@
 // app.js: the storefront. Hash routes: #/ (the sale list), #/login,
-// #/register, #/items/{id}. The session is the HttpOnly cookie set by
+// #/register (register.js), #/items/{id}. The session is the HttpOnly cookie set by
 // POST /api/login; the page only remembers the username to greet.
 import { api, ApiError, sleep, parseTime } from './api.js';
 import { messageFor, waitMessage } from './messages.js';
@@ -7,6 +7,7 @@ import { ServerClock, formatRemaining } from './clock.js';
 import { powProgress } from './progress.js';
 import { waitingRoom } from './queue.js';
 import { drawPanel } from './draw.js';
+import { registerView } from './register.js';
 
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
@@ -142,7 +143,7 @@ function route() {
   let run;
   if (parts[0] === '') run = listView;
   else if (parts[0] === 'login') run = loginView;
-  else if (parts[0] === 'register') run = registerView;
+  else if (parts[0] === 'register') run = (s) => registerView(s, registerUI);
   else if (parts[0] === 'items' && /^\d+$/.test(parts[1] || '')) run = (s) => itemView(Number(parts[1]), s);
   else run = notFoundView;
   main.replaceChildren();
@@ -210,63 +211,8 @@ function fieldError(id, text) {
   if (text) input.setAttribute('aria-invalid', 'true'); else input.removeAttribute('aria-invalid');
 }
 
-const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
-const utf8Length = (s) => new TextEncoder().encode(s).length;
-
-// registerProblems checks the form as the server will, in words.
-function registerProblems(username, password) {
-  const p = {};
-  if (!username) p['register-username'] = 'Choose a username.';
-  else if (username.length < 3) p['register-username'] = 'Your username is too short: use at least 3 characters.';
-  else if (username.length > 32) p['register-username'] = 'Your username is too long: use at most 32 characters.';
-  else if (!USERNAME_RE.test(username)) p['register-username'] = 'Use only letters, digits, “_”, “.” and “-” in your username.';
-  if (!password) p['register-password'] = 'Choose a password.';
-  else if (password.length < 8) p['register-password'] = `Your password is too short: use at least 8 characters (${password.length} so far).`;
-  else if (utf8Length(password) > 72) p['register-password'] = 'Your password is too long: use at most 72 characters (fewer with accents or emoji).';
-  return p;
-}
-
-async function registerView() {
-  document.title = 'Register — Flash sale';
-  const form = h('form', { id: 'register-form', novalidate: true },
-    field('register-username', 'Username', { autocomplete: 'username', required: true, minlength: 3, maxlength: 32, pattern: '[A-Za-z0-9_.\\-]{3,32}' },
-      '3 to 32 letters, digits, “_”, “.” or “-”.'),
-    field('register-password', 'Password', { type: 'password', autocomplete: 'new-password', required: true, minlength: 8 },
-      '8 to 72 characters.'),
-    h('div', {}, h('button', { type: 'submit', id: 'register-submit' }, 'Create account')));
-  main.append(h('h1', { text: 'Create an account' }), form,
-    h('p', {}, 'Already registered? ', h('a', { href: '#/login' }, 'Log in')));
-  focusHeading();
-  const show = (problems) => {
-    for (const id of ['register-username', 'register-password']) fieldError(id, problems[id] || '');
-    const first = Object.keys(problems)[0];
-    if (first) document.getElementById(first).focus();
-  };
-  form.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    const username = form.elements['register-username'].value.trim();
-    const password = form.elements['register-password'].value;
-    const problems = registerProblems(username, password);
-    show(problems);
-    if (Object.keys(problems).length) { say(''); return; }
-    const btn = form.querySelector('button');
-    btn.disabled = true;
-    say('Creating your account…');
-    try {
-      await retrying(() => api('POST', '/api/register', { username, password }));
-      sessionStorage.setItem('seckill_prefill', username);
-      go('#/login', 'Account created. You can log in now.', 'success');
-    } catch (e) {
-      btn.disabled = false;
-      // The server's verdict goes by the field it is about.
-      const detail = (e.detail || '').toLowerCase();
-      if (e.code === 'username_taken') { say(''); show({ 'register-username': 'That username is already taken. Please choose another one.' }); return; }
-      if (e.code === 'invalid' && detail.includes('password')) { say(''); show({ 'register-password': 'Use a password of 8 to 72 characters.' }); return; }
-      if (e.code === 'invalid' && detail.includes('username')) { say(''); show({ 'register-username': 'Use 3 to 32 letters, digits, “_”, “.” or “-”.' }); return; }
-      say(messageFor(e), 'error', e.code || '');
-    }
-  });
-}
+// The registration page (register.js) draws with these helpers.
+const registerUI = { h, field, fieldError, say, waitFor, go, setUser: (name) => { user.name = name; } };
 
 async function loginView() {
   document.title = 'Log in — Flash sale';
