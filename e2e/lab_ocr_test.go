@@ -31,8 +31,7 @@ func TestLabOCRCaptcha(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc.Duration, sc.BotLinger = 8*time.Second, 8*time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var counts lab.OCRCounts
 	rep, err := lab.Run(ctx, sc, lab.Config{EdgeURL: env.pub.URL, AdminURL: env.adm.URL, AdminToken: env.token, SolveCaptcha: o.Solver(&counts)})
