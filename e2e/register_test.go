@@ -92,15 +92,6 @@ func registerFrom(t *testing.T, pub, ip, name string) answer {
 	return registerAs(t, pub, ip, name, ch.str("challenge_id"), pow.Solve(ch.str("seed"), int(d)))
 }
 
-// register registers name from the peer's own address, failing the test
-// unless it is 201.
-func register(t *testing.T, pub, name string) {
-	t.Helper()
-	if a := registerFrom(t, pub, "", name); a.status != 201 {
-		t.Fatalf("registering %s: %d %v", name, a.status, a.body)
-	}
-}
-
 // TestRegisterBudgetPerIPConcurrent: 20 concurrent registrations from one
 // IP, each with its own solved challenge: exactly 5 accounts, 15 × 429
 // rate_limited with a Retry-After of about the window and the RateLimit
