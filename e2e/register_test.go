@@ -80,11 +80,16 @@ func registerPassword(t *testing.T, pub, name, password string) answer {
 }
 
 // registerFrom solves a registration challenge and registers name, both
-// from ip ("" = the peer's own address).
+// from ip ("" = the peer's own address). A refused challenge request (429:
+// the budget is already spent) is returned as it is.
 func registerFrom(t *testing.T, pub, ip, name string) answer {
 	t.Helper()
-	id, ans := regChallenge(t, pub, ip)
-	return registerAs(t, pub, ip, name, id, ans)
+	ch := call(t, "POST", pub+"/api/register/challenge", nil, fromIP(ip))
+	if ch.status != 200 {
+		return ch
+	}
+	d, _ := ch.body["difficulty"].(float64)
+	return registerAs(t, pub, ip, name, ch.str("challenge_id"), pow.Solve(ch.str("seed"), int(d)))
 }
 
 // TestRegisterBudgetPerIPConcurrent: 20 concurrent registrations from one
@@ -114,7 +119,13 @@ func TestRegisterBudgetPerIPConcurrent(t *testing.T) {
 				// made and the take was given back; try again, as a
 				// client told Retry-After would, with a new challenge.
 				time.Sleep(50 * time.Millisecond)
-				id, ans = regChallenge(t, env.pub.URL, ip)
+				ch := call(t, "POST", env.pub.URL+"/api/register/challenge", nil, fromIP(ip))
+				if ch.status != 200 {
+					answers[i] = ch // the budget is spent by now: 429
+					return
+				}
+				d, _ := ch.body["difficulty"].(float64)
+				id, ans = ch.str("challenge_id"), pow.Solve(ch.str("seed"), int(d))
 			}
 		})
 	}
@@ -143,6 +154,10 @@ func TestRegisterBudgetPerIPConcurrent(t *testing.T) {
 	}
 	if created != 5 || refused != 15 {
 		t.Fatalf("created %d, refused %d: want exactly 5 and 15", created, refused)
+	}
+	// The spent budget is told before any work: the challenge itself is 429.
+	if a := call(t, "POST", env.pub.URL+"/api/register/challenge", nil, fromIP(ip)); a.status != 429 || a.code() != "rate_limited" || a.header.Get("Retry-After") == "" {
+		t.Fatalf("a challenge for a spent budget: %d %v, want 429 with Retry-After", a.status, a.body)
 	}
 	// Another address of the same /24 still has its own 5.
 	if a := registerFrom(t, env.pub.URL, "192.0.2.8", "neighbour"); a.status != 201 {

@@ -21,7 +21,8 @@ import (
 // Registration costs something (issue 15, docs/API.md "Registration"):
 //
 //	POST /api/register/challenge  → a challenge bound to the client's network
-//	                                (its /24, IPv6 /48), single use
+//	                                (its /24, IPv6 /48), single use; 429 at
+//	                                once when a budget is already spent
 //	POST /api/register            → the challenge's answer burns it; then one
 //	                                take from the per-IP and per-network
 //	                                account budgets (limit.Budget, shared by
@@ -49,7 +50,15 @@ func (e *Edge) registerChallenge(c echo.Context) error {
 		return err
 	}
 	reg := e.registration()
-	network := clientip.Network(e.ips().ClientIP(c.Request()))
+	addr := e.ips().ClientIP(c.Request())
+	network := clientip.Network(addr)
+	// A client whose budget is spent is told now, before it does the
+	// work. Only a hint: the take after the answer decides, so a Redis
+	// failure here is left to it.
+	if d, err := e.budget.Peek(c.Request().Context(), network, reg.Quotas(clientip.Key(addr), network)...); err == nil && !d.Allowed {
+		d.SetHeaders(c.Response().Header())
+		return budgetRefusal(d)
+	}
 	kind, diff := reg.Challenge, reg.Difficulty
 	if kind == captcha.KindCaptcha {
 		if err := e.allowCaptcha(); err != nil {
@@ -109,17 +118,13 @@ func (e *Edge) register(c echo.Context) error {
 	}
 	d, err := e.budget.Take(ctx, network, attempt, qs...)
 	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return err
-		}
+		// Redis away or stalled (or the client hung up): nothing was
+		// granted, registration fails closed.
 		return seckill.Unavailable(err, "accounts cannot be counted right now; retry shortly")
 	}
 	d.SetHeaders(c.Response().Header())
 	if !d.Allowed {
-		return &httpapi.RetryError{
-			Err:   seckill.Errorf(seckill.ERateLimited, "too many new accounts from your network (%s); retry after the delay", d.Rule),
-			After: d.RetryAfter,
-		}
+		return budgetRefusal(d)
 	}
 	id, err := accountCall(ctx, e, func(ctx context.Context) (int64, error) {
 		return e.be.Register(ctx, req.Username, req.Password, network)
@@ -127,10 +132,20 @@ func (e *Edge) register(c echo.Context) error {
 	if err != nil {
 		if noAccount(err) {
 			e.giveBack(ctx, network, attempt, qs)
+			d.Remaining++
+			d.SetHeaders(c.Response().Header())
 		}
 		return err
 	}
 	return c.JSON(http.StatusCreated, map[string]any{"user_id": id})
+}
+
+// budgetRefusal is the 429 of a spent account budget.
+func budgetRefusal(d limit.Decision) error {
+	return &httpapi.RetryError{
+		Err:   seckill.Errorf(seckill.ERateLimited, "too many new accounts from your network (%s); retry after the delay", d.Rule),
+		After: d.RetryAfter,
+	}
 }
 
 // noAccount reports whether a failed registration surely made no account:

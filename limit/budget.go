@@ -23,6 +23,9 @@ import (
 type Budget interface {
 	Take(ctx context.Context, scope, id string, qs ...Quota) (Decision, error)
 	Give(ctx context.Context, scope, id string, qs ...Quota) error
+	// Peek answers what a Take would answer now, taking nothing (a client
+	// told before it does work that a Take would refuse).
+	Peek(ctx context.Context, scope string, qs ...Quota) (Decision, error)
 }
 
 // Quota is one counter of a Budget: at most Limit takes per Window under

@@ -141,7 +141,7 @@ func TestConfigValidateReportsAll(t *testing.T) {
 		return 0
 	}
 	bad := strings.NewReplacer("open_for: 1s", "open_for: 3x", "difficulty: 16", "difficulty: 99", "max_in_flight: 512", "max_in_flight: -1",
-		"rate: 0.2,", "rate: -1, ").Replace(string(raw))
+		"rate: 0.4,", "rate: -1, ").Replace(string(raw))
 	dir := t.TempDir()
 	file := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {

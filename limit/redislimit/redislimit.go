@@ -36,8 +36,9 @@ func New(rdb redis.UniversalClient, prefix string) *Budget {
 	return &Budget{rdb: rdb, prefix: prefix}
 }
 
-// takeScript: KEYS[i] is quota i's sorted set; ARGV[1] the attempt id,
-// ARGV[2i] quota i's limit and ARGV[2i+1] its window in ms. Returns
+// takeScript: KEYS[i] is quota i's sorted set; ARGV[1] the attempt id
+// ("" for Peek: judge, take nothing), ARGV[2i] quota i's limit and
+// ARGV[2i+1] its window in ms. Returns
 // {allowed 0|1, quota index (1-based), remaining, ms}: when refused, ms is
 // the wait until the refusing quota (the longest wait of all) frees a
 // take; when allowed, the time until the quota with the fewest takes left
@@ -53,7 +54,7 @@ for i = 1, n do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[2*i+1]))
   counts[i] = redis.call('ZCARD', KEYS[i])
 end
-if not redis.call('ZSCORE', KEYS[1], id) then
+if id == '' or not redis.call('ZSCORE', KEYS[1], id) then
   local rule, wait = 0, -1
   for i = 1, n do
     local lim = tonumber(ARGV[2*i])
@@ -65,8 +66,10 @@ if not redis.call('ZSCORE', KEYS[1], id) then
   end
   if rule > 0 then return {0, rule, 0, wait} end
   for i = 1, n do
-    redis.call('ZADD', KEYS[i], now, id)
-    redis.call('PEXPIRE', KEYS[i], ARGV[2*i+1])
+    if id ~= '' then
+      redis.call('ZADD', KEYS[i], now, id)
+      redis.call('PEXPIRE', KEYS[i], ARGV[2*i+1])
+    end
     counts[i] = counts[i] + 1
   end
 end
@@ -75,7 +78,9 @@ for i = 1, n do
   local l = tonumber(ARGV[2*i]) - counts[i]
   if best == 0 or l < left then
     local e = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-    best, left, reset = i, l, tonumber(e[2]) + tonumber(ARGV[2*i+1]) - now
+    local first = now
+    if e[2] then first = tonumber(e[2]) end
+    best, left, reset = i, l, first + tonumber(ARGV[2*i+1]) - now
   end
 end
 return {1, best, left, reset}
@@ -92,6 +97,18 @@ func (b *Budget) keys(scope string, qs []limit.Quota) []string {
 
 // Take takes one from every quota for id, or from none (limit.Budget).
 func (b *Budget) Take(ctx context.Context, scope, id string, qs ...limit.Quota) (limit.Decision, error) {
+	if id == "" {
+		return limit.Decision{}, fmt.Errorf("redislimit: an attempt id is needed")
+	}
+	return b.run(ctx, scope, id, qs)
+}
+
+// Peek says what a Take would answer now, taking nothing (limit.Budget).
+func (b *Budget) Peek(ctx context.Context, scope string, qs ...limit.Quota) (limit.Decision, error) {
+	return b.run(ctx, scope, "", qs)
+}
+
+func (b *Budget) run(ctx context.Context, scope, id string, qs []limit.Quota) (limit.Decision, error) {
 	if len(qs) == 0 {
 		return limit.Decision{Allowed: true}, nil
 	}

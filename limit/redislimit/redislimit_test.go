@@ -182,3 +182,27 @@ func TestMiniredis(t *testing.T) {
 		}
 	}
 }
+
+// TestPeekTakesNothing: Peek answers what Take would, and counts nothing.
+func TestPeekTakesNothing(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	b := redislimit.New(rdb, prefix)
+	ctx := context.Background()
+	qs := quotas("192.0.2.20")
+	for i := range 5 {
+		d, err := b.Peek(ctx, net24, qs...)
+		if err != nil || !d.Allowed || d.Remaining != 4-i {
+			t.Fatalf("peek before take %d: %+v %v, want allowed with %d left after a take", i, d, err, 4-i)
+		}
+		if d, err := b.Take(ctx, net24, fmt.Sprint(i), qs...); err != nil || !d.Allowed {
+			t.Fatal(d, err)
+		}
+	}
+	d, err := b.Peek(ctx, net24, qs...)
+	if err != nil || d.Allowed || d.Rule != "accounts-per-ip" || d.RetryAfter < 23*time.Hour {
+		t.Fatalf("peek at a full budget: %+v %v, want refused by accounts-per-ip", d, err)
+	}
+	if n, _ := b.Count(ctx, net24, qs[0]); n != 5 {
+		t.Fatalf("the budget holds %d, want 5 (peeks took)", n)
+	}
+}
