@@ -27,6 +27,7 @@ type durable struct {
 	mu    sync.Mutex
 	items []seckill.Item
 	sold  map[int64]map[int64]string
+	nets  map[int64]map[int64]string // item -> user -> registration network
 }
 
 func (d *durable) Items(context.Context) ([]seckill.Item, error) {
@@ -35,8 +36,16 @@ func (d *durable) Items(context.Context) ([]seckill.Item, error) {
 	return append([]seckill.Item(nil), d.items...), nil
 }
 
-func (d *durable) OrderNetworks(context.Context, int64) (map[int64]string, error) {
-	return nil, nil
+func (d *durable) OrderNetworks(_ context.Context, item int64) (map[int64]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[int64]string{}
+	for u, n := range d.nets[item] {
+		if _, ok := d.sold[item][u]; ok {
+			out[u] = n
+		}
+	}
+	return out, nil
 }
 
 func (d *durable) OrderRefs(_ context.Context, item int64) (map[int64]string, error) {
@@ -485,5 +494,72 @@ func TestReseedManyBuyers(t *testing.T) {
 	}
 	if ref, ok, _ := s.Buyer(ctx, 4, 3); !ok || ref != "ref3" {
 		t.Fatalf("buyer 3: %q %v", ref, ok)
+	}
+}
+
+// TestGuardReseedCountsNetworks: the guard's re-seed of a stale Redis
+// counts max_per_network again from the stored buyers' networks and the
+// buyers Redis still holds: a network cannot buy past its limit after a
+// restore that lost some of its buyers and all of its counts.
+func TestGuardReseedCountsNetworks(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := privateRedis(t)
+	it := liveItem(9, 10)
+	it.MaxPerNetwork = 2
+	const a, b = "203.0.113.0/24", "192.0.2.0/24"
+	d := &durable{items: []seckill.Item{it}, sold: map[int64]map[int64]string{9: {}},
+		nets: map[int64]map[int64]string{9: {1: a, 2: a, 3: b, 5: b}}}
+	s, g, _ := guarded(t, rdb, prefix, d, nil)
+	if err := s.LoadItem(ctx, it, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	for u, n := range map[int64]string{1: a, 2: a, 3: b} {
+		r, err := s.Reserve(ctx, 9, seckill.Account{ID: u, CreatedAt: old, Network: n}, fmt.Sprint("q", u), fmt.Sprint("ref", u))
+		if err != nil || r.Outcome != stock.Queued {
+			t.Fatalf("user %d: %+v %v", u, r, err)
+		}
+	}
+	k := rkeys.Space(prefix).Item(9)
+	if err := rdb.XTrimMaxLen(ctx, k.Outbox, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Stored: 1, 2, 3 and 5 (sold by a Redis state that is gone). The
+	// restored Redis forgot buyer 2 and every count.
+	d.mu.Lock()
+	for _, u := range []int64{1, 2, 3, 5} {
+		d.sold[9][u] = fmt.Sprint("ref", u)
+	}
+	d.mu.Unlock()
+	if err := rdb.HDel(ctx, k.Buyers, "2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(ctx, k.Networks).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, rkeys.Space(prefix).VerifiedRunID(), "0123456789abcdef", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the guard to freeze", g.Frozen)
+	testenv.Eventually(t, 10*time.Second, "the freeze to end", func() bool { return !g.Frozen() })
+	nets, err := s.Networks(ctx, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(nets) != fmt.Sprint(map[string]int64{a: 2, b: 2}) {
+		t.Fatalf("networks after the re-seed: %v, want %s: 2, %s: 2", nets, a, b)
+	}
+	for u, n := range map[int64]string{6: a, 7: b} {
+		r, err := s.Reserve(ctx, 9, seckill.Account{ID: u, CreatedAt: old, Network: n}, fmt.Sprint("q", u), fmt.Sprint("ref", u))
+		if err != nil || r.Outcome != stock.NotEligible {
+			t.Fatalf("user %d of a full network after the re-seed: %+v %v", u, r, err)
+		}
+	}
+	// A released re-seeded buyer gives its slot back.
+	if ok, err := s.Release(ctx, 9, 2, "ref2"); !ok || err != nil {
+		t.Fatalf("release: %v %v", ok, err)
+	}
+	if r, err := s.Reserve(ctx, 9, seckill.Account{ID: 6, CreatedAt: old, Network: a}, "q6b", "ref6b"); err != nil || r.Outcome != stock.Queued {
+		t.Fatalf("after the release: %+v %v", r, err)
 	}
 }
