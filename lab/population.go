@@ -284,7 +284,7 @@ func outcomeOf(r reply) string {
 // registerFarm registers the farm's accounts for this sale from its
 // networks; accounts the edge refused stay without a token (they do not
 // take part).
-func (r *runner) registerFarm(ctx context.Context, b *bot) {
+func (r *runner) registerFarm(ctx context.Context, b *bot, plannedStart time.Time) {
 	began := time.Now()
 	b.regBegan = began
 	out := registrar{p: r.p, c: r.c}.registerAll(ctx, b.accounts)
@@ -298,6 +298,6 @@ func (r *runner) registerFarm(ctx context.Context, b *bot) {
 	}
 	r.mu.Unlock()
 	b.registered = time.Now()
-	r.logf("account_farm %d: %d of %d accounts registered from %d networks in %s (%s before the start)", b.index, ok, len(b.accounts),
-		b.spec.Networks, time.Since(began).Round(time.Millisecond), time.Until(r.startAt).Round(time.Millisecond))
+	r.logf("account_farm %d: %d of %d accounts registered from %d networks in %s (%s before the planned start)", b.index, ok, len(b.accounts),
+		b.spec.Networks, time.Since(began).Round(time.Millisecond), time.Until(plannedStart).Round(time.Millisecond))
 }
