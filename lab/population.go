@@ -237,7 +237,17 @@ func (g registrar) register(ctx context.Context, a *actor) string {
 		default:
 			return outcomeOf(ch)
 		}
-		rep := g.do(ctx, a, "register", "/api/register", body)
+		// The answer is kept while a 429 or 503 is waited out: a refusal
+		// before the answer is read does not burn the challenge, and a new
+		// challenge would spend another token of the address's bucket.
+		var rep reply
+		for waits := 0; ; waits++ {
+			rep = g.do(ctx, a, "register", "/api/register", body)
+			if rep.err != nil || !transient(rep) || waits >= 10 {
+				break
+			}
+			sleep(ctx, rep.retryAfter())
+		}
 		switch {
 		case rep.err != nil:
 			return "error"
@@ -245,9 +255,6 @@ func (g registrar) register(ctx context.Context, a *actor) string {
 		case rep.code() == "username_taken" && attempt > 0:
 			// An earlier attempt went through though its answer was lost.
 		case rep.code() == "challenge_failed" && attempt < 3:
-			continue
-		case transient(rep) && attempt < 10:
-			sleep(ctx, rep.retryAfter())
 			continue
 		default:
 			return outcomeOf(rep)
