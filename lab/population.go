@@ -237,7 +237,17 @@ func (g registrar) register(ctx context.Context, a *actor) string {
 		default:
 			return outcomeOf(ch)
 		}
-		rep := g.do(ctx, a, "register", "/api/register", body)
+		// The answer is kept while a 429 or 503 is waited out: a refusal
+		// before the answer is read does not burn the challenge, and a new
+		// challenge would spend another token of the address's bucket.
+		var rep reply
+		for waits := 0; ; waits++ {
+			rep = g.do(ctx, a, "register", "/api/register", body)
+			if rep.err != nil || !transient(rep) || waits >= 10 {
+				break
+			}
+			sleep(ctx, rep.retryAfter())
+		}
 		switch {
 		case rep.err != nil:
 			return "error"
@@ -245,9 +255,6 @@ func (g registrar) register(ctx context.Context, a *actor) string {
 		case rep.code() == "username_taken" && attempt > 0:
 			// An earlier attempt went through though its answer was lost.
 		case rep.code() == "challenge_failed" && attempt < 3:
-			continue
-		case transient(rep) && attempt < 10:
-			sleep(ctx, rep.retryAfter())
 			continue
 		default:
 			return outcomeOf(rep)
@@ -284,7 +291,7 @@ func outcomeOf(r reply) string {
 // registerFarm registers the farm's accounts for this sale from its
 // networks; accounts the edge refused stay without a token (they do not
 // take part).
-func (r *runner) registerFarm(ctx context.Context, b *bot) {
+func (r *runner) registerFarm(ctx context.Context, b *bot, plannedStart time.Time) {
 	began := time.Now()
 	b.regBegan = began
 	out := registrar{p: r.p, c: r.c}.registerAll(ctx, b.accounts)
@@ -298,6 +305,6 @@ func (r *runner) registerFarm(ctx context.Context, b *bot) {
 	}
 	r.mu.Unlock()
 	b.registered = time.Now()
-	r.logf("account_farm %d: %d of %d accounts registered from %d networks in %s (%s before the start)", b.index, ok, len(b.accounts),
-		b.spec.Networks, time.Since(began).Round(time.Millisecond), time.Until(r.startAt).Round(time.Millisecond))
+	r.logf("account_farm %d: %d of %d accounts registered from %d networks in %s (%s before the planned start)", b.index, ok, len(b.accounts),
+		b.spec.Networks, time.Since(began).Round(time.Millisecond), time.Until(plannedStart).Round(time.Millisecond))
 }

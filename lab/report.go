@@ -164,6 +164,10 @@ type RouteLatency struct {
 	MaxMs float64 `json:"max_ms"`
 }
 
+// preSale: the routes of registration, played before a sale starts (not in
+// its series).
+func preSale(route string) bool { return route == "register" || route == "register_challenge" }
+
 func outcomeClass(r Record) string {
 	switch {
 	case r.Status == 0:
@@ -325,7 +329,7 @@ func (p *play) build(sales []*saleResult, pop *population) *Report {
 		}
 		lat[x.Actor] = append(lat[x.Actor], x.Latency)
 		routeLat[x.Route] = append(routeLat[x.Route], x.Latency)
-		if x.At < 0 { // registration before the sale
+		if x.At < 0 || x.At > 24*time.Hour || preSale(x.Route) { // registration before the sale
 			continue
 		}
 		sec := int(x.At / time.Second)
@@ -361,7 +365,7 @@ func (p *play) build(sales []*saleResult, pop *population) *Report {
 	for _, s := range sales { // the busiest second of any one sale
 		per := map[int]int{}
 		for _, x := range s.recs {
-			if x.At >= 0 {
+			if x.At >= 0 && !preSale(x.Route) {
 				per[int(x.At/time.Second)]++
 			}
 		}

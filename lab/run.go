@@ -229,6 +229,7 @@ func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) 
 	// accounts and their age at the start is known.
 	honest := r.pop.honest
 	bots := r.makeBots(true)
+	r.c.rec.start = startsAt // registrations are recorded before the start
 	var fw sync.WaitGroup
 	for _, b := range bots {
 		if b.spec.Kind != AccountFarm || !b.registered.IsZero() {
@@ -238,7 +239,7 @@ func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) 
 		go func() {
 			defer fw.Done()
 			if sleep(ctx, time.Until(startsAt.Add(-b.spec.RegisterBefore))) {
-				r.registerFarm(ctx, b)
+				r.registerFarm(ctx, b, startsAt)
 			}
 		}()
 	}

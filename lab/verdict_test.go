@@ -1,9 +1,11 @@
 package lab
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBinomialUpperTail against exact values: sum of C(n,i) p^i (1-p)^(n-i)
@@ -200,5 +202,44 @@ func TestAddressPlan(t *testing.T) {
 		if n != 5 {
 			t.Errorf("farm address %s holds %d accounts", ip, n)
 		}
+	}
+}
+
+// TestBuildPoolsSeeds: two seeds' sales pooled: units and accounts summed
+// per kind, invariants prefixed by seed, the verdict from the pooled
+// shares; registrations before a sale stay out of its per-second series.
+func TestBuildPoolsSeeds(t *testing.T) {
+	sc := &Scenario{Name: "t", Units: 10, Honest: HonestSpec{Users: 90}, Bots: []BotSpec{{Kind: AccountFarm, Accounts: 10, Networks: 1}}}
+	sc.defaults()
+	p := &play{sc: sc, notes: &noteSet{}}
+	sale := func(seed uint64, farmWins int) *saleResult {
+		s := &saleResult{seed: seed, accounts: map[string]int{Honest: 90, AccountFarm: 10}, actors: map[string]int{Honest: 90, AccountFarm: 1},
+			wins: map[string]int{}, kindOf: map[string]string{}, refused: map[string]string{}, outcomes: map[string]int{}}
+		for i := range 10 {
+			kind, name := Honest, fmt.Sprintf("h%d", i)
+			if i < farmWins {
+				kind, name = AccountFarm, fmt.Sprintf("f%d", i)
+			}
+			s.wins[name], s.kindOf[name] = 1, kind
+			s.recs = append(s.recs, Record{Actor: kind, Route: "buy", Status: 202, At: time.Duration(i) * time.Millisecond})
+		}
+		// A registration timed from a zero start: far in the future.
+		s.recs = append(s.recs, Record{Actor: AccountFarm, Route: "register", Status: 201, At: time.Duration(math.MaxInt64)})
+		s.inv.Checks = []Check{{Name: "not oversold", OK: true}}
+		return s
+	}
+	rep := p.build([]*saleResult{sale(1, 9), sale(2, 8)}, &population{})
+	if len(rep.Series) != 1 || rep.PeakRPS != 10 {
+		t.Errorf("series of %d seconds, peak %v: want 1 and 10", len(rep.Series), rep.PeakRPS)
+	}
+	f := rep.Shares[1]
+	if f.Kind != AccountFarm || f.Units != 17 || f.UnitsSold != 20 || f.Accounts != 20 || !f.Beat {
+		t.Errorf("farm share: %+v", f)
+	}
+	if rep.Verdict != VerdictBotsWon || len(rep.Invariants.Checks) != 2 || rep.Invariants.Checks[1].Name != "seed 2: not oversold" {
+		t.Errorf("verdict %s, checks %+v", rep.Verdict, rep.Invariants.Checks)
+	}
+	if rep.Seeds[0].UnitsWon[AccountFarm] != 9 || rep.Seeds[1].UnitsWon[Honest] != 2 {
+		t.Errorf("seeds: %+v", rep.Seeds)
 	}
 }
