@@ -67,7 +67,12 @@ func (op hashOp) run() hashResult {
 // runs each on its own goroutine (the backend bounds how many it sends),
 // and writes each answer, one a line, to w, until r ends; then it waits for
 // the ones running.
-func ServeHasher(r io.Reader, w io.Writer) error { return serveHasher(r, w, hashOp.run) }
+func ServeHasher(r io.Reader, w io.Writer) error {
+	if err := lowerGroupPriority(); err != nil {
+		fmt.Fprintf(os.Stderr, "seckill hasher: lowering its scheduling group's priority: %v\n", err)
+	}
+	return serveHasher(r, w, hashOp.run)
+}
 
 func serveHasher(r io.Reader, w io.Writer, exec func(hashOp) hashResult) error {
 	var mu sync.Mutex

@@ -57,7 +57,8 @@ func count(ns []int, v int) int {
 	return c
 }
 
-// Issue 13 M5: the hashing process runs every thread at nice 19; in the
+// Issue 13 M5: the hashing process runs every thread at nice 19, in a
+// session (autogroup) of its own at nice 19 too; in the
 // backend exactly one thread is lowered (the one that started the process
 // and waits for it, its goroutine locked to it), never the test's own; and
 // after the stop the process and that thread are gone.
@@ -74,6 +75,13 @@ func TestHashProcessRunsAtLowPriority(t *testing.T) {
 	ns := threadNices(t, pid)
 	if len(ns) < 2 || count(ns, hashNice) != len(ns) {
 		t.Fatalf("hashing process threads at nice %v, want all %d", ns, hashNice)
+	}
+	// Its own session, and so its own autogroup, at the lowest priority.
+	if sid, _ := unix.Getsid(pid); sid != pid {
+		t.Fatalf("hashing process %d in session %d, want its own", pid, sid)
+	}
+	if ag, err := os.ReadFile(fmt.Sprintf("/proc/%d/autogroup", pid)); err == nil && !strings.HasSuffix(strings.TrimSpace(string(ag)), "nice 19") {
+		t.Fatalf("hashing process's autogroup: %q, want nice 19", ag)
 	}
 	if n := count(threadNices(t, os.Getpid()), hashNice); n != before+1 {
 		t.Fatalf("%d lowered threads in the backend, want %d", n, before+1)

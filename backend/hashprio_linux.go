@@ -1,7 +1,10 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -24,4 +27,22 @@ func onMainThread() bool { return unix.Gettid() == unix.Getpid() }
 // hashProcAttr kills the hashing process when the thread that started it
 // ends (it ends only when the process has: a backend that dies takes it
 // along).
-func hashProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} }
+//
+// It runs in a session of its own: with autogroup scheduling (Linux's
+// default on desktops and many servers, sched_autogroup_enabled), each
+// session is a group the kernel shares the CPU between first, so the
+// hasher's CPU time must not count against the backend's session.
+func hashProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true}
+}
+
+// lowerGroupPriority gives the calling process's autogroup (its session,
+// see hashProcAttr) the lowest priority. Without autogroup scheduling
+// there is no such group and nothing to do.
+func lowerGroupPriority() error {
+	err := os.WriteFile("/proc/self/autogroup", []byte("19"), 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}

@@ -17,3 +17,5 @@ func lowerThreadPriority(int) error {
 func onMainThread() bool { return false }
 
 func hashProcAttr() *syscall.SysProcAttr { return nil }
+
+func lowerGroupPriority() error { return nil }

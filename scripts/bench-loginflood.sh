@@ -16,7 +16,10 @@
 # prints its Markdown table, and stops everything it started, whatever
 # happens (and checks that no process of it is left).
 #
-#   BENCH_FLOOD_ARGS  extra arguments of `bench loginflood` (e.g. "--duration 10s")
+#   BENCH_FLOOD_ARGS  extra arguments of `bench loginflood` (e.g. "--control")
+#   BENCH_BACKEND_ARGS extra arguments of `seckill backend` (e.g.
+#                     "--hash-process=false": hashing in the backend at
+#                     normal priority, as before issue 13 M5's fix)
 #   BENCH_MAX_LOAD    wait for the 1-minute load average to drop to this
 #                     before measuring (default 1.5; 0: do not wait)
 #   BENCH_LOAD_WAIT   longest wait for it, in seconds (default 600); then the
@@ -159,7 +162,8 @@ export SECKILL_ADMIN_TOKEN SECKILL_BACKEND_TOKEN SECKILL_SESSION_SECRET
 export SECKILL_REDIS_URL=$SECKILL_TEST_REDIS SECKILL_AMQP_URL=$SECKILL_TEST_AMQP SECKILL_PG_URL=$pg_url
 export SECKILL_LOG_LEVEL=${SECKILL_LOG_LEVEL:-warn}
 
-start backend backend --listen 127.0.0.1:0 --addr-file "$DIR/backend.addr"
+# shellcheck disable=SC2086
+start backend backend --listen 127.0.0.1:0 --addr-file "$DIR/backend.addr" ${BENCH_BACKEND_ARGS:-}
 wait_file backend "$DIR/backend.addr"
 BACKEND=http://$(cat "$DIR/backend.addr")
 wait_ready backend "$BACKEND/readyz"
