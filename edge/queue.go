@@ -100,7 +100,7 @@ type queueStatus struct {
 	Waiting  int64     // tickets waiting
 	Until    time.Time // end of the admission (admitted)
 	Left     int64     // units left
-	Active   int64     // admitted and unexpired
+	Active   int64     // admitted and unexpired (peek: and not holding a unit yet)
 	Admitted int64     // admissions since the queue began
 	Now      time.Time // Redis's clock
 }
@@ -216,7 +216,14 @@ if tk then
     if left <= 0 and state ~= 'bought' then state = 'sold_out' end
   end
 end
-local active = redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
+local active = 0
+if op == 'peek' then -- exact: admitted, unexpired, not holding a unit yet (O(admitted))
+  for _, u in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf')) do
+    if redis.call('HEXISTS', KEYS[7], u) == 0 then active = active + 1 end
+  end
+else
+  active = redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
+end
 local total = tonumber(redis.call('HGET', KEYS[5], 'admitted') or '0')
 return {state, tk or '', pos, redis.call('ZCARD', KEYS[2]), untilms, left, active, total, now}`)
 

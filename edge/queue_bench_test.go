@@ -6,10 +6,15 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"seckill"
 	"seckill/internal/testenv"
@@ -57,12 +62,32 @@ func BenchmarkQueuePollVsCatalog(b *testing.B) {
 		tokens[i], _ = e.sessions.Sign(int64(1+i*97), "u")
 	}
 	h := e.Public()
+	b.Run("script-only", func(b *testing.B) { // the poll's Redis part alone
+		var n atomic.Int64
+		defer cpuCost(b, rdb)()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := e.queue.run(ctx, opPoll, it, 1+n.Add(1)%users, 1); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("redis-get", func(b *testing.B) { // one plain Redis round trip
+		defer cpuCost(b, rdb)()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				_ = rdb.Get(ctx, prefix+"nothing").Err()
+			}
+		})
+	})
 	for _, c := range []struct{ name, path string }{
 		{"catalogue", "/api/items/5"},
 		{"queue-poll", "/api/items/5/queue"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var n atomic.Int64
+			defer cpuCost(b, rdb)()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					i := n.Add(1)
@@ -76,6 +101,38 @@ func BenchmarkQueuePollVsCatalog(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// cpuCost reports the CPU time per operation of this process (the edge)
+// and of the Redis server (INFO cpu): on a shared, loaded machine wall
+// time per operation mostly measures waiting for a core, CPU time does
+// not. Call as defer cpuCost(b, rdb)().
+func cpuCost(b *testing.B, rdb interface {
+	Info(ctx context.Context, section ...string) *redis.StringCmd
+}) func() {
+	self := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	server := func() float64 { // seconds
+		info, _ := rdb.Info(context.Background(), "cpu").Result()
+		total := 0.0
+		for _, l := range strings.Split(info, "\n") {
+			k, v, _ := strings.Cut(strings.TrimSpace(l), ":")
+			if k == "used_cpu_sys" || k == "used_cpu_user" {
+				f, _ := strconv.ParseFloat(v, 64)
+				total += f
+			}
+		}
+		return total
+	}
+	s0, r0 := self(), server()
+	return func() {
+		n := float64(b.N)
+		b.ReportMetric(float64((self()-s0).Microseconds())/n, "edge-cpu-µs/op")
+		b.ReportMetric((server()-r0)*1e6/n, "redis-cpu-µs/op")
 	}
 }
 

@@ -282,7 +282,7 @@ func (e *Edge) queueChallenge(c echo.Context) error {
 // QueueStats is the waiting room in an item's admin stats.
 type QueueStats struct {
 	Waiting           int64   `json:"waiting"`
-	Admitted          int64   `json:"admitted"`       // admitted and unexpired now
+	Admitted          int64   `json:"admitted"`       // admitted, unexpired and not holding a unit yet
 	AdmittedTotal     int64   `json:"admitted_total"` // since the queue began
 	UnitsLeft         int64   `json:"units_left"`
 	NewUsersPerMinute int64   `json:"new_users_per_minute"`
