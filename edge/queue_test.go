@@ -201,13 +201,15 @@ func TestQueueExpiryAdmitsNext(t *testing.T) {
 // TestQueueAbandonedSkipped: a ticket not polled for abandon_after leaves
 // the queue: the positions behind it move up and it is never admitted.
 func TestQueueAbandonedSkipped(t *testing.T) {
-	q := newQueueEnv(t, 100, time.Now().Add(400*time.Millisecond), seckill.SaleRules{
-		NewUsersPerMinute: 60_000, TotalActiveUsers: 1, AbandonAfter: seckill.Duration(300 * time.Millisecond)})
+	// Wide margins (polls every 250 ms against an abandon time of 1.2 s) so
+	// a busy machine's delays cannot make 2 or 3 look abandoned.
+	q := newQueueEnv(t, 100, time.Now().Add(1600*time.Millisecond), seckill.SaleRules{
+		NewUsersPerMinute: 60_000, TotalActiveUsers: 1, AbandonAfter: seckill.Duration(1200 * time.Millisecond)})
 	q.join(t, 1) // never polls again
 	q.join(t, 2)
 	q.join(t, 3)
-	for range 4 {
-		time.Sleep(100 * time.Millisecond)
+	for range 7 {
+		time.Sleep(250 * time.Millisecond)
 		q.poll(t, 2)
 		q.poll(t, 3)
 	}
