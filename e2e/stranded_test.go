@@ -83,6 +83,7 @@ func (s *stack) strandVia(p *faultproxy.Proxy, consumer string, item int64, user
 	s.t.Helper()
 	ctx := context.Background()
 	for i, user := range users {
+		before := p.Dropped()
 		p.DropReplies(true)
 		ref := reserve(item, user)
 		accepted[user] = ref
@@ -94,6 +95,11 @@ func (s *stack) strandVia(p *faultproxy.Proxy, consumer string, item int64, user
 			}
 			for _, pe := range st.Pending {
 				if pe.Ref == ref && pe.Consumer == consumer {
+					// The read reached Redis; its reply may still be on
+					// its way: keep dropping until the proxy ate some.
+					for w := time.Now().Add(2 * time.Second); p.Dropped() == before && time.Now().Before(w); {
+						time.Sleep(5 * time.Millisecond)
+					}
 					p.DropReplies(false)
 					return ref, i + 1
 				}
