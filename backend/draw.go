@@ -45,9 +45,10 @@ type draws struct {
 
 // drawResult is a made draw.
 type drawResult struct {
-	order []draw.ID         // the first stock + waitlist places
-	place map[int64]int     // user id -> 0-based place, for the places in order
-	ids   map[int64]draw.ID // user id -> entry id, every entry
+	order []draw.ID           // the first stock + waitlist places
+	place map[int64]int       // user id -> 0-based place, for the places in order
+	ids   map[int64]draw.ID   // user id -> entry id, every entry
+	at    map[int64]time.Time // user id -> when the entry was taken
 }
 
 func newDraws(db Catalog) *draws {
@@ -198,11 +199,12 @@ func (s *Service) result(ctx context.Context, it seckill.Item, rec seckill.DrawR
 	}
 	ids := make([]draw.ID, len(entries))
 	byID := make(map[draw.ID]int64, len(entries))
-	res = &drawResult{ids: make(map[int64]draw.ID, len(entries))}
+	res = &drawResult{ids: make(map[int64]draw.ID, len(entries)), at: make(map[int64]time.Time, len(entries))}
 	for i, e := range entries {
 		copy(ids[i][:], e.EntryID)
 		byID[ids[i]] = e.UserID
 		res.ids[e.UserID] = ids[i]
+		res.at[e.UserID] = e.EnteredAt.UTC()
 	}
 	draw.Sort(ids)
 	h := draw.ListHash(ids)
@@ -343,6 +345,10 @@ func (s *Service) Entry(ctx context.Context, itemID, userID int64) (seckill.Entr
 	if err != nil {
 		return seckill.EntryState{}, err
 	}
+	if s.drawn(it, rec) {
+		// Made: everything is in memory (polled by every entrant at once).
+		return s.drawnEntry(ctx, it, rec, userID)
+	}
 	dctx, cancel := dbCtx(ctx)
 	e, ok, err := s.draw.store.EntryOf(dctx, itemID, userID)
 	cancel()
@@ -355,18 +361,24 @@ func (s *Service) Entry(ctx context.Context, itemID, userID int64) (seckill.Entr
 		}
 		return seckill.EntryState{State: seckill.EntryNone}, nil
 	}
-	st := seckill.EntryState{State: seckill.EntryEntered, EntryID: hex.EncodeToString(e.EntryID), EnteredAt: e.EnteredAt.UTC()}
-	if !s.drawn(it, rec) {
-		return st, nil
-	}
+	return seckill.EntryState{State: seckill.EntryEntered, EntryID: hex.EncodeToString(e.EntryID), EnteredAt: e.EnteredAt.UTC()}, nil
+}
+
+// drawnEntry is Entry once the draw is made, from the result in memory.
+func (s *Service) drawnEntry(ctx context.Context, it seckill.Item, rec seckill.DrawRecord, userID int64) (seckill.EntryState, error) {
 	res, err := s.result(ctx, it, rec)
 	if err != nil {
 		return seckill.EntryState{}, err
+	}
+	id, ok := res.ids[userID]
+	if !ok {
+		return seckill.EntryState{}, seckill.Errorf(seckill.ENotLive, "entries are closed and you have no entry")
 	}
 	rounds, err := s.fixRounds(ctx, it, res)
 	if err != nil {
 		return seckill.EntryState{}, err
 	}
+	st := seckill.EntryState{State: seckill.EntryEntered, EntryID: id.String(), EnteredAt: res.at[userID]}
 	placeState(&st, it, res, rounds, userID)
 	return st, nil
 }
