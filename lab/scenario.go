@@ -146,11 +146,11 @@ type HonestSpec struct {
 
 // AddressGroup is a group of honest users behind shared addresses.
 type AddressGroup struct {
-	Name  string `yaml:"name"`   // e.g. carrier_nat, office
-	Users int    `yaml:"users"`  // honest users in the group
-	PerIP int    `yaml:"per_ip"` // users behind one address (default 1)
+	Name  string `yaml:"name" json:"name"`     // e.g. carrier_nat, office
+	Users int    `yaml:"users" json:"users"`   // honest users in the group
+	PerIP int    `yaml:"per_ip" json:"per_ip"` // users behind one address (default 1)
 	// IPsPerNetwork: addresses of the group in one /24 (default 1).
-	IPsPerNetwork int `yaml:"ips_per_network"`
+	IPsPerNetwork int `yaml:"ips_per_network" json:"ips_per_network"`
 }
 
 // BotSpec is one bot profile.
