@@ -50,9 +50,11 @@ func TestBrowserShopper(t *testing.T) {
 	// (the registration solves a proof of work first: the sale is created
 	// after it, so it is still upcoming when the list shows)
 	b.registerAndLogin(env.pub.URL, "alice", "correct horse battery")
-	start := time.Now().Add(12 * time.Second)
+	// The list polls the catalogue every few seconds: the new sale may take
+	// one period to show, and must still be upcoming when it does.
+	start := time.Now().Add(20 * time.Second)
 	item := env.createItem(5, "captcha", time.Until(start), time.Hour)
-	b.waitJS(5*time.Second, "the sale list", fmt.Sprintf(`!!document.querySelector('#items li[data-item-id="%d"] .badge[data-state="upcoming"]')`, item))
+	b.waitJS(12*time.Second, "the sale list", fmt.Sprintf(`!!document.querySelector('#items li[data-item-id="%d"] .badge[data-state="upcoming"]')`, item))
 	b.shot("sale-list")
 
 	// The countdown runs on the server's clock and switches to live by itself.
