@@ -237,24 +237,21 @@ func (g registrar) register(ctx context.Context, a *actor) string {
 		default:
 			return outcomeOf(ch)
 		}
-		// The answer is kept while a 429 or 503 is waited out: a refusal
-		// before the answer is read does not burn the challenge, and a new
-		// challenge would spend another token of the address's bucket.
-		var rep reply
-		for waits := 0; ; waits++ {
-			rep = g.do(ctx, a, "register", "/api/register", body)
-			if rep.err != nil || !transient(rep) || waits >= 10 {
-				break
-			}
-			sleep(ctx, rep.retryAfter())
-		}
+		// As the storefront does (register.js): a 429 or 503 with a short
+		// Retry-After is waited out, then tried again with a new
+		// challenge (the answered one may have expired during the wait or
+		// been burned); a refused challenge is replaced at once.
+		rep := g.do(ctx, a, "register", "/api/register", body)
 		switch {
 		case rep.err != nil:
 			return "error"
 		case rep.status == http.StatusCreated:
 		case rep.code() == "username_taken" && attempt > 0:
 			// An earlier attempt went through though its answer was lost.
-		case rep.code() == "challenge_failed" && attempt < 3:
+		case transient(rep) && attempt < 10:
+			sleep(ctx, rep.retryAfter())
+			continue
+		case rep.code() == "challenge_failed" && attempt < 10:
 			continue
 		default:
 			return outcomeOf(rep)
