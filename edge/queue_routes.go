@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"seckill"
-	"seckill/captcha"
 	"seckill/httpapi"
 )
 
@@ -255,28 +253,7 @@ func (e *Edge) queueChallenge(c echo.Context) error {
 	if err := e.queueOpen(it); err != nil {
 		return err
 	}
-	kind, diff := captcha.KindPoW, e.difficulty()
-	switch it.Challenge {
-	case captcha.KindCaptcha:
-		kind, diff = captcha.KindCaptcha, 0
-		if err := e.allowCaptcha(); err != nil {
-			return err
-		}
-	case seckill.ChallengeNone:
-		diff = 0
-	}
-	ch, err := e.ch.Issue(ctx, kind, ses.UserID, id, diff)
-	if err != nil {
-		return err
-	}
-	resp := challengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed}
-	if ch.Kind == captcha.KindPoW {
-		resp.Difficulty = &ch.Difficulty
-	}
-	if len(ch.Image) > 0 {
-		resp.Image = "data:image/png;base64," + base64.StdEncoding.EncodeToString(ch.Image)
-	}
-	return c.JSON(http.StatusOK, resp)
+	return e.issueItemChallenge(c, it.Item, ses.UserID)
 }
 
 // QueueStats is the waiting room in an item's admin stats.

@@ -70,14 +70,7 @@ func (e *Edge) registerChallenge(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	resp := challengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed}
-	if ch.Kind == captcha.KindPoW {
-		resp.Difficulty = &ch.Difficulty
-	}
-	if len(ch.Image) > 0 {
-		resp.Image = "data:image/png;base64," + base64.StdEncoding.EncodeToString(ch.Image)
-	}
-	return c.JSON(http.StatusOK, resp)
+	return writeChallenge(c, ch)
 }
 
 // registerRequest is the body of POST /api/register.

@@ -310,24 +310,33 @@ func (e *Edge) challenge(c echo.Context) error {
 			return seckill.Held(ref, "you already hold a unit of this item")
 		}
 	}
-	kind, diff := it.Challenge, e.difficulty()
-	switch kind {
+	return e.issueItemChallenge(c, it.Item, ses.UserID)
+}
+
+// issueItemChallenge issues the challenge an item asks for, bound to the
+// user and the item (pow at the current difficulty; "none": pow at 0; a
+// captcha within its own bucket), and answers it (the purchase's challenge
+// and the waiting room's).
+func (e *Edge) issueItemChallenge(c echo.Context, it seckill.Item, user int64) error {
+	kind, diff := captcha.KindPoW, e.difficulty()
+	switch it.Challenge {
 	case captcha.KindCaptcha:
-		diff = 0
-	case "none":
-		kind, diff = captcha.KindPoW, 0
-	default:
-		kind = captcha.KindPoW
-	}
-	if kind == captcha.KindCaptcha {
+		kind, diff = captcha.KindCaptcha, 0
 		if err := e.allowCaptcha(); err != nil {
 			return err
 		}
+	case seckill.ChallengeNone:
+		diff = 0
 	}
-	ch, err := e.ch.Issue(ctx, kind, ses.UserID, id, diff)
+	ch, err := e.ch.Issue(c.Request().Context(), kind, user, it.ID, diff)
 	if err != nil {
 		return err
 	}
+	return writeChallenge(c, ch)
+}
+
+// writeChallenge answers 200 with a challenge (challengeResponse).
+func writeChallenge(c echo.Context, ch captcha.Challenge) error {
 	resp := challengeResponse{ChallengeID: ch.ID, Kind: ch.Kind, ExpiresAt: ch.ExpiresAt.UTC(), Seed: ch.Seed}
 	if ch.Kind == captcha.KindPoW {
 		resp.Difficulty = &ch.Difficulty
