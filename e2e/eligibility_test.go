@@ -332,8 +332,17 @@ func TestMaxPerNetworkRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	networks(map[string]int64{x: 3, y: 3})
-	if _, err := env.s.svc.Reserve(ctx, item.ID, seckill.Account{ID: xs[10].id, CreatedAt: old, Network: x}, "after-loss"); seckill.ErrorCode(err) != seckill.ENotEligible {
-		t.Fatalf("network %s after the loss: %v, want not_eligible", x, err)
+	// An account of the full network that won nothing in the race (which
+	// ones won is up to the race).
+	var loser account
+	for _, a := range xs[1:] {
+		if _, won := accepted[a.id]; !won {
+			loser = a
+			break
+		}
+	}
+	if _, err := env.s.svc.Reserve(ctx, item.ID, seckill.Account{ID: loser.id, CreatedAt: old, Network: x}, "after-loss"); seckill.ErrorCode(err) != seckill.ENotEligible {
+		t.Fatalf("network %s after the loss (%s): %v, want not_eligible", x, loser.name, err)
 	}
 	c, err := env.s.st.Counters(ctx, item.ID)
 	if err != nil || c.StockLeft != 9 || c.Reserved != 11 {
