@@ -25,12 +25,20 @@ func randomPath() string {
 func TestEdgeBotSuite(t *testing.T) {
 	t.Parallel()
 	rules := []limit.Rule{
-		{Name: "status-per-user", Class: "status", Key: "user", Rate: 2, Burst: 5},
+		// A token every 2 s: "hammering one route" needs its 6 requests
+		// to come within one refill, which a busy machine's 500 ms (rate
+		// 2) did not always leave.
+		{Name: "status-per-user", Class: "status", Key: "user", Rate: 0.5, Burst: 5},
 		{Name: "buy-per-user", Class: "buy", Key: "user", Rate: 50, Burst: 50},
 		{Name: "everything", Class: "*", Key: "global", Rate: 100000, Burst: 100000},
 	}
-	env := newEdgeEnv(t, rules, edge.Config{Difficulty: 8, PathTTL: 2 * time.Second,
-		Breaker: edge.BreakerConfig{ConsecutiveFailures: 3, OpenFor: time.Second, HalfOpenProbes: 1}})
+	// "backend stopped, then back" needs its 10 buys within OpenFor (a
+	// half-open probe would be a 4th call to the stopped backend), and the
+	// path got before the stop still valid after OpenFor and the restart:
+	// 2 s and 5 s leave a busy machine room for both (1 s and 2 s did not).
+	const pathTTL = 5 * time.Second
+	env := newEdgeEnv(t, rules, edge.Config{Difficulty: 8, PathTTL: pathTTL,
+		Breaker: edge.BreakerConfig{ConsecutiveFailures: 3, OpenFor: 2 * time.Second, HalfOpenProbes: 1}})
 	item := env.createItem(100, "captcha", -time.Second, time.Hour)
 	other := env.createItem(100, "pow", -time.Second, time.Hour)
 	tok := env.sessions("alice", "bob", "carol", "dave", "erin", "frank")
@@ -99,7 +107,7 @@ func TestEdgeBotSuite(t *testing.T) {
 	})
 	t.Run("buy with an expired path", func(t *testing.T) {
 		p := carol.getPath(item)
-		time.Sleep(2100 * time.Millisecond)
+		time.Sleep(pathTTL + 100*time.Millisecond)
 		expectNoBackend(t, func() { want(t, carol.buy(item, p), 403, "bad_path") })
 	})
 	t.Run("honest buy, then the path reused", func(t *testing.T) {
@@ -184,8 +192,9 @@ func TestEdgeBotSuite(t *testing.T) {
 		}
 	})
 	t.Run("order status of another user is not visible", func(t *testing.T) {
-		waitStatus(t, alice, item, "confirmed")
-		a := alice.order(item)
+		// The answer that said confirmed (another request at once could
+		// find alice's status budget spent by the polling).
+		a := waitStatus(t, alice, item, "confirmed")
 		if a.str("order_ref") == "" || a.body["order_id"].(float64) <= 0 {
 			t.Fatalf("alice: %v", a.body)
 		}
@@ -312,13 +321,15 @@ func mustAtoi(t *testing.T, s string) int {
 	return n
 }
 
-func waitStatus(t *testing.T, sh shopper, item int64, status string) {
+// waitStatus polls the order status until it is status, and returns that
+// answer.
+func waitStatus(t *testing.T, sh shopper, item int64, status string) answer {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		a := sh.order(item)
 		if a.str("status") == status {
-			return
+			return a
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("status %v, want %s", a.body, status)
