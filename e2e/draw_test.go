@@ -114,10 +114,14 @@ func TestDrawEndToEnd(t *testing.T) {
 	t.Parallel()
 	env := newEdgeEnv(t, shippedRules(t), edge.Config{Difficulty: 4})
 	ctx := context.Background()
+	// Each phase's requests must fit in its window on a busy machine: the
+	// setup before open (1 to 2 s with open at +2 s was tight), 40-odd
+	// entries while open, and about 15 requests between close and the
+	// draw (1 s was tight: a late one would see the seed).
 	now := time.Now().Truncate(time.Second)
-	open := now.Add(2 * time.Second)
-	closeAt := open.Add(4 * time.Second)
-	drawAt := closeAt.Add(time.Second)
+	open := now.Add(4 * time.Second)
+	closeAt := open.Add(6 * time.Second)
+	drawAt := closeAt.Add(3 * time.Second)
 	const stock, waitlist, entrants = 3, 2, 12
 	cw := 4 * time.Second
 	a := env.admin("POST", "/admin/items", map[string]any{
