@@ -167,7 +167,9 @@ func TestGuardShedsOverTheBound(t *testing.T) {
 
 func TestGuardBreakerOpensAndRecovers(t *testing.T) {
 	t.Parallel()
-	g := NewGuard(10, BreakerConfig{ConsecutiveFailures: 2, OpenFor: 100 * time.Millisecond, HalfOpenProbes: 1}, nil)
+	// Open for 1 s: the 5 calls below must all come while it is open (a
+	// stall of 100 ms on a busy machine let a half-open probe through).
+	g := NewGuard(10, BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Second, HalfOpenProbes: 1}, nil)
 	down := &seckill.UnavailableError{Err: errors.New("refused")}
 	var calls int
 	fail := func(ctx context.Context) (int, error) { calls++; return 0, down }
@@ -180,7 +182,7 @@ func TestGuardBreakerOpensAndRecovers(t *testing.T) {
 		t.Fatalf("%d calls reached the backend, want 2 (then open)", calls)
 	}
 	// Business answers are not failures.
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	if _, err := do(context.Background(), g, callRead, func(ctx context.Context) (int, error) {
 		return 0, seckill.Errorf(seckill.ESoldOut, "x")
 	}); seckill.ErrorCode(err) != seckill.ESoldOut {
