@@ -199,6 +199,7 @@ type Edge struct {
 	// acctBusyUntil (unix ns): the backend's password hashing is full;
 	// logins and registrations are refused at the edge until then.
 	acctBusyUntil atomic.Int64
+	acctBackoff   time.Duration // accountsBackoff (tests lengthen it)
 	loginFails    *loginFailures
 	captchaLim    *rate.Limiter
 	adminFails    *adminFailures

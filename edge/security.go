@@ -60,6 +60,7 @@ func (e *Edge) setupSecurity(cfg Config, d Deps) {
 		breaking = false
 	}
 	e.acctGuard = newGuard(n, cfg.Breaker, breaking, nil)
+	e.acctBackoff = accountsBackoff
 	lf := &loginFailures{rdb: d.Redis, prefix: d.Prefix, max: int64(cfg.LoginFailures), window: cfg.LoginFailureWindow}
 	if lf.max <= 0 {
 		lf.max = DefaultLoginFailures
@@ -99,7 +100,7 @@ func accountCall[T any](ctx context.Context, e *Edge, f func(ctx context.Context
 	if seckill.ErrorCode(err) == seckill.EOverloaded {
 		var re *httpapi.RetryError
 		if !errors.As(err, &re) { // the backend's answer, not our own pool's
-			e.acctBusyUntil.Store(time.Now().Add(accountsBackoff).UnixNano())
+			e.acctBusyUntil.Store(time.Now().Add(e.acctBackoff).UnixNano())
 		}
 		return v, &httpapi.RetryError{Err: errAccountsBusy, After: time.Second}
 	}

@@ -128,6 +128,9 @@ func TestAccountsBackoffAfterBackendOverload(t *testing.T) {
 	defer lim.Close()
 	be := &overloadedBackend{}
 	e := New(Config{SessionSecret: []byte("k")}, Deps{Limiter: lim, Backend: be})
+	// The 5 logins below must all come within the backoff: its 50 ms
+	// was within reach of a busy machine's scheduling.
+	e.acctBackoff = time.Second
 	login := func() error {
 		_, err := accountCall(context.Background(), e, func(ctx context.Context) (seckill.Account, error) { return be.Login(ctx, "a", "b") })
 		return err
@@ -140,7 +143,7 @@ func TestAccountsBackoffAfterBackendOverload(t *testing.T) {
 	if be.calls != 1 {
 		t.Fatalf("%d backend calls within the backoff, want 1", be.calls)
 	}
-	time.Sleep(accountsBackoff + 10*time.Millisecond)
+	time.Sleep(e.acctBackoff + 10*time.Millisecond)
 	_ = login()
 	if be.calls != 2 {
 		t.Fatalf("%d backend calls after the backoff, want 2", be.calls)
