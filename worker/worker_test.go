@@ -157,7 +157,19 @@ func TestStoreRetriesThroughOutage(t *testing.T) {
 	st := newFake()
 	st.batchErr = errors.New("db down")
 	w := New(st, nil, quiet())
+	// The outage ends 300 ms after the first failed batch (timed from
+	// the start instead, a Store call late by 300 ms on a busy machine
+	// found no outage at all: one batch).
 	go func() {
+		for {
+			st.mu.Lock()
+			n := st.batches
+			st.mu.Unlock()
+			if n > 0 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
 		time.Sleep(300 * time.Millisecond)
 		st.mu.Lock()
 		st.batchErr = nil
