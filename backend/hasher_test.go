@@ -125,6 +125,18 @@ func TestHashProcessBoundsTheWaitAndRestarts(t *testing.T) {
 	}
 	errs := make(chan error, 1)
 	go func() { _, err := s.hash.do(ctx, hashOp{Gen: true, Password: []byte("z")}); errs <- err }()
+	// The kill must find the hash running (600 ms in the slow process):
+	// wait until it was sent (a goroutine started late on a busy machine
+	// would send it to the new process, which answers it).
+	for {
+		p.mu.Lock()
+		sent := len(p.pending)
+		p.mu.Unlock()
+		if sent > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	time.Sleep(100 * time.Millisecond)
 	if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
