@@ -310,7 +310,9 @@ func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err != nil {
-		v.seen = append(v.seen, seen...) // told next time
+		if len(v.seen)+len(seen) <= maxSeen {
+			v.seen = append(v.seen, seen...) // told next time
+		}
 		return st, err
 	}
 	v.update(op == opStep || op == opPeek, view, gone)

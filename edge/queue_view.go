@@ -106,6 +106,11 @@ type roomView struct {
 	gone       map[string]time.Time // seenPoll.key of tickets Redis no longer has waiting there
 }
 
+// maxSeen bounds the polls an edge holds for Redis per queue (while Redis
+// is unreachable they pile up; past the bound they are not recorded, and
+// a ticket not recorded for abandon_after is dropped).
+const maxSeen = 100_000
+
 // maxGone bounds the gone tickets an edge remembers per queue; past it the
 // oldest half are forgotten (their next poll from the view is told gone
 // again by the next run).
@@ -158,7 +163,9 @@ func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollTok
 		v.mu.Unlock()
 		return st, false
 	}
-	v.seen = append(v.seen, me)
+	if len(v.seen) < maxSeen {
+		v.seen = append(v.seen, me)
+	}
 	if refresh {
 		v.refreshing = true
 	}
