@@ -362,7 +362,7 @@ async function itemView(id, signal) {
     // challenge step (solve, in the challenge box) and its waits (retrying).
     room = waitingRoom({
       id, item, box: queueBox, clock, signal, signedIn: () => !!user.name, onChange: tick,
-      say, retrying, solve: (ch, failed) => solve(ch, failed, 'queue'), clearChallenge,
+      say, retrying, solve: (ch, failed) => solve(ch, failed, 'queue'), clearChallenge, current: () => item,
     });
   }
   // Ask for this user's order at once: after a reload the page shows the

@@ -47,9 +47,10 @@ const LOST_REPLIES = 3;
 // session is there; onChange is called whenever the admission changes.
 // The item page's helpers: say (the status line), retrying (waits out 429
 // and 503), solve(challenge, failed) (its challenge step: resolves with
-// the answer, or null for another captcha) and clearChallenge.
+// the answer, or null for another captcha) and clearChallenge; current()
+// is the page's latest copy of the item (stock left).
 // It returns { admitted(), refresh() }.
-export function waitingRoom({ id, item, box, clock, signal, signedIn, onChange, say, retrying, solve, clearChallenge }) {
+export function waitingRoom({ id, item, box, clock, signal, signedIn, onChange, say, retrying, solve, clearChallenge, current = () => item }) {
   let ticket = null; // the last answer of the queue routes
   let first = 0; // the first position seen: the progress bar's start
   let wake = null; // ends the current wait early (refresh)
@@ -75,8 +76,12 @@ export function waitingRoom({ id, item, box, clock, signal, signedIn, onChange, 
     const st = ticket ? ticket.state : 'none';
     box.dataset.state = st;
     const now = clock.now();
+    // closed: no join can succeed (the server refuses it): the sale is
+    // over, or no unit is left by the page's latest copy of the item.
+    const it = current();
+    const closed = now >= parseTime(it.ends_at) ? 'ended' : it.stock_left <= 0 || it.state === 'sold_out' ? 'sold_out' : '';
     position.hidden = bar.hidden = eta.hidden = st !== 'waiting';
-    join.hidden = !(signedIn() && (st === 'none' || st === 'expired'));
+    join.hidden = !(signedIn() && (st === 'none' || st === 'expired') && (joining || !closed));
     join.textContent = joining ? 'Joining…' : st === 'expired' ? 'Join again' : 'Join the waiting room';
     join.disabled = joining || now < opens;
     delete stateEl.dataset.code;
@@ -90,6 +95,12 @@ export function waitingRoom({ id, item, box, clock, signal, signedIn, onChange, 
         ? (item.queue_challenge ? 'Joining the waiting room: one check that you are not a bot first…' : 'Joining the waiting room…')
         : refusal.text;
       if (!joining) stateEl.dataset.code = refusal.code;
+      next.textContent = '';
+      return;
+    }
+    if ((st === 'none' || st === 'expired') && closed) {
+      stateEl.textContent = closed === 'ended' ? 'The sale is over: the waiting room is closed.' : 'Sold out: no unit is left, so the waiting room takes no one.';
+      stateEl.dataset.code = closed === 'ended' ? 'not_live' : 'sold_out';
       next.textContent = '';
       return;
     }
