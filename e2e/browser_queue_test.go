@@ -104,15 +104,24 @@ func TestBrowserWaitingRoom(t *testing.T) {
 const MessageChallengeFailed = "That answer was not accepted (wrong, expired or already used). Here is a new challenge."
 
 // queueSale creates a waiting-room sale whose joining takes a challenge
-// (queue_challenge) of kind challenge, opening now.
-func queueSale(t *testing.T, env *browserEnv, challenge string, stock int, start time.Time) int64 {
+// (queue_challenge) of kind challenge, opening a second before start and
+// lasting an hour; extra fields are added to (or replace) those.
+func queueSale(t *testing.T, env *browserEnv, challenge string, stock int, start time.Time, extra map[string]any) int64 {
 	t.Helper()
-	a := env.admin("POST", "/admin/items", map[string]any{
+	opens := time.Now()
+	if start.Before(opens) {
+		opens = start
+	}
+	body := map[string]any{
 		"name": "Queued sale, checked", "price_cents": 2499, "stock": stock, "challenge": challenge,
 		"starts_at": start.UTC().Format(time.RFC3339Nano), "ends_at": start.Add(time.Hour).UTC().Format(time.RFC3339Nano),
-		"allocation": "queue", "queue_opens_at": time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano),
+		"allocation": "queue", "queue_opens_at": opens.Add(-time.Second).UTC().Format(time.RFC3339Nano),
 		"new_users_per_minute": 60, "session_duration": "2m", "queue_challenge": true,
-	})
+	}
+	for k, v := range extra {
+		body[k] = v
+	}
+	a := env.admin("POST", "/admin/items", body)
 	if a.status != 201 {
 		t.Fatalf("create a queue sale with queue_challenge: %d %v", a.status, a.body)
 	}
@@ -157,7 +166,7 @@ func TestBrowserWaitingRoomChallenge(t *testing.T) {
 	b := newBrowser(t)
 	b.registerAndLogin(env.pub.URL, "dora", "correct horse battery")
 	start := time.Now().Add(25 * time.Second)
-	item := queueSale(t, env, "captcha", 3, start)
+	item := queueSale(t, env, "captcha", 3, start, nil)
 	base := fmt.Sprintf("/api/items/%d", item)
 
 	b.do(10*time.Second, "open the item", chromedp.Navigate(fmt.Sprintf("%s/#/items/%d", env.pub.URL, item)))
@@ -277,7 +286,7 @@ func TestBrowserWaitingRoomChallengePoW(t *testing.T) {
 	env := newBrowserEnv(t, browserRules(limit.Rule{Name: "challenge-per-user", Class: "challenge", Key: "user", Rate: 0.2, Burst: 2}), edge.Config{Difficulty: 16})
 	b := newBrowser(t)
 	b.registerAndLogin(env.pub.URL, "emil", "correct horse battery")
-	item := queueSale(t, env, "pow", 2, time.Now())
+	item := queueSale(t, env, "pow", 2, time.Now(), nil)
 	base := fmt.Sprintf("/api/items/%d", item)
 
 	b.do(10*time.Second, "open the item", chromedp.Navigate(fmt.Sprintf("%s/#/items/%d", env.pub.URL, item)))
@@ -428,5 +437,98 @@ func TestBrowserWaitingRoomChallengePoW(t *testing.T) {
 	}
 	if n := len(env.reqs.matching(`^POST ` + base + `/(queue|queue/challenge)$`)); n < 6 {
 		t.Errorf("no 429 on the way: %d requests", n)
+	}
+}
+
+// TestBrowserWaitingRoomRefusals: what the room says when joining cannot
+// work. A sale the fresh account may not take part in (min_account_age)
+// refuses it at the challenge, before any work (409 not_eligible): the page
+// says so in the room and shows no challenge. A sold-out sale and an ended
+// one offer no join at all and say why.
+func TestBrowserWaitingRoomRefusals(t *testing.T) {
+	t.Parallel()
+	env := newBrowserEnv(t, browserRules(), edge.Config{Difficulty: 8})
+	b := newBrowser(t)
+	b.registerAndLogin(env.pub.URL, "fern", "correct horse battery")
+	now := time.Now()
+	young := queueSale(t, env, "pow", 2, now, map[string]any{"min_account_age": "1h"})
+	ended := queueSale(t, env, "pow", 2, now, map[string]any{"ends_at": now.Add(2 * time.Second).UTC().Format(time.RFC3339Nano)})
+	soldOut := queueSale(t, env, "pow", 1, now, map[string]any{"queue_challenge": false})
+
+	// Another shopper takes soldOut's only unit through its waiting room.
+	gus := shopper{e: env.edgeEnv, token: env.sessions("gus")["gus"]}
+	pass := ""
+	for deadline := time.Now().Add(15 * time.Second); pass == ""; {
+		j := gus.do("POST", fmt.Sprintf("/api/items/%d/queue", soldOut), nil)
+		if j.status != 200 {
+			t.Fatalf("gus joins: %d %v", j.status, j.body)
+		}
+		pass = j.str("pass")
+		if time.Now().After(deadline) {
+			t.Fatalf("gus was not admitted: %v", j.body)
+		}
+		if pass == "" {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	if got, _ := buyWithPass(gus, soldOut, pass); got != "202" {
+		t.Fatalf("gus buys the only unit: %s", got)
+	}
+
+	// not_eligible, at the challenge.
+	b.do(10*time.Second, "open the young-accounts-only sale", chromedp.Navigate(fmt.Sprintf("%s/#/items/%d", env.pub.URL, young)))
+	b.waitJS(10*time.Second, "the join button", `document.getElementById('queue').dataset.state === 'none' && !document.getElementById('queue-join').hidden && !document.getElementById('queue-join').disabled`)
+	b.do(5*time.Second, "join", chromedp.Click(chromedp.ID("queue-join")))
+	b.waitJS(10*time.Second, "the refusal", `document.getElementById('queue-state').dataset.code === 'not_eligible'`)
+	const notEligible = "Your account cannot take part in this sale: it is too new, or accounts from its network already hold the units allowed. If you signed in long ago, sign in again."
+	if got := b.text("queue-state"); got != notEligible {
+		t.Errorf("the room says %q, want %q", got, notEligible)
+	}
+	if got, code := b.text("status"), b.attr("status", "data-code"); got != notEligible || code != "not_eligible" {
+		t.Errorf("the status says %q (%s)", got, code)
+	}
+	if b.evalString(`document.getElementById('challenge').hidden && !document.getElementById('challenge').dataset.purpose`) != "true" {
+		t.Errorf("a challenge was shown to an account the sale refuses")
+	}
+	if b.evalString(`!document.getElementById('queue-join').hidden && !document.getElementById('queue-join').disabled`) != "true" {
+		t.Errorf("the join button is not offered again after the refusal")
+	}
+	b.shot("join-not-eligible")
+	// (the room keeps saying it: its ticker redraws every 500 ms)
+	time.Sleep(time.Second)
+	if got := b.text("queue-state"); got != notEligible {
+		t.Errorf("a second later the room says %q", got)
+	}
+	base := fmt.Sprintf("/api/items/%d", young)
+	for route, want := range map[string][]int{`^POST ` + base + `/queue/challenge$`: {409}, `^POST ` + base + `/queue$`: nil} {
+		if got := statuses(env.reqs.matching(route)); !slices.Equal(got, want) {
+			t.Errorf("%s: statuses %v, want %v", route, got, want)
+		}
+	}
+
+	// Sold out and ended: no join, and why.
+	for _, c := range []struct {
+		name string
+		item int64
+		text string
+		code string
+	}{
+		{"sold-out", soldOut, "Sold out: no unit is left, so the waiting room takes no one.", "sold_out"},
+		{"ended", ended, "The sale is over: the waiting room is closed.", "not_live"},
+	} {
+		time.Sleep(time.Until(now.Add(2500 * time.Millisecond))) // ended has ended
+		seen := env.reqs.count()
+		b.do(10*time.Second, "open the "+c.name+" sale", chromedp.Navigate(fmt.Sprintf("%s/#/items/%d", env.pub.URL, c.item)))
+		b.waitJS(10*time.Second, "the closed room", fmt.Sprintf(`(document.getElementById('queue-state') || { dataset: {} }).dataset.code === %q`, c.code))
+		if got := b.text("queue-state"); got != c.text {
+			t.Errorf("%s: the room says %q, want %q", c.name, got, c.text)
+		}
+		if b.evalString(`document.getElementById('queue-join').hidden && document.getElementById('buy-button').disabled`) != "true" {
+			t.Errorf("%s: a join or buy button is offered", c.name)
+		}
+		b.shot("room-" + c.name)
+		if n := len(env.reqs.since(seen, fmt.Sprintf(`^POST /api/items/%d/queue`, c.item))); n != 0 {
+			t.Errorf("%s: the page sent %d joins", c.name, n)
+		}
 	}
 }
