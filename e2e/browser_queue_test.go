@@ -430,6 +430,7 @@ func TestBrowserWaitingRoomChallengePoW(t *testing.T) {
 			if gap < want-20*time.Millisecond || gap > want+time.Second {
 				t.Errorf("%s: sent again %v after a 429 with Retry-After %d", route, gap, secs)
 			}
+			t.Logf("%s: 429 with Retry-After %d s; sent again %v later", route, secs, gap.Round(time.Millisecond))
 		}
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: statuses %v (429s aside), want %v", route, got, want)
