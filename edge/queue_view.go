@@ -172,9 +172,8 @@ func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollTok
 	view := v.view
 	v.mu.Unlock()
 	if refresh {
-		_, err := w.run(ctx, opStep, it, 0, factor)
+		err := w.refresh(ctx, v, it, factor)
 		v.mu.Lock()
-		v.refreshing = false
 		view = v.view
 		_, g := v.gone[me.key()]
 		v.mu.Unlock()
@@ -191,4 +190,19 @@ func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollTok
 		st.State = qSoldOut
 	}
 	return st, true
+}
+
+// refresh runs one step of the script for the view v (v.refreshing set by
+// the caller, cleared here whatever happens, a panic included). The step
+// serves every poll of the edge, not only the one that runs it: the
+// client hanging up does not cancel it (the Redis client's own timeouts
+// and command budget bound it).
+func (w *waitingRoom) refresh(ctx context.Context, v *roomView, it seckill.Item, factor float64) error {
+	defer func() {
+		v.mu.Lock()
+		v.refreshing = false
+		v.mu.Unlock()
+	}()
+	_, err := w.run(context.WithoutCancel(ctx), opStep, it, 0, factor)
+	return err
 }

@@ -1,0 +1,262 @@
+package edge
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"seckill"
+	"seckill/internal/rkeys"
+)
+
+// Attacks on the waiting room's views (queue_view.go): several edges,
+// faults of Redis, clients that hang up, bots.
+
+// edges returns n waiting rooms on the queue's Redis and key prefix, as n
+// edges with the same Redis see it, each with its own views.
+func (q *queueEnv) edges(n int, tick time.Duration) []*waitingRoom {
+	ws := make([]*waitingRoom, n)
+	for i := range ws {
+		ws[i] = newWaitingRoom(q.rdb, q.w.prefix, time.Second, 0)
+		ws[i].tick = tick
+	}
+	return ws
+}
+
+// pollAt is a poll as pollQueue makes it at edge w: from the view with the
+// token, else by the script.
+func pollAt(ctx context.Context, w *waitingRoom, it seckill.Item, tok pollToken) (queueStatus, error) {
+	if st, ok := w.fromView(ctx, it, tok, 1); ok {
+		return st, nil
+	}
+	return w.run(ctx, opPoll, it, tok.User, 1)
+}
+
+// roomState reads the queue's counters and Redis's clock in one script
+// (an atomic snapshot).
+func (q *queueEnv) roomState(t *testing.T) (admitted, waiting, active, left, nowMS int64) {
+	t.Helper()
+	qk := rkeys.Space(q.w.prefix).Queue(q.it.ID)
+	ik := rkeys.Space(q.w.prefix).Item(q.it.ID)
+	v, err := q.rdb.Eval(context.Background(), `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {tonumber(redis.call('HGET', KEYS[1], 'admitted') or '0'), redis.call('ZCARD', KEYS[2]),
+  redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf'), tonumber(redis.call('GET', KEYS[4]) or '0'), now}`,
+		[]string{qk.State, qk.Waiting, qk.Active, ik.Stock}).Int64Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v[0], v[1], v[2], v[3], v[4]
+}
+
+// TestQueueViewsThreeEdges: 300 tickets (150 in the pre-queue, 150 after
+// the start) poll every 200 ms with their tokens, each poll at a random one
+// of three edges (answered from that edge's view, or by the script at the
+// head). Admissions follow new_users_per_minute by Redis's clock within
+// ±5 %, no ticket is dropped as abandoned although most of its polls never
+// reach Redis themselves (abandon_after 2 s), every ticket is admitted or
+// waiting, and the admitted never outnumber the units left.
+func TestQueueViewsThreeEdges(t *testing.T) {
+	const users, rate = 300, 1200 // 20 a second
+	starts := time.Now().Add(500 * time.Millisecond)
+	q := newQueueEnv(t, 1000, starts, seckill.SaleRules{NewUsersPerMinute: rate, AbandonAfter: seckill.Duration(2 * time.Second)})
+	ws := q.edges(3, queueTick)
+	ctx := context.Background()
+	toks := make([]pollToken, users+1)
+	for u := int64(1); u <= users; u++ {
+		if u == users/2+1 {
+			time.Sleep(time.Until(starts) + 20*time.Millisecond)
+		}
+		s, err := ws[u%3].run(ctx, opJoin, q.it, u, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks[u] = q.token(t, u, s)
+	}
+	var (
+		mu       sync.Mutex
+		admitted = map[int64]bool{}
+		viewed   int
+		asked    int
+		wg       sync.WaitGroup
+	)
+	stop := time.Now().Add(3 * time.Second)
+	for g := range 6 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for time.Now().Before(stop) {
+				for u := int64(1 + g); u <= users; u += 6 {
+					mu.Lock()
+					done := admitted[u]
+					mu.Unlock()
+					if done {
+						continue
+					}
+					st, err := pollAt(ctx, ws[rng.IntN(3)], q.it, toks[u])
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					switch {
+					case st.State == qAdmitted:
+						admitted[u] = true
+					case st.State != qWaiting:
+						t.Errorf("user %d: %+v", u, st)
+					}
+					if st.FromView {
+						viewed++
+					} else {
+						asked++
+					}
+					mu.Unlock()
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+	}
+	// A sampler: the admitted and unexpired never above the units left.
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for time.Now().Before(stop) {
+			_, _, active, left, _ := q.roomState(t)
+			if active > left {
+				t.Errorf("%d admitted and unexpired, %d units left", active, left)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	wg.Wait()
+	<-sampled
+	if t.Failed() {
+		return
+	}
+	total, waiting, _, _, _ := q.roomState(t)
+	last, err := q.rdb.HGet(ctx, rkeys.Space(q.w.prefix).Queue(q.it.ID).State, "last").Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := float64(last-starts.UnixMilli()) * rate / 60000
+	t.Logf("%d polls from the views, %d by the script; %d admitted in %d ms of Redis time (want %.1f), %d waiting",
+		viewed, asked, total, last-starts.UnixMilli(), want, waiting)
+	if viewed < 4*asked {
+		t.Errorf("only %d of %d polls answered from the views", viewed, viewed+asked)
+	}
+	if f := float64(total); f < want*0.95 || f > want*1.05 {
+		t.Errorf("admitted %d, want %.1f ± 5 %%", total, want)
+	}
+	if total+waiting != users {
+		t.Errorf("%d admitted + %d waiting, want %d: tickets dropped as abandoned", total, waiting, users)
+	}
+	// Every admitted ticket was told so (its next poll reached the script).
+	mu.Lock()
+	told := int64(len(admitted))
+	mu.Unlock()
+	if told > total || told < total-rate/60 {
+		t.Errorf("%d told admitted, %d admitted", told, total)
+	}
+}
+
+// behindHead joins users 1..n and returns the token of the last in line
+// (never the head).
+func (q *queueEnv) behindHead(t *testing.T, n int64) pollToken {
+	t.Helper()
+	var last pollToken
+	for u := int64(1); u <= n; u++ {
+		tok := q.token(t, u, q.join(t, u))
+		if u == 1 || tok.Place > last.Place {
+			last = tok
+		}
+	}
+	return last
+}
+
+// waitTick waits until the view of w is at least a tick old.
+func waitTick(t *testing.T, w *waitingRoom, item int64) time.Time {
+	t.Helper()
+	v := w.view(item)
+	v.mu.Lock()
+	fetched := v.view.Fetched
+	v.mu.Unlock()
+	for time.Since(fetched) < w.tick {
+		time.Sleep(w.tick / 4)
+	}
+	return fetched
+}
+
+// TestQueueViewRefreshOutlivesHangUp: the poll that refreshes a view does
+// it for every poll of the edge; its client hanging up (its context
+// cancelled) must not cancel the refresh. Before the fix a client that
+// hung up as soon as it had sent its poll cancelled the script run: the
+// view was not refreshed, the polls it held were not recorded, and a bot
+// doing so every tick sent every other poll to Redis after stale.
+func TestQueueViewRefreshOutlivesHangUp(t *testing.T) {
+	q := newQueueEnv(t, 10, time.Now().Add(time.Hour), seckill.SaleRules{})
+	q.w.tick = 50 * time.Millisecond
+	tok := q.behindHead(t, 3)
+	if _, ok := q.w.fromView(context.Background(), q.it, tok, 1); !ok {
+		t.Fatal("not answered from a fresh view")
+	}
+	before := waitTick(t, q.w, q.it.ID)
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if st, ok := q.w.fromView(gone, q.it, tok, 1); !ok || st.State != qWaiting {
+		t.Fatalf("a poll whose client hung up: %+v %v", st, ok)
+	}
+	v := q.w.view(q.it.ID)
+	v.mu.Lock()
+	after, seen, refreshing := v.view.Fetched, len(v.seen), v.refreshing
+	v.mu.Unlock()
+	if !after.After(before) || seen != 0 || refreshing {
+		t.Fatalf("after a refresh whose client hung up: view fetched %v (was %v), %d polls unrecorded, refreshing %v",
+			after, before, seen, refreshing)
+	}
+}
+
+// panicHook panics on the next command while armed.
+type panicHook struct{ armed atomic.Bool }
+
+func (h *panicHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *panicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.armed.CompareAndSwap(true, false) {
+			panic("injected")
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *panicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestQueueViewRefreshPanics: a refresh that panics (net/http recovers the
+// handler's panic and the edge goes on) leaves no refreshing flag behind.
+// Before the fix the flag stayed set: the view was never refreshed again
+// and every poll of that queue at that edge went to Redis after stale.
+func TestQueueViewRefreshPanics(t *testing.T) {
+	q := newQueueEnv(t, 10, time.Now().Add(time.Hour), seckill.SaleRules{})
+	q.w.tick, q.w.stale = 20*time.Millisecond, 100*time.Millisecond
+	tok := q.behindHead(t, 3)
+	if _, ok := q.w.fromView(context.Background(), q.it, tok, 1); !ok {
+		t.Fatal("not answered from a fresh view")
+	}
+	h := &panicHook{}
+	q.rdb.AddHook(h)
+	waitTick(t, q.w, q.it.ID)
+	h.armed.Store(true)
+	func() {
+		defer func() { _ = recover() }()
+		q.w.fromView(context.Background(), q.it, tok, 1)
+	}()
+	time.Sleep(q.w.stale + 10*time.Millisecond)
+	if st, ok := q.w.fromView(context.Background(), q.it, tok, 1); !ok || st.State != qWaiting {
+		t.Fatalf("after a refresh that panicked: %+v %v (refresh never ran again)", st, ok)
+	}
+}
