@@ -31,8 +31,8 @@ func (q *queueEnv) edges(n int, tick time.Duration) []*waitingRoom {
 // pollAt is a poll as pollQueue makes it at edge w: from the view with the
 // token, else by the script.
 func pollAt(ctx context.Context, w *waitingRoom, it seckill.Item, tok pollToken) (queueStatus, error) {
-	if st, ok := w.fromView(ctx, it, tok, 1); ok {
-		return st, nil
+	if st, ok, err := w.fromView(ctx, it, tok, 1); ok || err != nil {
+		return st, err
 	}
 	return w.run(ctx, opPoll, it, tok.User, 1)
 }
@@ -201,13 +201,13 @@ func TestQueueViewRefreshOutlivesHangUp(t *testing.T) {
 	q := newQueueEnv(t, 10, time.Now().Add(time.Hour), seckill.SaleRules{})
 	q.w.tick = 50 * time.Millisecond
 	tok := q.behindHead(t, 3)
-	if _, ok := q.w.fromView(context.Background(), q.it, tok, 1); !ok {
+	if _, ok, _ := q.w.fromView(context.Background(), q.it, tok, 1); !ok {
 		t.Fatal("not answered from a fresh view")
 	}
 	before := waitTick(t, q.w, q.it.ID)
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
-	if st, ok := q.w.fromView(gone, q.it, tok, 1); !ok || st.State != qWaiting {
+	if st, ok, _ := q.w.fromView(gone, q.it, tok, 1); !ok || st.State != qWaiting {
 		t.Fatalf("a poll whose client hung up: %+v %v", st, ok)
 	}
 	v := q.w.view(q.it.ID)
@@ -244,7 +244,7 @@ func TestQueueViewRefreshPanics(t *testing.T) {
 	q := newQueueEnv(t, 10, time.Now().Add(time.Hour), seckill.SaleRules{})
 	q.w.tick, q.w.stale = 20*time.Millisecond, 100*time.Millisecond
 	tok := q.behindHead(t, 3)
-	if _, ok := q.w.fromView(context.Background(), q.it, tok, 1); !ok {
+	if _, ok, _ := q.w.fromView(context.Background(), q.it, tok, 1); !ok {
 		t.Fatal("not answered from a fresh view")
 	}
 	h := &panicHook{}
@@ -256,7 +256,7 @@ func TestQueueViewRefreshPanics(t *testing.T) {
 		q.w.fromView(context.Background(), q.it, tok, 1)
 	}()
 	time.Sleep(q.w.stale + 10*time.Millisecond)
-	if st, ok := q.w.fromView(context.Background(), q.it, tok, 1); !ok || st.State != qWaiting {
+	if st, ok, _ := q.w.fromView(context.Background(), q.it, tok, 1); !ok || st.State != qWaiting {
 		t.Fatalf("after a refresh that panicked: %+v %v (refresh never ran again)", st, ok)
 	}
 }

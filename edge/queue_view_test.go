@@ -141,7 +141,7 @@ func TestQueuePollFromView(t *testing.T) {
 	var fromView, worst int64
 	var devs []float64
 	for u := int64(1); u <= 2000; u++ {
-		st, ok := q.w.fromView(ctx, q.it, toks[u], 1)
+		st, ok, _ := q.w.fromView(ctx, q.it, toks[u], 1)
 		if !ok {
 			if exact[u] <= 1 {
 				continue // the head: Redis answers
@@ -179,7 +179,7 @@ func TestQueuePollFromView(t *testing.T) {
 		}
 	}
 	var st queueStatus
-	if _, ok := q.w.fromView(ctx, q.it, toks[head], 1); ok {
+	if _, ok, _ := q.w.fromView(ctx, q.it, toks[head], 1); ok {
 		t.Fatal("the head answered from the view")
 	}
 	testenvEventuallyState(t, func() bool { st = q.poll(t, head); return st.State == qAdmitted })
@@ -220,7 +220,7 @@ func TestQueueViewSeenAndGone(t *testing.T) {
 			q.poll(t, 1)
 		}
 		for _, u := range []int64{2, 3} {
-			st, ok := q.w.fromView(ctx, q.it, toks[u], 1)
+			st, ok, _ := q.w.fromView(ctx, q.it, toks[u], 1)
 			if !ok || st.State != qWaiting || st.Position != u-1 && st.Position != u {
 				t.Fatalf("poll %d of user %d: %+v %v", i, u, st, ok)
 			}
@@ -237,7 +237,7 @@ func TestQueueViewSeenAndGone(t *testing.T) {
 	// told gone by the script run that handed the poll to Redis.
 	var views int
 	for range 5 {
-		if _, ok := q.w.fromView(ctx, q.it, toks[4], 1); ok {
+		if _, ok, _ := q.w.fromView(ctx, q.it, toks[4], 1); ok {
 			views++
 		}
 		time.Sleep(30 * time.Millisecond)
@@ -251,10 +251,10 @@ func TestQueueViewSeenAndGone(t *testing.T) {
 	if nt.Place == toks[4].Place || nt.Ticket != toks[4].Ticket {
 		t.Fatalf("joined again: %+v, was %+v", nt, toks[4])
 	}
-	if st, ok := q.w.fromView(ctx, q.it, nt, 1); !ok || st.Position != 4 {
+	if st, ok, _ := q.w.fromView(ctx, q.it, nt, 1); !ok || st.Position != 4 {
 		t.Fatalf("the new token: %+v %v", st, ok)
 	}
-	if _, ok := q.w.fromView(ctx, q.it, toks[4], 1); ok {
+	if _, ok, _ := q.w.fromView(ctx, q.it, toks[4], 1); ok {
 		t.Fatal("the old token answered from the view after it was gone")
 	}
 }
@@ -268,14 +268,14 @@ func TestQueueViewRedisDown(t *testing.T) {
 	if tok2.Place > tok.Place {
 		tok = tok2 // the one behind the head
 	}
-	if _, ok := q.w.fromView(context.Background(), q.it, tok, 1); !ok {
+	if _, ok, _ := q.w.fromView(context.Background(), q.it, tok, 1); !ok {
 		t.Fatal("not answered from a fresh view")
 	}
 	if err := q.rdb.Close(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(150 * time.Millisecond)
-	if st, ok := q.w.fromView(context.Background(), q.it, tok, 1); ok {
+	if st, ok, _ := q.w.fromView(context.Background(), q.it, tok, 1); ok {
 		t.Fatalf("answered from a view %v old with Redis gone: %+v", 150*time.Millisecond, st)
 	}
 }
