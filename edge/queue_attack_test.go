@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	"seckill"
 	"seckill/internal/rkeys"
+	"seckill/internal/testenv"
+	"seckill/stock"
 )
 
 // Attacks on the waiting room's views (queue_view.go): several edges,
@@ -258,5 +261,70 @@ func TestQueueViewRefreshPanics(t *testing.T) {
 	time.Sleep(q.w.stale + 10*time.Millisecond)
 	if st, ok, _ := q.w.fromView(context.Background(), q.it, tok, 1); !ok || st.State != qWaiting {
 		t.Fatalf("after a refresh that panicked: %+v %v (refresh never ran again)", st, ok)
+	}
+}
+
+// TestQueueViewRefreshReplyLost: the reply of the script run that
+// refreshes a view (and records its polls, and admits) is lost; go-redis
+// sends it again. The poll is answered, the polls it carried are recorded
+// (none left over, no refreshing flag), nobody is admitted twice, and the
+// admissions stay exactly the credit of the time elapsed by Redis's clock.
+func TestQueueViewRefreshReplyLost(t *testing.T) {
+	f := testenv.RedisBehindProxy(t)
+	const rate = 600 // 10 a second
+	starts := time.Now().Add(300 * time.Millisecond)
+	it := seckill.Item{ID: 7, Name: "q", Stock: 1000, StartsAt: starts, EndsAt: starts.Add(time.Hour),
+		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, NewUsersPerMinute: rate}}
+	if err := stock.New(f.Direct, f.Prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	w := newWaitingRoom(f.Client, f.Prefix, time.Second, 0)
+	w.tick = 50 * time.Millisecond
+	q := &queueEnv{rdb: f.Direct, w: w, it: it}
+	ctx := context.Background()
+	tok := q.behindHead(t, 100)
+	if _, ok, err := w.fromView(ctx, it, tok, 1); !ok || err != nil {
+		t.Fatalf("not answered from a fresh view: %v", err)
+	}
+	time.Sleep(time.Until(starts) + time.Second)
+	waitTick(t, w, it.ID)
+	qk := rkeys.Space(f.Prefix).Queue(it.ID)
+	polled := func(ctx context.Context) float64 {
+		s, _ := f.Direct.ZScore(ctx, qk.Seen, strconv.FormatInt(tok.User, 10)).Result()
+		return s
+	}
+	before := polled(ctx)
+	type answer struct {
+		st queueStatus
+		ok bool
+	}
+	a, err := testenv.LoseReply(t, f, func(ctx context.Context) bool { return polled(ctx) > before }, func() (answer, error) {
+		st, ok, err := w.fromView(ctx, it, tok, 1)
+		return answer{st, ok}, err
+	})
+	if err != nil || !a.ok || a.st.State != qWaiting {
+		t.Fatalf("the poll whose refresh lost its reply: %+v %v", a, err)
+	}
+	v := w.view(it.ID)
+	v.mu.Lock()
+	seen, refreshing := len(v.seen), v.refreshing
+	v.mu.Unlock()
+	if seen != 0 || refreshing {
+		t.Fatalf("after the retried refresh: %d polls unrecorded, refreshing %v", seen, refreshing)
+	}
+	st, err := f.Direct.HMGet(ctx, qk.State, "admitted", "last").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted, _ := strconv.ParseInt(st[0].(string), 10, 64)
+	last, _ := strconv.ParseInt(st[1].(string), 10, 64)
+	active, err := f.Direct.ZCard(ctx, qk.Active).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := (last - starts.UnixMilli()) * rate / 60000
+	t.Logf("%d admitted, %d in the active set, credit of %d ms: %d", admitted, active, last-starts.UnixMilli(), want)
+	if admitted != want || active != admitted {
+		t.Fatalf("%d admitted (%d in the active set), want %d: the credit of %d ms", admitted, active, want, last-starts.UnixMilli())
 	}
 }
