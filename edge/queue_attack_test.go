@@ -61,14 +61,16 @@ return {tonumber(redis.call('HGET', KEYS[1], 'admitted') or '0'), redis.call('ZC
 // TestQueueViewsThreeEdges: 300 tickets (150 in the pre-queue, 150 after
 // the start) poll every 200 ms with their tokens, each poll at a random one
 // of three edges (answered from that edge's view, or by the script at the
-// head). Admissions follow new_users_per_minute by Redis's clock within
-// ±5 %, no ticket is dropped as abandoned although most of its polls never
-// reach Redis themselves (abandon_after 2 s), every ticket is admitted or
-// waiting, and the admitted never outnumber the units left.
+// head); every tenth stops polling after half a second. Admissions follow
+// new_users_per_minute by Redis's clock within ±5 %, no polling ticket is
+// dropped as abandoned although most of its polls never reach Redis
+// themselves (abandon_after 1.5 s), every one that stopped is dropped
+// (unless admitted before), and the admitted never outnumber the units
+// left.
 func TestQueueViewsThreeEdges(t *testing.T) {
 	const users, rate = 300, 1200 // 20 a second
 	starts := time.Now().Add(500 * time.Millisecond)
-	q := newQueueEnv(t, 1000, starts, seckill.SaleRules{NewUsersPerMinute: rate, AbandonAfter: seckill.Duration(2 * time.Second)})
+	q := newQueueEnv(t, 1000, starts, seckill.SaleRules{NewUsersPerMinute: rate, AbandonAfter: seckill.Duration(1500 * time.Millisecond)})
 	ws := q.edges(3, queueTick)
 	ctx := context.Background()
 	toks := make([]pollToken, users+1)
@@ -89,7 +91,9 @@ func TestQueueViewsThreeEdges(t *testing.T) {
 		asked    int
 		wg       sync.WaitGroup
 	)
-	stop := time.Now().Add(3 * time.Second)
+	began := time.Now()
+	stop := began.Add(3500 * time.Millisecond)
+	quits := func(u int64) bool { return u%10 == 0 && time.Since(began) > 500*time.Millisecond }
 	for g := range 6 {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
@@ -98,7 +102,7 @@ func TestQueueViewsThreeEdges(t *testing.T) {
 					mu.Lock()
 					done := admitted[u]
 					mu.Unlock()
-					if done {
+					if done || quits(u) {
 						continue
 					}
 					st, err := pollAt(ctx, ws[rng.IntN(3)], q.it, toks[u])
@@ -155,8 +159,21 @@ func TestQueueViewsThreeEdges(t *testing.T) {
 	if f := float64(total); f < want*0.95 || f > want*1.05 {
 		t.Errorf("admitted %d, want %.1f ± 5 %%", total, want)
 	}
-	if total+waiting != users {
-		t.Errorf("%d admitted + %d waiting, want %d: tickets dropped as abandoned", total, waiting, users)
+	qk := rkeys.Space(q.w.prefix).Queue(q.it.ID)
+	var lost, kept int
+	for u := int64(1); u <= users; u++ {
+		id := strconv.FormatInt(u, 10)
+		_, werr := q.rdb.ZScore(ctx, qk.Waiting, id).Result()
+		_, aerr := q.rdb.ZScore(ctx, qk.Active, id).Result()
+		switch in := werr == nil || aerr == nil; {
+		case u%10 != 0 && !in:
+			lost++
+		case u%10 == 0 && werr == nil:
+			kept++
+		}
+	}
+	if lost > 0 || kept > 0 {
+		t.Errorf("%d polling tickets dropped as abandoned, %d that stopped polling still waiting", lost, kept)
 	}
 	// Every admitted ticket was told so (its next poll reached the script).
 	mu.Lock()
@@ -326,5 +343,34 @@ func TestQueueViewRefreshReplyLost(t *testing.T) {
 	t.Logf("%d admitted, %d in the active set, credit of %d ms: %d", admitted, active, last-starts.UnixMilli(), want)
 	if admitted != want || active != admitted {
 		t.Fatalf("%d admitted (%d in the active set), want %d: the credit of %d ms", admitted, active, want, last-starts.UnixMilli())
+	}
+}
+
+// TestQueueViewNewArrival: a ticket that arrived after the view was taken
+// (its place past the view's last) is told a position after everyone the
+// view knows, and never a position past the number waiting (before the
+// fix: position 4 of 3 waiting, a progress bar past its end).
+func TestQueueViewNewArrival(t *testing.T) {
+	q := newQueueEnv(t, 10, time.Now().Add(-time.Second), seckill.SaleRules{})
+	q.w.tick = time.Hour // the view is taken once
+	ctx := context.Background()
+	join := func(u int64) pollToken {
+		s, err := q.w.run(ctx, opJoin, q.it, u, 0) // load factor 0: nobody admitted
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q.token(t, u, s)
+	}
+	for u := int64(1); u <= 3; u++ {
+		join(u)
+	}
+	if st, ok, err := q.w.fromView(ctx, q.it, join(4), 0); !ok || err != nil || st.Position != 4 || st.Waiting != 4 {
+		t.Fatalf("the fourth, in the view: %+v %v %v", st, ok, err)
+	}
+	for u := int64(5); u <= 6; u++ {
+		st, ok, err := q.w.fromView(ctx, q.it, join(u), 0)
+		if !ok || err != nil || st.Position <= 4 || st.Position > st.Waiting {
+			t.Fatalf("arrival %d after the view: %+v %v %v", u, st, ok, err)
+		}
 	}
 }

@@ -220,7 +220,10 @@ func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollTok
 	if len(view.Heads) == 0 || tok.Place <= view.Heads[0] {
 		return st, false, nil // at the head or past it: perhaps admitted
 	}
-	st = queueStatus{State: qWaiting, Ticket: tok.Ticket, Position: view.position(tok.Place), Waiting: view.Waiting,
+	// A ticket that arrived after the view was taken is past everyone in
+	// it: never told a position past the number waiting.
+	pos := view.position(tok.Place)
+	st = queueStatus{State: qWaiting, Ticket: tok.Ticket, Position: pos, Waiting: max(view.Waiting, pos),
 		Left: view.Left, Now: view.Now.Add(time.Since(view.Fetched)), Place: tok.Place, HasPlace: true, FromView: true}
 	if st.Left <= 0 {
 		st.State = qSoldOut
