@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -372,5 +373,97 @@ func TestQueueViewNewArrival(t *testing.T) {
 		if !ok || err != nil || st.Position <= 4 || st.Position > st.Waiting {
 			t.Fatalf("arrival %d after the view: %+v %v %v", u, st, ok, err)
 		}
+	}
+}
+
+// TestQueueViewSoldOutAndBack: three units, three admitted who buy them,
+// seventeen waiting with tokens. Within a few ticks the views tell every
+// waiting ticket sold_out. One order fails and its unit comes back after a
+// step took its buyer off the admitted (it held a unit): the buyer is
+// still admitted (its pass is valid), so the unit is its own until its
+// admission ends; then exactly the next one is admitted, and the views
+// tell the others waiting again. Before the fix the next one was admitted
+// at once, next to the buyer whose pass was still valid (two admitted
+// without a unit for one unit left), and the buyer was told expired.
+func TestQueueViewSoldOutAndBack(t *testing.T) {
+	const session = 1500 * time.Millisecond
+	q := newQueueEnv(t, 3, time.Now().Add(-time.Second), seckill.SaleRules{NewUsersPerMinute: 600_000, SessionDuration: seckill.Duration(session)})
+	ws := q.edges(2, 20*time.Millisecond)
+	ctx := context.Background()
+	toks := map[int64]pollToken{}
+	var until2 time.Time
+	for u := int64(1); u <= 20; u++ {
+		s := q.join(t, u)
+		if u <= 3 {
+			if s.State != qAdmitted {
+				t.Fatalf("user %d: %+v", u, s)
+			}
+			if u == 2 {
+				until2 = s.Until
+			}
+			continue
+		}
+		toks[u] = q.token(t, u, s)
+	}
+	for u := int64(1); u <= 3; u++ {
+		if r, err := q.st.Reserve(ctx, q.it.ID, seckill.Account{ID: u}, fmt.Sprintf("r%d", u), fmt.Sprintf("ref%d", u)); err != nil || r.Outcome != stock.Queued {
+			t.Fatalf("reserving for %d: %+v %v", u, r, err)
+		}
+	}
+	everyone := func(state string, from int64) bool { // from: behind the head
+		for u := from; u <= 20; u++ {
+			st, err := pollAt(ctx, ws[u%2], q.it, toks[u])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.State != state || !st.FromView {
+				return false
+			}
+		}
+		return true
+	}
+	testenvEventuallyState(t, func() bool { return everyone(qSoldOut, 5) })
+	if st, err := pollAt(ctx, ws[0], q.it, toks[4]); err != nil || st.State != qSoldOut || st.FromView {
+		t.Fatalf("the head, sold out: %+v %v", st, err)
+	}
+	// A step while the three hold their units: they need no slot.
+	qk := rkeys.Space(q.w.prefix).Queue(q.it.ID)
+	testenvEventuallyState(t, func() bool {
+		if _, err := ws[0].run(ctx, opStep, q.it, 0, 1); err != nil {
+			t.Fatal(err)
+		}
+		n, err := q.rdb.ZCard(ctx, qk.Active).Result()
+		return err == nil && n == 0
+	})
+	if ok, err := q.st.Release(ctx, q.it.ID, 2, "ref2"); !ok || err != nil {
+		t.Fatalf("releasing: %v %v", ok, err)
+	}
+	// While 2's admission lasts: 2 is admitted, 4 waits first in line.
+	for time.Until(until2) > 100*time.Millisecond {
+		s2, err := ws[0].run(ctx, opPoll, q.it, 2, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := pollAt(ctx, ws[1], q.it, toks[4])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Until(until2) > 100*time.Millisecond && (s2.State != qAdmitted || st.State != qWaiting || st.Position != 1) {
+			t.Fatalf("%v before the end of 2's admission: 2 %+v, 4 %+v", time.Until(until2), s2, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	testenvEventuallyState(t, func() bool {
+		st, err := pollAt(ctx, ws[1], q.it, toks[4])
+		return err == nil && st.State == qAdmitted
+	})
+	testenvEventuallyState(t, func() bool { return everyone(qWaiting, 6) })
+	// One unit, one admitted without it: the next one waits, first in line.
+	for range 5 {
+		st, err := ws[0].run(ctx, opPoll, q.it, 5, 1)
+		if err != nil || st.State != qWaiting || st.Position != 1 {
+			t.Fatalf("the next one with the unit's one taker admitted: %+v %v", st, err)
+		}
+		time.Sleep(25 * time.Millisecond)
 	}
 }
