@@ -3,6 +3,7 @@ package edge_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -132,4 +133,51 @@ func TestQueuePollTokenRedisStalled(t *testing.T) {
 		p, _ := env.sendToken(t, base+"/queue", behind[0], tokens[behind[0]], false)
 		return p.status == 200 && p.body["position"] == positions[behind[0]]
 	})
+}
+
+// TestQueuePollTokenAbuse: tokens that must not be answered from the view
+// (another item's, another user's, a changed byte, another secret's, huge
+// or malformed, as the header or the cookie) are ignored: the poll is
+// answered by Redis (200, the exact position and a freshly signed token of
+// its own), never 4xx/5xx; the own token is answered from the view (it is
+// echoed back).
+func TestQueuePollTokenAbuse(t *testing.T) {
+	env := newOutageEnv(t)
+	users := []int64{91, 92, 93}
+	base, tokens, positions := env.queueSale(t, users)
+	_, tokens2, _ := env.queueSale(t, users)
+	var u, other int64 // u behind the head
+	for _, x := range users {
+		if positions[x] > 1 && u == 0 {
+			u = x
+		} else if other == 0 {
+			other = x
+		}
+	}
+	own, _ := env.sendToken(t, base+"/queue", u, tokens[u], false)
+	if own.status != 200 || own.body["poll_token"] != tokens[u] || own.body["position"] != positions[u] {
+		t.Fatalf("the own token: %d %v", own.status, own.body)
+	}
+	changed := []byte(tokens[u])
+	changed[len(changed)-3] ^= 1
+	for _, c := range []struct {
+		name, token string
+		cookie      bool
+	}{
+		{"another item's token", tokens2[u], false},
+		{"another user's token", tokens[other], false},
+		{"a changed byte", string(changed), false},
+		{"huge", strings.Repeat(tokens[u], 200), false},
+		{"huge cookie", strings.Repeat("A", 3000), true},
+		{"no signature", strings.Split(tokens[u], ".")[0], false},
+		{"dots", "....", false},
+		{"not base64", "!!!.???", true},
+		{"empty parts", ".", true},
+	} {
+		p, _ := env.sendToken(t, base+"/queue", u, c.token, c.cookie)
+		if p.status != 200 || p.body["state"] != "waiting" || p.body["position"] != positions[u] || p.body["poll_token"] == c.token || p.body["poll_token"] == "" {
+			t.Errorf("%s: %d %v", c.name, p.status, p.body)
+		}
+	}
+	t.Logf("own token at position %v: answered from the view; %d abusive tokens answered by Redis", own.body["position"], 9)
 }

@@ -467,3 +467,60 @@ func TestQueueViewSoldOutAndBack(t *testing.T) {
 		time.Sleep(25 * time.Millisecond)
 	}
 }
+
+// TestQueueViewAdmittedTokens: the token a ticket had while waiting, shown
+// after the ticket was admitted, after its admission expired, and after it
+// joined again, is never answered "waiting" at its old place by a view of
+// any edge more than once (the edge that answered it learns at its next
+// run that the ticket is gone): the script answers admitted, expired, and
+// the new place.
+func TestQueueViewAdmittedTokens(t *testing.T) {
+	q := newQueueEnv(t, 10, time.Now().Add(-time.Second), seckill.SaleRules{NewUsersPerMinute: 600_000, TotalActiveUsers: 1,
+		SessionDuration: seckill.Duration(300 * time.Millisecond)})
+	q.w.grace = 100 * time.Millisecond
+	ws := q.edges(2, 20*time.Millisecond)
+	for _, w := range ws {
+		w.grace = q.w.grace
+	}
+	ctx := context.Background()
+	var toks [6]pollToken
+	for u := int64(1); u <= 5; u++ {
+		s, err := q.w.run(ctx, opJoin, q.it, u, 0) // nobody admitted yet
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks[u] = q.token(t, u, s)
+	}
+	views := 0
+	check := func(when, want string) {
+		t.Helper()
+		for _, w := range ws {
+			st, err := pollAt(ctx, w, q.it, toks[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.FromView {
+				views++
+				continue
+			}
+			if st.State != want {
+				t.Fatalf("%s: %+v, want %s", when, st, want)
+			}
+		}
+	}
+	// 1 is admitted (the step of a poll of another user).
+	testenvEventuallyState(t, func() bool { return q.poll(t, 5).Admitted == 1 })
+	check("admitted", qAdmitted)
+	time.Sleep(350 * time.Millisecond) // the admission ends (300 ms)
+	check("after the admission", qExpired)
+	if s := q.join(t, 1); s.State != qWaiting || s.Place == toks[1].Place {
+		t.Fatalf("joining again: %+v", s)
+	}
+	for range 3 {
+		check("joined again at a new place", qWaiting)
+		time.Sleep(30 * time.Millisecond)
+	}
+	if views > 2 {
+		t.Fatalf("the old token answered from the views %d times", views)
+	}
+}
