@@ -38,7 +38,11 @@ import (
 // (at least one user). The head of the queue is admitted while there is
 // credit and room: the admitted users who do not hold a unit yet must
 // stay at most total_active_users (0: no bound of its own) and at most the
-// units left (the item's stock counter, read in the same script). A unit
+// units left (the item's stock counter, read in the same script). An
+// admitted user who holds a unit is moved to held; when its order fails and
+// the unit comes back (the release script counts the units it gives back),
+// it is admitted again until its admission ends (its pass is still valid),
+// so the unit is its own until then. A unit
 // is still taken only by the backend's reservation script: the queue
 // decides who may try, never how many are sold. An admission lasts
 // session_duration; its slot is held for a grace period after that, so a
@@ -125,7 +129,8 @@ type queueStatus struct {
 // queueScript is the waiting room: join or poll one user (or only look),
 // then admit by elapsed time, then tell where the user stands.
 //
-// KEYS: 1 tickets, 2 waiting, 3 active, 4 seen, 5 state, 6 item stock, 7 item buyers
+// KEYS: 1 tickets, 2 waiting, 3 active, 4 seen, 5 state, 6 item stock, 7 item buyers,
+// 8 held, 9 item meta
 // ARGV: 1 op (join | poll | peek), 2 user, 3 new ticket id, 4 pre-queue place,
 // 5 starts_ms, 6 ends_ms, 7 new users per minute, 8 total active (0: none),
 // 9 session ms, 10 abandon ms, 11 grace ms, 12 load factor (0..1), 13 tick ms,
@@ -139,8 +144,11 @@ local rate, cap, session = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9
 local abandon, grace, factor, tick = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local left = tonumber(redis.call('GET', KEYS[6]) or '0')
 
+-- admitted: in active, or held (bought) and its order failed since (the
+-- next step puts it back in active)
 local function admittedUntil(u)
   local a = redis.call('ZSCORE', KEYS[3], u)
+  if not a and redis.call('HEXISTS', KEYS[7], u) == 0 then a = redis.call('ZSCORE', KEYS[8], u) end
   if a and tonumber(a) > now then return tonumber(a) end
   return 0
 end
@@ -195,7 +203,7 @@ if op == 'join' and left > 0 and now < ends then
 end
 
 -- one admission step per tick, whoever's call runs it
-local st = redis.call('HMGET', KEYS[5], 'last', 'credit')
+local st = redis.call('HMGET', KEYS[5], 'last', 'credit', 'released')
 local last, credit = tonumber(st[1]), tonumber(st[2] or '0')
 if not last or now - last >= tick then
   local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - abandon, 'LIMIT', 0, 256)
@@ -204,6 +212,21 @@ if not last or now - last >= tick then
     redis.call('ZREM', KEYS[4], u)
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - grace)
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - grace)
+  -- a failed order's unit came back (the release script counts them in
+  -- the item's meta): its buyer, still admitted, holds no unit again and
+  -- takes a slot again (O(held), only after a release)
+  local released = redis.call('HGET', KEYS[9], 'released') or '0'
+  if released ~= (st[3] or '0') then
+    local h = redis.call('ZRANGE', KEYS[8], 0, -1, 'WITHSCORES')
+    for i = 1, #h, 2 do
+      if redis.call('HEXISTS', KEYS[7], h[i]) == 0 then
+        redis.call('ZREM', KEYS[8], h[i])
+        redis.call('ZADD', KEYS[3], h[i + 1], h[i])
+      end
+    end
+    redis.call('HSET', KEYS[5], 'released', released)
+  end
   if now >= starts and now < ends then
     local from = starts
     if last and last > from then from = last end
@@ -213,9 +236,12 @@ if not last or now - last >= tick then
     local n = math.floor(credit)
     if n > 0 and redis.call('ZCARD', KEYS[2]) > 0 then
       local holders = 0
-      for _, u in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+      local a = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+      for i = 1, #a, 2 do
+        local u = a[i]
         if redis.call('HEXISTS', KEYS[7], u) == 1 then
-          redis.call('ZREM', KEYS[3], u) -- holds a unit: needs no slot
+          redis.call('ZREM', KEYS[3], u) -- holds a unit: needs no slot (held, until its order fails)
+          redis.call('ZADD', KEYS[8], a[i + 1], u)
         else
           holders = holders + 1
         end
@@ -335,7 +361,7 @@ func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, u
 		args = append(args, s.user, s.ticket, s.place)
 	}
 	fetched := time.Now()
-	v, err := queueScript.Run(ctx, w.rdb, []string{qk.Tickets, qk.Waiting, qk.Active, qk.Seen, qk.State, ik.Stock, ik.Buyers}, args...).Slice()
+	v, err := queueScript.Run(ctx, w.rdb, []string{qk.Tickets, qk.Waiting, qk.Active, qk.Seen, qk.State, ik.Stock, ik.Buyers, qk.Held, ik.Meta}, args...).Slice()
 	if err != nil {
 		return queueStatus{}, queueView{}, nil, seckill.Unavailable(fmt.Errorf("running the waiting room of item %d: %w", it.ID, err),
 			"the waiting room cannot be reached right now; retry shortly")

@@ -180,7 +180,11 @@ func (e *Edge) pollQueue(c echo.Context) error {
 	}
 	factor := e.admissionFactor()
 	if tok, ok := e.pollTokens.open(requestToken(c, PollTokenHeader, pollTokenCookie(id)), ses.UserID, id); ok {
-		if st, ok := e.queue.fromView(ctx, it.Item, tok, factor); ok {
+		st, ok, err := e.queue.fromView(ctx, it.Item, tok, factor)
+		if err != nil {
+			return err // Redis stalled or unreachable for longer than the view may answer
+		}
+		if ok {
 			return e.answerQueue(c, it, ses.UserID, st)
 		}
 	}

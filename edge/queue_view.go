@@ -2,6 +2,8 @@ package edge
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 	"sort"
 	"strconv"
@@ -102,6 +104,9 @@ type roomView struct {
 	view       queueView
 	valid      bool
 	refreshing bool
+	since      time.Time     // when the refresh on its way began (refreshing)
+	done       chan struct{} // closed when it ends
+	err        error         // of the last refresh
 	seen       []seenPoll
 	gone       map[string]time.Time // seenPoll.key of tickets Redis no longer has waiting there
 }
@@ -149,46 +154,119 @@ func (v *roomView) update(step bool, view queueView, gone []string) {
 // fromView answers a poll of a waiting ticket from this edge's view of the
 // queue; ok false: ask the script. It refreshes the view when it is a tick
 // old and no other poll does (one script run, which also admits).
-func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollToken, factor float64) (st queueStatus, ok bool) {
+//
+// Redis slow, stalled or unreachable: the view answers while it is younger
+// than stale. Past that a poll waits for the refresh on its way, at most
+// until that refresh is stale old, and answers from the new view, or 503
+// (the refresh's error, or none yet): it does not send a script of its own
+// to a Redis that has not answered the last one (one script per tick and
+// edge however many polls come), and the poll that ran a failed refresh
+// does not wait a second command budget for the script.
+func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollToken, factor float64) (st queueStatus, ok bool, err error) {
 	v := w.view(it.ID)
 	me := seenOf(tok)
 	v.mu.Lock()
-	if _, g := v.gone[me.key()]; g {
+	for {
+		if _, g := v.gone[me.key()]; g {
+			v.mu.Unlock()
+			return st, false, nil
+		}
+		age := time.Since(v.view.Fetched)
+		if !v.refreshing && (!v.valid || age >= w.tick) || v.valid && age <= w.stale {
+			break // refresh it, or answer from it
+		}
+		if !v.valid {
+			v.mu.Unlock()
+			return st, false, nil // no view yet, its first refresh on its way: the script answers
+		}
+		done, wait := v.done, time.Until(v.since.Add(w.stale))
 		v.mu.Unlock()
-		return st, false
+		if err := waitFor(ctx, done, wait); err != nil {
+			return st, false, seckill.Unavailable(fmt.Errorf("waiting for the view of the waiting room of item %d: %w", it.ID, err),
+				"the waiting room cannot be reached right now; retry shortly")
+		}
+		v.mu.Lock()
+		if time.Since(v.view.Fetched) > w.stale { // that refresh failed
+			err := v.err
+			v.mu.Unlock()
+			if err == nil {
+				err = seckill.Unavailable(fmt.Errorf("refreshing the view of the waiting room of item %d", it.ID), "the waiting room cannot be reached right now; retry shortly")
+			}
+			return st, false, err
+		}
 	}
-	age := time.Since(v.view.Fetched)
-	refresh := (!v.valid || age >= w.tick) && !v.refreshing
-	if !refresh && (!v.valid || age > w.stale) {
-		v.mu.Unlock()
-		return st, false
-	}
+	refresh := !v.refreshing && (!v.valid || time.Since(v.view.Fetched) >= w.tick)
 	if len(v.seen) < maxSeen {
 		v.seen = append(v.seen, me)
 	}
 	if refresh {
-		v.refreshing = true
+		v.refreshing, v.since, v.done = true, time.Now(), make(chan struct{})
 	}
 	view := v.view
 	v.mu.Unlock()
 	if refresh {
-		_, err := w.run(ctx, opStep, it, 0, factor)
+		err := w.refresh(ctx, v, it, factor)
 		v.mu.Lock()
-		v.refreshing = false
 		view = v.view
 		_, g := v.gone[me.key()]
 		v.mu.Unlock()
-		if g || err != nil && time.Since(view.Fetched) > w.stale {
-			return st, false
+		if err != nil && time.Since(view.Fetched) > w.stale {
+			return st, false, err
+		}
+		if g {
+			return st, false, nil
 		}
 	}
 	if len(view.Heads) == 0 || tok.Place <= view.Heads[0] {
-		return st, false // at the head or past it: perhaps admitted
+		return st, false, nil // at the head or past it: perhaps admitted
 	}
-	st = queueStatus{State: qWaiting, Ticket: tok.Ticket, Position: view.position(tok.Place), Waiting: view.Waiting,
+	// A ticket that arrived after the view was taken is past everyone in
+	// it: never told a position past the number waiting.
+	pos := view.position(tok.Place)
+	st = queueStatus{State: qWaiting, Ticket: tok.Ticket, Position: pos, Waiting: max(view.Waiting, pos),
 		Left: view.Left, Now: view.Now.Add(time.Since(view.Fetched)), Place: tok.Place, HasPlace: true, FromView: true}
 	if st.Left <= 0 {
 		st.State = qSoldOut
 	}
-	return st, true
+	return st, true, nil
+}
+
+// refresh runs one step of the script for the view v (v.refreshing set by
+// the caller, cleared here whatever happens, a panic included). The step
+// serves every poll of the edge, not only the one that runs it: the
+// client hanging up does not cancel it (the Redis client's own timeouts
+// and command budget bound it).
+func (w *waitingRoom) refresh(ctx context.Context, v *roomView, it seckill.Item, factor float64) error {
+	var err error
+	defer func() {
+		v.mu.Lock()
+		v.refreshing, v.err = false, err
+		close(v.done)
+		v.mu.Unlock()
+	}()
+	_, err = w.run(context.WithoutCancel(ctx), opStep, it, 0, factor)
+	return err
+}
+
+// waitFor waits for done at most wait: an error when it is not closed by
+// then, or ctx ends first.
+func waitFor(ctx context.Context, done <-chan struct{}, wait time.Duration) error {
+	if wait <= 0 {
+		select {
+		case <-done:
+			return nil
+		default:
+			return errors.New("no answer from Redis")
+		}
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return errors.New("no answer from Redis")
+	}
 }

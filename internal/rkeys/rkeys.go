@@ -20,7 +20,8 @@
 //	<p>queue:{<item>}:waiting                 zset    edge     waiting users by place (pre-queue: random in [0,1); then 1, 2, ...)
 //	<p>queue:{<item>}:active                  zset    edge     admitted users by admitted-until (unix ms)
 //	<p>queue:{<item>}:seen                    zset    edge     waiting users by last poll (unix ms): abandoned ones are skipped
-//	<p>queue:{<item>}:state                   hash    edge     seq, last (ms), credit, admitted (total)
+//	<p>queue:{<item>}:held                    zset    edge     admitted users holding a unit, by admitted-until: back to active when their order fails
+//	<p>queue:{<item>}:state                   hash    edge     seq, last (ms), credit, admitted (total), released (last seen)
 //	<p>edge:defences                          hash    edge     item id -> the defence switches (JSON)
 //	<p>edge:events                            pub/sub edge     sold-out, defences and catalogue events
 //	<p>ch:<challenge id>                      hash    captcha  a challenge: kind, user, item, answer or seed, difficulty
@@ -87,12 +88,14 @@ func (p Space) SharedPath(itemID int64, path string) string {
 // (its admission script also reads the item's stock and buyers).
 type Queue struct {
 	Tickets, Waiting, Active, Seen, State string
+	Held                                  string
 }
 
 // Queue returns the keys of an item's waiting room.
 func (p Space) Queue(itemID int64) Queue {
 	base := string(p) + "queue:{" + strconv.FormatInt(itemID, 10) + "}:"
-	return Queue{Tickets: base + "tickets", Waiting: base + "waiting", Active: base + "active", Seen: base + "seen", State: base + "state"}
+	return Queue{Tickets: base + "tickets", Waiting: base + "waiting", Active: base + "active", Seen: base + "seen", State: base + "state",
+		Held: base + "held"}
 }
 
 // EdgeDefences is the hash of every item's defence switches.

@@ -33,6 +33,7 @@ func TestKeysPinned(t *testing.T) {
 		{s.Queue(42).Active, "seckill:queue:{42}:active"},
 		{s.Queue(42).Seen, "seckill:queue:{42}:seen"},
 		{s.Queue(42).State, "seckill:queue:{42}:state"},
+		{s.Queue(42).Held, "seckill:queue:{42}:held"},
 		{s.Budget("192.0.2.0/24", "accounts-per-ip", "192.0.2.7"), "seckill:budget:{192.0.2.0/24}:accounts-per-ip:192.0.2.7"},
 		{rkeys.Space("").Item(-1).Stock, "item:{-1}:stock"},
 		{rkeys.Space("t_x:").Path(1, 2), "t_x:path:{1}:2"},
@@ -49,7 +50,7 @@ func TestHashTags(t *testing.T) {
 	s := rkeys.Space("seckill:")
 	it := s.Item(9)
 	for _, k := range []string{it.Meta, it.Stock, it.Buyers, it.Outbox, it.Networks, s.Path(9, 3), s.PathAttempt(9, 3), s.SharedPath(9, "ab"),
-		s.Queue(9).Tickets, s.Queue(9).Waiting, s.Queue(9).Active, s.Queue(9).Seen, s.Queue(9).State} {
+		s.Queue(9).Tickets, s.Queue(9).Waiting, s.Queue(9).Active, s.Queue(9).Seen, s.Queue(9).State, s.Queue(9).Held} {
 		if tag := hashTag(k); tag != "9" {
 			t.Errorf("%s: hash tag %q, want 9", k, tag)
 		}
