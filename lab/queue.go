@@ -17,6 +17,22 @@ type QueueSpec struct {
 	NewUsersPerMinute int64         `yaml:"new_users_per_minute"`
 	TotalActiveUsers  int64         `yaml:"total_active_users"`
 	SessionDuration   time.Duration `yaml:"session_duration"`
+	// AbandonAfter: a ticket not polled this long is dropped (0: the
+	// edge's default, 5 min).
+	AbandonAfter time.Duration `yaml:"abandon_after"`
+	// PollRate is the edge's --queue-poll-rate the scenario is meant to
+	// run against (0: the edge's default, 2,000 polls/s): the report
+	// compares the polls the lab sent with it. The lab cannot read it
+	// from the edge.
+	PollRate int `yaml:"poll_rate"`
+}
+
+// pollRate is PollRate with the edge's default.
+func (q *QueueSpec) pollRate() int {
+	if q.PollRate > 0 {
+		return q.PollRate
+	}
+	return 2000 // edge.DefaultQueuePollRate (the lab does not import the edge)
 }
 
 // rules are the sale rules of the waiting room opening at opens.
@@ -24,7 +40,7 @@ func (q *QueueSpec) rules(opens time.Time) seckill.SaleRules {
 	return seckill.SaleRules{
 		Allocation: seckill.AllocationQueue, QueueOpensAt: opens.UTC(),
 		NewUsersPerMinute: q.NewUsersPerMinute, TotalActiveUsers: q.TotalActiveUsers,
-		SessionDuration: seckill.Duration(q.SessionDuration),
+		SessionDuration: seckill.Duration(q.SessionDuration), AbandonAfter: seckill.Duration(q.AbandonAfter),
 	}
 }
 
@@ -58,6 +74,11 @@ func (r *runner) waitTurn(ctx context.Context, a *actor) string {
 		case "admitted":
 			a.pass = rep.str("pass")
 			a.passUntil, _ = time.Parse(time.RFC3339Nano, rep.str("admitted_until"))
+			if a.kind == Honest {
+				r.mu.Lock()
+				r.admits = append(r.admits, time.Since(r.startAt))
+				r.mu.Unlock()
+			}
 			return ""
 		case "bought":
 			return "" // the challenge answers already_bought
