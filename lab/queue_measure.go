@@ -272,8 +272,11 @@ type procWatch struct {
 	tick float64 // clock ticks a second (USER_HZ)
 }
 
+// newProcWatch watches pids and the lab's own process ("lab").
 func newProcWatch(pids map[string]int) *procWatch {
-	return &procWatch{pids: pids, tick: 100} // USER_HZ is 100 on Linux
+	all := map[string]int{"lab": os.Getpid()}
+	maps.Copy(all, pids)
+	return &procWatch{pids: all, tick: 100} // USER_HZ is 100 on Linux
 }
 
 // read returns the 1-minute load average and each watched process's CPU
