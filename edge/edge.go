@@ -132,9 +132,13 @@ type Config struct {
 	// in just before the pass expired is still counted; every edge must use
 	// the same value. QueuePollRate is the polls per second the whole
 	// waiting room of a sale is spread to (default 2000): poll_after grows
-	// with the queue's length.
-	QueueGrace    time.Duration
-	QueuePollRate int
+	// with the queue's length. QueueViewStale is how old an edge's view
+	// of a waiting room may be and still answer polls while a refresh is
+	// on its way or failed (default 1 s: Redis unreachable for longer
+	// makes polls 503).
+	QueueGrace     time.Duration
+	QueuePollRate  int
+	QueueViewStale time.Duration
 	// Registration: the registration challenge and the per-network account
 	// budgets (zero value: limit.DefaultRegistration).
 	Registration limit.Registration
@@ -205,6 +209,7 @@ type Edge struct {
 	audit         *auditLog
 	queue         *waitingRoom
 	passes        *admissionPasses
+	pollTokens    pollTokens
 }
 
 // New builds an edge.
@@ -228,14 +233,15 @@ func New(cfg Config, d Deps) *Edge {
 	}
 	e := &Edge{
 		cfg: cfg, be: d.Backend, rdb: d.Redis, prefix: d.Prefix, lim: d.Limiter, ch: d.Challenges, log: log,
-		sessions: NewSessions(cfg.SessionSecret, cfg.SessionTTL, !cfg.InsecureCookie),
-		paths:    newPaths(d.Redis, d.Prefix, cfg.PathTTL),
-		catalog:  newCatalog(d.Backend, cfg.CatalogTTL),
-		dedup:    newDedup(d.Buyers, 0),
-		defences: &defenceSwitches{rdb: d.Redis, prefix: d.Prefix},
-		queue:    newWaitingRoom(d.Redis, d.Prefix, cfg.QueueGrace),
-		passes:   newAdmissionPasses(cfg.SessionSecret, cfg.PreviousSessionSecret),
-		instance: httpapi.NewInstanceID(),
+		sessions:   NewSessions(cfg.SessionSecret, cfg.SessionTTL, !cfg.InsecureCookie),
+		paths:      newPaths(d.Redis, d.Prefix, cfg.PathTTL),
+		catalog:    newCatalog(d.Backend, cfg.CatalogTTL),
+		dedup:      newDedup(d.Buyers, 0),
+		defences:   &defenceSwitches{rdb: d.Redis, prefix: d.Prefix},
+		queue:      newWaitingRoom(d.Redis, d.Prefix, cfg.QueueGrace, cfg.QueueViewStale),
+		passes:     newAdmissionPasses(cfg.SessionSecret, cfg.PreviousSessionSecret),
+		pollTokens: newPollTokens(cfg.SessionSecret, cfg.PreviousSessionSecret),
+		instance:   httpapi.NewInstanceID(),
 	}
 	e.setupSecurity(cfg, d)
 	e.budget = d.Budget

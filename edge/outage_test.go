@@ -35,7 +35,7 @@ type outageEnv struct {
 	live, soldOut      int64
 }
 
-func newOutageEnv(t *testing.T) *outageEnv {
+func newOutageEnv(t *testing.T, opts ...func(*edge.Config)) *outageEnv {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -63,14 +63,18 @@ func newOutageEnv(t *testing.T) *outageEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = lim.Close() })
-	e := edge.New(edge.Config{
+	cfg := edge.Config{
 		SessionSecret: []byte("outage-secret-0123456789abcdef01"),
 		AdminToken:    "outage-admin",
 		CatalogTTL:    time.Minute,
 		// The breaker is not under test here: keep it closed so each row
 		// shows what the route itself answers.
 		Breaker: edge.BreakerConfig{ConsecutiveFailures: 1 << 20},
-	}, edge.Deps{
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e := edge.New(cfg, edge.Deps{
 		Backend:    backendclient.New(bs.URL, "", &http.Client{Timeout: 15 * time.Second}),
 		Redis:      edgeRedis.Client,
 		Prefix:     edgeRedis.Prefix,

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,20 +60,31 @@ type waitingRoom struct {
 	tick   time.Duration
 	// place draws a pre-queue place, uniform in [0,1).
 	place func() float64
+	// stale: how old a view may be and still answer a poll while a
+	// refresh is on its way or failed (queue_view.go).
+	stale time.Duration
+
+	mu    sync.Mutex
+	views map[int64]*roomView // by item
 }
 
 // Defaults of the waiting room's settings of the edge (Config).
 const (
-	DefaultQueueGrace    = 15 * time.Second // longer than a backend call (backendclient's 10 s)
-	DefaultQueuePollRate = 2000             // polls per second of the whole waiting room
-	queueTick            = 50 * time.Millisecond
+	DefaultQueueGrace     = 15 * time.Second // longer than a backend call (backendclient's 10 s)
+	DefaultQueuePollRate  = 2000             // polls per second of the whole waiting room
+	DefaultQueueViewStale = time.Second
+	queueTick             = 50 * time.Millisecond
 )
 
-func newWaitingRoom(rdb redis.UniversalClient, prefix string, grace time.Duration) *waitingRoom {
+func newWaitingRoom(rdb redis.UniversalClient, prefix string, grace, stale time.Duration) *waitingRoom {
 	if grace <= 0 {
 		grace = DefaultQueueGrace
 	}
-	return &waitingRoom{rdb: rdb, prefix: prefix, grace: grace, tick: queueTick, place: randomPlace}
+	if stale <= 0 {
+		stale = DefaultQueueViewStale
+	}
+	return &waitingRoom{rdb: rdb, prefix: prefix, grace: grace, tick: queueTick, place: randomPlace,
+		stale: stale, views: map[int64]*roomView{}}
 }
 
 // randomPlace is uniform in [0,1) with 53 random bits (crypto/rand).
@@ -103,6 +115,11 @@ type queueStatus struct {
 	Active   int64     // admitted and unexpired (peek: and not holding a unit yet)
 	Admitted int64     // admissions since the queue began
 	Now      time.Time // Redis's clock
+	Place    float64   // the ticket's place (HasPlace: waiting)
+	HasPlace bool
+	// FromView: answered from the edge's view of the queue, not by Redis
+	// (the position is an estimate).
+	FromView bool
 }
 
 // queueScript is the waiting room: join or poll one user (or only look),
@@ -111,7 +128,8 @@ type queueStatus struct {
 // KEYS: 1 tickets, 2 waiting, 3 active, 4 seen, 5 state, 6 item stock, 7 item buyers
 // ARGV: 1 op (join | poll | peek), 2 user, 3 new ticket id, 4 pre-queue place,
 // 5 starts_ms, 6 ends_ms, 7 new users per minute, 8 total active (0: none),
-// 9 session ms, 10 abandon ms, 11 grace ms, 12 load factor (0..1), 13 tick ms
+// 9 session ms, 10 abandon ms, 11 grace ms, 12 load factor (0..1), 13 tick ms,
+// 14.. user, ticket id, place, user, ...: polls answered from a view
 var queueScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -125,6 +143,32 @@ local function admittedUntil(u)
   local a = redis.call('ZSCORE', KEYS[3], u)
   if a and tonumber(a) > now then return tonumber(a) end
   return 0
+end
+
+-- polls an edge answered from its view since its last run (ARGV[14..],
+-- triples of user, ticket and place): still waiting there, they count as
+-- polled now; the others are told back (gone), and that edge asks Redis
+-- about them from then on. A few bulk commands per 1,000 polls.
+local gone = {}
+local seen = math.floor((#ARGV - 13) / 3)
+for from = 0, seen - 1, 1000 do
+  local m = math.min(1000, seen - from)
+  local users = {}
+  for j = 1, m do users[j] = ARGV[14 + (from + j - 1) * 3] end
+  local places = redis.call('ZMSCORE', KEYS[2], unpack(users))
+  local ids = redis.call('HMGET', KEYS[1], unpack(users))
+  local polled = {}
+  for j = 1, m do
+    local b = 14 + (from + j - 1) * 3
+    local id, place = ARGV[b + 1], ARGV[b + 2]
+    if places[j] and tonumber(places[j]) == tonumber(place) and ids[j] == id then
+      polled[#polled + 1] = now
+      polled[#polled + 1] = users[j]
+    else
+      gone[#gone + 1] = id .. ' ' .. place
+    end
+  end
+  if #polled > 0 then redis.call('ZADD', KEYS[4], unpack(polled)) end
 end
 
 local tk = false
@@ -225,7 +269,22 @@ else
   active = redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
 end
 local total = tonumber(redis.call('HGET', KEYS[5], 'admitted') or '0')
-return {state, tk or '', pos, redis.call('ZCARD', KEYS[2]), untilms, left, active, total, now}`)
+-- this user's place, and for a step or a peek the view an edge answers
+-- polls from (queueView): the places of the first 128 waiting tickets, the
+-- pre-queue's size, the lowest and highest arrival number (scores as
+-- strings: Lua would truncate them)
+local mine = ''
+if tk then mine = redis.call('ZSCORE', KEYS[2], user) or '' end
+local heads, pre, lo, hi = {}, 0, {}, {}
+if op == 'step' or op == 'peek' then
+  local h = redis.call('ZRANGE', KEYS[2], 0, 127, 'WITHSCORES')
+  for i = 2, #h, 2 do heads[#heads + 1] = h[i] end
+  pre = redis.call('ZCOUNT', KEYS[2], '-inf', '(1')
+  lo = redis.call('ZRANGEBYSCORE', KEYS[2], '1', '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  hi = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+end
+return {state, tk or '', pos, redis.call('ZCARD', KEYS[2]), untilms, left, active, total, now,
+  heads, pre, lo[2] or '', hi[2] or '', mine, gone}`)
 
 // queueOp names what a run of queueScript does for its user.
 type queueOp string
@@ -234,38 +293,90 @@ const (
 	opJoin queueOp = "join"
 	opPoll queueOp = "poll"
 	opPeek queueOp = "peek" // no user: the counters (dashboard)
+	opStep queueOp = "step" // no user: the admission step and the view (queue_view.go)
 )
 
 // run runs the script for one user of item it. factor (0..1) scales the
-// admission rate (Edge.admissionFactor).
+// admission rate (Edge.admissionFactor). It also hands Redis the polls
+// answered from this edge's view of the item since the last run, and
+// refreshes that view.
 func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user int64, factor float64) (queueStatus, error) {
+	v := w.view(it.ID)
+	v.mu.Lock()
+	seen := v.seen
+	v.seen = nil
+	v.mu.Unlock()
+	st, view, gone, err := w.script(ctx, op, it, user, factor, seen)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err != nil {
+		if len(v.seen)+len(seen) <= maxSeen {
+			v.seen = append(v.seen, seen...) // told next time
+		}
+		return st, err
+	}
+	v.update(op == opStep || op == opPeek, view, gone)
+	return st, nil
+}
+
+func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, user int64, factor float64, seen []seenPoll) (queueStatus, queueView, []string, error) {
 	qk := rkeys.Space(w.prefix).Queue(it.ID)
 	ik := rkeys.Space(w.prefix).Item(it.ID)
 	var tk [16]byte
 	_, _ = rand.Read(tk[:])
 	r := it.SaleRules
-	args := []any{
+	args := make([]any, 0, 13+3*len(seen))
+	args = append(args,
 		string(op), user, hex.EncodeToString(tk[:]), strconv.FormatFloat(w.place(), 'g', 17, 64),
 		it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli(),
 		r.QueueRate(), r.TotalActiveUsers, r.QueueSession().Milliseconds(), r.QueueAbandon().Milliseconds(),
-		w.grace.Milliseconds(), strconv.FormatFloat(factor, 'f', 3, 64), w.tick.Milliseconds(),
+		w.grace.Milliseconds(), strconv.FormatFloat(factor, 'f', 3, 64), w.tick.Milliseconds())
+	for _, s := range seen {
+		args = append(args, s.user, s.ticket, s.place)
 	}
+	fetched := time.Now()
 	v, err := queueScript.Run(ctx, w.rdb, []string{qk.Tickets, qk.Waiting, qk.Active, qk.Seen, qk.State, ik.Stock, ik.Buyers}, args...).Slice()
 	if err != nil {
-		return queueStatus{}, seckill.Unavailable(fmt.Errorf("running the waiting room of item %d: %w", it.ID, err),
+		return queueStatus{}, queueView{}, nil, seckill.Unavailable(fmt.Errorf("running the waiting room of item %d: %w", it.ID, err),
 			"the waiting room cannot be reached right now; retry shortly")
 	}
-	if len(v) != 9 {
-		return queueStatus{}, fmt.Errorf("waiting room script: %d values, want 9", len(v))
+	if len(v) != 15 {
+		return queueStatus{}, queueView{}, nil, fmt.Errorf("waiting room script: %d values, want 15", len(v))
 	}
 	num := func(i int) int64 { n, _ := v[i].(int64); return n }
+	score := func(i int) (float64, bool) {
+		s, _ := v[i].(string)
+		f, err := strconv.ParseFloat(s, 64)
+		return f, s != "" && err == nil
+	}
 	st := queueStatus{Position: num(2), Waiting: num(3), Left: num(5), Active: num(6), Admitted: num(7), Now: time.UnixMilli(num(8))}
 	st.State, _ = v[0].(string)
 	st.Ticket, _ = v[1].(string)
 	if ms := num(4); ms > 0 {
 		st.Until = time.UnixMilli(ms)
 	}
-	return st, nil
+	st.Place, st.HasPlace = score(13)
+	strs := func(i int) []string {
+		l, _ := v[i].([]any)
+		out := make([]string, 0, len(l))
+		for _, x := range l {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	view := queueView{Fetched: fetched, Now: st.Now, Waiting: st.Waiting, Pre: num(10), Left: st.Left}
+	for _, h := range strs(9) {
+		f, err := strconv.ParseFloat(h, 64)
+		if err != nil {
+			return queueStatus{}, queueView{}, nil, fmt.Errorf("waiting room script: a place %q: %w", h, err)
+		}
+		view.Heads = append(view.Heads, f)
+	}
+	view.SeqMin, _ = score(11)
+	view.SeqMax, _ = score(12)
+	return st, view, strs(14), nil
 }
 
 // ticket returns the user's ticket id ("" when none): a plain read.

@@ -33,8 +33,10 @@ func (b itemsBackend) Items(context.Context) ([]seckill.ItemView, error) { retur
 // BenchmarkQueuePollVsCatalog: the cost of one request at the edge,
 // server side (handler through the router, session check, token buckets
 // without rules, JSON), for a cached catalogue read (GET /api/items/{id},
-// no Redis) and a waiting-room poll (GET /api/items/{id}/queue: one script
-// run on the real Redis, 100,000 tickets waiting). docs/BENCHMARKS.md.
+// no Redis), a waiting-room poll without a poll token (GET
+// /api/items/{id}/queue: one script run on the real Redis, 100,000 tickets
+// waiting) and one with its poll token (answered from the edge's view;
+// the script runs at most once a tick). docs/BENCHMARKS.md.
 //
 //	scripts/testenv.sh ./edge -run '^$' -bench QueuePollVsCatalog -benchtime 5s
 func BenchmarkQueuePollVsCatalog(b *testing.B) {
@@ -81,18 +83,34 @@ func BenchmarkQueuePollVsCatalog(b *testing.B) {
 			}
 		})
 	})
-	for _, c := range []struct{ name, path string }{
-		{"catalogue", "/api/items/5"},
-		{"queue-poll", "/api/items/5/queue"},
+	polls := make([]string, len(tokens)) // each user's poll token
+	for i := range polls {
+		u := int64(1 + i*97)
+		st, err := e.queue.run(ctx, opPoll, it, u, 1)
+		if err != nil || !st.HasPlace {
+			b.Fatalf("user %d: %+v %v", u, st, err)
+		}
+		polls[i] = e.pollTokens.sign(pollToken{User: u, Item: it.ID, Ticket: st.Ticket, Place: st.Place})
+	}
+	for _, c := range []struct {
+		name, path string
+		token      bool
+	}{
+		{"catalogue", "/api/items/5", false},
+		{"queue-poll", "/api/items/5/queue", false},
+		{"queue-poll-token", "/api/items/5/queue", true}, // answered from the edge's view
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var n atomic.Int64
 			defer cpuCost(b, rdb)()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					i := n.Add(1)
+					i := n.Add(1) % int64(len(tokens))
 					req := httptest.NewRequest(http.MethodGet, c.path, nil)
-					req.Header.Set("Authorization", "Bearer "+tokens[i%int64(len(tokens))])
+					req.Header.Set("Authorization", "Bearer "+tokens[i])
+					if c.token {
+						req.Header.Set(PollTokenHeader, polls[i])
+					}
 					rec := httptest.NewRecorder()
 					h.ServeHTTP(rec, req)
 					if rec.Code != 200 {
@@ -173,7 +191,7 @@ func BenchmarkQueueAdmission100k(b *testing.B) {
 		if err := stock.New(rdb, prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
 			b.Fatal(err)
 		}
-		w := newWaitingRoom(rdb, prefix, 0)
+		w := newWaitingRoom(rdb, prefix, 0, 0)
 		began := time.Now()
 		fill(b, w, it, users)
 		joined := time.Since(began)

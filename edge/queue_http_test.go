@@ -144,3 +144,112 @@ func testenvEventually(t *testing.T, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// sendToken is a poll of user showing a poll token as the header (or, with
+// asCookie, as the cookie), with the answer's headers.
+func (env *outageEnv) sendToken(t *testing.T, path string, user int64, token string, asCookie bool) (reply, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest("GET", env.pub.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := env.e.Sessions().Sign(user, fmt.Sprintf("u%d", user))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if asCookie {
+		id := strings.Split(path, "/")[3]
+		req.AddCookie(&http.Cookie{Name: "seckill_queue_" + id, Value: token})
+	} else if token != "" {
+		req.Header.Set(edge.PollTokenHeader, token)
+	}
+	resp, err := outageClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := reply{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), body: map[string]any{}}
+	_ = json.NewDecoder(resp.Body).Decode(&r.body)
+	r.code, _ = r.body["code"].(string)
+	return r, resp.Header
+}
+
+// TestQueuePollToken: a join answers a poll token (and its cookie); a poll
+// showing it, as the header or the cookie, is answered by the edge's view
+// of the queue, so it still answers (the exact position, among the first
+// tickets) while the edge's Redis is down, where a poll without a token,
+// with another user's token, a forged one, or of the ticket at the head,
+// is asked of Redis: 503 with Retry-After.
+func TestQueuePollToken(t *testing.T) {
+	env := newOutageEnv(t, func(c *edge.Config) { c.QueueViewStale = time.Hour })
+	now := time.Now()
+	cr := env.admin(t, "POST", "/admin/items", map[string]any{
+		"name": "queued", "stock": 5, "starts_at": now.Add(time.Hour), "ends_at": now.Add(2 * time.Hour), "challenge": "none",
+		"allocation": "queue", "queue_opens_at": now.Add(-time.Minute)})
+	if cr.status != 201 {
+		t.Fatalf("creating a queue sale: %d %v", cr.status, cr.body)
+	}
+	id := int64(cr.body["id"].(float64))
+	base := fmt.Sprintf("/api/items/%d", id)
+	testenvEventually(t, func() bool { return env.do(t, "GET", base, 0, nil).status == 200 })
+
+	tokens, positions := map[int64]string{}, map[int64]float64{}
+	for u := int64(51); u <= 53; u++ {
+		j := env.do(t, "POST", base+"/queue", u, nil)
+		tokens[u], _ = j.body["poll_token"].(string)
+		if j.status != 200 || j.body["state"] != "waiting" || tokens[u] == "" {
+			t.Fatalf("join of %d: %d %v", u, j.status, j.body)
+		}
+	}
+	for u := int64(51); u <= 53; u++ { // the exact positions, from Redis
+		p := env.do(t, "GET", base+"/queue", u, nil)
+		positions[u], _ = p.body["position"].(float64)
+		if p.body["poll_token"] != tokens[u] {
+			t.Fatalf("poll of %d: token %v, joined with %s", u, p.body["poll_token"], tokens[u])
+		}
+	}
+	var head, last int64
+	for u, p := range positions {
+		switch p {
+		case 1:
+			head = u
+		case 3:
+			last = u
+		}
+	}
+	if head == 0 || last == 0 {
+		t.Fatalf("positions %v", positions)
+	}
+	// Redis up: the token's poll, from the view.
+	p, hdr := env.sendToken(t, base+"/queue", last, tokens[last], false)
+	if p.status != 200 || p.body["state"] != "waiting" || p.body["position"] != float64(3) || p.body["poll_token"] != tokens[last] ||
+		p.body["waiting"] != float64(3) {
+		t.Fatalf("poll with the token: %d %v", p.status, p.body)
+	}
+	if hdr.Get("Set-Cookie") != "" {
+		t.Fatalf("a poll from the view set a cookie: %s", hdr.Get("Set-Cookie"))
+	}
+
+	env.edgeRedis.Proxy.Refuse(true)
+	env.edgeRedis.Proxy.CutAll()
+	defer env.edgeRedis.Proxy.Refuse(false)
+	for _, asCookie := range []bool{false, true} {
+		if p, _ := env.sendToken(t, base+"/queue", last, tokens[last], asCookie); p.status != 200 || p.body["position"] != float64(3) {
+			t.Fatalf("Redis down, the token (cookie %v): %d %v", asCookie, p.status, p.body)
+		}
+	}
+	forged := []byte(tokens[last])
+	forged[2] ^= 1
+	for _, c := range []struct {
+		name  string
+		user  int64
+		token string
+	}{
+		{"no token", last, ""},
+		{"another user's token", head, tokens[last]},
+		{"a forged token", last, string(forged)},
+		{"the head's own token", head, tokens[head]},
+	} {
+		if p, _ := env.sendToken(t, base+"/queue", c.user, c.token, false); p.status != 503 || p.code != string(seckill.EDependency) || p.retryAfter == "" {
+			t.Fatalf("Redis down, %s: %d %v", c.name, p.status, p.body)
+		}
+	}
+}

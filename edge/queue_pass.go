@@ -9,72 +9,90 @@ import (
 	"time"
 )
 
-// admissionPasses sign and verify admission passes: what an admitted user
-// of a waiting room shows to get a challenge, a path and a purchase.
+// signer signs short payloads for one purpose:
 //
-//	base64url("<user>.<item>.<until unix ms>") "." base64url(HMAC-SHA256(key, payload))
+//	base64url(payload) "." base64url(HMAC-SHA256(key, payload))
 //
-// The key is derived from the session secret (a separate purpose, so a
-// pass is never a session token and the reverse), so every edge with the
-// same secret verifies a pass without Redis; passes signed under the
-// previous session secret are accepted too (rotation).
-type admissionPasses struct {
+// Its keys are derived from the session secret and the purpose, so a token
+// of one purpose is never valid for another (nor as a session token), and
+// every edge with the same secret verifies it without Redis; tokens signed
+// under the previous session secret are accepted too (rotation).
+type signer struct {
 	keys [][]byte // keys[0] signs
-	now  func() time.Time
 }
 
-func newAdmissionPasses(secret, previous []byte) *admissionPasses {
-	p := &admissionPasses{now: time.Now}
-	for _, s := range [][]byte{secret, previous} {
-		if len(s) == 0 {
+func newSigner(purpose string, secret, previous []byte) signer {
+	var s signer
+	for _, sec := range [][]byte{secret, previous} {
+		if len(sec) == 0 {
 			continue
 		}
-		m := hmac.New(sha256.New, s)
-		m.Write([]byte("seckill admission pass v1"))
-		p.keys = append(p.keys, m.Sum(nil))
+		m := hmac.New(sha256.New, sec)
+		m.Write([]byte(purpose))
+		s.keys = append(s.keys, m.Sum(nil))
 	}
-	return p
+	return s
 }
 
-func passMAC(key []byte, payload string) []byte {
+func signMAC(key []byte, payload string) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(payload))
 	return m.Sum(nil)
 }
 
-// sign returns the pass of user for item, valid until until.
-func (p *admissionPasses) sign(user, item int64, until time.Time) string {
-	payload := strconv.FormatInt(user, 10) + "." + strconv.FormatInt(item, 10) + "." + strconv.FormatInt(until.UnixMilli(), 10)
+func (s signer) sign(payload string) string {
 	enc := base64.RawURLEncoding
-	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(passMAC(p.keys[0], payload))
+	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(signMAC(s.keys[0], payload))
 }
 
-// maxPassLen bounds what verify reads.
-const maxPassLen = 200
+// maxTokenLen bounds what open reads.
+const maxTokenLen = 200
 
-// verify reports whether pass admits user to item now.
-func (p *admissionPasses) verify(pass string, user, item int64) bool {
-	if len(pass) > maxPassLen || len(p.keys) == 0 {
-		return false
+// open returns the payload of a token signed by one of the keys.
+func (s signer) open(tok string) (string, bool) {
+	if len(tok) > maxTokenLen || len(s.keys) == 0 {
+		return "", false
 	}
-	b64, macB64, ok := strings.Cut(pass, ".")
+	b64, macB64, ok := strings.Cut(tok, ".")
 	if !ok {
-		return false
+		return "", false
 	}
 	enc := base64.RawURLEncoding.Strict()
 	raw, err1 := enc.DecodeString(b64)
 	mac, err2 := enc.DecodeString(macB64)
 	if err1 != nil || err2 != nil {
-		return false
+		return "", false
 	}
 	payload := string(raw)
-	good := false
-	for _, k := range p.keys {
-		if hmac.Equal(mac, passMAC(k, payload)) {
-			good = true
+	for _, k := range s.keys {
+		if hmac.Equal(mac, signMAC(k, payload)) {
+			return payload, true
 		}
 	}
-	if !good {
+	return "", false
+}
+
+// admissionPasses sign and verify admission passes: what an admitted user
+// of a waiting room shows to get a challenge, a path and a purchase. The
+// payload is "<user>.<item>.<until unix ms>".
+type admissionPasses struct {
+	s   signer
+	now func() time.Time
+}
+
+func newAdmissionPasses(secret, previous []byte) *admissionPasses {
+	return &admissionPasses{s: newSigner("seckill admission pass v1", secret, previous), now: time.Now}
+}
+
+// sign returns the pass of user for item, valid until until.
+func (p *admissionPasses) sign(user, item int64, until time.Time) string {
+	return p.s.sign(strconv.FormatInt(user, 10) + "." + strconv.FormatInt(item, 10) + "." + strconv.FormatInt(until.UnixMilli(), 10))
+}
+
+// verify reports whether pass admits user to item now.
+func (p *admissionPasses) verify(pass string, user, item int64) bool {
+	payload, ok := p.s.open(pass)
+	if !ok {
 		return false
 	}
 	f := strings.Split(payload, ".")
@@ -88,4 +106,47 @@ func (p *admissionPasses) verify(pass string, user, item int64) bool {
 		return false
 	}
 	return u == user && i == item && p.now().UnixMilli() < until
+}
+
+// pollTokens sign and open the poll tokens of a waiting room: a waiting
+// ticket's place, so an edge can tell where it stands from its cached view
+// of the queue (queueView) without Redis. The payload is
+// "<user>.<item>.<ticket id>.<place>"; a token holds the place its ticket
+// had when it was signed (a ticket placed again gets a new token).
+type pollTokens struct{ s signer }
+
+func newPollTokens(secret, previous []byte) pollTokens {
+	return pollTokens{s: newSigner("seckill waiting room poll token v1", secret, previous)}
+}
+
+// pollToken is what a poll token says.
+type pollToken struct {
+	User, Item int64
+	Ticket     string
+	Place      float64
+}
+
+func (p pollTokens) sign(t pollToken) string {
+	return p.s.sign(strconv.FormatInt(t.User, 10) + "." + strconv.FormatInt(t.Item, 10) + "." + t.Ticket + "." +
+		strconv.FormatFloat(t.Place, 'g', -1, 64))
+}
+
+// open returns the token of user for item (false when forged, of another
+// user or item, or malformed).
+func (p pollTokens) open(tok string, user, item int64) (pollToken, bool) {
+	payload, ok := p.s.open(tok)
+	if !ok {
+		return pollToken{}, false
+	}
+	f := strings.SplitN(payload, ".", 4)
+	if len(f) != 4 || f[2] == "" {
+		return pollToken{}, false
+	}
+	u, err1 := strconv.ParseInt(f[0], 10, 64)
+	i, err2 := strconv.ParseInt(f[1], 10, 64)
+	place, err3 := strconv.ParseFloat(f[3], 64)
+	if err1 != nil || err2 != nil || err3 != nil || u != user || i != item {
+		return pollToken{}, false
+	}
+	return pollToken{User: u, Item: i, Ticket: f[2], Place: place}, true
 }

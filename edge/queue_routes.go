@@ -28,7 +28,25 @@ import (
 // seckill_pass_<item id>).
 const PassHeader = "X-Admission-Pass"
 
+// PollTokenHeader carries a waiting ticket's poll token (also accepted from
+// the cookie seckill_queue_<item id>): with it a poll is answered from the
+// edge's view of the queue, without Redis (queue_view.go).
+const PollTokenHeader = "X-Queue-Token"
+
 func passCookie(itemID int64) string { return "seckill_pass_" + strconv.FormatInt(itemID, 10) }
+
+func pollTokenCookie(itemID int64) string { return "seckill_queue_" + strconv.FormatInt(itemID, 10) }
+
+// requestToken reads a token from its header, else from its cookie.
+func requestToken(c echo.Context, header, cookie string) string {
+	if v := c.Request().Header.Get(header); v != "" {
+		return v
+	}
+	if ck, err := c.Cookie(cookie); err == nil {
+		return ck.Value
+	}
+	return ""
+}
 
 // queueAnswer is the body of both queue routes.
 type queueAnswer struct {
@@ -40,6 +58,7 @@ type queueAnswer struct {
 	PollAfter     int64      `json:"poll_after"`
 	AdmittedUntil *time.Time `json:"admitted_until,omitempty"`
 	Pass          string     `json:"pass,omitempty"`
+	PollToken     string     `json:"poll_token,omitempty"`
 }
 
 // admissionFactor scales the admission rate by the backend's load: the
@@ -159,7 +178,13 @@ func (e *Edge) pollQueue(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := e.queue.run(ctx, opPoll, it.Item, ses.UserID, e.admissionFactor())
+	factor := e.admissionFactor()
+	if tok, ok := e.pollTokens.open(requestToken(c, PollTokenHeader, pollTokenCookie(id)), ses.UserID, id); ok {
+		if st, ok := e.queue.fromView(ctx, it.Item, tok, factor); ok {
+			return e.answerQueue(c, it, ses.UserID, st)
+		}
+	}
+	st, err := e.queue.run(ctx, opPoll, it.Item, ses.UserID, factor)
 	if err != nil {
 		return err
 	}
@@ -174,6 +199,16 @@ func (e *Edge) pollQueue(c echo.Context) error {
 func (e *Edge) answerQueue(c echo.Context, it seckill.ItemView, user int64, st queueStatus) error {
 	a := queueAnswer{Ticket: st.Ticket, State: st.State, Position: st.Position, Waiting: st.Waiting}
 	a.EtaSeconds, a.PollAfter = e.queueTiming(it, st)
+	switch {
+	case st.FromView:
+		a.PollToken = requestToken(c, PollTokenHeader, pollTokenCookie(it.ID)) // the one it showed
+	case st.HasPlace:
+		a.PollToken = e.pollTokens.sign(pollToken{User: user, Item: it.ID, Ticket: st.Ticket, Place: st.Place})
+		c.SetCookie(&http.Cookie{
+			Name: pollTokenCookie(it.ID), Value: a.PollToken, Path: "/api/items/" + strconv.FormatInt(it.ID, 10) + "/",
+			Expires: it.EndsAt, HttpOnly: true, Secure: !e.cfg.InsecureCookie, SameSite: http.SameSiteStrictMode,
+		})
+	}
 	if st.State == qAdmitted {
 		until := st.Until.UTC()
 		a.AdmittedUntil = &until
@@ -222,13 +257,7 @@ func (e *Edge) checkAdmitted(c echo.Context, itemID, user int64) error {
 	if err != nil || it.AllocationMode() != seckill.AllocationQueue {
 		return nil // the route's own catalogue check answers
 	}
-	pass := c.Request().Header.Get(PassHeader)
-	if pass == "" {
-		if ck, err := c.Cookie(passCookie(itemID)); err == nil {
-			pass = ck.Value
-		}
-	}
-	if !e.passes.verify(pass, user, itemID) {
+	if !e.passes.verify(requestToken(c, PassHeader, passCookie(itemID)), user, itemID) {
 		return seckill.Errorf(seckill.ENotAdmitted, "this sale has a waiting room: join it (POST /api/items/%d/queue) and wait for your turn", itemID)
 	}
 	return nil

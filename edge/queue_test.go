@@ -36,7 +36,7 @@ func newQueueEnv(t *testing.T, units int64, starts time.Time, r seckill.SaleRule
 	if err := st.LoadItem(context.Background(), it, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	w := newWaitingRoom(rdb, prefix, time.Second)
+	w := newWaitingRoom(rdb, prefix, time.Second, 0)
 	w.tick = 0 // a step on every call: the tests decide when time passes
 	return &queueEnv{rdb: rdb, w: w, st: st, it: it}
 }
@@ -318,7 +318,7 @@ func TestQueueJoinReplyLost(t *testing.T) {
 	if err := stock.New(f.Direct, f.Prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	w := newWaitingRoom(f.Client, f.Prefix, 0)
+	w := newWaitingRoom(f.Client, f.Prefix, 0, 0)
 	qk := rkeys.Space(f.Prefix).Queue(it.ID)
 	s, err := testenv.LoseReply(t, f, func(ctx context.Context) bool {
 		return f.Direct.HExists(ctx, qk.Tickets, "5").Val()

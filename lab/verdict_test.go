@@ -243,3 +243,24 @@ func TestBuildPoolsSeeds(t *testing.T) {
 		t.Errorf("seeds: %+v", rep.Seeds)
 	}
 }
+
+// TestAcceptedCheck: reserved units must equal the 202s the lab saw, or
+// lie between them and the 202s plus the buys it got no answer to.
+func TestAcceptedCheck(t *testing.T) {
+	for _, c := range []struct {
+		accepted, unanswered, reserved int64
+		ok                             bool
+	}{
+		{100, 0, 100, true},
+		{99, 0, 100, false},
+		{100, 0, 99, false},
+		{52, 48, 100, true}, // seed 1 of the first scalpers-queue run: 48 client timeouts
+		{52, 48, 52, true},
+		{52, 48, 101, false},
+		{52, 48, 51, false},
+	} {
+		if got := acceptedCheck(c.accepted, c.unanswered, c.reserved); got.OK != c.ok {
+			t.Errorf("%+v: %+v", c, got)
+		}
+	}
+}

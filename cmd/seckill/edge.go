@@ -91,6 +91,7 @@ The admin token, the session secret and the backend token must be at least
 	envInt(fs, getenv, &cfg.AccountsInFlight, "accounts-in-flight", "SECKILL_ACCOUNTS_IN_FLIGHT", d.AccountsInFlight, "bound on login and register calls in flight (apart from purchases); over it 503 overloaded")
 	envInt(fs, getenv, &cfg.CaptchaRate, "captcha-rate", "SECKILL_CAPTCHA_RATE", d.CaptchaRate, "captcha images this edge draws per second at most (about 5 ms of CPU each); over it 503 overloaded")
 	envDuration(fs, getenv, &cfg.QueueGrace, "queue-grace", "SECKILL_QUEUE_GRACE", d.QueueGrace, "waiting rooms: how long an expired admission keeps its slot (longer than a backend call; the same on every edge)")
+	envDuration(fs, getenv, &cfg.QueueViewStale, "queue-view-stale", "SECKILL_QUEUE_VIEW_STALE", d.QueueViewStale, "waiting rooms: how old this edge's view of a queue may be and still answer polls while Redis is slow or unreachable")
 	envInt(fs, getenv, &cfg.QueuePollRate, "queue-poll-rate", "SECKILL_QUEUE_POLL_RATE", d.QueuePollRate, "waiting rooms: polls per second the whole queue of a sale is spread to (poll_after grows with its length)")
 	return cmd
 }

@@ -75,9 +75,10 @@ type EdgeConfig struct {
 	AccountsInFlight      int
 	CaptchaRate           int
 	// Waiting room (issue 16; edge.Config documents each).
-	QueueGrace    time.Duration
-	QueuePollRate int
-	Log           *slog.Logger
+	QueueGrace     time.Duration
+	QueuePollRate  int
+	QueueViewStale time.Duration
+	Log            *slog.Logger
 
 	// Backend, when set, replaces the backends above (tests, and `seckill
 	// dev`'s in-process backend).
@@ -106,7 +107,7 @@ var DefaultEdge = EdgeConfig{
 	LimitMaxKeys: edge.DefaultMaxKeysPerRule, LimitSweep: 10 * time.Second,
 	SecureCookie: true, RevocationSync: edge.DefaultRevocationSync, AccountsInFlight: edge.DefaultAccountsInFlight,
 	CaptchaRate: edge.DefaultCaptchaRate,
-	QueueGrace:  edge.DefaultQueueGrace, QueuePollRate: edge.DefaultQueuePollRate,
+	QueueGrace:  edge.DefaultQueueGrace, QueuePollRate: edge.DefaultQueuePollRate, QueueViewStale: edge.DefaultQueueViewStale,
 }
 
 const builtInLimits = "the built-in limits"
@@ -250,6 +251,7 @@ func (c EdgeConfig) validate(ps *Problems, dev bool) {
 	ps.positive("captcha-rate", c.CaptchaRate)
 	ps.atLeast("queue-grace", c.QueueGrace, time.Second)
 	ps.positive("queue-poll-rate", c.QueuePollRate)
+	ps.atLeast("queue-view-stale", c.QueueViewStale, 100*time.Millisecond)
 }
 
 // Edge is a running edge role.
@@ -347,7 +349,8 @@ func startEdge(gr *group, cfg EdgeConfig, rdb redis.UniversalClient, log *slog.L
 		PreviousSessionSecret: []byte(cfg.PreviousSessionSecret), SessionKeyOverlap: cfg.SessionKeyOverlap,
 		TrustedOrigins: cfg.TrustedOrigins, RevocationSync: cfg.RevocationSync, AccountsInFlight: cfg.AccountsInFlight,
 		CaptchaRate: float64(cfg.CaptchaRate), QueueGrace: cfg.QueueGrace, QueuePollRate: cfg.QueuePollRate,
-		Difficulty: cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
+		QueueViewStale: cfg.QueueViewStale,
+		Difficulty:     cfg.Difficulty, DifficultyUnderLoad: cfg.DifficultyUnderLoad, MaxInFlight: cfg.MaxInFlight,
 		Breaker:    edge.BreakerConfig{ConsecutiveFailures: uint32(cfg.BreakerFailures), OpenFor: cfg.BreakerOpen},
 		CatalogTTL: cfg.CatalogTTL, PathTTL: cfg.PathTTL, ClockOffset: cfg.ClockOffset,
 		Registration: registration,

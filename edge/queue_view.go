@@ -1,0 +1,194 @@
+package edge
+
+import (
+	"context"
+	"math"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"seckill"
+)
+
+// Polls answered without Redis. A waiting user's poll only needs to know
+// that the ticket is still behind the head of the queue, about how far,
+// and that the item is not sold out. Each edge keeps a view of each queue
+// (queueView: the places of the first 128 tickets, the pre-queue's size,
+// the range of arrival numbers, the units left), refreshed by a step of
+// the waiting room's script, and a poll that shows its signed poll token (the ticket's place,
+// pollTokens) behind the view's head is answered from it:
+//
+//   - at most one poll per tick and edge refreshes the view (it runs the
+//     script: the admission step, exactly as before); the others read it
+//     while it is younger than a tick, or than stale while a refresh is on
+//     its way or failed (Redis unreachable for less than stale);
+//   - a poll answered from the view is remembered (seen) and handed to
+//     Redis by the next run of the script, so the ticket counts as polled
+//     (abandon_after) within a tick; a ticket Redis no longer has waiting
+//     (dropped, placed again) is told back (gone) and asked of Redis from
+//     then on;
+//   - a ticket at or before the head (perhaps admitted), without a token, a
+//     view too old, or Redis unreachable for the refresh: the script
+//     answers, exactly, as before.
+//
+// The view never admits anyone and never tells "admitted": the pass comes
+// only from the script. Positions from the view are exact among the first
+// 128 tickets and estimates past them: in the pre-queue the places are
+// uniform between the 128th and 1, so the rank is interpolated (off by
+// about the square root of the queue's size); after the start, between
+// the 128th or the lowest arrival number and the highest (exact while no
+// ticket between them was dropped).
+
+// queueView is what an edge knows of one queue from its last step.
+type queueView struct {
+	Fetched time.Time // this edge's clock when the script was called
+	Now     time.Time // Redis's clock in the script
+	Heads   []float64 // the places of the first waiting tickets (up to 128), in order
+	Waiting int64
+	Pre     int64   // waiting with a pre-queue place (in [0,1))
+	SeqMin  float64 // lowest and highest arrival number waiting (after the start)
+	SeqMax  float64
+	Left    int64 // units left
+}
+
+// position estimates the rank (1 = next) of a waiting ticket at place:
+// exact among the first tickets (Heads), interpolated past them.
+func (v queueView) position(place float64) int64 {
+	k := int64(len(v.Heads))
+	if k == 0 {
+		return 1
+	}
+	last := v.Heads[k-1]
+	if place <= last || k >= v.Waiting {
+		return int64(sort.SearchFloat64s(v.Heads, place)) + 1
+	}
+	if place < 1 { // pre-queue past the first k: uniform between last and 1
+		rest := v.Pre - k
+		if rest <= 1 {
+			return k + 1
+		}
+		f := (place - last) / (1 - last)
+		return min(v.Pre, k+max(1, int64(math.Round(f*float64(rest)))))
+	}
+	if last < 1 { // the first k all in the pre-queue: count from the first arrival
+		k, last = v.Pre, v.SeqMin-1
+	}
+	// between last and the highest arrival number (exact without gaps)
+	rest, span := v.Waiting-k, v.SeqMax-last
+	if rest <= 0 || span <= 0 {
+		return k + 1
+	}
+	return k + max(1, int64(math.Round((place-last)*float64(rest)/span)))
+}
+
+// seenPoll is a poll answered from the view, not yet told to Redis.
+type seenPoll struct {
+	user   int64
+	ticket string // id
+	place  string // as in the token
+}
+
+// key names a ticket at a place (a ticket placed again is another key).
+func (s seenPoll) key() string { return s.ticket + " " + s.place }
+
+func seenOf(tok pollToken) seenPoll {
+	return seenPoll{user: tok.User, ticket: tok.Ticket, place: strconv.FormatFloat(tok.Place, 'g', -1, 64)}
+}
+
+// roomView is an edge's view of one queue and the polls it answered.
+type roomView struct {
+	mu         sync.Mutex
+	view       queueView
+	valid      bool
+	refreshing bool
+	seen       []seenPoll
+	gone       map[string]time.Time // seenPoll.key of tickets Redis no longer has waiting there
+}
+
+// maxSeen bounds the polls an edge holds for Redis per queue (while Redis
+// is unreachable they pile up; past the bound they are not recorded, and
+// a ticket not recorded for abandon_after is dropped).
+const maxSeen = 100_000
+
+// maxGone bounds the gone tickets an edge remembers per queue; past it the
+// oldest half are forgotten (their next poll from the view is told gone
+// again by the next run).
+const maxGone = 100_000
+
+func (w *waitingRoom) view(item int64) *roomView {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	v := w.views[item]
+	if v == nil {
+		v = &roomView{gone: map[string]time.Time{}}
+		w.views[item] = v
+	}
+	return v
+}
+
+// update takes a newer view (of a step) and the tickets a run found gone;
+// v.mu held.
+func (v *roomView) update(step bool, view queueView, gone []string) {
+	if step && (!v.valid || !view.Fetched.Before(v.view.Fetched)) {
+		v.view, v.valid = view, true
+	}
+	if len(v.gone)+len(gone) > maxGone {
+		cut := time.Now().Add(-time.Minute)
+		for id, at := range v.gone {
+			if at.Before(cut) || len(v.gone) > maxGone/2 {
+				delete(v.gone, id)
+			}
+		}
+	}
+	for _, id := range gone {
+		v.gone[id] = time.Now()
+	}
+}
+
+// fromView answers a poll of a waiting ticket from this edge's view of the
+// queue; ok false: ask the script. It refreshes the view when it is a tick
+// old and no other poll does (one script run, which also admits).
+func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollToken, factor float64) (st queueStatus, ok bool) {
+	v := w.view(it.ID)
+	me := seenOf(tok)
+	v.mu.Lock()
+	if _, g := v.gone[me.key()]; g {
+		v.mu.Unlock()
+		return st, false
+	}
+	age := time.Since(v.view.Fetched)
+	refresh := (!v.valid || age >= w.tick) && !v.refreshing
+	if !refresh && (!v.valid || age > w.stale) {
+		v.mu.Unlock()
+		return st, false
+	}
+	if len(v.seen) < maxSeen {
+		v.seen = append(v.seen, me)
+	}
+	if refresh {
+		v.refreshing = true
+	}
+	view := v.view
+	v.mu.Unlock()
+	if refresh {
+		_, err := w.run(ctx, opStep, it, 0, factor)
+		v.mu.Lock()
+		v.refreshing = false
+		view = v.view
+		_, g := v.gone[me.key()]
+		v.mu.Unlock()
+		if g || err != nil && time.Since(view.Fetched) > w.stale {
+			return st, false
+		}
+	}
+	if len(view.Heads) == 0 || tok.Place <= view.Heads[0] {
+		return st, false // at the head or past it: perhaps admitted
+	}
+	st = queueStatus{State: qWaiting, Ticket: tok.Ticket, Position: view.position(tok.Place), Waiting: view.Waiting,
+		Left: view.Left, Now: view.Now.Add(time.Since(view.Fetched)), Place: tok.Place, HasPlace: true, FromView: true}
+	if st.Left <= 0 {
+		st.State = qSoldOut
+	}
+	return st, true
+}

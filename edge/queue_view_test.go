@@ -1,0 +1,281 @@
+package edge
+
+import (
+	"context"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"seckill"
+	"seckill/internal/rkeys"
+)
+
+// scriptCounter counts the commands a Redis client sends (each script run
+// is one EVALSHA).
+type scriptCounter struct{ n atomic.Int64 }
+
+func (c *scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (c *scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (q *queueEnv) token(t *testing.T, user int64, s queueStatus) pollToken {
+	t.Helper()
+	if !s.HasPlace || s.State != qWaiting {
+		t.Fatalf("user %d: %+v has no place", user, s)
+	}
+	return pollToken{User: user, Item: q.it.ID, Ticket: s.Ticket, Place: s.Place}
+}
+
+// TestPollTokens: a poll token opens only for its user and item, and a
+// changed byte, another purpose's key (an admission pass) or another
+// secret is refused.
+func TestPollTokens(t *testing.T) {
+	p := newPollTokens([]byte("secret-1"), nil)
+	tok := pollToken{User: 7, Item: 3, Ticket: "ab12", Place: 0.123456789012345678}
+	s := p.sign(tok)
+	if got, ok := p.open(s, 7, 3); !ok || got != tok {
+		t.Fatalf("open: %+v %v, want %+v", got, ok, tok)
+	}
+	for _, c := range []struct {
+		name       string
+		tok        string
+		user, item int64
+	}{
+		{"other user", s, 8, 3},
+		{"other item", s, 7, 4},
+		{"changed", s[:3] + string(s[3]^1) + s[4:], 7, 3},
+		{"another secret", newPollTokens([]byte("secret-2"), nil).sign(tok), 7, 3},
+		{"an admission pass", newAdmissionPasses([]byte("secret-1"), nil).sign(7, 3, time.Now().Add(time.Hour)), 7, 3},
+		{"empty", "", 7, 3},
+		{"too long", s + strings.Repeat("A", 300), 7, 3},
+	} {
+		if _, ok := p.open(c.tok, c.user, c.item); ok {
+			t.Errorf("%s: opened", c.name)
+		}
+	}
+	// Rotation: a token of the previous secret still opens.
+	if _, ok := newPollTokens([]byte("secret-3"), []byte("secret-1")).open(s, 7, 3); !ok {
+		t.Error("a token of the previous secret refused")
+	}
+}
+
+// TestQueueViewPosition: exact among the first tickets the view lists,
+// exact for arrival numbers without gaps past them, interpolated in the
+// pre-queue, never past the pre-queue for a pre-queue place.
+func TestQueueViewPosition(t *testing.T) {
+	for _, c := range []struct {
+		v     queueView
+		place float64
+		want  int64
+	}{
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 0.2, 1},
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 0.25, 2},
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 0.3, 2},
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 0.30001, 3},
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 0.65, 4},
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 0.99999, 5},
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 11, 6},
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 12, 7},
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 1010, 1005},
+		{queueView{Heads: []float64{0.2, 0.3}, Waiting: 1005, Pre: 5, SeqMin: 11, SeqMax: 1010}, 1012, 1007},
+		{queueView{Heads: []float64{3, 4, 5}, Waiting: 10, SeqMin: 3, SeqMax: 12}, 5, 3},
+		{queueView{Heads: []float64{3, 4, 5}, Waiting: 10, SeqMin: 3, SeqMax: 12}, 6, 4},
+		{queueView{Heads: []float64{3, 4, 5}, Waiting: 10, SeqMin: 3, SeqMax: 12}, 12, 10},
+		{queueView{Heads: []float64{0.1, 0.2, 0.3}, Waiting: 3, Pre: 3}, 0.3, 3},
+		{queueView{Heads: []float64{0.1, 0.2, 0.3}, Waiting: 3, Pre: 3}, 0.9, 4},
+	} {
+		if got := c.v.position(c.place); got != c.want {
+			t.Errorf("%+v: position(%v) = %d, want %d", c.v, c.place, got, c.want)
+		}
+	}
+}
+
+// TestQueuePollFromView: 2,000 tickets wait (1,000 in the pre-queue, 1,000
+// arrived after the start); polls with their tokens are answered from the
+// edge's view, with the script run at most once per tick. After the start
+// every position is exact; in the pre-queue the estimate is within a few
+// square roots of the queue's size of the exact rank. A ticket at the head
+// is asked of Redis, which admits it and tells the pass.
+func TestQueuePollFromView(t *testing.T) {
+	starts := time.Now().Add(1500 * time.Millisecond)
+	q := newQueueEnv(t, 10, starts, seckill.SaleRules{NewUsersPerMinute: 60, TotalActiveUsers: 1})
+	q.w.tick = 50 * time.Millisecond
+	ctx := context.Background()
+	toks := map[int64]pollToken{}
+	for u := int64(1); u <= 1000; u++ {
+		toks[u] = q.token(t, u, q.join(t, u))
+	}
+	time.Sleep(time.Until(starts) + 100*time.Millisecond)
+	for u := int64(1001); u <= 2000; u++ {
+		toks[u] = q.token(t, u, q.join(t, u))
+	}
+	// The exact ranks, from Redis.
+	exact := map[int64]int64{}
+	ids, err := q.rdb.ZRange(ctx, rkeys.Space(q.w.prefix).Queue(q.it.ID).Waiting, 0, -1).Result()
+	if err != nil || len(ids) < 1999 {
+		t.Fatalf("waiting: %d %v", len(ids), err)
+	}
+	for i, id := range ids {
+		u, err := strconv.ParseInt(id, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exact[u] = int64(i + 1)
+	}
+	cnt := &scriptCounter{}
+	q.rdb.AddHook(cnt)
+	began := time.Now()
+	var fromView, worst int64
+	var devs []float64
+	for u := int64(1); u <= 2000; u++ {
+		st, ok := q.w.fromView(ctx, q.it, toks[u], 1)
+		if !ok {
+			if exact[u] <= 1 {
+				continue // the head: Redis answers
+			}
+			t.Fatalf("user %d (rank %d) not answered from the view", u, exact[u])
+		}
+		fromView++
+		if st.State != qWaiting || st.Waiting != 2000-1 && st.Waiting != 2000 {
+			t.Fatalf("user %d: %+v", u, st)
+		}
+		d := st.Position - exact[u]
+		if u > 1000 && d != 0 {
+			t.Fatalf("user %d arrived after the start: position %d, exact %d", u, st.Position, exact[u])
+		}
+		devs = append(devs, math.Abs(float64(d)))
+		worst = max(worst, d, -d)
+	}
+	elapsed := time.Since(began)
+	runs := cnt.n.Load()
+	if limit := int64(elapsed/q.w.tick) + 2; runs > limit {
+		t.Fatalf("%d script runs for %d polls in %v, want at most %d (one per tick)", runs, fromView, elapsed, limit)
+	}
+	sort.Float64s(devs)
+	t.Logf("%d polls from the view in %v with %d script runs; pre-queue estimate: median error %.0f, worst %d (sqrt(1000) = 32)",
+		fromView, elapsed, runs, devs[len(devs)/2], worst)
+	if worst > 5*32 {
+		t.Fatalf("pre-queue estimate off by %d places", worst)
+	}
+
+	// The head: admitted by Redis (the step runs when a poll needs it).
+	var head int64
+	for u, r := range exact {
+		if r == 1 {
+			head = u
+		}
+	}
+	var st queueStatus
+	if _, ok := q.w.fromView(ctx, q.it, toks[head], 1); ok {
+		t.Fatal("the head answered from the view")
+	}
+	testenvEventuallyState(t, func() bool { st = q.poll(t, head); return st.State == qAdmitted })
+}
+
+func testenvEventuallyState(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("state not reached in 10 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestQueueViewSeenAndGone: tickets polled only from the view count as
+// polled (each script run, a refresh or another user's poll, tells Redis)
+// and are not dropped as abandoned, while one never polled is; the dropped
+// ticket's token, shown again, is answered from the view at most once
+// before Redis tells the edge it is gone, and from then on Redis answers:
+// expired. Joining again gives a new place and a token the view answers.
+func TestQueueViewSeenAndGone(t *testing.T) {
+	starts := time.Now().Add(time.Hour)
+	q := newQueueEnv(t, 10, starts, seckill.SaleRules{AbandonAfter: seckill.Duration(800 * time.Millisecond)})
+	q.w.tick = 20 * time.Millisecond
+	var next float64
+	q.w.place = func() float64 { next += 0.1; return next } // 1 first, then 2, 3, 4
+	ctx := context.Background()
+	var toks [5]pollToken
+	for u := int64(1); u <= 4; u++ {
+		toks[u] = q.token(t, u, q.join(t, u))
+	}
+	// 1 (the head) polls Redis every 300 ms; 2 and 3 poll from the view
+	// every 100 ms, for 2 s; 4 does not poll.
+	polls := 0
+	for i := 0; i < 20; i++ {
+		if i%3 == 0 {
+			q.poll(t, 1)
+		}
+		for _, u := range []int64{2, 3} {
+			st, ok := q.w.fromView(ctx, q.it, toks[u], 1)
+			if !ok || st.State != qWaiting || st.Position != u-1 && st.Position != u {
+				t.Fatalf("poll %d of user %d: %+v %v", i, u, st, ok)
+			}
+			polls++
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Redis's own answer: 1, 2 and 3 wait, 4 was dropped.
+	a, b, c, d := q.poll(t, 1), q.poll(t, 2), q.poll(t, 3), q.poll(t, 4)
+	if a.State != qWaiting || b.State != qWaiting || c.State != qWaiting || d.State != qExpired || a.Waiting != 3 {
+		t.Fatalf("after %d polls from the view: %+v %+v %+v %+v", polls, a, b, c, d)
+	}
+	// 4 shows its old token: answered from the view at most once, then
+	// told gone by the script run that handed the poll to Redis.
+	var views int
+	for range 5 {
+		if _, ok := q.w.fromView(ctx, q.it, toks[4], 1); ok {
+			views++
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	if views > 1 {
+		t.Fatalf("a dropped ticket answered from the view %d times", views)
+	}
+	// 4 joins again: a new place, a new token the view answers; the old
+	// token stays gone.
+	nt := q.token(t, 4, q.join(t, 4))
+	if nt.Place == toks[4].Place || nt.Ticket != toks[4].Ticket {
+		t.Fatalf("joined again: %+v, was %+v", nt, toks[4])
+	}
+	if st, ok := q.w.fromView(ctx, q.it, nt, 1); !ok || st.Position != 4 {
+		t.Fatalf("the new token: %+v %v", st, ok)
+	}
+	if _, ok := q.w.fromView(ctx, q.it, toks[4], 1); ok {
+		t.Fatal("the old token answered from the view after it was gone")
+	}
+}
+
+// TestQueueViewRedisDown: with Redis unreachable a view older than stale
+// answers nothing (the script's 503 answers instead).
+func TestQueueViewRedisDown(t *testing.T) {
+	q := newQueueEnv(t, 10, time.Now().Add(time.Hour), seckill.SaleRules{})
+	q.w.tick, q.w.stale = 10*time.Millisecond, 100*time.Millisecond
+	tok, tok2 := q.token(t, 1, q.join(t, 1)), q.token(t, 2, q.join(t, 2))
+	if tok2.Place > tok.Place {
+		tok = tok2 // the one behind the head
+	}
+	if _, ok := q.w.fromView(context.Background(), q.it, tok, 1); !ok {
+		t.Fatal("not answered from a fresh view")
+	}
+	if err := q.rdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if st, ok := q.w.fromView(context.Background(), q.it, tok, 1); ok {
+		t.Fatalf("answered from a view %v old with Redis gone: %+v", 150*time.Millisecond, st)
+	}
+}
