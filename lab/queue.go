@@ -74,6 +74,9 @@ func (r *runner) waitTurn(ctx context.Context, a *actor) string {
 		default:
 			return "queue_" + rep.code()
 		}
+		if t := rep.str("poll_token"); t != "" {
+			a.pollToken = t
+		}
 		switch rep.str("state") {
 		case "admitted":
 			a.pass = rep.str("pass")

@@ -16,6 +16,7 @@ type fakeRoom struct {
 	mu    sync.Mutex
 	calls []time.Time
 	reqs  []string
+	token []string                           // X-Queue-Token of each request
 	next  func(n int, w http.ResponseWriter) // n: the request's index
 }
 
@@ -24,6 +25,7 @@ func (f *fakeRoom) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := len(f.calls)
 	f.calls = append(f.calls, time.Now())
 	f.reqs = append(f.reqs, r.Method+" "+r.URL.Path)
+	f.token = append(f.token, r.Header.Get("X-Queue-Token"))
 	f.mu.Unlock()
 	f.next(n, w)
 }
@@ -65,15 +67,17 @@ func TestQueueCallWaitsPollAfterAfterATimeout(t *testing.T) {
 	}
 }
 
-// waitTurn joins, polls at poll_after, and stops at the admission with the
-// pass, recording when the user saw it.
+// waitTurn joins, polls at poll_after with the last poll_token, and stops
+// at the admission with the pass, recording when the user saw it.
 func TestWaitTurnJoinsPollsAndTakesThePass(t *testing.T) {
 	until := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
 	f := &fakeRoom{next: func(n int, w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/json")
 		switch n {
-		case 0, 1:
-			_, _ = w.Write([]byte(`{"ticket":"t1","state":"waiting","position":2,"poll_after":1}`))
+		case 0:
+			_, _ = w.Write([]byte(`{"ticket":"t1","state":"waiting","position":2,"poll_after":1,"poll_token":"pt-a"}`))
+		case 1:
+			_, _ = w.Write([]byte(`{"ticket":"t1","state":"waiting","position":1,"poll_after":1,"poll_token":"pt-b"}`))
 		default:
 			_, _ = w.Write([]byte(`{"ticket":"t1","state":"admitted","pass":"p1","admitted_until":"` + until + `","poll_after":30}`))
 		}
@@ -91,6 +95,9 @@ func TestWaitTurnJoinsPollsAndTakesThePass(t *testing.T) {
 		if gap := f.calls[i].Sub(f.calls[i-1]); gap < time.Second {
 			t.Errorf("request %d came %s after the one before, want at least poll_after (1 s)", i, gap)
 		}
+	}
+	if f.token[0] != "" || f.token[1] != "pt-a" || f.token[2] != "pt-b" {
+		t.Errorf("X-Queue-Token sent %q, want none on the join, then each answer's poll_token", f.token)
 	}
 	if a.pass != "p1" || !a.admitted() || len(r.admits) != 1 {
 		t.Errorf("pass %q, admitted %v, admissions seen %d; want p1, true, 1", a.pass, a.admitted(), len(r.admits))

@@ -607,6 +607,7 @@ type Sample struct {
 }
 
 func (r *runner) sample(ctx context.Context, start time.Time) (Stats, error) {
+	asked := time.Since(start)
 	st, err := r.c.api.Stats(ctx, r.item)
 	if err != nil {
 		return st, err
@@ -614,7 +615,9 @@ func (r *runner) sample(ctx context.Context, start time.Time) (Stats, error) {
 	if st.StockLeft <= 0 {
 		r.soldOut.Store(true)
 	}
-	smp := Sample{At: time.Since(start), StockLeft: st.StockLeft, Reserved: st.Reserved, Orders: st.Orders, OutboxPending: st.OutboxPending}
+	// At: the middle of the request (the counters were read in it; a slow
+	// answer must not shift them by its whole latency).
+	smp := Sample{At: asked + (time.Since(start)-asked)/2, StockLeft: st.StockLeft, Reserved: st.Reserved, Orders: st.Orders, OutboxPending: st.OutboxPending}
 	if q := st.Queue; q != nil {
 		smp.Waiting, smp.AdmittedTotal, smp.LoadFactor = q.Waiting, q.AdmittedTotal, q.LoadFactor
 	}
