@@ -15,7 +15,7 @@ import (
 // The waiting room measured from the lab's side (issue 16: admission
 // accuracy within ±5 % of new_users_per_minute, and what polling costs):
 // the admissions the edge counted (admitted_total of the item's stats,
-// sampled every 250 ms) and the admissions the lab's users saw (the first
+// sampled every second) and the admissions the lab's users saw (the first
 // answer of state admitted), over the window of sustained admission; the
 // polls the edge was sent in that window against its --queue-poll-rate;
 // the CPU of watched processes and the load average.

@@ -629,7 +629,11 @@ func (r *runner) sample(ctx context.Context, start time.Time) (Stats, error) {
 }
 
 func (r *runner) pollStock(ctx context.Context, start time.Time) {
-	t := time.NewTicker(250 * time.Millisecond)
+	every := 250 * time.Millisecond
+	if r.sc.Queue != nil { // a waiting room's stats count its admitted users one by one in Redis
+		every = time.Second
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		_, _ = r.sample(ctx, start)
