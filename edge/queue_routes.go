@@ -282,6 +282,9 @@ func (e *Edge) queueChallenge(c echo.Context) error {
 	if err := e.queueOpen(it); err != nil {
 		return err
 	}
+	if err := e.checkEligible(ses, it.Item); err != nil { // 409 not_eligible before any work, as the purchase's challenge
+		return err
+	}
 	return e.issueItemChallenge(c, it.Item, ses.UserID)
 }
 

@@ -5,6 +5,7 @@ import { api, ApiError, sleep, parseTime } from './api.js';
 import { messageFor, waitMessage } from './messages.js';
 import { ServerClock, formatRemaining } from './clock.js';
 import { powProgress } from './progress.js';
+import { runPoW } from './pow.js';
 import { waitingRoom } from './queue.js';
 import { drawPanel } from './draw.js';
 import { registerView } from './register.js';
@@ -357,7 +358,12 @@ async function itemView(id, signal) {
     return;
   }
   if (item.allocation === 'queue') {
-    room = waitingRoom({ id, item, box: queueBox, clock, signal, signedIn: () => !!user.name, onChange: tick });
+    // Joining a room with queue_challenge goes through the purchase's own
+    // challenge step (solve, in the challenge box) and its waits (retrying).
+    room = waitingRoom({
+      id, item, box: queueBox, clock, signal, signedIn: () => !!user.name, onChange: tick,
+      say, retrying, solve: (ch, failed) => solve(ch, failed, 'queue'), clearChallenge, current: () => item,
+    });
   }
   // Ask for this user's order at once: after a reload the page shows the
   // order it holds (and no Buy button) instead of forgetting it.
@@ -431,13 +437,11 @@ async function itemView(id, signal) {
         } catch (e) {
           // The old image and answer go at once; the message stays until
           // the new challenge replaces them.
-          challengeBox.hidden = true;
-          challengeBox.replaceChildren();
+          clearChallenge();
           if (e.code === 'challenge_failed') { failed = e; say(messageFor(e), 'error', e.code); continue; }
           throw e;
         }
-        challengeBox.hidden = true;
-        challengeBox.replaceChildren();
+        clearChallenge();
         say('Placing your order…');
         const before = item.stock_left;
         try {
@@ -472,25 +476,37 @@ async function itemView(id, signal) {
       if (e.code === 'sold_out' || e.code === 'not_live') load().catch(() => {});
     } finally {
       busy = false;
-      challengeBox.hidden = true;
-      challengeBox.replaceChildren();
+      clearChallenge();
       tick();
     }
   }
 
+  // clearChallenge takes the challenge (and its answer) off the page; its
+  // data- attributes stay for the tests.
+  function clearChallenge() {
+    challengeBox.hidden = true;
+    challengeBox.replaceChildren();
+  }
+
   // solve shows the challenge and resolves with the answer (null: the
-  // shopper wants another captcha).
-  function solve(ch, failed) {
+  // shopper wants another captcha). failed: the refusal of the previous
+  // answer, said until this one is answered. purpose: buy, or queue (the
+  // challenge of joining the waiting room).
+  function solve(ch, failed, purpose = 'buy') {
     challengeBox.replaceChildren();
     challengeBox.dataset.challengeId = ch.challenge_id;
     challengeBox.dataset.kind = ch.kind;
+    challengeBox.dataset.purpose = purpose;
     delete challengeBox.dataset.answer;
     challengeBox.hidden = false;
-    if (ch.kind === 'captcha') return solveCaptcha(ch, failed);
-    return solvePoW(ch);
+    const lead = purpose === 'queue'
+      ? h('p', { class: 'hint', id: 'challenge-purpose', 'data-testid': 'challenge-purpose', text: 'Joining the waiting room takes one check that you are not a bot.' })
+      : null;
+    if (ch.kind === 'captcha') return solveCaptcha(ch, failed, lead);
+    return solvePoW(ch, failed, lead);
   }
 
-  function solveCaptcha(ch, failed) {
+  function solveCaptcha(ch, failed, lead) {
     return new Promise((resolve, reject) => {
       const input = h('input', { id: 'captcha-answer', name: 'captcha-answer', inputmode: 'numeric', autocomplete: 'off', required: true, 'aria-describedby': 'captcha-hint' });
       const form = h('form', { id: 'captcha-form', class: 'captcha' },
@@ -507,46 +523,40 @@ async function itemView(id, signal) {
         resolve(v);
       });
       signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')), { once: true });
-      challengeBox.append(h('h2', { text: 'Prove you are human' }), form);
+      challengeBox.append(h('h2', { text: 'Prove you are human' }), lead || '', form);
       if (failed) say(messageFor(failed), 'error', failed.code);
       else say('Solve the challenge to continue.', 'info', 'challenge');
       input.focus();
     });
   }
 
-  // solvePoW runs the puzzle in a Web Worker; the bar never reaches the end
-  // before the answer is found (progress.js).
-  function solvePoW(ch) {
+  // solvePoW runs the puzzle in the Web Worker (pow.js); the bar never
+  // reaches the end before the answer is found (progress.js). A refused
+  // answer's message stays while the new puzzle is solved.
+  async function solvePoW(ch, failed, lead) {
     const difficulty = ch.difficulty || 0;
-    if (difficulty <= 0) return Promise.resolve('0');
+    if (difficulty <= 0) return '0';
     const expected = 2 ** difficulty;
     const STEPS = 1000;
     const progress = h('progress', { id: 'pow-progress', 'data-testid': 'pow-progress', max: String(STEPS), value: '0', 'aria-labelledby': 'pow-text' });
     const typical = `a puzzle of this size takes about ${expected.toLocaleString()} on average; some take longer`;
     const text = h('p', { id: 'pow-text', text: `Solving a puzzle in your browser: 0 hashes tried (${typical}).` });
-    challengeBox.append(h('h2', { text: 'Checking your browser' }), text, progress);
-    say('Solving the puzzle…', 'info', 'pow');
-    return new Promise((resolve, reject) => {
-      const worker = new Worker(new URL('./pow-worker.js', import.meta.url));
-      const stop = () => worker.terminate();
-      signal.addEventListener('abort', () => { stop(); reject(new DOMException('aborted', 'AbortError')); }, { once: true });
-      worker.onmessage = (ev) => {
-        const { tried, answer } = ev.data;
-        progress.dataset.tried = String(tried);
-        if (answer !== undefined) {
-          stop();
-          progress.value = STEPS;
-          text.textContent = `Puzzle solved after ${tried.toLocaleString()} hashes.`;
-          challengeBox.dataset.answer = answer;
-          resolve(answer);
-          return;
-        }
-        progress.value = powProgress(tried, expected, STEPS);
-        text.textContent = `Solving a puzzle in your browser: ${tried.toLocaleString()} hashes tried (${typical}).`;
-      };
-      worker.onerror = (ev) => { stop(); reject(new Error(`puzzle worker failed: ${ev.message}`)); };
-      worker.postMessage({ seed: ch.seed, difficulty });
+    challengeBox.append(h('h2', { text: 'Checking your browser' }), lead || '', text, progress);
+    if (failed) say(`${messageFor(failed)} Solving the new puzzle…`, 'error', failed.code);
+    else say('Solving the puzzle…', 'info', 'pow');
+    const { answer, tried } = await runPoW(ch, {
+      signal,
+      onProgress: (n) => {
+        progress.dataset.tried = String(n);
+        progress.value = powProgress(n, expected, STEPS);
+        text.textContent = `Solving a puzzle in your browser: ${n.toLocaleString()} hashes tried (${typical}).`;
+      },
     });
+    progress.dataset.tried = String(tried);
+    progress.value = STEPS;
+    text.textContent = `Puzzle solved after ${tried.toLocaleString()} hashes.`;
+    challengeBox.dataset.answer = answer;
+    return answer;
   }
 
   // showOrder shows the user's order (queued, confirmed or failed).
