@@ -212,6 +212,20 @@ type Stats struct {
 	Failed        int64    `json:"failed"`
 	ItemID        int64    `json:"item_id"`
 	DefencesOff   []string `json:"defences_off"`
+	// Queue: the waiting room of a sale with allocation queue (nil
+	// otherwise).
+	Queue *QueueStats `json:"queue,omitempty"`
+}
+
+// QueueStats is the waiting room in an item's stats (docs/API.md).
+type QueueStats struct {
+	Waiting           int64   `json:"waiting"`
+	Admitted          int64   `json:"admitted"`       // admitted, unexpired, not holding a unit yet
+	AdmittedTotal     int64   `json:"admitted_total"` // since the queue began
+	UnitsLeft         int64   `json:"units_left"`
+	NewUsersPerMinute int64   `json:"new_users_per_minute"`
+	TotalActiveUsers  int64   `json:"total_active_users"`
+	LoadFactor        float64 `json:"load_factor"`
 }
 
 // Stats returns an item's counters (admin).
@@ -227,12 +241,17 @@ func (c *Client) SetDefences(ctx context.Context, item int64, defences map[strin
 	return c.do(ctx, true, http.MethodPut, "/admin/items/"+strconv.FormatInt(item, 10)+"/defences", c.AdminToken, defences, nil, http.StatusOK, http.StatusNoContent)
 }
 
+// sessionsBatch is the most names Sessions asks for in one call: the edge
+// takes up to 10,000, but the answer must fit the client's 1 MiB body limit
+// (a name and its session token, with the account's age, take about 230 bytes).
+const sessionsBatch = 2000
+
 // Sessions returns a session token per username, creating missing users
-// (admin; at most 10,000 names per call).
+// (admin; sessionsBatch names per call).
 func (c *Client) Sessions(ctx context.Context, usernames []string) (map[string]string, error) {
 	out := map[string]string{}
 	for len(usernames) > 0 {
-		n := min(len(usernames), 10000)
+		n := min(len(usernames), sessionsBatch)
 		var r struct {
 			Tokens map[string]string `json:"tokens"`
 		}

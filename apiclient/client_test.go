@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -123,5 +124,41 @@ func TestRegisterSolvesTheChallenge(t *testing.T) {
 	kind = "captcha"
 	if _, err := c.RegisterFrom(context.Background(), "ann", "correct horse", hdr); err == nil || !strings.Contains(err.Error(), "captcha") {
 		t.Fatalf("a captcha: %v, want an error naming it", err)
+	}
+}
+
+// TestSessionsFitTheBodyLimit: 4,500 sessions of real size (a token of
+// about 200 bytes) come in answers that fit the client's 1 MiB body limit
+// (10,000 to a call did not: "unexpected end of JSON input").
+func TestSessionsFitTheBodyLimit(t *testing.T) {
+	var calls []int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Usernames []string `json:"usernames"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || r.URL.Path != "/admin/sessions" {
+			t.Errorf("%s %s: %v", r.Method, r.URL.Path, err)
+		}
+		calls = append(calls, len(req.Usernames))
+		tokens := map[string]string{}
+		for _, n := range req.Usernames {
+			tokens[n] = n + "." + strings.Repeat("x", 200)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"tokens": tokens})
+	}))
+	defer srv.Close()
+	names := make([]string, 4500)
+	for i := range names {
+		names[i] = "lab0123ab-h" + strconv.Itoa(100000+i)
+	}
+	got, err := New(srv.URL, srv.URL, "T", srv.Client()).Sessions(context.Background(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4500 || got[names[4499]] != names[4499]+"."+strings.Repeat("x", 200) {
+		t.Errorf("%d tokens, want 4500", len(got))
+	}
+	if len(calls) != 3 || calls[0] != 2000 || calls[1] != 2000 || calls[2] != 500 {
+		t.Errorf("calls of %v names, want 2000, 2000, 500", calls)
 	}
 }

@@ -51,7 +51,11 @@ import (
 //
 // Cost: a poll is O(log n) (ZRANK, ZADD); a step adds O(k log n) for the k
 // users it admits or drops (at most 256 dropped per step) and O(a) for the
-// a admitted users it checks against the buyers (at most once per tick).
+// a admitted users it checks against the buyers (at most once per tick, and
+// only when a, all counted as not holding a unit, would leave no room under
+// the units left or total_active_users: with 6,000 admitted a minute for a
+// 60 s session that check was 150,000 HEXISTS a second, most of Redis's CPU
+// in the lab's 100,000-entrant run, docs/BENCHMARKS.md).
 //
 // Retry safety (ARCHITECTURE.md): a join chooses its ticket id and place
 // before the first try and keeps an existing ticket, so a join retried
@@ -235,15 +239,20 @@ if not last or now - last >= tick then
     if credit > burst then credit = burst end
     local n = math.floor(credit)
     if n > 0 and redis.call('ZCARD', KEYS[2]) > 0 then
-      local holders = 0
-      local a = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
-      for i = 1, #a, 2 do
-        local u = a[i]
-        if redis.call('HEXISTS', KEYS[7], u) == 1 then
-          redis.call('ZREM', KEYS[3], u) -- holds a unit: needs no slot (held, until its order fails)
-          redis.call('ZADD', KEYS[8], a[i + 1], u)
-        else
-          holders = holders + 1
+      -- At most every admitted user holds no unit yet: count them one by
+      -- one (O(admitted) a tick) only when that bound leaves no room for n.
+      local holders = redis.call('ZCARD', KEYS[3])
+      if holders + n > left or (cap > 0 and holders + n > cap) then
+        holders = 0
+        local a = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+        for i = 1, #a, 2 do
+          local u = a[i]
+          if redis.call('HEXISTS', KEYS[7], u) == 1 then
+            redis.call('ZREM', KEYS[3], u) -- holds a unit: needs no slot (held, until its order fails)
+            redis.call('ZADD', KEYS[8], a[i + 1], u)
+          else
+            holders = holders + 1
+          end
         end
       end
       local room = left - holders
@@ -271,6 +280,7 @@ end
 local state, pos, untilms = 'none', 0, 0
 if tk then
   untilms = admittedUntil(user)
+  if untilms > 0 and redis.call('HEXISTS', KEYS[7], user) == 1 then untilms = 0 end -- holds a unit
   if untilms > 0 then
     state = 'admitted'
   else

@@ -359,3 +359,30 @@ func TestAdmissionPass(t *testing.T) {
 		t.Error("a pass of the previous secret is refused during the rotation")
 	}
 }
+
+// TestQueueHolderReadsBoughtWithoutTheScan: with units to spare the
+// admission step does not check the admitted users against the buyers one
+// by one (O(admitted) a tick); an admitted user who took a unit still reads
+// "bought" at once, and admissions go on at the rate.
+func TestQueueHolderReadsBoughtWithoutTheScan(t *testing.T) {
+	q := newQueueEnv(t, 1000, time.Now().Add(-time.Second), seckill.SaleRules{
+		NewUsersPerMinute: 60_000, SessionDuration: seckill.Duration(time.Minute)})
+	for u := int64(1); u <= 3; u++ {
+		q.join(t, u)
+	}
+	a := q.poll(t, 1)
+	if a.State != qAdmitted {
+		t.Fatalf("user 1: %+v, want admitted", a)
+	}
+	r, err := q.st.Reserve(context.Background(), q.it.ID, seckill.Account{ID: 1}, "r1", "ref1")
+	if err != nil || r.Outcome != stock.Queued {
+		t.Fatalf("reserve: %+v %v", r, err)
+	}
+	if a = q.poll(t, 1); a.State != qBought || !a.Until.IsZero() {
+		t.Fatalf("user 1 after buying: %+v, want bought", a)
+	}
+	b, c := q.poll(t, 2), q.poll(t, 3)
+	if b.State != qAdmitted || c.State != qAdmitted || c.Admitted != 3 || c.Left != 999 {
+		t.Fatalf("users 2 and 3: %+v %+v, want both admitted (3 admissions, 999 units left)", b, c)
+	}
+}

@@ -111,6 +111,10 @@ type actor struct {
 	// X-Admission-Pass while it is valid.
 	pass      string
 	passUntil time.Time
+	// pollToken: the waiting room's poll_token of the last answer, sent
+	// back as X-Queue-Token with each poll (as the storefront's cookie):
+	// the edge answers such a poll from its view, without Redis.
+	pollToken string
 }
 
 func (c *client) do(ctx context.Context, a *actor, route, method, path string, body any) reply {
@@ -127,6 +131,12 @@ func (c *client) doIP(ctx context.Context, a *actor, ip, route, method, path str
 			hdr = http.Header{}
 		}
 		hdr.Set("X-Admission-Pass", a.pass)
+	}
+	if route == "queue_poll" && a.pollToken != "" {
+		if hdr == nil {
+			hdr = http.Header{}
+		}
+		hdr.Set("X-Queue-Token", a.pollToken)
 	}
 	ans, err := c.api.Send(ctx, method, path, a.token, body, hdr)
 	rec := Record{Actor: a.kind, Route: route, At: ans.Began.Sub(c.rec.start), Latency: ans.Latency}

@@ -62,6 +62,9 @@ type Report struct {
 	// Rules of the sale.
 	MinAccountAge string `json:"min_account_age,omitempty"`
 	MaxPerNetwork int64  `json:"max_per_network,omitempty"`
+	// Queue: the waiting room measured (a queue sale; the first seed's
+	// sale; queue_measure.go).
+	Queue *QueueReport `json:"queue,omitempty"`
 }
 
 // SeedResult is one seed's sale.
@@ -457,6 +460,10 @@ func (p *play) build(sales []*saleResult, pop *population) *Report {
 		}
 	}
 	rep.Verdict, rep.Headline = decide(len(broken) == 0, broken, rep.DefencesOff, rep.Shares)
+	if sc.Queue != nil {
+		rep.Queue = measureQueue(queueInput{rate: sc.Queue.rules(first.start).QueueRate(), pollRate: sc.Queue.pollRate(), saleStart: sc.Queue.PreQueue,
+			runEnd: first.played, samples: first.samples, admits: first.admits, recs: first.recs, load1: p.load1Before})
+	}
 	return rep
 }
 
@@ -539,6 +546,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 		tw.Flush()
 	}
 	rep.writeShares(w)
+	if rep.Queue != nil {
+		rep.Queue.write(w)
+	}
 	fmt.Fprintln(w, "\ninvariants:")
 	bad := 0
 	for _, c := range rep.Invariants.Checks {

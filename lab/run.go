@@ -42,6 +42,10 @@ type Config struct {
 	// rather than burn this one). The ocr_bot kind and the account farm's
 	// registration use it; honest lab users never do.
 	SolveCaptcha CaptchaSolver
+	// WatchPIDs names processes (e.g. "edge", "redis") whose CPU the lab
+	// samples from /proc with the stock, with the load average: the
+	// report's waiting-room measure (queue_measure.go) gives their CPU.
+	WatchPIDs map[string]int
 }
 
 // CaptchaSolver reads one captcha PNG (e.g. the OCR of lab/ocr*.go).
@@ -64,6 +68,10 @@ type play struct {
 	// farmAges: how old the farms' youngest and oldest accounts were when
 	// each sale opened.
 	farmAges []time.Duration
+	// watch samples the load average and the watched processes' CPU.
+	watch *procWatch
+	// load1Before: the load average when the run began.
+	load1Before float64
 }
 
 // runner is one sale (one seed) in progress.
@@ -88,6 +96,7 @@ type runner struct {
 	samples  []Sample
 	refused  map[string]string // account -> its first eligibility refusal code
 	farmReg  map[string]int    // farm registration outcomes
+	admits   []time.Duration   // when honest users saw a new admission (since start; queue.go)
 }
 
 // noteSet keeps the run's notes, each once.
@@ -153,6 +162,7 @@ type saleResult struct {
 	kindOf     map[string]string
 	refused    map[string]string
 	farmReg    map[string]int
+	admits     []time.Duration
 }
 
 // Run plays the scenario against the edge, one sale per seed, and returns
@@ -166,7 +176,8 @@ func Run(ctx context.Context, sc *Scenario, cfg Config) (*Report, error) {
 	var idb [3]byte
 	_, _ = rand.Read(idb[:])
 	p := &play{sc: sc, cfg: cfg, runID: hex.EncodeToString(idb[:]), notes: &noteSet{}, farms: map[string]*bot{},
-		api: apiclient.New(cfg.EdgeURL, cfg.AdminURL, cfg.AdminToken, hc)}
+		api: apiclient.New(cfg.EdgeURL, cfg.AdminURL, cfg.AdminToken, hc), watch: newProcWatch(cfg.WatchPIDs)}
+	p.load1Before, _ = p.watch.read()
 	var base [4]byte
 	_, _ = rand.Read(base[:])
 	p.honestBase = int(base[0])<<8 | int(base[1])
@@ -373,7 +384,7 @@ func (r *runner) playSale(ctx context.Context, first bool) (*saleResult, error) 
 		recs: r.c.rec.snapshot(), accounts: map[string]int{}, actors: map[string]int{}, kindOf: map[string]string{}}
 	r.mu.Lock()
 	res.outcomes, res.samples, res.wins = maps.Clone(r.outcomes), slices.Clone(r.samples), maps.Clone(r.wins)
-	res.refused, res.farmReg = maps.Clone(r.refused), maps.Clone(r.farmReg)
+	res.refused, res.farmReg, res.admits = maps.Clone(r.refused), maps.Clone(r.farmReg), slices.Clone(r.admits)
 	r.mu.Unlock()
 	for _, a := range honest {
 		res.kindOf[a.name] = Honest
@@ -583,9 +594,20 @@ type Sample struct {
 	Reserved      int64         `json:"reserved"`
 	Orders        int64         `json:"orders"`
 	OutboxPending int64         `json:"outbox_pending"`
+	// A waiting room (queue sale): its length, the admissions since it
+	// began and this edge's load factor, from the item's stats.
+	Waiting       int64   `json:"waiting,omitempty"`
+	AdmittedTotal int64   `json:"admitted_total,omitempty"`
+	LoadFactor    float64 `json:"load_factor,omitempty"`
+	// Load1 is the machine's 1-minute load average and CPU the CPU
+	// seconds used so far by each process of Config.WatchPIDs (Linux
+	// /proc; queue_measure.go).
+	Load1 float64            `json:"load1,omitempty"`
+	CPU   map[string]float64 `json:"cpu_s,omitempty"`
 }
 
 func (r *runner) sample(ctx context.Context, start time.Time) (Stats, error) {
+	asked := time.Since(start)
 	st, err := r.c.api.Stats(ctx, r.item)
 	if err != nil {
 		return st, err
@@ -593,14 +615,25 @@ func (r *runner) sample(ctx context.Context, start time.Time) (Stats, error) {
 	if st.StockLeft <= 0 {
 		r.soldOut.Store(true)
 	}
+	// At: the middle of the request (the counters were read in it; a slow
+	// answer must not shift them by its whole latency).
+	smp := Sample{At: asked + (time.Since(start)-asked)/2, StockLeft: st.StockLeft, Reserved: st.Reserved, Orders: st.Orders, OutboxPending: st.OutboxPending}
+	if q := st.Queue; q != nil {
+		smp.Waiting, smp.AdmittedTotal, smp.LoadFactor = q.Waiting, q.AdmittedTotal, q.LoadFactor
+	}
+	smp.Load1, smp.CPU = r.p.watch.read()
 	r.mu.Lock()
-	r.samples = append(r.samples, Sample{At: time.Since(start), StockLeft: st.StockLeft, Reserved: st.Reserved, Orders: st.Orders, OutboxPending: st.OutboxPending})
+	r.samples = append(r.samples, smp)
 	r.mu.Unlock()
 	return st, nil
 }
 
 func (r *runner) pollStock(ctx context.Context, start time.Time) {
-	t := time.NewTicker(250 * time.Millisecond)
+	every := 250 * time.Millisecond
+	if r.sc.Queue != nil { // a waiting room's stats count its admitted users one by one in Redis
+		every = time.Second
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		_, _ = r.sample(ctx, start)

@@ -44,6 +44,7 @@ func labRunCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Comm
 		cfg        lab.Config
 		reportDir  string
 		defenceOff []string
+		watchPIDs  []string
 		quiet      bool
 		seeds      int
 	)
@@ -92,6 +93,9 @@ stops, naming the fix, when it does not: "make up LAB=1", or
 			}
 			if cfg.AdminToken == "" {
 				return fmt.Errorf("--admin-token (or SECKILL_ADMIN_TOKEN) is required")
+			}
+			if cfg.WatchPIDs, err = lab.ParseWatch(watchPIDs); err != nil {
+				return err
 			}
 			if !quiet {
 				cfg.Log = stderr
@@ -144,6 +148,7 @@ stops, naming the fix, when it does not: "make up LAB=1", or
 	envFlag(fs, getenv, &cfg.ReconcileCmd, "reconcile-cmd", "SECKILL_LAB_RECONCILE_CMD", "", "run this through sh -c at the end ({id}: the item id); its exit status is part of the verdict")
 	fs.StringSliceVar(&defenceOff, "defence-off", nil, "switch this defence off for the sale, overriding the scenario (repeatable: challenge, path_binding, single_use, bloom, buckets, breaker, shedding)")
 	fs.BoolVar(&quiet, "quiet", false, "no setup messages and no progress line on stderr")
+	fs.StringSliceVar(&watchPIDs, "watch-pid", nil, "name=pid: sample this process's CPU (Linux /proc) with the stock; a waiting-room report gives its cores (repeatable, e.g. edge=1234)")
 	return cmd
 }
 
