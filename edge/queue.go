@@ -348,6 +348,10 @@ func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user
 	if err != nil {
 		if len(v.seen)+len(seen) <= maxSeen {
 			v.seen = append(v.seen, seen...) // told next time
+		} else {
+			for _, s := range seen { // not told: recorded at their next poll
+				delete(v.recorded, s.key())
+			}
 		}
 		return st, err
 	}

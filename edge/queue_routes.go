@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"encoding/json"
-	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -223,34 +222,6 @@ func (e *Edge) answerQueue(c echo.Context, it seckill.ItemView, user int64, st q
 		})
 	}
 	return c.JSON(http.StatusOK, a)
-}
-
-// queueTiming estimates the wait (seconds) and says when to poll again.
-// The wait is the position over the admission rate, plus the time to the
-// start. Polls are spread so the whole waiting room sends about
-// QueuePollRate polls a second (poll_after grows with the queue length),
-// sooner near the head (half the wait), never under a second, and never
-// later than a third of abandon_after (or the ticket would be dropped).
-func (e *Edge) queueTiming(it seckill.ItemView, st queueStatus) (eta, pollAfter int64) {
-	rate := float64(it.QueueRate()) / 60 // per second
-	switch st.State {
-	case qAdmitted:
-		return 0, max(1, min(30, int64(st.Until.Sub(st.Now).Seconds())))
-	case qWaiting:
-	default:
-		return 0, 10
-	}
-	wait := float64(st.Position) / rate
-	if st.Now.Before(it.StartsAt) {
-		wait += it.StartsAt.Sub(st.Now).Seconds()
-	}
-	pollRate := float64(e.cfg.QueuePollRate)
-	if pollRate <= 0 {
-		pollRate = DefaultQueuePollRate
-	}
-	pa := min(float64(st.Waiting)/pollRate, wait/2)
-	pa = max(1, min(pa, it.QueueAbandon().Seconds()/3))
-	return int64(math.Ceil(wait)), int64(math.Ceil(pa))
 }
 
 // checkAdmitted refuses a challenge, a path or a purchase of a waiting-room

@@ -27,9 +27,11 @@ import (
 //     its way or failed (Redis unreachable for less than stale);
 //   - a poll answered from the view is remembered (seen) and handed to
 //     Redis by the next run of the script, so the ticket counts as polled
-//     (abandon_after) within a tick; a ticket Redis no longer has waiting
-//     (dropped, placed again) is told back (gone) and asked of Redis from
-//     then on;
+//     (abandon_after) within a tick, unless this edge handed a poll of the
+//     same ticket to Redis less than a quarter of abandon_after ago
+//     (roomView.record: most polls then cost Redis nothing); a ticket
+//     Redis no longer has waiting (dropped, placed again) is told back
+//     (gone) and asked of Redis from then on;
 //   - a ticket at or before the head (perhaps admitted), without a token, a
 //     view too old, or Redis unreachable for the refresh: the script
 //     answers, exactly, as before.
@@ -108,7 +110,13 @@ type roomView struct {
 	done       chan struct{} // closed when it ends
 	err        error         // of the last refresh
 	seen       []seenPoll
+	recorded   map[string]time.Time // seenPoll.key -> when this edge last handed its poll to Redis
 	gone       map[string]time.Time // seenPoll.key of tickets Redis no longer has waiting there
+
+	// the queue's poll spread interval (queue_timing.go) and its inputs
+	spread      float64
+	spreadKey   spreadKey
+	spreadValid bool
 }
 
 // maxSeen bounds the polls an edge holds for Redis per queue (while Redis
@@ -126,10 +134,44 @@ func (w *waitingRoom) view(item int64) *roomView {
 	defer w.mu.Unlock()
 	v := w.views[item]
 	if v == nil {
-		v = &roomView{gone: map[string]time.Time{}}
+		v = &roomView{gone: map[string]time.Time{}, recorded: map[string]time.Time{}}
 		w.views[item] = v
 	}
 	return v
+}
+
+// maxRecorded bounds the tickets an edge remembers having recorded, per
+// queue; past it those recorded longer ago than the interval are
+// forgotten, then any (a forgotten ticket's next poll is recorded again).
+const maxRecorded = 200_000
+
+// record notes a poll answered from the view for Redis (abandon_after),
+// unless this edge handed a poll of that ticket to Redis less than every
+// ago: a ticket polled every poll_after seconds is recorded about once
+// every max(poll_after, every) seconds, not at each poll, so most polls
+// cost Redis nothing. With every a quarter of abandon_after, a ticket
+// that keeps polling more often than abandon_after is never dropped (two
+// recordings are at most every + its polling interval apart), and one
+// that stops is dropped between 3/4 of abandon_after and abandon_after
+// after its last poll. v.mu held.
+func (v *roomView) record(p seenPoll, every time.Duration) {
+	now := time.Now()
+	k := p.key()
+	if at, ok := v.recorded[k]; ok && now.Sub(at) < every {
+		return
+	}
+	if len(v.seen) >= maxSeen {
+		return
+	}
+	if len(v.recorded) >= maxRecorded {
+		for id, at := range v.recorded {
+			if now.Sub(at) >= every || len(v.recorded) > maxRecorded/2 {
+				delete(v.recorded, id)
+			}
+		}
+	}
+	v.seen = append(v.seen, p)
+	v.recorded[k] = now
 }
 
 // update takes a newer view (of a step) and the tickets a run found gone;
@@ -148,6 +190,7 @@ func (v *roomView) update(step bool, view queueView, gone []string) {
 	}
 	for _, id := range gone {
 		v.gone[id] = time.Now()
+		delete(v.recorded, id)
 	}
 }
 
@@ -196,9 +239,7 @@ func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollTok
 		}
 	}
 	refresh := !v.refreshing && (!v.valid || time.Since(v.view.Fetched) >= w.tick)
-	if len(v.seen) < maxSeen {
-		v.seen = append(v.seen, me)
-	}
+	v.record(me, it.QueueAbandon()/4)
 	if refresh {
 		v.refreshing, v.since, v.done = true, time.Now(), make(chan struct{})
 	}

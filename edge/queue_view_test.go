@@ -290,3 +290,51 @@ func TestQueueViewRedisDown(t *testing.T) {
 		t.Fatalf("answered from a view %v old with Redis gone: %+v", 150*time.Millisecond, st)
 	}
 }
+
+// TestQueueViewRecordsOncePerInterval: a ticket polled from the view every
+// 50 ms is handed to Redis about once per quarter of abandon_after, not at
+// every poll (its last-poll score in Redis moves that seldom), yet the
+// score is never further behind its latest poll than that quarter, so a
+// ticket that keeps polling is never dropped; one that stops is dropped
+// after at least 3/4 of abandon_after.
+func TestQueueViewRecordsOncePerInterval(t *testing.T) {
+	const abandon = 2 * time.Second
+	every := abandon / 4
+	starts := time.Now().Add(time.Hour)
+	q := newQueueEnv(t, 10, starts, seckill.SaleRules{AbandonAfter: seckill.Duration(abandon)})
+	q.w.tick = 20 * time.Millisecond
+	ctx := context.Background()
+	seenKey := rkeys.Space(q.w.prefix).Queue(q.it.ID).Seen
+	var next float64
+	q.w.place = func() float64 { next += 0.1; return next } // 1 is the head, 2 behind it
+	q.join(t, 1)
+	tok := q.token(t, 2, q.join(t, 2))
+	scores := map[float64]bool{}
+	var last time.Time
+	for i := 0; i < 60; i++ { // 3 s
+		q.poll(t, 1) // the head, by Redis: a script run each time (the view's refreshes)
+		st, ok, err := q.w.fromView(ctx, q.it, tok, 1)
+		if err != nil || !ok || st.State != qWaiting {
+			t.Fatalf("poll %d: %+v %v %v", i, st, ok, err)
+		}
+		last = time.Now()
+		q.poll(t, 1) // hands the poll (if recorded) to Redis
+		s, err := q.rdb.ZScore(ctx, seenKey, "2").Result()
+		if err != nil {
+			t.Fatalf("poll %d: the ticket's last poll in Redis: %v", i, err)
+		}
+		if behind := last.Sub(time.UnixMilli(int64(s))); behind > every+5*time.Millisecond {
+			t.Fatalf("poll %d: Redis's last poll of the ticket %s behind its latest poll (at most %s)", i, behind, every)
+		}
+		scores[s] = true
+		time.Sleep(50 * time.Millisecond)
+	}
+	// 3 s of polls (60, plus the join) at one recording per 500 ms: at
+	// most 8 distinct scores; every poll recorded would give about 60.
+	if len(scores) > 8 || len(scores) < 3 {
+		t.Fatalf("the ticket's last poll was recorded %d times in 60 polls over 3 s (want one per %s)", len(scores), every)
+	}
+	if st := q.poll(t, 2); st.State != qWaiting {
+		t.Fatalf("a ticket that kept polling: %+v", st)
+	}
+}
