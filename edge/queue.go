@@ -138,7 +138,7 @@ type queueStatus struct {
 // ARGV: 1 op (join | poll | peek), 2 user, 3 new ticket id, 4 pre-queue place,
 // 5 starts_ms, 6 ends_ms, 7 new users per minute, 8 total active (0: none),
 // 9 session ms, 10 abandon ms, 11 grace ms, 12 load factor (0..1), 13 tick ms,
-// 14.. user, ticket id, place, user, ...: polls answered from a view
+// 14.. user, ticket id, place, age (ms), user, ...: polls answered from a view
 var queueScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -158,29 +158,31 @@ local function admittedUntil(u)
 end
 
 -- polls an edge answered from its view since its last run (ARGV[14..],
--- triples of user, ticket and place): still waiting there, they count as
--- polled now; the others are told back (gone), and that edge asks Redis
--- about them from then on. A few bulk commands per 1,000 polls.
+-- quadruples of user, ticket, place and the poll's age in ms): still
+-- waiting there, they count as polled when they were made, however late
+-- the edge tells them (GT: a later poll already told stays); the others
+-- are told back (gone), and that edge asks Redis about them from then on.
+-- A few bulk commands per 1,000 polls.
 local gone = {}
-local seen = math.floor((#ARGV - 13) / 3)
+local seen = math.floor((#ARGV - 13) / 4)
 for from = 0, seen - 1, 1000 do
   local m = math.min(1000, seen - from)
   local users = {}
-  for j = 1, m do users[j] = ARGV[14 + (from + j - 1) * 3] end
+  for j = 1, m do users[j] = ARGV[14 + (from + j - 1) * 4] end
   local places = redis.call('ZMSCORE', KEYS[2], unpack(users))
   local ids = redis.call('HMGET', KEYS[1], unpack(users))
   local polled = {}
   for j = 1, m do
-    local b = 14 + (from + j - 1) * 3
-    local id, place = ARGV[b + 1], ARGV[b + 2]
+    local b = 14 + (from + j - 1) * 4
+    local id, place, age = ARGV[b + 1], ARGV[b + 2], math.max(0, tonumber(ARGV[b + 3]))
     if places[j] and tonumber(places[j]) == tonumber(place) and ids[j] == id then
-      polled[#polled + 1] = now
+      polled[#polled + 1] = now - age
       polled[#polled + 1] = users[j]
     else
       gone[#gone + 1] = id .. ' ' .. place
     end
   end
-  if #polled > 0 then redis.call('ZADD', KEYS[4], unpack(polled)) end
+  if #polled > 0 then redis.call('ZADD', KEYS[4], 'GT', unpack(polled)) end
 end
 
 local tk = false
@@ -365,14 +367,15 @@ func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, u
 	var tk [16]byte
 	_, _ = rand.Read(tk[:])
 	r := it.SaleRules
-	args := make([]any, 0, 13+3*len(seen))
+	args := make([]any, 0, 13+4*len(seen))
 	args = append(args,
 		string(op), user, hex.EncodeToString(tk[:]), strconv.FormatFloat(w.place(), 'g', 17, 64),
 		it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli(),
 		r.QueueRate(), r.TotalActiveUsers, r.QueueSession().Milliseconds(), r.QueueAbandon().Milliseconds(),
 		w.grace.Milliseconds(), strconv.FormatFloat(factor, 'f', 3, 64), w.tick.Milliseconds())
+	sent := time.Now()
 	for _, s := range seen {
-		args = append(args, s.user, s.ticket, s.place)
+		args = append(args, s.user, s.ticket, s.place, max(0, sent.Sub(s.at).Milliseconds()))
 	}
 	fetched := time.Now()
 	v, err := queueScript.Run(ctx, w.rdb, []string{qk.Tickets, qk.Waiting, qk.Active, qk.Seen, qk.State, ik.Stock, ik.Buyers, qk.Held, ik.Meta}, args...).Slice()

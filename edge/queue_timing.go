@@ -29,7 +29,9 @@ func (e *Edge) queueTiming(it seckill.ItemView, st queueStatus) (eta, pollAfter 
 		toStart = it.StartsAt.Sub(st.Now).Seconds()
 	}
 	wait := float64(st.Position)/rate + toStart
-	ceiling := it.QueueAbandon().Seconds() / 3
+	// a third of abandon_after in whole seconds, rounded down: poll_after
+	// is rounded up, and must not pass it
+	ceiling := max(1, math.Floor(it.QueueAbandon().Seconds()/3))
 	spread := e.queue.spreadOf(it.ID, spreadKey{
 		waiting: st.Waiting, rate: rate, toStart: math.Round(toStart), budget: float64(e.pollBudget()), ceiling: ceiling,
 	})
@@ -74,9 +76,14 @@ func (w *waitingRoom) spreadOf(item int64, k spreadKey) float64 {
 // 2 × rate × (1 + ln(n/(2 rate))) a second), it is the ceiling: a ticket
 // polling less often than that would be dropped as abandoned.
 func pollSpread(n int64, rate, toStart, budget, ceiling float64) float64 {
-	ceiling = max(1, ceiling)
-	if n <= 0 || budget <= 0 || rate <= 0 {
+	if !(ceiling >= 1) { // under a second, or NaN
+		ceiling = 1
+	}
+	if n <= 0 || !(budget > 0) || !(rate > 0) { // NaN too
 		return ceiling
+	}
+	if !(toStart > 0) {
+		toStart = 0
 	}
 	lo, hi := 1.0, ceiling
 	if pollsPerSecond(n, rate, toStart, hi) > budget {

@@ -100,3 +100,73 @@ func TestPollSpreadMonotone(t *testing.T) {
 		prev = s
 	}
 }
+
+// TestQueuePollAfterCeiling: poll_after is never more than a third of
+// abandon_after (docs/API.md), whole seconds rounded down, at least 1 s:
+// with abandon_after at its minimum, 10 s, a ticket far back was told 4 s
+// before the fix (a third rounded up): a lost recording and a poll between
+// (2.5 s + 2 × 4 s, past the quarter of roomView.record) was dropped.
+func TestQueuePollAfterCeiling(t *testing.T) {
+	start := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		abandon time.Duration
+		want    int64
+	}{
+		{seckill.MinAbandonAfter, 3}, {11 * time.Second, 3}, {12 * time.Second, 4}, {2 * time.Second, 1},
+		{5 * time.Minute, 100}, {seckill.MaxAbandonAfter, 1200},
+	} {
+		e := &Edge{cfg: Config{QueuePollRate: 1}, queue: newWaitingRoom(nil, "", 0, 0)}
+		it := seckill.ItemView{Item: seckill.Item{ID: 1, StartsAt: start, SaleRules: seckill.SaleRules{
+			Allocation: seckill.AllocationQueue, NewUsersPerMinute: 60, AbandonAfter: seckill.Duration(c.abandon)}}}
+		_, pa := e.queueTiming(it, queueStatus{State: qWaiting, Position: 1_000_000, Waiting: 1_000_000, Now: start})
+		if pa != c.want {
+			t.Errorf("abandon_after %s: poll_after %d s, want %d", c.abandon, pa, c.want)
+		}
+	}
+}
+
+// TestPollSpreadExtremes: whatever its inputs (huge or empty queues, tiny
+// or huge rates and budgets, a start far away, a ceiling under a second,
+// NaN, ±Inf) pollSpread returns at once a finite interval of at least a
+// second and at most the ceiling (when that is at least a second; finite
+// when it is), and
+// queueTiming a poll_after of at least a second.
+func TestPollSpreadExtremes(t *testing.T) {
+	inf, nan := math.Inf(1), math.NaN()
+	bad := 0
+	ns := []int64{math.MinInt64, -1, 0, 1, 2, 1 << 20, 1 << 40, math.MaxInt64}
+	fs := []float64{-inf, -1, 0, 1e-300, 1.0 / 60, 0.5, 1, 100, 1e5, 1e300, inf, nan}
+	for _, n := range ns {
+		for _, rate := range fs {
+			for _, toStart := range fs {
+				for _, budget := range fs {
+					for _, ceiling := range fs {
+						s := pollSpread(n, rate, toStart, budget, ceiling)
+						if math.IsNaN(s) || s < 1 || ceiling >= 1 && s > ceiling || !math.IsInf(ceiling, 1) && math.IsInf(s, 0) {
+							if bad++; bad <= 5 {
+								t.Errorf("pollSpread(%d, %g, %g, %g, %g) = %g", n, rate, toStart, budget, ceiling, s)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d calls out of bounds", bad, len(ns)*len(fs)*len(fs)*len(fs)*len(fs))
+	}
+	start := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	e := &Edge{cfg: Config{QueuePollRate: 1}, queue: newWaitingRoom(nil, "", 0, 0)}
+	for _, perMin := range []int64{0, 1, seckill.MaxNewUsersPerMinute} {
+		for _, toStart := range []time.Duration{0, time.Second, 100 * 365 * 24 * time.Hour} {
+			for _, pos := range []int64{0, 1, 1 << 40} {
+				it := seckill.ItemView{Item: seckill.Item{ID: 1, StartsAt: start, SaleRules: seckill.SaleRules{
+					Allocation: seckill.AllocationQueue, NewUsersPerMinute: perMin}}}
+				eta, pa := e.queueTiming(it, queueStatus{State: qWaiting, Position: pos, Waiting: pos, Now: start.Add(-toStart)})
+				if pa < 1 || pa > 100 || eta < 0 {
+					t.Errorf("%d/min, %s to the start, position %d: eta %d s, poll_after %d s", perMin, toStart, pos, eta, pa)
+				}
+			}
+		}
+	}
+}

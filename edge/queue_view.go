@@ -27,7 +27,7 @@ import (
 //     its way or failed (Redis unreachable for less than stale);
 //   - a poll answered from the view is remembered (seen) and handed to
 //     Redis by the next run of the script, so the ticket counts as polled
-//     (abandon_after) within a tick, unless this edge handed a poll of the
+//     (abandon_after) at the time of that poll, unless this edge handed a poll of the
 //     same ticket to Redis less than a quarter of abandon_after ago
 //     (roomView.record: most polls then cost Redis nothing); a ticket
 //     Redis no longer has waiting (dropped, placed again) is told back
@@ -89,8 +89,9 @@ func (v queueView) position(place float64) int64 {
 // seenPoll is a poll answered from the view, not yet told to Redis.
 type seenPoll struct {
 	user   int64
-	ticket string // id
-	place  string // as in the token
+	ticket string    // id
+	place  string    // as in the token
+	at     time.Time // when it was made (Redis counts it then, told however late)
 }
 
 // key names a ticket at a place (a ticket placed again is another key).
@@ -149,11 +150,16 @@ const maxRecorded = 200_000
 // unless this edge handed a poll of that ticket to Redis less than every
 // ago: a ticket polled every poll_after seconds is recorded about once
 // every max(poll_after, every) seconds, not at each poll, so most polls
-// cost Redis nothing. With every a quarter of abandon_after, a ticket
-// that keeps polling more often than abandon_after is never dropped (two
-// recordings are at most every + its polling interval apart), and one
-// that stops is dropped between 3/4 of abandon_after and abandon_after
-// after its last poll. v.mu held.
+// cost Redis nothing. Redis counts a recorded poll when it was made
+// (seenPoll.at), however late the edge's next script run tells it. Two
+// recordings are less than every + the ticket's longest gap between polls
+// apart, so with every a quarter of abandon_after a ticket whose polls
+// are never more than half of abandon_after apart is never dropped (3/4,
+// and room for the script run that tells it; poll_after is at most a
+// third), while one with longer gaps may be: after a poll not recorded,
+// a gap of 0.95 × abandon_after is enough (TestQueueRecordIrregularPolls).
+// One that stops is dropped between 3/4 of abandon_after and
+// abandon_after after its last poll (and a step). v.mu held.
 func (v *roomView) record(p seenPoll, every time.Duration) {
 	now := time.Now()
 	k := p.key()
@@ -170,6 +176,7 @@ func (v *roomView) record(p seenPoll, every time.Duration) {
 			}
 		}
 	}
+	p.at = now
 	v.seen = append(v.seen, p)
 	v.recorded[k] = now
 }
