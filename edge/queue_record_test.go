@@ -2,6 +2,8 @@ package edge
 
 import (
 	"context"
+	"math"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
@@ -156,5 +158,195 @@ func TestQueueRecordLateDelivery(t *testing.T) {
 	t.Logf("user 2 dropped %s after its last poll (abandon_after %s)", gone, abandon)
 	if gone < abandon*3/4 || gone == 0 || gone > abandon+300*time.Millisecond {
 		t.Fatalf("user 2 dropped %s after its last poll, want between %s and %s", gone, abandon*3/4, abandon+300*time.Millisecond)
+	}
+}
+
+// TestQueueRecordThreeEdgesStopWindow: 30 tickets poll with their tokens,
+// each poll at a random one of three edges, the gaps between a ticket's
+// polls random up to half of abandon_after; each stops after a random
+// time. No ticket is dropped while it polls, and each is dropped between
+// 3/4 of abandon_after and abandon_after (and a step) after its last
+// poll (docs/API.md), though most polls never reach Redis.
+func TestQueueRecordThreeEdgesStopWindow(t *testing.T) {
+	const abandon = 2 * time.Second
+	const n = 30
+	q, toks := recordEnv(t, abandon, n+1)
+	ws := q.edges(3, 50*time.Millisecond)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(16, 4))
+	gap := func() time.Duration { return time.Duration(rng.Int64N(int64(abandon / 2))) }
+	start := time.Now()
+	type ticket struct {
+		next, stop, last, dropped time.Time
+	}
+	ts := make([]ticket, n+2)
+	for u := 2; u <= n+1; u++ {
+		ts[u] = ticket{next: start.Add(gap()), stop: start.Add(abandon/2 + time.Duration(rng.Int64N(int64(abandon*3/2))))}
+	}
+	var views, scripts, heads int
+	for left := n; left > 0; {
+		now := time.Now()
+		if now.Sub(start) > 10*abandon {
+			t.Fatalf("%d tickets not dropped %s after the start", left, 10*abandon)
+		}
+		if _, err := ws[heads%3].run(ctx, opPoll, q.it, 1, 1); err != nil { // the head, and a step
+			t.Fatal(err)
+		}
+		heads++
+		for u := 2; u <= n+1; u++ {
+			tk := &ts[u]
+			switch {
+			case !tk.dropped.IsZero():
+			case tk.last.IsZero() || now.Before(tk.stop) || tk.next.Before(tk.stop):
+				if now.Before(tk.next) {
+					continue
+				}
+				st, err := pollAt(ctx, ws[rng.IntN(3)], q.it, toks[u])
+				if err != nil || st.State != qWaiting {
+					t.Fatalf("user %d, %s after its last poll (gaps at most %s): %+v %v", u, now.Sub(tk.last), abandon/2, st, err)
+				}
+				if st.FromView {
+					views++
+				} else {
+					scripts++
+				}
+				tk.last, tk.next = now, now.Add(gap())
+			default:
+				if !q.waitingNow(t, int64(u)) {
+					tk.dropped = now
+					left--
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lo, hi := time.Duration(math.MaxInt64), time.Duration(0)
+	for u := 2; u <= n+1; u++ {
+		d := ts[u].dropped.Sub(ts[u].last)
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	t.Logf("%d polls from the views, %d by the script; dropped %s to %s after their last poll (abandon_after %s)", views, scripts, lo, hi, abandon)
+	if lo < abandon*3/4 || hi > abandon+300*time.Millisecond {
+		t.Fatalf("dropped %s to %s after their last poll, want between %s and %s", lo, hi, abandon*3/4, abandon+300*time.Millisecond)
+	}
+}
+
+// TestQueueRecordEdgeDies: an edge dies with a recorded poll it had not
+// told Redis yet (held until its next script run); the ticket polls
+// another edge from then on. Polling every third of abandon_after (the
+// longest poll_after) after an unrecorded poll, it survives (Redis's last
+// poll of it is then at most 0.9 × abandon_after old); every half of
+// abandon_after it does not (1.24 ×): the guarantee of polls half of
+// abandon_after apart holds only while the edges run (docs/API.md).
+func TestQueueRecordEdgeDies(t *testing.T) {
+	const abandon = 3 * time.Second
+	q, toks := recordEnv(t, abandon, 3)
+	ctx := context.Background()
+	x, y := q.edges(2, time.Hour)[0], q.edges(1, 20*time.Millisecond)[0] // x runs the script only when told; y: the head
+	x.stale = time.Hour
+	poll := func(w *waitingRoom, u int64) queueStatus {
+		t.Helper()
+		st, err := pollAt(ctx, w, q.it, toks[u])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for _, u := range []int64{2, 3} {
+		if st := poll(x, u); st.State != qWaiting || !st.FromView {
+			t.Fatalf("user %d at x: %+v", u, st)
+		}
+	}
+	t0 := time.Now()
+	if _, err := x.run(ctx, opPoll, q.it, 1, 1); err != nil { // tells both polls
+		t.Fatal(err)
+	}
+	at := func(f float64) { q.keepHead(t, y, time.Until(t0.Add(time.Duration(f*float64(abandon))))) }
+	held := func() int {
+		v := x.view(q.it.ID)
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return len(v.seen)
+	}
+	at(0.2)
+	poll(x, 2)
+	poll(x, 3)
+	if h := held(); h != 0 {
+		t.Fatalf("%d polls recorded 0.2 × abandon_after after the last", h)
+	}
+	at(0.53) // 2: a third of abandon_after later, recorded, held
+	poll(x, 2)
+	at(0.7) // 3: half of abandon_after later
+	poll(x, 3)
+	if h := held(); h != 2 {
+		t.Fatalf("%d polls held at x, want 2", h)
+	}
+	x = newWaitingRoom(q.rdb, q.w.prefix, time.Second, 0) // x dies and starts again: nothing held, nothing recorded
+	x.tick = 20 * time.Millisecond
+	var st3 queueStatus
+	for _, f := range []float64{0.86, 1.19, 1.2, 1.52, 1.85, 2.18} {
+		at(f)
+		if f == 1.2 {
+			st3 = poll(x, 3)
+			continue
+		}
+		if st := poll(x, 2); st.State != qWaiting {
+			t.Fatalf("user 2, polling every third of abandon_after, at %.2f × abandon_after: %+v", f, st)
+		}
+	}
+	if st3.State != qExpired {
+		t.Fatalf("user 3, polling every half of abandon_after, one poll lost with its edge: %+v", st3)
+	}
+}
+
+// TestQueueRecordedBound: however many tickets poll an edge (a room past
+// maxRecorded, or accounts farmed for tokens), the tickets it remembers
+// having recorded stay under maxRecorded, the polls it holds under
+// maxSeen; past the bound the tickets recorded longer ago than the
+// interval are forgotten first (before the fix, one pass forgot any while
+// over half the bound: 25,000 of 50,000 tickets recorded just before were
+// forgotten, and recorded again at their next poll, while 150,000 were
+// older than the interval).
+func TestQueueRecordedBound(t *testing.T) {
+	const every = time.Minute
+	v := &roomView{gone: map[string]time.Time{}, recorded: map[string]time.Time{}}
+	old := time.Now().Add(-2 * every)
+	for i := range maxRecorded - 50_000 {
+		v.recorded[strconv.Itoa(i)+" 1"] = old
+	}
+	fresh := make([]seenPoll, 0, 50_000)
+	for i := range 50_000 {
+		p := seenPoll{user: int64(i), ticket: "f" + strconv.Itoa(i), place: "1"}
+		v.record(p, every)
+		fresh = append(fresh, p)
+	}
+	v.seen = nil                                                 // told
+	v.record(seenPoll{user: -1, ticket: "x", place: "1"}, every) // the bound reached: sweep
+	kept := 0
+	for _, p := range fresh {
+		if _, ok := v.recorded[p.key()]; ok {
+			kept++
+		}
+	}
+	if kept != len(fresh) || len(v.recorded) != len(fresh)+1 {
+		t.Fatalf("after the sweep: %d remembered, %d of the %d recorded within the interval", len(v.recorded), kept, len(fresh))
+	}
+	// A flood of new tickets, their polls told every 1,000: the bounds hold.
+	for i := range 3 * maxRecorded {
+		v.record(seenPoll{user: int64(i), ticket: "n" + strconv.Itoa(i), place: "2"}, every)
+		if len(v.recorded) > maxRecorded || len(v.seen) > maxSeen {
+			t.Fatalf("after %d tickets: %d remembered, %d held", i, len(v.recorded), len(v.seen))
+		}
+		if i%1000 == 0 {
+			v.seen = nil
+		}
+	}
+	// Not told (Redis away): held polls stop at maxSeen, and a ticket
+	// not held is not marked recorded (its next poll tries again).
+	v.seen = make([]seenPoll, maxSeen)
+	p := seenPoll{user: 1, ticket: "late", place: "3"}
+	v.record(p, every)
+	if _, ok := v.recorded[p.key()]; ok || len(v.seen) != maxSeen {
+		t.Fatalf("a poll past maxSeen: remembered %v, %d held", ok, len(v.seen))
 	}
 }

@@ -158,6 +158,9 @@ const maxRecorded = 200_000
 // and room for the script run that tells it; poll_after is at most a
 // third), while one with longer gaps may be: after a poll not recorded,
 // a gap of 0.95 × abandon_after is enough (TestQueueRecordIrregularPolls).
+// A recording lost with its edge (held, not told) widens that by a gap:
+// polls a third of abandon_after apart still keep the ticket
+// (TestQueueRecordEdgeDies).
 // One that stops is dropped between 3/4 of abandon_after and
 // abandon_after after its last poll (and a step). v.mu held.
 func (v *roomView) record(p seenPoll, every time.Duration) {
@@ -170,10 +173,16 @@ func (v *roomView) record(p seenPoll, every time.Duration) {
 		return
 	}
 	if len(v.recorded) >= maxRecorded {
-		for id, at := range v.recorded {
-			if now.Sub(at) >= every || len(v.recorded) > maxRecorded/2 {
+		for id, at := range v.recorded { // those recorded longer ago than every first
+			if now.Sub(at) >= every {
 				delete(v.recorded, id)
 			}
+		}
+		for id := range v.recorded { // then any, down to half the bound
+			if len(v.recorded) <= maxRecorded/2 {
+				break
+			}
+			delete(v.recorded, id)
 		}
 	}
 	p.at = now
