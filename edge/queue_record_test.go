@@ -10,6 +10,8 @@ import (
 
 	"seckill"
 	"seckill/internal/rkeys"
+	"seckill/internal/testenv"
+	"seckill/stock"
 )
 
 // Attacks on the recording of view-answered polls (roomView.record: an
@@ -320,8 +322,9 @@ func TestQueueRecordedBound(t *testing.T) {
 		v.record(p, every)
 		fresh = append(fresh, p)
 	}
-	v.seen = nil                                                 // told
-	v.record(seenPoll{user: -1, ticket: "x", place: "1"}, every) // the bound reached: sweep
+	v.seen = nil // told
+	// the bound reached: sweep
+	v.record(seenPoll{user: -1, ticket: "x", place: "1"}, every)
 	kept := 0
 	for _, p := range fresh {
 		if _, ok := v.recorded[p.key()]; ok {
@@ -348,5 +351,71 @@ func TestQueueRecordedBound(t *testing.T) {
 	v.record(p, every)
 	if _, ok := v.recorded[p.key()]; ok || len(v.seen) != maxSeen {
 		t.Fatalf("a poll past maxSeen: remembered %v, %d held", ok, len(v.seen))
+	}
+}
+
+// TestQueueRecordReplyLostRedisAway: the script run that tells a recorded
+// poll loses its reply after Redis ran it (go-redis sends it again), then
+// Redis is unreachable for the next one (the poll is held and told after).
+// Either way the poll is told (never lost while the edge runs); Redis
+// counts it when it was made, not at the run after the outage (before the
+// fix, 600 ms later: a ticket that stopped lived that much longer), and at
+// worst at the retry after a lost reply (go-redis sends the same
+// arguments, the same age, again).
+func TestQueueRecordReplyLostRedisAway(t *testing.T) {
+	const abandon = 2 * time.Second
+	f := testenv.RedisBehindProxy(t)
+	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
+		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
+	if err := stock.New(f.Direct, f.Prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	w := newWaitingRoom(f.Client, f.Prefix, time.Second, 0)
+	w.tick, w.stale = 20*time.Millisecond, 10*time.Second // the view answers through the outage (a busy machine)
+	var next float64
+	w.place = func() float64 { next += 0.01; return next }
+	q := &queueEnv{rdb: f.Direct, w: w, it: it}
+	ctx := context.Background()
+	toks := []pollToken{{}, q.token(t, 1, q.join(t, 1)), q.token(t, 2, q.join(t, 2)), q.token(t, 3, q.join(t, 3))}
+	seen := func(ctx context.Context) time.Time {
+		s, _ := f.Direct.ZScore(ctx, rkeys.Space(f.Prefix).Queue(it.ID).Seen, "2").Result()
+		return time.UnixMilli(int64(s))
+	}
+	time.Sleep(10 * time.Millisecond) // the poll's score after the join's
+	before := seen(ctx)
+	polled := time.Now()
+	if _, err := testenv.LoseReply(t, f, func(ctx context.Context) bool { return seen(ctx).After(before) }, func() (queueStatus, error) {
+		st, _, err := w.fromView(ctx, it, toks[2], 1) // recorded (a new ticket for this edge), and refreshes
+		return st, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// go-redis sends the same age again: counted at the retry at worst
+	if d, r := seen(ctx).Sub(polled), time.Since(polled); d < -5*time.Millisecond || d > r {
+		t.Fatalf("after a lost reply and a retry within %s: Redis's last poll of user 2 is %s after the poll", r, d)
+	}
+	// Redis unreachable for the refresh that would tell the next recording.
+	time.Sleep(abandon / 4)
+	waitTick(t, w, it.ID)
+	f.Proxy.Refuse(true)
+	f.Proxy.CutAll()
+	polled = time.Now()
+	if _, _, err := w.fromView(ctx, it, toks[2], 1); err != nil { // the view is younger than stale: answered
+		t.Fatal(err)
+	}
+	v := w.view(it.ID)
+	v.mu.Lock()
+	held := len(v.seen)
+	v.mu.Unlock()
+	if held != 1 {
+		t.Fatalf("after a failed refresh: %d polls held, want user 2's", held)
+	}
+	time.Sleep(600 * time.Millisecond)
+	f.Proxy.Refuse(false)
+	if _, ok, err := w.fromView(ctx, it, toks[3], 1); !ok || err != nil { // refreshes, tells 2's poll
+		t.Fatalf("user 3 after the outage: %v %v", ok, err)
+	}
+	if d := seen(ctx).Sub(polled); d < -5*time.Millisecond || d > 100*time.Millisecond {
+		t.Fatalf("told %s after the poll: Redis's last poll of user 2 is %s after the poll", time.Since(polled), d)
 	}
 }
