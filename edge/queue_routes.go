@@ -187,6 +187,7 @@ func (e *Edge) pollQueue(c echo.Context) error {
 			return e.answerQueue(c, it, ses.UserID, st)
 		}
 	}
+	e.queue.scriptPolls.Add(1)
 	st, err := e.queue.run(ctx, opPoll, it.Item, ses.UserID, factor)
 	if err != nil {
 		return err
@@ -221,7 +222,55 @@ func (e *Edge) answerQueue(c echo.Context, it seckill.ItemView, user int64, st q
 			Expires: st.Until, HttpOnly: true, Secure: !e.cfg.InsecureCookie, SameSite: http.SameSiteStrictMode,
 		})
 	}
+	if b, ok := a.appendJSON(make([]byte, 0, 320)); ok {
+		return c.JSONBlob(http.StatusOK, b)
+	}
 	return c.JSON(http.StatusOK, a)
+}
+
+// appendJSON appends a as encoding/json writes it (with its newline), for
+// the answers polls get most (no admitted_until, strings of token
+// characters only): a poll answered from the view costs about a cached
+// catalogue read, and encoding/json's reflection was a sixth of it. ok
+// false: use encoding/json.
+func (a queueAnswer) appendJSON(b []byte) ([]byte, bool) {
+	if a.AdmittedUntil != nil || !tokenChars(a.Ticket) || !tokenChars(a.State) || !tokenChars(a.Pass) || !tokenChars(a.PollToken) {
+		return nil, false
+	}
+	b = append(b, `{"ticket":"`...)
+	b = append(b, a.Ticket...)
+	b = append(b, `","state":"`...)
+	b = append(b, a.State...)
+	b = append(b, `","position":`...)
+	b = strconv.AppendInt(b, a.Position, 10)
+	b = append(b, `,"waiting":`...)
+	b = strconv.AppendInt(b, a.Waiting, 10)
+	b = append(b, `,"eta_seconds":`...)
+	b = strconv.AppendInt(b, a.EtaSeconds, 10)
+	b = append(b, `,"poll_after":`...)
+	b = strconv.AppendInt(b, a.PollAfter, 10)
+	for _, f := range [...]struct{ name, v string }{{"pass", a.Pass}, {"poll_token", a.PollToken}} {
+		if f.v != "" {
+			b = append(b, `,"`...)
+			b = append(b, f.name...)
+			b = append(b, `":"`...)
+			b = append(b, f.v...)
+			b = append(b, '"')
+		}
+	}
+	return append(b, "}\n"...), true
+}
+
+// tokenChars: only characters JSON writes as they are and HTML-escaping
+// leaves alone (letters, digits, '-', '_', '.').
+func tokenChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkAdmitted refuses a challenge, a path or a purchase of a waiting-room
