@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, e *Edge) *metrics {
 		}})
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "seckill_edge", Name: "queue_view_polls_recorded_total",
-			Help: "Waiting-room polls answered from the view and handed to Redis for abandon_after (at most one per ticket per quarter of abandon_after).",
+			Help: "Waiting-room polls answered from the view and handed to Redis for abandon_after (at most one per ticket per half abandon_after).",
 		}, func() float64 { return float64(e.queue.recordedPolls.Load()) }))
 	}
 	if bc, ok := e.lim.(BucketCounter); ok {
