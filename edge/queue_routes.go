@@ -151,7 +151,7 @@ func (e *Edge) joinQueue(c echo.Context) error {
 			return err
 		}
 		if tk == "" {
-			if err := e.ch.Verify(ctx, req.ChallengeID, ses.UserID, id, answerString(req.Answer)); err != nil {
+			if err := e.ch.VerifyBound(ctx, req.ChallengeID, queueBinding(ses.UserID, id), answerString(req.Answer)); err != nil {
 				return err
 			}
 		}
@@ -287,8 +287,21 @@ func (e *Edge) checkAdmitted(c echo.Context, itemID, user int64) error {
 	return nil
 }
 
+// queueBinding is what the challenge joining a waiting room takes is bound
+// to: the user, the item, and this purpose, so that it is good for that
+// join only. The purchase's challenge is bound to the same user and item
+// (captcha.Store.Issue) and would otherwise be good on either route: a
+// join challenge, issued without the purchase challenge's checks (the
+// pass, a unit already held) and before the start, would open a path, and
+// a purchase challenge would open the room. Never all digits (IssueBound).
+func queueBinding(user, item int64) string {
+	return "queue " + strconv.FormatInt(user, 10) + " " + strconv.FormatInt(item, 10)
+}
+
 // queueChallenge issues the challenge that joining a waiting room takes
-// (items with queue_challenge), before and after the start.
+// (items with queue_challenge), before and after the start, of the kind
+// the item's purchase takes, bound to the user and the item for joining
+// only (queueBinding).
 func (e *Edge) queueChallenge(c echo.Context) error {
 	id := itemParam(c)
 	ses, err := e.gate(c, classChallenge, id, true)
@@ -309,7 +322,15 @@ func (e *Edge) queueChallenge(c echo.Context) error {
 	if err := e.checkEligible(ses, it.Item); err != nil { // 409 not_eligible before any work, as the purchase's challenge
 		return err
 	}
-	return e.issueItemChallenge(c, it.Item, ses.UserID)
+	kind, diff, err := e.itemChallengeKind(it.Item)
+	if err != nil {
+		return err
+	}
+	ch, err := e.ch.IssueBound(ctx, kind, queueBinding(ses.UserID, id), diff)
+	if err != nil {
+		return err
+	}
+	return writeChallenge(c, ch)
 }
 
 // QueueStats is the waiting room in an item's admin stats.
