@@ -35,7 +35,7 @@ func TestBoundChallenges(t *testing.T) {
 	item, _ := s.Issue(ctx, KindPoW, 7, 9, 4)
 	wantFailed(t, s.VerifyBound(ctx, item.ID, here, right(t, s, item)), "another network")
 	reg, _ := s.IssueBound(ctx, KindPoW, here, 4)
-	wantFailed(t, s.Verify(ctx, reg.ID, 7, 9, right(t, s, reg)), "another user")
+	wantFailed(t, s.Verify(ctx, reg.ID, 7, 9, right(t, s, reg)), "another purpose")
 	if _, err := s.IssueBound(ctx, KindPoW, "42", 4); err == nil {
 		t.Fatal("a numeric binding (a user id) was accepted")
 	}

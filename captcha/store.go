@@ -104,9 +104,11 @@ func (s *Store) Issue(ctx context.Context, kind string, userID, itemID int64, di
 
 // IssueBound creates a challenge bound to a string instead of a user and an
 // item: registration binds it to "register <network>" (the client's /24 or
-// /48), so only a client of that network can answer it. It is stored with
-// the binding in the user field and no item, so it never passes Verify (an
-// item's challenge) and an item's challenge never passes VerifyBound.
+// /48), so only a client of that network can answer it; a waiting room's
+// join to "queue <user> <item>", so it is good for that join only. It is
+// stored with the binding in the user field and no item, so it never
+// passes Verify (an item's challenge) and an item's challenge never passes
+// VerifyBound.
 func (s *Store) IssueBound(ctx context.Context, kind, binding string, difficulty int) (Challenge, error) {
 	if binding == "" || strings.TrimLeft(binding, "0123456789") == "" {
 		return Challenge{}, seckill.Errorf(seckill.EInvalid, "a challenge binding must not be empty or a number")
@@ -208,7 +210,8 @@ func (s *Store) Verify(ctx context.Context, id string, userID, itemID int64, ans
 
 // VerifyBound checks answer to a challenge of IssueBound for binding, with
 // the same rules as Verify: the first answer burns it, right or wrong; an
-// answer for another binding (another network) is challenge_failed.
+// answer for another binding (another network, another user's join,
+// another purpose) is challenge_failed.
 func (s *Store) VerifyBound(ctx context.Context, id, binding, answer string) error {
 	return s.verify(ctx, id, binding, "", answer)
 }
@@ -239,7 +242,9 @@ func (s *Store) verify(ctx context.Context, id, wantUser, wantItem, answer strin
 	kind, user, item, want, seed, diff := str(0), str(1), str(2), str(3), str(4), str(5)
 	switch {
 	case user != wantUser && wantItem == "":
-		return failed("challenge was issued to another network or for another purpose")
+		return failed("challenge was issued to another network or user, or for another purpose")
+	case item == "" && wantItem != "": // one of IssueBound (registration, a waiting room's join) shown to Verify
+		return failed("challenge was issued for another purpose")
 	case user != wantUser:
 		return failed("challenge was issued to another user")
 	case item != wantItem:

@@ -54,12 +54,33 @@ func newMetrics(reg prometheus.Registerer, e *Edge) *metrics {
 		Namespace: "seckill_edge", Name: "dedup_unconfirmed_total",
 		Help: "Repeat-buyer Bloom positives let through to the backend because Redis could not confirm them.",
 	}, func() float64 { return float64(e.dedup.unconfirmedCount()) }))
+	if e.queue != nil {
+		polls := prometheus.NewDesc("seckill_edge_queue_polls_total",
+			"Waiting-room polls by who answered: the edge's view of the queue (a poll token) or the waiting room's script in Redis.", []string{"answered"}, nil)
+		reg.MustRegister(&funcCollector{desc: polls, collect: func(ch chan<- prometheus.Metric) {
+			ch <- prometheus.MustNewConstMetric(polls, prometheus.CounterValue, float64(e.queue.viewPolls.Load()), "view")
+			ch <- prometheus.MustNewConstMetric(polls, prometheus.CounterValue, float64(e.queue.scriptPolls.Load()), "redis")
+		}})
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "seckill_edge", Name: "queue_view_polls_recorded_total",
+			Help: "Waiting-room polls answered from the view and handed to Redis for abandon_after (at most one per ticket per half abandon_after).",
+		}, func() float64 { return float64(e.queue.recordedPolls.Load()) }))
+	}
 	if bc, ok := e.lim.(BucketCounter); ok {
 		reg.MustRegister(&bucketCollector{bc: bc, desc: prometheus.NewDesc("seckill_edge_limiter_buckets",
 			"Live token buckets by rule.", []string{"rule"}, nil)})
 	}
 	return m
 }
+
+// funcCollector collects the metrics of one description by a function.
+type funcCollector struct {
+	desc    *prometheus.Desc
+	collect func(ch chan<- prometheus.Metric)
+}
+
+func (f *funcCollector) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
+func (f *funcCollector) Collect(ch chan<- prometheus.Metric) { f.collect(ch) }
 
 type bucketCollector struct {
 	bc   BucketCounter

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -74,6 +75,10 @@ type waitingRoom struct {
 
 	mu    sync.Mutex
 	views map[int64]*roomView // by item
+
+	// polls answered from a view, handed to Redis (recorded), and answered
+	// by the script (seckill_edge_queue_polls_total)
+	viewPolls, recordedPolls, scriptPolls atomic.Int64
 }
 
 // Defaults of the waiting room's settings of the edge (Config).
@@ -94,6 +99,19 @@ func newWaitingRoom(rdb redis.UniversalClient, prefix string, grace, stale time.
 	return &waitingRoom{rdb: rdb, prefix: prefix, grace: grace, tick: queueTick, place: randomPlace,
 		stale: stale, views: map[int64]*roomView{}}
 }
+
+// recordEvery is how often at most an edge hands Redis the polls of one
+// ticket it answered from its view (roomView.record): half of
+// abandon_after.
+func recordEvery(it seckill.Item) time.Duration { return it.QueueAbandon() / 2 }
+
+// dropAfter is how long a waiting ticket may go without a poll recorded in
+// Redis before the script drops it: abandon_after plus recordEvery, since
+// an edge may have answered polls it has not handed over for that long.
+// So a ticket is dropped once it has not been polled for abandon_after
+// (never sooner), and at most recordEvery later; one that polls at least
+// every abandon_after is never dropped.
+func dropAfter(it seckill.Item) time.Duration { return it.QueueAbandon() + recordEvery(it) }
 
 // randomPlace is uniform in [0,1) with 53 random bits (crypto/rand).
 func randomPlace() float64 {
@@ -138,7 +156,7 @@ type queueStatus struct {
 // ARGV: 1 op (join | poll | peek), 2 user, 3 new ticket id, 4 pre-queue place,
 // 5 starts_ms, 6 ends_ms, 7 new users per minute, 8 total active (0: none),
 // 9 session ms, 10 abandon ms, 11 grace ms, 12 load factor (0..1), 13 tick ms,
-// 14.. user, ticket id, place, age (ms), user, ...: polls answered from a view
+// 14.. user, place, age (ms), user, ...: polls answered from a view
 var queueScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -158,28 +176,27 @@ local function admittedUntil(u)
 end
 
 -- polls an edge answered from its view since its last run (ARGV[14..],
--- quadruples of user, ticket, place and the poll's age in ms): still
--- waiting there, they count as polled when they were made, however late
--- the edge tells them (GT: a later poll already told stays); the others
--- are told back (gone), and that edge asks Redis about them from then on.
--- A few bulk commands per 1,000 polls.
+-- triples of user, place and the poll's age in ms): still waiting there,
+-- they count as polled when they were made, however late the edge tells
+-- them (GT: a later poll already told stays); the others are told back
+-- (gone: their numbers in the list), and that edge asks Redis about them
+-- from then on. Two bulk commands per 1,000 polls. (A place names one
+-- ticket: drawn at random with 53 bits, or the next arrival number.)
 local gone = {}
-local seen = math.floor((#ARGV - 13) / 4)
+local seen = math.floor((#ARGV - 13) / 3)
 for from = 0, seen - 1, 1000 do
   local m = math.min(1000, seen - from)
   local users = {}
-  for j = 1, m do users[j] = ARGV[14 + (from + j - 1) * 4] end
+  for j = 1, m do users[j] = ARGV[11 + (from + j) * 3] end
   local places = redis.call('ZMSCORE', KEYS[2], unpack(users))
-  local ids = redis.call('HMGET', KEYS[1], unpack(users))
   local polled = {}
   for j = 1, m do
-    local b = 14 + (from + j - 1) * 4
-    local id, place, age = ARGV[b + 1], ARGV[b + 2], math.max(0, tonumber(ARGV[b + 3]))
-    if places[j] and tonumber(places[j]) == tonumber(place) and ids[j] == id then
-      polled[#polled + 1] = now - age
+    local b = 11 + (from + j) * 3
+    if places[j] and tonumber(places[j]) == tonumber(ARGV[b + 1]) then
+      polled[#polled + 1] = now - math.max(0, tonumber(ARGV[b + 2]))
       polled[#polled + 1] = users[j]
     else
-      gone[#gone + 1] = id .. ' ' .. place
+      gone[#gone + 1] = from + j
     end
   end
   if #polled > 0 then redis.call('ZADD', KEYS[4], 'GT', unpack(polled)) end
@@ -367,15 +384,15 @@ func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, u
 	var tk [16]byte
 	_, _ = rand.Read(tk[:])
 	r := it.SaleRules
-	args := make([]any, 0, 13+4*len(seen))
+	args := make([]any, 0, 13+3*len(seen))
 	args = append(args,
 		string(op), user, hex.EncodeToString(tk[:]), strconv.FormatFloat(w.place(), 'g', 17, 64),
 		it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli(),
-		r.QueueRate(), r.TotalActiveUsers, r.QueueSession().Milliseconds(), r.QueueAbandon().Milliseconds(),
+		r.QueueRate(), r.TotalActiveUsers, r.QueueSession().Milliseconds(), dropAfter(it).Milliseconds(),
 		w.grace.Milliseconds(), strconv.FormatFloat(factor, 'f', 3, 64), w.tick.Milliseconds())
 	sent := time.Now()
 	for _, s := range seen {
-		args = append(args, s.user, s.ticket, s.place, max(0, sent.Sub(s.at).Milliseconds()))
+		args = append(args, s.user, s.place, max(0, sent.Sub(s.at).Milliseconds()))
 	}
 	fetched := time.Now()
 	v, err := queueScript.Run(ctx, w.rdb, []string{qk.Tickets, qk.Waiting, qk.Active, qk.Seen, qk.State, ik.Stock, ik.Buyers, qk.Held, ik.Meta}, args...).Slice()
@@ -419,7 +436,14 @@ func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, u
 	}
 	view.SeqMin, _ = score(11)
 	view.SeqMax, _ = score(12)
-	return st, view, strs(14), nil
+	var gone []string // the keys of the seen polls whose ticket is no longer waiting there
+	l, _ := v[14].([]any)
+	for _, x := range l {
+		if i, ok := x.(int64); ok && i >= 1 && int(i) <= len(seen) {
+			gone = append(gone, seen[i-1].key())
+		}
+	}
+	return st, view, gone, nil
 }
 
 // ticket returns the user's ticket id ("" when none): a plain read.

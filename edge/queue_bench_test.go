@@ -98,10 +98,18 @@ func BenchmarkQueuePollVsCatalog(b *testing.B) {
 	}{
 		{"catalogue", "/api/items/5", false},
 		{"queue-poll", "/api/items/5/queue", false},
-		{"queue-poll-token", "/api/items/5/queue", true}, // answered from the edge's view
+		{"queue-poll-token", "/api/items/5/queue", true},               // answered from the edge's view
+		{"queue-poll-token-each-recorded", "/api/items/5/queue", true}, // and every poll handed to Redis
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var n atomic.Int64
+			view0, rec0 := e.queue.viewPolls.Load(), e.queue.recordedPolls.Load()
+			defer func() {
+				if c.token {
+					b.ReportMetric(float64(e.queue.viewPolls.Load()-view0)/float64(b.N), "from-view/op")
+					b.ReportMetric(float64(e.queue.recordedPolls.Load()-rec0)/float64(b.N), "recorded/op")
+				}
+			}()
 			defer cpuCost(b, rdb)()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -110,6 +118,12 @@ func BenchmarkQueuePollVsCatalog(b *testing.B) {
 					req.Header.Set("Authorization", "Bearer "+tokens[i])
 					if c.token {
 						req.Header.Set(PollTokenHeader, polls[i])
+					}
+					if c.name == "queue-poll-token-each-recorded" { // as if this edge had never recorded the ticket
+						v := e.queue.view(it.ID)
+						v.mu.Lock()
+						clear(v.recorded)
+						v.mu.Unlock()
 					}
 					rec := httptest.NewRecorder()
 					h.ServeHTTP(rec, req)

@@ -4,8 +4,10 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"hash"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -18,7 +20,8 @@ import (
 // every edge with the same secret verifies it without Redis; tokens signed
 // under the previous session secret are accepted too (rotation).
 type signer struct {
-	keys [][]byte // keys[0] signs
+	keys [][]byte     // keys[0] signs
+	macs []*sync.Pool // per key: HMAC states to reuse (a poll checks one per request)
 }
 
 func newSigner(purpose string, secret, previous []byte) signer {
@@ -29,20 +32,27 @@ func newSigner(purpose string, secret, previous []byte) signer {
 		}
 		m := hmac.New(sha256.New, sec)
 		m.Write([]byte(purpose))
-		s.keys = append(s.keys, m.Sum(nil))
+		key := m.Sum(nil)
+		s.keys = append(s.keys, key)
+		s.macs = append(s.macs, &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }})
 	}
 	return s
 }
 
-func signMAC(key []byte, payload string) []byte {
-	m := hmac.New(sha256.New, key)
+// mac is HMAC-SHA256(keys[i], payload), written into out.
+func (s signer) mac(i int, payload string, out *[sha256.Size]byte) []byte {
+	m := s.macs[i].Get().(hash.Hash)
+	m.Reset()
 	m.Write([]byte(payload))
-	return m.Sum(nil)
+	sum := m.Sum(out[:0])
+	s.macs[i].Put(m)
+	return sum
 }
 
 func (s signer) sign(payload string) string {
 	enc := base64.RawURLEncoding
-	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(signMAC(s.keys[0], payload))
+	var out [sha256.Size]byte
+	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(s.mac(0, payload, &out))
 }
 
 // maxTokenLen bounds what open reads.
@@ -64,8 +74,9 @@ func (s signer) open(tok string) (string, bool) {
 		return "", false
 	}
 	payload := string(raw)
-	for _, k := range s.keys {
-		if hmac.Equal(mac, signMAC(k, payload)) {
+	var out [sha256.Size]byte
+	for i := range s.keys {
+		if hmac.Equal(mac, s.mac(i, payload, &out)) {
 			return payload, true
 		}
 	}

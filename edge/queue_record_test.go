@@ -45,15 +45,15 @@ func (q *queueEnv) keepHead(t *testing.T, w *waitingRoom, d time.Duration) {
 	}
 }
 
-// TestQueueRecordIrregularPolls: a ticket whose polls are never more than
-// half of abandon_after apart is never dropped, whatever their rhythm
-// (docs/API.md). The worst rhythm: a poll recorded, one just under a
-// quarter of abandon_after later (not recorded: this edge recorded the
-// ticket less than a quarter ago), the next half of abandon_after after
-// that. Polls up to abandon_after apart (the claim of docs/API.md before
-// the fix) are not safe: after that unrecorded poll, a gap of 0.95 ×
-// abandon_after leaves Redis's last poll of the ticket 1.15 ×
-// abandon_after old, and the ticket is dropped.
+// TestQueueRecordIrregularPolls: a ticket that polls at least every
+// abandon_after is never dropped, whatever its rhythm (docs/API.md); one
+// that stops is dropped between abandon_after and 1.5 × abandon_after
+// after its last poll. The worst rhythm: a poll recorded, one just under
+// half of abandon_after later (not recorded: this edge recorded the
+// ticket less than recordEvery ago), the next 0.9 × abandon_after after
+// that: Redis's last poll of the ticket is then 1.35 × abandon_after
+// old. With a quarter of abandon_after and no more time to drop (12cdc20)
+// the ticket was dropped at 1.15 × (0.2 then 0.95 × abandon_after).
 func TestQueueRecordIrregularPolls(t *testing.T) {
 	const abandon = 2 * time.Second
 	q, toks := recordEnv(t, abandon, 3)
@@ -66,8 +66,14 @@ func TestQueueRecordIrregularPolls(t *testing.T) {
 		}
 		return st
 	}
-	// 2: recorded, then 0.2 A later not, then the gaps below.
-	// 3: the same, with a gap of 0.95 A after the unrecorded poll.
+	held := func() int {
+		v := q.w.view(q.it.ID)
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return len(v.seen)
+	}
+	// 2 and 3: recorded, then 0.45 × abandon_after later not; then 2 polls
+	// every 0.9 × abandon_after, 3 stops.
 	for _, u := range []int64{2, 3} {
 		if st := poll(u); st.State != qWaiting || !st.FromView {
 			t.Fatalf("user %d's first poll: %+v", u, st)
@@ -76,38 +82,32 @@ func TestQueueRecordIrregularPolls(t *testing.T) {
 	t0 := time.Now()
 	q.poll(t, 1) // hands both polls to Redis
 	at := func(f float64) { q.keepHead(t, q.w, time.Until(t0.Add(time.Duration(f*float64(abandon))))) }
-	at(0.2)
+	at(0.45)
 	for _, u := range []int64{2, 3} {
-		v := q.w.view(q.it.ID)
-		v.mu.Lock()
-		before := len(v.seen)
-		v.mu.Unlock()
+		before := held()
 		if st := poll(u); st.State != qWaiting || !st.FromView {
 			t.Fatalf("user %d's second poll: %+v", u, st)
 		}
-		v.mu.Lock()
-		after := len(v.seen)
-		v.mu.Unlock()
-		if after != before {
-			t.Fatalf("user %d's poll 0.2 × abandon_after after its recorded one was recorded (%d polls held, were %d)", u, after, before)
+		if after := held(); after != before {
+			t.Fatalf("user %d's poll 0.45 × abandon_after after its recorded one was recorded (%d polls held, were %d)", u, after, before)
 		}
 	}
-	// from t0 + 0.2 A: 2 polls every half of abandon_after; 3 polls once,
-	// 0.95 A after its unrecorded poll
-	at(0.7)
-	if st := poll(2); st.State != qWaiting {
-		t.Fatalf("user 2, 0.5 × abandon_after after its last poll: %+v", st)
-	}
-	at(1.15)
-	st3, waiting3 := poll(3), q.waitingNow(t, 3)
-	for _, f := range []float64{1.2, 1.7, 2.2, 2.7} {
+	var waiting3 [2]bool
+	for _, f := range []float64{1.35, 1.4, 1.6, 2.25, 3.15} {
 		at(f)
-		if st := poll(2); st.State != qWaiting || !q.waitingNow(t, 2) {
-			t.Fatalf("user 2, polling every half of abandon_after, at %.2f × abandon_after: %+v", f, st)
+		switch f {
+		case 1.4: // 0.95 × abandon_after after 3's last poll
+			waiting3[0] = q.waitingNow(t, 3)
+		case 1.6: // 1.15 ×
+			waiting3[1] = q.waitingNow(t, 3)
+		default:
+			if st := poll(2); st.State != qWaiting || !q.waitingNow(t, 2) {
+				t.Fatalf("user 2, polling every 0.9 × abandon_after, at %.2f × abandon_after: %+v", f, st)
+			}
 		}
 	}
-	if waiting3 || st3.State != qExpired && !st3.FromView { // the view may answer once before Redis tells it gone
-		t.Fatalf("user 3, polled 0.95 × abandon_after after an unrecorded poll: %+v (Redis's last poll of it 1.15 × abandon_after old)", st3)
+	if !waiting3[0] || waiting3[1] {
+		t.Fatalf("user 3, stopped: waiting 0.95 × abandon_after after its last poll %v (want true), 1.15 × %v (want false)", waiting3[0], waiting3[1])
 	}
 }
 
@@ -122,9 +122,9 @@ func (q *queueEnv) waitingNow(t *testing.T, u int64) bool {
 // had just refreshed waits in the edge (seen) for the edge's next script
 // run; when that comes late (a quiet edge), the poll must still count at
 // the time it was made, not when Redis hears of it: a ticket that stops
-// is dropped at most abandon_after (and a step) after its last poll.
-// Before the fix Redis counted it as polled at the late run: the ticket
-// stayed 1.75 × abandon_after after its last poll.
+// is dropped at most 1.5 × abandon_after (and a step) after its last poll
+// (docs/API.md). Before the fix Redis counted it as polled at the late
+// run: the ticket stayed 2.25 × abandon_after after its last poll.
 func TestQueueRecordLateDelivery(t *testing.T) {
 	const abandon = 2 * time.Second
 	q, toks := recordEnv(t, abandon, 3)
@@ -151,24 +151,24 @@ func TestQueueRecordLateDelivery(t *testing.T) {
 		t.Fatalf("user 3: %v %v", ok, err)
 	}
 	var gone time.Duration
-	for gone == 0 && time.Since(last) < 2*abandon {
+	for gone == 0 && time.Since(last) < 3*abandon {
 		q.keepHead(t, other, 10*time.Millisecond)
 		if !q.waitingNow(t, 2) {
 			gone = time.Since(last)
 		}
 	}
 	t.Logf("user 2 dropped %s after its last poll (abandon_after %s)", gone, abandon)
-	if gone < abandon*3/4 || gone == 0 || gone > abandon+300*time.Millisecond {
-		t.Fatalf("user 2 dropped %s after its last poll, want between %s and %s", gone, abandon*3/4, abandon+300*time.Millisecond)
+	if gone < abandon || gone == 0 || gone > abandon*3/2+300*time.Millisecond {
+		t.Fatalf("user 2 dropped %s after its last poll, want between %s and %s", gone, abandon, abandon*3/2+300*time.Millisecond)
 	}
 }
 
 // TestQueueRecordThreeEdgesStopWindow: 30 tickets poll with their tokens,
 // each poll at a random one of three edges, the gaps between a ticket's
-// polls random up to half of abandon_after; each stops after a random
-// time. No ticket is dropped while it polls, and each is dropped between
-// 3/4 of abandon_after and abandon_after (and a step) after its last
-// poll (docs/API.md), though most polls never reach Redis.
+// polls random up to 0.9 × abandon_after; each stops after a random time.
+// No ticket is dropped while it polls, and each is dropped between
+// abandon_after and 1.5 × abandon_after (and a step) after its last poll
+// (docs/API.md), though most polls never reach Redis.
 func TestQueueRecordThreeEdgesStopWindow(t *testing.T) {
 	const abandon = 2 * time.Second
 	const n = 30
@@ -176,14 +176,14 @@ func TestQueueRecordThreeEdgesStopWindow(t *testing.T) {
 	ws := q.edges(3, 50*time.Millisecond)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(16, 4))
-	gap := func() time.Duration { return time.Duration(rng.Int64N(int64(abandon / 2))) }
+	gap := func() time.Duration { return time.Duration(rng.Int64N(int64(abandon * 9 / 10))) }
 	start := time.Now()
 	type ticket struct {
 		next, stop, last, dropped time.Time
 	}
 	ts := make([]ticket, n+2)
 	for u := 2; u <= n+1; u++ {
-		ts[u] = ticket{next: start.Add(gap()), stop: start.Add(abandon/2 + time.Duration(rng.Int64N(int64(abandon*3/2))))}
+		ts[u] = ticket{next: start.Add(gap()), stop: start.Add(abandon + time.Duration(rng.Int64N(int64(abandon*2))))}
 	}
 	var views, scripts, heads int
 	for left := n; left > 0; {
@@ -205,7 +205,7 @@ func TestQueueRecordThreeEdgesStopWindow(t *testing.T) {
 				}
 				st, err := pollAt(ctx, ws[rng.IntN(3)], q.it, toks[u])
 				if err != nil || st.State != qWaiting || !q.waitingNow(t, int64(u)) {
-					t.Fatalf("user %d, %s after its last poll (gaps at most %s): %+v %v", u, now.Sub(tk.last), abandon/2, st, err)
+					t.Fatalf("user %d, %s after its last poll (gaps at most %s): %+v %v", u, now.Sub(tk.last), abandon*9/10, st, err)
 				}
 				if st.FromView {
 					views++
@@ -228,8 +228,8 @@ func TestQueueRecordThreeEdgesStopWindow(t *testing.T) {
 		lo, hi = min(lo, d), max(hi, d)
 	}
 	t.Logf("%d polls from the views, %d by the script; dropped %s to %s after their last poll (abandon_after %s)", views, scripts, lo, hi, abandon)
-	if lo < abandon*3/4 || hi > abandon+300*time.Millisecond {
-		t.Fatalf("dropped %s to %s after their last poll, want between %s and %s", lo, hi, abandon*3/4, abandon+300*time.Millisecond)
+	if lo < abandon || hi > abandon*3/2+300*time.Millisecond {
+		t.Fatalf("dropped %s to %s after their last poll, want between %s and %s", lo, hi, abandon, abandon*3/2+300*time.Millisecond)
 	}
 }
 
@@ -237,15 +237,19 @@ func TestQueueRecordThreeEdgesStopWindow(t *testing.T) {
 // told Redis yet (held until its next script run); the ticket polls
 // another edge from then on. Polling every third of abandon_after (the
 // longest poll_after) after an unrecorded poll, it survives (Redis's last
-// poll of it is then at most 0.9 × abandon_after old); every half of
-// abandon_after it does not (1.24 ×): the guarantee of polls half of
-// abandon_after apart holds only while the edges run (docs/API.md).
+// poll of it is then 1.11 × abandon_after old, under the 1.5 × that drops
+// it); every 0.95 × abandon_after it does not: the guarantee of polls at
+// least every abandon_after holds only while the edges run (docs/API.md).
 func TestQueueRecordEdgeDies(t *testing.T) {
-	const abandon = 3 * time.Second
+	const abandon = 2 * time.Second
 	q, toks := recordEnv(t, abandon, 3)
 	ctx := context.Background()
-	x, y := q.edges(2, time.Hour)[0], q.edges(1, 20*time.Millisecond)[0] // x runs the script only when told; y: the head
-	x.stale = time.Hour
+	// x[2], x[3]: the edges 2 and 3 poll first, running the script only
+	// when told (their views never too old); y polls the head
+	var x [4]*waitingRoom
+	x[2], x[3] = q.edges(1, time.Hour)[0], q.edges(1, time.Hour)[0]
+	x[2].stale, x[3].stale = time.Hour, time.Hour
+	y := q.edges(1, 20*time.Millisecond)[0]
 	poll := func(w *waitingRoom, u int64) queueStatus {
 		t.Helper()
 		st, err := pollAt(ctx, w, q.it, toks[u])
@@ -254,50 +258,58 @@ func TestQueueRecordEdgeDies(t *testing.T) {
 		}
 		return st
 	}
-	for _, u := range []int64{2, 3} {
-		if st := poll(x, u); st.State != qWaiting || !st.FromView {
-			t.Fatalf("user %d at x: %+v", u, st)
-		}
-	}
-	t0 := time.Now()
-	if _, err := x.run(ctx, opPoll, q.it, 1, 1); err != nil { // tells both polls
-		t.Fatal(err)
-	}
-	at := func(f float64) { q.keepHead(t, y, time.Until(t0.Add(time.Duration(f*float64(abandon))))) }
-	held := func() int {
-		v := x.view(q.it.ID)
+	held := func(u int64) int {
+		v := x[u].view(q.it.ID)
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		return len(v.seen)
 	}
-	at(0.2)
-	poll(x, 2)
-	poll(x, 3)
-	if h := held(); h != 0 {
-		t.Fatalf("%d polls recorded 0.2 × abandon_after after the last", h)
-	}
-	at(0.53) // 2: a third of abandon_after later, recorded, held
-	poll(x, 2)
-	at(0.7) // 3: half of abandon_after later
-	poll(x, 3)
-	if h := held(); h != 2 {
-		t.Fatalf("%d polls held at x, want 2", h)
-	}
-	x = newWaitingRoom(q.rdb, q.w.prefix, time.Second, 0) // x dies and starts again: nothing held, nothing recorded
-	x.tick = 20 * time.Millisecond
-	var waiting3 bool
-	for _, f := range []float64{0.86, 1.19, 1.2, 1.52, 1.85, 2.18} {
-		at(f)
-		if f == 1.2 { // 3's next poll is due: Redis has dropped it
-			waiting3 = q.waitingNow(t, 3)
-			continue
+	for _, u := range []int64{2, 3} {
+		if st := poll(x[u], u); st.State != qWaiting || !st.FromView {
+			t.Fatalf("user %d: %+v", u, st)
 		}
-		if st := poll(x, 2); st.State != qWaiting || !q.waitingNow(t, 2) {
-			t.Fatalf("user 2, polling every third of abandon_after, at %.2f × abandon_after: %+v", f, st)
+	}
+	t0 := time.Now()
+	for _, u := range []int64{2, 3} {
+		if _, err := x[u].run(ctx, opPoll, q.it, 1, 1); err != nil { // tells the poll
+			t.Fatal(err)
+		}
+	}
+	at := func(f float64) { q.keepHead(t, y, time.Until(t0.Add(time.Duration(f*float64(abandon))))) }
+	at(0.45) // not recorded (recordEvery: half of abandon_after)
+	for _, u := range []int64{2, 3} {
+		poll(x[u], u)
+		if h := held(u); h != 0 {
+			t.Fatalf("user %d: %d polls recorded 0.45 × abandon_after after the last", u, h)
+		}
+	}
+	restart := func(u int64) {
+		if h := held(u); h != 1 {
+			t.Fatalf("user %d: %d polls held, want 1", u, h)
+		}
+		x[u] = newWaitingRoom(q.rdb, q.w.prefix, time.Second, 0) // dies and starts again: nothing held, nothing recorded
+		x[u].tick = 20 * time.Millisecond
+	}
+	at(0.78) // 2: a third of abandon_after later, recorded, held, lost
+	poll(x[2], 2)
+	restart(2)
+	var waiting3 bool
+	for _, f := range []float64{1.11, 1.4, 1.44, 1.6, 1.77, 2.1} {
+		at(f)
+		switch f {
+		case 1.4: // 3: 0.95 × abandon_after later, recorded, held, lost
+			poll(x[3], 3)
+			restart(3)
+		case 1.6: // Redis's last poll of 3 is 1.6 × abandon_after old
+			waiting3 = q.waitingNow(t, 3)
+		default:
+			if st := poll(x[2], 2); st.State != qWaiting || !q.waitingNow(t, 2) {
+				t.Fatalf("user 2, polling every third of abandon_after, at %.2f × abandon_after: %+v", f, st)
+			}
 		}
 	}
 	if waiting3 {
-		t.Fatal("user 3, polling every half of abandon_after, one poll lost with its edge: still waiting 1.2 × abandon_after after its last recorded poll")
+		t.Fatal("user 3, polling every 0.95 × abandon_after, one poll lost with its edge: still waiting 1.6 × abandon_after after its last recorded poll")
 	}
 }
 
@@ -395,7 +407,7 @@ func TestQueueRecordReplyLostRedisAway(t *testing.T) {
 		t.Fatalf("after a lost reply and a retry within %s: Redis's last poll of user 2 is %s after the poll", r, d)
 	}
 	// Redis unreachable for the refresh that would tell the next recording.
-	time.Sleep(abandon / 4)
+	time.Sleep(recordEvery(it))
 	waitTick(t, w, it.ID)
 	f.Proxy.Refuse(true)
 	f.Proxy.CutAll()

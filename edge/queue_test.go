@@ -201,10 +201,11 @@ func TestQueueExpiryAdmitsNext(t *testing.T) {
 // TestQueueAbandonedSkipped: a ticket not polled for abandon_after leaves
 // the queue: the positions behind it move up and it is never admitted.
 func TestQueueAbandonedSkipped(t *testing.T) {
-	// Wide margins (polls every 250 ms against an abandon time of 1.2 s) so
-	// a busy machine's delays cannot make 2 or 3 look abandoned.
+	// Wide margins (polls every 250 ms against an abandon time of 800 ms,
+	// dropped after 1.2 s: dropAfter) so a busy machine's delays cannot
+	// make 2 or 3 look abandoned.
 	q := newQueueEnv(t, 100, time.Now().Add(1600*time.Millisecond), seckill.SaleRules{
-		NewUsersPerMinute: 60_000, TotalActiveUsers: 1, AbandonAfter: seckill.Duration(1200 * time.Millisecond)})
+		NewUsersPerMinute: 60_000, TotalActiveUsers: 1, AbandonAfter: seckill.Duration(800 * time.Millisecond)})
 	q.join(t, 1) // never polls again
 	q.join(t, 2)
 	q.join(t, 3)

@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"testing"
@@ -98,6 +100,38 @@ func TestPollSpreadMonotone(t *testing.T) {
 			t.Fatalf("n=%d: spread %.2f s under %.2f s of a shorter queue", n, s, prev)
 		}
 		prev = s
+	}
+}
+
+// appendJSON writes what encoding/json writes, or declines.
+func TestQueueAnswerJSON(t *testing.T) {
+	until := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	answers := []queueAnswer{
+		{},
+		{Ticket: "0123abcdef", State: qWaiting, Position: 12, Waiting: 100000, EtaSeconds: 3, PollAfter: 92, PollToken: "eyJ1Ijo.x-Y_z"},
+		{Ticket: "ab", State: qAdmitted, AdmittedUntil: &until, Pass: "p.q"},
+		{Ticket: "ab", State: qSoldOut, Position: -1, Waiting: math.MaxInt64, EtaSeconds: math.MinInt64},
+		{Ticket: "a\"b", State: qWaiting},
+		{Ticket: "<script>", State: qWaiting},
+		{Ticket: "é", State: qWaiting},
+		{Ticket: "t", State: qWaiting, Pass: "a b"},
+		{Ticket: "t", State: qExpired, PollToken: "x\u2028"},
+	}
+	for i, a := range answers {
+		var want bytes.Buffer
+		if err := json.NewEncoder(&want).Encode(a); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := a.appendJSON(nil)
+		if !ok {
+			if a.AdmittedUntil == nil && tokenChars(a.Ticket) && tokenChars(a.State) && tokenChars(a.Pass) && tokenChars(a.PollToken) {
+				t.Fatalf("answer %d declined: %+v", i, a)
+			}
+			continue
+		}
+		if string(got) != want.String() {
+			t.Fatalf("answer %d:\n got %s\nwant %s", i, got, want.String())
+		}
 	}
 }
 

@@ -28,7 +28,7 @@ import (
 //   - a poll answered from the view is remembered (seen) and handed to
 //     Redis by the next run of the script, so the ticket counts as polled
 //     (abandon_after) at the time of that poll, unless this edge handed a poll of the
-//     same ticket to Redis less than a quarter of abandon_after ago
+//     same ticket to Redis less than half of abandon_after ago
 //     (roomView.record: most polls then cost Redis nothing); a ticket
 //     Redis no longer has waiting (dropped, placed again) is told back
 //     (gone) and asked of Redis from then on;
@@ -148,29 +148,27 @@ const maxRecorded = 200_000
 
 // record notes a poll answered from the view for Redis (abandon_after),
 // unless this edge handed a poll of that ticket to Redis less than every
-// ago: a ticket polled every poll_after seconds is recorded about once
-// every max(poll_after, every) seconds, not at each poll, so most polls
-// cost Redis nothing. Redis counts a recorded poll when it was made
-// (seenPoll.at), however late the edge's next script run tells it. Two
-// recordings are less than every + the ticket's longest gap between polls
-// apart, so with every a quarter of abandon_after a ticket whose polls
-// are never more than half of abandon_after apart is never dropped (3/4,
-// and room for the script run that tells it; poll_after is at most a
-// third), while one with longer gaps may be: after a poll not recorded,
-// a gap of 0.95 × abandon_after is enough (TestQueueRecordIrregularPolls).
-// A recording lost with its edge (held, not told) widens that by a gap:
-// polls a third of abandon_after apart still keep the ticket
-// (TestQueueRecordEdgeDies).
-// One that stops is dropped between 3/4 of abandon_after and
-// abandon_after after its last poll (and a step). v.mu held.
-func (v *roomView) record(p seenPoll, every time.Duration) {
+// (recordEvery: half of abandon_after) ago: a ticket polled every
+// poll_after seconds is recorded about once every max(poll_after, every)
+// seconds, not at each poll, so most polls cost Redis nothing. Redis
+// counts a recorded poll when it was made (seenPoll.at), however late the
+// edge's next script run tells it. Its last poll in Redis is then at most
+// every older than its last poll, and the script drops a ticket only
+// after abandon_after + every without one (dropAfter): never before
+// abandon_after without a poll, never later than abandon_after + every
+// (and a step). A recording lost with its edge (held, not told) lets the
+// ticket go every + two of its gaps without one in Redis: polls every
+// poll_after (at most a third of abandon_after) still keep it
+// (TestQueueRecordEdgeDies). It reports whether the poll is handed over.
+// v.mu held.
+func (v *roomView) record(p seenPoll, every time.Duration) bool {
 	now := time.Now()
 	k := p.key()
 	if at, ok := v.recorded[k]; ok && now.Sub(at) < every {
-		return
+		return false
 	}
 	if len(v.seen) >= maxSeen {
-		return
+		return false
 	}
 	if len(v.recorded) >= maxRecorded {
 		for id, at := range v.recorded { // those recorded longer ago than every first
@@ -188,6 +186,7 @@ func (v *roomView) record(p seenPoll, every time.Duration) {
 	p.at = now
 	v.seen = append(v.seen, p)
 	v.recorded[k] = now
+	return true
 }
 
 // update takes a newer view (of a step) and the tickets a run found gone;
@@ -255,7 +254,9 @@ func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollTok
 		}
 	}
 	refresh := !v.refreshing && (!v.valid || time.Since(v.view.Fetched) >= w.tick)
-	v.record(me, it.QueueAbandon()/4)
+	if v.record(me, recordEvery(it)) {
+		w.recordedPolls.Add(1)
+	}
 	if refresh {
 		v.refreshing, v.since, v.done = true, time.Now(), make(chan struct{})
 	}
@@ -285,6 +286,7 @@ func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollTok
 	if st.Left <= 0 {
 		st.State = qSoldOut
 	}
+	w.viewPolls.Add(1)
 	return st, true, nil
 }
 

@@ -292,14 +292,14 @@ func TestQueueViewRedisDown(t *testing.T) {
 }
 
 // TestQueueViewRecordsOncePerInterval: a ticket polled from the view every
-// 50 ms is handed to Redis about once per quarter of abandon_after, not at
-// every poll (its last-poll score in Redis moves that seldom), yet the
-// score is never further behind its latest poll than that quarter, so a
-// ticket that keeps polling is never dropped; one that stops is dropped
-// after at least 3/4 of abandon_after.
+// 50 ms is handed to Redis about once per half of abandon_after
+// (recordEvery), not at every poll (its last-poll score in Redis moves
+// that seldom), yet the score is never further behind its latest poll
+// than that, so a ticket that keeps polling is never dropped (the script
+// drops after abandon_after + recordEvery).
 func TestQueueViewRecordsOncePerInterval(t *testing.T) {
-	const abandon = 2 * time.Second
-	every := abandon / 4
+	const abandon = time.Second
+	every := abandon / 2
 	starts := time.Now().Add(time.Hour)
 	q := newQueueEnv(t, 10, starts, seckill.SaleRules{AbandonAfter: seckill.Duration(abandon)})
 	q.w.tick = 20 * time.Millisecond
@@ -334,7 +334,27 @@ func TestQueueViewRecordsOncePerInterval(t *testing.T) {
 	if len(scores) > 8 || len(scores) < 3 {
 		t.Fatalf("the ticket's last poll was recorded %d times in 60 polls over 3 s (want one per %s)", len(scores), every)
 	}
-	if st := q.poll(t, 2); st.State != qWaiting {
-		t.Fatalf("a ticket that kept polling: %+v", st)
+	// The ticket stops polling (at last): it is dropped no sooner than
+	// abandon_after after that (its score is at most every behind, the
+	// script drops after abandon_after + every), and not much later.
+	waitingKey := rkeys.Space(q.w.prefix).Queue(q.it.ID).Waiting
+	for {
+		q.poll(t, 1) // the head keeps the steps running
+		_, err := q.rdb.ZScore(ctx, waitingKey, "2").Result()
+		if err == redis.Nil {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Since(last) > abandon+every+2*time.Second {
+			t.Fatalf("still waiting %s after its last poll (abandon_after %s)", time.Since(last), abandon)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after := time.Since(last); after < abandon {
+		t.Fatalf("dropped %s after its last poll, before abandon_after (%s)", after, abandon)
+	} else {
+		t.Logf("dropped %s after its last poll (abandon_after %s, at most %s later)", after, abandon, every)
 	}
 }

@@ -313,26 +313,35 @@ func (e *Edge) challenge(c echo.Context) error {
 	return e.issueItemChallenge(c, it.Item, ses.UserID)
 }
 
-// issueItemChallenge issues the challenge an item asks for, bound to the
-// user and the item (pow at the current difficulty; "none": pow at 0; a
-// captcha within its own bucket), and answers it (the purchase's challenge
-// and the waiting room's).
+// issueItemChallenge issues the purchase's challenge of an item, bound to
+// the user and the item, and answers it.
 func (e *Edge) issueItemChallenge(c echo.Context, it seckill.Item, user int64) error {
-	kind, diff := captcha.KindPoW, e.difficulty()
-	switch it.Challenge {
-	case captcha.KindCaptcha:
-		kind, diff = captcha.KindCaptcha, 0
-		if err := e.allowCaptcha(); err != nil {
-			return err
-		}
-	case seckill.ChallengeNone:
-		diff = 0
+	kind, diff, err := e.itemChallengeKind(it)
+	if err != nil {
+		return err
 	}
 	ch, err := e.ch.Issue(c.Request().Context(), kind, user, it.ID, diff)
 	if err != nil {
 		return err
 	}
 	return writeChallenge(c, ch)
+}
+
+// itemChallengeKind is the kind and difficulty of the challenge an item
+// asks for (pow at the current difficulty; "none": pow at 0; a captcha
+// within its own bucket, which it takes from): the purchase's challenge
+// and the waiting room's (queueChallenge).
+func (e *Edge) itemChallengeKind(it seckill.Item) (kind string, diff int, err error) {
+	switch it.Challenge {
+	case captcha.KindCaptcha:
+		if err := e.allowCaptcha(); err != nil {
+			return "", 0, err
+		}
+		return captcha.KindCaptcha, 0, nil
+	case seckill.ChallengeNone:
+		return captcha.KindPoW, 0, nil
+	}
+	return captcha.KindPoW, e.difficulty(), nil
 }
 
 // writeChallenge answers 200 with a challenge (challengeResponse).

@@ -49,7 +49,10 @@ func TestQueueCallWaitsPollAfterAfterATimeout(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"state":"waiting","poll_after":3}`))
 	}}
-	r := testRunner(t, f, 100*time.Millisecond)
+	// The first poll never answers in time; the client's timeout is wide
+	// (1 s) so the second, answered at once, cannot time out on a busy
+	// machine too (with 100 ms it did, under load).
+	r := testRunner(t, f, time.Second)
 	defer close(release)
 	rep := r.queueCall(context.Background(), &actor{kind: Honest}, "queue_poll", http.MethodGet, 400*time.Millisecond)
 	if rep.err != nil || rep.status != 200 || rep.str("state") != "waiting" {
@@ -58,8 +61,8 @@ func TestQueueCallWaitsPollAfterAfterATimeout(t *testing.T) {
 	if len(f.calls) != 2 {
 		t.Fatalf("%d requests, want 2", len(f.calls))
 	}
-	if gap := f.calls[1].Sub(f.calls[0]); gap < 500*time.Millisecond {
-		t.Errorf("asked again %s after the first poll, want at least the 100 ms timeout + 400 ms (poll_after)", gap)
+	if gap := f.calls[1].Sub(f.calls[0]); gap < 1400*time.Millisecond {
+		t.Errorf("asked again %s after the first poll, want at least the 1 s timeout + 400 ms (poll_after)", gap)
 	}
 	recs := r.c.rec.snapshot()
 	if len(recs) != 2 || recs[0].Code != "error:timeout" || recs[1].Status != 200 {
