@@ -196,11 +196,25 @@ func TestPollSpreadExtremes(t *testing.T) {
 			for _, pos := range []int64{0, 1, 1 << 40} {
 				it := seckill.ItemView{Item: seckill.Item{ID: 1, StartsAt: start, SaleRules: seckill.SaleRules{
 					Allocation: seckill.AllocationQueue, NewUsersPerMinute: perMin}}}
-				eta, pa := e.queueTiming(it, queueStatus{State: qWaiting, Position: pos, Waiting: pos, Now: start.Add(-toStart)})
-				if pa < 1 || pa > 100 || eta < 0 {
-					t.Errorf("%d/min, %s to the start, position %d: eta %d s, poll_after %d s", perMin, toStart, pos, eta, pa)
+				for _, waiting := range []int64{0, pos} { // a view's count may be stale, or 0
+					eta, pa := e.queueTiming(it, queueStatus{State: qWaiting, Position: pos, Waiting: waiting, Now: start.Add(-toStart)})
+					if pa < 1 || pa > 100 || eta < 0 {
+						t.Errorf("%d/min, %s to the start, position %d of %d: eta %d s, poll_after %d s", perMin, toStart, pos, waiting, eta, pa)
+					}
 				}
 			}
+		}
+	}
+	// the other states: admitted (its end past, near, far: Redis's clock
+	// and the edge's), sold out, expired, bought, none
+	it := seckill.ItemView{Item: seckill.Item{ID: 1, StartsAt: start, SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue}}}
+	for _, st := range []queueStatus{
+		{State: qAdmitted, Now: start, Until: start.Add(-time.Hour)}, {State: qAdmitted, Now: start, Until: start.Add(time.Millisecond)},
+		{State: qAdmitted, Now: start, Until: start.Add(24 * time.Hour)}, {State: qAdmitted, Now: start},
+		{State: qSoldOut, Position: 5}, {State: qExpired}, {State: qBought}, {State: qNone},
+	} {
+		if eta, pa := e.queueTiming(it, st); eta != 0 || pa < 1 || pa > 30 {
+			t.Errorf("%+v: eta %d s, poll_after %d s", st, eta, pa)
 		}
 	}
 }
