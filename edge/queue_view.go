@@ -27,8 +27,8 @@ import (
 //     its way or failed (Redis unreachable for less than stale);
 //   - a poll answered from the view is remembered (seen) and handed to
 //     Redis by the next run of the script, so the ticket counts as polled
-//     (abandon_after) at the time of that poll, unless this edge handed a poll of the
-//     same ticket to Redis less than half of abandon_after ago
+//     (abandon_after) at the time of that poll, unless this edge handed a
+//     poll of the same ticket to Redis less than half of abandon_after ago
 //     (roomView.record: most polls then cost Redis nothing); a ticket
 //     Redis no longer has waiting (dropped, placed again) is told back
 //     (gone) and asked of Redis from then on;
