@@ -329,7 +329,7 @@ func (r *runner) playFast(ctx context.Context, a *actor) {
 		}
 	}
 	for ctx.Err() == nil && !r.soldOut.Load() {
-		if r.sc.Queue != nil && !a.admitted() { // a waiting room: wait for the turn (queue.go)
+		if r.sc.Queue != nil && !a.admitted(r.itemURL) { // a waiting room: wait for the turn (queue.go)
 			if out := r.waitTurn(ctx, a); out != "" {
 				return
 			}

@@ -111,6 +111,11 @@ type actor struct {
 	// X-Admission-Pass while it is valid.
 	pass      string
 	passUntil time.Time
+	// passItem: the sale the pass is for (r.itemURL). The population's
+	// actors play every seed's sale; a pass of the last sale, still valid
+	// when the next one opens 5 s later, made them skip the next room and
+	// spend their attempts on 409 not_live and not_admitted.
+	passItem string
 	// pollToken: the waiting room's poll_token of the last answer, sent
 	// back as X-Queue-Token with each poll (as the storefront's cookie):
 	// the edge answers such a poll from its view, without Redis.

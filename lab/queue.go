@@ -44,8 +44,11 @@ func (q *QueueSpec) rules(opens time.Time) seckill.SaleRules {
 	}
 }
 
-// admitted reports whether a holds an admission pass that is still valid.
-func (a *actor) admitted() bool { return a.pass != "" && time.Now().Before(a.passUntil) }
+// admitted reports whether a holds an admission pass for this sale (item:
+// its URL) that is still valid.
+func (a *actor) admitted(item string) bool {
+	return a.pass != "" && a.passItem == item && time.Now().Before(a.passUntil)
+}
 
 // waitTurn joins the sale's waiting room (the same ticket when already in
 // it) and polls it until a is admitted: it returns "" with a.pass set, or
@@ -79,7 +82,7 @@ func (r *runner) waitTurn(ctx context.Context, a *actor) string {
 		}
 		switch rep.str("state") {
 		case "admitted":
-			a.pass = rep.str("pass")
+			a.pass, a.passItem = rep.str("pass"), r.itemURL
 			a.passUntil, _ = time.Parse(time.RFC3339Nano, rep.str("admitted_until"))
 			if a.kind == Honest {
 				r.mu.Lock()

@@ -102,7 +102,11 @@ func TestWaitTurnJoinsPollsAndTakesThePass(t *testing.T) {
 	if f.token[0] != "" || f.token[1] != "pt-a" || f.token[2] != "pt-b" {
 		t.Errorf("X-Queue-Token sent %q, want none on the join, then each answer's poll_token", f.token)
 	}
-	if a.pass != "p1" || !a.admitted() || len(r.admits) != 1 {
-		t.Errorf("pass %q, admitted %v, admissions seen %d; want p1, true, 1", a.pass, a.admitted(), len(r.admits))
+	if a.pass != "p1" || !a.admitted(r.itemURL) || len(r.admits) != 1 {
+		t.Errorf("pass %q, admitted %v, admissions seen %d; want p1, true, 1", a.pass, a.admitted(r.itemURL), len(r.admits))
+	}
+	// the next seed's sale: the pass of this one does not admit to it
+	if a.admitted(r.itemURL + "x") {
+		t.Errorf("a pass of %s admitted to another sale", r.itemURL)
 	}
 }

@@ -475,7 +475,7 @@ func (r *runner) playHonest(ctx context.Context, a *actor) string {
 // ends the attempt as "captcha_unsolved").
 func (r *runner) playStorefront(ctx context.Context, a *actor, attempts int, solve CaptchaSolver) string {
 	for range attempts {
-		if r.sc.Queue != nil && !a.admitted() { // a waiting room: wait for the turn (queue.go)
+		if r.sc.Queue != nil && !a.admitted(r.itemURL) { // a waiting room: wait for the turn (queue.go)
 			if out := r.waitTurn(ctx, a); out != "" {
 				return out
 			}
