@@ -125,24 +125,5 @@ const queueRetryWait = 5 * time.Second
 // It gives up after 20 transport failures in a row or when ctx ends (err
 // set then).
 func (r *runner) queueCall(ctx context.Context, a *actor, route, method string, after time.Duration) reply {
-	errs := 0
-	for {
-		rep := r.c.do(ctx, a, route, method, r.itemURL+"/queue", nil)
-		switch {
-		case ctx.Err() != nil:
-			return reply{err: ctx.Err()}
-		case rep.err != nil:
-			errs++
-			if errs > 20 {
-				return rep
-			}
-			sleep(ctx, after)
-		case rep.status == http.StatusTooManyRequests || rep.status == http.StatusServiceUnavailable:
-			sleep(ctx, rep.retryAfter())
-		case rep.status == http.StatusConflict && rep.code() == "not_live":
-			sleep(ctx, 200*time.Millisecond)
-		default:
-			return rep
-		}
-	}
+	return r.retryingWith(ctx, a, route, method, r.itemURL+"/queue", nil, func(int) time.Duration { return after })
 }

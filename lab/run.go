@@ -440,6 +440,14 @@ func arrivals(h HonestSpec, n int, seed uint64) []time.Duration {
 // Retry-After on 429 and 503, a moment on 409 not_live and on transport
 // errors, and gives up when ctx ends (the reply has err set then).
 func (r *runner) retrying(ctx context.Context, a *actor, route, method, path string, body any) reply {
+	return r.retryingWith(ctx, a, route, method, path, body, func(errs int) time.Duration {
+		return time.Duration(errs) * 100 * time.Millisecond
+	})
+}
+
+// retryingWith is retrying with the wait after the errs-th transport
+// failure in a row given by backoff; it gives up after 20.
+func (r *runner) retryingWith(ctx context.Context, a *actor, route, method, path string, body any, backoff func(errs int) time.Duration) reply {
 	errs := 0
 	for {
 		rep := r.c.do(ctx, a, route, method, path, body)
@@ -451,7 +459,7 @@ func (r *runner) retrying(ctx context.Context, a *actor, route, method, path str
 			if errs > 20 {
 				return rep
 			}
-			sleep(ctx, time.Duration(errs)*100*time.Millisecond)
+			sleep(ctx, backoff(errs))
 		case rep.status == http.StatusTooManyRequests || rep.status == http.StatusServiceUnavailable:
 			sleep(ctx, rep.retryAfter())
 		case rep.status == http.StatusConflict && rep.code() == "not_live":
