@@ -65,6 +65,10 @@ func newMetrics(reg prometheus.Registerer, e *Edge) *metrics {
 			Namespace: "seckill_edge", Name: "queue_view_polls_recorded_total",
 			Help: "Waiting-room polls answered from the view and handed to Redis for abandon_after (at most one per ticket per half abandon_after).",
 		}, func() float64 { return float64(e.queue.recordedPolls.Load()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "seckill_edge", Name: "queue_view_polls_checked_total",
+			Help: "Recorded waiting-room polls the script checked against the queue (the others' tickets were known waiting).",
+		}, func() float64 { return float64(e.queue.checkedPolls.Load()) }))
 	}
 	if bc, ok := e.lim.(BucketCounter); ok {
 		reg.MustRegister(&bucketCollector{bc: bc, desc: prometheus.NewDesc("seckill_edge_limiter_buckets",

@@ -79,6 +79,8 @@ type waitingRoom struct {
 	// polls answered from a view, handed to Redis (recorded), and answered
 	// by the script (seckill_edge_queue_polls_total)
 	viewPolls, recordedPolls, scriptPolls atomic.Int64
+	// of the recorded, those the script checked (toldPolls)
+	checkedPolls atomic.Int64
 }
 
 // Defaults of the waiting room's settings of the edge (Config).
@@ -156,7 +158,8 @@ type queueStatus struct {
 // ARGV: 1 op (join | poll | peek), 2 user, 3 new ticket id, 4 pre-queue place,
 // 5 starts_ms, 6 ends_ms, 7 new users per minute, 8 total active (0: none),
 // 9 session ms, 10 abandon ms, 11 grace ms, 12 load factor (0..1), 13 tick ms,
-// 14.. user, place, age (ms), user, ...: polls answered from a view
+// 14 n, 15.. n × (user, place, age ms), then groups of (age ms, count, users):
+// polls answered from a view (to check, then known waiting; waitingRoom.script)
 var queueScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -175,23 +178,25 @@ local function admittedUntil(u)
   return 0
 end
 
--- polls an edge answered from its view since its last run (ARGV[14..],
--- triples of user, place and the poll's age in ms): still waiting there,
--- they count as polled when they were made, however late the edge tells
--- them (GT: a later poll already told stays); the others are told back
--- (gone: their numbers in the list), and that edge asks Redis about them
--- from then on. Two bulk commands per 1,000 polls. (A place names one
--- ticket: drawn at random with 53 bits, or the next arrival number.)
+-- polls an edge answered from its view since its last run. First those
+-- of tickets it has not seen Redis confirm waiting lately (ARGV[14]
+-- triples from ARGV[15]: user, place and the poll's age in ms): still
+-- waiting there, they count as polled when they were made, however late
+-- the edge tells them (GT: a later poll already told stays); the others
+-- are told back (gone: their numbers in the list), and that edge asks
+-- Redis about them from then on. Two bulk commands per 1,000 polls. (A
+-- place names one ticket: drawn at random with 53 bits, or the next
+-- arrival number.)
 local gone = {}
-local seen = math.floor((#ARGV - 13) / 3)
-for from = 0, seen - 1, 1000 do
-  local m = math.min(1000, seen - from)
+local nv = tonumber(ARGV[14] or '0')
+for from = 0, nv - 1, 1000 do
+  local m = math.min(1000, nv - from)
   local users = {}
-  for j = 1, m do users[j] = ARGV[11 + (from + j) * 3] end
+  for j = 1, m do users[j] = ARGV[12 + (from + j) * 3] end
   local places = redis.call('ZMSCORE', KEYS[2], unpack(users))
   local polled = {}
   for j = 1, m do
-    local b = 11 + (from + j) * 3
+    local b = 12 + (from + j) * 3
     if places[j] and tonumber(places[j]) == tonumber(ARGV[b + 1]) then
       polled[#polled + 1] = now - math.max(0, tonumber(ARGV[b + 2]))
       polled[#polled + 1] = users[j]
@@ -201,6 +206,29 @@ for from = 0, seen - 1, 1000 do
   end
   if #polled > 0 then redis.call('ZADD', KEYS[4], 'GT', unpack(polled)) end
 end
+-- Then those of tickets the edge saw confirmed waiting at their place, by
+-- a poll made less than abandon_after before it sent this (groups: age in
+-- ms, count, users): such a ticket cannot have been dropped since (its
+-- last poll in Redis is that recent, and a ticket is dropped only
+-- abandon_after plus half of it after that), only admitted, so they need
+-- no check: XX (an admitted ticket is not put back), GT, one bulk command
+-- per 1,000 polls, no work per poll in Lua but a copy.
+local i, zs, nz = 15 + 3 * nv, {}, 0
+while i < #ARGV do
+  local score = string.format('%d', now - math.max(0, tonumber(ARGV[i])))
+  local last = i + 1 + tonumber(ARGV[i + 1])
+  for j = i + 2, last do
+    zs[nz + 1] = score
+    zs[nz + 2] = ARGV[j]
+    nz = nz + 2
+    if nz >= 2000 then
+      redis.call('ZADD', KEYS[4], 'XX', 'GT', unpack(zs, 1, nz))
+      nz = 0
+    end
+  end
+  i = last + 1
+end
+if nz > 0 then redis.call('ZADD', KEYS[4], 'XX', 'GT', unpack(zs, 1, nz)) end
 
 local tk = false
 if op ~= 'peek' then tk = redis.call('HGET', KEYS[1], user) end
@@ -361,7 +389,7 @@ func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user
 	seen := v.seen
 	v.seen = nil
 	v.mu.Unlock()
-	st, view, gone, err := w.script(ctx, op, it, user, factor, seen)
+	st, view, told, err := w.script(ctx, op, it, user, factor, seen)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err != nil {
@@ -374,34 +402,73 @@ func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user
 		}
 		return st, err
 	}
-	v.update(op == opStep || op == opPeek, view, gone)
+	v.update(op == opStep || op == opPeek, view, told.gone)
+	v.confirm(told.confirmed)
 	return st, nil
 }
 
-func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, user int64, factor float64, seen []seenPoll) (queueStatus, queueView, []string, error) {
+// toldPolls is what a run of the script did with the polls it told.
+type toldPolls struct {
+	gone      []recKey   // no longer waiting at their place
+	confirmed []seenPoll // counted, their ticket known waiting then (recState.known)
+}
+
+// ageStep is the age of a known ticket's poll as told to Redis: in 10 ms
+// steps (the polls of one step go as one group), rounded down (counted at
+// most 10 ms later than made, never sooner).
+func ageStep(sent, at time.Time) int64 {
+	ms := max(0, sent.Sub(at).Milliseconds())
+	return ms - ms%10
+}
+
+func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, user int64, factor float64, seen []seenPoll) (queueStatus, queueView, toldPolls, error) {
 	qk := rkeys.Space(w.prefix).Queue(it.ID)
 	ik := rkeys.Space(w.prefix).Item(it.ID)
 	var tk [16]byte
 	_, _ = rand.Read(tk[:])
 	r := it.SaleRules
-	args := make([]any, 0, 13+3*len(seen))
+	// The polls of tickets this edge saw Redis confirm waiting, by a poll
+	// made less than abandon_after ago, go unchecked (known); the others
+	// are checked (the script tells back those gone).
+	sent := time.Now()
+	var check, known []seenPoll
+	for _, s := range seen {
+		if !s.known.IsZero() && sent.Sub(s.known) < it.QueueAbandon() {
+			known = append(known, s)
+		} else {
+			check = append(check, s)
+		}
+	}
+	args := make([]any, 0, 14+3*len(check)+len(known)+8)
 	args = append(args,
 		string(op), user, hex.EncodeToString(tk[:]), strconv.FormatFloat(w.place(), 'g', 17, 64),
 		it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli(),
 		r.QueueRate(), r.TotalActiveUsers, r.QueueSession().Milliseconds(), dropAfter(it).Milliseconds(),
-		w.grace.Milliseconds(), strconv.FormatFloat(factor, 'f', 3, 64), w.tick.Milliseconds())
-	sent := time.Now()
-	for _, s := range seen {
-		args = append(args, s.user, s.place, max(0, sent.Sub(s.at).Milliseconds()))
+		w.grace.Milliseconds(), strconv.FormatFloat(factor, 'f', 3, 64), w.tick.Milliseconds(), len(check))
+	for _, s := range check {
+		args = append(args, s.user, strconv.FormatFloat(s.place, 'g', -1, 64), max(0, sent.Sub(s.at).Milliseconds()))
+	}
+	for i := 0; i < len(known); { // in groups of one age step (seen is in the order of the polls, mostly)
+		age := ageStep(sent, known[i].at)
+		j := i + 1
+		for j < len(known) && ageStep(sent, known[j].at) == age {
+			j++
+		}
+		args = append(args, age, j-i)
+		for _, s := range known[i:j] {
+			args = append(args, s.user)
+		}
+		i = j
 	}
 	fetched := time.Now()
 	v, err := queueScript.Run(ctx, w.rdb, []string{qk.Tickets, qk.Waiting, qk.Active, qk.Seen, qk.State, ik.Stock, ik.Buyers, qk.Held, ik.Meta}, args...).Slice()
+	received := time.Now()
 	if err != nil {
-		return queueStatus{}, queueView{}, nil, seckill.Unavailable(fmt.Errorf("running the waiting room of item %d: %w", it.ID, err),
+		return queueStatus{}, queueView{}, toldPolls{}, seckill.Unavailable(fmt.Errorf("running the waiting room of item %d: %w", it.ID, err),
 			"the waiting room cannot be reached right now; retry shortly")
 	}
 	if len(v) != 15 {
-		return queueStatus{}, queueView{}, nil, fmt.Errorf("waiting room script: %d values, want 15", len(v))
+		return queueStatus{}, queueView{}, toldPolls{}, fmt.Errorf("waiting room script: %d values, want 15", len(v))
 	}
 	num := func(i int) int64 { n, _ := v[i].(int64); return n }
 	score := func(i int) (float64, bool) {
@@ -430,20 +497,51 @@ func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, u
 	for _, h := range strs(9) {
 		f, err := strconv.ParseFloat(h, 64)
 		if err != nil {
-			return queueStatus{}, queueView{}, nil, fmt.Errorf("waiting room script: a place %q: %w", h, err)
+			return queueStatus{}, queueView{}, toldPolls{}, fmt.Errorf("waiting room script: a place %q: %w", h, err)
 		}
 		view.Heads = append(view.Heads, f)
 	}
 	view.SeqMin, _ = score(11)
 	view.SeqMax, _ = score(12)
-	var gone []string // the keys of the seen polls whose ticket is no longer waiting there
+	w.checkedPolls.Add(int64(len(check)))
+	var goneAt []int64
 	l, _ := v[14].([]any)
 	for _, x := range l {
-		if i, ok := x.(int64); ok && i >= 1 && int(i) <= len(seen) {
-			gone = append(gone, seen[i-1].key())
+		if i, ok := x.(int64); ok {
+			goneAt = append(goneAt, i)
 		}
 	}
-	return st, view, gone, nil
+	return st, view, tell(check, known, goneAt, received, dropAfter(it)), nil
+}
+
+// tell says what a run of the script did with the polls it was given:
+// those checked (check) and told back gone (their numbers from 1 in
+// goneAt) are gone; the other checked ones are confirmed, and so are the
+// known ones when the script surely ran before their ticket could have
+// been dropped (drop after the poll that made them known: it ran before
+// the reply came, received). A ticket admitted since is confirmed too,
+// harmlessly: its place is at or before the view's head, so its polls go
+// to the script.
+func tell(check, known []seenPoll, goneAt []int64, received time.Time, drop time.Duration) toldPolls {
+	var told toldPolls
+	isGone := make([]bool, len(check))
+	for _, i := range goneAt {
+		if i >= 1 && int(i) <= len(check) && !isGone[i-1] {
+			isGone[i-1] = true
+			told.gone = append(told.gone, check[i-1].key())
+		}
+	}
+	for i, s := range check {
+		if !isGone[i] {
+			told.confirmed = append(told.confirmed, s)
+		}
+	}
+	for _, s := range known {
+		if received.Sub(s.known) < drop {
+			told.confirmed = append(told.confirmed, s)
+		}
+	}
+	return told
 }
 
 // ticket returns the user's ticket id ("" when none): a plain read.

@@ -122,12 +122,16 @@ func (p *admissionPasses) verify(pass string, user, item int64) bool {
 // pollTokens sign and open the poll tokens of a waiting room: a waiting
 // ticket's place, so an edge can tell where it stands from its cached view
 // of the queue (queueView) without Redis. The payload is
-// "<user>.<item>.<ticket id>.<place>"; a token holds the place its ticket
-// had when it was signed (a ticket placed again gets a new token).
+// "<user>.<item>.<ticket id>.<issued>.<place>"; a token holds the place its
+// ticket had when it was signed (a ticket placed again gets a new token)
+// and when, by Redis's clock, in ms (issued: the script that answered
+// then had the ticket waiting there and counted a poll of it,
+// roomView.record). v1 tokens (without issued) no longer open: their
+// polls go to the script, which answers a new one.
 type pollTokens struct{ s signer }
 
 func newPollTokens(secret, previous []byte) pollTokens {
-	return pollTokens{s: newSigner("seckill waiting room poll token v1", secret, previous)}
+	return pollTokens{s: newSigner("seckill waiting room poll token v2", secret, previous)}
 }
 
 // pollToken is what a poll token says.
@@ -135,11 +139,16 @@ type pollToken struct {
 	User, Item int64
 	Ticket     string
 	Place      float64
+	Issued     time.Time // Redis's clock when signed (ms; zero: not told)
 }
 
 func (p pollTokens) sign(t pollToken) string {
+	var issued int64
+	if !t.Issued.IsZero() {
+		issued = t.Issued.UnixMilli()
+	}
 	return p.s.sign(strconv.FormatInt(t.User, 10) + "." + strconv.FormatInt(t.Item, 10) + "." + t.Ticket + "." +
-		strconv.FormatFloat(t.Place, 'g', -1, 64))
+		strconv.FormatInt(issued, 10) + "." + strconv.FormatFloat(t.Place, 'g', -1, 64))
 }
 
 // open returns the token of user for item (false when forged, of another
@@ -149,15 +158,20 @@ func (p pollTokens) open(tok string, user, item int64) (pollToken, bool) {
 	if !ok {
 		return pollToken{}, false
 	}
-	f := strings.SplitN(payload, ".", 4)
-	if len(f) != 4 || f[2] == "" {
+	f := strings.SplitN(payload, ".", 5)
+	if len(f) != 5 || f[2] == "" {
 		return pollToken{}, false
 	}
 	u, err1 := strconv.ParseInt(f[0], 10, 64)
 	i, err2 := strconv.ParseInt(f[1], 10, 64)
-	place, err3 := strconv.ParseFloat(f[3], 64)
-	if err1 != nil || err2 != nil || err3 != nil || u != user || i != item {
+	issued, err3 := strconv.ParseInt(f[3], 10, 64)
+	place, err4 := strconv.ParseFloat(f[4], 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || u != user || i != item || issued < 0 {
 		return pollToken{}, false
 	}
-	return pollToken{User: u, Item: i, Ticket: f[2], Place: place}, true
+	t := pollToken{User: u, Item: i, Ticket: f[2], Place: place}
+	if issued > 0 {
+		t.Issued = time.UnixMilli(issued)
+	}
+	return t, true
 }

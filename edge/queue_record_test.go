@@ -4,9 +4,12 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"seckill"
 	"seckill/internal/rkeys"
@@ -323,20 +326,20 @@ func TestQueueRecordEdgeDies(t *testing.T) {
 // older than the interval).
 func TestQueueRecordedBound(t *testing.T) {
 	const every = time.Minute
-	v := &roomView{gone: map[string]time.Time{}, recorded: map[string]time.Time{}}
+	v := &roomView{gone: map[recKey]time.Time{}, recorded: map[recKey]recState{}}
 	old := time.Now().Add(-2 * every)
 	for i := range maxRecorded - 50_000 {
-		v.recorded[strconv.Itoa(i)+" 1"] = old
+		v.recorded[recKey{user: int64(i), place: 0.5}] = recState{at: old}
 	}
 	fresh := make([]seenPoll, 0, 50_000)
 	for i := range 50_000 {
-		p := seenPoll{user: int64(i), ticket: "f" + strconv.Itoa(i), place: "1"}
-		v.record(p, every)
+		p := seenPoll{user: int64(i), place: 1}
+		v.record(p, time.Time{}, every, 2*every)
 		fresh = append(fresh, p)
 	}
 	v.seen = nil // told
 	// the bound reached: sweep
-	v.record(seenPoll{user: -1, ticket: "x", place: "1"}, every)
+	v.record(seenPoll{user: -1, place: 1}, time.Time{}, every, 2*every)
 	kept := 0
 	for _, p := range fresh {
 		if _, ok := v.recorded[p.key()]; ok {
@@ -348,7 +351,7 @@ func TestQueueRecordedBound(t *testing.T) {
 	}
 	// A flood of new tickets, their polls told every 1,000: the bounds hold.
 	for i := range 3 * maxRecorded {
-		v.record(seenPoll{user: int64(i), ticket: "n" + strconv.Itoa(i), place: "2"}, every)
+		v.record(seenPoll{user: int64(i), place: 2}, time.Time{}, every, 2*every)
 		if len(v.recorded) > maxRecorded || len(v.seen) > maxSeen {
 			t.Fatalf("after %d tickets: %d remembered, %d held", i, len(v.recorded), len(v.seen))
 		}
@@ -359,8 +362,8 @@ func TestQueueRecordedBound(t *testing.T) {
 	// Not told (Redis away): held polls stop at maxSeen, and a ticket
 	// not held is not marked recorded (its next poll tries again).
 	v.seen = make([]seenPoll, maxSeen)
-	p := seenPoll{user: 1, ticket: "late", place: "3"}
-	v.record(p, every)
+	p := seenPoll{user: 1, place: 3}
+	v.record(p, time.Time{}, every, 2*every)
 	if _, ok := v.recorded[p.key()]; ok || len(v.seen) != maxSeen {
 		t.Fatalf("a poll past maxSeen: remembered %v, %d held", ok, len(v.seen))
 	}
@@ -429,5 +432,249 @@ func TestQueueRecordReplyLostRedisAway(t *testing.T) {
 	}
 	if d := seen(ctx).Sub(polled); d < -5*time.Millisecond || d > 100*time.Millisecond {
 		t.Fatalf("told %s after the poll: Redis's last poll of user 2 is %s after the poll", time.Since(polled), d)
+	}
+}
+
+// seenScore is Redis's last poll of user u (zero: none).
+func (q *queueEnv) seenScore(t *testing.T, rdb interface {
+	ZScore(ctx context.Context, key, member string) *redis.FloatCmd
+}, u int64) time.Time {
+	t.Helper()
+	s, err := rdb.ZScore(context.Background(), rkeys.Space(q.w.prefix).Queue(q.it.ID).Seen, strconv.FormatInt(u, 10)).Result()
+	if err == redis.Nil {
+		return time.Time{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.UnixMilli(int64(s))
+}
+
+// TestQueueRecordKnownUnchecked: a ticket's first poll an edge records is
+// checked against the queue (its place); once Redis confirmed it waiting,
+// the edge's next record of it, less than abandon_after later, goes
+// unchecked (a plain ZADD XX GT) and still counts when it was made.
+func TestQueueRecordKnownUnchecked(t *testing.T) {
+	const abandon = 2 * time.Second
+	q, toks := recordEnv(t, abandon, 3)
+	ctx := context.Background()
+	first := time.Now()
+	if st, err := pollAt(ctx, q.w, q.it, toks[2]); err != nil || st.State != qWaiting || !st.FromView {
+		t.Fatalf("user 2's first poll: %+v %v", st, err)
+	}
+	q.poll(t, 1) // tells it
+	if c := q.w.checkedPolls.Load(); c != 1 {
+		t.Fatalf("%d polls checked, want user 2's first", c)
+	}
+	v := q.w.view(q.it.ID)
+	v.mu.Lock()
+	r := v.recorded[seenOf(toks[2]).key()]
+	v.mu.Unlock()
+	if r.known.Before(first) {
+		t.Fatalf("user 2's first poll told and not known waiting: %+v", r)
+	}
+	q.keepHead(t, q.w, recordEvery(q.it)+50*time.Millisecond)
+	polled := time.Now()
+	if st, err := pollAt(ctx, q.w, q.it, toks[2]); err != nil || st.State != qWaiting || !st.FromView {
+		t.Fatalf("user 2's second poll: %+v %v", st, err)
+	}
+	time.Sleep(100 * time.Millisecond) // told later: counted when made
+	q.poll(t, 1)
+	if c := q.w.checkedPolls.Load(); c != 1 {
+		t.Fatalf("%d polls checked, want 1: the second of a ticket known waiting goes unchecked", c)
+	}
+	if rec := q.w.recordedPolls.Load(); rec != 2 {
+		t.Fatalf("%d polls recorded, want 2", rec)
+	}
+	if d := q.seenScore(t, q.rdb, 2).Sub(polled); d < -5*time.Millisecond || d > 20*time.Millisecond {
+		t.Fatalf("Redis's last poll of user 2 is %s after the unchecked poll, want within [-5 ms, 20 ms]", d)
+	}
+}
+
+// TestQueueRecordKnownAdmittedNotPutBack: a ticket known waiting is
+// admitted (taken out of the queue) by another edge; this edge's next
+// record of it, unchecked, must not put it back among the waiting
+// tickets' polls (XX), nor make it wait again.
+func TestQueueRecordKnownAdmittedNotPutBack(t *testing.T) {
+	const abandon = 2 * time.Second
+	q, toks := recordEnv(t, abandon, 3)
+	ctx := context.Background()
+	if _, err := pollAt(ctx, q.w, q.it, toks[2]); err != nil {
+		t.Fatal(err)
+	}
+	q.poll(t, 1)
+	// taken out as the admission step does (ZPOPMIN waiting, ZREM seen)
+	qk := rkeys.Space(q.w.prefix).Queue(q.it.ID)
+	if err := q.rdb.ZRem(ctx, qk.Waiting, "2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.rdb.ZRem(ctx, qk.Seen, "2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	q.keepHead(t, q.w, recordEvery(q.it)+50*time.Millisecond)
+	held := q.w.recordedPolls.Load()
+	pollAt(ctx, q.w, q.it, toks[2]) // from the view or not: whichever, not put back
+	q.poll(t, 1)
+	if q.w.recordedPolls.Load() != held+1 || q.w.checkedPolls.Load() != 1 {
+		t.Fatalf("recorded %d (want %d), checked %d (want 1): the poll did not go unchecked", q.w.recordedPolls.Load(), held+1, q.w.checkedPolls.Load())
+	}
+	if s := q.seenScore(t, q.rdb, 2); !s.IsZero() || q.waitingNow(t, 2) {
+		t.Fatalf("an admitted ticket's unchecked poll put it back: last poll %v, waiting %v", s, q.waitingNow(t, 2))
+	}
+}
+
+// TestQueueRecordKnownExpires: an edge loses Redis after it saw a ticket
+// confirmed waiting; the ticket's polls it answers from its view through
+// the outage are held. Meanwhile another edge drops the ticket (Redis had
+// no poll of it for 1.5 × abandon_after). When Redis is back the held
+// poll, made more than abandon_after after the last confirmed one, is
+// checked, so the edge learns the ticket is gone and its next poll is
+// told "expired" by the script; sent unchecked it would have been a no-op
+// (XX) and the view would have answered "waiting" for good.
+func TestQueueRecordKnownExpires(t *testing.T) {
+	const abandon = 2 * time.Second
+	f := testenv.RedisBehindProxy(t)
+	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
+		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
+	if err := stock.New(f.Direct, f.Prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	a := newWaitingRoom(f.Client, f.Prefix, time.Second, 0) // behind the proxy
+	a.tick, a.stale = 20*time.Millisecond, time.Hour        // its view answers through the outage
+	var next float64
+	a.place = func() float64 { next += 0.01; return next }
+	q := &queueEnv{rdb: f.Direct, w: a, it: it}
+	b := q.edges(1, 20*time.Millisecond)[0] // straight to Redis: the head's polls and the steps
+	ctx := context.Background()
+	toks := []pollToken{{}, q.token(t, 1, q.join(t, 1)), q.token(t, 2, q.join(t, 2))}
+	t0 := time.Now()
+	if st, err := pollAt(ctx, a, it, toks[2]); err != nil || st.State != qWaiting || !st.FromView {
+		t.Fatalf("user 2's first poll: %+v %v", st, err)
+	}
+	if _, err := a.run(ctx, opPoll, it, 1, 1); err != nil { // tells it: confirmed
+		t.Fatal(err)
+	}
+	f.Proxy.Refuse(true)
+	f.Proxy.CutAll()
+	q.keepHead(t, b, time.Until(t0.Add(abandon*11/20)))
+	if st, err := pollAt(ctx, a, it, toks[2]); err != nil || st.State != qWaiting || !st.FromView {
+		t.Fatalf("user 2's poll during the outage: %+v %v", st, err)
+	}
+	v := a.view(it.ID)
+	v.mu.Lock()
+	held := len(v.seen)
+	v.mu.Unlock()
+	if held != 1 {
+		t.Fatalf("%d polls held through the outage, want user 2's", held)
+	}
+	q.keepHead(t, b, time.Until(t0.Add(abandon*17/10)))
+	if q.waitingNow(t, 2) {
+		t.Fatal("user 2 still waiting 1.7 × abandon_after after its last poll Redis heard of")
+	}
+	f.Proxy.Refuse(false)
+	checked := a.checkedPolls.Load()
+	if _, err := a.run(ctx, opPoll, it, 1, 1); err != nil { // tells the held poll
+		t.Fatal(err)
+	}
+	if c := a.checkedPolls.Load() - checked; c != 1 {
+		t.Fatalf("%d polls checked after the outage, want user 2's held one", c)
+	}
+	st, err := pollAt(ctx, a, it, toks[2])
+	if err != nil || st.FromView || st.State != qExpired {
+		t.Fatalf("user 2, dropped: %+v %v (want expired, by the script)", st, err)
+	}
+}
+
+// TestQueueRecordTell: the checked polls not told back gone and the known
+// ones the script surely ran for before their ticket could be dropped are
+// confirmed; a known poll whose reply came dropAfter or more after the
+// poll that made it known is not (the script may have run after a drop:
+// its XX was then a no-op), so the ticket's next poll is checked.
+func TestQueueRecordTell(t *testing.T) {
+	now := time.Now()
+	const drop = 3 * time.Second
+	check := []seenPoll{{user: 1, place: 0.1}, {user: 2, place: 0.2}, {user: 3, place: 0.3}}
+	known := []seenPoll{
+		{user: 4, place: 0.4, known: now.Add(-drop + time.Millisecond)},
+		{user: 5, place: 0.5, known: now.Add(-drop)},
+	}
+	told := tell(check, known, []int64{2, 2, 0, 9}, now, drop)
+	if len(told.gone) != 1 || told.gone[0] != (recKey{user: 2, place: 0.2}) {
+		t.Fatalf("gone %v, want user 2's", told.gone)
+	}
+	var users []int64
+	for _, c := range told.confirmed {
+		users = append(users, c.user)
+	}
+	if want := []int64{1, 3, 4}; !slices.Equal(users, want) {
+		t.Fatalf("confirmed %v, want %v", users, want)
+	}
+}
+
+// TestQueueAgeStep: ages of unchecked polls go in 10 ms steps, rounded
+// down (a poll counts at most 10 ms later than made, never sooner).
+func TestQueueAgeStep(t *testing.T) {
+	now := time.Now()
+	for _, c := range []struct {
+		ago  time.Duration
+		want int64
+	}{{0, 0}, {9 * time.Millisecond, 0}, {10 * time.Millisecond, 10}, {1999 * time.Millisecond, 1990}, {-time.Second, 0}} {
+		if got := ageStep(now, now.Add(-c.ago)); got != c.want {
+			t.Errorf("ageStep(%s ago) = %d, want %d", c.ago, got, c.want)
+		}
+	}
+}
+
+// TestQueueRecordFromToken: a poll token carries when the script that
+// signed it counted a poll of its ticket (Redis's clock). An edge that
+// has not recorded the ticket yet takes that as a recorded poll Redis
+// confirmed: the ticket's polls are not handed over before recordEvery
+// after it, and then unchecked. A token older than abandon_after, or
+// from the future, stands for nothing: the poll is recorded and checked.
+func TestQueueRecordFromToken(t *testing.T) {
+	const abandon = 2 * time.Second
+	q, _ := recordEnv(t, abandon, 0)
+	ctx := context.Background()
+	tok := func(u int64, issued time.Time) pollToken {
+		st := q.join(t, u)
+		tk := q.token(t, u, st)
+		tk.Issued = issued
+		if issued.IsZero() {
+			tk.Issued = st.Now // as answerQueue signs it
+		}
+		return tk
+	}
+	q.join(t, 1) // the head
+	two := tok(2, time.Time{})
+	old := tok(3, time.Now().Add(-abandon-time.Second))
+	future := tok(4, time.Now().Add(time.Hour))
+	if _, err := q.w.run(ctx, opStep, q.it, 0, 1); err != nil { // the edge's view
+		t.Fatal(err)
+	}
+	poll := func(tk pollToken) {
+		t.Helper()
+		if st, err := pollAt(ctx, q.w, q.it, tk); err != nil || st.State != qWaiting || !st.FromView {
+			t.Fatalf("user %d: %+v %v", tk.User, st, err)
+		}
+	}
+	poll(two)
+	if r := q.w.recordedPolls.Load(); r != 0 {
+		t.Fatalf("%d polls recorded, want none: user 2's token was just issued", r)
+	}
+	poll(old)
+	poll(future)
+	q.poll(t, 1)
+	if r, c := q.w.recordedPolls.Load(), q.w.checkedPolls.Load(); r != 2 || c != 2 {
+		t.Fatalf("recorded %d, checked %d; want users 3 and 4 (their tokens stand for nothing) both", r, c)
+	}
+	q.keepHead(t, q.w, time.Until(two.Issued.Add(recordEvery(q.it)+50*time.Millisecond)))
+	polled := time.Now()
+	poll(two)
+	q.poll(t, 1)
+	if r, c := q.w.recordedPolls.Load(), q.w.checkedPolls.Load(); r != 3 || c != 2 {
+		t.Fatalf("recorded %d (want 3), checked %d (want 2): user 2's poll recordEvery after its token goes unchecked", r, c)
+	}
+	if d := q.seenScore(t, q.rdb, 2).Sub(polled); d < -5*time.Millisecond || d > 20*time.Millisecond {
+		t.Fatalf("Redis's last poll of user 2 is %s after its unchecked poll", d)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -88,17 +87,33 @@ func (v queueView) position(place float64) int64 {
 
 // seenPoll is a poll answered from the view, not yet told to Redis.
 type seenPoll struct {
-	user   int64
-	ticket string    // id
-	place  string    // as in the token
-	at     time.Time // when it was made (Redis counts it then, told however late)
+	user  int64
+	place float64   // the ticket's place, as in its token
+	at    time.Time // when it was made (Redis counts it then, told however late)
+	// known: when the last poll of the ticket this edge saw Redis confirm
+	// waiting at that place was made (zero: none; recState.known)
+	known time.Time
 }
 
-// key names a ticket at a place (a ticket placed again is another key).
-func (s seenPoll) key() string { return s.ticket + " " + s.place }
+// recKey names a ticket at a place: a user has one ticket per item, and a
+// ticket placed again (dropped, then joined again) is another key.
+type recKey struct {
+	user  int64
+	place float64
+}
 
-func seenOf(tok pollToken) seenPoll {
-	return seenPoll{user: tok.User, ticket: tok.Ticket, place: strconv.FormatFloat(tok.Place, 'g', -1, 64)}
+func (s seenPoll) key() recKey { return recKey{user: s.user, place: s.place} }
+
+func seenOf(tok pollToken) seenPoll { return seenPoll{user: tok.User, place: tok.Place} }
+
+// recState is what an edge remembers of a ticket whose polls it recorded.
+type recState struct {
+	at time.Time // when it last handed a poll of the ticket to Redis
+	// known: the latest of those polls Redis confirmed the ticket still
+	// waiting at its place for (its last poll in Redis is at least that
+	// recent); zero: none yet. A poll recorded less than abandon_after
+	// after it needs no check (queueScript: a plain ZADD XX GT).
+	known time.Time
 }
 
 // roomView is an edge's view of one queue and the polls it answered.
@@ -111,8 +126,8 @@ type roomView struct {
 	done       chan struct{} // closed when it ends
 	err        error         // of the last refresh
 	seen       []seenPoll
-	recorded   map[string]time.Time // seenPoll.key -> when this edge last handed its poll to Redis
-	gone       map[string]time.Time // seenPoll.key of tickets Redis no longer has waiting there
+	recorded   map[recKey]recState  // the tickets whose polls this edge handed to Redis
+	gone       map[recKey]time.Time // tickets Redis no longer has waiting there, since when
 
 	// the queue's poll spread interval (queue_timing.go) and its inputs
 	spread      float64
@@ -135,7 +150,7 @@ func (w *waitingRoom) view(item int64) *roomView {
 	defer w.mu.Unlock()
 	v := w.views[item]
 	if v == nil {
-		v = &roomView{gone: map[string]time.Time{}, recorded: map[string]time.Time{}}
+		v = &roomView{gone: map[recKey]time.Time{}, recorded: map[recKey]recState{}}
 		w.views[item] = v
 	}
 	return v
@@ -160,19 +175,59 @@ const maxRecorded = 200_000
 // ticket go every + two of its gaps without one in Redis: polls every
 // poll_after (at most a third of abandon_after) still keep it
 // (TestQueueRecordEdgeDies). It reports whether the poll is handed over.
-// v.mu held.
-func (v *roomView) record(p seenPoll, every time.Duration) bool {
+//
+// A ticket this edge has not recorded yet starts from its token (issued,
+// Redis's clock): the script that signed it had the ticket waiting at its
+// place and counted a poll of it then, so when that is less than
+// abandon_after ago the token stands for a recorded poll Redis confirmed
+// (recState.known), and the ticket's first poll here is not handed over
+// before every after it, unchecked. v.mu held.
+func (v *roomView) record(p seenPoll, issued time.Time, every, abandon time.Duration) bool {
 	now := time.Now()
 	k := p.key()
-	if at, ok := v.recorded[k]; ok && now.Sub(at) < every {
+	r, ok := v.recorded[k]
+	if !ok {
+		r = v.fromToken(issued, now, abandon)
+	}
+	if !r.at.IsZero() && now.Sub(r.at) < every {
+		if !ok {
+			v.remember(k, r, now, every)
+		}
 		return false
 	}
 	if len(v.seen) >= maxSeen {
 		return false
 	}
-	if len(v.recorded) >= maxRecorded {
-		for id, at := range v.recorded { // those recorded longer ago than every first
-			if now.Sub(at) >= every {
+	p.at, p.known = now, r.known
+	v.seen = append(v.seen, p)
+	r.at = now
+	v.remember(k, r, now, every)
+	return true
+}
+
+// fromToken is what a poll token issued at issued (Redis's clock) tells
+// of its ticket at now: a poll Redis counted and confirmed waiting then,
+// in this edge's clock (by its view: Redis's clock at a time between the
+// call and the reply, so the token seems older than it is, never
+// younger), when less than abandon_after ago; else nothing. v.mu held.
+func (v *roomView) fromToken(issued, now time.Time, abandon time.Duration) recState {
+	if issued.IsZero() || !v.valid {
+		return recState{}
+	}
+	at := v.view.Fetched.Add(issued.Sub(v.view.Now))
+	if now.Sub(at) >= abandon || at.After(now) {
+		return recState{}
+	}
+	return recState{at: at, known: at}
+}
+
+// remember keeps r as what this edge knows of ticket k, within
+// maxRecorded: past it those recorded longer ago than every are forgotten
+// first, then any, down to half the bound. v.mu held.
+func (v *roomView) remember(k recKey, r recState, now time.Time, every time.Duration) {
+	if _, ok := v.recorded[k]; !ok && len(v.recorded) >= maxRecorded {
+		for id, r := range v.recorded { // those recorded longer ago than every first
+			if now.Sub(r.at) >= every {
 				delete(v.recorded, id)
 			}
 		}
@@ -183,15 +238,12 @@ func (v *roomView) record(p seenPoll, every time.Duration) bool {
 			delete(v.recorded, id)
 		}
 	}
-	p.at = now
-	v.seen = append(v.seen, p)
-	v.recorded[k] = now
-	return true
+	v.recorded[k] = r
 }
 
 // update takes a newer view (of a step) and the tickets a run found gone;
 // v.mu held.
-func (v *roomView) update(step bool, view queueView, gone []string) {
+func (v *roomView) update(step bool, view queueView, gone []recKey) {
 	if step && (!v.valid || !view.Fetched.Before(v.view.Fetched)) {
 		v.view, v.valid = view, true
 	}
@@ -206,6 +258,18 @@ func (v *roomView) update(step bool, view queueView, gone []string) {
 	for _, id := range gone {
 		v.gone[id] = time.Now()
 		delete(v.recorded, id)
+	}
+}
+
+// confirm notes the polls Redis confirmed their tickets waiting for
+// (recState.known); v.mu held.
+func (v *roomView) confirm(polls []seenPoll) {
+	for _, p := range polls {
+		k := p.key()
+		if r, ok := v.recorded[k]; ok && p.at.After(r.known) {
+			r.known = p.at
+			v.recorded[k] = r
+		}
 	}
 }
 
@@ -254,7 +318,7 @@ func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollTok
 		}
 	}
 	refresh := !v.refreshing && (!v.valid || time.Since(v.view.Fetched) >= w.tick)
-	if v.record(me, recordEvery(it)) {
+	if v.record(me, tok.Issued, recordEvery(it), it.QueueAbandon()) {
 		w.recordedPolls.Add(1)
 	}
 	if refresh {

@@ -41,10 +41,11 @@ func (q *queueEnv) token(t *testing.T, user int64, s queueStatus) pollToken {
 
 // TestPollTokens: a poll token opens only for its user and item, and a
 // changed byte, another purpose's key (an admission pass) or another
-// secret is refused.
+// secret is refused, and so is a v1 token (without its issue time: its
+// poll goes to the script, which answers a v2 token).
 func TestPollTokens(t *testing.T) {
 	p := newPollTokens([]byte("secret-1"), nil)
-	tok := pollToken{User: 7, Item: 3, Ticket: "ab12", Place: 0.123456789012345678}
+	tok := pollToken{User: 7, Item: 3, Ticket: "ab12", Place: 0.123456789012345678, Issued: time.UnixMilli(1_764_567_890_123)}
 	s := p.sign(tok)
 	if got, ok := p.open(s, 7, 3); !ok || got != tok {
 		t.Fatalf("open: %+v %v, want %+v", got, ok, tok)
@@ -61,10 +62,16 @@ func TestPollTokens(t *testing.T) {
 		{"an admission pass", newAdmissionPasses([]byte("secret-1"), nil).sign(7, 3, time.Now().Add(time.Hour)), 7, 3},
 		{"empty", "", 7, 3},
 		{"too long", s + strings.Repeat("A", 300), 7, 3},
+		{"v1", newSigner("seckill waiting room poll token v1", []byte("secret-1"), nil).sign("7.3.ab12.0.5"), 7, 3},
 	} {
 		if _, ok := p.open(c.tok, c.user, c.item); ok {
 			t.Errorf("%s: opened", c.name)
 		}
+	}
+	// Without an issue time: opens with none.
+	untimed := pollToken{User: 7, Item: 3, Ticket: "ab12", Place: 2}
+	if got, ok := p.open(p.sign(untimed), 7, 3); !ok || got != untimed {
+		t.Fatalf("open untimed: %+v %v", got, ok)
 	}
 	// Rotation: a token of the previous secret still opens.
 	if _, ok := newPollTokens([]byte("secret-3"), []byte("secret-1")).open(s, 7, 3); !ok {
