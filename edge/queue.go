@@ -158,7 +158,8 @@ type queueStatus struct {
 // ARGV: 1 op (join | poll | peek), 2 user, 3 new ticket id, 4 pre-queue place,
 // 5 starts_ms, 6 ends_ms, 7 new users per minute, 8 total active (0: none),
 // 9 session ms, 10 abandon ms, 11 grace ms, 12 load factor (0..1), 13 tick ms,
-// 14 n, 15.. n × (user, place, age ms), then groups of (age ms, count, users):
+// 14 '1' to be told the server's run_id whatever op, 15 n, 16.. n × (user, place, age ms),
+// then groups of (age ms, count, users):
 // polls answered from a view (to check, then known waiting; waitingRoom.script)
 var queueScript = redis.NewScript(`
 local t = redis.call('TIME')
@@ -179,8 +180,8 @@ local function admittedUntil(u)
 end
 
 -- polls an edge answered from its view since its last run. First those
--- of tickets it has not seen Redis confirm waiting lately (ARGV[14]
--- triples from ARGV[15]: user, place and the poll's age in ms): still
+-- of tickets it has not seen Redis confirm waiting lately (ARGV[15]
+-- triples from ARGV[16]: user, place and the poll's age in ms): still
 -- waiting there, they count as polled when they were made, however late
 -- the edge tells them (GT: a later poll already told stays); the others
 -- are told back (gone: their numbers in the list), and that edge asks
@@ -188,15 +189,15 @@ end
 -- place names one ticket: drawn at random with 53 bits, or the next
 -- arrival number.)
 local gone = {}
-local nv = tonumber(ARGV[14] or '0')
+local nv = tonumber(ARGV[15] or '0')
 for from = 0, nv - 1, 1000 do
   local m = math.min(1000, nv - from)
   local users = {}
-  for j = 1, m do users[j] = ARGV[12 + (from + j) * 3] end
+  for j = 1, m do users[j] = ARGV[13 + (from + j) * 3] end
   local places = redis.call('ZMSCORE', KEYS[2], unpack(users))
   local polled = {}
   for j = 1, m do
-    local b = 12 + (from + j) * 3
+    local b = 13 + (from + j) * 3
     if places[j] and tonumber(places[j]) == tonumber(ARGV[b + 1]) then
       polled[#polled + 1] = now - math.max(0, tonumber(ARGV[b + 2]))
       polled[#polled + 1] = users[j]
@@ -213,7 +214,7 @@ end
 -- abandon_after plus half of it after that), only admitted, so they need
 -- no check: XX (an admitted ticket is not put back), GT, one bulk command
 -- per 1,000 polls, no work per poll in Lua but a copy.
-local i, zs, nz = 15 + 3 * nv, {}, 0
+local i, zs, nz = 16 + 3 * nv, {}, 0
 while i < #ARGV do
   local score = string.format('%d', now - math.max(0, tonumber(ARGV[i])))
   local last = i + 1 + tonumber(ARGV[i + 1])
@@ -358,7 +359,14 @@ local total = tonumber(redis.call('HGET', KEYS[5], 'admitted') or '0')
 -- strings: Lua would truncate them)
 local mine = ''
 if tk then mine = redis.call('ZSCORE', KEYS[2], user) or '' end
-local heads, pre, lo, hi = {}, 0, {}, {}
+local heads, pre, lo, hi, run = {}, 0, {}, {}, ''
+-- the server's run_id, for a step or a peek or when asked (an edge
+-- that does not know it yet): an edge that sees it change forgets which
+-- tickets it knew waiting (a restarted Redis may have lost them;
+-- roomView.observe)
+if op == 'step' or op == 'peek' or ARGV[14] == '1' then
+  run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+end
 if op == 'step' or op == 'peek' then
   local h = redis.call('ZRANGE', KEYS[2], 0, 127, 'WITHSCORES')
   for i = 2, #h, 2 do heads[#heads + 1] = h[i] end
@@ -367,7 +375,11 @@ if op == 'step' or op == 'peek' then
   hi = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 end
 return {state, tk or '', pos, redis.call('ZCARD', KEYS[2]), untilms, left, active, total, now,
-  heads, pre, lo[2] or '', hi[2] or '', mine, gone}`)
+  heads, pre, lo[2] or '', hi[2] or '', mine, gone, run}`)
+
+// runLen is how much of a Redis server's run_id (40 hex digits) an edge
+// keeps and a poll token carries: enough to tell a restarted server.
+const runLen = 12
 
 // queueOp names what a run of queueScript does for its user.
 type queueOp string
@@ -402,15 +414,20 @@ func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user
 		}
 		return st, err
 	}
+	same := v.observe(view.Run)
 	v.update(op == opStep || op == opPeek, view, told.gone)
 	v.confirm(told.confirmed)
+	if same { // only a run that told the server's run_id, the one before
+		v.confirm(told.known)
+	}
 	return st, nil
 }
 
 // toldPolls is what a run of the script did with the polls it told.
 type toldPolls struct {
-	gone      []recKey   // no longer waiting at their place
-	confirmed []seenPoll // counted, their ticket known waiting then (recState.known)
+	gone      []recKey   // checked, no longer waiting at their place
+	confirmed []seenPoll // checked, counted, their ticket waiting then (recState.known)
+	known     []seenPoll // unchecked, counted, their ticket surely not dropped by then
 }
 
 // ageStep is the age of a known ticket's poll as told to Redis: in 10 ms
@@ -439,12 +456,18 @@ func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, u
 			check = append(check, s)
 		}
 	}
-	args := make([]any, 0, 14+3*len(check)+len(known)+8)
+	// The server's run_id, when this edge does not know it yet, or to
+	// confirm known polls (roomView.observe): a step tells it anyway.
+	wantRun := "0"
+	if len(known) > 0 || w.runOf(it.ID) == "" {
+		wantRun = "1"
+	}
+	args := make([]any, 0, 15+3*len(check)+len(known)+8)
 	args = append(args,
 		string(op), user, hex.EncodeToString(tk[:]), strconv.FormatFloat(w.place(), 'g', 17, 64),
 		it.StartsAt.UnixMilli(), it.EndsAt.UnixMilli(),
 		r.QueueRate(), r.TotalActiveUsers, r.QueueSession().Milliseconds(), dropAfter(it).Milliseconds(),
-		w.grace.Milliseconds(), strconv.FormatFloat(factor, 'f', 3, 64), w.tick.Milliseconds(), len(check))
+		w.grace.Milliseconds(), strconv.FormatFloat(factor, 'f', 3, 64), w.tick.Milliseconds(), wantRun, len(check))
 	for _, s := range check {
 		args = append(args, s.user, strconv.FormatFloat(s.place, 'g', -1, 64), max(0, sent.Sub(s.at).Milliseconds()))
 	}
@@ -467,8 +490,8 @@ func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, u
 		return queueStatus{}, queueView{}, toldPolls{}, seckill.Unavailable(fmt.Errorf("running the waiting room of item %d: %w", it.ID, err),
 			"the waiting room cannot be reached right now; retry shortly")
 	}
-	if len(v) != 15 {
-		return queueStatus{}, queueView{}, toldPolls{}, fmt.Errorf("waiting room script: %d values, want 15", len(v))
+	if len(v) != 16 {
+		return queueStatus{}, queueView{}, toldPolls{}, fmt.Errorf("waiting room script: %d values, want 16", len(v))
 	}
 	num := func(i int) int64 { n, _ := v[i].(int64); return n }
 	score := func(i int) (float64, bool) {
@@ -494,6 +517,8 @@ func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, u
 		return out
 	}
 	view := queueView{Fetched: fetched, Now: st.Now, Waiting: st.Waiting, Pre: num(10), Left: st.Left}
+	view.Run, _ = v[15].(string)
+	view.Run = view.Run[:min(len(view.Run), runLen)]
 	for _, h := range strs(9) {
 		f, err := strconv.ParseFloat(h, 64)
 		if err != nil {
@@ -516,12 +541,12 @@ func (w *waitingRoom) script(ctx context.Context, op queueOp, it seckill.Item, u
 
 // tell says what a run of the script did with the polls it was given:
 // those checked (check) and told back gone (their numbers from 1 in
-// goneAt) are gone; the other checked ones are confirmed, and so are the
-// known ones when the script surely ran before their ticket could have
+// goneAt) are gone; the other checked ones are confirmed; the known ones
+// still are when the script surely ran before their ticket could have
 // been dropped (drop after the poll that made them known: it ran before
-// the reply came, received). A ticket admitted since is confirmed too,
-// harmlessly: its place is at or before the view's head, so its polls go
-// to the script.
+// the reply came, received), and on the same Redis server (run checks
+// that). A ticket admitted since is confirmed too, harmlessly: its place
+// is at or before the view's head, so its polls go to the script.
 func tell(check, known []seenPoll, goneAt []int64, received time.Time, drop time.Duration) toldPolls {
 	var told toldPolls
 	isGone := make([]bool, len(check))
@@ -538,7 +563,7 @@ func tell(check, known []seenPoll, goneAt []int64, received time.Time, drop time
 	}
 	for _, s := range known {
 		if received.Sub(s.known) < drop {
-			told.confirmed = append(told.confirmed, s)
+			told.known = append(told.known, s)
 		}
 	}
 	return told

@@ -261,7 +261,8 @@ func TestQueuePollToken(t *testing.T) {
 
 // sameTicketAndPlace tells whether two poll tokens name the same user,
 // item, ticket and place (their payload
-// "<user>.<item>.<ticket>.<issued>.<place>" but for the issue time).
+// "<user>.<item>.<ticket>.<issued>.<run>.<place>" but for the issue time
+// and the Redis server).
 func sameTicketAndPlace(a, b string) bool {
 	fields := func(tok string) []string {
 		p, _, _ := strings.Cut(tok, ".")
@@ -269,11 +270,11 @@ func sameTicketAndPlace(a, b string) bool {
 		if err != nil {
 			return nil
 		}
-		f := strings.SplitN(string(raw), ".", 5)
-		if len(f) != 5 {
+		f := strings.SplitN(string(raw), ".", 6)
+		if len(f) != 6 {
 			return nil
 		}
-		return append(f[:3:3], f[4])
+		return append(f[:3:3], f[5])
 	}
 	fa, fb := fields(a), fields(b)
 	return fa != nil && slices.Equal(fa, fb)

@@ -55,8 +55,9 @@ func (s signer) sign(payload string) string {
 	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(s.mac(0, payload, &out))
 }
 
-// maxTokenLen bounds what open reads.
-const maxTokenLen = 200
+// maxTokenLen bounds what open reads (a poll token with the longest ids
+// and place is about 210 bytes).
+const maxTokenLen = 256
 
 // open returns the payload of a token signed by one of the keys.
 func (s signer) open(tok string) (string, bool) {
@@ -122,16 +123,18 @@ func (p *admissionPasses) verify(pass string, user, item int64) bool {
 // pollTokens sign and open the poll tokens of a waiting room: a waiting
 // ticket's place, so an edge can tell where it stands from its cached view
 // of the queue (queueView) without Redis. The payload is
-// "<user>.<item>.<ticket id>.<issued>.<place>"; a token holds the place its
-// ticket had when it was signed (a ticket placed again gets a new token)
-// and when, by Redis's clock, in ms (issued: the script that answered
-// then had the ticket waiting there and counted a poll of it,
-// roomView.record). v1 tokens (without issued) no longer open: their
-// polls go to the script, which answers a new one.
+// "<user>.<item>.<ticket id>.<issued>.<run>.<place>"; a token holds the
+// place its ticket had when it was signed (a ticket placed again gets a
+// new token), when, by Redis's clock, in ms, and on which Redis server
+// (the start of its run_id, as the signing edge knew it): the script that
+// answered then had the ticket waiting there and counted a poll of it
+// (roomView.record). Tokens of earlier versions (v1 without issued and
+// run, v2 without run) no longer open: their polls go to the script, which
+// answers a new one.
 type pollTokens struct{ s signer }
 
 func newPollTokens(secret, previous []byte) pollTokens {
-	return pollTokens{s: newSigner("seckill waiting room poll token v2", secret, previous)}
+	return pollTokens{s: newSigner("seckill waiting room poll token v3", secret, previous)}
 }
 
 // pollToken is what a poll token says.
@@ -140,6 +143,7 @@ type pollToken struct {
 	Ticket     string
 	Place      float64
 	Issued     time.Time // Redis's clock when signed (ms; zero: not told)
+	Run        string    // the Redis server's run_id (its first runLen hex digits; "": not known)
 }
 
 func (p pollTokens) sign(t pollToken) string {
@@ -148,7 +152,7 @@ func (p pollTokens) sign(t pollToken) string {
 		issued = t.Issued.UnixMilli()
 	}
 	return p.s.sign(strconv.FormatInt(t.User, 10) + "." + strconv.FormatInt(t.Item, 10) + "." + t.Ticket + "." +
-		strconv.FormatInt(issued, 10) + "." + strconv.FormatFloat(t.Place, 'g', -1, 64))
+		strconv.FormatInt(issued, 10) + "." + t.Run + "." + strconv.FormatFloat(t.Place, 'g', -1, 64))
 }
 
 // open returns the token of user for item (false when forged, of another
@@ -158,18 +162,18 @@ func (p pollTokens) open(tok string, user, item int64) (pollToken, bool) {
 	if !ok {
 		return pollToken{}, false
 	}
-	f := strings.SplitN(payload, ".", 5)
-	if len(f) != 5 || f[2] == "" {
+	f := strings.SplitN(payload, ".", 6)
+	if len(f) != 6 || f[2] == "" || len(f[4]) > runLen {
 		return pollToken{}, false
 	}
 	u, err1 := strconv.ParseInt(f[0], 10, 64)
 	i, err2 := strconv.ParseInt(f[1], 10, 64)
 	issued, err3 := strconv.ParseInt(f[3], 10, 64)
-	place, err4 := strconv.ParseFloat(f[4], 64)
+	place, err4 := strconv.ParseFloat(f[5], 64)
 	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || u != user || i != item || issued < 0 {
 		return pollToken{}, false
 	}
-	t := pollToken{User: u, Item: i, Ticket: f[2], Place: place}
+	t := pollToken{User: u, Item: i, Ticket: f[2], Place: place, Run: f[4]}
 	if issued > 0 {
 		t.Issued = time.UnixMilli(issued)
 	}

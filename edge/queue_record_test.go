@@ -334,12 +334,12 @@ func TestQueueRecordedBound(t *testing.T) {
 	fresh := make([]seenPoll, 0, 50_000)
 	for i := range 50_000 {
 		p := seenPoll{user: int64(i), place: 1}
-		v.record(p, time.Time{}, every, 2*every)
+		v.record(p, time.Time{}, "", every, 2*every)
 		fresh = append(fresh, p)
 	}
 	v.seen = nil // told
 	// the bound reached: sweep
-	v.record(seenPoll{user: -1, place: 1}, time.Time{}, every, 2*every)
+	v.record(seenPoll{user: -1, place: 1}, time.Time{}, "", every, 2*every)
 	kept := 0
 	for _, p := range fresh {
 		if _, ok := v.recorded[p.key()]; ok {
@@ -351,7 +351,7 @@ func TestQueueRecordedBound(t *testing.T) {
 	}
 	// A flood of new tickets, their polls told every 1,000: the bounds hold.
 	for i := range 3 * maxRecorded {
-		v.record(seenPoll{user: int64(i), place: 2}, time.Time{}, every, 2*every)
+		v.record(seenPoll{user: int64(i), place: 2}, time.Time{}, "", every, 2*every)
 		if len(v.recorded) > maxRecorded || len(v.seen) > maxSeen {
 			t.Fatalf("after %d tickets: %d remembered, %d held", i, len(v.recorded), len(v.seen))
 		}
@@ -363,7 +363,7 @@ func TestQueueRecordedBound(t *testing.T) {
 	// not held is not marked recorded (its next poll tries again).
 	v.seen = make([]seenPoll, maxSeen)
 	p := seenPoll{user: 1, place: 3}
-	v.record(p, time.Time{}, every, 2*every)
+	v.record(p, time.Time{}, "", every, 2*every)
 	if _, ok := v.recorded[p.key()]; ok || len(v.seen) != maxSeen {
 		t.Fatalf("a poll past maxSeen: remembered %v, %d held", ok, len(v.seen))
 	}
@@ -602,12 +602,15 @@ func TestQueueRecordTell(t *testing.T) {
 	if len(told.gone) != 1 || told.gone[0] != (recKey{user: 2, place: 0.2}) {
 		t.Fatalf("gone %v, want user 2's", told.gone)
 	}
-	var users []int64
+	var users, knownUsers []int64
 	for _, c := range told.confirmed {
 		users = append(users, c.user)
 	}
-	if want := []int64{1, 3, 4}; !slices.Equal(users, want) {
-		t.Fatalf("confirmed %v, want %v", users, want)
+	for _, c := range told.known {
+		knownUsers = append(knownUsers, c.user)
+	}
+	if !slices.Equal(users, []int64{1, 3}) || !slices.Equal(knownUsers, []int64{4}) {
+		t.Fatalf("confirmed checked %v (want [1 3]), known %v (want [4])", users, knownUsers)
 	}
 }
 
@@ -629,8 +632,9 @@ func TestQueueAgeStep(t *testing.T) {
 // signed it counted a poll of its ticket (Redis's clock). An edge that
 // has not recorded the ticket yet takes that as a recorded poll Redis
 // confirmed: the ticket's polls are not handed over before recordEvery
-// after it, and then unchecked. A token older than abandon_after, or
-// from the future, stands for nothing: the poll is recorded and checked.
+// after it, and then unchecked. A token older than abandon_after, from
+// the future, or of another Redis server (or none told) stands for
+// nothing: the poll is recorded and checked.
 func TestQueueRecordFromToken(t *testing.T) {
 	const abandon = 2 * time.Second
 	q, _ := recordEnv(t, abandon, 0)
@@ -638,7 +642,7 @@ func TestQueueRecordFromToken(t *testing.T) {
 	tok := func(u int64, issued time.Time) pollToken {
 		st := q.join(t, u)
 		tk := q.token(t, u, st)
-		tk.Issued = issued
+		tk.Issued, tk.Run = issued, q.w.runOf(q.it.ID)
 		if issued.IsZero() {
 			tk.Issued = st.Now // as answerQueue signs it
 		}
@@ -646,8 +650,15 @@ func TestQueueRecordFromToken(t *testing.T) {
 	}
 	q.join(t, 1) // the head
 	two := tok(2, time.Time{})
+	if len(two.Run) != runLen {
+		t.Fatalf("the server's run_id not known after a join: %q", two.Run)
+	}
 	old := tok(3, time.Now().Add(-abandon-time.Second))
 	future := tok(4, time.Now().Add(time.Hour))
+	restarted := tok(5, time.Time{})
+	restarted.Run = "0123456789ab" // another Redis server (one that lost the ticket, say)
+	untold := tok(6, time.Time{})
+	untold.Run = ""
 	if _, err := q.w.run(ctx, opStep, q.it, 0, 1); err != nil { // the edge's view
 		t.Fatal(err)
 	}
@@ -663,18 +674,48 @@ func TestQueueRecordFromToken(t *testing.T) {
 	}
 	poll(old)
 	poll(future)
+	poll(restarted)
+	poll(untold)
 	q.poll(t, 1)
-	if r, c := q.w.recordedPolls.Load(), q.w.checkedPolls.Load(); r != 2 || c != 2 {
-		t.Fatalf("recorded %d, checked %d; want users 3 and 4 (their tokens stand for nothing) both", r, c)
+	if r, c := q.w.recordedPolls.Load(), q.w.checkedPolls.Load(); r != 4 || c != 4 {
+		t.Fatalf("recorded %d, checked %d; want users 3 to 6 (their tokens stand for nothing) all", r, c)
 	}
 	q.keepHead(t, q.w, time.Until(two.Issued.Add(recordEvery(q.it)+50*time.Millisecond)))
 	polled := time.Now()
 	poll(two)
 	q.poll(t, 1)
-	if r, c := q.w.recordedPolls.Load(), q.w.checkedPolls.Load(); r != 3 || c != 2 {
-		t.Fatalf("recorded %d (want 3), checked %d (want 2): user 2's poll recordEvery after its token goes unchecked", r, c)
+	if r, c := q.w.recordedPolls.Load(), q.w.checkedPolls.Load(); r != 5 || c != 4 {
+		t.Fatalf("recorded %d (want 5), checked %d (want 4): user 2's poll recordEvery after its token goes unchecked", r, c)
 	}
 	if d := q.seenScore(t, q.rdb, 2).Sub(polled); d < -5*time.Millisecond || d > 20*time.Millisecond {
 		t.Fatalf("Redis's last poll of user 2 is %s after its unchecked poll", d)
+	}
+}
+
+// TestQueueRecordServerChanged: an edge that is told another Redis
+// server's run_id (a restart, a failover) forgets every ticket it knew
+// waiting and those gone (a restarted server may have lost the last
+// writes: unchecked polls, ZADD XX, would not tell), and a token of the
+// old server stands for nothing.
+func TestQueueRecordServerChanged(t *testing.T) {
+	v := &roomView{gone: map[recKey]time.Time{}, recorded: map[recKey]recState{}}
+	if v.observe("") || v.observe("aaaaaaaaaaaa") {
+		t.Fatal("the first run_id told: same server")
+	}
+	now := time.Now()
+	v.recorded[recKey{user: 1, place: 0.5}] = recState{at: now, known: now}
+	v.gone[recKey{user: 2, place: 0.25}] = now
+	if !v.observe("aaaaaaaaaaaa") || v.observe("") || len(v.recorded) != 1 || len(v.gone) != 1 {
+		t.Fatalf("the same server again: %d recorded, %d gone", len(v.recorded), len(v.gone))
+	}
+	if v.observe("bbbbbbbbbbbb") || len(v.recorded) != 0 || len(v.gone) != 0 || v.run != "bbbbbbbbbbbb" {
+		t.Fatalf("another server: still %d recorded, %d gone, run %q", len(v.recorded), len(v.gone), v.run)
+	}
+	v.valid, v.view = true, queueView{Fetched: now, Now: now}
+	if r := v.fromToken(now, "aaaaaaaaaaaa", now, time.Minute); r != (recState{}) {
+		t.Fatalf("a token of the old server: %+v", r)
+	}
+	if r := v.fromToken(now, "bbbbbbbbbbbb", now, time.Minute); r.known.IsZero() {
+		t.Fatal("a token of this server stands for nothing")
 	}
 }

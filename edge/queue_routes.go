@@ -207,7 +207,8 @@ func (e *Edge) answerQueue(c echo.Context, it seckill.ItemView, user int64, st q
 	case st.FromView:
 		a.PollToken = requestToken(c, PollTokenHeader, pollTokenCookie(it.ID)) // the one it showed
 	case st.HasPlace:
-		a.PollToken = e.pollTokens.sign(pollToken{User: user, Item: it.ID, Ticket: st.Ticket, Place: st.Place, Issued: st.Now})
+		a.PollToken = e.pollTokens.sign(pollToken{User: user, Item: it.ID, Ticket: st.Ticket, Place: st.Place, Issued: st.Now,
+			Run: e.queue.runOf(it.ID)})
 		c.SetCookie(&http.Cookie{
 			Name: pollTokenCookie(it.ID), Value: a.PollToken, Path: "/api/items/" + strconv.FormatInt(it.ID, 10) + "/",
 			Expires: it.EndsAt, HttpOnly: true, Secure: !e.cfg.InsecureCookie, SameSite: http.SameSiteStrictMode,
@@ -262,16 +263,24 @@ func (a queueAnswer) appendJSON(b []byte) ([]byte, bool) {
 }
 
 // tokenChars: only characters JSON writes as they are and HTML-escaping
-// leaves alone (letters, digits, '-', '_', '.').
+// leaves alone (letters, digits, '-', '_', '.'). A table: the poll token
+// (about 150 bytes) is scanned at every poll, and the chain of ranges
+// cost about a microsecond of it.
 func tokenChars(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+		if !tokenByte[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+var tokenByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.'
+	}
+	return t
+}()
 
 // checkAdmitted refuses a challenge, a path or a purchase of a waiting-room
 // sale without a valid admission pass of this user for this item (409

@@ -45,8 +45,9 @@ import (
 
 // queueView is what an edge knows of one queue from its last step.
 type queueView struct {
-	Fetched time.Time // this edge's clock when the script was called
-	Now     time.Time // Redis's clock in the script
+	Fetched  time.Time // this edge's clock when the script was called
+	Now      time.Time // Redis's clock in the script
+	Run      string    // the Redis server's run_id
 	Heads   []float64 // the places of the first waiting tickets (up to 128), in order
 	Waiting int64
 	Pre     int64   // waiting with a pre-queue place (in [0,1))
@@ -128,6 +129,7 @@ type roomView struct {
 	seen       []seenPoll
 	recorded   map[recKey]recState  // the tickets whose polls this edge handed to Redis
 	gone       map[recKey]time.Time // tickets Redis no longer has waiting there, since when
+	run        string               // the Redis server's run_id, as last told (observe)
 
 	// the queue's poll spread interval (queue_timing.go) and its inputs
 	spread      float64
@@ -182,12 +184,12 @@ const maxRecorded = 200_000
 // abandon_after ago the token stands for a recorded poll Redis confirmed
 // (recState.known), and the ticket's first poll here is not handed over
 // before every after it, unchecked. v.mu held.
-func (v *roomView) record(p seenPoll, issued time.Time, every, abandon time.Duration) bool {
+func (v *roomView) record(p seenPoll, issued time.Time, run string, every, abandon time.Duration) bool {
 	now := time.Now()
 	k := p.key()
 	r, ok := v.recorded[k]
 	if !ok {
-		r = v.fromToken(issued, now, abandon)
+		r = v.fromToken(issued, run, now, abandon)
 	}
 	if !r.at.IsZero() && now.Sub(r.at) < every {
 		if !ok {
@@ -209,13 +211,15 @@ func (v *roomView) record(p seenPoll, issued time.Time, every, abandon time.Dura
 // of its ticket at now: a poll Redis counted and confirmed waiting then,
 // in this edge's clock (by its view: Redis's clock at a time between the
 // call and the reply, so the token seems older than it is, never
-// younger), when less than abandon_after ago; else nothing. v.mu held.
-func (v *roomView) fromToken(issued, now time.Time, abandon time.Duration) recState {
+// younger), when less than abandon_after ago and signed by an edge on the
+// Redis server this edge has now (run: a token of another server may be
+// of a ticket that server lost); else nothing. v.mu held.
+func (v *roomView) fromToken(issued time.Time, run string, now time.Time, abandon time.Duration) recState {
 	if issued.IsZero() || !v.valid {
 		return recState{}
 	}
 	at := v.view.Fetched.Add(issued.Sub(v.view.Now))
-	if now.Sub(at) >= abandon || at.After(now) {
+	if now.Sub(at) >= abandon || at.After(now) || run == "" || run != v.run {
 		return recState{}
 	}
 	return recState{at: at, known: at}
@@ -239,6 +243,41 @@ func (v *roomView) remember(k recKey, r recState, now time.Time, every time.Dura
 		}
 	}
 	v.recorded[k] = r
+}
+
+// observe takes the Redis server's run_id a run of the script told (""
+// when not told). Another server than the last (a restart, a failover)
+// voids what the edge knew: a restarted server may have lost the last
+// writes, tickets the edge saw waiting among them, whose unchecked polls
+// (ZADD XX) would not tell. The edge forgets the tickets it recorded and
+// those gone (each is recorded and checked at its next poll), and trusts
+// only poll tokens of the new server (fromToken). The first told voids
+// nothing: until then every run asks for it, so no run confirmed a poll
+// without telling it. same: the run told the server of the last one. v.mu
+// held.
+func (v *roomView) observe(run string) (same bool) {
+	switch {
+	case run == "":
+		return false
+	case run == v.run:
+		return true
+	case v.run == "":
+		v.run = run
+		return false
+	}
+	v.run = run
+	clear(v.recorded)
+	clear(v.gone)
+	return false
+}
+
+// runOf is the run_id of the Redis server this edge last saw run the
+// waiting room of item ("" none yet).
+func (w *waitingRoom) runOf(item int64) string {
+	v := w.view(item)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.run
 }
 
 // update takes a newer view (of a step) and the tickets a run found gone;
@@ -318,7 +357,7 @@ func (w *waitingRoom) fromView(ctx context.Context, it seckill.Item, tok pollTok
 		}
 	}
 	refresh := !v.refreshing && (!v.valid || time.Since(v.view.Fetched) >= w.tick)
-	if v.record(me, tok.Issued, recordEvery(it), it.QueueAbandon()) {
+	if v.record(me, tok.Issued, tok.Run, recordEvery(it), it.QueueAbandon()) {
 		w.recordedPolls.Add(1)
 	}
 	if refresh {

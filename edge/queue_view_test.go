@@ -41,11 +41,11 @@ func (q *queueEnv) token(t *testing.T, user int64, s queueStatus) pollToken {
 
 // TestPollTokens: a poll token opens only for its user and item, and a
 // changed byte, another purpose's key (an admission pass) or another
-// secret is refused, and so is a v1 token (without its issue time: its
-// poll goes to the script, which answers a v2 token).
+// secret is refused, and so are v1 and v2 tokens (without issue time or run: their
+// polls go to the script, which answers a v3 token).
 func TestPollTokens(t *testing.T) {
 	p := newPollTokens([]byte("secret-1"), nil)
-	tok := pollToken{User: 7, Item: 3, Ticket: "ab12", Place: 0.123456789012345678, Issued: time.UnixMilli(1_764_567_890_123)}
+	tok := pollToken{User: 7, Item: 3, Ticket: "ab12", Place: 0.123456789012345678, Issued: time.UnixMilli(1_764_567_890_123), Run: "0123456789ab"}
 	s := p.sign(tok)
 	if got, ok := p.open(s, 7, 3); !ok || got != tok {
 		t.Fatalf("open: %+v %v, want %+v", got, ok, tok)
@@ -63,10 +63,18 @@ func TestPollTokens(t *testing.T) {
 		{"empty", "", 7, 3},
 		{"too long", s + strings.Repeat("A", 300), 7, 3},
 		{"v1", newSigner("seckill waiting room poll token v1", []byte("secret-1"), nil).sign("7.3.ab12.0.5"), 7, 3},
+		{"v2", newSigner("seckill waiting room poll token v2", []byte("secret-1"), nil).sign("7.3.ab12.1764567890123.0.5"), 7, 3},
+		{"a run too long", p.s.sign("7.3.ab12.1764567890123.0123456789abc.0.5"), 7, 3},
 	} {
 		if _, ok := p.open(c.tok, c.user, c.item); ok {
 			t.Errorf("%s: opened", c.name)
 		}
+	}
+	// The longest: within maxTokenLen.
+	long := p.sign(pollToken{User: math.MaxInt64, Item: math.MaxInt64, Ticket: strings.Repeat("f", 32), Place: 1.2345678901234567e-05,
+		Issued: time.UnixMilli(9_999_999_999_999), Run: "0123456789ab"})
+	if _, ok := p.open(long, math.MaxInt64, math.MaxInt64); !ok || len(long) > maxTokenLen {
+		t.Fatalf("the longest token (%d bytes) does not open", len(long))
 	}
 	// Without an issue time: opens with none.
 	untimed := pollToken{User: 7, Item: 3, Ticket: "ab12", Place: 2}
@@ -363,5 +371,19 @@ func TestQueueViewRecordsOncePerInterval(t *testing.T) {
 		t.Fatalf("dropped %s after its last poll, before abandon_after (%s)", after, abandon)
 	} else {
 		t.Logf("dropped %s after its last poll (abandon_after %s, at most %s later)", after, abandon, every)
+	}
+}
+
+// TestTokenChars: exactly letters, digits, '-', '_' and '.' pass (the
+// poll answer writes such strings without escaping).
+func TestTokenChars(t *testing.T) {
+	for c := range 256 {
+		want := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.'
+		if got := tokenChars("ab" + string([]byte{byte(c)}) + "yz"); got != want {
+			t.Errorf("byte %#x: %v, want %v", c, got, want)
+		}
+	}
+	if !tokenChars("") || tokenChars("a\\nb") || tokenChars(`a"b`) || tokenChars("a<b") {
+		t.Error("tokenChars of the edge cases")
 	}
 }
