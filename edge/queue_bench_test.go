@@ -188,8 +188,8 @@ func BenchmarkQueuePollVsCatalog(b *testing.B) {
 	}{
 		{"catalogue", "/api/items/5", false, nil},
 		{"queue-poll", "/api/items/5/queue", false, nil},
-		{"queue-poll-token", "/api/items/5/queue", true, nil},                                              // answered from the edge's view
-		{"queue-poll-token-each-recorded", "/api/items/5/queue", true, func(_, i int64) { forget(i) }},     // and every poll handed to Redis, checked
+		{"queue-poll-token", "/api/items/5/queue", true, nil},                                             // answered from the edge's view
+		{"queue-poll-token-each-recorded", "/api/items/5/queue", true, func(_, i int64) { forget(i) }},    // and every poll handed to Redis, checked
 		{"queue-poll-token-each-recorded-known", "/api/items/5/queue", true, func(_, i int64) { due(i) }}, // handed over, the ticket known waiting
 	} {
 		b.Run(c.name, func(b *testing.B) { serve(b, c.path, c.token, c.before) })

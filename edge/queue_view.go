@@ -45,9 +45,9 @@ import (
 
 // queueView is what an edge knows of one queue from its last step.
 type queueView struct {
-	Fetched  time.Time // this edge's clock when the script was called
-	Now      time.Time // Redis's clock in the script
-	Run      string    // the Redis server's run_id
+	Fetched time.Time // this edge's clock when the script was called
+	Now     time.Time // Redis's clock in the script
+	Run     string    // the Redis server's run_id
 	Heads   []float64 // the places of the first waiting tickets (up to 128), in order
 	Waiting int64
 	Pre     int64   // waiting with a pre-queue place (in [0,1))
