@@ -387,3 +387,51 @@ func TestTokenChars(t *testing.T) {
 		t.Error("tokenChars of the edge cases")
 	}
 }
+
+// TestPollTokensRemembered: an edge remembers the tokens it opened (no
+// HMAC at their next poll), at most maxOpened, and still refuses a
+// remembered token's MAC with another payload, user or item.
+func TestPollTokensRemembered(t *testing.T) {
+	p := newPollTokens([]byte("secret-1"), nil)
+	tok := pollToken{User: 7, Item: 3, Ticket: "ab12", Place: 0.5, Issued: time.UnixMilli(1_764_567_890_123), Run: "0123456789ab"}
+	s := p.sign(tok)
+	if got, ok := p.open(s, 7, 3); !ok || got != tok {
+		t.Fatalf("open: %+v %v", got, ok)
+	}
+	payload, mac, _ := strings.Cut(s, ".")
+	if got, ok := p.seen.get(payload, mac); !ok || got != tok {
+		t.Fatalf("not remembered: %+v %v", got, ok)
+	}
+	other := p.sign(pollToken{User: 8, Item: 3, Ticket: "cd34", Place: 0.25})
+	otherPayload, _, _ := strings.Cut(other, ".")
+	for _, c := range []struct {
+		name       string
+		tok        string
+		user, item int64
+	}{
+		{"another payload with its MAC", otherPayload + "." + mac, 8, 3},
+		{"another user", s, 8, 3},
+		{"another item", s, 7, 4},
+	} {
+		if got, ok := p.open(c.tok, c.user, c.item); ok {
+			t.Errorf("%s: opened as %+v", c.name, got)
+		}
+	}
+	// Bounded: two generations of maxOpened/2; a token of the older one is
+	// found and moved to the newer.
+	o := newOpenedTokens()
+	o.put("p0", "m0", tok)
+	for i := range maxOpened/2 - 1 {
+		o.put("p", "x"+strconv.Itoa(i), pollToken{})
+	}
+	o.put("p", "y", pollToken{}) // the first generation full: a second one
+	if _, ok := o.get("p0", "m0"); !ok {
+		t.Fatal("a token of the older generation forgotten")
+	}
+	for i := range 3 * maxOpened {
+		o.put("p", "z"+strconv.Itoa(i), pollToken{})
+		if n := len(o.cur) + len(o.old); n > maxOpened {
+			t.Fatalf("%d tokens remembered", n)
+		}
+	}
+}
