@@ -217,8 +217,7 @@ func runHashProcessOnce(ctx context.Context, slot *atomic.Pointer[hashProc], arg
 	// it with its goroutine.
 	started := make(chan error, 1)
 	exited := make(chan error, 1)
-	go func() {
-		lockHashThread()
+	go runOnHashThread(func() {
 		if err := lowerThreadPriority(hashNice); err != nil {
 			log.Warn("password hashing runs at normal CPU priority", "err", err)
 		}
@@ -228,7 +227,7 @@ func runHashProcessOnce(ctx context.Context, slot *atomic.Pointer[hashProc], arg
 		}
 		started <- nil
 		exited <- cmd.Wait()
-	}()
+	})
 	err = <-started
 	inR.Close()
 	outW.Close()
@@ -261,20 +260,26 @@ func runHashProcessOnce(ctx context.Context, slot *atomic.Pointer[hashProc], arg
 	return werr
 }
 
-// lockHashThread locks the calling goroutine to an OS thread other than
-// the process's main thread, and never unlocks it. The runtime cannot end
-// the main thread when a goroutine locked to it ends (it parks it for good
-// instead), and a lowered priority on it would show as the whole
-// process's in ps and top. Moving off it is left to the scheduler: a few
-// sleeps almost always suffice; should they not, it is lowered anyway.
-func lockHashThread() {
-	for range 100 {
-		runtime.LockOSThread()
-		if !onMainThread() {
-			return
-		}
-		runtime.UnlockOSThread() // not lowered yet: safe to hand back
-		time.Sleep(time.Millisecond)
-	}
+// runOnHashThread runs f locked to an OS thread other than the process's
+// main thread, and never unlocks it: the runtime ends that thread with its
+// goroutine. The runtime cannot end the main thread when a goroutine
+// locked to it ends (it parks it for good instead), so a lowered priority
+// on it would stay, for every goroutine it runs later, and show as the
+// whole process's in ps and top. When the calling goroutine is on the main
+// thread, it keeps that thread (locked to it, not lowered) while f runs in
+// a goroutine of its own, which then cannot be on it; before, after 100
+// tries it lowered the main thread anyway (TestHashThreadNeverMain).
+func runOnHashThread(f func()) {
 	runtime.LockOSThread()
+	if !onMainThread() {
+		f()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runOnHashThread(f)
+	}()
+	<-done
+	runtime.UnlockOSThread()
 }

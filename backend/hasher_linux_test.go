@@ -104,3 +104,32 @@ func TestHashProcessRunsAtLowPriority(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestHashThreadNeverMain: started from a goroutine on the process's main
+// thread (as any goroutine may be), the hashing thread is another one: the
+// main thread is never lowered, since the runtime never ends it (before,
+// after 100 tries it was lowered anyway, and stayed at nice 19 after the
+// hashing process stopped: TestHashProcessRunsAtLowPriority failed on a
+// loaded machine with "1 lowered threads in the backend").
+func TestHashThreadNeverMain(t *testing.T) {
+	ran := make(chan [2]bool, 1)
+	mainThread <- func() {
+		onMain := onMainThread()
+		runOnHashThread(func() {
+			if err := lowerThreadPriority(hashNice); err != nil {
+				t.Error(err)
+			}
+			ran <- [2]bool{onMain, onMainThread()}
+		})
+	}
+	r := <-ran
+	if !r[0] {
+		t.Fatal("the test binary's main goroutine is not on the main thread")
+	}
+	if r[1] {
+		t.Fatal("the hashing thread is the main thread")
+	}
+	if n, _ := threadNice(t, os.Getpid(), os.Getpid()); n != 0 {
+		t.Fatalf("the main thread at nice %d", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -19,7 +20,18 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("SECKILL_TEST_HASHER") {
 	case "":
-		os.Exit(m.Run())
+		// The tests run in a goroutine; this one, locked to the main
+		// thread (init), runs what they send on mainThread.
+		done := make(chan int, 1)
+		go func() { done <- m.Run() }()
+		for {
+			select {
+			case code := <-done:
+				os.Exit(code)
+			case f := <-mainThread:
+				f()
+			}
+		}
 	case "slow":
 		err := serveHasher(os.Stdin, os.Stdout, func(op hashOp) hashResult { time.Sleep(600 * time.Millisecond); return op.run() })
 		if err != nil {
@@ -33,6 +45,13 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 }
+
+// mainThread runs functions on the test binary's main goroutine, locked to
+// the process's main thread, for tests of code that must never lower that
+// thread (TestHashThreadNeverMain).
+var mainThread = make(chan func())
+
+func init() { runtime.LockOSThread() } // main then runs on the main thread
 
 // hashService runs a Service's hashing process (this test binary, mode
 // "1" or "slow") until the test ends; it returns the process's pid.
