@@ -94,6 +94,7 @@ type seenPoll struct {
 	// known: when the last poll of the ticket this edge saw Redis confirm
 	// waiting at that place was made (zero: none; recState.known)
 	known time.Time
+	epoch uint64 // roomView.epoch when recorded (known is of that server)
 }
 
 // recKey names a ticket at a place: a user has one ticket per item, and a
@@ -130,6 +131,7 @@ type roomView struct {
 	recorded   map[recKey]recState  // the tickets whose polls this edge handed to Redis
 	gone       map[recKey]time.Time // tickets Redis no longer has waiting there, since when
 	run        string               // the Redis server's run_id, as last told (observe)
+	epoch      uint64               // how many times run changed (observe)
 
 	// the queue's poll spread interval (queue_timing.go) and its inputs
 	spread      float64
@@ -200,7 +202,7 @@ func (v *roomView) record(p seenPoll, issued time.Time, run string, every, aband
 	if len(v.seen) >= maxSeen {
 		return false
 	}
-	p.at, p.known = now, r.known
+	p.at, p.known, p.epoch = now, r.known, v.epoch
 	v.seen = append(v.seen, p)
 	r.at = now
 	v.remember(k, r, now, every)
@@ -266,6 +268,7 @@ func (v *roomView) observe(run string) (same bool) {
 		return false
 	}
 	v.run = run
+	v.epoch++
 	clear(v.recorded)
 	clear(v.gone)
 	return false

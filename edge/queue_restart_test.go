@@ -1,0 +1,210 @@
+package edge
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"seckill"
+	"seckill/internal/testenv"
+	"seckill/stock"
+)
+
+// Attacks on what an edge knows of tickets across a Redis restart that
+// loses writes (roomView.observe, poll tokens naming the server): a
+// private redis-server on a free port, killed with SIGKILL and started
+// again from its last snapshot.
+
+// privateRedis is a redis-server of the test's own, without persistence
+// but an explicit SAVE (the snapshot a restart loads).
+type privateRedis struct {
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func startPrivateRedis(t *testing.T) *privateRedis {
+	t.Helper()
+	testenv.RedisURL(t) // skipped without the test servers, like every Redis test
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("no redis-server")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	r := &privateRedis{port: port, dir: t.TempDir()}
+	r.start(t, bin)
+	t.Cleanup(func() { r.kill() })
+	return r
+}
+
+func (r *privateRedis) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+
+func (r *privateRedis) start(t *testing.T, bin string) {
+	t.Helper()
+	r.cmd = exec.Command(bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", r.dir, "--dbfilename", "dump.rdb", "--logfile", filepath.Join(r.dir, "log"))
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("starting redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer c.Close()
+	testenv.Eventually(t, 10*time.Second, "redis-server answers", func() bool {
+		return c.Ping(context.Background()).Err() == nil
+	})
+}
+
+func (r *privateRedis) kill() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill() // SIGKILL: no save on the way out
+		_ = r.cmd.Wait()
+	}
+}
+
+// restart kills the server and starts it again from its last SAVE: the
+// writes since are lost, and it has another run_id.
+func (r *privateRedis) restart(t *testing.T) {
+	t.Helper()
+	r.kill()
+	bin, _ := exec.LookPath("redis-server")
+	r.start(t, bin)
+}
+
+type holdKey struct{}
+
+// holdHook holds the reply of a command whose context carries a channel
+// (holdKey) until that channel is closed, after telling reached.
+type holdHook struct{ reached chan struct{} }
+
+func (h holdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h holdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if release, ok := ctx.Value(holdKey{}).(chan struct{}); ok && err == nil {
+			h.reached <- struct{}{}
+			<-release
+		}
+		return err
+	}
+}
+func (h holdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestQueueRestartLostTickets: Redis is killed and started again from a
+// snapshot without tickets 3 and 4 (joined after it). Ticket 4 was known
+// waiting at the edge (a fresh token, polls answered from the view);
+// ticket 3's join ran on the old server, and its reply reached the edge
+// only after the edge had seen the new server (a slow request): its
+// token must not name the new server, which never had it (it would stand
+// there for a recorded, confirmed poll, and every poll of the lost ticket
+// after would go unchecked, ZADD XX, and count as confirmed: answered
+// waiting from the view for as long as it polls). After the edge has seen
+// the new server, each lost ticket is answered waiting from the view at
+// most once (its next poll, while that poll is checked), then by the
+// script (none); ticket 2, in the snapshot, stays waiting throughout.
+func TestQueueRestartLostTickets(t *testing.T) {
+	const abandon = 2 * time.Second
+	srv := startPrivateRedis(t)
+	hook := holdHook{reached: make(chan struct{}, 1)}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.addr(), ReadTimeout: 300 * time.Millisecond, MaxRetries: 10,
+		MinRetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 100 * time.Millisecond})
+	rdb.AddHook(hook)
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
+		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
+	if err := stock.New(rdb, "r:").LoadItem(ctx, it, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	w := newWaitingRoom(rdb, "r:", time.Second, 0)
+	w.tick = 20 * time.Millisecond
+	var next float64
+	w.place = func() float64 { next += 0.01; return next }
+	q := &queueEnv{rdb: rdb, w: w, it: it}
+	sign := func(u int64, st queueStatus) pollToken { // as answerQueue signs it
+		tk := q.token(t, u, st)
+		tk.Issued, tk.Run = st.Now, st.Run
+		return tk
+	}
+	q.join(t, 1) // the head, kept by the script
+	two := sign(2, q.join(t, 2))
+	if err := rdb.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	four := sign(4, q.join(t, 4))
+	old := w.runOf(it.ID)
+	for range 3 { // 4 known at this edge: its token, polls from the view
+		if st, err := pollAt(ctx, w, it, four); err != nil || !st.FromView || st.State != qWaiting {
+			t.Fatalf("user 4 before the restart: %+v %v", st, err)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+
+	// 3 joins on the old server; its reply is held until the edge has seen
+	// the new one.
+	release := make(chan struct{})
+	joined := make(chan queueStatus, 1)
+	go func() {
+		st, err := w.run(context.WithValue(ctx, holdKey{}, release), opJoin, it, 3, 1)
+		if err != nil {
+			t.Error(err)
+		}
+		joined <- st
+	}()
+	<-hook.reached
+	srv.restart(t)
+	restarted := time.Now()
+	testenv.Eventually(t, 10*time.Second, "a step on the new server", func() bool {
+		_, err := w.run(ctx, opStep, it, 0, 1)
+		return err == nil
+	})
+	if w.runOf(it.ID) == old || w.runOf(it.ID) == "" {
+		t.Fatalf("the edge still knows run %q (was %q)", w.runOf(it.ID), old)
+	}
+	close(release)
+	three := sign(3, <-joined)
+	if three.Run == w.runOf(it.ID) {
+		t.Fatalf("user 3's token, joined on the old server, names the new one (%q)", three.Run)
+	}
+
+	// 3 and 4 poll every 30 ms (2 too) for abandon_after; the head by the
+	// script.
+	fromView := map[int64]int{}
+	for end := time.Now().Add(abandon); time.Now().Before(end); {
+		q.poll(t, 1)
+		for _, tk := range []pollToken{two, three, four} {
+			st, err := pollAt(ctx, w, it, tk)
+			if err != nil {
+				t.Fatalf("user %d: %v", tk.User, err)
+			}
+			if tk.User == 2 {
+				if st.State != qWaiting {
+					t.Fatalf("user 2, in the snapshot, %s after the restart: %+v", time.Since(restarted), st)
+				}
+				continue
+			}
+			if st.State == qWaiting {
+				fromView[tk.User]++
+			} else if st.State != qNone {
+				t.Fatalf("user %d lost in the restart: %+v", tk.User, st)
+			}
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	t.Logf("answered waiting after the edge saw the new server: user 3 %d times, user 4 %d times", fromView[3], fromView[4])
+	if fromView[3] > 1 || fromView[4] > 1 {
+		t.Fatalf("lost tickets answered waiting after the edge saw the new server: user 3 %d times, user 4 %d (want at most once each)",
+			fromView[3], fromView[4])
+	}
+}
