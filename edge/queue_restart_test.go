@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -207,4 +208,66 @@ func TestQueueRestartLostTickets(t *testing.T) {
 		t.Fatalf("lost tickets answered waiting after the edge saw the new server: user 3 %d times, user 4 %d (want at most once each)",
 			fromView[3], fromView[4])
 	}
+}
+
+// TestQueueRecordQuietEdge: a poll an edge answered from a view another
+// poll had just refreshed waits in the edge for its next script run; on an
+// edge that then gets no poll (a quiet edge, random routing), nothing ran
+// it: the ticket, polling every 0.95 × abandon_after with every edge
+// running, was dropped 0.85 × abandon_after after a poll (Redis's last
+// poll of it was its record at the other edge, 1.5 × abandon_after
+// before). The edge hands over what it holds within a tick or so whether
+// or not polls come (waitingRoom.flushPolls).
+func TestQueueRecordQuietEdge(t *testing.T) {
+	const abandon = 2 * time.Second
+	q, toks := recordEnv(t, abandon, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	ws := q.edges(3, 20*time.Millisecond)
+	a, b, y := ws[0], ws[1], ws[2] // y polls the head (steps: drops)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for _, w := range []*waitingRoom{a, b} {
+		wg.Go(func() { w.flushPolls(ctx, func() float64 { return 1 }) })
+	}
+	poll := func(w *waitingRoom) queueStatus {
+		t.Helper()
+		st, err := pollAt(ctx, w, q.it, toks[2])
+		if err != nil || st.State != qWaiting {
+			t.Fatalf("user 2: %+v %v", st, err)
+		}
+		return st
+	}
+	held := func(w *waitingRoom) int {
+		v := w.view(q.it.ID)
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return len(v.seen)
+	}
+	if st := poll(a); !st.FromView { // a's first: a step, then recorded, handed over at a's next run
+		t.Fatalf("user 2: %+v", st)
+	}
+	if _, err := a.run(ctx, opStep, q.it, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	at := func(f float64) { q.keepHead(t, y, time.Until(t0.Add(time.Duration(f*float64(abandon))))) }
+	at(0.45)
+	poll(a) // not recorded: a recorded it less than recordEvery ago
+	at(0.75)
+	if _, err := b.run(ctx, opStep, q.it, 0, 1); err != nil { // b's view fresh
+		t.Fatal(err)
+	}
+	poll(b) // recorded, held by b (its view is fresh); b gets no poll after
+	if h := held(b); h != 1 && h != 0 {
+		t.Fatalf("b holds %d polls", h)
+	}
+	at(1.6) // Redis's record at a is 1.6 × abandon_after old; the last poll 0.85 ×
+	if !q.waitingNow(t, 2) {
+		t.Fatalf("user 2, polling every 0.95 × abandon_after, dropped 0.85 × abandon_after after its poll at a quiet edge")
+	}
+	if d := q.seenScore(t, q.rdb, 2).Sub(t0.Add(abandon * 3 / 4)); d < 0 || d > 100*time.Millisecond {
+		t.Fatalf("Redis's last poll of user 2 is %s after its poll at b", d)
+	}
+	poll(a)
 }
