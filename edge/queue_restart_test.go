@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -270,4 +271,174 @@ func TestQueueRecordQuietEdge(t *testing.T) {
 		t.Fatalf("Redis's last poll of user 2 is %s after its poll at b", d)
 	}
 	poll(a)
+}
+
+// TestQueueKnownThreeEdgesFaults: 30 tickets poll three edges at random
+// with v3 tokens as answerQueue signs them (a token of a script's answer
+// counts as a recorded, confirmed poll; known tickets' polls go
+// unchecked), one edge behind a proxy that adds latency past the read
+// timeout or loses replies (go-redis sends the script again) most of the
+// time. Every ticket polls every 0 to 0.6 × abandon_after (a poll that
+// fails is made again at the next edge); half of them stop once for
+// 2 × abandon_after, then poll again. A ticket whose polls came at most
+// abandon_after apart is never dropped (Redis, after each of its polls);
+// one that stopped is dropped, and once it polls again each edge answers
+// it waiting from its view at most twice (its first poll there, checked,
+// and one made while that check was on its way).
+func TestQueueKnownThreeEdgesFaults(t *testing.T) {
+	const abandon = 2 * time.Second
+	const n = 30
+	f := testenv.RedisBehindProxy(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
+		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
+	if err := stock.New(f.Direct, f.Prefix).LoadItem(ctx, it, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var ws [3]*waitingRoom
+	for i, c := range []*redis.Client{f.Client, f.Direct, f.Direct} {
+		ws[i] = newWaitingRoom(c, f.Prefix, time.Second, 0)
+		ws[i].tick = 20 * time.Millisecond
+	}
+	var next float64
+	ws[1].place = func() float64 { next += 0.001; return next }
+	q := &queueEnv{rdb: f.Direct, w: ws[1], it: it}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for _, w := range ws {
+		wg.Go(func() { w.flushPolls(ctx, func() float64 { return 1 }) })
+	}
+	sign := func(u int64, st queueStatus) pollToken {
+		tk := q.token(t, u, st)
+		tk.Issued, tk.Run = st.Now, st.Run
+		return tk
+	}
+	if _, err := ws[1].run(ctx, opJoin, it, 1, 1); err != nil { // the head
+		t.Fatal(err)
+	}
+	toks := make([]pollToken, n+2)
+	for u := int64(2); u <= n+1; u++ {
+		st, err := ws[1].run(ctx, opJoin, it, u, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks[u] = sign(u, st)
+	}
+	start := time.Now()
+	end := start.Add(5 * abandon)
+	var tg sync.WaitGroup // the head, the faults, the tickets
+	tg.Go(func() {        // the head by the script, a step each time
+		for time.Now().Before(end) && ctx.Err() == nil {
+			if _, err := ws[1].run(ctx, opPoll, it, 1, 1); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(30 * time.Millisecond)
+		}
+	})
+	tg.Go(func() { // the proxied edge's Redis: fine, slow, past the read timeout, or losing replies
+		rng := rand.New(rand.NewPCG(16, 2))
+		for time.Now().Before(end) && ctx.Err() == nil {
+			f.Proxy.SetLatency(0)
+			f.Proxy.DropReplies(false)
+			switch rng.IntN(4) {
+			case 1:
+				f.Proxy.SetLatency(150 * time.Millisecond)
+			case 2:
+				f.Proxy.SetLatency(500 * time.Millisecond)
+			case 3:
+				f.Proxy.DropReplies(true)
+			}
+			time.Sleep(time.Duration(200+rng.IntN(400)) * time.Millisecond)
+		}
+		f.Proxy.SetLatency(0)
+		f.Proxy.DropReplies(false)
+	})
+	type result struct {
+		polls, views, errs, late int
+		dropped                  bool
+		viewsAfter               [3]int
+	}
+	res := make([]result, n+2)
+	for u := int64(2); u <= n+1; u++ {
+		tg.Go(func() {
+			r := &res[u]
+			rng := rand.New(rand.NewPCG(16, uint64(u)))
+			tok, last := toks[u], start
+			var stop, resume time.Time
+			if u%2 == 0 {
+				stop = start.Add(abandon/2 + time.Duration(rng.Int64N(int64(abandon))))
+				resume = stop.Add(2 * abandon)
+			}
+			for ctx.Err() == nil {
+				next := time.Now().Add(time.Duration(rng.Int64N(int64(abandon * 6 / 10))))
+				if !stop.IsZero() && next.After(stop) && !r.dropped {
+					next = resume
+				}
+				if next.After(end) {
+					return
+				}
+				time.Sleep(time.Until(next))
+				if !resume.IsZero() && !r.dropped && time.Now().After(resume) {
+					r.dropped = true
+					if q.waitingNow(t, u) {
+						t.Errorf("user %d, not polled for 2 × abandon_after, still waiting", u)
+						return
+					}
+				}
+				var st queueStatus
+				var err error
+				e := rng.IntN(3)
+				for try := 0; try < 3; try++ { // a poll that fails is made again at another edge
+					if st, err = pollAt(ctx, ws[e], it, tok); err == nil {
+						break
+					}
+					r.errs++
+					e = (e + 1) % 3
+				}
+				if err != nil {
+					t.Errorf("user %d: %v", u, err)
+					return
+				}
+				r.polls++
+				if st.FromView {
+					r.views++
+				}
+				switch {
+				case r.dropped:
+					if st.State == qWaiting {
+						r.viewsAfter[e]++
+					}
+				case time.Since(last) > abandon: // the test's own polls came late (a slow edge)
+					r.late++
+				case st.State != qWaiting || !q.waitingNow(t, u):
+					t.Errorf("user %d, %s after its last poll, at edge %d: %+v, waiting in Redis %v",
+						u, time.Since(last), e, st, q.waitingNow(t, u))
+					return
+				}
+				if !st.FromView && st.HasPlace && st.State == qWaiting {
+					tok = sign(u, st)
+				}
+				last = time.Now()
+			}
+		})
+	}
+	tg.Wait()
+	var polls, views, errs, late, dropped, worst int
+	for u := int64(2); u <= n+1; u++ {
+		r := res[u]
+		polls, views, errs, late = polls+r.polls, views+r.views, errs+r.errs, late+r.late
+		if r.dropped {
+			dropped++
+		}
+		for _, c := range r.viewsAfter {
+			worst = max(worst, c)
+		}
+	}
+	t.Logf("%d polls, %d from the views, %d failed (made again elsewhere), %d more than abandon_after after the last (not checked); %d dropped and back, answered waiting at most %d times by one edge after",
+		polls, views, errs, late, dropped, worst)
+	if dropped != n/2 || worst > 2 || late > polls/10 {
+		t.Fatalf("%d dropped (want %d); a dropped ticket answered waiting by one edge up to %d times after it polled again; %d late", dropped, n/2, worst, late)
+	}
 }
