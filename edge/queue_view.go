@@ -27,10 +27,14 @@ import (
 //   - a poll answered from the view is remembered (seen) and handed to
 //     Redis by the next run of the script, so the ticket counts as polled
 //     (abandon_after) at the time of that poll, unless this edge handed a
-//     poll of the same ticket to Redis less than half of abandon_after ago
-//     (roomView.record: most polls then cost Redis nothing); a ticket
-//     Redis no longer has waiting (dropped, placed again) is told back
-//     (gone) and asked of Redis from then on;
+//     poll of the same ticket to Redis less than half of abandon_after ago,
+//     or its token was signed that recently (roomView.record: most polls
+//     then cost Redis nothing); a ticket this edge saw confirmed waiting
+//     less than abandon_after before goes unchecked (one ZADD XX GT per
+//     1,000: it cannot have been dropped since), the others are checked
+//     against their place, and a ticket Redis no longer has waiting
+//     (dropped, placed again) is told back (gone) and asked of Redis from
+//     then on;
 //   - a ticket at or before the head (perhaps admitted), without a token, a
 //     view too old, or Redis unreachable for the refresh: the script
 //     answers, exactly, as before.
