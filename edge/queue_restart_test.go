@@ -84,6 +84,9 @@ func (r *privateRedis) restart(t *testing.T) {
 
 type holdKey struct{}
 
+// holdBeforeKey: the command is held before it is sent.
+type holdBeforeKey struct{}
+
 // holdHook holds the reply of a command whose context carries a channel
 // (holdKey) until that channel is closed, after telling reached.
 type holdHook struct{ reached chan struct{} }
@@ -91,6 +94,10 @@ type holdHook struct{ reached chan struct{} }
 func (h holdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h holdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if release, ok := ctx.Value(holdBeforeKey{}).(chan struct{}); ok {
+			h.reached <- struct{}{}
+			<-release
+		}
 		err := next(ctx, cmd)
 		if release, ok := ctx.Value(holdKey{}).(chan struct{}); ok && err == nil {
 			h.reached <- struct{}{}
@@ -208,6 +215,82 @@ func TestQueueRestartLostTickets(t *testing.T) {
 	if fromView[3] > 1 || fromView[4] > 1 {
 		t.Fatalf("lost tickets answered waiting after the edge saw the new server: user 3 %d times, user 4 %d (want at most once each)",
 			fromView[3], fromView[4])
+	}
+}
+
+// TestQueueRestartKnownInFlight: a run of the script carrying a known
+// poll of ticket 4 (unchecked, ZADD XX) took it before Redis restarted
+// without 4 and is sent after another run told the edge of the new
+// server; 4 polled meanwhile (recorded again, checked at the next run).
+// The in-flight run tells the new server's run_id, the one the edge knows
+// now, but what it confirms is not of the server the poll was known on:
+// 4 must not count as known waiting there (its polls would go unchecked
+// and be confirmed, each, on a server that lost it).
+func TestQueueRestartKnownInFlight(t *testing.T) {
+	const abandon = 2 * time.Second
+	srv := startPrivateRedis(t)
+	hook := holdHook{reached: make(chan struct{}, 1)}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.addr(), ReadTimeout: 300 * time.Millisecond, MaxRetries: 10,
+		MinRetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 100 * time.Millisecond})
+	rdb.AddHook(hook)
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
+		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
+	if err := stock.New(rdb, "r:").LoadItem(ctx, it, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	w := newWaitingRoom(rdb, "r:", time.Second, 0)
+	var next float64
+	w.place = func() float64 { next += 0.01; return next }
+	q := &queueEnv{rdb: rdb, w: w, it: it}
+	q.join(t, 1)
+	if err := rdb.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st := q.join(t, 4)
+	four := q.token(t, 4, st)
+	four.Issued, four.Run = st.Now, st.Run
+	w.tick, w.stale = time.Hour, time.Hour // the view is refreshed only when the test says
+	if _, err := w.run(ctx, opStep, it, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	poll := func() {
+		t.Helper()
+		if st, err := pollAt(ctx, w, it, four); err != nil || !st.FromView {
+			t.Fatalf("user 4: %+v %v", st, err)
+		}
+	}
+	time.Sleep(time.Until(st.Now.Add(recordEvery(it) + 50*time.Millisecond)))
+	poll() // recorded, known (its token), held
+	v := w.view(it.ID)
+	v.mu.Lock()
+	if len(v.seen) != 1 || v.seen[0].known.IsZero() {
+		t.Fatalf("held: %+v", v.seen)
+	}
+	v.mu.Unlock()
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { // takes the held poll, sent after the restart
+		_, err := w.run(context.WithValue(ctx, holdBeforeKey{}, release), opPoll, it, 1, 1)
+		done <- err
+	}()
+	<-hook.reached
+	srv.restart(t)
+	testenv.Eventually(t, 10*time.Second, "a step on the new server", func() bool {
+		_, err := w.run(ctx, opStep, it, 0, 1)
+		return err == nil
+	})
+	poll() // recorded again (the edge forgot it), checked at the next run
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	v.mu.Lock()
+	r, ok := v.recorded[recKey{user: 4, place: four.Place}]
+	v.mu.Unlock()
+	if ok && !r.known.IsZero() {
+		t.Fatalf("user 4, lost in the restart, counts as known waiting on the new server since %s", r.known)
 	}
 }
 
