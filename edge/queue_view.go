@@ -25,7 +25,8 @@ import (
 //     while it is younger than a tick, or than stale while a refresh is on
 //     its way or failed (Redis unreachable for less than stale);
 //   - a poll answered from the view is remembered (seen) and handed to
-//     Redis by the next run of the script, so the ticket counts as polled
+//     Redis by the next run of the script (within about a tick, whether
+//     or not more polls come: flushPolls), so the ticket counts as polled
 //     (abandon_after) at the time of that poll, unless this edge handed a
 //     poll of the same ticket to Redis less than half of abandon_after ago,
 //     or its token was signed that recently (roomView.record: most polls
