@@ -447,6 +447,7 @@ func (e *Edge) Listen(ctx context.Context) {
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
 	wg.Go(func() { e.revoker.run(rctx, e.cfg.RevocationSync) })
+	wg.Go(func() { e.queue.flushPolls(rctx, e.admissionFactor) }) // polls a quiet edge answered from its views
 	ch := sub.Channel()
 	for {
 		select {

@@ -148,6 +148,11 @@ type queueStatus struct {
 	// FromView: answered from the edge's view of the queue, not by Redis
 	// (the position is an estimate).
 	FromView bool
+	// Run: the Redis server that answered (the start of its run_id), as
+	// far as the edge can tell: the one the script told, else the one the
+	// edge knew before the call when it saw no other during it; "" not
+	// known. A poll token names it (pollToken.Run).
+	Run string
 }
 
 // queueScript is the waiting room: join or poll one user (or only look),
@@ -400,7 +405,14 @@ func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user
 	v.mu.Lock()
 	seen := v.seen
 	v.seen = nil
+	run, epoch := v.run, v.epoch
+	v.item, v.hasItem = it, true
 	v.mu.Unlock()
+	for i := range seen { // known on a server the edge has forgotten since: checked
+		if seen[i].epoch != epoch {
+			seen[i].known, seen[i].epoch = time.Time{}, epoch
+		}
+	}
 	st, view, told, err := w.script(ctx, op, it, user, factor, seen)
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -415,10 +427,23 @@ func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user
 		return st, err
 	}
 	same := v.observe(view.Run)
+	// Another server seen while this call was on its way (by it or by a
+	// concurrent one: a restart, a failover): the script may have run on
+	// either, so what it confirmed is not known of the server the edge
+	// knows now.
+	unchanged := v.epoch == epoch
 	v.update(op == opStep || op == opPeek, view, told.gone)
-	v.confirm(told.confirmed)
-	if same { // only a run that told the server's run_id, the one before
+	if unchanged {
+		v.confirm(told.confirmed)
+	}
+	if same && unchanged { // only a run that told the server's run_id, the one before
 		v.confirm(told.known)
+	}
+	switch {
+	case view.Run != "":
+		st.Run = view.Run
+	case unchanged:
+		st.Run = run
 	}
 	return st, nil
 }

@@ -208,7 +208,7 @@ func (e *Edge) answerQueue(c echo.Context, it seckill.ItemView, user int64, st q
 		a.PollToken = requestToken(c, PollTokenHeader, pollTokenCookie(it.ID)) // the one it showed
 	case st.HasPlace:
 		a.PollToken = e.pollTokens.sign(pollToken{User: user, Item: it.ID, Ticket: st.Ticket, Place: st.Place, Issued: st.Now,
-			Run: e.queue.runOf(it.ID)})
+			Run: st.Run})
 		c.SetCookie(&http.Cookie{
 			Name: pollTokenCookie(it.ID), Value: a.PollToken, Path: "/api/items/" + strconv.FormatInt(it.ID, 10) + "/",
 			Expires: it.EndsAt, HttpOnly: true, Secure: !e.cfg.InsecureCookie, SameSite: http.SameSiteStrictMode,

@@ -25,7 +25,8 @@ import (
 //     while it is younger than a tick, or than stale while a refresh is on
 //     its way or failed (Redis unreachable for less than stale);
 //   - a poll answered from the view is remembered (seen) and handed to
-//     Redis by the next run of the script, so the ticket counts as polled
+//     Redis by the next run of the script (within about a tick, whether
+//     or not more polls come: flushPolls), so the ticket counts as polled
 //     (abandon_after) at the time of that poll, unless this edge handed a
 //     poll of the same ticket to Redis less than half of abandon_after ago,
 //     or its token was signed that recently (roomView.record: most polls
@@ -98,6 +99,7 @@ type seenPoll struct {
 	// known: when the last poll of the ticket this edge saw Redis confirm
 	// waiting at that place was made (zero: none; recState.known)
 	known time.Time
+	epoch uint64 // roomView.epoch when recorded (known is of that server)
 }
 
 // recKey names a ticket at a place: a user has one ticket per item, and a
@@ -134,6 +136,9 @@ type roomView struct {
 	recorded   map[recKey]recState  // the tickets whose polls this edge handed to Redis
 	gone       map[recKey]time.Time // tickets Redis no longer has waiting there, since when
 	run        string               // the Redis server's run_id, as last told (observe)
+	item       seckill.Item         // of the last run (flushPolls)
+	hasItem    bool
+	epoch      uint64 // how many times run changed (observe)
 
 	// the queue's poll spread interval (queue_timing.go) and its inputs
 	spread      float64
@@ -204,7 +209,7 @@ func (v *roomView) record(p seenPoll, issued time.Time, run string, every, aband
 	if len(v.seen) >= maxSeen {
 		return false
 	}
-	p.at, p.known = now, r.known
+	p.at, p.known, p.epoch = now, r.known, v.epoch
 	v.seen = append(v.seen, p)
 	r.at = now
 	v.remember(k, r, now, every)
@@ -270,6 +275,7 @@ func (v *roomView) observe(run string) (same bool) {
 		return false
 	}
 	v.run = run
+	v.epoch++
 	clear(v.recorded)
 	clear(v.gone)
 	return false
@@ -412,6 +418,49 @@ func (w *waitingRoom) refresh(ctx context.Context, v *roomView, it seckill.Item,
 	}()
 	_, err = w.run(context.WithoutCancel(ctx), opStep, it, 0, factor)
 	return err
+}
+
+// flushPolls hands Redis, until ctx ends, the polls an edge answered from
+// its views and still holds when no poll came to refresh the view for a
+// tick (a quiet edge): a poll recorded while the view was fresh waits for
+// the edge's next script run, which only a later poll at this edge would
+// run, and a ticket whose next polls go to other edges (that recorded it
+// lately, so do not record it again) would be dropped although it polls
+// (TestQueueRecordQuietEdge). One step per view and tick at most, the
+// same as a poll's refresh (factor: the edge's admission factor).
+func (w *waitingRoom) flushPolls(ctx context.Context, factor func() float64) {
+	every := w.tick
+	if every <= 0 {
+		every = queueTick
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var views []*roomView
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		views = views[:0]
+		for _, v := range w.views {
+			views = append(views, v)
+		}
+		w.mu.Unlock()
+		for _, v := range views {
+			v.mu.Lock()
+			due := v.hasItem && !v.refreshing && len(v.seen) > 0 && time.Since(v.view.Fetched) >= every
+			if due {
+				v.refreshing, v.since, v.done = true, time.Now(), make(chan struct{})
+			}
+			it := v.item
+			v.mu.Unlock()
+			if due {
+				_ = w.refresh(ctx, v, it, factor()) // failed: the next tick tries again
+			}
+		}
+	}
 }
 
 // waitFor waits for done at most wait: an error when it is not closed by
