@@ -37,7 +37,7 @@ func startPrivateRedis(t *testing.T) *privateRedis {
 	testenv.RedisURL(t) // skipped without the test servers, like every Redis test
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Skip("no redis-server")
+		t.Fatalf("the test servers run but redis-server is not on PATH: %v", err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
