@@ -409,7 +409,7 @@ func (w *waitingRoom) run(ctx context.Context, op queueOp, it seckill.Item, user
 	seen := v.seen
 	v.seen = nil
 	run, epoch := v.run, v.epoch
-	v.item, v.hasItem = it, true
+	v.item = it
 	v.mu.Unlock()
 	for i := range seen { // known on a server the edge has forgotten since: checked
 		if seen[i].epoch != epoch {

@@ -380,11 +380,7 @@ func TestQueueRecordedBound(t *testing.T) {
 func TestQueueRecordReplyLostRedisAway(t *testing.T) {
 	const abandon = 2 * time.Second
 	f := testenv.RedisBehindProxy(t)
-	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
-		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
-	if err := stock.New(f.Direct, f.Prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	it := abandonItem(t, f.Direct, f.Prefix, abandon)
 	w := newWaitingRoom(f.Client, f.Prefix, time.Second, 0)
 	w.tick, w.stale = 20*time.Millisecond, 10*time.Second // the view answers through the outage (a busy machine)
 	var next float64
@@ -534,11 +530,7 @@ func TestQueueRecordKnownAdmittedNotPutBack(t *testing.T) {
 func TestQueueRecordKnownExpires(t *testing.T) {
 	const abandon = 2 * time.Second
 	f := testenv.RedisBehindProxy(t)
-	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
-		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
-	if err := stock.New(f.Direct, f.Prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	it := abandonItem(t, f.Direct, f.Prefix, abandon)
 	a := newWaitingRoom(f.Client, f.Prefix, time.Second, 0) // behind the proxy
 	a.tick, a.stale = 20*time.Millisecond, time.Hour        // its view answers through the outage
 	var next float64
@@ -718,4 +710,16 @@ func TestQueueRecordServerChanged(t *testing.T) {
 	if r := v.fromToken(now, "bbbbbbbbbbbb", now, time.Minute); r.known.IsZero() {
 		t.Fatal("a token of this server stands for nothing")
 	}
+}
+
+// abandonItem loads item 7 of a waiting room (10 units, the sale an hour
+// away) with abandon_after as given, on rdb under prefix.
+func abandonItem(t *testing.T, rdb redis.UniversalClient, prefix string, abandon time.Duration) seckill.Item {
+	t.Helper()
+	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
+		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
+	if err := stock.New(rdb, prefix).LoadItem(context.Background(), it, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return it
 }

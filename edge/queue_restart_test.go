@@ -132,11 +132,7 @@ func TestQueueRestartLostTickets(t *testing.T) {
 	rdb.AddHook(hook)
 	t.Cleanup(func() { _ = rdb.Close() })
 	ctx := context.Background()
-	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
-		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
-	if err := stock.New(rdb, "r:").LoadItem(ctx, it, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	it := abandonItem(t, rdb, "r:", abandon)
 	w := newWaitingRoom(rdb, "r:", time.Second, 0)
 	w.tick = 20 * time.Millisecond
 	var next float64
@@ -236,11 +232,7 @@ func TestQueueRestartKnownInFlight(t *testing.T) {
 	rdb.AddHook(hook)
 	t.Cleanup(func() { _ = rdb.Close() })
 	ctx := context.Background()
-	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
-		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
-	if err := stock.New(rdb, "r:").LoadItem(ctx, it, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	it := abandonItem(t, rdb, "r:", abandon)
 	w := newWaitingRoom(rdb, "r:", time.Second, 0)
 	var next float64
 	w.place = func() float64 { next += 0.01; return next }
@@ -374,11 +366,7 @@ func TestQueueKnownThreeEdgesFaults(t *testing.T) {
 	const n = 30
 	f := testenv.RedisBehindProxy(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	it := seckill.Item{ID: 7, Name: "q", Stock: 10, StartsAt: time.Now().Add(time.Hour), EndsAt: time.Now().Add(2 * time.Hour),
-		SaleRules: seckill.SaleRules{Allocation: seckill.AllocationQueue, AbandonAfter: seckill.Duration(abandon)}}
-	if err := stock.New(f.Direct, f.Prefix).LoadItem(ctx, it, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	it := abandonItem(t, f.Direct, f.Prefix, abandon)
 	var ws [3]*waitingRoom
 	for i, c := range []*redis.Client{f.Client, f.Direct, f.Direct} {
 		ws[i] = newWaitingRoom(c, f.Prefix, time.Second, 0)

@@ -136,9 +136,8 @@ type roomView struct {
 	recorded   map[recKey]recState  // the tickets whose polls this edge handed to Redis
 	gone       map[recKey]time.Time // tickets Redis no longer has waiting there, since when
 	run        string               // the Redis server's run_id, as last told (observe)
-	item       seckill.Item         // of the last run (flushPolls)
-	hasItem    bool
-	epoch      uint64 // how many times run changed (observe)
+	item       seckill.Item         // of the last run (flushPolls; ID 0: none yet)
+	epoch      uint64               // how many times run changed (observe)
 
 	// the queue's poll spread interval (queue_timing.go) and its inputs
 	spread      float64
@@ -450,7 +449,7 @@ func (w *waitingRoom) flushPolls(ctx context.Context, factor func() float64) {
 		w.mu.Unlock()
 		for _, v := range views {
 			v.mu.Lock()
-			due := v.hasItem && !v.refreshing && len(v.seen) > 0 && time.Since(v.view.Fetched) >= every
+			due := v.item.ID != 0 && !v.refreshing && len(v.seen) > 0 && time.Since(v.view.Fetched) >= every
 			if due {
 				v.refreshing, v.since, v.done = true, time.Now(), make(chan struct{})
 			}
